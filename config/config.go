@@ -1,0 +1,326 @@
+// Package config is opsd's job file: the schema, its defaults, loading with environment expansion
+// and strict decoding, validation that names the YAML path and line of every problem, and the
+// watcher that reloads it live.
+package config
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/schedule"
+)
+
+// Config is one job file.
+type Config struct {
+	// NodeID names this node in keys, metrics, status rows and Sentry tags.
+	NodeID string `yaml:"node_id"`
+	// Timezone is the IANA zone schedules and {date} in keys use (default UTC).
+	Timezone string `yaml:"timezone"`
+
+	Log       Log             `yaml:"log"`
+	HTTP      HTTP            `yaml:"http"`
+	State     State           `yaml:"state"`
+	Storage   Storage         `yaml:"storage"`
+	Sentry    Sentry          `yaml:"sentry"`
+	Docker    Docker          `yaml:"docker"`
+	Scheduler Scheduler       `yaml:"scheduler"`
+	Reload    Reload          `yaml:"reload"`
+	Tiers     map[string]Tier `yaml:"tiers"`
+	Jobs      []Job           `yaml:"jobs"`
+
+	// File is the path the config was loaded from ("" for Default()).
+	File string `yaml:"-"`
+	// Hash is the SHA-256 of the file's bytes, used to make unchanged reloads no-ops.
+	Hash string `yaml:"-"`
+
+	lines map[string]int
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // auto (console on a terminal, else JSON), json, console
+}
+
+// HTTP configures the HTTP server.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+	// AdminToken guards the admin API and job triggers (bearer token). Empty disables them.
+	AdminToken     Secret `yaml:"admin_token"`
+	AdminTokenFile string `yaml:"admin_token_file"`
+}
+
+// State configures opsd's own SQLite database.
+type State struct {
+	Path string `yaml:"path"`
+	// StaleAfter: a target whose last successful backup is older than this is stale (strictly).
+	StaleAfter Duration `yaml:"stale_after"`
+}
+
+// Storage selects and configures the object store.
+type Storage struct {
+	Backend string  `yaml:"backend"` // local or s3
+	Local   LocalFS `yaml:"local"`
+	S3      S3      `yaml:"s3"`
+}
+
+// LocalFS is the filesystem object store (the embedded default).
+type LocalFS struct {
+	Path string `yaml:"path"`
+}
+
+// S3 is an S3-compatible object store (DigitalOcean Spaces in production).
+type S3 struct {
+	Endpoint       string   `yaml:"endpoint"`
+	Region         string   `yaml:"region"`
+	Bucket         string   `yaml:"bucket"`
+	AccessKey      Secret   `yaml:"access_key"`
+	AccessKeyFile  string   `yaml:"access_key_file"`
+	SecretKey      Secret   `yaml:"secret_key"`
+	SecretKeyFile  string   `yaml:"secret_key_file"`
+	TLS            *bool    `yaml:"tls"`
+	CAFile         string   `yaml:"ca_file"`
+	PartSize       ByteSize `yaml:"part_size"`
+	DeletesPerSec  int      `yaml:"deletes_per_second"`
+	RequestTimeout Duration `yaml:"request_timeout"`
+}
+
+// UseTLS reports whether the S3 endpoint is reached over HTTPS (the default).
+func (s S3) UseTLS() bool { return s.TLS == nil || *s.TLS }
+
+// Sentry configures error and alert reporting. Without a DSN it is a no-op.
+type Sentry struct {
+	DSN         Secret  `yaml:"dsn"`
+	DSNFile     string  `yaml:"dsn_file"`
+	Environment string  `yaml:"environment"`
+	SampleRate  float64 `yaml:"sample_rate"`
+}
+
+// Docker configures the Docker engine client.
+type Docker struct {
+	Host string `yaml:"host"` // e.g. unix:///var/run/docker.sock; empty: DOCKER_HOST or the default
+}
+
+// Scheduler configures how jobs run.
+type Scheduler struct {
+	// MaxConcurrent is how many job runs may execute at once across all jobs.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// ShutdownTimeout bounds how long running jobs get to finish on SIGTERM.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Reload configures the config file watcher.
+type Reload struct {
+	Watch    *bool    `yaml:"watch"`
+	Interval Duration `yaml:"interval"`
+}
+
+// Watching reports whether the file is watched for changes (the default).
+func (r Reload) Watching() bool { return r.Watch == nil || *r.Watch }
+
+// Tier is a retention tier (REFERENCE.md).
+type Tier struct {
+	KeepDaily     int `yaml:"keep_daily"`
+	KeepWeekly    int `yaml:"keep_weekly"`
+	OnDemandMax   int `yaml:"on_demand_max"` // 0 = unlimited
+	RetentionDays int `yaml:"retention_days"`
+}
+
+// Job is one entry of `jobs:`. Keys other than the common ones belong to the job's kind and are
+// decoded into the settings field of that kind; a key no field of the kind knows is an error.
+type Job struct {
+	Name     string   `yaml:"name"`
+	Kind     string   `yaml:"kind"`
+	Schedule string   `yaml:"schedule"`
+	Timeout  Duration `yaml:"timeout"`
+	Enabled  *bool    `yaml:"enabled"`
+	// CatchUp runs the job once at start when a scheduled time passed while opsd was down.
+	CatchUp bool `yaml:"catch_up"`
+	// RunAtStart runs the job once when the daemon starts (or the job is added).
+	RunAtStart bool `yaml:"run_at_start"`
+
+	Noop         *NoopSettings         `yaml:"-" kind:"noop"`
+	HTTPPing     *HTTPPingSettings     `yaml:"-" kind:"http_ping"`
+	SQLiteBackup *SQLiteBackupSettings `yaml:"-" kind:"sqlite_backup"`
+}
+
+// IsEnabled reports whether the job is scheduled (the default).
+func (j Job) IsEnabled() bool { return j.Enabled == nil || *j.Enabled }
+
+// ParsedSchedule returns the job's parsed schedule. Validate has checked it.
+func (j Job) ParsedSchedule() (schedule.Schedule, error) { return schedule.Parse(j.Schedule) }
+
+// NoopSettings configures the `noop` kind, a job that does nothing (for testing schedules).
+type NoopSettings struct {
+	Sleep Duration `yaml:"sleep"`
+	Fail  bool     `yaml:"fail"`
+}
+
+// HTTPPingSettings configures the `http_ping` kind: a dead-man's-switch ping.
+type HTTPPingSettings struct {
+	URL            Secret `yaml:"url"`
+	URLFile        string `yaml:"url_file"`
+	Method         string `yaml:"method"`
+	ExpectedStatus int    `yaml:"expected_status"`
+}
+
+// SQLiteBackupSettings configures the `sqlite_backup` kind.
+type SQLiteBackupSettings struct {
+	Databases []Database `yaml:"databases"`
+	// Key is the object key template; {date} (YYYYMMDD in the config's time zone), {db}, {node}.
+	Key         string     `yaml:"key"`
+	Compression string     `yaml:"compression"` // none or zstd
+	Encryption  Encryption `yaml:"encryption"`
+	// CopyTimeout bounds the online copy of one database.
+	CopyTimeout Duration `yaml:"copy_timeout"`
+	// TempDir holds the consistent copies while they are checked and uploaded.
+	TempDir string `yaml:"temp_dir"`
+	// Parallel is how many databases are backed up at once.
+	Parallel int `yaml:"parallel"`
+}
+
+// Database is one SQLite database to back up.
+type Database struct {
+	Name     string   `yaml:"name"`
+	Path     string   `yaml:"path"`
+	Tables   []string `yaml:"tables"`
+	Critical []string `yaml:"critical"`
+	Optional bool     `yaml:"optional"`
+}
+
+// Encryption configures age encryption of artifacts. Only recipients (public keys) are needed to
+// back up; the identity (private key) is only read by drills and restores.
+type Encryption struct {
+	Recipients   []string `yaml:"recipients"`
+	IdentityFile string   `yaml:"identity_file"`
+}
+
+// Enabled reports whether artifacts are encrypted.
+func (e Encryption) Enabled() bool { return len(e.Recipients) > 0 }
+
+// PlatformDatabases are the seven platform databases and their usual paths (REFERENCE.md).
+func PlatformDatabases() []Database {
+	return []Database{
+		{Name: "auth", Path: "/data/platform/auth.db", Tables: []string{"user", "session", "account"}, Critical: []string{"user", "session"}},
+		{Name: "billing", Path: "/data/platform/billing.db", Tables: []string{"meter_events"}, Critical: []string{"meter_events"}},
+		{Name: "credits", Path: "/data/platform/credits.db", Tables: []string{"credit_transactions"}, Critical: []string{"credit_transactions"}},
+		{Name: "audit", Path: "/data/platform/audit.db", Tables: []string{"audit_log"}},
+		{Name: "quotas", Path: "/data/platform/quotas.db", Tables: []string{"quota_limits"}},
+		{Name: "tenant-keys", Path: "/data/platform/tenant-keys.db", Tables: []string{"tenant_keys"}},
+		{Name: "snapshots", Path: "/data/snapshots.db", Tables: []string{"snapshots", "restore_log"}},
+	}
+}
+
+// DefaultTiers is the REFERENCE.md tier table.
+func DefaultTiers() map[string]Tier {
+	return map[string]Tier{
+		"free":       {KeepDaily: 3, KeepWeekly: 0, OnDemandMax: 1, RetentionDays: 7},
+		"starter":    {KeepDaily: 7, KeepWeekly: 4, OnDemandMax: 5, RetentionDays: 30},
+		"pro":        {KeepDaily: 7, KeepWeekly: 4, OnDemandMax: 20, RetentionDays: 90},
+		"enterprise": {KeepDaily: 7, KeepWeekly: 4, OnDemandMax: 0, RetentionDays: 365},
+	}
+}
+
+// Default returns the configuration every file is decoded over: a local store, UTC, the tier
+// table, no jobs.
+func Default() *Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	return &Config{
+		NodeID:   host,
+		Timezone: "UTC",
+		Log:      Log{Level: "info", Format: "auto"},
+		HTTP:     HTTP{Listen: "127.0.0.1:9100"},
+		State:    State{Path: "/var/lib/opsd/state.db", StaleAfter: Duration(24 * time.Hour)},
+		Storage: Storage{
+			Backend: "local",
+			Local:   LocalFS{Path: "/var/lib/opsd/store"},
+			S3:      S3{PartSize: 16 << 20, DeletesPerSec: 100, RequestTimeout: Duration(5 * time.Minute)},
+		},
+		Sentry:    Sentry{SampleRate: 1},
+		Scheduler: Scheduler{MaxConcurrent: 2, ShutdownTimeout: Duration(30 * time.Second)},
+		Reload:    Reload{Interval: Duration(2 * time.Second)},
+		Tiers:     DefaultTiers(),
+	}
+}
+
+// Location returns the configured time zone. Validate has checked it.
+func (c *Config) Location() *time.Location {
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// Job returns the job with the given name.
+func (c *Config) Job(name string) (Job, bool) {
+	for _, j := range c.Jobs {
+		if j.Name == name {
+			return j, true
+		}
+	}
+	return Job{}, false
+}
+
+// TierNames returns the configured tier names, sorted.
+func (c *Config) TierNames() []string {
+	names := make([]string, 0, len(c.Tiers))
+	for n := range c.Tiers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Secrets returns every secret value in the config, so logs and events can redact them.
+func (c *Config) Secrets() []string {
+	var out []string
+	for _, s := range []Secret{c.HTTP.AdminToken, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey, c.Sentry.DSN} {
+		if s != "" {
+			out = append(out, string(s))
+		}
+	}
+	for _, j := range c.Jobs {
+		if j.HTTPPing != nil && j.HTTPPing.URL != "" {
+			out = append(out, string(j.HTTPPing.URL))
+		}
+	}
+	return out
+}
+
+// Secret is a string that never prints: fmt, logs and JSON show "[redacted]".
+type Secret string
+
+// String redacts the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString redacts the value for %#v.
+func (s Secret) GoString() string { return fmt.Sprintf("config.Secret(%q)", s.String()) }
+
+// MarshalText redacts the value for JSON and YAML encoders.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Value returns the secret itself, for the one place that needs it.
+func (s Secret) Value() string { return string(s) }
+
+// Duration is a time.Duration written as "90s", "30m", "6h" or "7d".
+type Duration time.Duration
+
+// D returns the duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats the duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// ByteSize is a size written as a number of bytes or with a unit: "16MiB", "512KiB", "1GiB", "5MB".
+type ByteSize int64

@@ -1,0 +1,204 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads, decodes and validates a job file. Every problem found is returned at once as
+// *Errors, each naming the YAML path and line.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes and validates a job file's bytes; file names it in errors.
+func Parse(data []byte, file string) (*Config, error) {
+	return parse(data, file, osLookupEnv)
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func parse(data []byte, file string, env func(string) (string, bool)) (*Config, error) {
+	cfg := Default()
+	cfg.File = file
+	sum := sha256.Sum256(data)
+	cfg.Hash = hex.EncodeToString(sum[:])
+	cfg.lines = map[string]int{}
+
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		fe := FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			fmt.Sscan(m[1], &fe.Line)
+			fe.Msg = m[2]
+		}
+		if errors.Is(err, errEOF) || strings.Contains(err.Error(), "EOF") {
+			fe.Msg = "the file is empty"
+		}
+		return nil, &Errors{File: file, List: []FieldError{fe}}
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	d := &decoder{lines: cfg.lines, env: env}
+	d.decode("", doc, reflect.ValueOf(cfg).Elem())
+	cfg.resolve(d, env)
+	cfg.applyDefaults()
+	errs := append(d.errs, cfg.Validate()...)
+	if len(errs) > 0 {
+		sortByLine(errs)
+		return nil, &Errors{File: file, List: errs}
+	}
+	return cfg, nil
+}
+
+var errEOF = errors.New("EOF")
+
+func sortByLine(errs []FieldError) {
+	// Stable insertion sort: file order, keeping the order of problems on one line.
+	for i := 1; i < len(errs); i++ {
+		for j := i; j > 0 && lineKey(errs[j]) < lineKey(errs[j-1]); j-- {
+			errs[j], errs[j-1] = errs[j-1], errs[j]
+		}
+	}
+}
+
+func lineKey(e FieldError) int {
+	if e.Line == 0 {
+		return 1 << 30
+	}
+	return e.Line
+}
+
+// line returns the line a path was written on (0 when the value is a default).
+func (c *Config) line(path string) int {
+	if c.lines == nil {
+		return 0
+	}
+	for p := path; p != ""; {
+		if l, ok := c.lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
+// resolve reads *_file secrets and fills S3 settings from the platform's variables.
+func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
+	readSecret := func(path string, inline *Secret, file string) {
+		if file == "" {
+			return
+		}
+		if *inline != "" {
+			d.fail(path, c.line(path), "set either %s or %s_file, not both", lastKey(path), lastKey(path))
+			return
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			d.fail(path+"_file", c.line(path+"_file"), "cannot read secret file: %v", errors.Unwrap(err))
+			return
+		}
+		*inline = Secret(strings.TrimRight(string(b), "\r\n"))
+	}
+	readSecret("http.admin_token", &c.HTTP.AdminToken, c.HTTP.AdminTokenFile)
+	readSecret("storage.s3.access_key", &c.Storage.S3.AccessKey, c.Storage.S3.AccessKeyFile)
+	readSecret("storage.s3.secret_key", &c.Storage.S3.SecretKey, c.Storage.S3.SecretKeyFile)
+	readSecret("sentry.dsn", &c.Sentry.DSN, c.Sentry.DSNFile)
+	for i := range c.Jobs {
+		if p := c.Jobs[i].HTTPPing; p != nil {
+			readSecret(fmt.Sprintf("jobs[%d].url", i), &p.URL, p.URLFile)
+		}
+	}
+
+	s3 := &c.Storage.S3
+	get := func(name string) string { v, _ := env(name); return v }
+	if s3.Bucket == "" {
+		s3.Bucket = get("S3_BUCKET")
+	}
+	if s3.Bucket == "" {
+		s3.Bucket = "wopr-backups"
+	}
+	s3.Bucket = strings.TrimSuffix(strings.TrimPrefix(s3.Bucket, "s3://"), "/")
+	if s3.Region == "" {
+		s3.Region = get("DO_SPACES_REGION")
+	}
+	if s3.Endpoint == "" && s3.Region != "" {
+		s3.Endpoint = s3.Region + ".digitaloceanspaces.com"
+	}
+	if s3.AccessKey == "" {
+		s3.AccessKey = Secret(get("DO_SPACES_ACCESS_KEY"))
+	}
+	if s3.SecretKey == "" {
+		s3.SecretKey = Secret(get("DO_SPACES_SECRET_KEY"))
+	}
+}
+
+func lastKey(path string) string {
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[i+1:]
+	}
+	return path
+}
+
+// DefaultJobTimeout bounds a run whose job sets no timeout.
+const DefaultJobTimeout = time.Hour
+
+func (c *Config) applyDefaults() {
+	platform := map[string]Database{}
+	for _, db := range PlatformDatabases() {
+		platform[db.Name] = db
+	}
+	for i := range c.Jobs {
+		j := &c.Jobs[i]
+		if j.Timeout == 0 {
+			j.Timeout = Duration(DefaultJobTimeout)
+		}
+		if s := j.SQLiteBackup; s != nil {
+			if s.Databases == nil {
+				s.Databases = PlatformDatabases()
+			}
+			for k := range s.Databases {
+				db := &s.Databases[k]
+				if p, ok := platform[db.Name]; ok && db.Tables == nil {
+					db.Tables, db.Critical = p.Tables, p.Critical
+				}
+			}
+			if s.Key == "" {
+				s.Key = "platform/{date}/{db}-{date}.db"
+			}
+			if s.Compression == "" {
+				s.Compression = "none"
+			}
+			if s.CopyTimeout == 0 {
+				s.CopyTimeout = Duration(10 * time.Minute)
+			}
+			if s.Parallel == 0 {
+				s.Parallel = 2
+			}
+		}
+		if p := j.HTTPPing; p != nil && p.Method == "" {
+			p.Method = "GET"
+		}
+	}
+}

@@ -1,0 +1,278 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/schedule"
+)
+
+// Kinds returns the job kinds the schema knows, sorted.
+func Kinds() []string {
+	var out []string
+	t := reflect.TypeOf(Job{})
+	for i := 0; i < t.NumField(); i++ {
+		if k := t.Field(i).Tag.Get("kind"); k != "" {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+var (
+	nameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	labelRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
+
+// Validate checks everything decoding cannot: required fields, ranges, schedules, kinds,
+// duplicates. Each problem names the YAML path and line.
+func (c *Config) Validate() []FieldError {
+	var errs []FieldError
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
+	}
+
+	if c.NodeID == "" {
+		bad("node_id", "is required")
+	} else if !labelRe.MatchString(c.NodeID) {
+		bad("node_id", "%q may only hold letters, digits, '.', '_' and '-'", c.NodeID)
+	}
+	if _, err := time.LoadLocation(c.Timezone); err != nil {
+		bad("timezone", "unknown time zone %q", c.Timezone)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "console":
+	default:
+		bad("log.format", "must be auto, json or console, got %q", c.Log.Format)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil && c.HTTP.Listen != "" {
+		bad("http.listen", "invalid listen address %q (use host:port, e.g. 127.0.0.1:9100)", c.HTTP.Listen)
+	}
+	if c.State.Path == "" {
+		bad("state.path", "is required")
+	}
+	if c.State.StaleAfter <= 0 {
+		bad("state.stale_after", "must be positive")
+	}
+	switch c.Storage.Backend {
+	case "local":
+		if c.Storage.Local.Path == "" {
+			bad("storage.local.path", "is required for the local backend")
+		}
+	case "s3":
+		s := c.Storage.S3
+		if s.Endpoint == "" {
+			bad("storage.s3.endpoint", "is required (or set DO_SPACES_REGION)")
+		} else if strings.Contains(s.Endpoint, "://") || strings.Contains(s.Endpoint, "/") {
+			bad("storage.s3.endpoint", "must be host[:port] without a scheme or path, got %q (TLS is set with storage.s3.tls)", s.Endpoint)
+		}
+		if s.AccessKey == "" {
+			bad("storage.s3.access_key", "is required (or set DO_SPACES_ACCESS_KEY or access_key_file)")
+		}
+		if s.SecretKey == "" {
+			bad("storage.s3.secret_key", "is required (or set DO_SPACES_SECRET_KEY or secret_key_file)")
+		}
+		if !validBucket(s.Bucket) {
+			bad("storage.s3.bucket", "invalid bucket name %q", s.Bucket)
+		}
+		if s.PartSize < 5<<20 || s.PartSize > 5<<30 {
+			bad("storage.s3.part_size", "must be between 5MiB and 5GiB, got %d bytes", s.PartSize)
+		}
+		if s.DeletesPerSec <= 0 {
+			bad("storage.s3.deletes_per_second", "must be positive")
+		}
+	default:
+		bad("storage.backend", "must be local or s3, got %q", c.Storage.Backend)
+	}
+	if dsn := c.Sentry.DSN.Value(); dsn != "" {
+		if u, err := url.Parse(dsn); err != nil || u.Scheme == "" || u.Host == "" || u.User == nil {
+			bad("sentry.dsn", "is not a valid DSN (expected https://KEY@HOST/PROJECT)")
+		}
+	}
+	if c.Sentry.SampleRate < 0 || c.Sentry.SampleRate > 1 {
+		bad("sentry.sample_rate", "must be between 0 and 1")
+	}
+	if c.Scheduler.MaxConcurrent < 1 {
+		bad("scheduler.max_concurrent", "must be at least 1")
+	}
+	if c.Scheduler.ShutdownTimeout <= 0 {
+		bad("scheduler.shutdown_timeout", "must be positive")
+	}
+	if c.Reload.Interval < Duration(100*time.Millisecond) {
+		bad("reload.interval", "must be at least 100ms")
+	}
+	for _, name := range c.TierNames() {
+		t, p := c.Tiers[name], "tiers."+name
+		if !nameRe.MatchString(name) {
+			bad(p, "invalid tier name %q", name)
+		}
+		if t.KeepDaily < 0 || t.KeepWeekly < 0 || t.OnDemandMax < 0 || t.RetentionDays < 0 {
+			bad(p, "counts and days must not be negative")
+		}
+	}
+	if _, ok := c.Tiers["free"]; !ok {
+		bad("tiers", "must define the free tier (containers without a tier label use it)")
+	}
+
+	names := map[string]int{}
+	for i, j := range c.Jobs {
+		p := fmt.Sprintf("jobs[%d]", i)
+		switch {
+		case j.Name == "":
+			bad(p+".name", "is required")
+		case !nameRe.MatchString(j.Name):
+			bad(p+".name", "%q may only hold lowercase letters, digits, '.', '_' and '-'", j.Name)
+		default:
+			if first, dup := names[j.Name]; dup {
+				bad(p+".name", "duplicate job name %q (first used by jobs[%d])", j.Name, first)
+			} else {
+				names[j.Name] = i
+			}
+		}
+		known := Kinds()
+		switch {
+		case j.Kind == "":
+			bad(p+".kind", "is required (one of %s)", strings.Join(known, ", "))
+		case !slices.Contains(known, j.Kind):
+			bad(p+".kind", "unknown job kind %q (one of %s)", j.Kind, strings.Join(known, ", "))
+		}
+		if j.Schedule == "" {
+			bad(p+".schedule", "is required (cron, @daily, @every 6h, ...)")
+		} else if _, err := schedule.Parse(j.Schedule); err != nil {
+			bad(p+".schedule", "%v", err)
+		}
+		if j.Timeout <= 0 {
+			bad(p+".timeout", "must be positive")
+		}
+		errs = append(errs, c.validateKind(p, j)...)
+	}
+	return errs
+}
+
+func (c *Config) validateKind(p string, j Job) []FieldError {
+	var errs []FieldError
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case j.HTTPPing != nil:
+		s := j.HTTPPing
+		if s.URL == "" {
+			bad(p+".url", "is required")
+		} else if u, err := url.Parse(s.URL.Value()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(p+".url", "must be an http or https URL")
+		}
+		if s.Method != "GET" && s.Method != "POST" && s.Method != "HEAD" {
+			bad(p+".method", "must be GET, POST or HEAD, got %q", s.Method)
+		}
+		if s.ExpectedStatus != 0 && (s.ExpectedStatus < 100 || s.ExpectedStatus > 599) {
+			bad(p+".expected_status", "must be an HTTP status code, got %d", s.ExpectedStatus)
+		}
+	case j.Noop != nil:
+		if j.Noop.Sleep < 0 {
+			bad(p+".sleep", "must not be negative")
+		}
+	case j.SQLiteBackup != nil:
+		s := j.SQLiteBackup
+		if len(s.Databases) == 0 {
+			bad(p+".databases", "must list at least one database")
+		}
+		dbs := map[string]bool{}
+		for k, db := range s.Databases {
+			dp := fmt.Sprintf("%s.databases[%d]", p, k)
+			if db.Name == "" {
+				bad(dp+".name", "is required")
+			} else if !labelRe.MatchString(db.Name) {
+				bad(dp+".name", "%q may only hold letters, digits, '.', '_' and '-'", db.Name)
+			} else if dbs[db.Name] {
+				bad(dp+".name", "duplicate database name %q", db.Name)
+			}
+			dbs[db.Name] = true
+			if db.Path == "" {
+				bad(dp+".path", "is required")
+			}
+			tables := map[string]bool{}
+			for _, t := range db.Tables {
+				tables[t] = true
+			}
+			for ci, t := range db.Critical {
+				if !tables[t] {
+					bad(fmt.Sprintf("%s.critical[%d]", dp, ci), "table %q is not in tables", t)
+				}
+			}
+		}
+		errs = append(errs, c.validateKey(p+".key", s.Key, []string{"{db}"}, []string{"{db}", "{date}", "{node}"})...)
+		if s.Compression != "none" && s.Compression != "zstd" {
+			bad(p+".compression", "must be none or zstd, got %q", s.Compression)
+		}
+		errs = append(errs, c.validateEncryption(p+".encryption", s.Encryption)...)
+		if s.CopyTimeout <= 0 {
+			bad(p+".copy_timeout", "must be positive")
+		}
+		if s.Parallel < 1 || s.Parallel > 16 {
+			bad(p+".parallel", "must be between 1 and 16, got %d", s.Parallel)
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateKey(path, key string, required, allowed []string) []FieldError {
+	var errs []FieldError
+	bad := func(format string, args ...any) {
+		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
+	}
+	for _, r := range required {
+		if !strings.Contains(key, r) {
+			bad("key template %q must contain %s", key, r)
+		}
+	}
+	rest := key
+	for _, a := range allowed {
+		rest = strings.ReplaceAll(rest, a, "")
+	}
+	if i := strings.IndexAny(rest, "{}"); i >= 0 {
+		bad("key template %q has an unknown placeholder (known: %s)", key, strings.Join(allowed, ", "))
+	}
+	if strings.HasPrefix(key, "/") || strings.Contains(key, "..") || strings.Contains(key, "//") {
+		bad("key template %q must be a relative key without '..' or '//'", key)
+	}
+	return errs
+}
+
+func (c *Config) validateEncryption(path string, e Encryption) []FieldError {
+	var errs []FieldError
+	for i, r := range e.Recipients {
+		if _, err := age.ParseX25519Recipient(r); err != nil {
+			p := fmt.Sprintf("%s.recipients[%d]", path, i)
+			errs = append(errs, FieldError{Path: p, Line: c.line(p), Msg: "not an age recipient (expected age1...)"})
+		}
+	}
+	return errs
+}
+
+func validBucket(b string) bool {
+	if len(b) < 3 || len(b) > 63 {
+		return false
+	}
+	for _, r := range b {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}

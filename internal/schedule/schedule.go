@@ -1,0 +1,176 @@
+// Package schedule parses opsd's schedule expressions: 5-field cron, the descriptors @hourly,
+// @daily (@midnight), @weekly, @monthly, @quarterly, @yearly (@annually) and @every <duration>.
+// Config validation and the scheduler share it, so a schedule that validates is one that runs.
+package schedule
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Schedule is a parsed schedule expression.
+type Schedule struct {
+	// Spec is the expression as written.
+	Spec string
+	// Cron is the 5-field cron expression the descriptor stands for; empty for @every.
+	Cron string
+	// Every is the fixed interval of an @every schedule; zero for cron schedules.
+	Every time.Duration
+
+	sched cron.Schedule
+}
+
+var descriptors = map[string]string{
+	"@yearly":    "0 0 1 1 *",
+	"@annually":  "0 0 1 1 *",
+	"@quarterly": "0 0 1 1,4,7,10 *",
+	"@monthly":   "0 0 1 * *",
+	"@weekly":    "0 0 * * 0",
+	"@daily":     "0 0 * * *",
+	"@midnight":  "0 0 * * *",
+	"@hourly":    "0 * * * *",
+}
+
+var fields = []struct {
+	name     string
+	min, max int
+	names    map[string]int
+}{
+	{name: "minute", min: 0, max: 59},
+	{name: "hour", min: 0, max: 23},
+	{name: "day of month", min: 1, max: 31},
+	{name: "month", min: 1, max: 12, names: map[string]int{"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12}},
+	{name: "day of week", min: 0, max: 7, names: map[string]int{"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}},
+}
+
+// Parse parses a schedule expression. Errors say which field is wrong and why, in words an
+// operator can act on (`minute out of range`).
+func Parse(spec string) (Schedule, error) {
+	s := strings.TrimSpace(spec)
+	if s == "" {
+		return Schedule{}, fmt.Errorf("empty schedule")
+	}
+	if strings.HasPrefix(s, "@every") {
+		rest := strings.TrimSpace(strings.TrimPrefix(s, "@every"))
+		d, err := ParseDuration(rest)
+		if err != nil {
+			return Schedule{}, fmt.Errorf("invalid schedule %q: %w", spec, err)
+		}
+		if d < time.Second {
+			return Schedule{}, fmt.Errorf("invalid schedule %q: interval must be at least 1s", spec)
+		}
+		return Schedule{Spec: spec, Every: d, sched: cron.ConstantDelaySchedule{Delay: d}}, nil
+	}
+	expr := s
+	if strings.HasPrefix(s, "@") {
+		e, ok := descriptors[strings.ToLower(s)]
+		if !ok {
+			return Schedule{}, fmt.Errorf("unknown schedule %q (use 5-field cron, @hourly, @daily, @weekly, @monthly, @quarterly, @yearly or @every <duration>)", spec)
+		}
+		expr = e
+	}
+	if err := checkFields(expr); err != nil {
+		return Schedule{}, fmt.Errorf("invalid cron expression %q: %w", spec, err)
+	}
+	sched, err := cron.ParseStandard(expr)
+	if err != nil {
+		return Schedule{}, fmt.Errorf("invalid cron expression %q: %w", spec, err)
+	}
+	return Schedule{Spec: spec, Cron: expr, sched: sched}, nil
+}
+
+func checkFields(expr string) error {
+	parts := strings.Fields(expr)
+	if len(parts) != 5 {
+		return fmt.Errorf("expected 5 fields (minute hour day-of-month month day-of-week), got %d", len(parts))
+	}
+	for i, p := range parts {
+		f := fields[i]
+		for _, item := range strings.Split(p, ",") {
+			rng, step, hasStep := strings.Cut(item, "/")
+			if hasStep {
+				n, err := strconv.Atoi(step)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("%s step %q is not a positive number", f.name, step)
+				}
+			}
+			if rng == "*" || rng == "?" {
+				continue
+			}
+			lo, hi, isRange := strings.Cut(rng, "-")
+			vals := []string{lo}
+			if isRange {
+				vals = append(vals, hi)
+			}
+			var nums []int
+			for _, v := range vals {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					named, ok := f.names[strings.ToLower(v)]
+					if !ok {
+						return fmt.Errorf("%s %q is not a number", f.name, v)
+					}
+					n = named
+				}
+				if n < f.min || n > f.max {
+					return fmt.Errorf("%s out of range", f.name)
+				}
+				nums = append(nums, n)
+			}
+			if isRange && nums[0] > nums[1] {
+				return fmt.Errorf("%s range %s is backwards", f.name, rng)
+			}
+		}
+	}
+	return nil
+}
+
+// Next returns the first scheduled time strictly after t, in t's location.
+func (s Schedule) Next(t time.Time) time.Time { return s.sched.Next(t) }
+
+// Interval is the expected time between two runs around t: the fixed interval of @every, or the
+// gap between the next two cron firings. Alert rules use it (`time() - last_success > k * interval`).
+func (s Schedule) Interval(t time.Time) time.Duration {
+	if s.Every > 0 {
+		return s.Every
+	}
+	a := s.sched.Next(t)
+	return s.sched.Next(a).Sub(a)
+}
+
+// Missed reports whether a firing fell strictly between last and now: the daemon was down (or
+// the job was not running) over a scheduled time.
+func (s Schedule) Missed(last, now time.Time) bool {
+	if last.IsZero() {
+		return false
+	}
+	next := s.sched.Next(last)
+	return !next.IsZero() && next.Before(now)
+}
+
+// ParseDuration parses a Go duration and also accepts a whole number of days ("7d") and weeks
+// ("2w"), which retention settings use.
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("empty duration")
+	}
+	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			v, err := strconv.Atoi(n)
+			if err != nil || v < 0 {
+				return 0, fmt.Errorf("invalid duration %q", s)
+			}
+			return time.Duration(v) * unit, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 90s, 30m, 6h, 7d)", s)
+	}
+	return d, nil
+}

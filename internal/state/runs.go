@@ -1,0 +1,142 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Run outcomes recorded in job_runs.
+const (
+	OutcomeRunning     = "running"
+	OutcomeSuccess     = "success"
+	OutcomeFailure     = "failure"
+	OutcomeTimeout     = "timeout"
+	OutcomeCanceled    = "canceled"
+	OutcomeInterrupted = "interrupted" // the process died during the run
+)
+
+// Run is one row of job_runs.
+type Run struct {
+	ID         int64      `json:"id"`
+	Job        string     `json:"job"`
+	Kind       string     `json:"kind"`
+	Trigger    string     `json:"trigger"`
+	StartedAt  time.Time  `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt"`
+	Outcome    string     `json:"outcome"`
+	Bytes      int64      `json:"bytes"`
+	Error      string     `json:"error,omitempty"`
+	Summary    string     `json:"summary,omitempty"`
+	Phases     string     `json:"phases,omitempty"` // JSON
+}
+
+// StartRun records that a run started and returns its id. The row says "running" until
+// FinishRun; one left so by a killed process is marked interrupted at the next start.
+func (s *Store) StartRun(ctx context.Context, job, kind, trigger string, at time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO job_runs (job, kind, trigger, started_at, outcome) VALUES (?, ?, ?, ?, ?)`,
+		job, kind, trigger, at.UnixMilli(), OutcomeRunning)
+	if err != nil {
+		return 0, fmt.Errorf("start run of %s: %w", job, err)
+	}
+	return res.LastInsertId()
+}
+
+// FinishRun records how a run ended.
+func (s *Store) FinishRun(ctx context.Context, r Run) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE job_runs SET finished_at=?, outcome=?, bytes=?, error=?, summary=?, phases=? WHERE id=?`,
+		ms(*r.FinishedAt), r.Outcome, r.Bytes, nullString(r.Error), nullString(r.Summary), nullString(r.Phases), r.ID)
+	if err != nil {
+		return fmt.Errorf("finish run %d of %s: %w", r.ID, r.Job, err)
+	}
+	return nil
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// MarkInterrupted marks runs left "running" by a previous process as interrupted.
+func (s *Store) MarkInterrupted(ctx context.Context, at time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE job_runs SET outcome=?, finished_at=?, error='opsd stopped during the run' WHERE outcome=?`,
+		OutcomeInterrupted, at.UnixMilli(), OutcomeRunning)
+	if err != nil {
+		return 0, fmt.Errorf("mark interrupted runs: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+const runCols = `id, job, kind, trigger, started_at, finished_at, outcome, bytes, error, summary, phases`
+
+func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
+	var (
+		r                 Run
+		started, finished sql.NullInt64
+		e, sum, ph        sql.NullString
+	)
+	if err := sc.Scan(&r.ID, &r.Job, &r.Kind, &r.Trigger, &started, &finished, &r.Outcome, &r.Bytes, &e, &sum, &ph); err != nil {
+		return Run{}, err
+	}
+	r.StartedAt = *fromMS(started)
+	r.FinishedAt = fromMS(finished)
+	r.Error, r.Summary, r.Phases = e.String, sum.String, ph.String
+	return r, nil
+}
+
+// LastRun returns the newest run of a job, ErrNotFound when it never ran.
+func (s *Store) LastRun(ctx context.Context, job string) (Run, error) {
+	return s.lastRun(ctx, `job=?`, job)
+}
+
+// LastSuccess returns the newest successful run of a job.
+func (s *Store) LastSuccess(ctx context.Context, job string) (Run, error) {
+	return s.lastRun(ctx, `job=? AND outcome='success'`, job)
+}
+
+func (s *Store) lastRun(ctx context.Context, where string, args ...any) (Run, error) {
+	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runCols+` FROM job_runs WHERE `+where+` ORDER BY started_at DESC, id DESC LIMIT 1`, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Run{}, ErrNotFound
+	}
+	if err != nil {
+		return Run{}, fmt.Errorf("last run: %w", err)
+	}
+	return r, nil
+}
+
+// Runs returns the newest runs of a job (all jobs when job is ""), newest first.
+func (s *Store) Runs(ctx context.Context, job string, limit int) ([]Run, error) {
+	q := `SELECT ` + runCols + ` FROM job_runs`
+	var args []any
+	if job != "" {
+		q += ` WHERE job=?`
+		args = append(args, job)
+	}
+	q += ` ORDER BY started_at DESC, id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ConsecutiveFailures counts the failed runs of a job since its last success.
+func (s *Store) ConsecutiveFailures(ctx context.Context, job string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM job_runs WHERE job=? AND outcome IN ('failure','timeout','interrupted')
+		AND started_at > COALESCE((SELECT MAX(started_at) FROM job_runs WHERE job=? AND outcome='success'), 0)`, job, job).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count failures of %s: %w", job, err)
+	}
+	return n, nil
+}

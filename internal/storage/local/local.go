@@ -1,0 +1,240 @@
+// Package local is the filesystem object store: keys are paths under a root directory. Uploads
+// go to a temporary name in the same directory and are renamed into place after an fsync, so a
+// crash never leaves a partial object at the final key.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+const tmpPrefix = ".opsd-upload-"
+
+// Store is a filesystem object store.
+type Store struct {
+	root string
+}
+
+// New returns a store rooted at dir, creating it.
+func New(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("local store %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("local store %s: %w", dir, err)
+	}
+	return &Store{root: abs}, nil
+}
+
+// Root returns the store's directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) String() string { return "file://" + s.root }
+
+func (s *Store) path(key string) (string, error) {
+	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
+		return "", fmt.Errorf("invalid key %q", key)
+	}
+	for _, part := range strings.Split(key, "/") {
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) {
+			return "", fmt.Errorf("invalid key %q", key)
+		}
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// ctxReader fails reads once ctx is done, so a cancelled upload stops.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Put writes the stream to a temporary file beside the key and renames it into place.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, _ storage.PutOptions) (storage.ObjectInfo, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), tmpPrefix+"*")
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	n, err := io.Copy(f, ctxReader{ctx, r})
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	ok = true
+	syncDir(filepath.Dir(p))
+	st, err := os.Stat(p)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	return storage.ObjectInfo{Key: key, Size: n, ModTime: st.ModTime().UTC()}, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// Get opens the object's file.
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	st, err := f.Stat()
+	if err != nil || st.IsDir() {
+		f.Close()
+		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+	}
+	return f, storage.ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime().UTC()}, nil
+}
+
+// Stat returns the object's size and time.
+func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	st, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && st.IsDir()) {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return storage.ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime().UTC()}, nil
+}
+
+// List walks the directory tree under the prefix in key order.
+func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	var keys []storage.ObjectInfo
+	err := filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(s.root, p)
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			if p != s.root && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), tmpPrefix) || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed while listing
+		}
+		keys = append(keys, storage.ObjectInfo{Key: key, Size: info.Size(), ModTime: info.ModTime().UTC()})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list %s: %w", prefix, err)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
+	for _, k := range keys {
+		if err := fn(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes the object's file and any directories it leaves empty.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	for dir := filepath.Dir(p); dir != s.root && strings.HasPrefix(dir, s.root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			break
+		}
+	}
+	return nil
+}
+
+// AbortIncompleteUploads removes temporary upload files left by a crash.
+func (s *Store) AbortIncompleteUploads(ctx context.Context, prefix string, olderThan time.Duration) (int, error) {
+	n := 0
+	cutoff := time.Now().Add(-olderThan)
+	err := filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), tmpPrefix) {
+			return nil
+		}
+		rel, _ := filepath.Rel(s.root, p)
+		if !strings.HasPrefix(filepath.ToSlash(rel), prefix) {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().Before(cutoff) {
+			if os.Remove(p) == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}

@@ -1,0 +1,231 @@
+// Package s3 is the S3-compatible object store (DigitalOcean Spaces in production, SeaweedFS in
+// the integration tier) over minio-go. Streams of unknown length go up as multipart uploads with
+// an explicit part size (minio-go otherwise buffers ~528 MiB per part) and Content-MD5 on every
+// part, which S3-compatible stores accept where newer AWS checksum headers are rejected.
+package s3
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// Config configures the store.
+type Config struct {
+	Endpoint  string // host[:port]
+	Region    string
+	Bucket    string
+	AccessKey string
+	SecretKey string
+	Secure    bool
+	// CAFile adds a CA to trust (self-signed test servers); RootCAs does the same in code.
+	CAFile  string
+	RootCAs *x509.CertPool
+	// PartSize of multipart uploads (default 16 MiB).
+	PartSize int64
+	// CreateBucket creates the bucket when missing (tests, the integration tier).
+	CreateBucket bool
+}
+
+// Store is an S3 bucket.
+type Store struct {
+	client   *minio.Client
+	core     *minio.Core
+	bucket   string
+	endpoint string
+	partSize uint64
+}
+
+// New connects to the endpoint and checks the bucket exists (creating it when asked).
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.PartSize == 0 {
+		cfg.PartSize = 16 << 20
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 2 * time.Minute
+	tr.MaxIdleConnsPerHost = 16
+	if cfg.Secure {
+		pool := cfg.RootCAs
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("s3 store: read ca_file: %w", err)
+			}
+			if pool == nil {
+				pool, _ = x509.SystemCertPool()
+				if pool == nil {
+					pool = x509.NewCertPool()
+				}
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("s3 store: ca_file %s holds no PEM certificate", cfg.CAFile)
+			}
+		}
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	client, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    cfg.Secure,
+		Region:    cfg.Region,
+		Transport: tr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 store %s: %w", cfg.Endpoint, err)
+	}
+	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize)}
+	ok, err := client.BucketExists(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("s3 store %s: check bucket %s: %w", cfg.Endpoint, cfg.Bucket, err)
+	}
+	if !ok {
+		if !cfg.CreateBucket {
+			return nil, fmt.Errorf("s3 store %s: bucket %s does not exist", cfg.Endpoint, cfg.Bucket)
+		}
+		if err := client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+			return nil, fmt.Errorf("s3 store %s: create bucket %s: %w", cfg.Endpoint, cfg.Bucket, err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) String() string { return fmt.Sprintf("s3://%s at %s", s.bucket, s.endpoint) }
+
+func notFound(err error) bool {
+	var resp minio.ErrorResponse
+	if errors.As(err, &resp) {
+		return resp.StatusCode == http.StatusNotFound || resp.Code == "NoSuchKey"
+	}
+	return false
+}
+
+// Put uploads the stream. Unknown sizes go up in parts of the configured size; a failed or
+// cancelled upload is aborted by minio-go, so nothing appears at the key.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
+	size := opts.Size
+	if size < 0 {
+		// Some S3-compatible stores reject an empty stream of unknown length: look ahead one byte.
+		br := bufio.NewReaderSize(r, 64<<10)
+		if _, err := br.Peek(1); err == io.EOF {
+			size, r = 0, bytes.NewReader(nil)
+		} else if err != nil {
+			return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+		} else {
+			r = br
+		}
+	}
+	ct := opts.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	part := s.partSize
+	if size > 0 {
+		// S3 allows 10,000 parts: grow the part for very large known sizes.
+		if min := uint64(size/9000) + 1; min > part {
+			part = min
+		}
+	}
+	info, err := s.client.PutObject(ctx, s.bucket, key, r, size, minio.PutObjectOptions{
+		PartSize:       part,
+		SendContentMd5: true,
+		ContentType:    ct,
+		NumThreads:     1,
+	})
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	mod := info.LastModified
+	if mod.IsZero() {
+		mod = time.Now().UTC()
+	}
+	return storage.ObjectInfo{Key: key, Size: info.Size, ModTime: mod}, nil
+}
+
+// Get opens the object. The stat is done first so a missing key is reported here, not on Read.
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
+	obj, err := s.client.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	st, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		if notFound(err) {
+			return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+		}
+		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	return obj, storage.ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified.UTC()}, nil
+}
+
+// Stat returns the object's size and time.
+func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	st, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		if notFound(err) {
+			return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
+		}
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return storage.ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified.UTC()}, nil
+}
+
+// List pages through the bucket (ListObjectsV2, 1,000 keys a page).
+func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for o := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return fmt.Errorf("list %s: %w", prefix, o.Err)
+		}
+		if strings.HasSuffix(o.Key, "/") {
+			continue // directory marker
+		}
+		if err := fn(storage.ObjectInfo{Key: o.Key, Size: o.Size, ModTime: o.LastModified.UTC()}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Delete removes an object.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.client.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil && !notFound(err) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// AbortIncompleteUploads aborts multipart uploads under prefix started more than olderThan ago.
+func (s *Store) AbortIncompleteUploads(ctx context.Context, prefix string, olderThan time.Duration) (int, error) {
+	cutoff := time.Now().Add(-olderThan)
+	n := 0
+	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, prefix, true) {
+		if u.Err != nil {
+			return n, fmt.Errorf("list incomplete uploads %s: %w", prefix, u.Err)
+		}
+		if u.Initiated.After(cutoff) {
+			continue
+		}
+		if err := s.core.AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID); err != nil && !notFound(err) {
+			return n, fmt.Errorf("abort upload of %s: %w", u.Key, err)
+		}
+		n++
+	}
+	return n, nil
+}
