@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/storage/local"
+	s3store "github.com/wopr-network/opsd/internal/storage/s3"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// deps are what job constructors get.
+type deps struct {
+	cfg   *config.Config
+	store storage.Store
+	log   zerolog.Logger
+}
+
+// buildJob is the one switch that turns a config job entry into a job.
+func buildJob(jc config.Job, d deps) (jobs.Job, error) {
+	switch jc.Kind {
+	case "noop":
+		return &jobs.Noop{JobName: jc.Name, Sleep: jc.Noop.Sleep.D(), Fail: jc.Noop.Fail}, nil
+	case "http_ping":
+		return &jobs.HTTPPing{JobName: jc.Name, URL: jc.HTTPPing.URL.Value(), Method: jc.HTTPPing.Method, ExpectedStatus: jc.HTTPPing.ExpectedStatus}, nil
+	case "sqlite_backup":
+		return sqliteBackupJob(jc, d)
+	default:
+		return nil, fmt.Errorf("unknown job kind %q", jc.Kind)
+	}
+}
+
+func sqliteBackupJob(jc config.Job, d deps) (*jobs.SQLiteBackup, error) {
+	s := jc.SQLiteBackup
+	recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
+	if err != nil {
+		return nil, err
+	}
+	dbs := make([]jobs.SQLiteDatabase, len(s.Databases))
+	for i, db := range s.Databases {
+		dbs[i] = jobs.SQLiteDatabase{Name: db.Name, Path: db.Path, Optional: db.Optional}
+	}
+	return jobs.NewSQLiteBackup(jc.Name, jobs.SQLiteBackupConfig{
+		Databases:   dbs,
+		KeyTemplate: s.Key,
+		Compression: s.Compression,
+		Recipients:  recipients,
+		CopyTimeout: s.CopyTimeout.D(),
+		TempDir:     s.TempDir,
+		Parallel:    s.Parallel,
+		Node:        d.cfg.NodeID,
+		Location:    d.cfg.Location(),
+	}, d.store), nil
+}
+
+// buildSpecs builds every job of the config with its scheduling settings.
+func buildSpecs(cfg *config.Config, d deps) ([]jobs.Spec, error) {
+	specs := make([]jobs.Spec, 0, len(cfg.Jobs))
+	for i, jc := range cfg.Jobs {
+		j, err := buildJob(jc, d)
+		if err != nil {
+			return nil, fmt.Errorf("jobs[%d] %s: %w", i, jc.Name, err)
+		}
+		sched, err := jc.ParsedSchedule()
+		if err != nil {
+			return nil, fmt.Errorf("jobs[%d] %s: %w", i, jc.Name, err)
+		}
+		specs = append(specs, jobs.Spec{
+			Job:         j,
+			Schedule:    sched,
+			Location:    cfg.Location(),
+			Timeout:     jc.Timeout.D(),
+			Enabled:     jc.IsEnabled(),
+			CatchUp:     jc.CatchUp,
+			RunAtStart:  jc.RunAtStart,
+			Fingerprint: fmt.Sprintf("%s|%s|%s|%v", jc.Kind, jc.Schedule, cfg.Timezone, jc.IsEnabled()),
+		})
+	}
+	return specs, nil
+}
+
+// openStore opens the configured object store.
+func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
+	switch c.Backend {
+	case "s3":
+		return s3store.New(ctx, s3store.Config{
+			Endpoint:  c.S3.Endpoint,
+			Region:    c.S3.Region,
+			Bucket:    c.S3.Bucket,
+			AccessKey: c.S3.AccessKey.Value(),
+			SecretKey: c.S3.SecretKey.Value(),
+			Secure:    c.S3.UseTLS(),
+			CAFile:    c.S3.CAFile,
+			PartSize:  int64(c.S3.PartSize),
+		})
+	default:
+		return local.New(c.Local.Path)
+	}
+}
+
+func instrument(s storage.Store, m *metrics.Metrics) storage.Store {
+	return storage.Instrument(s, m.StorageOps)
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/wopr-network/opsd/config"
+)
+
+func cmdConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "check" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(stdout, "Usage: opsd config check -c FILE")
+			return 0
+		}
+		fmt.Fprintln(stderr, "Usage: opsd config check -c FILE")
+		return 2
+	}
+	fs := newFlags("config check", "opsd config check -c FILE", stdout, stderr)
+	cfgPath := configFlag(fs)
+	if code, ok := parseFlags(fs, args[1:], stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	enabled := 0
+	for _, j := range cfg.Jobs {
+		if j.IsEnabled() {
+			enabled++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d jobs, %d enabled, %s store)\n", *cfgPath, len(cfg.Jobs), enabled, cfg.Storage.Backend)
+	return 0
+}

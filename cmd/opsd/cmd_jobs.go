@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+func cmdJobs(args []string, stdout, stderr io.Writer) int {
+	const syn = "opsd jobs list -c FILE [-o json] | opsd jobs run -c FILE NAME"
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "Usage: "+syn)
+		return 2
+	}
+	switch args[0] {
+	case "list":
+		return jobsList(args[1:], stdout, stderr)
+	case "run":
+		return jobsRun(args[1:], stdout, stderr)
+	case "-h", "--help":
+		fmt.Fprintln(stdout, "Usage: "+syn)
+		return 0
+	}
+	fmt.Fprintf(stderr, "opsd jobs: unknown subcommand %q\nUsage: %s\n", args[0], syn)
+	return 2
+}
+
+func jobsList(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("jobs list", "opsd jobs list -c FILE [-o json]", stdout, stderr)
+	cfgPath := configFlag(fs)
+	out := fs.String("o", "table", "output: table or json")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	st, err := state.Open(ctx, cfg.State.Path)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	defer st.Close()
+	now := time.Now().In(cfg.Location())
+	var infos []jobs.Info
+	for _, jc := range cfg.Jobs {
+		info := jobs.Info{Name: jc.Name, Kind: jc.Kind, Schedule: jc.Schedule, Enabled: jc.IsEnabled()}
+		if s, err := jc.ParsedSchedule(); err == nil && info.Enabled {
+			t := s.Next(now).UTC()
+			info.NextRun = &t
+		}
+		if r, err := st.LastRun(ctx, jc.Name); err == nil {
+			t := r.StartedAt
+			info.LastRun, info.LastOutcome, info.LastError = &t, r.Outcome, r.Error
+		}
+		if r, err := st.LastSuccess(ctx, jc.Name); err == nil {
+			t := r.StartedAt
+			info.LastSuccess = &t
+		}
+		infos = append(infos, info)
+	}
+	if *out == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(map[string]any{"jobs": infos})
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tSCHEDULE\tNEXT RUN\tLAST RUN\tOUTCOME")
+	for _, i := range infos {
+		next, last, outcome := "disabled", "never", "-"
+		if i.NextRun != nil {
+			next = i.NextRun.Format(time.RFC3339)
+		}
+		if i.LastRun != nil {
+			last, outcome = i.LastRun.Format(time.RFC3339), i.LastOutcome
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Kind, i.Schedule, next, last, outcome)
+	}
+	tw.Flush()
+	return 0
+}
+
+func jobsRun(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("jobs run", "opsd jobs run -c FILE NAME", stdout, stderr)
+	cfgPath := configFlag(fs)
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "Usage: opsd jobs run -c FILE NAME")
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	jc, ok := cfg.Job(fs.Arg(0))
+	if !ok {
+		fmt.Fprintf(stderr, "opsd: no job named %q in %s\n", fs.Arg(0), *cfgPath)
+		return 1
+	}
+	return runOnce(cfg, jc, stdout, stderr, nil)
+}
+
+// runOnce runs one job in the foreground through the Runner (so it is recorded like a scheduled
+// run) and prints its targets. Ctrl-C cancels the run cleanly. The exit code is 0 on success.
+func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print func(io.Writer, jobs.Outcome)) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e, err := newEnv(ctx, cfg, Options{Stderr: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	defer e.close(context.Background())
+	j, err := buildJob(jc, deps{cfg: cfg, store: e.store, log: e.log})
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	o := e.runner.Run(ctx, j, jc.Timeout.D(), jobs.TriggerCLI)
+	if print == nil {
+		print = printOutcome
+	}
+	print(stdout, o)
+	if !o.OK() {
+		if o.Err != nil {
+			fmt.Fprintf(stderr, "opsd: %s: %s\n", jc.Name, e.redactor.Redact(o.Err.Error()))
+		}
+		return 1
+	}
+	return 0
+}
+
+func printOutcome(w io.Writer, o jobs.Outcome) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, t := range o.Result.Targets {
+		detail := t.Key
+		if t.Err != nil {
+			detail = t.Err.Error()
+		} else if t.Note != "" {
+			detail = t.Note
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", statusWord(t.Status), t.Name, humanBytes(t.Bytes), t.Duration.Round(time.Millisecond), detail)
+	}
+	tw.Flush()
+	if o.Result.Report != "" {
+		fmt.Fprint(w, o.Result.Report)
+	}
+	if o.Run.Outcome != "" {
+		fmt.Fprintf(w, "%s: %s in %s", o.Run.Job, o.Run.Outcome, o.Run.FinishedAt.Sub(o.Run.StartedAt).Round(time.Millisecond))
+		if o.Result.Summary != "" {
+			fmt.Fprintf(w, " (%s)", o.Result.Summary)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func statusWord(s string) string {
+	switch s {
+	case jobs.TargetOK:
+		return "OK"
+	case jobs.TargetSkipped:
+		return "SKIP"
+	}
+	return "FAIL"
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/telemetry"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// Options tune NewMain beyond the config.
+type Options struct {
+	Stderr io.Writer
+	// Listen overrides http.listen (tests use 127.0.0.1:0).
+	Listen string
+	// LogLevel overrides log.level.
+	LogLevel string
+}
+
+// env is what every command needs: config, logging, state, store, metrics, Sentry and a runner.
+type env struct {
+	cfg      *config.Config
+	log      zerolog.Logger
+	redactor *telemetry.Redactor
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	state    *state.Store
+	store    storage.Store
+	sentry   *telemetry.Sentry
+	runner   *jobs.Runner
+}
+
+// newEnv opens everything a command needs from the config.
+func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
+	red := telemetry.NewRedactor(cfg.Secrets()...)
+	level := cfg.Log.Level
+	if o.LogLevel != "" {
+		level = o.LogLevel
+	}
+	log := telemetry.NewLogger(o.Stderr, level, cfg.Log.Format, red).With().Str("node", cfg.NodeID).Logger()
+	st, err := state.Open(ctx, cfg.State.Path)
+	if err != nil {
+		return nil, err
+	}
+	store, err := openStore(ctx, cfg.Storage)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	sn, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: cfg.Sentry.DSN.Value(), Environment: cfg.Sentry.Environment,
+		Release: "opsd@" + version, Node: cfg.NodeID, SampleRate: cfg.Sentry.SampleRate}, red)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, version)
+	m.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
+	if err := loadTracker(ctx, st, m); err != nil {
+		st.Close()
+		return nil, err
+	}
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn}
+	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
+	return e, nil
+}
+
+// loadTracker seeds the per-target metrics from the state database, so staleness survives a
+// restart.
+func loadTracker(ctx context.Context, st *state.Store, m *metrics.Metrics) error {
+	all, err := st.ListBackups(ctx, time.Now(), time.Hour)
+	if err != nil {
+		return err
+	}
+	for _, b := range all {
+		ts := metrics.TargetState{Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
+		if b.LastBackupAt != nil {
+			ts.LastSuccess = *b.LastBackupAt
+		}
+		if b.LastBackupSizeMB != nil {
+			ts.SizeBytes = int64(*b.LastBackupSizeMB * 1024 * 1024)
+		}
+		m.Backups.Set(b.ContainerID, ts)
+	}
+	return nil
+}
+
+func (e *env) close(ctx context.Context) {
+	e.sentry.Flush(ctx)
+	e.state.Close()
+}
+
+// Main is the daemon: built by hand from the config by NewMain, started by Run, stopped by Close.
+type Main struct {
+	*env
+	opts    Options
+	cfgPtr  atomic.Pointer[config.Config]
+	sched   *jobs.Scheduler
+	http    *httpapi.Server
+	addr    net.Addr
+	ready   atomic.Bool
+	reload  sync.Mutex
+	runCtx  context.Context
+	cancel  context.CancelFunc
+	stopBg  context.CancelFunc
+	bg      sync.WaitGroup
+	closing atomic.Bool
+}
+
+// NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
+// the scheduler with every job, and the HTTP server (not yet listening).
+func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) {
+	e, err := newEnv(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	m := &Main{env: e, opts: o}
+	m.cfgPtr.Store(cfg)
+	m.sched, err = jobs.NewScheduler(e.runner)
+	if err != nil {
+		e.close(ctx)
+		return nil, err
+	}
+	specs, err := buildSpecs(cfg, m.deps(cfg, e.store))
+	if err != nil {
+		e.close(ctx)
+		return nil, err
+	}
+	if err := m.sched.Apply(specs); err != nil {
+		e.close(ctx)
+		return nil, err
+	}
+	e.metrics.ConfigReloadSuccessful.Set(1)
+	e.metrics.ConfigReloadTimestamp.SetToCurrentTime()
+	m.http = httpapi.New(httpapi.Options{
+		Service:    "opsd",
+		State:      e.state,
+		StaleAfter: func() time.Duration { return m.cfg().State.StaleAfter.D() },
+		Gatherer:   e.reg,
+		AdminToken: func() string { return m.cfg().HTTP.AdminToken.Value() },
+		Ready:      m.ready.Load,
+		Log:        e.log,
+		ListJobs:   func(ctx context.Context) any { return m.sched.Jobs(ctx) },
+		TriggerJob: m.trigger,
+		Reload:     m.Reload,
+	})
+	return m, nil
+}
+
+func (m *Main) cfg() *config.Config { return m.cfgPtr.Load() }
+
+func (m *Main) deps(cfg *config.Config, store storage.Store) deps {
+	return deps{cfg: cfg, store: store, log: m.log}
+}
+
+func (m *Main) trigger(name string) error {
+	err := m.sched.Trigger(name)
+	switch {
+	case errors.Is(err, jobs.ErrUnknownJob):
+		return fmt.Errorf("%w: %v", httpapi.ErrNotFound, err)
+	case errors.Is(err, jobs.ErrAlreadyRunning):
+		return fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
+	}
+	return err
+}
+
+// Addr is the HTTP server's bound address (after Run).
+func (m *Main) Addr() net.Addr { return m.addr }
+
+// Run binds the HTTP server, starts the scheduler and the config watcher, and returns. Runs get
+// a context that Close cancels when the shutdown grace period ends.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.cfg()
+	if n, err := m.state.MarkInterrupted(ctx, time.Now()); err != nil {
+		return err
+	} else if n > 0 {
+		m.log.Warn().Int64("runs", n).Msg("marked runs left running by a previous process as interrupted")
+	}
+	listen := cfg.HTTP.Listen
+	if m.opts.Listen != "" {
+		listen = m.opts.Listen
+	}
+	if listen != "" {
+		addr, err := m.http.Listen(listen)
+		if err != nil {
+			return err
+		}
+		m.addr = addr
+	}
+	m.runCtx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.sched.Start(m.runCtx)
+	bgCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopBg = stop
+	if cfg.File != "" && cfg.Reload.Watching() {
+		m.bg.Add(1)
+		go func() {
+			defer m.bg.Done()
+			config.Watch(bgCtx, cfg.File, cfg.Reload.Interval.D(), func() {
+				if _, err := m.Reload(bgCtx); err != nil {
+					m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
+				}
+			})
+		}()
+	}
+	m.ready.Store(true)
+	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.store.String())
+	if m.addr != nil {
+		ev = ev.Str("listen", m.addr.String())
+	}
+	ev.Msg("opsd started")
+	return nil
+}
+
+// Reload re-reads the config file: parse, validate and build every job beside the running set,
+// then swap. A bad file keeps the old config running. Unchanged content is a no-op.
+func (m *Main) Reload(ctx context.Context) (bool, error) {
+	m.reload.Lock()
+	defer m.reload.Unlock()
+	old := m.cfg()
+	if old.File == "" {
+		return false, errors.New("reload: the config was not loaded from a file")
+	}
+	cfg, err := config.Load(old.File)
+	if err != nil {
+		m.metrics.ConfigReloadSuccessful.Set(0)
+		m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+		return false, fmt.Errorf("reload: %w", err)
+	}
+	if cfg.Hash == old.Hash {
+		m.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
+		return false, nil
+	}
+	store := m.store
+	if !reflect.DeepEqual(cfg.Storage, old.Storage) {
+		s, err := openStore(ctx, cfg.Storage)
+		if err != nil {
+			m.metrics.ConfigReloadSuccessful.Set(0)
+			m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+			return false, fmt.Errorf("reload: %w", err)
+		}
+		store = instrument(s, m.metrics)
+	}
+	specs, err := buildSpecs(cfg, m.deps(cfg, store))
+	if err == nil {
+		err = m.sched.Apply(specs)
+	}
+	if err != nil {
+		m.metrics.ConfigReloadSuccessful.Set(0)
+		m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+		return false, fmt.Errorf("reload: %w", err)
+	}
+	for _, w := range restartOnly(old, cfg) {
+		m.log.Warn().Str("field", w).Msg("changed in the config but only takes effect after a restart")
+	}
+	m.store = store
+	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
+	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
+	m.cfgPtr.Store(cfg)
+	m.metrics.ConfigReloadSuccessful.Set(1)
+	m.metrics.ConfigReloadTimestamp.SetToCurrentTime()
+	m.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	m.log.Info().Int("jobs", len(cfg.Jobs)).Msg("config reloaded")
+	return true, nil
+}
+
+func restartOnly(old, cfg *config.Config) []string {
+	var out []string
+	if old.HTTP.Listen != cfg.HTTP.Listen {
+		out = append(out, "http.listen")
+	}
+	if old.State.Path != cfg.State.Path {
+		out = append(out, "state.path")
+	}
+	if old.Sentry != cfg.Sentry {
+		out = append(out, "sentry")
+	}
+	if old.Log != cfg.Log {
+		out = append(out, "log")
+	}
+	if old.NodeID != cfg.NodeID {
+		out = append(out, "node_id")
+	}
+	if old.Scheduler.MaxConcurrent != cfg.Scheduler.MaxConcurrent {
+		out = append(out, "scheduler.max_concurrent")
+	}
+	return out
+}
+
+// Close stops the daemon gracefully: no new runs start, runs in progress get until ctx ends (the
+// shutdown timeout) to finish, then they are cancelled and given a short, bounded time to clean
+// up; then the HTTP server stops, Sentry is flushed and the state database is closed.
+func (m *Main) Close(ctx context.Context) error {
+	if !m.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	m.ready.Store(false)
+	if m.stopBg != nil {
+		m.stopBg()
+	}
+	m.bg.Wait()
+	err := m.sched.Shutdown(ctx)
+	if m.cancel != nil {
+		m.cancel()
+	}
+	if err != nil {
+		m.log.Warn().Msg("shutdown timeout reached: cancelling runs in progress")
+		cleanup, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if m.runner.Wait(cleanup) != nil {
+			m.log.Error().Msg("runs did not stop within 10s of cancellation")
+		}
+		cancel()
+	}
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m.http.Shutdown(hctx)
+	m.log.Info().Msg("opsd stopped")
+	m.env.close(hctx)
+	return nil
+}

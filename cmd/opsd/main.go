@@ -1,0 +1,59 @@
+// Command opsd is the WOPR platform's backup-and-drill daemon and the operator's CLI for one-off
+// backups, drills, verification and restores. See README.md.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `opsd keeps the WOPR platform recoverable: scheduled backups, restore drills,
+pruning, offsite verification, and the truth about them as metrics, Sentry events and HTTP.
+
+Usage:
+  opsd run -c FILE                 run the daemon
+  opsd demo [--dir DIR]            run every job on sample data with a local store
+  opsd config check -c FILE        validate a job file (every error, with line numbers)
+  opsd jobs list -c FILE           list configured jobs, their schedules and last runs
+  opsd jobs run -c FILE NAME       run one job now, in the foreground
+  opsd backup db -c FILE [--db N]  back up the platform databases now
+  opsd version                     print the version
+
+Run 'opsd COMMAND --help' for a command's flags.
+`
+
+// run dispatches a command line and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(rest, stdout, stderr)
+	case "config":
+		return cmdConfig(rest, stdout, stderr)
+	case "jobs":
+		return cmdJobs(rest, stdout, stderr)
+	case "backup":
+		return cmdBackup(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "opsd %s\n", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "opsd: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}

@@ -1,0 +1,220 @@
+// Package httpapi serves opsd's HTTP endpoints: /health and /health/ready (the platform's shapes),
+// /metrics, the jobs API, the admin API and the reload endpoint. Admin routes need
+// `Authorization: Bearer <token>`, compared in constant time.
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// Sentinel errors the backends return; the API maps them to status codes.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Options wire the server to the daemon. Function fields let the daemon swap what they return on
+// config reload without restarting the server.
+type Options struct {
+	Service    string
+	State      *state.Store
+	StaleAfter func() time.Duration
+	Gatherer   prometheus.Gatherer
+	AdminToken func() string
+	Ready      func() bool
+	Log        zerolog.Logger
+
+	// ListJobs returns the jobs (any JSON-marshalable slice).
+	ListJobs func(ctx context.Context) any
+	// TriggerJob starts a run now; ErrNotFound for an unknown job, ErrConflict when running.
+	TriggerJob func(name string) error
+	// Reload re-reads the config; changed is false when the content was unchanged.
+	Reload func(ctx context.Context) (changed bool, err error)
+}
+
+// Server is the HTTP server.
+type Server struct {
+	opts Options
+	mux  *http.ServeMux
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// New builds the server and its routes.
+func New(o Options) *Server {
+	s := &Server{opts: o, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /health", s.health)
+	s.mux.HandleFunc("GET /health/ready", s.ready)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	s.mux.HandleFunc("GET /api/jobs", s.listJobs)
+	s.mux.HandleFunc("GET /api/jobs/{name}/runs", s.jobRuns)
+	s.mux.HandleFunc("POST /api/jobs/{name}/run", s.admin(s.runJob))
+	s.mux.HandleFunc("POST /-/reload", s.admin(s.reload))
+	return s
+}
+
+// Handle adds a route (the admin API registers its own); admin routes are wrapped by Admin.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Admin wraps a handler with bearer-token authentication.
+func (s *Server) Admin(h http.HandlerFunc) http.HandlerFunc { return s.admin(h) }
+
+// Handler returns the root handler (for tests).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Listen binds the address synchronously (":0" picks a free port) and serves in the background.
+func (s *Server) Listen(addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.opts.Log.Error().Err(err).Msg("http server stopped")
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+// Shutdown stops accepting requests and waits (bounded by ctx) for those in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// WriteJSON writes v as JSON with the status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// WriteError writes {"error": msg}.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
+}
+
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		want := s.opts.AdminToken()
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if auth == "" || !ok || token == "" {
+			WriteError(w, http.StatusUnauthorized, "Authentication required")
+			return
+		}
+		if want == "" || subtle.ConstantTimeCompare([]byte(token), []byte(want)) != 1 {
+			WriteError(w, http.StatusUnauthorized, "Invalid or expired token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// Health is the /health body (the platform's shape).
+type Health struct {
+	Status  string        `json:"status"`
+	Service string        `json:"service"`
+	Backups HealthBackups `json:"backups"`
+}
+
+// HealthBackups counts tracked and stale targets.
+type HealthBackups struct {
+	StaleCount   int `json:"staleCount"`
+	TotalTracked int `json:"totalTracked"`
+}
+
+// health always answers 200 (uptime monitors read the body): "degraded" iff any target is stale.
+// When the state cannot be read it says "degraded" with the error, never "ok".
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	h := Health{Status: "ok", Service: s.opts.Service}
+	all, err := s.opts.State.ListBackups(r.Context(), time.Now(), s.opts.StaleAfter())
+	if err != nil {
+		s.opts.Log.Error().Err(err).Msg("health: cannot read backup status")
+		WriteJSON(w, http.StatusOK, map[string]any{"status": "degraded", "service": s.opts.Service, "error": "backup status unavailable"})
+		return
+	}
+	for _, b := range all {
+		h.Backups.TotalTracked++
+		if b.IsStale {
+			h.Backups.StaleCount++
+		}
+	}
+	if h.Backups.StaleCount > 0 {
+		h.Status = "degraded"
+	}
+	WriteJSON(w, http.StatusOK, h)
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	if !s.opts.Ready() || s.opts.State.Ping(r.Context()) != nil {
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "service": s.opts.Service})
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready", "service": s.opts.Service})
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]any{"jobs": s.opts.ListJobs(r.Context())})
+}
+
+func (s *Server) jobRuns(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.opts.State.Runs(r.Context(), r.PathValue("name"), 50)
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "cannot read job runs")
+		return
+	}
+	if runs == nil {
+		runs = []state.Run{}
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"job": r.PathValue("name"), "runs": runs})
+}
+
+func (s *Server) runJob(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := s.opts.TriggerJob(name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown job %q", name))
+	case errors.Is(err, ErrConflict):
+		WriteError(w, http.StatusConflict, fmt.Sprintf("job %q is already running", name))
+	case err != nil:
+		WriteError(w, http.StatusInternalServerError, err.Error())
+	default:
+		WriteJSON(w, http.StatusAccepted, map[string]string{"job": name, "status": "started"})
+	}
+}
+
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	changed, err := s.opts.Reload(r.Context())
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	status := "unchanged"
+	if changed {
+		status = "reloaded"
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"status": status})
+}

@@ -1,0 +1,201 @@
+// Package metrics defines every metric opsd exports, in one place, registered on a registry that
+// is passed in (never the global default). Label values come from the config and container names,
+// never from free text.
+package metrics
+
+import (
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every opsd metric.
+type Metrics struct {
+	BuildInfo *prometheus.GaugeVec
+
+	JobRuns             *prometheus.CounterVec
+	JobDuration         *prometheus.HistogramVec
+	JobLastDuration     *prometheus.GaugeVec
+	JobLastSuccess      *prometheus.GaugeVec
+	JobLastRun          *prometheus.GaugeVec
+	JobLastRunSuccess   *prometheus.GaugeVec
+	JobExpectedInterval *prometheus.GaugeVec
+	JobRunning          *prometheus.GaugeVec
+	JobSkipped          *prometheus.CounterVec
+	JobPhase            *prometheus.GaugeVec
+
+	BytesUploaded *prometheus.CounterVec
+	BackupPhase   *prometheus.GaugeVec
+
+	ConfigReloadSuccessful prometheus.Gauge
+	ConfigReloadTimestamp  prometheus.Gauge
+	ConfigReloads          *prometheus.CounterVec
+
+	StorageOps *prometheus.CounterVec
+
+	// Backups tracks per-target freshness; staleness is computed at scrape time.
+	Backups *BackupTracker
+}
+
+// New creates every metric and registers it (with the Go and process collectors) on reg.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	jobLabels := []string{"job", "kind"}
+	g := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	}
+	reloadOK := prometheus.NewGauge(prometheus.GaugeOpts{Name: "opsd_config_last_reload_successful", Help: "1 when the last config load or reload succeeded, 0 when it failed (the old config keeps running)."})
+	reloadTS := prometheus.NewGauge(prometheus.GaugeOpts{Name: "opsd_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load or reload."})
+	m := &Metrics{
+		BuildInfo: g("opsd_build_info", "Build information; always 1.", "version", "goversion"),
+		JobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_job_runs_total", Help: "Job runs by outcome (success, failure, timeout, canceled)."},
+			[]string{"job", "kind", "outcome"}),
+		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "opsd_job_duration_seconds", Help: "Duration of job runs.",
+			Buckets: []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200}}, jobLabels),
+		JobLastDuration:     g("opsd_job_last_duration_seconds", "Duration of the job's last run.", jobLabels...),
+		JobLastSuccess:      g("opsd_job_last_success_timestamp_seconds", "Time the job last finished successfully.", jobLabels...),
+		JobLastRun:          g("opsd_job_last_run_timestamp_seconds", "Time the job last finished, whatever the outcome.", jobLabels...),
+		JobLastRunSuccess:   g("opsd_job_last_run_success", "1 when the job's last run succeeded, else 0.", jobLabels...),
+		JobExpectedInterval: g("opsd_job_expected_interval_seconds", "Expected time between runs from the job's schedule (alert: time() - last_success > k * interval).", jobLabels...),
+		JobRunning:          g("opsd_job_running", "1 while a run of the job is in progress.", jobLabels...),
+		JobSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_job_skipped_total", Help: "Runs not started, by reason (overlap: the previous run was still going)."},
+			[]string{"job", "kind", "reason"}),
+		JobPhase: g("opsd_job_phase_seconds", "Duration of each named phase of the job's last run.", "job", "kind", "phase"),
+		BytesUploaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_bytes_uploaded_total", Help: "Bytes of artifacts uploaded to the object store."},
+			jobLabels),
+		BackupPhase:            g("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job", "target", "phase"),
+		ConfigReloadSuccessful: reloadOK,
+		ConfigReloadTimestamp:  reloadTS,
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_config_reloads_total", Help: "Config reloads by outcome (success, failure, unchanged)."},
+			[]string{"outcome"}),
+		StorageOps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_storage_operations_total", Help: "Object-store operations by operation and outcome."},
+			[]string{"operation", "outcome"}),
+		Backups: NewBackupTracker(24 * time.Hour),
+	}
+	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
+		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
+		m.BackupPhase, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	return m
+}
+
+// ForgetJob removes a job's series (the job was removed from the config).
+func (m *Metrics) ForgetJob(job, kind string) {
+	for _, v := range []*prometheus.GaugeVec{m.JobLastDuration, m.JobLastSuccess, m.JobLastRun, m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning} {
+		v.DeleteLabelValues(job, kind)
+	}
+	m.JobPhase.DeletePartialMatch(prometheus.Labels{"job": job})
+	m.BackupPhase.DeletePartialMatch(prometheus.Labels{"job": job})
+}
+
+// TargetState is what the tracker knows about one backup target.
+type TargetState struct {
+	Kind        string
+	Node        string
+	LastSuccess time.Time // zero: never
+	LastOK      bool      // the last attempt succeeded
+	SizeBytes   int64
+}
+
+// BackupTracker exports per-target freshness. Staleness is computed when scraped (a target goes
+// stale by the clock, with no event), from memory: the scrape path never lists the bucket.
+type BackupTracker struct {
+	mu         sync.RWMutex
+	targets    map[string]TargetState
+	staleAfter time.Duration
+	now        func() time.Time
+
+	lastSuccess, size, stale, count *prometheus.Desc
+}
+
+// NewBackupTracker returns an empty tracker.
+func NewBackupTracker(staleAfter time.Duration) *BackupTracker {
+	l := []string{"target", "kind", "node"}
+	return &BackupTracker{
+		targets:     map[string]TargetState{},
+		staleAfter:  staleAfter,
+		now:         time.Now,
+		lastSuccess: prometheus.NewDesc("opsd_backup_last_success_timestamp_seconds", "Time of the target's last successful backup (absent when never).", l, nil),
+		size:        prometheus.NewDesc("opsd_backup_last_size_bytes", "Size of the target's last successful backup artifact.", l, nil),
+		stale:       prometheus.NewDesc("opsd_backup_stale", "1 when the target is stale: never backed up, last attempt failed, or last success older than the stale threshold.", l, nil),
+		count:       prometheus.NewDesc("opsd_backup_targets", "Tracked backup targets by staleness.", []string{"stale"}, nil),
+	}
+}
+
+// SetStaleAfter changes the threshold (config reload).
+func (t *BackupTracker) SetStaleAfter(d time.Duration) {
+	t.mu.Lock()
+	t.staleAfter = d
+	t.mu.Unlock()
+}
+
+// Set records a target's state.
+func (t *BackupTracker) Set(target string, s TargetState) {
+	t.mu.Lock()
+	t.targets[target] = s
+	t.mu.Unlock()
+}
+
+// Get returns a target's state.
+func (t *BackupTracker) Get(target string) (TargetState, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s, ok := t.targets[target]
+	return s, ok
+}
+
+// Delete stops exporting a target (retired).
+func (t *BackupTracker) Delete(target string) {
+	t.mu.Lock()
+	delete(t.targets, target)
+	t.mu.Unlock()
+}
+
+// Targets returns the tracked target names, sorted.
+func (t *BackupTracker) Targets() []string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]string, 0, len(t.targets))
+	for k := range t.targets {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Describe implements prometheus.Collector.
+func (t *BackupTracker) Describe(ch chan<- *prometheus.Desc) {
+	ch <- t.lastSuccess
+	ch <- t.size
+	ch <- t.stale
+	ch <- t.count
+}
+
+// Collect implements prometheus.Collector.
+func (t *BackupTracker) Collect(ch chan<- prometheus.Metric) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	now := t.now()
+	var nStale, nFresh float64
+	for name, s := range t.targets {
+		isStale := s.LastSuccess.IsZero() || !s.LastOK || now.Sub(s.LastSuccess) > t.staleAfter
+		v := 0.0
+		if isStale {
+			v = 1
+			nStale++
+		} else {
+			nFresh++
+		}
+		ch <- prometheus.MustNewConstMetric(t.stale, prometheus.GaugeValue, v, name, s.Kind, s.Node)
+		if !s.LastSuccess.IsZero() {
+			ch <- prometheus.MustNewConstMetric(t.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixMilli())/1000, name, s.Kind, s.Node)
+			ch <- prometheus.MustNewConstMetric(t.size, prometheus.GaugeValue, float64(s.SizeBytes), name, s.Kind, s.Node)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(t.count, prometheus.GaugeValue, nStale, "true")
+	ch <- prometheus.MustNewConstMetric(t.count, prometheus.GaugeValue, nFresh, "false")
+}

@@ -1,0 +1,237 @@
+// Package sqlite makes consistent online copies of live SQLite databases and checks them
+// (modernc.org/sqlite: pure Go, CGO_ENABLED=0 builds).
+//
+// The copy uses SQLite's online backup API under a read transaction held on the source
+// connection for the whole copy. A stepwise backup without it restarts every time another
+// connection writes, and under a steady writer never finishes (FINDINGS.md); one Step(-1) call
+// finishes but cannot be cancelled. Holding the read transaction pins one snapshot (in WAL mode
+// writers keep committing to the -wal meanwhile), so the copy proceeds in chunks, checks its
+// context between chunks, and always finishes.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+)
+
+// chunkPages is how many pages one backup step copies (4 MiB at the default page size).
+const chunkPages = 1024
+
+// Info describes a database file.
+type Info struct {
+	PageCount int64
+	PageSize  int64
+	Tables    []string
+}
+
+// afterStep is called after every backup step (tests cancel mid-copy with it).
+var afterStep = func() {}
+
+// ErrNotExist is returned (wrapped) when the source database file does not exist.
+var ErrNotExist = errors.New("database file does not exist")
+
+// dsn builds a modernc DSN for path with the given pragmas and mode.
+func dsn(path, mode string, pragmas ...string) string {
+	q := url.Values{}
+	if mode != "" {
+		q.Set("mode", mode)
+	}
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open opens a database read-write without creating it.
+func Open(path string) (*sql.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open %s: %w", path, ErrNotExist)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, "rw", "busy_timeout(30000)"))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+type backuper interface {
+	NewBackup(string) (*sqlite.Backup, error)
+}
+
+// Backup copies the live database at src into a new file dst (which must not exist), as one
+// consistent snapshot, while other connections keep reading and writing src. On any error or
+// cancellation dst (and its journal) is removed.
+func Backup(ctx context.Context, src, dst string) (err error) {
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("backup %s: destination %s exists", src, dst)
+	}
+	db, err := Open(src)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer db.Close()
+	defer func() {
+		if err != nil {
+			removeDB(dst)
+		}
+	}()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", src, err)
+	}
+	defer conn.Close()
+	// Pin one snapshot for the whole copy.
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return fmt.Errorf("backup %s: begin: %w", src, err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&n); err != nil {
+		return fmt.Errorf("backup %s: read schema: %w", src, err)
+	}
+	return conn.Raw(func(dc any) error {
+		b, ok := dc.(backuper)
+		if !ok {
+			return fmt.Errorf("backup %s: driver has no backup API", src)
+		}
+		bk, err := b.NewBackup(dsn(dst, "rwc"))
+		if err != nil {
+			return fmt.Errorf("backup %s: start: %w", src, err)
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				bk.Finish()
+				return fmt.Errorf("backup %s: %w", src, err)
+			}
+			more, err := bk.Step(chunkPages)
+			if err != nil {
+				bk.Finish()
+				return fmt.Errorf("backup %s: copy: %w", src, err)
+			}
+			afterStep()
+			if !more {
+				break
+			}
+		}
+		if err := bk.Finish(); err != nil {
+			return fmt.Errorf("backup %s: finish: %w", src, err)
+		}
+		return nil
+	})
+}
+
+// removeDB removes a database file and its side files.
+func removeDB(path string) {
+	for _, suffix := range []string{"", "-journal", "-wal", "-shm"} {
+		os.Remove(path + suffix)
+	}
+}
+
+// RemoveDB removes a database file and its -journal, -wal and -shm files.
+func RemoveDB(path string) { removeDB(path) }
+
+// Check runs PRAGMA integrity_check on the database at path and returns nil only when it
+// reports exactly "ok"; otherwise the error carries the first problems it found.
+func Check(ctx context.Context, path string) error {
+	db, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return check(ctx, db)
+}
+
+func check(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA integrity_check(20)")
+	if err != nil {
+		return fmt.Errorf("integrity check: %w", cleanErr(err))
+	}
+	defer rows.Close()
+	var msgs []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return fmt.Errorf("integrity check: %w", cleanErr(err))
+		}
+		msgs = append(msgs, s)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("integrity check: %w", cleanErr(err))
+	}
+	if len(msgs) == 1 && msgs[0] == "ok" {
+		return nil
+	}
+	if len(msgs) > 3 {
+		msgs = append(msgs[:3], fmt.Sprintf("... (%d more)", len(msgs)-3))
+	}
+	return fmt.Errorf("integrity check failed: %s", strings.Join(msgs, "; "))
+}
+
+func cleanErr(err error) error {
+	if errors.Is(err, driver.ErrBadConn) {
+		return errors.New("database connection failed")
+	}
+	return err
+}
+
+// Inspect returns the page count, page size and table names of the database at path.
+func Inspect(ctx context.Context, path string) (Info, error) {
+	db, err := Open(path)
+	if err != nil {
+		return Info{}, err
+	}
+	defer db.Close()
+	var info Info
+	if err := db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&info.PageCount); err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	if err := db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&info.PageSize); err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+	if err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return Info{}, fmt.Errorf("inspect %s: %w", path, err)
+		}
+		info.Tables = append(info.Tables, n)
+	}
+	return info, rows.Err()
+}
+
+// CountRows returns the number of rows in a table (quoted safely).
+func CountRows(ctx context.Context, path, table string) (int64, error) {
+	db, err := Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int64
+	q := `SELECT count(*) FROM "` + strings.ReplaceAll(table, `"`, `""`) + `"`
+	if err := db.QueryRowContext(ctx, q).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count rows of %s: %w", table, err)
+	}
+	return n, nil
+}
+
+// TempPath returns a fresh temp path for a copy of a database named name in dir.
+func TempPath(dir, name string) string {
+	return filepath.Join(dir, fmt.Sprintf(".opsd-%s-%d.db", name, time.Now().UnixNano()))
+}

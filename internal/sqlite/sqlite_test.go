@@ -1,0 +1,139 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// makeDB creates a WAL database with a table of n rows of ~1 KiB.
+func makeDB(t testing.TB, path string, rows int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", dsn(path, "rwc", "journal_mode(WAL)", "busy_timeout(30000)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := db.Begin()
+	stmt, _ := tx.Prepare(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
+	for i := 0; i < rows; i++ {
+		if _, err := stmt.Exec(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stmt.Close()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writer commits one insert per tick until stop; it returns the count of committed rows.
+func writer(t testing.TB, path string, every time.Duration, stop <-chan struct{}, committed *atomic.Int64, wg *sync.WaitGroup) {
+	db, err := sql.Open("sqlite", dsn(path, "rw", "busy_timeout(30000)"))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer db.Close()
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				if _, err := db.Exec(`INSERT INTO items (payload) VALUES (randomblob(200))`); err != nil {
+					t.Errorf("writer: %v", err)
+					return
+				}
+				committed.Add(1)
+			}
+		}
+	}()
+}
+
+func TestBackupUnderWrites(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "live.db")
+	makeDB(t, src, 100000) // ~110 MB
+	var committed atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	writer(t, src, 2*time.Millisecond, stop, &committed, &wg) // up to ~500 tx/s
+	time.Sleep(100 * time.Millisecond)
+	before := committed.Load()
+	dst := filepath.Join(dir, "copy.db")
+	start := time.Now()
+	if err := Backup(context.Background(), src, dst); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	took := time.Since(start)
+	during := committed.Load() - before
+	close(stop)
+	wg.Wait()
+	if rate := float64(during) / took.Seconds(); during < 10 || rate < 200 {
+		t.Fatalf("the writer committed %d transactions (%.0f/s) during the backup: want at least 10 at 200/s, else the test proves nothing", during, rate)
+	}
+	if err := Check(context.Background(), dst); err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	n, err := CountRows(context.Background(), dst, "items")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 100000+before {
+		t.Fatalf("copy has %d rows, want at least %d (every row committed before the copy began)", n, 100000+before)
+	}
+	t.Logf("backup took %s while the writer committed %d transactions; copy has %d rows", took, during, n)
+}
+
+func TestBackupMissingSource(t *testing.T) {
+	dir := t.TempDir()
+	err := Backup(context.Background(), filepath.Join(dir, "nope.db"), filepath.Join(dir, "copy.db"))
+	if !errors.Is(err, ErrNotExist) || !strings.Contains(err.Error(), "nope.db") {
+		t.Fatalf("err = %v, want ErrNotExist naming the path", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nope.db")); !os.IsNotExist(err) {
+		t.Fatal("backup created the missing source file")
+	}
+}
+
+func TestBackupCancelledMidCopyRemovesCopy(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "live.db")
+	makeDB(t, src, 30000)
+	ctx, cancel := context.WithCancel(context.Background())
+	steps := 0
+	afterStep = func() {
+		steps++
+		if steps == 2 {
+			cancel()
+		}
+	}
+	defer func() { afterStep = func() {} }()
+	dst := filepath.Join(dir, "copy.db")
+	if err := Backup(ctx, src, dst); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if steps != 2 {
+		t.Fatalf("copy stopped after %d steps, want 2 (cancelled mid-copy)", steps)
+	}
+	for _, s := range []string{"", "-journal", "-wal", "-shm"} {
+		if _, err := os.Stat(dst + s); !os.IsNotExist(err) {
+			t.Fatalf("%s left behind", dst+s)
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Instrument wraps a store so every operation is counted by operation and outcome (ok, not_found,
+// error) on ops (labels: operation, outcome).
+func Instrument(s Store, ops *prometheus.CounterVec) Store {
+	if _, ok := s.(*instrumented); ok {
+		return s
+	}
+	return &instrumented{s: s, ops: ops}
+}
+
+type instrumented struct {
+	s   Store
+	ops *prometheus.CounterVec
+}
+
+func (i *instrumented) count(op string, err error) {
+	outcome := "ok"
+	switch {
+	case errors.Is(err, ErrNotFound):
+		outcome = "not_found"
+	case err != nil:
+		outcome = "error"
+	}
+	i.ops.WithLabelValues(op, outcome).Inc()
+}
+
+func (i *instrumented) Put(ctx context.Context, key string, r io.Reader, o PutOptions) (ObjectInfo, error) {
+	info, err := i.s.Put(ctx, key, r, o)
+	i.count("put", err)
+	return info, err
+}
+
+func (i *instrumented) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	rc, info, err := i.s.Get(ctx, key)
+	i.count("get", err)
+	return rc, info, err
+}
+
+func (i *instrumented) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+	info, err := i.s.Stat(ctx, key)
+	i.count("stat", err)
+	return info, err
+}
+
+func (i *instrumented) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	err := i.s.List(ctx, prefix, fn)
+	i.count("list", err)
+	return err
+}
+
+func (i *instrumented) Delete(ctx context.Context, key string) error {
+	err := i.s.Delete(ctx, key)
+	i.count("delete", err)
+	return err
+}
+
+func (i *instrumented) AbortIncompleteUploads(ctx context.Context, prefix string, olderThan time.Duration) (int, error) {
+	n, err := i.s.AbortIncompleteUploads(ctx, prefix, olderThan)
+	i.count("abort_uploads", err)
+	return n, err
+}
+
+func (i *instrumented) String() string { return i.s.String() }

@@ -1,0 +1,127 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/getsentry/sentry-go"
+)
+
+// SentryOptions configure the Sentry client.
+type SentryOptions struct {
+	DSN         string
+	Environment string
+	Release     string
+	Node        string
+	SampleRate  float64
+}
+
+// Sentry reports job failures and alerts. The zero value and a Sentry built without a DSN are
+// no-ops. Every event passes through the redactor before it is sent.
+type Sentry struct {
+	hub  *sentry.Hub
+	node string
+}
+
+// NewSentry creates a Sentry client; with an empty DSN it returns a no-op.
+func NewSentry(o SentryOptions, r *Redactor) (*Sentry, error) {
+	if o.DSN == "" {
+		return &Sentry{node: o.Node}, nil
+	}
+	rate := o.SampleRate
+	if rate == 0 {
+		rate = 1
+	}
+	client, err := sentry.NewClient(sentry.ClientOptions{
+		Dsn:         o.DSN,
+		Environment: o.Environment,
+		Release:     o.Release,
+		ServerName:  o.Node,
+		SampleRate:  rate,
+		BeforeSend: func(e *sentry.Event, _ *sentry.EventHint) *sentry.Event {
+			scrubEvent(e, r)
+			return e
+		},
+	})
+	if err != nil {
+		// The DSN itself must not appear in the error.
+		return nil, fmt.Errorf("init sentry: invalid DSN")
+	}
+	return &Sentry{hub: sentry.NewHub(client, sentry.NewScope()), node: o.Node}, nil
+}
+
+// Enabled reports whether events are sent.
+func (s *Sentry) Enabled() bool { return s != nil && s.hub != nil }
+
+func scrubEvent(e *sentry.Event, r *Redactor) {
+	e.Message = r.Redact(e.Message)
+	for i := range e.Exception {
+		e.Exception[i].Value = r.Redact(e.Exception[i].Value)
+	}
+	for k, v := range e.Tags {
+		e.Tags[k] = r.Redact(v)
+	}
+	for _, ctx := range e.Contexts {
+		for k, v := range ctx {
+			if s, ok := v.(string); ok {
+				ctx[k] = r.Redact(s)
+			}
+		}
+	}
+	for _, b := range e.Breadcrumbs {
+		b.Message = r.Redact(b.Message)
+	}
+	e.Request = nil
+}
+
+// JobFailure is a failed job run (or one failed target of it).
+type JobFailure struct {
+	Job, Kind, Target string
+	Err               error
+}
+
+// CaptureJobFailure sends an error event tagged with job, kind, node, target and source.
+func (s *Sentry) CaptureJobFailure(f JobFailure) {
+	if !s.Enabled() {
+		return
+	}
+	s.hub.WithScope(func(scope *sentry.Scope) {
+		scope.SetLevel(sentry.LevelError)
+		scope.SetTags(map[string]string{"job": f.Job, "kind": f.Kind, "node": s.node, "source": "opsd"})
+		if f.Target != "" {
+			scope.SetTag("target", f.Target)
+		}
+		scope.SetFingerprint([]string{"opsd-job", f.Job, f.Target})
+		s.hub.CaptureException(f.Err)
+	})
+}
+
+// CaptureMessage sends a message at the given level with tags and a fingerprint.
+func (s *Sentry) CaptureMessage(level sentry.Level, msg string, tags map[string]string, fingerprint []string) {
+	if !s.Enabled() {
+		return
+	}
+	s.hub.WithScope(func(scope *sentry.Scope) {
+		scope.SetLevel(level)
+		scope.SetTag("node", s.node)
+		scope.SetTag("source", "opsd")
+		scope.SetTags(tags)
+		if fingerprint != nil {
+			scope.SetFingerprint(fingerprint)
+		}
+		s.hub.CaptureMessage(msg)
+	})
+}
+
+// Flush waits (bounded by ctx) until queued events are sent.
+func (s *Sentry) Flush(ctx context.Context) bool {
+	if !s.Enabled() {
+		return true
+	}
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return s.hub.Flush(timeout)
+}

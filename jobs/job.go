@@ -1,0 +1,123 @@
+// Package jobs holds the Job contract, the Runner (the only place that times a run, records its
+// status, updates metrics, reports to Sentry and recovers panics), the scheduler over gocron v2,
+// and the backup job kinds.
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Job is one configured job. Schedules, timeouts, overlap policy and enablement are configuration
+// handed to the scheduler, not methods. Jobs never touch metrics, Sentry or the status store.
+type Job interface {
+	Name() string
+	Kind() string
+	// Run does the work once. ctx is cancelled on shutdown or timeout; every blocking call takes it.
+	Run(ctx context.Context) (Result, error)
+}
+
+// Phase is a named, timed step of a run (a drill's RTO is the sum of its phases).
+type Phase struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration"`
+}
+
+// MarshalPhases formats phases as seconds for JSON.
+func (p Phase) seconds() float64 { return p.Duration.Seconds() }
+
+// Target statuses.
+const (
+	TargetOK      = "ok"
+	TargetFailed  = "failed"
+	TargetSkipped = "skipped"
+)
+
+// TargetResult is the outcome for one target of a run (one database, one container).
+type TargetResult struct {
+	Name   string
+	Status string // ok, failed, skipped
+	// Tracked targets are recorded in backup_status (backup kinds); others only in the result.
+	Tracked bool
+	// StatusKind groups tracked targets (sqlite, container, snapshot).
+	StatusKind string
+	Key        string
+	Bytes      int64
+	Err        error
+	Note       string
+	Phases     []Phase
+	Duration   time.Duration
+}
+
+// Result is what a run produced.
+type Result struct {
+	Bytes     int64
+	Artifacts []string
+	Targets   []TargetResult
+	Phases    []Phase
+	Summary   string
+	// Report is a human-readable report (drills print it on the CLI).
+	Report string
+}
+
+// Failed returns the targets that failed.
+func (r Result) Failed() []TargetResult {
+	var out []TargetResult
+	for _, t := range r.Targets {
+		if t.Status == TargetFailed {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// TargetsError returns an error naming the failed targets, or nil when none failed.
+func (r Result) TargetsError(noun string) error {
+	failed := r.Failed()
+	if len(failed) == 0 {
+		return nil
+	}
+	names := make([]string, len(failed))
+	for i, t := range failed {
+		names[i] = t.Name
+	}
+	return fmt.Errorf("%d of %d %s failed: %s", len(failed), len(r.Targets), noun, strings.Join(names, ", "))
+}
+
+// Timer records phases.
+type Timer struct {
+	phases []Phase
+	start  time.Time
+	name   string
+}
+
+// Start begins a phase, ending the previous one.
+func (t *Timer) Start(name string) {
+	t.Stop()
+	t.name, t.start = name, time.Now()
+}
+
+// Stop ends the current phase.
+func (t *Timer) Stop() {
+	if t.name != "" {
+		t.phases = append(t.phases, Phase{Name: t.name, Duration: time.Since(t.start)})
+		t.name = ""
+	}
+}
+
+// Phases ends the current phase and returns all of them.
+func (t *Timer) Phases() []Phase {
+	t.Stop()
+	return t.phases
+}
+
+// Total sums phase durations.
+func Total(ps []Phase) time.Duration {
+	var d time.Duration
+	for _, p := range ps {
+		d += p.Duration
+	}
+	return d
+}

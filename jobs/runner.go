@@ -1,0 +1,282 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/telemetry"
+)
+
+// Triggers say why a run started.
+const (
+	TriggerSchedule = "schedule"
+	TriggerManual   = "manual"
+	TriggerCLI      = "cli"
+	TriggerCatchUp  = "catch-up"
+	TriggerStart    = "start"
+)
+
+// ErrAlreadyRunning is returned when a run would overlap the job's run in progress.
+var ErrAlreadyRunning = errors.New("already running")
+
+// Runner runs jobs: one run of a job at a time, a shared limit on concurrent runs, a timeout per
+// run. It alone times runs, records them in job_runs and backup_status, updates metrics, reports
+// failures to Sentry and recovers panics, the same way for every kind.
+type Runner struct {
+	State   *state.Store
+	Metrics *metrics.Metrics
+	Sentry  *telemetry.Sentry
+	Log     zerolog.Logger
+	NodeID  string
+
+	sem     chan struct{}
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+}
+
+// NewRunner returns a runner allowing maxConcurrent runs at once.
+func NewRunner(st *state.Store, m *metrics.Metrics, s *telemetry.Sentry, log zerolog.Logger, node string, maxConcurrent int) *Runner {
+	if maxConcurrent < 1 {
+		maxConcurrent = 1
+	}
+	return &Runner{State: st, Metrics: m, Sentry: s, Log: log, NodeID: node, sem: make(chan struct{}, maxConcurrent), running: map[string]bool{}}
+}
+
+// Outcome is how a run ended.
+type Outcome struct {
+	Run    state.Run
+	Result Result
+	Err    error
+}
+
+// OK reports whether the run succeeded.
+func (o Outcome) OK() bool { return o.Run.Outcome == state.OutcomeSuccess }
+
+// IsRunning reports whether a run of the job is in progress.
+func (r *Runner) IsRunning(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running[name]
+}
+
+// claim marks the job running, or reports the overlap.
+func (r *Runner) claim(j Job) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running[j.Name()] {
+		return false
+	}
+	r.running[j.Name()] = true
+	r.wg.Add(1)
+	return true
+}
+
+func (r *Runner) release(j Job) {
+	r.mu.Lock()
+	delete(r.running, j.Name())
+	r.mu.Unlock()
+	r.wg.Done()
+}
+
+// Wait blocks until every run in progress has finished, or ctx ends.
+func (r *Runner) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Start claims the job and runs it in the background; it returns ErrAlreadyRunning when a run is
+// in progress (the overlap is counted).
+func (r *Runner) Start(ctx context.Context, j Job, timeout time.Duration, trigger string, done func(Outcome)) error {
+	if !r.claim(j) {
+		r.skipped(j, trigger)
+		return fmt.Errorf("run %s: %w", j.Name(), ErrAlreadyRunning)
+	}
+	go func() {
+		o := r.run(ctx, j, timeout, trigger)
+		if done != nil {
+			done(o)
+		}
+	}()
+	return nil
+}
+
+// Run runs the job in the foreground. An overlapping run is skipped (counted, logged) and
+// returns ErrAlreadyRunning.
+func (r *Runner) Run(ctx context.Context, j Job, timeout time.Duration, trigger string) Outcome {
+	if !r.claim(j) {
+		r.skipped(j, trigger)
+		return Outcome{Err: fmt.Errorf("run %s: %w", j.Name(), ErrAlreadyRunning)}
+	}
+	return r.run(ctx, j, timeout, trigger)
+}
+
+func (r *Runner) skipped(j Job, trigger string) {
+	r.Metrics.JobSkipped.WithLabelValues(j.Name(), j.Kind(), "overlap").Inc()
+	r.Log.Warn().Str("job", j.Name()).Str("kind", j.Kind()).Str("trigger", trigger).Msg("run skipped: the previous run is still in progress")
+}
+
+func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger string) (o Outcome) {
+	defer r.release(j)
+	name, kind := j.Name(), j.Kind()
+	log := r.Log.With().Str("job", name).Str("kind", kind).Str("trigger", trigger).Logger()
+
+	// Wait for a slot under the shared limit.
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return Outcome{Err: fmt.Errorf("run %s: %w", name, ctx.Err())}
+	}
+	defer func() { <-r.sem }()
+
+	started := time.Now()
+	// Recording must outlive a cancelled run context.
+	rec := context.WithoutCancel(ctx)
+	id, err := r.State.StartRun(rec, name, kind, trigger, started)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot record run start")
+	}
+	r.Metrics.JobRunning.WithLabelValues(name, kind).Set(1)
+	defer r.Metrics.JobRunning.WithLabelValues(name, kind).Set(0)
+	log.Info().Msg("run started")
+
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, runErr := safeRun(runCtx, j)
+	finished := time.Now()
+	dur := finished.Sub(started)
+
+	outcome := state.OutcomeSuccess
+	if runErr == nil {
+		runErr = res.TargetsError("targets")
+	}
+	if runErr != nil {
+		outcome = state.OutcomeFailure
+		switch {
+		case errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+			outcome = state.OutcomeTimeout
+			runErr = fmt.Errorf("timed out after %s: %w", timeout, runErr)
+		case ctx.Err() != nil:
+			outcome = state.OutcomeCanceled
+		}
+	}
+
+	phases, _ := json.Marshal(phaseMap(res.Phases))
+	run := state.Run{ID: id, Job: name, Kind: kind, Trigger: trigger, StartedAt: started, FinishedAt: &finished,
+		Outcome: outcome, Bytes: res.Bytes, Summary: res.Summary, Phases: string(phases)}
+	if runErr != nil {
+		run.Error = runErr.Error()
+	}
+	if id != 0 {
+		if err := r.State.FinishRun(rec, run); err != nil {
+			log.Error().Err(err).Msg("cannot record run end")
+		}
+	}
+	r.recordTargets(rec, log, j, res, finished)
+
+	m := r.Metrics
+	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
+	m.JobDuration.WithLabelValues(name, kind).Observe(dur.Seconds())
+	m.JobLastDuration.WithLabelValues(name, kind).Set(dur.Seconds())
+	m.JobLastRun.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
+	for _, p := range res.Phases {
+		m.JobPhase.WithLabelValues(name, kind, p.Name).Set(p.seconds())
+	}
+	if res.Bytes > 0 {
+		m.BytesUploaded.WithLabelValues(name, kind).Add(float64(res.Bytes))
+	}
+	if outcome == state.OutcomeSuccess {
+		m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
+		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)
+		log.Info().Dur("duration", dur).Int64("bytes", res.Bytes).Str("summary", res.Summary).Msg("run succeeded")
+	} else {
+		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(0)
+		log.Error().Err(runErr).Str("outcome", outcome).Dur("duration", dur).Msg("run failed")
+		if outcome != state.OutcomeCanceled {
+			r.report(j, res, runErr)
+		}
+	}
+	return Outcome{Run: run, Result: res, Err: runErr}
+}
+
+// report sends one Sentry event per failed target, or one for the run when no target failed.
+func (r *Runner) report(j Job, res Result, runErr error) {
+	failed := res.Failed()
+	if len(failed) == 0 {
+		r.Sentry.CaptureJobFailure(telemetry.JobFailure{Job: j.Name(), Kind: j.Kind(), Err: runErr})
+		return
+	}
+	for _, t := range failed {
+		err := t.Err
+		if err == nil {
+			err = errors.New("failed")
+		}
+		r.Sentry.CaptureJobFailure(telemetry.JobFailure{Job: j.Name(), Kind: j.Kind(), Target: t.Name, Err: fmt.Errorf("%s %s: %w", j.Kind(), t.Name, err)})
+	}
+}
+
+func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, res Result, at time.Time) {
+	for _, t := range res.Targets {
+		for _, p := range t.Phases {
+			r.Metrics.BackupPhase.WithLabelValues(j.Name(), t.Name, p.Name).Set(p.seconds())
+		}
+		tl := log.With().Str("target", t.Name).Logger()
+		switch t.Status {
+		case TargetFailed:
+			tl.Error().Err(t.Err).Msg("target failed")
+		case TargetSkipped:
+			tl.Info().Str("note", t.Note).Msg("target skipped")
+		default:
+			tl.Info().Str("key", t.Key).Int64("bytes", t.Bytes).Dur("duration", t.Duration).Msg("target done")
+		}
+		if !t.Tracked || t.Status == TargetSkipped {
+			continue
+		}
+		a := state.BackupAttempt{Target: t.Name, NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK, SizeBytes: t.Bytes, Path: t.Key}
+		if t.Err != nil {
+			a.Error = t.Err.Error()
+		}
+		if err := r.State.RecordBackup(ctx, a); err != nil {
+			tl.Error().Err(err).Msg("cannot record backup status")
+		}
+		prev, _ := r.Metrics.Backups.Get(t.Name)
+		ts := metrics.TargetState{Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
+		if a.Success {
+			ts.LastSuccess, ts.SizeBytes = at, t.Bytes
+		}
+		r.Metrics.Backups.Set(t.Name, ts)
+	}
+}
+
+func phaseMap(ps []Phase) map[string]float64 {
+	out := make(map[string]float64, len(ps))
+	for _, p := range ps {
+		out[p.Name] += p.seconds()
+	}
+	return out
+}
+
+// safeRun runs the job, turning a panic into an error so one bad job never stops the daemon.
+func safeRun(ctx context.Context, j Job) (res Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return j.Run(ctx)
+}

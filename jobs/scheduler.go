@@ -1,0 +1,272 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/google/uuid"
+
+	"github.com/wopr-network/opsd/internal/schedule"
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// Spec is a job with its scheduling configuration.
+type Spec struct {
+	Job      Job
+	Schedule schedule.Schedule
+	Location *time.Location
+	Timeout  time.Duration
+	Enabled  bool
+	// CatchUp runs the job once at start when a scheduled time passed while opsd was down.
+	CatchUp bool
+	// RunAtStart runs the job once at start (or when a reload adds it).
+	RunAtStart bool
+	// Fingerprint identifies the job's configuration; a reload replaces a job whose
+	// fingerprint changed and leaves the others alone.
+	Fingerprint string
+}
+
+// Info describes a scheduled job for the API and the CLI.
+type Info struct {
+	Name        string     `json:"name"`
+	Kind        string     `json:"kind"`
+	Schedule    string     `json:"schedule"`
+	Enabled     bool       `json:"enabled"`
+	Running     bool       `json:"running"`
+	NextRun     *time.Time `json:"nextRun"`
+	LastRun     *time.Time `json:"lastRun"`
+	LastOutcome string     `json:"lastOutcome"`
+	LastError   string     `json:"lastError,omitempty"`
+	LastSuccess *time.Time `json:"lastSuccess"`
+}
+
+// ErrUnknownJob is returned when a job name is not configured.
+var ErrUnknownJob = errors.New("unknown job")
+
+// Scheduler runs jobs on their schedules through the Runner.
+type Scheduler struct {
+	runner *Runner
+	gs     gocron.Scheduler
+
+	mu      sync.Mutex
+	ctx     context.Context
+	entries map[string]*entry
+	started bool
+}
+
+type entry struct {
+	spec Spec
+	id   uuid.UUID
+}
+
+// NewScheduler returns a scheduler that runs jobs through runner.
+func NewScheduler(runner *Runner) (*Scheduler, error) {
+	gs, err := gocron.NewScheduler(gocron.WithStopTimeout(time.Second), gocron.WithLocation(time.UTC))
+	if err != nil {
+		return nil, fmt.Errorf("new scheduler: %w", err)
+	}
+	return &Scheduler{runner: runner, gs: gs, entries: map[string]*entry{}, ctx: context.Background()}, nil
+}
+
+// Apply makes the scheduled set equal to specs: new jobs are added, removed ones stop being
+// scheduled (a run in progress finishes), changed ones are replaced. It is all-or-nothing: specs
+// were built and validated before.
+func (s *Scheduler) Apply(specs []Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[string]Spec{}
+	for _, sp := range specs {
+		want[sp.Job.Name()] = sp
+	}
+	for name, e := range s.entries {
+		if sp, ok := want[name]; ok && sp.Fingerprint == e.spec.Fingerprint {
+			continue
+		}
+		if e.id != uuid.Nil {
+			if err := s.gs.RemoveJob(e.id); err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
+				return fmt.Errorf("unschedule %s: %w", name, err)
+			}
+		}
+		if _, ok := want[name]; !ok {
+			s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
+		}
+		delete(s.entries, name)
+	}
+	var added []string
+	for name, sp := range want {
+		if e, ok := s.entries[name]; ok {
+			e.spec = sp // same configuration; keep its place in the schedule
+			continue
+		}
+		e := &entry{spec: sp}
+		if sp.Enabled {
+			id, err := s.register(name, sp)
+			if err != nil {
+				return err
+			}
+			e.id = id
+		}
+		s.entries[name] = e
+		added = append(added, name)
+		iv := sp.Schedule.Interval(time.Now().In(loc(sp)))
+		s.runner.Metrics.JobExpectedInterval.WithLabelValues(name, sp.Job.Kind()).Set(iv.Seconds())
+	}
+	if s.started {
+		sort.Strings(added)
+		for _, name := range added {
+			if sp := s.entries[name].spec; sp.Enabled && sp.RunAtStart {
+				s.startRun(sp, TriggerStart)
+			}
+		}
+	}
+	return nil
+}
+
+func loc(sp Spec) *time.Location {
+	if sp.Location == nil {
+		return time.UTC
+	}
+	return sp.Location
+}
+
+func (s *Scheduler) register(name string, sp Spec) (uuid.UUID, error) {
+	var def gocron.JobDefinition
+	if sp.Schedule.Every > 0 {
+		def = gocron.DurationJob(sp.Schedule.Every)
+	} else {
+		def = gocron.CronJob("CRON_TZ="+loc(sp).String()+" "+sp.Schedule.Cron, false)
+	}
+	j, err := s.gs.NewJob(def, gocron.NewTask(func() { s.fire(name) }), gocron.WithName(name))
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("schedule %s: %w", name, err)
+	}
+	return j.ID(), nil
+}
+
+func (s *Scheduler) fire(name string) {
+	s.mu.Lock()
+	e, ok := s.entries[name]
+	ctx := s.ctx
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.runner.Run(ctx, e.spec.Job, e.spec.Timeout, TriggerSchedule)
+}
+
+func (s *Scheduler) startRun(sp Spec, trigger string) {
+	_ = s.runner.Start(s.ctx, sp.Job, sp.Timeout, trigger, nil)
+}
+
+// Start begins firing schedules. Runs get a context derived from ctx; cancel it to abort them.
+// Jobs with catch_up whose last recorded run is older than a scheduled time that passed run once
+// now; jobs with run_at_start run once now.
+func (s *Scheduler) Start(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ctx = ctx
+	s.started = true
+	s.gs.Start()
+	names := make([]string, 0, len(s.entries))
+	for n := range s.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	now := time.Now()
+	for _, name := range names {
+		sp := s.entries[name].spec
+		if !sp.Enabled {
+			continue
+		}
+		if sp.RunAtStart {
+			s.startRun(sp, TriggerStart)
+			continue
+		}
+		if sp.CatchUp {
+			last, err := s.runner.State.LastRun(ctx, name)
+			if err == nil && sp.Schedule.Missed(last.StartedAt.In(loc(sp)), now) {
+				s.runner.Log.Info().Str("job", name).Time("last_run", last.StartedAt).Msg("catching up a missed scheduled run")
+				s.startRun(sp, TriggerCatchUp)
+			}
+		}
+	}
+}
+
+// Trigger starts a run of the named job now, in the background.
+func (s *Scheduler) Trigger(name string) error {
+	s.mu.Lock()
+	e, ok := s.entries[name]
+	ctx := s.ctx
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("trigger %s: %w", name, ErrUnknownJob)
+	}
+	return s.runner.Start(ctx, e.spec.Job, e.spec.Timeout, TriggerManual, nil)
+}
+
+// Spec returns the named job's spec.
+func (s *Scheduler) Spec(name string) (Spec, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[name]
+	if !ok {
+		return Spec{}, false
+	}
+	return e.spec, true
+}
+
+// Jobs describes every configured job, by name.
+func (s *Scheduler) Jobs(ctx context.Context) []Info {
+	s.mu.Lock()
+	type item struct {
+		spec Spec
+		id   uuid.UUID
+	}
+	items := make([]item, 0, len(s.entries))
+	for _, e := range s.entries {
+		items = append(items, item{e.spec, e.id})
+	}
+	s.mu.Unlock()
+	next := map[uuid.UUID]time.Time{}
+	for _, j := range s.gs.Jobs() {
+		if t, err := j.NextRun(); err == nil && !t.IsZero() {
+			next[j.ID()] = t
+		}
+	}
+	out := make([]Info, 0, len(items))
+	for _, it := range items {
+		name := it.spec.Job.Name()
+		info := Info{Name: name, Kind: it.spec.Job.Kind(), Schedule: it.spec.Schedule.Spec, Enabled: it.spec.Enabled, Running: s.runner.IsRunning(name)}
+		if t, ok := next[it.id]; ok && it.id != uuid.Nil {
+			t := t.UTC()
+			info.NextRun = &t
+		}
+		if r, err := s.runner.State.LastRun(ctx, name); err == nil {
+			t := r.StartedAt
+			info.LastRun, info.LastOutcome, info.LastError = &t, r.Outcome, r.Error
+		}
+		if r, err := s.runner.State.LastSuccess(ctx, name); err == nil {
+			t := r.StartedAt
+			info.LastSuccess = &t
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Shutdown stops firing schedules and waits, bounded by ctx, for runs in progress to finish.
+func (s *Scheduler) Shutdown(ctx context.Context) error {
+	_ = s.gs.Shutdown() // returns after WithStopTimeout; runs are waited for below
+	return s.runner.Wait(ctx)
+}
+
+// LastOutcome returns the job's newest recorded run.
+func (s *Scheduler) LastOutcome(ctx context.Context, name string) (state.Run, error) {
+	return s.runner.State.LastRun(ctx, name)
+}

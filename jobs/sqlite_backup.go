@@ -1,0 +1,198 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/sqlite"
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// SQLiteDatabase is one database a SQLiteBackup copies.
+type SQLiteDatabase struct {
+	Name     string
+	Path     string
+	Optional bool
+}
+
+// SQLiteBackupConfig configures a SQLiteBackup.
+type SQLiteBackupConfig struct {
+	Databases []SQLiteDatabase
+	// KeyTemplate names the object: {date} (YYYYMMDD in Location), {db}, {node}. The format's
+	// suffix (.zst, .age) is appended.
+	KeyTemplate string
+	Compression string
+	Recipients  []age.Recipient
+	CopyTimeout time.Duration
+	TempDir     string
+	Parallel    int
+	Node        string
+	Location    *time.Location
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// SQLiteBackup is the `sqlite_backup` kind: for each database, independently, a consistent online
+// copy into a temp file, PRAGMA integrity_check on the copy (a corrupt copy is never uploaded),
+// then a streaming upload with its manifest.
+type SQLiteBackup struct {
+	name  string
+	cfg   SQLiteBackupConfig
+	store storage.Store
+}
+
+// NewSQLiteBackup returns the job.
+func NewSQLiteBackup(name string, cfg SQLiteBackupConfig, store storage.Store) *SQLiteBackup {
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 1
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.UTC
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CopyTimeout == 0 {
+		cfg.CopyTimeout = 10 * time.Minute
+	}
+	return &SQLiteBackup{name: name, cfg: cfg, store: store}
+}
+
+// Name returns the job's name.
+func (b *SQLiteBackup) Name() string { return b.name }
+
+// Kind returns "sqlite_backup".
+func (b *SQLiteBackup) Kind() string { return "sqlite_backup" }
+
+// Only returns a copy of the job restricted to the named databases (the CLI's --db).
+func (b *SQLiteBackup) Only(names []string) (*SQLiteBackup, error) {
+	if len(names) == 0 {
+		return b, nil
+	}
+	byName := map[string]SQLiteDatabase{}
+	for _, d := range b.cfg.Databases {
+		byName[d.Name] = d
+	}
+	cfg := b.cfg
+	cfg.Databases = nil
+	for _, n := range names {
+		d, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("no database named %q in job %s", n, b.name)
+		}
+		cfg.Databases = append(cfg.Databases, d)
+	}
+	return &SQLiteBackup{name: b.name, cfg: cfg, store: b.store}, nil
+}
+
+// Key returns the object key of a database's backup on the given day.
+func (b *SQLiteBackup) Key(db string, at time.Time) string {
+	date := at.In(b.cfg.Location).Format("20060102")
+	r := strings.NewReplacer("{date}", date, "{db}", db, "{node}", b.cfg.Node)
+	return r.Replace(b.cfg.KeyTemplate) + artifact.Suffix(b.cfg.Compression, len(b.cfg.Recipients) > 0)
+}
+
+// Run backs up every database; one failing does not stop the others.
+func (b *SQLiteBackup) Run(ctx context.Context) (Result, error) {
+	now := b.cfg.Now()
+	results := make([]TargetResult, len(b.cfg.Databases))
+	sem := make(chan struct{}, b.cfg.Parallel)
+	var wg sync.WaitGroup
+	for i, db := range b.cfg.Databases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				results[i] = TargetResult{Name: db.Name, Status: TargetFailed, Tracked: true, StatusKind: "sqlite", Err: ctx.Err()}
+				return
+			}
+			defer func() { <-sem }()
+			results[i] = b.backupOne(ctx, db, now)
+		}()
+	}
+	wg.Wait()
+	var res Result
+	ok := 0
+	for _, t := range results {
+		res.Targets = append(res.Targets, t)
+		res.Bytes += t.Bytes
+		if t.Status == TargetOK {
+			ok++
+			res.Artifacts = append(res.Artifacts, t.Key, artifact.ManifestKey(t.Key))
+		}
+	}
+	res.Summary = fmt.Sprintf("%d of %d databases backed up", ok, len(results))
+	return res, res.TargetsError("databases")
+}
+
+func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now time.Time) TargetResult {
+	start := time.Now()
+	t := TargetResult{Name: db.Name, Tracked: true, StatusKind: "sqlite", Key: b.Key(db.Name, now)}
+	var tm Timer
+	fail := func(err error) TargetResult {
+		t.Status, t.Err, t.Phases, t.Duration = TargetFailed, err, tm.Phases(), time.Since(start)
+		return t
+	}
+
+	tm.Start("copy")
+	if _, err := os.Stat(db.Path); errors.Is(err, os.ErrNotExist) {
+		if db.Optional {
+			t.Status, t.Note, t.Duration = TargetSkipped, "optional database not found: "+db.Path, time.Since(start)
+			return t
+		}
+		return fail(fmt.Errorf("database file not found: %s", db.Path))
+	}
+	dir := b.cfg.TempDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(fmt.Errorf("temp dir: %w", err))
+	}
+	tmp := sqlite.TempPath(dir, db.Name)
+	defer sqlite.RemoveDB(tmp)
+	copyCtx, cancel := context.WithTimeout(ctx, b.cfg.CopyTimeout)
+	err := sqlite.Backup(copyCtx, db.Path, tmp)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fail(fmt.Errorf("copy did not finish within %s: %w", b.cfg.CopyTimeout, err))
+		}
+		return fail(err)
+	}
+
+	tm.Start("check")
+	if err := sqlite.Check(ctx, tmp); err != nil {
+		return fail(fmt.Errorf("copy of %s: %w (nothing uploaded)", db.Path, err))
+	}
+	info, err := sqlite.Inspect(ctx, tmp)
+	if err != nil {
+		return fail(err)
+	}
+
+	tm.Start("upload")
+	f, err := os.Open(tmp)
+	if err != nil {
+		return fail(fmt.Errorf("open copy: %w", err))
+	}
+	defer f.Close()
+	m, err := artifact.Store(ctx, b.store, f, artifact.Options{Compression: b.cfg.Compression, Recipients: b.cfg.Recipients}, artifact.Manifest{
+		Key: t.Key, Kind: "sqlite", Target: db.Name, Source: db.Path, Node: b.cfg.Node, CreatedAt: now.UTC(),
+		SQLite: &artifact.SQLiteInfo{PageCount: info.PageCount, PageSize: info.PageSize, Tables: info.Tables},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	t.Status, t.Bytes, t.Phases, t.Duration = TargetOK, m.Size, tm.Phases(), time.Since(start)
+	return t
+}
