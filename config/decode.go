@@ -82,7 +82,7 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
-	if path != "" {
+	if _, seen := d.lines[path]; path != "" && !seen {
 		d.lines[path] = n.Line
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
@@ -129,6 +129,7 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 				continue
 			}
 			seen[k.Value] = true
+			d.lines[p] = k.Line
 			elem := reflect.New(v.Type().Elem()).Elem()
 			if old := v.MapIndex(reflect.ValueOf(k.Value)); old.IsValid() {
 				elem.Set(old)
@@ -221,6 +222,7 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value, extra
 			continue
 		}
 		seen[k.Value] = true
+		d.lines[p] = k.Line
 		idx, ok := fields[k.Value]
 		if !ok {
 			if extra != nil {

@@ -171,7 +171,7 @@ func (c *Config) applyDefaults() {
 	}
 	for i := range c.Jobs {
 		j := &c.Jobs[i]
-		if j.Timeout == 0 {
+		if _, set := c.lines[fmt.Sprintf("jobs[%d].timeout", i)]; !set && j.Timeout == 0 {
 			j.Timeout = Duration(DefaultJobTimeout)
 		}
 		if s := j.SQLiteBackup; s != nil {

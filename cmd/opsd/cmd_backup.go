@@ -82,4 +82,3 @@ func findJob(cfg *config.Config, kind, name string) (config.Job, error) {
 	}
 	return config.Job{}, fmt.Errorf("no %s job in %s", kind, cfg.File)
 }
-

@@ -132,14 +132,24 @@ func checkFields(expr string) error {
 // Next returns the first scheduled time strictly after t, in t's location.
 func (s Schedule) Next(t time.Time) time.Time { return s.sched.Next(t) }
 
-// Interval is the expected time between two runs around t: the fixed interval of @every, or the
-// gap between the next two cron firings. Alert rules use it (`time() - last_success > k * interval`).
+// Interval is the longest expected time between two runs: the fixed interval of @every, or the
+// largest gap among the next eight cron firings after t (a weekday schedule's is the weekend).
+// Alert rules use it (`time() - last_success > k * interval`), so it must not be too short.
 func (s Schedule) Interval(t time.Time) time.Duration {
 	if s.Every > 0 {
 		return s.Every
 	}
+	var longest time.Duration
 	a := s.sched.Next(t)
-	return s.sched.Next(a).Sub(a)
+	for i := 0; i < 8 && !a.IsZero(); i++ {
+		b := s.sched.Next(a)
+		if b.IsZero() {
+			break
+		}
+		longest = max(longest, b.Sub(a))
+		a = b
+	}
+	return longest
 }
 
 // Missed reports whether a firing fell strictly between last and now: the daemon was down (or

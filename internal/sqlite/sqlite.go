@@ -157,19 +157,19 @@ func Check(ctx context.Context, path string) error {
 func check(ctx context.Context, db *sql.DB) error {
 	rows, err := db.QueryContext(ctx, "PRAGMA integrity_check(20)")
 	if err != nil {
-		return fmt.Errorf("integrity check: %w", cleanErr(err))
+		return fmt.Errorf("integrity check failed: %w", cleanErr(err))
 	}
 	defer rows.Close()
 	var msgs []string
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
-			return fmt.Errorf("integrity check: %w", cleanErr(err))
+			return fmt.Errorf("integrity check failed: %w", cleanErr(err))
 		}
 		msgs = append(msgs, s)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("integrity check: %w", cleanErr(err))
+		return fmt.Errorf("integrity check failed: %w", cleanErr(err))
 	}
 	if len(msgs) == 1 && msgs[0] == "ok" {
 		return nil

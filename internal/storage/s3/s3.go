@@ -40,6 +40,8 @@ type Config struct {
 	PartSize int64
 	// CreateBucket creates the bucket when missing (tests, the integration tier).
 	CreateBucket bool
+	// MaxRetries per request (0: minio-go's default of 10, backoff capped at 1s).
+	MaxRetries int
 }
 
 // Store is an S3 bucket.
@@ -80,10 +82,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Secure:    cfg.Secure,
-		Region:    cfg.Region,
-		Transport: tr,
+		Creds:      credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:     cfg.Secure,
+		Region:     cfg.Region,
+		Transport:  tr,
+		MaxRetries: cfg.MaxRetries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: %w", cfg.Endpoint, err)

@@ -32,16 +32,31 @@ import (
 type FakeS3 struct {
 	Server *httptest.Server
 	Config s3store.Config
+	// Backend holds the objects; tests inspect it directly (also after stopping the server).
+	Backend *s3mem.Backend
+}
+
+// HasObject reports whether the bucket holds key, asking the backend directly.
+func (f *FakeS3) HasObject(key string) bool {
+	_, err := f.Backend.HeadObject(f.Config.Bucket, key)
+	return err == nil
+}
+
+// Stop kills the server at once: no new connections, open ones cut (the store "goes away").
+func (f *FakeS3) Stop() {
+	f.Server.Listener.Close()
+	f.Server.CloseClientConnections()
 }
 
 // NewFakeS3 starts an in-process S3 server for the test and returns a config for a fresh bucket.
 func NewFakeS3(t testing.TB) *FakeS3 {
 	t.Helper()
-	srv := httptest.NewTLSServer(gofakes3.New(s3mem.New()).Server())
+	backend := s3mem.New()
+	srv := httptest.NewTLSServer(gofakes3.New(backend).Server())
 	t.Cleanup(srv.Close)
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
-	return &FakeS3{Server: srv, Config: s3store.Config{
+	return &FakeS3{Server: srv, Backend: backend, Config: s3store.Config{
 		Endpoint:     strings.TrimPrefix(srv.URL, "https://"),
 		Region:       "us-east-1",
 		Bucket:       "wopr-backups",
@@ -51,6 +66,7 @@ func NewFakeS3(t testing.TB) *FakeS3 {
 		RootCAs:      pool,
 		PartSize:     5 << 20,
 		CreateBucket: true,
+		MaxRetries:   2,
 	}}
 }
 
