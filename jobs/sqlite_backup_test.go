@@ -284,6 +284,9 @@ func (d *dyingStore) Put(ctx context.Context, key string, r io.Reader, o storage
 }
 
 func TestSQLiteBackupStoreGoesAwayMidUpload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large database; runs in the full (non-short) pass")
+	}
 	fake := storagetest.NewFakeS3(t)
 	store := storagetest.NewS3(t, fake.Config)
 	dir := t.TempDir()
@@ -360,6 +363,9 @@ func TestSQLiteBackupZstdAgeRoundTrip(t *testing.T) {
 }
 
 func TestSQLiteBackupCancelledLeavesNoTempFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large database; runs in the full (non-short) pass")
+	}
 	store, _ := local.New(t.TempDir())
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
@@ -391,4 +397,3 @@ func TestSQLiteBackupCancelledLeavesNoTempFiles(t *testing.T) {
 		}
 	}
 }
-

@@ -23,6 +23,7 @@ Usage:
   opsd jobs list -c FILE           list configured jobs, their schedules and last runs
   opsd jobs run -c FILE NAME       run one job now, in the foreground
   opsd backup db -c FILE [--db N]  back up the platform databases now
+  opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
   opsd version                     print the version
 
 Run 'opsd COMMAND --help' for a command's flags.
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdJobs(rest, stdout, stderr)
 	case "backup":
 		return cmdBackup(rest, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "opsd %s\n", version)
 		return 0

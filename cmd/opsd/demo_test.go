@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/storage/local"
+)
+
+// TestDemo runs `opsd demo` as the README's first command does (with a free port) and checks what
+// an operator would: /health says ok with 7 tracked targets, and the store holds today's 7
+// platform backups with manifests.
+func TestDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "opsd-demo")
+	done := make(chan struct{})
+	var out, errb bytes.Buffer
+	code := make(chan int, 1)
+	var base string
+	ready := make(chan struct{})
+	go func() {
+		code <- runDemo(demoOptions{dir: dir, listen: "127.0.0.1:0", rows: 500, writes: 50, stdout: &out, stderr: &errb, done: done,
+			started: func(m *Main) { base = "http://" + m.Addr().String(); close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case c := <-code:
+		t.Fatalf("demo exited with %d: %s", c, errb.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not start")
+	}
+	eventually(t, "7 healthy targets on /health", 20*time.Second, func() bool {
+		code, body := get(t, base+"/health")
+		return code == 200 && body == `{"status":"ok","service":"opsd","backups":{"staleCount":0,"totalTracked":7}}`+"\n"
+	})
+	today := time.Now().UTC().Format("20060102")
+	store, _ := local.New(filepath.Join(dir, "store"))
+	for _, name := range demo.Names {
+		key := "platform/" + today + "/" + name + "-" + today + ".db"
+		m, err := artifact.ReadManifest(context.Background(), store, key)
+		if err != nil || m.Size == 0 {
+			t.Fatalf("%s: %v", key, err)
+		}
+	}
+	for _, want := range []string{"/health", "/metrics", "/api/jobs", "opsd.yaml"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+	_, body := get(t, base+"/api/jobs")
+	var jb jobsBody
+	json.Unmarshal([]byte(body), &jb)
+	if len(jb.Jobs) == 0 {
+		t.Fatalf("/api/jobs: %s", body)
+	}
+	close(done)
+	if c := <-code; c != 0 {
+		t.Fatalf("demo exit %d: %s", c, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "opsd.yaml")); err != nil {
+		t.Fatal(err)
+	}
+}
