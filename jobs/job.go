@@ -60,6 +60,25 @@ type Result struct {
 	Summary   string
 	// Report is a human-readable report (drills print it on the CLI).
 	Report string
+	// ReportJSON is a structured report the Runner stores in the state database.
+	ReportJSON []byte
+	// Drill is set by restore drills; the Runner exports RTO metrics from it.
+	Drill *DrillStats
+	// Verify is set by offsite verification; the Runner exports its counts.
+	Verify *VerifyStats
+}
+
+// DrillStats are a drill's timings against its objective.
+type DrillStats struct {
+	RTO       time.Duration
+	RTOTarget time.Duration
+	Passed    bool
+}
+
+// VerifyStats count what offsite verification found wrong.
+type VerifyStats struct {
+	Missing    int
+	Mismatched int
 }
 
 // Failed returns the targets that failed.

@@ -188,6 +188,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		}
 	}
 	r.recordTargets(rec, log, j, res, finished)
+	r.recordChecks(rec, log, j, id, res, outcome, finished)
 
 	m := r.Metrics
 	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
@@ -233,7 +234,9 @@ func (r *Runner) report(j Job, res Result, runErr error) {
 func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, res Result, at time.Time) {
 	for _, t := range res.Targets {
 		for _, p := range t.Phases {
-			r.Metrics.BackupPhase.WithLabelValues(j.Name(), t.Name, p.Name).Set(p.seconds())
+			if res.Drill == nil {
+				r.Metrics.BackupPhase.WithLabelValues(j.Name(), t.Name, p.Name).Set(p.seconds())
+			}
 		}
 		tl := log.With().Str("target", t.Name).Logger()
 		switch t.Status {
@@ -260,6 +263,41 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 			ts.LastSuccess, ts.SizeBytes = at, t.Bytes
 		}
 		r.Metrics.Backups.Set(t.Name, ts)
+	}
+}
+
+// recordChecks exports drill and verification results and stores their reports.
+func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, runID int64, res Result, outcome string, at time.Time) {
+	m := r.Metrics
+	if d := res.Drill; d != nil {
+		m.DrillRTO.WithLabelValues(j.Name()).Set(d.RTO.Seconds())
+		m.DrillRTOTarget.WithLabelValues(j.Name()).Set(d.RTOTarget.Seconds())
+		m.DrillPhase.DeletePartialMatch(map[string]string{"drill": j.Name()})
+		for _, t := range res.Targets {
+			for _, p := range t.Phases {
+				m.DrillPhase.WithLabelValues(j.Name(), t.Name, p.Name).Set(p.seconds())
+			}
+		}
+		passed := d.Passed && outcome == state.OutcomeSuccess
+		if passed {
+			m.DrillLastResult.WithLabelValues(j.Name()).Set(1)
+			m.DrillLastSuccess.WithLabelValues(j.Name()).Set(float64(at.UnixMilli()) / 1000)
+		} else {
+			m.DrillLastResult.WithLabelValues(j.Name()).Set(0)
+		}
+	}
+	if v := res.Verify; v != nil {
+		m.OffsiteMissing.WithLabelValues(j.Name()).Set(float64(v.Missing))
+		m.OffsiteMismatched.WithLabelValues(j.Name()).Set(float64(v.Mismatched))
+		if outcome == state.OutcomeSuccess {
+			m.OffsiteLastVerified.WithLabelValues(j.Name()).Set(float64(at.UnixMilli()) / 1000)
+		}
+	}
+	if len(res.ReportJSON) > 0 {
+		err := r.State.SaveReport(ctx, state.Report{RunID: runID, Job: j.Name(), Kind: j.Kind(), CreatedAt: at, Passed: outcome == state.OutcomeSuccess, Body: string(res.ReportJSON)})
+		if err != nil {
+			log.Error().Err(err).Msg("cannot store report")
+		}
 	}
 }
 

@@ -37,6 +37,16 @@ type Metrics struct {
 
 	StorageOps *prometheus.CounterVec
 
+	DrillRTO         *prometheus.GaugeVec
+	DrillRTOTarget   *prometheus.GaugeVec
+	DrillPhase       *prometheus.GaugeVec
+	DrillLastResult  *prometheus.GaugeVec
+	DrillLastSuccess *prometheus.GaugeVec
+
+	OffsiteMissing      *prometheus.GaugeVec
+	OffsiteMismatched   *prometheus.GaugeVec
+	OffsiteLastVerified *prometheus.GaugeVec
+
 	// Backups tracks per-target freshness; staleness is computed at scrape time.
 	Backups *BackupTracker
 }
@@ -73,11 +83,21 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			[]string{"outcome"}),
 		StorageOps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_storage_operations_total", Help: "Object-store operations by operation and outcome."},
 			[]string{"operation", "outcome"}),
-		Backups: NewBackupTracker(24 * time.Hour),
+		Backups:             NewBackupTracker(24 * time.Hour),
+		DrillRTO:            g("opsd_drill_last_rto_seconds", "Recovery time measured by the drill's last run (sum of its phases, wall clock).", "drill"),
+		DrillRTOTarget:      g("opsd_drill_rto_target_seconds", "The drill's recovery time objective.", "drill"),
+		DrillPhase:          g("opsd_drill_phase_seconds", "Duration of each phase of the drill's last run, per target.", "drill", "target", "phase"),
+		DrillLastResult:     g("opsd_drill_last_result", "1 when the drill's last run passed, 0 when it failed.", "drill"),
+		DrillLastSuccess:    g("opsd_drill_last_success_timestamp_seconds", "Time the drill last passed.", "drill"),
+		OffsiteMissing:      g("opsd_offsite_missing_objects", "Objects the last offsite verification expected and did not find.", "job"),
+		OffsiteMismatched:   g("opsd_offsite_mismatched_objects", "Objects whose size or checksum differed from their manifest in the last verification.", "job"),
+		OffsiteLastVerified: g("opsd_offsite_last_verified_timestamp_seconds", "Time the offsite copy last verified clean.", "job"),
 	}
 	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
 		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
 		m.BackupPhase, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
+		m.DrillRTO, m.DrillRTOTarget, m.DrillPhase, m.DrillLastResult, m.DrillLastSuccess,
+		m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

@@ -140,3 +140,52 @@ func (s *Store) ConsecutiveFailures(ctx context.Context, job string) (int, error
 	}
 	return n, nil
 }
+
+// Report is a stored drill or verification report.
+type Report struct {
+	ID        int64     `json:"id"`
+	RunID     int64     `json:"runId"`
+	Job       string    `json:"job"`
+	Kind      string    `json:"kind"`
+	CreatedAt time.Time `json:"createdAt"`
+	Passed    bool      `json:"passed"`
+	Body      string    `json:"body"` // JSON
+}
+
+// SaveReport stores a report.
+func (s *Store) SaveReport(ctx context.Context, r Report) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO reports (run_id, job, kind, created_at, passed, body) VALUES (?, ?, ?, ?, ?, ?)`,
+		r.RunID, r.Job, r.Kind, r.CreatedAt.UnixMilli(), r.Passed, r.Body)
+	if err != nil {
+		return fmt.Errorf("save report of %s: %w", r.Job, err)
+	}
+	return nil
+}
+
+// Reports returns the newest reports of a job (all jobs when job is ""), newest first.
+func (s *Store) Reports(ctx context.Context, job string, limit int) ([]Report, error) {
+	q := `SELECT id, COALESCE(run_id, 0), job, kind, created_at, passed, body FROM reports`
+	var args []any
+	if job != "" {
+		q += ` WHERE job=?`
+		args = append(args, job)
+	}
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list reports: %w", err)
+	}
+	defer rows.Close()
+	var out []Report
+	for rows.Next() {
+		var r Report
+		var created int64
+		if err := rows.Scan(&r.ID, &r.RunID, &r.Job, &r.Kind, &created, &r.Passed, &r.Body); err != nil {
+			return nil, fmt.Errorf("list reports: %w", err)
+		}
+		r.CreatedAt = time.UnixMilli(created).UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

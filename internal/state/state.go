@@ -53,6 +53,16 @@ var migrations = []string{
 		phases      TEXT
 	);
 	CREATE INDEX job_runs_job_started ON job_runs(job, started_at);`,
+	`CREATE TABLE reports (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		run_id     INTEGER,
+		job        TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		passed     INTEGER NOT NULL,
+		body       TEXT NOT NULL
+	);
+	CREATE INDEX reports_job_created ON reports(job, created_at);`,
 }
 
 // Open opens (creating if needed) the state database at path and migrates it.

@@ -1,0 +1,81 @@
+// Package prefixlock keeps pruning away from object-store prefixes that a drill, a verification
+// or a restore is reading: readers share a prefix, prune holds it alone. Two prefixes conflict
+// when one starts with the other ("" conflicts with everything).
+package prefixlock
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// Locks is a set of held prefixes.
+type Locks struct {
+	mu      sync.Mutex
+	changed chan struct{}
+	held    map[int]hold
+	next    int
+}
+
+type hold struct {
+	prefix    string
+	exclusive bool
+	owner     string
+}
+
+// New returns an empty set.
+func New() *Locks { return &Locks{held: map[int]hold{}, changed: make(chan struct{})} }
+
+func overlap(a, b string) bool { return strings.HasPrefix(a, b) || strings.HasPrefix(b, a) }
+
+func (l *Locks) conflict(prefix string, exclusive bool) (hold, bool) {
+	for _, h := range l.held {
+		if overlap(h.prefix, prefix) && (exclusive || h.exclusive) {
+			return h, true
+		}
+	}
+	return hold{}, false
+}
+
+// Acquire waits until prefix can be held (shared, or exclusive) and returns the release
+// function. owner names the holder in conflict messages.
+func (l *Locks) Acquire(ctx context.Context, prefix string, exclusive bool, owner string) (func(), error) {
+	for {
+		l.mu.Lock()
+		if _, busy := l.conflict(prefix, exclusive); !busy {
+			id := l.next
+			l.next++
+			l.held[id] = hold{prefix, exclusive, owner}
+			l.mu.Unlock()
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					l.mu.Lock()
+					delete(l.held, id)
+					close(l.changed)
+					l.changed = make(chan struct{})
+					l.mu.Unlock()
+				})
+			}, nil
+		}
+		wait := l.changed
+		l.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for %s lock: %w", prefix, ctx.Err())
+		}
+	}
+}
+
+// TryAcquire holds prefix now or reports who holds a conflicting one.
+func (l *Locks) TryAcquire(prefix string, exclusive bool, owner string) (func(), error) {
+	l.mu.Lock()
+	h, busy := l.conflict(prefix, exclusive)
+	l.mu.Unlock()
+	if busy {
+		return nil, fmt.Errorf("%s is in use by %s", prefix, h.owner)
+	}
+	return l.Acquire(context.Background(), prefix, exclusive, owner)
+}

@@ -1,0 +1,101 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getsentry/sentry-go"
+)
+
+// sentryServer records the envelopes a Sentry client sends.
+type sentryServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newSentryServer(t *testing.T) *sentryServer {
+	s := &sentryServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		s.bodies = append(s.bodies, string(b))
+		s.mu.Unlock()
+		w.WriteHeader(200)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *sentryServer) all() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.bodies, "\n")
+}
+
+func (s *sentryServer) dsn() string {
+	return strings.Replace(s.URL, "http://", "http://publickey123@", 1) + "/42"
+}
+
+func TestSentryJobFailureTaggedAndScrubbed(t *testing.T) {
+	srv := newSentryServer(t)
+	const secret = "SUPERSECRETKEY9876"
+	red := NewRedactor(secret)
+	s, err := NewSentry(SentryOptions{DSN: srv.dsn(), Environment: "test", Node: "node-7"}, red)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.CaptureJobFailure(JobFailure{Job: "platform-db-backup", Kind: "sqlite_backup", Target: "billing",
+		Err: errors.New("upload failed: access key " + secret + " rejected")})
+	s.CaptureMessage(sentry.LevelWarning, "Alert: stale-backups — 2 targets stale", map[string]string{"alert": "stale-backups"}, []string{"opsd-alert", "stale-backups"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !s.Flush(ctx) {
+		t.Fatal("flush timed out")
+	}
+	body := srv.all()
+	for _, want := range []string{`"job":"platform-db-backup"`, `"kind":"sqlite_backup"`, `"target":"billing"`, `"node":"node-7"`, `"source":"opsd"`,
+		`"level":"error"`, `upload failed: access key [redacted] rejected`, `"level":"warning"`, `Alert: stale-backups — 2 targets stale`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("sentry envelope lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, secret) {
+		t.Fatal("the secret reached Sentry")
+	}
+}
+
+func TestSentryNoDSNIsNoop(t *testing.T) {
+	s, err := NewSentry(SentryOptions{}, nil)
+	if err != nil || s.Enabled() {
+		t.Fatalf("no DSN: %v enabled=%v", err, s.Enabled())
+	}
+	s.CaptureJobFailure(JobFailure{Job: "x", Err: errors.New("boom")}) // must not panic
+	if _, err := NewSentry(SentryOptions{DSN: "::not a dsn with secret"}, nil); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("bad DSN error: %v", err)
+	}
+}
+
+func TestLoggerRedacts(t *testing.T) {
+	var buf bytes.Buffer
+	red := NewRedactor("tok-abcdef-123456")
+	log := NewLogger(&buf, "info", "json", red)
+	log.Error().Err(errors.New("GET https://hc.example/tok-abcdef-123456 failed")).Str("job", "ping").Msg("run failed")
+	if strings.Contains(buf.String(), "tok-abcdef-123456") || !strings.Contains(buf.String(), "[redacted]") {
+		t.Fatalf("log line: %s", buf.String())
+	}
+	red.Set([]string{"newsecret-xyz"})
+	buf.Reset()
+	log.Info().Msg("newsecret-xyz")
+	if strings.Contains(buf.String(), "newsecret-xyz") {
+		t.Fatal("secrets set on reload are not redacted")
+	}
+}
