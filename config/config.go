@@ -141,9 +141,11 @@ type Job struct {
 	// RunAtStart runs the job once when the daemon starts (or the job is added).
 	RunAtStart bool `yaml:"run_at_start"`
 
-	Noop         *NoopSettings         `yaml:"-" kind:"noop"`
-	HTTPPing     *HTTPPingSettings     `yaml:"-" kind:"http_ping"`
-	SQLiteBackup *SQLiteBackupSettings `yaml:"-" kind:"sqlite_backup"`
+	Noop          *NoopSettings          `yaml:"-" kind:"noop"`
+	HTTPPing      *HTTPPingSettings      `yaml:"-" kind:"http_ping"`
+	SQLiteBackup  *SQLiteBackupSettings  `yaml:"-" kind:"sqlite_backup"`
+	SQLiteDrill   *SQLiteDrillSettings   `yaml:"-" kind:"sqlite_drill"`
+	OffsiteVerify *OffsiteVerifySettings `yaml:"-" kind:"offsite_verify"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).
@@ -179,6 +181,34 @@ type SQLiteBackupSettings struct {
 	TempDir string `yaml:"temp_dir"`
 	// Parallel is how many databases are backed up at once.
 	Parallel int `yaml:"parallel"`
+}
+
+// SQLiteDrillSettings configures the `sqlite_drill` kind (the platform restore drill).
+type SQLiteDrillSettings struct {
+	Prefix string `yaml:"prefix"`
+	// Databases to restore; path is not used. Default: the seven platform databases.
+	Databases    []Database `yaml:"databases"`
+	IdentityFile string     `yaml:"identity_file"`
+	Parallel     int        `yaml:"parallel"`
+	// RTOTargetDB and RTOTargetTotal are the objectives (defaults 5m and 15m).
+	RTOTargetDB    Duration `yaml:"rto_target_db"`
+	RTOTargetTotal Duration `yaml:"rto_target_total"`
+	// RTOBreach: fail (default) or warn when an objective is missed.
+	RTOBreach string `yaml:"rto_breach"`
+	TempDir   string `yaml:"temp_dir"`
+	// ReportKey is where the JSON report is uploaded ({date}); "none" disables the upload.
+	ReportKey string `yaml:"report_key"`
+	// Lookback is how many of the newest dates are searched for a complete set.
+	Lookback int `yaml:"lookback"`
+}
+
+// OffsiteVerifySettings configures the `offsite_verify` kind.
+type OffsiteVerifySettings struct {
+	Prefix    string   `yaml:"prefix"`
+	Databases []string `yaml:"databases"`
+	Dates     int      `yaml:"dates"`
+	MaxAge    Duration `yaml:"max_age"`
+	Deep      bool     `yaml:"deep"`
 }
 
 // Database is one SQLite database to back up.

@@ -60,7 +60,17 @@ func parse(data []byte, file string, env func(string) (string, bool)) (*Config, 
 	d.decode("", doc, reflect.ValueOf(cfg).Elem())
 	cfg.resolve(d, env)
 	cfg.applyDefaults()
-	errs := append(d.errs, cfg.Validate()...)
+	// A value that failed to decode is reported once, not again by validation.
+	errs := d.errs
+	failed := map[string]bool{}
+	for _, e := range d.errs {
+		failed[e.Path] = true
+	}
+	for _, e := range cfg.Validate() {
+		if !failed[e.Path] {
+			errs = append(errs, e)
+		}
+	}
 	if len(errs) > 0 {
 		sortByLine(errs)
 		return nil, &Errors{File: file, List: errs}
@@ -197,8 +207,54 @@ func (c *Config) applyDefaults() {
 				s.Parallel = 2
 			}
 		}
+		if d := j.SQLiteDrill; d != nil {
+			if d.Databases == nil {
+				d.Databases = PlatformDatabases()
+			}
+			for k := range d.Databases {
+				db := &d.Databases[k]
+				if p, ok := platform[db.Name]; ok && db.Tables == nil {
+					db.Tables, db.Critical = p.Tables, p.Critical
+				}
+			}
+			setDefault(&d.Prefix, "platform/")
+			setDefault(&d.RTOBreach, "fail")
+			setDefault(&d.ReportKey, "drills/{date}/platform.json")
+			if d.Parallel == 0 {
+				d.Parallel = 3
+			}
+			if d.RTOTargetDB == 0 {
+				d.RTOTargetDB = Duration(5 * time.Minute)
+			}
+			if d.RTOTargetTotal == 0 {
+				d.RTOTargetTotal = Duration(15 * time.Minute)
+			}
+			if d.Lookback == 0 {
+				d.Lookback = 14
+			}
+		}
+		if v := j.OffsiteVerify; v != nil {
+			setDefault(&v.Prefix, "platform/")
+			if v.Databases == nil {
+				for _, db := range PlatformDatabases() {
+					v.Databases = append(v.Databases, db.Name)
+				}
+			}
+			if v.Dates == 0 {
+				v.Dates = 3
+			}
+			if v.MaxAge == 0 {
+				v.MaxAge = Duration(26 * time.Hour)
+			}
+		}
 		if p := j.HTTPPing; p != nil && p.Method == "" {
 			p.Method = "GET"
 		}
+	}
+}
+
+func setDefault(s *string, v string) {
+	if *s == "" {
+		*s = v
 	}
 }

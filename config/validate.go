@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -186,6 +188,55 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 	case j.Noop != nil:
 		if j.Noop.Sleep < 0 {
 			bad(p+".sleep", "must not be negative")
+		}
+	case j.SQLiteDrill != nil:
+		d := j.SQLiteDrill
+		if !strings.HasSuffix(d.Prefix, "/") {
+			bad(p+".prefix", "must end with /, got %q", d.Prefix)
+		}
+		if len(d.Databases) == 0 {
+			bad(p+".databases", "must list at least one database")
+		}
+		seen := map[string]bool{}
+		for k, db := range d.Databases {
+			dp := fmt.Sprintf("%s.databases[%d]", p, k)
+			if db.Name == "" {
+				bad(dp+".name", "is required")
+			} else if seen[db.Name] {
+				bad(dp+".name", "duplicate database name %q", db.Name)
+			}
+			seen[db.Name] = true
+		}
+		if d.IdentityFile != "" {
+			if _, err := os.Stat(d.IdentityFile); err != nil {
+				bad(p+".identity_file", "cannot read %s: %v", d.IdentityFile, errors.Unwrap(err))
+			}
+		}
+		if d.RTOBreach != "fail" && d.RTOBreach != "warn" {
+			bad(p+".rto_breach", "must be fail or warn, got %q", d.RTOBreach)
+		}
+		if d.Parallel < 1 || d.Parallel > 16 {
+			bad(p+".parallel", "must be between 1 and 16, got %d", d.Parallel)
+		}
+		if d.RTOTargetDB <= 0 || d.RTOTargetTotal <= 0 {
+			bad(p+".rto_target_total", "objectives must be positive")
+		}
+		if d.Lookback < 1 {
+			bad(p+".lookback", "must be at least 1")
+		}
+	case j.OffsiteVerify != nil:
+		v := j.OffsiteVerify
+		if !strings.HasSuffix(v.Prefix, "/") {
+			bad(p+".prefix", "must end with /, got %q", v.Prefix)
+		}
+		if len(v.Databases) == 0 {
+			bad(p+".databases", "must list at least one database")
+		}
+		if v.Dates < 1 {
+			bad(p+".dates", "must be at least 1")
+		}
+		if v.MaxAge <= 0 {
+			bad(p+".max_age", "must be positive")
 		}
 	case j.SQLiteBackup != nil:
 		s := j.SQLiteBackup

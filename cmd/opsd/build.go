@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+
+	"filippo.io/age"
 
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
 	s3store "github.com/wopr-network/opsd/internal/storage/s3"
@@ -20,6 +25,8 @@ type deps struct {
 	cfg   *config.Config
 	store storage.Store
 	log   zerolog.Logger
+	// locks keep prune away from prefixes drills, verification and restores read.
+	locks *prefixlock.Locks
 }
 
 // buildJob is the one switch that turns a config job entry into a job.
@@ -31,6 +38,12 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return &jobs.HTTPPing{JobName: jc.Name, URL: jc.HTTPPing.URL.Value(), Method: jc.HTTPPing.Method, ExpectedStatus: jc.HTTPPing.ExpectedStatus}, nil
 	case "sqlite_backup":
 		return sqliteBackupJob(jc, d)
+	case "sqlite_drill":
+		return platformDrillJob(jc, d)
+	case "offsite_verify":
+		v := jc.OffsiteVerify
+		return checks.NewOffsiteVerify(jc.Name, checks.OffsiteVerifyConfig{Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates,
+			MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks}, d.store), nil
 	default:
 		return nil, fmt.Errorf("unknown job kind %q", jc.Kind)
 	}
@@ -57,6 +70,40 @@ func sqliteBackupJob(jc config.Job, d deps) (*jobs.SQLiteBackup, error) {
 		Node:        d.cfg.NodeID,
 		Location:    d.cfg.Location(),
 	}, d.store), nil
+}
+
+func platformDrillJob(jc config.Job, d deps) (*checks.PlatformDrill, error) {
+	s := jc.SQLiteDrill
+	ids, err := readIdentities(s.IdentityFile)
+	if err != nil {
+		return nil, err
+	}
+	dbs := make([]checks.DrillDatabase, len(s.Databases))
+	for i, db := range s.Databases {
+		dbs[i] = checks.DrillDatabase{Name: db.Name, Tables: db.Tables, Critical: db.Critical, Optional: db.Optional}
+	}
+	report := s.ReportKey
+	if report == "none" {
+		report = ""
+	}
+	return checks.NewPlatformDrill(jc.Name, checks.PlatformDrillConfig{
+		Prefix: s.Prefix, Databases: dbs, Identities: ids, Parallel: s.Parallel,
+		RTOTargetDB: s.RTOTargetDB.D(), RTOTargetTotal: s.RTOTargetTotal.D(), FailOnRTOBreach: s.RTOBreach == "fail",
+		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks,
+	}, d.store), nil
+}
+
+// readIdentities reads an age identity file ("" means none).
+func readIdentities(path string) ([]age.Identity, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read identity file: %w", err)
+	}
+	defer f.Close()
+	return artifact.ReadIdentities(f)
 }
 
 // buildSpecs builds every job of the config with its scheduling settings.

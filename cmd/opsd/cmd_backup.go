@@ -67,7 +67,7 @@ func backupDB(args []string, stdout, stderr io.Writer) int {
 		}
 		jc.SQLiteBackup = &sel
 	}
-	return runOnce(cfg, jc, stdout, stderr, nil)
+	return runOnce(cfg, jc, stdout, stderr, nil, nil)
 }
 
 // findJob returns the named job of a kind, or the first job of that kind.

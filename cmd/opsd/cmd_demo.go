@@ -14,6 +14,7 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/jobs"
 )
 
 type demoOptions struct {
@@ -74,6 +75,17 @@ jobs:
     temp_dir: "{{dir}}/tmp"
     databases:
 {{databases}}
+  # Restore drill: the newest complete set restored into scratch files and proven (RTO timed).
+  # The demo runs it once the first backup is in; then every 30 minutes.
+  - name: platform-drill
+    kind: sqlite_drill
+    schedule: "*/30 * * * *"
+    temp_dir: "{{dir}}/tmp"
+  # Offsite verification: every expected object present, sizes match the manifests.
+  - name: offsite-verify
+    kind: offsite_verify
+    schedule: "*/30 * * * *"
+    deep: true
 `
 
 func writeDemoConfig(path, dir, listen string) error {
@@ -162,6 +174,7 @@ opsd demo is running (node %s)
 A writer keeps committing to billing, credits and audit. Ctrl-C stops the demo.
 
 `, cfg.NodeID, cfgPath, cfg.Storage.Local.Path, base, base, base, base, tok, base)
+		go demoChecks(m, o.stdout)
 		if o.started != nil {
 			o.started(m)
 		}
@@ -184,4 +197,30 @@ func mergeDone(a, b <-chan struct{}) <-chan struct{} {
 		close(out)
 	}()
 	return out
+}
+
+// demoChecks runs the drill and the verification once the first backup has succeeded, and prints
+// the drill's report.
+func demoChecks(m *Main, out io.Writer) {
+	ctx := m.runCtx
+	for {
+		if r, err := m.state.LastSuccess(ctx, "platform-db-backup"); err == nil && !r.StartedAt.IsZero() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for _, name := range []string{"platform-drill", "offsite-verify"} {
+		spec, ok := m.sched.Spec(name)
+		if !ok {
+			continue
+		}
+		o := m.runner.Run(ctx, spec.Job, spec.Timeout, jobs.TriggerStart)
+		if name == "platform-drill" && o.Result.Report != "" {
+			fmt.Fprintf(out, "\n%s\n", o.Result.Report)
+		}
+	}
 }

@@ -114,12 +114,12 @@ func jobsRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: no job named %q in %s\n", fs.Arg(0), *cfgPath)
 		return 1
 	}
-	return runOnce(cfg, jc, stdout, stderr, nil)
+	return runOnce(cfg, jc, stdout, stderr, nil, nil)
 }
 
 // runOnce runs one job in the foreground through the Runner (so it is recorded like a scheduled
 // run) and prints its targets. Ctrl-C cancels the run cleanly. The exit code is 0 on success.
-func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print func(io.Writer, jobs.Outcome)) int {
+func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print func(io.Writer, jobs.Outcome), adapt func(jobs.Job) (jobs.Job, error)) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e, err := newEnv(ctx, cfg, Options{Stderr: stderr})
@@ -128,7 +128,10 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 		return 1
 	}
 	defer e.close(context.Background())
-	j, err := buildJob(jc, deps{cfg: cfg, store: e.store, log: e.log})
+	j, err := buildJob(jc, deps{cfg: cfg, store: e.store, log: e.log, locks: e.locks})
+	if err == nil && adapt != nil {
+		j, err = adapt(j)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1

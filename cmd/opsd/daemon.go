@@ -17,6 +17,7 @@ import (
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/telemetry"
@@ -43,6 +44,7 @@ type env struct {
 	store    storage.Store
 	sentry   *telemetry.Sentry
 	runner   *jobs.Runner
+	locks    *prefixlock.Locks
 }
 
 // newEnv opens everything a command needs from the config.
@@ -75,7 +77,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		st.Close()
 		return nil, err
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn}
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New()}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	return e, nil
 }
@@ -165,7 +167,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 func (m *Main) cfg() *config.Config { return m.cfgPtr.Load() }
 
 func (m *Main) deps(cfg *config.Config, store storage.Store) deps {
-	return deps{cfg: cfg, store: store, log: m.log}
+	return deps{cfg: cfg, store: store, log: m.log, locks: m.locks}
 }
 
 func (m *Main) trigger(name string) error {

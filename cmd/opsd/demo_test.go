@@ -1,8 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
+		"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -21,7 +20,7 @@ import (
 func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "opsd-demo")
 	done := make(chan struct{})
-	var out, errb bytes.Buffer
+	var out, errb syncBuffer
 	code := make(chan int, 1)
 	var base string
 	ready := make(chan struct{})
@@ -54,6 +53,12 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+	eventually(t, "the drill and the verification to pass", 20*time.Second, func() bool {
+		_, metrics := get(t, base+"/metrics")
+		return strings.Contains(metrics, `opsd_drill_last_result{drill="platform-drill"} 1`) &&
+			strings.Contains(metrics, `opsd_offsite_missing_objects{job="offsite-verify"} 0`) &&
+			strings.Contains(metrics, `opsd_drill_rto_target_seconds{drill="platform-drill"} 900`)
+	})
 	_, body := get(t, base+"/api/jobs")
 	var jb jobsBody
 	json.Unmarshal([]byte(body), &jb)

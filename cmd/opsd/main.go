@@ -23,6 +23,8 @@ Usage:
   opsd jobs list -c FILE           list configured jobs, their schedules and last runs
   opsd jobs run -c FILE NAME       run one job now, in the foreground
   opsd backup db -c FILE [--db N]  back up the platform databases now
+  opsd drill db -c FILE [--date D] restore the newest platform set into scratch files and prove it
+  opsd verify -c FILE [--deep]     check the object store holds every expected backup
   opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
   opsd version                     print the version
 
@@ -47,6 +49,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdJobs(rest, stdout, stderr)
 	case "backup":
 		return cmdBackup(rest, stdout, stderr)
+	case "drill":
+		return cmdDrill(rest, stdout, stderr)
+	case "verify":
+		return cmdVerify(rest, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(rest, stdout, stderr)
 	case "version", "--version":

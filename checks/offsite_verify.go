@@ -1,0 +1,173 @@
+package checks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// OffsiteVerifyConfig configures an OffsiteVerify.
+type OffsiteVerifyConfig struct {
+	Prefix    string   // "platform/"
+	Databases []string // every date must hold each of these
+	// Dates is how many of the newest date sets are checked.
+	Dates int
+	// MaxAge: the newest set must be younger than this.
+	MaxAge time.Duration
+	// Deep re-downloads the newest set and checks every SHA-256.
+	Deep  bool
+	Locks *prefixlock.Locks
+	Now   func() time.Time
+}
+
+// OffsiteVerify is the `offsite_verify` kind: it checks that the object store really holds what
+// the backups claim, by key, without trusting opsd's own records.
+type OffsiteVerify struct {
+	name  string
+	cfg   OffsiteVerifyConfig
+	store storage.Store
+}
+
+// NewOffsiteVerify returns the job.
+func NewOffsiteVerify(name string, cfg OffsiteVerifyConfig, store storage.Store) *OffsiteVerify {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "platform/"
+	}
+	if cfg.Dates < 1 {
+		cfg.Dates = 3
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 26 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Locks == nil {
+		cfg.Locks = prefixlock.New()
+	}
+	return &OffsiteVerify{name: name, cfg: cfg, store: store}
+}
+
+// Name returns the job's name.
+func (v *OffsiteVerify) Name() string { return v.name }
+
+// Kind returns "offsite_verify".
+func (v *OffsiteVerify) Kind() string { return "offsite_verify" }
+
+// WithDeep returns a copy that (when deep) re-downloads and checksums the newest set.
+func (v *OffsiteVerify) WithDeep(deep bool) *OffsiteVerify {
+	c := *v
+	c.cfg.Deep = deep
+	return &c
+}
+
+// Problem is one thing offsite verification found wrong.
+type Problem struct {
+	Kind   string `json:"kind"` // missing or mismatched
+	Key    string `json:"key"`
+	Detail string `json:"detail"`
+}
+
+// VerifyReport is the JSON report of a verification.
+type VerifyReport struct {
+	Job       string    `json:"job"`
+	CheckedAt time.Time `json:"checkedAt"`
+	Dates     []string  `json:"dates"`
+	Deep      bool      `json:"deep"`
+	Problems  []Problem `json:"problems"`
+}
+
+// Run verifies the newest sets.
+func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
+	release, err := v.cfg.Locks.Acquire(ctx, v.cfg.Prefix, false, "verify "+v.name)
+	if err != nil {
+		return jobs.Result{}, err
+	}
+	defer release()
+	now := v.cfg.Now()
+	rep := VerifyReport{Job: v.name, CheckedAt: now.UTC(), Deep: v.cfg.Deep, Problems: []Problem{}, Dates: []string{}}
+	add := func(kind, key, format string, args ...any) {
+		rep.Problems = append(rep.Problems, Problem{Kind: kind, Key: key, Detail: fmt.Sprintf(format, args...)})
+	}
+	dates, err := listDates(ctx, v.store, v.cfg.Prefix)
+	if err != nil {
+		return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
+	}
+	var res jobs.Result
+	if len(dates) == 0 {
+		add("missing", v.cfg.Prefix, "no backup sets at all")
+	} else if t, _ := time.Parse("20060102", dates[0].date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
+		add("missing", v.cfg.Prefix+dates[0].date+"/", "the newest set is from %s, older than %s", dates[0].date, v.cfg.MaxAge)
+	}
+	for i, ds := range dates {
+		if i >= v.cfg.Dates {
+			break
+		}
+		rep.Dates = append(rep.Dates, ds.date)
+		before := len(rep.Problems)
+		ms, err := ds.manifests(ctx, v.store, "sqlite")
+		if err != nil {
+			return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
+		}
+		for _, db := range v.cfg.Databases {
+			m, ok := ms[db]
+			if !ok {
+				add("missing", v.cfg.Prefix+ds.date+"/", "%s has no backup with a manifest", db)
+				continue
+			}
+			obj := ds.objects[m.Key]
+			switch {
+			case obj.Size == 0:
+				add("mismatched", m.Key, "the object is empty")
+			case obj.Size != m.Size:
+				add("mismatched", m.Key, "the object has %d bytes, its manifest says %d", obj.Size, m.Size)
+			case i == 0 && v.cfg.Deep:
+				sum, n, err := hashObject(ctx, v.store, m.Key)
+				if err != nil {
+					add("missing", m.Key, "cannot read: %v", err)
+				} else if sum != m.SHA256 || n != m.Size {
+					add("mismatched", m.Key, "sha256 %s, manifest says %s", sum, m.SHA256)
+				}
+			}
+		}
+		t := jobs.TargetResult{Name: ds.date, Status: jobs.TargetOK, Note: "complete"}
+		if n := len(rep.Problems) - before; n > 0 {
+			t.Status, t.Err = jobs.TargetFailed, fmt.Errorf("%d problems", n)
+		}
+		res.Targets = append(res.Targets, t)
+	}
+	stats := &jobs.VerifyStats{}
+	var text strings.Builder
+	fmt.Fprintf(&text, "Offsite verification of %s: sets %s\n", v.cfg.Prefix, strings.Join(rep.Dates, ", "))
+	for _, p := range rep.Problems {
+		if p.Kind == "missing" {
+			stats.Missing++
+		} else {
+			stats.Mismatched++
+		}
+		fmt.Fprintf(&text, "%-10s  %s — %s\n", strings.ToUpper(p.Kind), p.Key, p.Detail)
+	}
+	fmt.Fprintf(&text, "Result: %d missing, %d mismatched\n", stats.Missing, stats.Mismatched)
+	res.Report, res.Verify = text.String(), stats
+	res.ReportJSON, _ = json.MarshalIndent(rep, "", "  ")
+	res.Summary = fmt.Sprintf("%d sets checked: %d missing, %d mismatched", len(rep.Dates), stats.Missing, stats.Mismatched)
+	if len(rep.Problems) > 0 {
+		return res, fmt.Errorf("offsite verification found %d missing and %d mismatched objects", stats.Missing, stats.Mismatched)
+	}
+	return res, nil
+}
+
+func hashObject(ctx context.Context, store storage.Store, key string) (string, int64, error) {
+	rc, _, err := store.Get(ctx, key)
+	if err != nil {
+		return "", 0, err
+	}
+	defer rc.Close()
+	return sha256Of(rc)
+}

@@ -1,0 +1,412 @@
+package checks
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/sqlite"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// DrillDatabase is one database the platform drill restores.
+type DrillDatabase struct {
+	Name     string
+	Tables   []string
+	Critical []string
+	Optional bool
+}
+
+// PlatformDrillConfig configures a PlatformDrill.
+type PlatformDrillConfig struct {
+	Prefix     string // "platform/"
+	Databases  []DrillDatabase
+	Identities []age.Identity
+	Parallel   int
+	// RTOTargetDB and RTOTargetTotal are the objectives (defaults 5 min and 15 min).
+	RTOTargetDB, RTOTargetTotal time.Duration
+	// FailOnRTOBreach fails the drill when an objective is missed; otherwise it warns.
+	FailOnRTOBreach bool
+	TempDir         string
+	// ReportKey is where the JSON report is uploaded; {date} is the drill's date. Empty: not uploaded.
+	ReportKey string
+	// Lookback is how many of the newest dates are searched for a complete set.
+	Lookback int
+	// Date drills one date instead of the newest complete one (the CLI's --date).
+	Date  string
+	Node  string
+	Locks *prefixlock.Locks
+	Now   func() time.Time
+}
+
+// PlatformDrill is the `sqlite_drill` kind: it restores the newest complete set of platform
+// database backups into scratch files and proves each one usable, timing every phase.
+type PlatformDrill struct {
+	name  string
+	cfg   PlatformDrillConfig
+	store storage.Store
+}
+
+// NewPlatformDrill returns the drill.
+func NewPlatformDrill(name string, cfg PlatformDrillConfig, store storage.Store) *PlatformDrill {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "platform/"
+	}
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 3
+	}
+	if cfg.RTOTargetDB == 0 {
+		cfg.RTOTargetDB = 5 * time.Minute
+	}
+	if cfg.RTOTargetTotal == 0 {
+		cfg.RTOTargetTotal = 15 * time.Minute
+	}
+	if cfg.Lookback < 1 {
+		cfg.Lookback = 14
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Locks == nil {
+		cfg.Locks = prefixlock.New()
+	}
+	return &PlatformDrill{name: name, cfg: cfg, store: store}
+}
+
+// Name returns the job's name.
+func (d *PlatformDrill) Name() string { return d.name }
+
+// Kind returns "sqlite_drill".
+func (d *PlatformDrill) Kind() string { return "sqlite_drill" }
+
+// WithDate returns a copy that drills the given date.
+func (d *PlatformDrill) WithDate(date string) *PlatformDrill {
+	c := *d
+	c.cfg.Date = date
+	return &c
+}
+
+// DrillReport is the JSON report stored and uploaded after every platform drill.
+type DrillReport struct {
+	Drill            string        `json:"drill"`
+	Node             string        `json:"node"`
+	Set              string        `json:"set"`
+	StartedAt        time.Time     `json:"startedAt"`
+	RTOSeconds       float64       `json:"rtoSeconds"`
+	RTOTargetSeconds float64       `json:"rtoTargetSeconds"`
+	Passed           bool          `json:"passed"`
+	PassedCount      int           `json:"passedCount"`
+	FailedCount      int           `json:"failedCount"`
+	SkippedCount     int           `json:"skippedCount"`
+	Notes            []string      `json:"notes"`
+	Databases        []DrillTarget `json:"databases"`
+}
+
+// DrillTarget is one database's drill outcome.
+type DrillTarget struct {
+	Name      string             `json:"name"`
+	Status    string             `json:"status"` // PASS, FAIL, SKIP
+	Reason    string             `json:"reason,omitempty"`
+	Warnings  []string           `json:"warnings,omitempty"`
+	Key       string             `json:"key,omitempty"`
+	SizeBytes int64              `json:"sizeBytes"`
+	Seconds   float64            `json:"seconds"`
+	Phases    map[string]float64 `json:"phases"`
+}
+
+// Run performs the drill.
+func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
+	started := time.Now()
+	release, err := d.cfg.Locks.Acquire(ctx, d.cfg.Prefix, false, "drill "+d.name)
+	if err != nil {
+		return jobs.Result{}, err
+	}
+	defer release()
+
+	report := DrillReport{Drill: d.name, Node: d.cfg.Node, StartedAt: started.UTC(), RTOTargetSeconds: d.cfg.RTOTargetTotal.Seconds(), Notes: []string{}}
+	set, manifests, notes, err := d.chooseSet(ctx)
+	report.Notes = append(report.Notes, notes...)
+	if err != nil {
+		return jobs.Result{}, fmt.Errorf("drill %s: %w", d.name, err)
+	}
+	report.Set = set
+
+	scratch, err := os.MkdirTemp(d.cfg.TempDir, "opsd-drill-")
+	if err != nil {
+		return jobs.Result{}, fmt.Errorf("drill %s: scratch dir: %w", d.name, err)
+	}
+	defer os.RemoveAll(scratch)
+
+	targets := make([]jobs.TargetResult, len(d.cfg.Databases))
+	detail := make([]DrillTarget, len(d.cfg.Databases))
+	sem := make(chan struct{}, d.cfg.Parallel)
+	var wg sync.WaitGroup
+	for i, db := range d.cfg.Databases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			m, ok := manifests[db.Name]
+			targets[i], detail[i] = d.drillOne(ctx, db, m, ok, set, scratch)
+		}()
+	}
+	wg.Wait()
+	rto := time.Since(started)
+
+	var text strings.Builder
+	fmt.Fprintf(&text, "Platform restore drill: set %s (%s)\n", set, d.cfg.Prefix)
+	for _, n := range report.Notes {
+		fmt.Fprintf(&text, "NOTE  %s\n", n)
+	}
+	breach := false
+	for i, t := range detail {
+		switch t.Status {
+		case "PASS":
+			report.PassedCount++
+			fmt.Fprintf(&text, "PASS  %s — integrity ok, tables present\n", t.Name)
+		case "FAIL":
+			report.FailedCount++
+			fmt.Fprintf(&text, "FAIL  %s — %s\n", t.Name, t.Reason)
+		default:
+			report.SkippedCount++
+			fmt.Fprintf(&text, "SKIP  %s\n", t.Name)
+		}
+		if t.Status != "SKIP" && time.Duration(t.Seconds*float64(time.Second)) > d.cfg.RTOTargetDB {
+			breach = true
+			w := fmt.Sprintf("restore took %s, objective %s", seconds(time.Duration(t.Seconds*float64(time.Second))), seconds(d.cfg.RTOTargetDB))
+			detail[i].Warnings = append(detail[i].Warnings, w)
+		}
+		for _, w := range detail[i].Warnings {
+			fmt.Fprintf(&text, "WARN  %s — %s\n", t.Name, w)
+		}
+	}
+	if rto > d.cfg.RTOTargetTotal {
+		breach = true
+		report.Notes = append(report.Notes, fmt.Sprintf("RTO %s missed the objective of %s", seconds(rto), seconds(d.cfg.RTOTargetTotal)))
+		fmt.Fprintf(&text, "WARN  RTO %s missed the objective of %s\n", seconds(rto), seconds(d.cfg.RTOTargetTotal))
+	}
+	fmt.Fprintf(&text, "Result: %d passed, %d failed, %d skipped\n", report.PassedCount, report.FailedCount, report.SkippedCount)
+	fmt.Fprintf(&text, "RTO (drill time): %s\n", seconds(rto))
+
+	passed := report.FailedCount == 0 && !(breach && d.cfg.FailOnRTOBreach)
+	report.Passed, report.RTOSeconds, report.Databases = passed, rto.Seconds(), detail
+	body, _ := json.MarshalIndent(report, "", "  ")
+	res := jobs.Result{Targets: targets, Report: text.String(), ReportJSON: body,
+		Drill:   &jobs.DrillStats{RTO: rto, RTOTarget: d.cfg.RTOTargetTotal, Passed: passed},
+		Summary: fmt.Sprintf("set %s: %d passed, %d failed, %d skipped, RTO %s", set, report.PassedCount, report.FailedCount, report.SkippedCount, seconds(rto))}
+	var runErr error
+	switch {
+	case report.FailedCount > 0:
+		runErr = res.TargetsError("databases")
+	case breach && d.cfg.FailOnRTOBreach:
+		runErr = fmt.Errorf("drill %s: recovery time objective missed", d.name)
+	}
+	if d.cfg.ReportKey != "" {
+		key := strings.ReplaceAll(d.cfg.ReportKey, "{date}", d.cfg.Now().UTC().Format("20060102"))
+		if _, err := d.store.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{Size: int64(len(body)), ContentType: "application/json"}); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("upload drill report: %w", err))
+		} else {
+			res.Artifacts = append(res.Artifacts, key)
+		}
+	}
+	return res, runErr
+}
+
+// chooseSet finds the newest date whose set holds every required database with a manifest.
+func (d *PlatformDrill) chooseSet(ctx context.Context) (string, map[string]artifact.Manifest, []string, error) {
+	dates, err := listDates(ctx, d.store, d.cfg.Prefix)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if len(dates) == 0 {
+		return "", nil, nil, fmt.Errorf("no backups under %s", d.cfg.Prefix)
+	}
+	var notes []string
+	var newest map[string]artifact.Manifest
+	for i, ds := range dates {
+		if d.cfg.Date != "" && ds.date != d.cfg.Date {
+			continue
+		}
+		if d.cfg.Date == "" && i >= d.cfg.Lookback {
+			break
+		}
+		ms, err := ds.manifests(ctx, d.store, "sqlite")
+		if err != nil {
+			return "", nil, notes, err
+		}
+		var missing []string
+		for _, db := range d.cfg.Databases {
+			if _, ok := ms[db.Name]; !ok && !db.Optional {
+				missing = append(missing, db.Name)
+			}
+		}
+		if d.cfg.Date != "" || len(missing) == 0 {
+			if len(notes) > 0 {
+				notes = append(notes, "using "+ds.date+", the newest complete set")
+			}
+			return ds.date, ms, notes, nil
+		}
+		if newest == nil {
+			newest = ms
+		}
+		notes = append(notes, fmt.Sprintf("set %s is incomplete: no backup with a manifest for %s", ds.date, strings.Join(missing, ", ")))
+	}
+	if d.cfg.Date != "" {
+		return "", nil, notes, fmt.Errorf("no backups under %s%s/", d.cfg.Prefix, d.cfg.Date)
+	}
+	notes = append(notes, fmt.Sprintf("no complete set in the newest %d dates; drilling %s as it is", d.cfg.Lookback, dates[0].date))
+	return dates[0].date, newest, notes, nil
+}
+
+func (d *PlatformDrill) drillOne(ctx context.Context, db DrillDatabase, m artifact.Manifest, found bool, set, scratch string) (jobs.TargetResult, DrillTarget) {
+	start := time.Now()
+	t := jobs.TargetResult{Name: db.Name, StatusKind: "drill"}
+	dt := DrillTarget{Name: db.Name, Phases: map[string]float64{}}
+	var tm jobs.Timer
+	finish := func(status string, reason error) (jobs.TargetResult, DrillTarget) {
+		t.Phases, t.Duration = tm.Phases(), time.Since(start)
+		for _, p := range t.Phases {
+			dt.Phases[p.Name] += p.Duration.Seconds()
+		}
+		dt.Seconds = jobs.Total(t.Phases).Seconds()
+		dt.Status = status
+		switch status {
+		case "PASS":
+			t.Status = jobs.TargetOK
+		case "SKIP":
+			t.Status, t.Note = jobs.TargetSkipped, "optional database not in set "+set
+		default:
+			t.Status, t.Err, dt.Reason = jobs.TargetFailed, reason, reason.Error()
+		}
+		if len(dt.Warnings) > 0 {
+			t.Note = strings.Join(dt.Warnings, "; ")
+		}
+		return t, dt
+	}
+	if !found {
+		if db.Optional {
+			return finish("SKIP", nil)
+		}
+		return finish("FAIL", fmt.Errorf("no backup with a manifest in set %s", set))
+	}
+	t.Key, dt.Key, dt.SizeBytes, t.Bytes = m.Key, m.Key, m.Size, m.Size
+
+	tm.Start("download")
+	dl := filepath.Join(scratch, db.Name+".download")
+	sum, n, err := download(ctx, d.store, m.Key, dl)
+	if err != nil {
+		return finish("FAIL", err)
+	}
+	tm.Start("verify")
+	if n == 0 {
+		return finish("FAIL", errors.New("empty file"))
+	}
+	if n != m.Size {
+		return finish("FAIL", fmt.Errorf("size mismatch: object has %d bytes, manifest says %d", n, m.Size))
+	}
+	if sum != m.SHA256 {
+		return finish("FAIL", fmt.Errorf("sha256 mismatch: object has %s, manifest says %s", sum, m.SHA256))
+	}
+	tm.Start("decode")
+	dbPath := filepath.Join(scratch, db.Name+".db")
+	if err := decodeFile(dl, dbPath, m, d.cfg.Identities); err != nil {
+		return finish("FAIL", err)
+	}
+	os.Remove(dl)
+	tm.Start("integrity")
+	if err := sqlite.Check(ctx, dbPath); err != nil {
+		return finish("FAIL", err)
+	}
+	tm.Start("tables")
+	info, err := sqlite.Inspect(ctx, dbPath)
+	if err != nil {
+		return finish("FAIL", err)
+	}
+	have := map[string]bool{}
+	for _, tb := range info.Tables {
+		have[tb] = true
+	}
+	var missing []string
+	for _, tb := range db.Tables {
+		if !have[tb] {
+			missing = append(missing, tb)
+		}
+	}
+	switch len(missing) {
+	case 0:
+	case 1:
+		return finish("FAIL", fmt.Errorf("missing table: %s", missing[0]))
+	default:
+		return finish("FAIL", fmt.Errorf("missing tables: %s", strings.Join(missing, ", ")))
+	}
+	for _, tb := range db.Critical {
+		if n, err := sqlite.CountRows(ctx, dbPath, tb); err == nil && n == 0 {
+			dt.Warnings = append(dt.Warnings, fmt.Sprintf("critical table %s is empty", tb))
+		}
+	}
+	return finish("PASS", nil)
+}
+
+// download copies an object to a file, returning its SHA-256 and size.
+func download(ctx context.Context, store storage.Store, key, to string) (string, int64, error) {
+	rc, _, err := store.Get(ctx, key)
+	if err != nil {
+		return "", 0, fmt.Errorf("download: %w", err)
+	}
+	defer rc.Close()
+	f, err := os.Create(to)
+	if err != nil {
+		return "", 0, fmt.Errorf("download: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	if err != nil {
+		return "", 0, fmt.Errorf("download %s: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", 0, fmt.Errorf("download %s: %w", key, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// decodeFile decrypts and decompresses a verified download as its manifest says.
+func decodeFile(from, to string, m artifact.Manifest, ids []age.Identity) error {
+	if m.Compression == artifact.None && m.Encryption == "" {
+		return os.Rename(from, to)
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	rc, err := artifact.Decode(in, m, ids, in)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, rc); err != nil {
+		return fmt.Errorf("decode %s: %w", m.Key, err)
+	}
+	return out.Close()
+}
