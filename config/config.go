@@ -146,6 +146,7 @@ type Job struct {
 	SQLiteBackup  *SQLiteBackupSettings  `yaml:"-" kind:"sqlite_backup"`
 	SQLiteDrill   *SQLiteDrillSettings   `yaml:"-" kind:"sqlite_drill"`
 	OffsiteVerify *OffsiteVerifySettings `yaml:"-" kind:"offsite_verify"`
+	Prune         *PruneSettings         `yaml:"-" kind:"prune"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).
@@ -209,6 +210,48 @@ type OffsiteVerifySettings struct {
 	Dates     int      `yaml:"dates"`
 	MaxAge    Duration `yaml:"max_age"`
 	Deep      bool     `yaml:"deep"`
+}
+
+// PruneSettings configures the `prune` kind.
+type PruneSettings struct {
+	DryRun bool `yaml:"dry_run"`
+	// Grace: artifacts without a manifest younger than this are left alone (default 6h).
+	Grace Duration `yaml:"grace"`
+	// AbortUploadsAfter: unfinished multipart uploads older than this are aborted (default 24h).
+	AbortUploadsAfter Duration `yaml:"abort_uploads_after"`
+	// LockWait: how long to wait for a drill or restore on the same prefix (default 10m).
+	LockWait Duration `yaml:"lock_wait"`
+	// Rules default to REFERENCE.md: platform/ 30 days of sets, nightly/ per tier,
+	// on-demand/ at most the tier's maximum, pre-restore/ 30 days.
+	Rules []PruneRule `yaml:"rules"`
+}
+
+// PruneRule is retention for one key prefix.
+type PruneRule struct {
+	Prefix string `yaml:"prefix"`
+	// Sets: each date folder under the prefix is one backup (platform/{date}/).
+	Sets bool `yaml:"sets"`
+	// Depth: path elements after the prefix naming a target (nightly/{node}/{container}/: 2).
+	Depth int `yaml:"depth"`
+	// TierPolicy: nightly or on_demand to take the policy from the target's tier.
+	TierPolicy  string   `yaml:"tier_policy"`
+	KeepLast    int      `yaml:"keep_last"`
+	KeepDaily   int      `yaml:"keep_daily"`
+	KeepWeekly  int      `yaml:"keep_weekly"`
+	KeepMonthly int      `yaml:"keep_monthly"`
+	KeepWithin  Duration `yaml:"keep_within"`
+	MinKeep     *int     `yaml:"min_keep"`
+}
+
+// DefaultPruneRules are the REFERENCE.md retention rules.
+func DefaultPruneRules() []PruneRule {
+	days30 := Duration(30 * 24 * time.Hour)
+	return []PruneRule{
+		{Prefix: "platform/", Sets: true, KeepWithin: days30},
+		{Prefix: "nightly/", Depth: 2, TierPolicy: "nightly"},
+		{Prefix: "on-demand/", Depth: 1, TierPolicy: "on_demand"},
+		{Prefix: "pre-restore/", Depth: 1, KeepWithin: days30},
+	}
 }
 
 // Database is one SQLite database to back up.

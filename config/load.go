@@ -247,6 +247,9 @@ func (c *Config) applyDefaults() {
 				v.MaxAge = Duration(26 * time.Hour)
 			}
 		}
+		if p := j.Prune; p != nil && p.Rules == nil {
+			p.Rules = DefaultPruneRules()
+		}
 		if p := j.HTTPPing; p != nil && p.Method == "" {
 			p.Method = "GET"
 		}

@@ -238,6 +238,36 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		if v.MaxAge <= 0 {
 			bad(p+".max_age", "must be positive")
 		}
+	case j.Prune != nil:
+		if len(j.Prune.Rules) == 0 {
+			bad(p+".rules", "must list at least one rule")
+		}
+		for k, r := range j.Prune.Rules {
+			rp := fmt.Sprintf("%s.rules[%d]", p, k)
+			if !strings.HasSuffix(r.Prefix, "/") {
+				bad(rp+".prefix", "must end with /, got %q", r.Prefix)
+			}
+			if r.Sets && r.Depth != 0 {
+				bad(rp+".depth", "sets and depth exclude each other")
+			}
+			if r.Depth < 0 {
+				bad(rp+".depth", "must not be negative")
+			}
+			switch r.TierPolicy {
+			case "", "nightly", "on_demand":
+			default:
+				bad(rp+".tier_policy", "must be nightly or on_demand, got %q", r.TierPolicy)
+			}
+			if r.KeepLast < 0 || r.KeepDaily < 0 || r.KeepWeekly < 0 || r.KeepMonthly < 0 || r.KeepWithin < 0 {
+				bad(rp, "keep counts and keep_within must not be negative")
+			}
+			if r.MinKeep != nil && *r.MinKeep < 1 {
+				bad(rp+".min_keep", "must be at least 1: a target is never pruned empty")
+			}
+			if r.TierPolicy == "" && r.KeepLast+r.KeepDaily+r.KeepWeekly+r.KeepMonthly == 0 && r.KeepWithin == 0 {
+				bad(rp, "has no keep rule (keep_last, keep_daily, keep_weekly, keep_monthly, keep_within or tier_policy): it would keep only min_keep backups")
+			}
+		}
 	case j.SQLiteBackup != nil:
 		s := j.SQLiteBackup
 		if len(s.Databases) == 0 {

@@ -66,6 +66,15 @@ type Result struct {
 	Drill *DrillStats
 	// Verify is set by offsite verification; the Runner exports its counts.
 	Verify *VerifyStats
+	// Prune is set by prune runs; the Runner exports its counts.
+	Prune *PruneStats
+}
+
+// PruneStats count what a prune run did (or, in a dry run, would do).
+type PruneStats struct {
+	Deleted, Kept, Refused int
+	BytesFreed             int64
+	DryRun                 bool
 }
 
 // DrillStats are a drill's timings against its objective.

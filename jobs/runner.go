@@ -293,6 +293,12 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 			m.OffsiteLastVerified.WithLabelValues(j.Name()).Set(float64(at.UnixMilli()) / 1000)
 		}
 	}
+	if p := res.Prune; p != nil && !p.DryRun {
+		m.PruneDeleted.WithLabelValues(j.Name()).Add(float64(p.Deleted))
+		m.PruneBytesFreed.WithLabelValues(j.Name()).Add(float64(p.BytesFreed))
+		m.PruneKept.WithLabelValues(j.Name()).Set(float64(p.Kept))
+		m.PruneRefused.WithLabelValues(j.Name()).Set(float64(p.Refused))
+	}
 	if len(res.ReportJSON) > 0 {
 		err := r.State.SaveReport(ctx, state.Report{RunID: runID, Job: j.Name(), Kind: j.Kind(), CreatedAt: at, Passed: outcome == state.OutcomeSuccess, Body: string(res.ReportJSON)})
 		if err != nil {

@@ -38,6 +38,8 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return &jobs.HTTPPing{JobName: jc.Name, URL: jc.HTTPPing.URL.Value(), Method: jc.HTTPPing.Method, ExpectedStatus: jc.HTTPPing.ExpectedStatus}, nil
 	case "sqlite_backup":
 		return sqliteBackupJob(jc, d)
+	case "prune":
+		return pruneJob(jc, d), nil
 	case "sqlite_drill":
 		return platformDrillJob(jc, d)
 	case "offsite_verify":
@@ -91,6 +93,29 @@ func platformDrillJob(jc config.Job, d deps) (*checks.PlatformDrill, error) {
 		RTOTargetDB: s.RTOTargetDB.D(), RTOTargetTotal: s.RTOTargetTotal.D(), FailOnRTOBreach: s.RTOBreach == "fail",
 		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks,
 	}, d.store), nil
+}
+
+func pruneJob(jc config.Job, d deps) *jobs.Prune {
+	s := jc.Prune
+	tiers := map[string]jobs.Tier{}
+	for name, t := range d.cfg.Tiers {
+		tiers[name] = jobs.Tier{KeepDaily: t.KeepDaily, KeepWeekly: t.KeepWeekly, OnDemandMax: t.OnDemandMax, RetentionDays: t.RetentionDays}
+	}
+	rules := make([]jobs.PruneRule, len(s.Rules))
+	for i, r := range s.Rules {
+		minKeep := 1
+		if r.MinKeep != nil {
+			minKeep = *r.MinKeep
+		}
+		rules[i] = jobs.PruneRule{Prefix: r.Prefix, Sets: r.Sets, Depth: r.Depth, TierPolicy: r.TierPolicy, Policy: jobs.Policy{
+			KeepLast: r.KeepLast, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepWithin: r.KeepWithin.D(), MinKeep: minKeep}}
+	}
+	dps := 1000
+	if d.cfg.Storage.Backend == "s3" {
+		dps = d.cfg.Storage.S3.DeletesPerSec
+	}
+	return jobs.NewPrune(jc.Name, jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
+		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}, d.store)
 }
 
 // readIdentities reads an age identity file ("" means none).

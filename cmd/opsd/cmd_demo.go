@@ -86,6 +86,10 @@ jobs:
     kind: offsite_verify
     schedule: "*/30 * * * *"
     deep: true
+  # Retention per REFERENCE.md (ages count from each target's newest backup).
+  - name: prune
+    kind: prune
+    schedule: "0 5 * * *"
 `
 
 func writeDemoConfig(path, dir, listen string) error {
@@ -213,7 +217,7 @@ func demoChecks(m *Main, out io.Writer) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	for _, name := range []string{"platform-drill", "offsite-verify"} {
+	for _, name := range []string{"platform-drill", "offsite-verify", "prune"} {
 		spec, ok := m.sched.Spec(name)
 		if !ok {
 			continue

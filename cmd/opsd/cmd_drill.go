@@ -112,3 +112,37 @@ func printReport(w io.Writer, o jobs.Outcome) {
 	}
 	printOutcome(w, o)
 }
+
+func cmdPrune(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("prune", "opsd prune -c FILE [--dry-run] [-o text|json] [--job NAME]", stdout, stderr)
+	cfgPath := configFlag(fs)
+	dry := fs.Bool("dry-run", false, "print the plan (what is kept, by which rule, and what would be deleted) and delete nothing")
+	out := fs.String("o", "text", "output: text or json")
+	jobName := fs.String("job", "", "the prune job to use (default: the first one, or the REFERENCE.md rules)")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	jc, err := findJob(cfg, "prune", *jobName)
+	if err != nil && *jobName != "" {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	if err != nil {
+		jc = defaultJob(cfg, "prune", "prune")
+	}
+	print := printReport
+	if *out == "json" {
+		print = func(w io.Writer, o jobs.Outcome) { fmt.Fprintln(w, string(o.Result.ReportJSON)) }
+	}
+	return runOnce(cfg, jc, stdout, stderr, print, func(j jobs.Job) (jobs.Job, error) {
+		if *dry {
+			return j.(*jobs.Prune).WithDryRun(true), nil
+		}
+		return j, nil
+	})
+}

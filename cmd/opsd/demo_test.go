@@ -57,7 +57,8 @@ func TestDemo(t *testing.T) {
 		_, metrics := get(t, base+"/metrics")
 		return strings.Contains(metrics, `opsd_drill_last_result{drill="platform-drill"} 1`) &&
 			strings.Contains(metrics, `opsd_offsite_missing_objects{job="offsite-verify"} 0`) &&
-			strings.Contains(metrics, `opsd_drill_rto_target_seconds{drill="platform-drill"} 900`)
+			strings.Contains(metrics, `opsd_drill_rto_target_seconds{drill="platform-drill"} 900`) &&
+			strings.Contains(metrics, `opsd_prune_kept_backups{job="prune"} 1`)
 	})
 	_, body := get(t, base+"/api/jobs")
 	var jb jobsBody

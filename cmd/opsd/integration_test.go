@@ -89,6 +89,13 @@ jobs:
 			t.Fatalf("%s: %v", key, err)
 		}
 	}
+	// The retention plan names each kept set's rule and deletes nothing.
+	out.Reset()
+	if code := run([]string{"prune", "-c", cfgPath, "--dry-run"}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "keep          platform/"+today+"/  (keep_within)") || !strings.Contains(out.String(), "would delete 0 objects") {
+		t.Fatalf("prune --dry-run: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+
 	// The drill restores the set and passes; the report is stored and uploaded.
 	out.Reset()
 	if code := run([]string{"drill", "db", "-c", cfgPath}, &out, &errb); code != 0 {

@@ -25,6 +25,7 @@ Usage:
   opsd backup db -c FILE [--db N]  back up the platform databases now
   opsd drill db -c FILE [--date D] restore the newest platform set into scratch files and prove it
   opsd verify -c FILE [--deep]     check the object store holds every expected backup
+  opsd prune -c FILE [--dry-run]   apply retention; --dry-run prints the plan with each rule
   opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
   opsd version                     print the version
 
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBackup(rest, stdout, stderr)
 	case "drill":
 		return cmdDrill(rest, stdout, stderr)
+	case "prune":
+		return cmdPrune(rest, stdout, stderr)
 	case "verify":
 		return cmdVerify(rest, stdout, stderr)
 	case "healthcheck":

@@ -47,6 +47,11 @@ type Metrics struct {
 	OffsiteMismatched   *prometheus.GaugeVec
 	OffsiteLastVerified *prometheus.GaugeVec
 
+	PruneDeleted    *prometheus.CounterVec
+	PruneBytesFreed *prometheus.CounterVec
+	PruneKept       *prometheus.GaugeVec
+	PruneRefused    *prometheus.GaugeVec
+
 	// Backups tracks per-target freshness; staleness is computed at scrape time.
 	Backups *BackupTracker
 }
@@ -92,12 +97,17 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		OffsiteMissing:      g("opsd_offsite_missing_objects", "Objects the last offsite verification expected and did not find.", "job"),
 		OffsiteMismatched:   g("opsd_offsite_mismatched_objects", "Objects whose size or checksum differed from their manifest in the last verification.", "job"),
 		OffsiteLastVerified: g("opsd_offsite_last_verified_timestamp_seconds", "Time the offsite copy last verified clean.", "job"),
+		PruneDeleted:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_deleted_objects_total", Help: "Objects deleted by pruning."}, []string{"job"}),
+		PruneBytesFreed:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_bytes_freed_total", Help: "Bytes freed by pruning."}, []string{"job"}),
+		PruneKept:           g("opsd_prune_kept_backups", "Backups the last prune run kept.", "job"),
+		PruneRefused:        g("opsd_prune_refused_targets", "Targets the last prune run refused to prune (it would have deleted every backup).", "job"),
 	}
 	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
 		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
 		m.BackupPhase, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
 		m.DrillRTO, m.DrillRTOTarget, m.DrillPhase, m.DrillLastResult, m.DrillLastSuccess,
 		m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified,
+		m.PruneDeleted, m.PruneBytesFreed, m.PruneKept, m.PruneRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

@@ -1,0 +1,419 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// PruneRule applies retention under one key prefix.
+type PruneRule struct {
+	Prefix string
+	// Sets: each date folder under Prefix is one backup (platform/{YYYYMMDD}/...), pruned whole.
+	Sets bool
+	// Depth is how many path elements after Prefix name a target (nightly/{node}/{container}/: 2).
+	Depth int
+	// TierPolicy takes the policy from the target's tier (its newest manifest): "nightly" (daily,
+	// weekly, retention days) or "on_demand" (at most the tier's on-demand maximum).
+	TierPolicy string
+	Policy     Policy
+}
+
+// Tier is a retention tier.
+type Tier struct {
+	KeepDaily, KeepWeekly, OnDemandMax, RetentionDays int
+}
+
+// PruneConfig configures a Prune.
+type PruneConfig struct {
+	Rules       []PruneRule
+	Tiers       map[string]Tier
+	DefaultTier string
+	// Grace: artifacts without a manifest younger than this are left alone (an upload may be in
+	// progress); older ones are removed as debris.
+	Grace time.Duration
+	// AbortUploadsAfter: unfinished multipart uploads older than this are aborted.
+	AbortUploadsAfter time.Duration
+	DeletesPerSecond  int
+	DryRun            bool
+	// LockWait: how long to wait for a drill or restore to release a prefix before skipping it.
+	LockWait time.Duration
+	Locks    *prefixlock.Locks
+	Now      func() time.Time
+}
+
+// Prune is the `prune` kind: retention per prefix with guards that make it impossible to prune
+// away the last good backup.
+type Prune struct {
+	name  string
+	cfg   PruneConfig
+	store storage.Store
+}
+
+// NewPrune returns the job.
+func NewPrune(name string, cfg PruneConfig, store storage.Store) *Prune {
+	if cfg.Grace == 0 {
+		cfg.Grace = 6 * time.Hour
+	}
+	if cfg.AbortUploadsAfter == 0 {
+		cfg.AbortUploadsAfter = 24 * time.Hour
+	}
+	if cfg.DeletesPerSecond <= 0 {
+		cfg.DeletesPerSecond = 100
+	}
+	if cfg.LockWait == 0 {
+		cfg.LockWait = 10 * time.Minute
+	}
+	if cfg.DefaultTier == "" {
+		cfg.DefaultTier = "free"
+	}
+	if cfg.Locks == nil {
+		cfg.Locks = prefixlock.New()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Prune{name: name, cfg: cfg, store: store}
+}
+
+// Name returns the job's name.
+func (p *Prune) Name() string { return p.name }
+
+// Kind returns "prune".
+func (p *Prune) Kind() string { return "prune" }
+
+// WithDryRun returns a copy that only plans.
+func (p *Prune) WithDryRun(dry bool) *Prune {
+	c := *p
+	c.cfg.DryRun = dry
+	return &c
+}
+
+// PrunePlan is what a prune run decided (and, unless a dry run, did).
+type PrunePlan struct {
+	DryRun     bool       `json:"dryRun"`
+	Rules      []RulePlan `json:"rules"`
+	Deleted    int        `json:"deleted"`
+	Kept       int        `json:"kept"`
+	Refused    int        `json:"refused"`
+	BytesFreed int64      `json:"bytesFreed"`
+	Aborted    int        `json:"abortedUploads"`
+	Errors     []string   `json:"errors"`
+	byKey      map[string]int
+}
+
+// RulePlan is the plan for one prefix.
+type RulePlan struct {
+	Prefix  string       `json:"prefix"`
+	Skipped string       `json:"skipped,omitempty"`
+	Targets []TargetPlan `json:"targets"`
+	Debris  []string     `json:"debris"`
+}
+
+// TargetPlan is the plan for one target.
+type TargetPlan struct {
+	Target  string     `json:"target"`
+	Tier    string     `json:"tier,omitempty"`
+	Policy  string     `json:"policy"`
+	Refused string     `json:"refused,omitempty"`
+	Keep    []KeepItem `json:"keep"`
+	Delete  []DelItem  `json:"delete"`
+}
+
+// KeepItem is a kept backup and the rules that keep it.
+type KeepItem struct {
+	ID      string   `json:"id"`
+	Reasons []string `json:"reasons"`
+}
+
+// DelItem is a backup to delete with every object it consists of.
+type DelItem struct {
+	ID   string   `json:"id"`
+	Keys []string `json:"keys"`
+	Size int64    `json:"size"`
+}
+
+var keyDate = regexp.MustCompile(`(\d{8})`)
+
+// Run plans every rule and, unless a dry run, deletes what the plan says.
+func (p *Prune) Run(ctx context.Context) (Result, error) {
+	plan := &PrunePlan{DryRun: p.cfg.DryRun, Errors: []string{}}
+	var tm Timer
+	for _, rule := range p.cfg.Rules {
+		tm.Start("plan " + rule.Prefix)
+		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}}
+		lctx, cancel := context.WithTimeout(ctx, p.cfg.LockWait)
+		release, err := p.cfg.Locks.Acquire(lctx, rule.Prefix, true, "prune "+p.name)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			rp.Skipped = fmt.Sprintf("a drill, verification or restore held %s for more than %s", rule.Prefix, p.cfg.LockWait)
+			plan.Rules = append(plan.Rules, rp)
+			continue
+		}
+		err = p.planRule(ctx, rule, &rp)
+		if err == nil && !p.cfg.DryRun {
+			tm.Start("delete " + rule.Prefix)
+			err = p.execute(ctx, &rp, plan)
+			if n, aerr := p.store.AbortIncompleteUploads(ctx, rule.Prefix, p.cfg.AbortUploadsAfter); aerr == nil {
+				plan.Aborted += n
+			} else {
+				plan.Errors = append(plan.Errors, aerr.Error())
+			}
+		}
+		release()
+		if err != nil {
+			return Result{}, fmt.Errorf("prune %s: %w", rule.Prefix, err)
+		}
+		for _, t := range rp.Targets {
+			plan.Kept += len(t.Keep)
+			if t.Refused != "" {
+				plan.Refused++
+			}
+			if p.cfg.DryRun {
+				for _, d := range t.Delete {
+					plan.Deleted += len(d.Keys)
+					plan.BytesFreed += d.Size
+				}
+			}
+		}
+		plan.Rules = append(plan.Rules, rp)
+	}
+	res := Result{Phases: tm.Phases(), Report: plan.Text()}
+	res.ReportJSON, _ = json.MarshalIndent(plan, "", "  ")
+	res.Prune = &PruneStats{Deleted: plan.Deleted, Kept: plan.Kept, Refused: plan.Refused, BytesFreed: plan.BytesFreed, DryRun: plan.DryRun}
+	verb := "deleted"
+	if plan.DryRun {
+		verb = "would delete"
+	}
+	res.Summary = fmt.Sprintf("%s %d objects (%d bytes), kept %d backups, refused %d targets", verb, plan.Deleted, plan.BytesFreed, plan.Kept, plan.Refused)
+	var errs []error
+	for _, e := range plan.Errors {
+		errs = append(errs, errors.New(e))
+	}
+	return res, errors.Join(errs...)
+}
+
+// planRule lists the prefix and plans every target.
+func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) error {
+	objs := map[string]storage.ObjectInfo{}
+	if err := p.store.List(ctx, rule.Prefix, func(o storage.ObjectInfo) error {
+		objs[o.Key] = o
+		return nil
+	}); err != nil {
+		return err
+	}
+	now := p.cfg.Now()
+	type group struct {
+		backups    []Backup
+		keys       map[string][]string
+		newestKey  string // the newest artifact with a manifest: its manifest gives the tier
+		newestTime time.Time
+	}
+	groups := map[string]*group{}
+	targetOf := func(key string) (string, bool) {
+		parts := strings.Split(strings.TrimPrefix(key, rule.Prefix), "/")
+		depth := rule.Depth
+		if rule.Sets {
+			depth = 0
+		}
+		if len(parts) <= depth || (rule.Sets && len(parts) < 2) {
+			return "", false
+		}
+		return rule.Prefix + strings.Join(parts[:depth], "/"), true
+	}
+	keys := make([]string, 0, len(objs))
+	for k := range objs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		o := objs[k]
+		if artifact.IsManifest(k) {
+			if _, ok := objs[strings.TrimSuffix(k, artifact.ManifestSuffix)]; !ok && now.Sub(o.ModTime) > p.cfg.Grace {
+				rp.Debris = append(rp.Debris, k) // a manifest whose artifact is gone
+			}
+			continue
+		}
+		if _, ok := objs[artifact.ManifestKey(k)]; !ok {
+			if now.Sub(o.ModTime) > p.cfg.Grace {
+				rp.Debris = append(rp.Debris, k) // never finished: not a backup
+			}
+			continue
+		}
+		target, ok := targetOf(k)
+		if !ok {
+			continue
+		}
+		g := groups[target]
+		if g == nil {
+			g = &group{keys: map[string][]string{}}
+			groups[target] = g
+		}
+		id, t := k, o.ModTime
+		if rule.Sets {
+			date := strings.SplitN(strings.TrimPrefix(k, rule.Prefix), "/", 2)[0]
+			id = rule.Prefix + date + "/"
+			if d, err := time.Parse("20060102", date); err == nil {
+				t = d
+			}
+		} else if m := keyDate.FindAllString(k[strings.LastIndexByte(k, '/')+1:], -1); len(m) > 0 {
+			if d, err := time.Parse("20060102", m[len(m)-1]); err == nil {
+				t = d
+			}
+		}
+		if _, seen := g.keys[id]; !seen {
+			g.backups = append(g.backups, Backup{ID: id, Time: t, Verified: true})
+		}
+		g.keys[id] = append(g.keys[id], artifact.ManifestKey(k), k)
+		for i := range g.backups {
+			if g.backups[i].ID == id {
+				g.backups[i].Size += o.Size + objs[artifact.ManifestKey(k)].Size
+			}
+		}
+		if g.newestKey == "" || t.After(g.newestTime) {
+			g.newestKey, g.newestTime = k, t
+		}
+	}
+	names := make([]string, 0, len(groups))
+	for n := range groups {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		g := groups[name]
+		tp := TargetPlan{Target: name, Keep: []KeepItem{}, Delete: []DelItem{}}
+		policy := rule.Policy
+		if rule.TierPolicy != "" {
+			tier := p.cfg.DefaultTier
+			if m, err := artifact.ReadManifest(ctx, p.store, g.newestKey); err == nil && m.Tier != "" {
+				tier = m.Tier
+			}
+			t, ok := p.cfg.Tiers[tier]
+			if !ok {
+				tier, t = p.cfg.DefaultTier, p.cfg.Tiers[p.cfg.DefaultTier]
+			}
+			tp.Tier = tier
+			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep)
+		}
+		tp.Policy = policy.String()
+		ds, err := PlanTarget(g.backups, policy)
+		if err != nil {
+			tp.Refused = err.Error()
+			for _, d := range ds {
+				tp.Keep = append(tp.Keep, KeepItem{ID: d.Backup.ID, Reasons: []string{"refused"}})
+			}
+			rp.Targets = append(rp.Targets, tp)
+			continue
+		}
+		for _, d := range ds {
+			if d.Keep {
+				tp.Keep = append(tp.Keep, KeepItem{ID: d.Backup.ID, Reasons: d.Reasons})
+			} else {
+				tp.Delete = append(tp.Delete, DelItem{ID: d.Backup.ID, Keys: g.keys[d.Backup.ID], Size: d.Backup.Size})
+			}
+		}
+		rp.Targets = append(rp.Targets, tp)
+	}
+	return nil
+}
+
+func tierPolicyFor(kind string, t Tier, minKeep int) Policy {
+	if kind == "on_demand" {
+		if t.OnDemandMax == 0 {
+			return Policy{KeepWithin: 1 << 62, MinKeep: minKeep} // unlimited
+		}
+		return Policy{KeepLast: t.OnDemandMax, MinKeep: minKeep}
+	}
+	return Policy{KeepDaily: t.KeepDaily, KeepWeekly: t.KeepWeekly, KeepWithin: time.Duration(t.RetentionDays) * 24 * time.Hour, MinKeep: minKeep}
+}
+
+// execute deletes the planned objects, manifest first (the backup stops counting at once),
+// rate-limited.
+func (p *Prune) execute(ctx context.Context, rp *RulePlan, plan *PrunePlan) error {
+	tick := time.NewTicker(time.Second / time.Duration(p.cfg.DeletesPerSecond))
+	defer tick.Stop()
+	del := func(key string, size int64) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if err := p.store.Delete(ctx, key); err != nil {
+			plan.Errors = append(plan.Errors, err.Error())
+			return nil
+		}
+		plan.Deleted++
+		plan.BytesFreed += size
+		return nil
+	}
+	for _, t := range rp.Targets {
+		for _, d := range t.Delete {
+			for i, k := range d.Keys {
+				size := int64(0)
+				if i == len(d.Keys)-1 {
+					size = d.Size
+				}
+				if err := del(k, size); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, k := range rp.Debris {
+		if err := del(k, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Text renders the plan for operators: per target, what is kept and by which rule, and what is
+// (or would be) deleted.
+func (plan *PrunePlan) Text() string {
+	var b strings.Builder
+	verb := "delete"
+	if plan.DryRun {
+		verb = "would delete"
+		b.WriteString("DRY RUN: nothing is deleted\n")
+	}
+	for _, r := range plan.Rules {
+		fmt.Fprintf(&b, "%s\n", r.Prefix)
+		if r.Skipped != "" {
+			fmt.Fprintf(&b, "  skipped: %s\n", r.Skipped)
+			continue
+		}
+		for _, t := range r.Targets {
+			tier := ""
+			if t.Tier != "" {
+				tier = " tier " + t.Tier
+			}
+			fmt.Fprintf(&b, "  %s%s (%s): keep %d, %s %d\n", t.Target, tier, t.Policy, len(t.Keep), verb, len(t.Delete))
+			if t.Refused != "" {
+				fmt.Fprintf(&b, "    REFUSED  %s\n", t.Refused)
+			}
+			for _, k := range t.Keep {
+				fmt.Fprintf(&b, "    keep          %s  (%s)\n", k.ID, strings.Join(k.Reasons, ", "))
+			}
+			for _, d := range t.Delete {
+				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes)\n", verb, d.ID, len(d.Keys), d.Size)
+			}
+		}
+		for _, k := range r.Debris {
+			fmt.Fprintf(&b, "  %-14s  %s  (no manifest: an upload that never finished)\n", verb+" debris", k)
+		}
+	}
+	fmt.Fprintf(&b, "Result: %s %d objects (%d bytes), kept %d backups, refused %d targets\n", map[bool]string{true: "would delete", false: "deleted"}[plan.DryRun], plan.Deleted, plan.BytesFreed, plan.Kept, plan.Refused)
+	return b.String()
+}
