@@ -141,12 +141,14 @@ type Job struct {
 	// RunAtStart runs the job once when the daemon starts (or the job is added).
 	RunAtStart bool `yaml:"run_at_start"`
 
-	Noop          *NoopSettings          `yaml:"-" kind:"noop"`
-	HTTPPing      *HTTPPingSettings      `yaml:"-" kind:"http_ping"`
-	SQLiteBackup  *SQLiteBackupSettings  `yaml:"-" kind:"sqlite_backup"`
-	SQLiteDrill   *SQLiteDrillSettings   `yaml:"-" kind:"sqlite_drill"`
-	OffsiteVerify *OffsiteVerifySettings `yaml:"-" kind:"offsite_verify"`
-	Prune         *PruneSettings         `yaml:"-" kind:"prune"`
+	Noop            *NoopSettings            `yaml:"-" kind:"noop"`
+	HTTPPing        *HTTPPingSettings        `yaml:"-" kind:"http_ping"`
+	SQLiteBackup    *SQLiteBackupSettings    `yaml:"-" kind:"sqlite_backup"`
+	SQLiteDrill     *SQLiteDrillSettings     `yaml:"-" kind:"sqlite_drill"`
+	OffsiteVerify   *OffsiteVerifySettings   `yaml:"-" kind:"offsite_verify"`
+	Prune           *PruneSettings           `yaml:"-" kind:"prune"`
+	ContainerExport *ContainerExportSettings `yaml:"-" kind:"container_export"`
+	DirSnapshot     *DirSnapshotSettings     `yaml:"-" kind:"dir_snapshot"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).
@@ -210,6 +212,33 @@ type OffsiteVerifySettings struct {
 	Dates     int      `yaml:"dates"`
 	MaxAge    Duration `yaml:"max_age"`
 	Deep      bool     `yaml:"deep"`
+}
+
+// ContainerExportSettings configures the `container_export` kind (nightly, or hot with
+// changed_only).
+type ContainerExportSettings struct {
+	// NamePrefix selects containers by name (default tenant_); Labels must all match ("" = any value).
+	NamePrefix string            `yaml:"name_prefix"`
+	Labels     map[string]string `yaml:"labels"`
+	// Key defaults to nightly/{node}/{container}/{container}_{date}.tar.gz, or
+	// latest/{container}/latest.tar.gz with changed_only.
+	Key         string     `yaml:"key"`
+	Compression string     `yaml:"compression"` // gzip (parallel, standard .tar.gz) or zstd
+	Encryption  Encryption `yaml:"encryption"`
+	ChangedOnly bool       `yaml:"changed_only"`
+	TierLabel   string     `yaml:"tier_label"`
+	Parallel    int        `yaml:"parallel"`
+	Pause       bool       `yaml:"pause"`
+}
+
+// DirSnapshotSettings configures the `dir_snapshot` kind (WOPR_HOME directories).
+type DirSnapshotSettings struct {
+	BaseDir     string     `yaml:"base_dir"`
+	Key         string     `yaml:"key"`
+	Compression string     `yaml:"compression"`
+	Encryption  Encryption `yaml:"encryption"`
+	Tier        string     `yaml:"tier"`
+	Parallel    int        `yaml:"parallel"`
 }
 
 // PruneSettings configures the `prune` kind.

@@ -247,6 +247,36 @@ func (c *Config) applyDefaults() {
 				v.MaxAge = Duration(26 * time.Hour)
 			}
 		}
+		if c := j.ContainerExport; c != nil {
+			setDefault(&c.NamePrefix, "tenant_")
+			setDefault(&c.Compression, "gzip")
+			setDefault(&c.TierLabel, "wopr.tier")
+			ext := ".tar.gz"
+			if c.Compression == "zstd" {
+				ext = ".tar"
+			}
+			if c.ChangedOnly {
+				setDefault(&c.Key, "latest/{container}/latest"+ext)
+			} else {
+				setDefault(&c.Key, "nightly/{node}/{container}/{container}_{date}"+ext)
+			}
+			if c.Parallel == 0 {
+				c.Parallel = 2
+			}
+		}
+		if d := j.DirSnapshot; d != nil {
+			setDefault(&d.BaseDir, "/data/instances")
+			setDefault(&d.Compression, "gzip")
+			setDefault(&d.Tier, "free")
+			ext := ".tar.gz"
+			if d.Compression == "zstd" {
+				ext = ".tar"
+			}
+			setDefault(&d.Key, "nightly/{node}/{instance}/{instance}_{date}"+ext)
+			if d.Parallel == 0 {
+				d.Parallel = 2
+			}
+		}
 		if p := j.Prune; p != nil && p.Rules == nil {
 			p.Rules = DefaultPruneRules()
 		}

@@ -167,6 +167,7 @@ func (c *Config) Validate() []FieldError {
 }
 
 func (c *Config) validateKind(p string, j Job) []FieldError {
+	c2 := c
 	var errs []FieldError
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
@@ -237,6 +238,32 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		}
 		if v.MaxAge <= 0 {
 			bad(p+".max_age", "must be positive")
+		}
+	case j.ContainerExport != nil:
+		c := j.ContainerExport
+		if c.Compression != "gzip" && c.Compression != "zstd" {
+			bad(p+".compression", "must be gzip or zstd, got %q", c.Compression)
+		}
+		errs = append(errs, c2.validateKey(p+".key", c.Key, []string{"{container}"}, []string{"{container}", "{date}", "{node}"})...)
+		if !c.ChangedOnly && !strings.Contains(c.Key, "{date}") {
+			bad(p+".key", "a nightly key template must contain {date}, or every night overwrites the last")
+		}
+		errs = append(errs, c2.validateEncryption(p+".encryption", c.Encryption)...)
+		if c.Parallel < 1 || c.Parallel > 16 {
+			bad(p+".parallel", "must be between 1 and 16, got %d", c.Parallel)
+		}
+	case j.DirSnapshot != nil:
+		d := j.DirSnapshot
+		if d.Compression != "gzip" && d.Compression != "zstd" {
+			bad(p+".compression", "must be gzip or zstd, got %q", d.Compression)
+		}
+		errs = append(errs, c2.validateKey(p+".key", d.Key, []string{"{instance}"}, []string{"{instance}", "{date}", "{time}", "{node}"})...)
+		errs = append(errs, c2.validateEncryption(p+".encryption", d.Encryption)...)
+		if _, ok := c2.Tiers[d.Tier]; !ok {
+			bad(p+".tier", "unknown tier %q (known: %s)", d.Tier, strings.Join(c2.TierNames(), ", "))
+		}
+		if d.Parallel < 1 || d.Parallel > 16 {
+			bad(p+".parallel", "must be between 1 and 16, got %d", d.Parallel)
 		}
 	case j.Prune != nil:
 		if len(j.Prune.Rules) == 0 {

@@ -47,6 +47,8 @@ type TargetResult struct {
 	Bytes      int64
 	Err        error
 	Note       string
+	// SkipReason says why a skipped target was skipped (e.g. "unchanged"); the Runner counts it.
+	SkipReason string
 	Phases     []Phase
 	Duration   time.Duration
 }
@@ -68,6 +70,15 @@ type Result struct {
 	Verify *VerifyStats
 	// Prune is set by prune runs; the Runner exports its counts.
 	Prune *PruneStats
+	// Retire, when set, makes the Runner stop tracking targets of this kind that are not in
+	// Present (a container that is gone must not stay stale forever).
+	Retire *Retire
+}
+
+// Retire names the targets of a kind that still exist.
+type Retire struct {
+	Kind    string
+	Present []string
 }
 
 // PruneStats count what a prune run did (or, in a dry run, would do).

@@ -189,6 +189,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	}
 	r.recordTargets(rec, log, j, res, finished)
 	r.recordChecks(rec, log, j, id, res, outcome, finished)
+	r.retire(rec, log, res, finished)
 
 	m := r.Metrics
 	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
@@ -247,6 +248,9 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		default:
 			tl.Info().Str("key", t.Key).Int64("bytes", t.Bytes).Dur("duration", t.Duration).Msg("target done")
 		}
+		if t.Status == TargetSkipped && t.SkipReason != "" {
+			r.Metrics.TargetSkipped.WithLabelValues(j.Name(), t.SkipReason).Inc()
+		}
 		if !t.Tracked || t.Status == TargetSkipped {
 			continue
 		}
@@ -304,6 +308,21 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 		if err != nil {
 			log.Error().Err(err).Msg("cannot store report")
 		}
+	}
+}
+
+// retire stops tracking targets that no longer exist.
+func (r *Runner) retire(ctx context.Context, log zerolog.Logger, res Result, at time.Time) {
+	if res.Retire == nil {
+		return
+	}
+	gone, err := r.State.RetireMissing(ctx, res.Retire.Kind, res.Retire.Present, at)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot retire vanished targets")
+	}
+	for _, name := range gone {
+		r.Metrics.Backups.Delete(name)
+		log.Info().Str("target", name).Msg("target no longer exists; stopped tracking it")
 	}
 }
 

@@ -12,8 +12,10 @@ import (
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
 	s3store "github.com/wopr-network/opsd/internal/storage/s3"
@@ -27,6 +29,9 @@ type deps struct {
 	log   zerolog.Logger
 	// locks keep prune away from prefixes drills, verification and restores read.
 	locks *prefixlock.Locks
+	// docker is the engine client (connects on first use).
+	docker *docker.Client
+	state  *state.Store
 }
 
 // buildJob is the one switch that turns a config job entry into a job.
@@ -38,6 +43,23 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return &jobs.HTTPPing{JobName: jc.Name, URL: jc.HTTPPing.URL.Value(), Method: jc.HTTPPing.Method, ExpectedStatus: jc.HTTPPing.ExpectedStatus}, nil
 	case "sqlite_backup":
 		return sqliteBackupJob(jc, d)
+	case "container_export":
+		s := jc.ContainerExport
+		recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
+		if err != nil {
+			return nil, err
+		}
+		return jobs.NewContainerExport(jc.Name, jobs.ContainerExportConfig{NamePrefix: s.NamePrefix, Labels: s.Labels, KeyTemplate: s.Key,
+			Compression: s.Compression, Recipients: recipients, ChangedOnly: s.ChangedOnly, TierLabel: s.TierLabel, Parallel: s.Parallel,
+			Pause: s.Pause, Node: d.cfg.NodeID}, d.docker, d.state, d.store), nil
+	case "dir_snapshot":
+		s := jc.DirSnapshot
+		recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
+		if err != nil {
+			return nil, err
+		}
+		return jobs.NewDirSnapshot(jc.Name, jobs.DirSnapshotConfig{BaseDir: s.BaseDir, KeyTemplate: s.Key, Compression: s.Compression,
+			Recipients: recipients, Tier: s.Tier, Parallel: s.Parallel, Node: d.cfg.NodeID}, d.store), nil
 	case "prune":
 		return pruneJob(jc, d), nil
 	case "sqlite_drill":

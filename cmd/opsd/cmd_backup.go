@@ -5,10 +5,11 @@ import (
 	"io"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/jobs"
 )
 
 func cmdBackup(args []string, stdout, stderr io.Writer) int {
-	const syn = "opsd backup db -c FILE [--db NAME]... [--job NAME]"
+	const syn = "opsd backup db|containers|hot|snapshots -c FILE ... (see --help of each)"
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "Usage: "+syn)
 		return 2
@@ -16,6 +17,12 @@ func cmdBackup(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "db":
 		return backupDB(args[1:], stdout, stderr)
+	case "containers":
+		return backupContainers(args[1:], stdout, stderr, false)
+	case "hot":
+		return backupContainers(args[1:], stdout, stderr, true)
+	case "snapshots":
+		return backupSnapshots(args[1:], stdout, stderr)
 	case "-h", "--help":
 		fmt.Fprintln(stdout, "Usage: "+syn)
 		return 0
@@ -81,4 +88,70 @@ func findJob(cfg *config.Config, kind, name string) (config.Job, error) {
 		return config.Job{}, fmt.Errorf("no %s job named %q in %s", kind, name, cfg.File)
 	}
 	return config.Job{}, fmt.Errorf("no %s job in %s", kind, cfg.File)
+}
+
+// backupContainers runs the config's nightly (or hot, changed-only) container_export job once,
+// for every selected container or the named ones.
+func backupContainers(args []string, stdout, stderr io.Writer, hot bool) int {
+	name := "containers"
+	if hot {
+		name = "hot"
+	}
+	fs := newFlags("backup "+name, "opsd backup "+name+" -c FILE [--job NAME] [CONTAINER...]", stdout, stderr)
+	cfgPath := configFlag(fs)
+	jobName := fs.String("job", "", "the container_export job to use (default: the first one of this kind)")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	var jc config.Job
+	found := false
+	for _, j := range cfg.Jobs {
+		if j.Kind == "container_export" && j.ContainerExport.ChangedOnly == hot && (*jobName == "" || j.Name == *jobName) {
+			jc, found = j, true
+			break
+		}
+	}
+	if !found {
+		fmt.Fprintf(stderr, "opsd: no %s container_export job (changed_only: %v) in %s\n", map[bool]string{true: "hot", false: "nightly"}[hot], hot, *cfgPath)
+		return 1
+	}
+	names := fs.Args()
+	return runOnce(cfg, jc, stdout, stderr, nil, func(j jobs.Job) (jobs.Job, error) {
+		if len(names) > 0 {
+			return j.(*jobs.ContainerExport).WithOnly(names), nil
+		}
+		return j, nil
+	})
+}
+
+// backupSnapshots runs the config's dir_snapshot job once.
+func backupSnapshots(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("backup snapshots", "opsd backup snapshots -c FILE [--job NAME] [INSTANCE...]", stdout, stderr)
+	cfgPath := configFlag(fs)
+	jobName := fs.String("job", "", "the dir_snapshot job to use (default: the first one)")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	jc, err := findJob(cfg, "dir_snapshot", *jobName)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	names := fs.Args()
+	return runOnce(cfg, jc, stdout, stderr, nil, func(j jobs.Job) (jobs.Job, error) {
+		if len(names) > 0 {
+			return j.(*jobs.DirSnapshot).WithOnly(names), nil
+		}
+		return j, nil
+	})
 }

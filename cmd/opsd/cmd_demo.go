@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,11 +10,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/moby/moby/api/types/container"
 	"strings"
 	"time"
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/jobs"
 )
 
@@ -90,9 +94,27 @@ jobs:
   - name: prune
     kind: prune
     schedule: "0 5 * * *"
+  # WOPR_HOME snapshots of the sample bot instances.
+  - name: wopr-home
+    kind: dir_snapshot
+    schedule: "0 2 * * *"
+    run_at_start: true
+    base_dir: "{{dir}}/instances"
+{{containers}}`
+
+// demoContainerJobs export the demo's tenant container when a Docker engine answers.
+const demoContainerJobs = `  # Tenant containers (the demo runs tenant_demo from a tiny busybox image).
+  - name: containers-nightly
+    kind: container_export
+    schedule: "0 2 * * *"
+    run_at_start: true
+  - name: containers-hot
+    kind: container_export
+    schedule: "0 */6 * * *"
+    changed_only: true
 `
 
-func writeDemoConfig(path, dir, listen string) error {
+func writeDemoConfig(path, dir, listen string, withDocker bool) error {
 	if _, err := os.Stat(path); err == nil {
 		// Keep an existing config (the operator may have edited it) but follow --listen.
 		b, err := os.ReadFile(path)
@@ -113,7 +135,11 @@ func writeDemoConfig(path, dir, listen string) error {
 	for _, name := range demo.Names {
 		fmt.Fprintf(&dbs, "      - {name: %s, path: %q}\n", name, demo.Path(dir, name))
 	}
-	r := strings.NewReplacer("{{listen}}", listen, "{{token}}", hex.EncodeToString(tok), "{{dir}}", dir, "{{databases}}", strings.TrimRight(dbs.String(), "\n"))
+	containers := ""
+	if withDocker {
+		containers = demoContainerJobs
+	}
+	r := strings.NewReplacer("{{listen}}", listen, "{{token}}", hex.EncodeToString(tok), "{{dir}}", dir, "{{databases}}", strings.TrimRight(dbs.String(), "\n"), "{{containers}}", containers)
 	return os.WriteFile(path, []byte(r.Replace(demoConfig)), 0o600)
 }
 
@@ -138,8 +164,14 @@ func runDemo(o demoOptions) int {
 	} else {
 		ln.Close()
 	}
+	if err := demoInstances(dir); err != nil {
+		fmt.Fprintf(o.stderr, "opsd demo: %v\n", err)
+		return 1
+	}
+	withDocker, cleanup := demoContainer(ctx, o.stdout)
+	defer cleanup()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	if err := writeDemoConfig(cfgPath, dir, listen); err != nil {
+	if err := writeDemoConfig(cfgPath, dir, listen, withDocker); err != nil {
 		fmt.Fprintf(o.stderr, "opsd demo: write config: %v\n", err)
 		return 1
 	}
@@ -217,7 +249,7 @@ func demoChecks(m *Main, out io.Writer) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	for _, name := range []string{"platform-drill", "offsite-verify", "prune"} {
+	for _, name := range []string{"platform-drill", "offsite-verify", "prune", "containers-hot"} {
 		spec, ok := m.sched.Spec(name)
 		if !ok {
 			continue
@@ -226,5 +258,59 @@ func demoChecks(m *Main, out io.Writer) {
 		if name == "platform-drill" && o.Result.Report != "" {
 			fmt.Fprintf(out, "\n%s\n", o.Result.Report)
 		}
+	}
+}
+
+// demoInstances makes two sample WOPR_HOME directories.
+func demoInstances(dir string) error {
+	for _, inst := range []string{"bot-alpha", "bot-beta"} {
+		d := filepath.Join(dir, "instances", inst, "memory")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(d, "notes.md"), []byte("# "+inst+"\nRemember the backups.\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// demoContainer starts tenant_demo when a Docker engine answers; it says why when it cannot.
+func demoContainer(ctx context.Context, out io.Writer) (bool, func()) {
+	nop := func() {}
+	dc, err := docker.New("")
+	if err != nil {
+		fmt.Fprintf(out, "opsd demo: no Docker client (%v); container exports are left out\n", err)
+		return false, nop
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := dc.Ping(pctx); err != nil {
+		dc.Close()
+		fmt.Fprintf(out, "opsd demo: the Docker engine is not reachable (%v); container exports are left out\n", err)
+		return false, nop
+	}
+	rootfs, err := docker.BusyboxRootFS()
+	if err == nil {
+		_, err = dc.Import(ctx, bytes.NewReader(rootfs), "opsd-demo/busybox:latest")
+	}
+	var id string
+	if err == nil {
+		dc.Remove(ctx, "tenant_demo")
+		id, err = dc.Create(ctx, "tenant_demo", &container.Config{Image: "opsd-demo/busybox:latest", Labels: map[string]string{"wopr.tier": "starter"},
+			Cmd: []string{"/bin/sh", "-c", "echo 'tenant state' > /data/state.txt; while true; do date >> /data/heartbeat.log; sleep 60; done"}}, &container.HostConfig{})
+	}
+	if err == nil {
+		err = dc.Start(ctx, id)
+	}
+	if err != nil {
+		fmt.Fprintf(out, "opsd demo: cannot start the demo container (%v); container exports are left out\n", err)
+		dc.Close()
+		return false, nop
+	}
+	fmt.Fprintln(out, "opsd demo: Docker engine found; exporting the tenant_demo container")
+	return true, func() {
+		dc.Remove(context.Background(), id)
+		dc.Close()
 	}
 }

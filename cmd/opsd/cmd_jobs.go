@@ -128,7 +128,7 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 		return 1
 	}
 	defer e.close(context.Background())
-	j, err := buildJob(jc, deps{cfg: cfg, store: e.store, log: e.log, locks: e.locks})
+	j, err := buildJob(jc, e.deps(cfg, e.store))
 	if err == nil && adapt != nil {
 		j, err = adapt(j)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
@@ -45,6 +46,7 @@ type env struct {
 	sentry   *telemetry.Sentry
 	runner   *jobs.Runner
 	locks    *prefixlock.Locks
+	docker   *docker.Client
 }
 
 // newEnv opens everything a command needs from the config.
@@ -77,7 +79,12 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		st.Close()
 		return nil, err
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New()}
+	dc, err := docker.New(cfg.Docker.Host)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New(), docker: dc}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	return e, nil
 }
@@ -104,7 +111,12 @@ func loadTracker(ctx context.Context, st *state.Store, m *metrics.Metrics) error
 
 func (e *env) close(ctx context.Context) {
 	e.sentry.Flush(ctx)
+	e.docker.Close()
 	e.state.Close()
+}
+
+func (e *env) deps(cfg *config.Config, store storage.Store) deps {
+	return deps{cfg: cfg, store: store, log: e.log, locks: e.locks, docker: e.docker, state: e.state}
 }
 
 // Main is the daemon: built by hand from the config by NewMain, started by Run, stopped by Close.
@@ -165,10 +177,6 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 }
 
 func (m *Main) cfg() *config.Config { return m.cfgPtr.Load() }
-
-func (m *Main) deps(cfg *config.Config, store storage.Store) deps {
-	return deps{cfg: cfg, store: store, log: m.log, locks: m.locks}
-}
 
 func (m *Main) trigger(name string) error {
 	err := m.sched.Trigger(name)

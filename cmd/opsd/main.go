@@ -23,6 +23,8 @@ Usage:
   opsd jobs list -c FILE           list configured jobs, their schedules and last runs
   opsd jobs run -c FILE NAME       run one job now, in the foreground
   opsd backup db -c FILE [--db N]  back up the platform databases now
+  opsd backup containers|hot|snapshots -c FILE [NAME...]
+                                   export tenant containers (nightly or changed-only), snapshot WOPR_HOME
   opsd drill db -c FILE [--date D] restore the newest platform set into scratch files and prove it
   opsd verify -c FILE [--deep]     check the object store holds every expected backup
   opsd prune -c FILE [--dry-run]   apply retention; --dry-run prints the plan with each rule

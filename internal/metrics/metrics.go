@@ -29,6 +29,7 @@ type Metrics struct {
 	JobPhase            *prometheus.GaugeVec
 
 	BytesUploaded *prometheus.CounterVec
+	TargetSkipped *prometheus.CounterVec
 	BackupPhase   *prometheus.GaugeVec
 
 	ConfigReloadSuccessful prometheus.Gauge
@@ -81,6 +82,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		JobPhase: g("opsd_job_phase_seconds", "Duration of each named phase of the job's last run.", "job", "kind", "phase"),
 		BytesUploaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_bytes_uploaded_total", Help: "Bytes of artifacts uploaded to the object store."},
 			jobLabels),
+		TargetSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_skipped_total", Help: "Targets a backup run skipped, by reason (unchanged: a hot export found no change)."},
+			[]string{"job", "reason"}),
 		BackupPhase:            g("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job", "target", "phase"),
 		ConfigReloadSuccessful: reloadOK,
 		ConfigReloadTimestamp:  reloadTS,
@@ -104,7 +107,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
 		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
-		m.BackupPhase, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
+		m.BackupPhase, m.TargetSkipped, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
 		m.DrillRTO, m.DrillRTOTarget, m.DrillPhase, m.DrillLastResult, m.DrillLastSuccess,
 		m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified,
 		m.PruneDeleted, m.PruneBytesFreed, m.PruneKept, m.PruneRefused,

@@ -173,3 +173,28 @@ func (s *Store) RetireMissing(ctx context.Context, kind string, keep []string, a
 	}
 	return retired, nil
 }
+
+// Fingerprint returns the change fingerprint recorded at a container's last successful hot
+// backup ("" when none).
+func (s *Store) Fingerprint(ctx context.Context, container string) (string, error) {
+	var fp string
+	err := s.db.QueryRowContext(ctx, `SELECT fingerprint FROM hot_fingerprints WHERE container=?`, container).Scan(&fp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read fingerprint of %s: %w", container, err)
+	}
+	return fp, nil
+}
+
+// SaveFingerprint records the fingerprint of a successful hot backup.
+func (s *Store) SaveFingerprint(ctx context.Context, container, fingerprint, key string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO hot_fingerprints (container, fingerprint, key, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT(container) DO UPDATE SET fingerprint=excluded.fingerprint, key=excluded.key, updated_at=excluded.updated_at`,
+		container, fingerprint, key, at.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("save fingerprint of %s: %w", container, err)
+	}
+	return nil
+}

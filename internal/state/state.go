@@ -63,6 +63,12 @@ var migrations = []string{
 		body       TEXT NOT NULL
 	);
 	CREATE INDEX reports_job_created ON reports(job, created_at);`,
+	`CREATE TABLE hot_fingerprints (
+		container   TEXT PRIMARY KEY,
+		fingerprint TEXT NOT NULL,
+		key         TEXT,
+		updated_at  INTEGER NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the state database at path and migrates it.

@@ -1,0 +1,275 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// Engine is what container exports need from Docker.
+type Engine interface {
+	List(ctx context.Context, prefix string, labels map[string]string) ([]docker.Container, error)
+	Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
+	DiffDigest(ctx context.Context, id string) (string, int, error)
+	Export(ctx context.Context, id string) (io.ReadCloser, error)
+	Pause(ctx context.Context, id string) error
+	Unpause(ctx context.Context, id string) error
+}
+
+// Fingerprints persist what a container looked like at its last successful hot backup.
+type Fingerprints interface {
+	Fingerprint(ctx context.Context, container string) (string, error)
+	SaveFingerprint(ctx context.Context, container, fingerprint, key string, at time.Time) error
+}
+
+// ContainerExportConfig configures a ContainerExport.
+type ContainerExportConfig struct {
+	// NamePrefix selects containers by name (default "tenant_"); Labels must all match.
+	NamePrefix string
+	Labels     map[string]string
+	// Only restricts the run to these container names (the CLI's arguments).
+	Only []string
+	// KeyTemplate: {node}, {container}, {date} (UTC YYYYMMDD).
+	KeyTemplate string
+	Compression string // gzip (default) or zstd
+	Recipients  []age.Recipient
+	// ChangedOnly exports a container only when its fingerprint changed since its last
+	// successful export (the hot backup).
+	ChangedOnly bool
+	TierLabel   string
+	DefaultTier string
+	Parallel    int
+	// Pause freezes a running container during its export; it is always unpaused after.
+	Pause bool
+	Node  string
+	Now   func() time.Time
+}
+
+// ContainerExport is the `container_export` kind: docker export → compression → optional
+// encryption → multipart upload of unknown length, SHA-256 on the way, then the manifest. No temp
+// file; memory does not grow with the container's size.
+type ContainerExport struct {
+	name   string
+	cfg    ContainerExportConfig
+	engine Engine
+	fps    Fingerprints
+	store  storage.Store
+}
+
+// NewContainerExport returns the job.
+func NewContainerExport(name string, cfg ContainerExportConfig, engine Engine, fps Fingerprints, store storage.Store) *ContainerExport {
+	if cfg.NamePrefix == "" {
+		cfg.NamePrefix = "tenant_"
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = artifact.Gzip
+	}
+	if cfg.KeyTemplate == "" {
+		cfg.KeyTemplate = "nightly/{node}/{container}/{container}_{date}.tar.gz"
+		if cfg.ChangedOnly {
+			cfg.KeyTemplate = "latest/{container}/latest.tar.gz"
+		}
+	}
+	if cfg.TierLabel == "" {
+		cfg.TierLabel = "wopr.tier"
+	}
+	if cfg.DefaultTier == "" {
+		cfg.DefaultTier = "free"
+	}
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 2
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &ContainerExport{name: name, cfg: cfg, engine: engine, fps: fps, store: store}
+}
+
+// Name returns the job's name.
+func (c *ContainerExport) Name() string { return c.name }
+
+// Kind returns "container_export".
+func (c *ContainerExport) Kind() string { return "container_export" }
+
+// WithOnly returns a copy restricted to the named containers.
+func (c *ContainerExport) WithOnly(names []string) *ContainerExport {
+	cp := *c
+	cp.cfg.Only = names
+	return &cp
+}
+
+// Key returns the object key for a container at a time.
+func (c *ContainerExport) Key(container string, at time.Time) string {
+	r := strings.NewReplacer("{node}", c.cfg.Node, "{container}", container, "{date}", at.UTC().Format("20060102"))
+	return r.Replace(c.cfg.KeyTemplate) + artifact.Suffix(zstdOnly(c.cfg.Compression), len(c.cfg.Recipients) > 0)
+}
+
+func zstdOnly(c string) string {
+	if c == artifact.Zstd {
+		return c
+	}
+	return artifact.None
+}
+
+// Run exports every selected container; each one fails or succeeds on its own.
+func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
+	list, err := c.engine.List(ctx, c.cfg.NamePrefix, c.cfg.Labels)
+	if err != nil {
+		return Result{}, fmt.Errorf("docker unreachable: %w", err)
+	}
+	var present []string
+	for _, ct := range list {
+		present = append(present, ct.Name)
+	}
+	if len(c.cfg.Only) > 0 {
+		want := map[string]bool{}
+		for _, n := range c.cfg.Only {
+			want[n] = true
+		}
+		var sel []docker.Container
+		for _, ct := range list {
+			if want[ct.Name] {
+				sel = append(sel, ct)
+				delete(want, ct.Name)
+			}
+		}
+		if len(want) > 0 {
+			var missing []string
+			for n := range want {
+				missing = append(missing, n)
+			}
+			return Result{}, fmt.Errorf("no container named %s (with prefix %q)", strings.Join(missing, ", "), c.cfg.NamePrefix)
+		}
+		list = sel
+	}
+	now := c.cfg.Now()
+	results := make([]TargetResult, len(list))
+	sem := make(chan struct{}, c.cfg.Parallel)
+	var wg sync.WaitGroup
+	for i, ct := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				results[i] = TargetResult{Name: ct.Name, Status: TargetFailed, Tracked: true, StatusKind: "container", Err: ctx.Err()}
+				return
+			}
+			defer func() { <-sem }()
+			results[i] = c.exportOne(ctx, ct, now)
+		}()
+	}
+	wg.Wait()
+	res := Result{Targets: results}
+	exported, skipped := 0, 0
+	for _, t := range results {
+		res.Bytes += t.Bytes
+		switch t.Status {
+		case TargetOK:
+			exported++
+			res.Artifacts = append(res.Artifacts, t.Key)
+		case TargetSkipped:
+			skipped++
+		}
+	}
+	if len(c.cfg.Only) == 0 && !c.cfg.ChangedOnly {
+		res.Retire = &Retire{Kind: "container", Present: present}
+	}
+	res.Summary = fmt.Sprintf("%d of %d containers exported, %d unchanged", exported, len(results), skipped)
+	return res, res.TargetsError("containers")
+}
+
+func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, now time.Time) (t TargetResult) {
+	start := time.Now()
+	t = TargetResult{Name: ct.Name, Tracked: true, StatusKind: "container", Key: c.Key(ct.Name, now)}
+	var tm Timer
+	defer func() { t.Phases, t.Duration = tm.Phases(), time.Since(start) }()
+	fail := func(err error) TargetResult {
+		t.Status, t.Err = TargetFailed, err
+		return t
+	}
+	tm.Start("inspect")
+	d, err := c.engine.Inspect(ctx, ct.ID, c.cfg.ChangedOnly)
+	if err != nil {
+		if docker.IsNotFound(err) {
+			return fail(fmt.Errorf("container %s vanished before its export", ct.Name))
+		}
+		return fail(err)
+	}
+	var fp string
+	if c.cfg.ChangedOnly {
+		digest, n, err := c.engine.DiffDigest(ctx, ct.ID)
+		if err != nil {
+			return fail(err)
+		}
+		// SizeRw alone misses same-size changes; the change list (paths and kinds) and the start
+		// time catch new, removed and re-created files and restarts.
+		fp = fmt.Sprintf("id=%s size_rw=%d started=%s changes=%d/%s", d.ID[:min(12, len(d.ID))], d.SizeRw, d.StartedAt, n, digest)
+		old, err := c.fps.Fingerprint(ctx, ct.Name)
+		if err != nil {
+			return fail(err)
+		}
+		if old == fp {
+			t.Status, t.SkipReason, t.Note = TargetSkipped, "unchanged", "unchanged since its last hot backup"
+			return t
+		}
+	}
+	if c.cfg.Pause && d.Running && !d.Paused {
+		tm.Start("pause")
+		if err := c.engine.Pause(ctx, ct.ID); err != nil {
+			return fail(err)
+		}
+		defer func() {
+			// Always unpause, also when the run is cancelled or the upload failed.
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := c.engine.Unpause(uctx, ct.ID); err != nil && t.Err == nil {
+				t.Status, t.Err = TargetFailed, fmt.Errorf("export done but %w", err)
+			}
+		}()
+	}
+	tm.Start("export")
+	rc, err := c.engine.Export(ctx, ct.ID)
+	if err != nil {
+		if docker.IsNotFound(err) {
+			return fail(fmt.Errorf("container %s vanished before its export", ct.Name))
+		}
+		return fail(err)
+	}
+	defer rc.Close()
+	tier := d.Labels[c.cfg.TierLabel]
+	if tier == "" {
+		tier = c.cfg.DefaultTier
+	}
+	m, err := artifact.Store(ctx, c.store, artifact.NewTarVerifier(rc), artifact.Options{Compression: c.cfg.Compression, Recipients: c.cfg.Recipients}, artifact.Manifest{
+		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier,
+		Container: &artifact.ContainerInfo{ID: d.ID, Name: ct.Name, Image: d.Image}, Labels: d.Labels,
+		Note: "docker export holds the container's filesystem only: volumes and bind mounts are not part of it",
+	})
+	if err != nil {
+		if _, ierr := c.engine.Inspect(context.WithoutCancel(ctx), ct.ID, false); docker.IsNotFound(ierr) {
+			return fail(fmt.Errorf("container %s vanished during its export (nothing stored): %w", ct.Name, err))
+		}
+		return fail(err)
+	}
+	if c.cfg.ChangedOnly {
+		if err := c.fps.SaveFingerprint(ctx, ct.Name, fp, t.Key, now); err != nil {
+			return fail(fmt.Errorf("exported but %w", err))
+		}
+	}
+	t.Status, t.Bytes = TargetOK, m.Size
+	if d := time.Since(start).Seconds(); d > 0 {
+		t.Note = fmt.Sprintf("%.1f MB/s raw", float64(m.RawSize)/1e6/d)
+	}
+	return t
+}

@@ -1,0 +1,233 @@
+package jobs
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// DirSnapshotConfig configures a DirSnapshot.
+type DirSnapshotConfig struct {
+	// BaseDir holds one directory per instance (WOPR_HOME: /data/instances/{instanceId}).
+	BaseDir string
+	// KeyTemplate: {node}, {instance}, {date} (UTC YYYYMMDD), {time} (UTC HHMMSS).
+	KeyTemplate string
+	Compression string
+	Recipients  []age.Recipient
+	Tier        string
+	Parallel    int
+	Node        string
+	Only        []string
+	Now         func() time.Time
+}
+
+// DirSnapshot is the `dir_snapshot` kind: each instance directory → tar.gz (top directory = the
+// instance) → the store, with a manifest. Files that change or vanish while being read are
+// reported without failing the snapshot.
+type DirSnapshot struct {
+	name  string
+	cfg   DirSnapshotConfig
+	store storage.Store
+}
+
+// NewDirSnapshot returns the job.
+func NewDirSnapshot(name string, cfg DirSnapshotConfig, store storage.Store) *DirSnapshot {
+	if cfg.KeyTemplate == "" {
+		cfg.KeyTemplate = "nightly/{node}/{instance}/{instance}_{date}.tar.gz"
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = artifact.Gzip
+	}
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 2
+	}
+	if cfg.Tier == "" {
+		cfg.Tier = "free"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &DirSnapshot{name: name, cfg: cfg, store: store}
+}
+
+// Name returns the job's name.
+func (d *DirSnapshot) Name() string { return d.name }
+
+// Kind returns "dir_snapshot".
+func (d *DirSnapshot) Kind() string { return "dir_snapshot" }
+
+// WithOnly returns a copy restricted to the named instances.
+func (d *DirSnapshot) WithOnly(names []string) *DirSnapshot {
+	c := *d
+	c.cfg.Only = names
+	return &c
+}
+
+// Run snapshots every instance directory.
+func (d *DirSnapshot) Run(ctx context.Context) (Result, error) {
+	entries, err := os.ReadDir(d.cfg.BaseDir)
+	if err != nil {
+		return Result{}, fmt.Errorf("read instances: %w", err)
+	}
+	only := map[string]bool{}
+	for _, n := range d.cfg.Only {
+		only[n] = true
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && (len(only) == 0 || only[e.Name()]) {
+			names = append(names, e.Name())
+		}
+	}
+	now := d.cfg.Now()
+	results := make([]TargetResult, len(names))
+	sem := make(chan struct{}, d.cfg.Parallel)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = d.snapshotOne(ctx, n, now)
+		}()
+	}
+	wg.Wait()
+	res := Result{Targets: results}
+	ok := 0
+	for _, t := range results {
+		res.Bytes += t.Bytes
+		if t.Status == TargetOK {
+			ok++
+			res.Artifacts = append(res.Artifacts, t.Key)
+		}
+	}
+	if len(only) == 0 {
+		res.Retire = &Retire{Kind: "snapshot", Present: names}
+	}
+	res.Summary = fmt.Sprintf("%d of %d instances snapshotted", ok, len(results))
+	return res, res.TargetsError("instances")
+}
+
+func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time.Time) TargetResult {
+	start := time.Now()
+	r := strings.NewReplacer("{node}", d.cfg.Node, "{instance}", instance, "{date}", now.UTC().Format("20060102"), "{time}", now.UTC().Format("150405"))
+	t := TargetResult{Name: instance, Tracked: true, StatusKind: "snapshot", Key: r.Replace(d.cfg.KeyTemplate) + artifact.Suffix(zstdOnly(d.cfg.Compression), len(d.cfg.Recipients) > 0)}
+	var tm Timer
+	tm.Start("archive")
+	pr, pw := io.Pipe()
+	var warnings []string
+	go func() {
+		var err error
+		warnings, err = writeTree(ctx, pw, d.cfg.BaseDir, instance)
+		pw.CloseWithError(err)
+	}()
+	m, err := artifact.Store(ctx, d.store, pr, artifact.Options{Compression: d.cfg.Compression, Recipients: d.cfg.Recipients}, artifact.Manifest{
+		Key: t.Key, Kind: "snapshot", Target: instance, Source: filepath.Join(d.cfg.BaseDir, instance), Node: d.cfg.Node, CreatedAt: now.UTC(), Tier: d.cfg.Tier,
+	})
+	pr.Close()
+	t.Phases, t.Duration = tm.Phases(), time.Since(start)
+	if err != nil {
+		t.Status, t.Err = TargetFailed, err
+		return t
+	}
+	t.Status, t.Bytes = TargetOK, m.Size
+	if len(warnings) > 0 {
+		sort.Strings(warnings)
+		t.Note = fmt.Sprintf("%d files changed while read: %s", len(warnings), strings.Join(warnings, "; "))
+	}
+	return t
+}
+
+// writeTree writes base/instance as a tar whose top directory is the instance. Files that vanish
+// or change size while being read are recorded as warnings; the archive stays well-formed.
+func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]string, error) {
+	tw := tar.NewWriter(w)
+	var warnings []string
+	root := filepath.Join(base, instance)
+	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rel, _ := filepath.Rel(base, p)
+		name := filepath.ToSlash(rel)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				warnings = append(warnings, name+": vanished")
+				return nil
+			}
+			return err
+		}
+		info, err := de.Info()
+		if err != nil {
+			warnings = append(warnings, name+": vanished")
+			return nil
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			link, _ = os.Readlink(p)
+		}
+		if !info.Mode().IsRegular() && !info.IsDir() && link == "" {
+			return nil // sockets, devices, pipes
+		}
+		h, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		h.Name = name
+		if info.IsDir() {
+			h.Name += "/"
+		}
+		if !info.Mode().IsRegular() {
+			return tw.WriteHeader(h)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			warnings = append(warnings, name+": vanished")
+			return nil
+		}
+		defer f.Close()
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		n, err := io.CopyN(tw, f, h.Size)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if n < h.Size {
+			// It shrank while read: pad to the size the header promised.
+			warnings = append(warnings, name+": shrank while read")
+			if _, err := io.CopyN(tw, zeros{}, h.Size-n); err != nil {
+				return err
+			}
+		} else if st, err := f.Stat(); err == nil && (st.Size() != h.Size || !st.ModTime().Equal(info.ModTime())) {
+			warnings = append(warnings, name+": changed while read")
+		}
+		return nil
+	})
+	if err != nil {
+		return warnings, err
+	}
+	return warnings, tw.Close()
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
