@@ -149,6 +149,7 @@ type Job struct {
 	Prune           *PruneSettings           `yaml:"-" kind:"prune"`
 	ContainerExport *ContainerExportSettings `yaml:"-" kind:"container_export"`
 	DirSnapshot     *DirSnapshotSettings     `yaml:"-" kind:"dir_snapshot"`
+	ContainerDrill  *ContainerDrillSettings  `yaml:"-" kind:"container_drill"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).
@@ -203,6 +204,23 @@ type SQLiteDrillSettings struct {
 	ReportKey string `yaml:"report_key"`
 	// Lookback is how many of the newest dates are searched for a complete set.
 	Lookback int `yaml:"lookback"`
+}
+
+// ContainerDrillSettings configures the `container_drill` kind.
+type ContainerDrillSettings struct {
+	Prefix string `yaml:"prefix"`
+	// Tenant drills one container; sample drills N random ones; neither: all of them.
+	Tenant string `yaml:"tenant"`
+	Sample int    `yaml:"sample"`
+	// ProbeCmd runs in the restored container and must exit 0 within probe_timeout, or with
+	// probe_stays_up, still run at its end. Default: /bin/sh -c true.
+	ProbeCmd     []string `yaml:"probe_cmd"`
+	ProbeTimeout Duration `yaml:"probe_timeout"`
+	ProbeStaysUp bool     `yaml:"probe_stays_up"`
+	IdentityFile string   `yaml:"identity_file"`
+	RTOTarget    Duration `yaml:"rto_target"`
+	RTOBreach    string   `yaml:"rto_breach"`
+	TempDir      string   `yaml:"temp_dir"`
 }
 
 // OffsiteVerifySettings configures the `offsite_verify` kind.

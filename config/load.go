@@ -277,6 +277,19 @@ func (c *Config) applyDefaults() {
 				d.Parallel = 2
 			}
 		}
+		if c := j.ContainerDrill; c != nil {
+			setDefault(&c.Prefix, "nightly/")
+			setDefault(&c.RTOBreach, "fail")
+			if c.ProbeCmd == nil {
+				c.ProbeCmd = []string{"/bin/sh", "-c", "true"}
+			}
+			if c.ProbeTimeout == 0 {
+				c.ProbeTimeout = Duration(time.Minute)
+			}
+			if c.RTOTarget == 0 {
+				c.RTOTarget = Duration(10 * time.Minute)
+			}
+		}
 		if p := j.Prune; p != nil && p.Rules == nil {
 			p.Rules = DefaultPruneRules()
 		}

@@ -265,6 +265,25 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		if d.Parallel < 1 || d.Parallel > 16 {
 			bad(p+".parallel", "must be between 1 and 16, got %d", d.Parallel)
 		}
+	case j.ContainerDrill != nil:
+		d := j.ContainerDrill
+		if !strings.HasSuffix(d.Prefix, "/") {
+			bad(p+".prefix", "must end with /, got %q", d.Prefix)
+		}
+		if d.Sample < 0 {
+			bad(p+".sample", "must not be negative")
+		}
+		if len(d.ProbeCmd) == 0 {
+			bad(p+".probe_cmd", "must not be empty")
+		}
+		if d.RTOBreach != "fail" && d.RTOBreach != "warn" {
+			bad(p+".rto_breach", "must be fail or warn, got %q", d.RTOBreach)
+		}
+		if d.IdentityFile != "" {
+			if _, err := os.Stat(d.IdentityFile); err != nil {
+				bad(p+".identity_file", "cannot read %s: %v", d.IdentityFile, errors.Unwrap(err))
+			}
+		}
 	case j.Prune != nil:
 		if len(j.Prune.Rules) == 0 {
 			bad(p+".rules", "must list at least one rule")

@@ -28,6 +28,9 @@ const (
 // ErrAlreadyRunning is returned when a run would overlap the job's run in progress.
 var ErrAlreadyRunning = errors.New("already running")
 
+// ErrStopping is returned for runs requested after shutdown began.
+var ErrStopping = errors.New("opsd is shutting down")
+
 // Runner runs jobs: one run of a job at a time, a shared limit on concurrent runs, a timeout per
 // run. It alone times runs, records them in job_runs and backup_status, updates metrics, reports
 // failures to Sentry and recovers panics, the same way for every kind.
@@ -38,10 +41,12 @@ type Runner struct {
 	Log     zerolog.Logger
 	NodeID  string
 
-	sem     chan struct{}
-	mu      sync.Mutex
-	running map[string]bool
-	wg      sync.WaitGroup
+	sem      chan struct{}
+	mu       sync.Mutex
+	running  map[string]bool
+	active   int
+	idle     chan struct{} // closed while no run is active
+	stopping bool
 }
 
 // NewRunner returns a runner allowing maxConcurrent runs at once.
@@ -49,7 +54,9 @@ func NewRunner(st *state.Store, m *metrics.Metrics, s *telemetry.Sentry, log zer
 	if maxConcurrent < 1 {
 		maxConcurrent = 1
 	}
-	return &Runner{State: st, Metrics: m, Sentry: s, Log: log, NodeID: node, sem: make(chan struct{}, maxConcurrent), running: map[string]bool{}}
+	idle := make(chan struct{})
+	close(idle)
+	return &Runner{State: st, Metrics: m, Sentry: s, Log: log, NodeID: node, sem: make(chan struct{}, maxConcurrent), running: map[string]bool{}, idle: idle}
 }
 
 // Outcome is how a run ended.
@@ -69,31 +76,48 @@ func (r *Runner) IsRunning(name string) bool {
 	return r.running[name]
 }
 
-// claim marks the job running, or reports the overlap.
-func (r *Runner) claim(j Job) bool {
+// claim marks the job running, or says why it cannot run (overlap, shutdown).
+func (r *Runner) claim(j Job) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopping {
+		return ErrStopping
+	}
 	if r.running[j.Name()] {
-		return false
+		return ErrAlreadyRunning
 	}
 	r.running[j.Name()] = true
-	r.wg.Add(1)
-	return true
+	if r.active == 0 {
+		r.idle = make(chan struct{})
+	}
+	r.active++
+	return nil
 }
 
 func (r *Runner) release(j Job) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	delete(r.running, j.Name())
-	r.mu.Unlock()
-	r.wg.Done()
+	r.active--
+	if r.active == 0 {
+		close(r.idle)
+	}
 }
 
-// Wait blocks until every run in progress has finished, or ctx ends.
+// Stop refuses every run requested from now on (shutdown); runs in progress go on.
+func (r *Runner) Stop() {
+	r.mu.Lock()
+	r.stopping = true
+	r.mu.Unlock()
+}
+
+// Wait blocks until no run is in progress, or ctx ends.
 func (r *Runner) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
+	r.mu.Lock()
+	idle := r.idle
+	r.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -103,9 +127,11 @@ func (r *Runner) Wait(ctx context.Context) error {
 // Start claims the job and runs it in the background; it returns ErrAlreadyRunning when a run is
 // in progress (the overlap is counted).
 func (r *Runner) Start(ctx context.Context, j Job, timeout time.Duration, trigger string, done func(Outcome)) error {
-	if !r.claim(j) {
-		r.skipped(j, trigger)
-		return fmt.Errorf("run %s: %w", j.Name(), ErrAlreadyRunning)
+	if err := r.claim(j); err != nil {
+		if errors.Is(err, ErrAlreadyRunning) {
+			r.skipped(j, trigger)
+		}
+		return fmt.Errorf("run %s: %w", j.Name(), err)
 	}
 	go func() {
 		o := r.run(ctx, j, timeout, trigger)
@@ -119,9 +145,11 @@ func (r *Runner) Start(ctx context.Context, j Job, timeout time.Duration, trigge
 // Run runs the job in the foreground. An overlapping run is skipped (counted, logged) and
 // returns ErrAlreadyRunning.
 func (r *Runner) Run(ctx context.Context, j Job, timeout time.Duration, trigger string) Outcome {
-	if !r.claim(j) {
-		r.skipped(j, trigger)
-		return Outcome{Err: fmt.Errorf("run %s: %w", j.Name(), ErrAlreadyRunning)}
+	if err := r.claim(j); err != nil {
+		if errors.Is(err, ErrAlreadyRunning) {
+			r.skipped(j, trigger)
+		}
+		return Outcome{Err: fmt.Errorf("run %s: %w", j.Name(), err)}
 	}
 	return r.run(ctx, j, timeout, trigger)
 }

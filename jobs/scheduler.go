@@ -262,6 +262,7 @@ func (s *Scheduler) Jobs(ctx context.Context) []Info {
 
 // Shutdown stops firing schedules and waits, bounded by ctx, for runs in progress to finish.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
+	s.runner.Stop()
 	_ = s.gs.Shutdown() // returns after WithStopTimeout; runs are waited for below
 	return s.runner.Wait(ctx)
 }

@@ -60,6 +60,15 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		}
 		return jobs.NewDirSnapshot(jc.Name, jobs.DirSnapshotConfig{BaseDir: s.BaseDir, KeyTemplate: s.Key, Compression: s.Compression,
 			Recipients: recipients, Tier: s.Tier, Parallel: s.Parallel, Node: d.cfg.NodeID}, d.store), nil
+	case "container_drill":
+		s := jc.ContainerDrill
+		ids, err := readIdentities(s.IdentityFile)
+		if err != nil {
+			return nil, err
+		}
+		return checks.NewContainerDrill(jc.Name, checks.ContainerDrillConfig{Prefix: s.Prefix, Tenant: s.Tenant, Sample: s.Sample, ProbeCmd: s.ProbeCmd,
+			ProbeTimeout: s.ProbeTimeout.D(), ProbeStaysUp: s.ProbeStaysUp, Identities: ids, RTOTarget: s.RTOTarget.D(),
+			FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks}, d.docker, d.store), nil
 	case "prune":
 		return pruneJob(jc, d), nil
 	case "sqlite_drill":

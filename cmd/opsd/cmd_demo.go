@@ -112,6 +112,10 @@ const demoContainerJobs = `  # Tenant containers (the demo runs tenant_demo from
     kind: container_export
     schedule: "0 */6 * * *"
     changed_only: true
+  - name: container-drill
+    kind: container_drill
+    schedule: "0 4 1 */3 *"
+    probe_cmd: ["/bin/sh", "-c", "test -f /data/state.txt"]
 `
 
 func writeDemoConfig(path, dir, listen string, withDocker bool) error {
@@ -249,13 +253,23 @@ func demoChecks(m *Main, out io.Writer) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	for _, name := range []string{"platform-drill", "offsite-verify", "prune", "containers-hot"} {
+	for _, name := range []string{"platform-drill", "offsite-verify", "prune", "containers-hot", "container-drill"} {
 		spec, ok := m.sched.Spec(name)
 		if !ok {
 			continue
 		}
+		if name == "container-drill" {
+			// The drill restores the archive the nightly export (started at launch) writes.
+			for m.runner.IsRunning("containers-nightly") {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
 		o := m.runner.Run(ctx, spec.Job, spec.Timeout, jobs.TriggerStart)
-		if name == "platform-drill" && o.Result.Report != "" {
+		if (name == "platform-drill" || name == "container-drill") && o.Result.Report != "" {
 			fmt.Fprintf(out, "\n%s\n", o.Result.Report)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 func cmdDrill(args []string, stdout, stderr io.Writer) int {
-	const syn = "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME]"
+	const syn = "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME] | opsd drill containers -c FILE [TENANT]"
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "Usage: "+syn)
 		return 2
@@ -20,6 +20,8 @@ func cmdDrill(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "db":
 		return drillDB(args[1:], stdout, stderr)
+	case "containers":
+		return drillContainers(args[1:], stdout, stderr)
 	case "-h", "--help":
 		fmt.Fprintln(stdout, "Usage: "+syn)
 		return 0
@@ -142,6 +144,37 @@ func cmdPrune(args []string, stdout, stderr io.Writer) int {
 	return runOnce(cfg, jc, stdout, stderr, print, func(j jobs.Job) (jobs.Job, error) {
 		if *dry {
 			return j.(*jobs.Prune).WithDryRun(true), nil
+		}
+		return j, nil
+	})
+}
+
+// drillContainers restores the newest nightly archive of every tenant container (or one) into a
+// throwaway image, starts it, cleans up, and prints the report.
+func drillContainers(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("drill containers", "opsd drill containers -c FILE [--job NAME] [TENANT]", stdout, stderr)
+	cfgPath := configFlag(fs)
+	jobName := fs.String("job", "", "the container_drill job to use (default: the first one, or the built-in defaults)")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	jc, err := findJob(cfg, "container_drill", *jobName)
+	if err != nil && *jobName != "" {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	if err != nil {
+		jc = defaultJob(cfg, "container-drill", "container_drill")
+	}
+	tenant := fs.Arg(0)
+	return runOnce(cfg, jc, stdout, stderr, printReport, func(j jobs.Job) (jobs.Job, error) {
+		if tenant != "" {
+			return j.(*checks.ContainerDrill).WithTenant(tenant), nil
 		}
 		return j, nil
 	})

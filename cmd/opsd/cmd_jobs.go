@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -157,7 +158,7 @@ func printOutcome(w io.Writer, o jobs.Outcome) {
 		if t.Err != nil {
 			detail = t.Err.Error()
 		} else if t.Note != "" {
-			detail = t.Note
+			detail = strings.TrimSpace(detail + "  (" + t.Note + ")")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", statusWord(t.Status), t.Name, humanBytes(t.Bytes), t.Duration.Round(time.Millisecond), detail)
 	}

@@ -26,6 +26,7 @@ Usage:
   opsd backup containers|hot|snapshots -c FILE [NAME...]
                                    export tenant containers (nightly or changed-only), snapshot WOPR_HOME
   opsd drill db -c FILE [--date D] restore the newest platform set into scratch files and prove it
+  opsd drill containers -c FILE [TENANT]  import and start the newest nightly archive(s), then clean up
   opsd verify -c FILE [--deep]     check the object store holds every expected backup
   opsd prune -c FILE [--dry-run]   apply retention; --dry-run prints the plan with each rule
   opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
