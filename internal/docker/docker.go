@@ -295,3 +295,56 @@ func BusyboxRootFS() ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// Event is a container event.
+type Event struct {
+	Action string // die, stop, kill, start, destroy, oom, ...
+	ID     string
+	Name   string
+	Attrs  map[string]string
+	Time   time.Time
+}
+
+// Events streams container events until ctx ends or the connection drops (the error channel then
+// says why).
+func (c *Client) Events(ctx context.Context) (<-chan Event, <-chan error) {
+	res := c.c.Events(ctx, client.EventsListOptions{Filters: client.Filters{}.Add("type", "container")})
+	out := make(chan Event)
+	errs := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case m, ok := <-res.Messages:
+				if !ok {
+					errs <- errors.New("event stream closed")
+					return
+				}
+				ev := Event{Action: string(m.Action), ID: m.Actor.ID, Name: m.Actor.Attributes["name"], Attrs: m.Actor.Attributes, Time: time.Unix(0, m.TimeNano)}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			case err := <-res.Err:
+				if err == nil {
+					err = errors.New("event stream closed")
+				}
+				errs <- err
+				return
+			case <-ctx.Done():
+				errs <- ctx.Err()
+				return
+			}
+		}
+	}()
+	return out, errs
+}
+
+// Kill sends a signal to a container.
+func (c *Client) Kill(ctx context.Context, id, signal string) error {
+	if _, err := c.c.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: signal}); err != nil {
+		return fmt.Errorf("kill %s: %w", id, err)
+	}
+	return nil
+}

@@ -48,6 +48,12 @@ type Metrics struct {
 	OffsiteMismatched   *prometheus.GaugeVec
 	OffsiteLastVerified *prometheus.GaugeVec
 
+	AlertFiring         *prometheus.GaugeVec
+	AlertValue          *prometheus.GaugeVec
+	AlertThreshold      *prometheus.GaugeVec
+	NotificationsSent   *prometheus.CounterVec
+	NotificationsFailed *prometheus.CounterVec
+
 	PruneDeleted    *prometheus.CounterVec
 	PruneBytesFreed *prometheus.CounterVec
 	PruneKept       *prometheus.GaugeVec
@@ -100,6 +106,11 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		OffsiteMissing:      g("opsd_offsite_missing_objects", "Objects the last offsite verification expected and did not find.", "job"),
 		OffsiteMismatched:   g("opsd_offsite_mismatched_objects", "Objects whose size or checksum differed from their manifest in the last verification.", "job"),
 		OffsiteLastVerified: g("opsd_offsite_last_verified_timestamp_seconds", "Time the offsite copy last verified clean.", "job"),
+		AlertFiring:         g("opsd_alert_firing", "1 while the alert fires.", "alert"),
+		AlertValue:          g("opsd_alert_value", "The value the alert's rule last computed.", "alert"),
+		AlertThreshold:      g("opsd_alert_threshold", "The threshold the alert's value is compared with.", "alert"),
+		NotificationsSent:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notifications_total", Help: "Alert notifications delivered, by notifier."}, []string{"notifier"}),
+		NotificationsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notification_failures_total", Help: "Alert notifications that failed after every retry, by notifier."}, []string{"notifier"}),
 		PruneDeleted:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_deleted_objects_total", Help: "Objects deleted by pruning."}, []string{"job"}),
 		PruneBytesFreed:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_bytes_freed_total", Help: "Bytes freed by pruning."}, []string{"job"}),
 		PruneKept:           g("opsd_prune_kept_backups", "Backups the last prune run kept.", "job"),
@@ -111,6 +122,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.DrillRTO, m.DrillRTOTarget, m.DrillPhase, m.DrillLastResult, m.DrillLastSuccess,
 		m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified,
 		m.PruneDeleted, m.PruneBytesFreed, m.PruneKept, m.PruneRefused,
+		m.AlertFiring, m.AlertValue, m.AlertThreshold, m.NotificationsSent, m.NotificationsFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

@@ -69,6 +69,17 @@ var migrations = []string{
 		key         TEXT,
 		updated_at  INTEGER NOT NULL
 	);`,
+	`CREATE TABLE alerts (
+		name          TEXT PRIMARY KEY,
+		firing        INTEGER NOT NULL DEFAULT 0,
+		pending_since INTEGER,
+		fired_at      INTEGER,
+		resolved_at   INTEGER,
+		value         REAL,
+		threshold     REAL,
+		message       TEXT,
+		updated_at    INTEGER NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the state database at path and migrates it.

@@ -1,0 +1,252 @@
+// Package alerts evaluates alert rules on an interval, edge-triggered (fire once on the
+// transition, resolve once on the way back) with an optional `for:` duration, keeps their state
+// in opsd's state database so a restart neither re-fires nor forgets, and hands transitions to
+// notifiers (Sentry, PagerDuty, a webhook) without ever blocking evaluation.
+package alerts
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// Eval is one evaluation of a rule.
+type Eval struct {
+	Firing    bool
+	Value     float64
+	Threshold float64
+	Message   string
+}
+
+// Rule is an alert condition.
+type Rule interface {
+	Name() string
+	Evaluate(ctx context.Context, now time.Time) (Eval, error)
+}
+
+// Spec is a rule with its delivery settings.
+type Spec struct {
+	Rule Rule
+	// For: the condition must hold this long before the alert fires.
+	For time.Duration
+	// Severity: critical or error (PagerDuty); default critical for sev1-* names, else error.
+	Severity string
+}
+
+// Event is a firing or a resolution, handed to notifiers.
+type Event struct {
+	Alert     string    `json:"alert"`
+	Firing    bool      `json:"firing"`
+	Message   string    `json:"message"`
+	Severity  string    `json:"severity"`
+	Value     float64   `json:"value"`
+	Threshold float64   `json:"threshold"`
+	At        time.Time `json:"at"`
+	Node      string    `json:"node"`
+}
+
+// Status is an alert's current state, for the API.
+type Status struct {
+	Name      string     `json:"name"`
+	Firing    bool       `json:"firing"`
+	Message   string     `json:"message"`
+	Value     float64    `json:"value"`
+	Threshold float64    `json:"threshold"`
+	Since     *time.Time `json:"since,omitempty"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// Evaluator runs the rules.
+type Evaluator struct {
+	State    *state.Store
+	Metrics  *metrics.Metrics
+	Log      zerolog.Logger
+	Notify   *Dispatcher
+	Node     string
+	Interval time.Duration
+
+	mu     sync.Mutex
+	specs  []Spec
+	status map[string]Status
+	kick   chan struct{}
+}
+
+// NewEvaluator returns an evaluator.
+func NewEvaluator(st *state.Store, m *metrics.Metrics, log zerolog.Logger, d *Dispatcher, node string, interval time.Duration) *Evaluator {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	return &Evaluator{State: st, Metrics: m, Log: log, Notify: d, Node: node, Interval: interval, status: map[string]Status{}, kick: make(chan struct{}, 1)}
+}
+
+// SetRules replaces the rules (config reload); state of rules that remain is kept.
+func (e *Evaluator) SetRules(specs []Spec) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keep := map[string]bool{}
+	for _, s := range specs {
+		keep[s.Rule.Name()] = true
+	}
+	for name := range e.status {
+		if !keep[name] {
+			delete(e.status, name)
+			e.Metrics.AlertFiring.DeleteLabelValues(name)
+			e.Metrics.AlertValue.DeleteLabelValues(name)
+			e.Metrics.AlertThreshold.DeleteLabelValues(name)
+		}
+	}
+	e.specs = specs
+}
+
+// Kick asks for an evaluation now (event-driven rules call it).
+func (e *Evaluator) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run evaluates every interval (and on Kick) until ctx ends.
+func (e *Evaluator) Run(ctx context.Context) {
+	t := time.NewTicker(e.Interval)
+	defer t.Stop()
+	e.EvaluateOnce(ctx, time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.kick:
+		}
+		e.EvaluateOnce(ctx, time.Now())
+	}
+}
+
+// Statuses returns every rule's current status, by name.
+func (e *Evaluator) Statuses() []Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Status, 0, len(e.specs))
+	for _, s := range e.specs {
+		st, ok := e.status[s.Rule.Name()]
+		if !ok {
+			st = Status{Name: s.Rule.Name()}
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func severity(s Spec) string {
+	if s.Severity != "" {
+		return s.Severity
+	}
+	if strings.HasPrefix(s.Rule.Name(), "sev1-") {
+		return "critical"
+	}
+	return "error"
+}
+
+// EvaluateOnce evaluates every rule once at now and notifies transitions.
+func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
+	e.mu.Lock()
+	specs := append([]Spec(nil), e.specs...)
+	e.mu.Unlock()
+	stored, err := e.State.Alerts(ctx)
+	if err != nil {
+		e.Log.Error().Err(err).Msg("cannot read alert state")
+		return
+	}
+	for _, s := range specs {
+		name := s.Rule.Name()
+		ev, err := s.Rule.Evaluate(ctx, now)
+		st := stored[name]
+		st.Name = name
+		status := Status{Name: name, Firing: st.Firing, Message: st.Message, Value: st.Value, Threshold: st.Threshold, Since: st.FiredAt}
+		if err != nil {
+			// An evaluation error changes nothing: a broken data source neither fires nor resolves.
+			status.Error = err.Error()
+			e.Log.Warn().Str("alert", name).Err(err).Msg("alert evaluation failed")
+			e.setStatus(status)
+			continue
+		}
+		st.Value, st.Threshold, st.UpdatedAt = ev.Value, ev.Threshold, now
+		e.Metrics.AlertValue.WithLabelValues(name).Set(ev.Value)
+		e.Metrics.AlertThreshold.WithLabelValues(name).Set(ev.Threshold)
+		var transition *Event
+		switch {
+		case ev.Firing && !st.Firing:
+			if st.PendingSince == nil {
+				t := now
+				st.PendingSince = &t
+			}
+			if now.Sub(*st.PendingSince) >= s.For {
+				t := now
+				st.Firing, st.FiredAt, st.Message, st.PendingSince = true, &t, ev.Message, nil
+				transition = &Event{Alert: name, Firing: true, Message: ev.Message}
+			}
+		case ev.Firing && st.Firing:
+			st.Message = ev.Message
+		case !ev.Firing && st.Firing:
+			t := now
+			st.Firing, st.ResolvedAt, st.PendingSince = false, &t, nil
+			transition = &Event{Alert: name, Firing: false, Message: ev.Message}
+			st.Message = ev.Message
+		default:
+			st.PendingSince = nil
+			st.Message = ev.Message
+		}
+		if err := e.State.SaveAlert(ctx, st); err != nil {
+			e.Log.Error().Err(err).Str("alert", name).Msg("cannot save alert state")
+		}
+		fire := 0.0
+		if st.Firing {
+			fire = 1
+		}
+		e.Metrics.AlertFiring.WithLabelValues(name).Set(fire)
+		e.setStatus(Status{Name: name, Firing: st.Firing, Message: st.Message, Value: ev.Value, Threshold: ev.Threshold, Since: st.FiredAt})
+		if transition != nil {
+			transition.Severity, transition.Value, transition.Threshold, transition.At, transition.Node = severity(s), ev.Value, ev.Threshold, now, e.Node
+			verb := "alert resolved"
+			if transition.Firing {
+				verb = "alert firing"
+			}
+			e.Log.Warn().Str("alert", name).Str("message", transition.Message).Msg(verb)
+			if e.Notify != nil {
+				e.Notify.Send(*transition)
+			}
+		}
+	}
+}
+
+func (e *Evaluator) setStatus(s Status) {
+	e.mu.Lock()
+	e.status[s.Name] = s
+	e.mu.Unlock()
+}
+
+// compare applies a comparator.
+func compare(op string, v, threshold float64) bool {
+	switch op {
+	case ">=":
+		return v >= threshold
+	case "<":
+		return v < threshold
+	case "<=":
+		return v <= threshold
+	case "==":
+		return v == threshold
+	}
+	return v > threshold
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.1f%%", v*100) }

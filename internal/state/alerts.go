@@ -1,0 +1,96 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// AlertState is the persisted state of one alert rule, so a restart neither re-fires nor forgets.
+type AlertState struct {
+	Name         string     `json:"name"`
+	Firing       bool       `json:"firing"`
+	PendingSince *time.Time `json:"pendingSince,omitempty"`
+	FiredAt      *time.Time `json:"firedAt,omitempty"`
+	ResolvedAt   *time.Time `json:"resolvedAt,omitempty"`
+	Value        float64    `json:"value"`
+	Threshold    float64    `json:"threshold"`
+	Message      string     `json:"message"`
+	UpdatedAt    time.Time  `json:"updatedAt"`
+}
+
+// SaveAlert records an alert's state.
+func (s *Store) SaveAlert(ctx context.Context, a AlertState) error {
+	opt := func(t *time.Time) sql.NullInt64 {
+		if t == nil {
+			return sql.NullInt64{}
+		}
+		return ms(*t)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET firing=excluded.firing, pending_since=excluded.pending_since, fired_at=excluded.fired_at,
+			resolved_at=excluded.resolved_at, value=excluded.value, threshold=excluded.threshold, message=excluded.message, updated_at=excluded.updated_at`,
+		a.Name, a.Firing, opt(a.PendingSince), opt(a.FiredAt), opt(a.ResolvedAt), a.Value, a.Threshold, a.Message, a.UpdatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("save alert %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// Alerts returns every stored alert state, by name.
+func (s *Store) Alerts(ctx context.Context) (map[string]AlertState, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, firing, pending_since, fired_at, resolved_at, COALESCE(value, 0), COALESCE(threshold, 0), COALESCE(message, ''), updated_at FROM alerts`)
+	if err != nil {
+		return nil, fmt.Errorf("list alerts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]AlertState{}
+	for rows.Next() {
+		var a AlertState
+		var pending, fired, resolved sql.NullInt64
+		var updated int64
+		if err := rows.Scan(&a.Name, &a.Firing, &pending, &fired, &resolved, &a.Value, &a.Threshold, &a.Message, &updated); err != nil {
+			return nil, fmt.Errorf("list alerts: %w", err)
+		}
+		a.PendingSince, a.FiredAt, a.ResolvedAt = fromMS(pending), fromMS(fired), fromMS(resolved)
+		a.UpdatedAt = time.UnixMilli(updated).UTC()
+		out[a.Name] = a
+	}
+	return out, rows.Err()
+}
+
+// LatestReport returns the newest report of any job of the given kind.
+func (s *Store) LatestReport(ctx context.Context, kind string) (Report, error) {
+	var r Report
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, COALESCE(run_id, 0), job, kind, created_at, passed, body FROM reports WHERE kind=? ORDER BY created_at DESC, id DESC LIMIT 1`, kind).
+		Scan(&r.ID, &r.RunID, &r.Job, &r.Kind, &created, &r.Passed, &r.Body)
+	if err == sql.ErrNoRows {
+		return Report{}, ErrNotFound
+	}
+	if err != nil {
+		return Report{}, fmt.Errorf("latest %s report: %w", kind, err)
+	}
+	r.CreatedAt = time.UnixMilli(created).UTC()
+	return r, nil
+}
+
+// JobNames returns every job that has runs recorded.
+func (s *Store) JobNames(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT job FROM job_runs ORDER BY job`)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
