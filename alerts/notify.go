@@ -35,6 +35,7 @@ type Dispatcher struct {
 	backoff   time.Duration
 	wg        sync.WaitGroup
 	stop      chan struct{}
+	cancel    context.CancelFunc
 }
 
 // NewDispatcher returns a dispatcher; Start it to deliver.
@@ -43,7 +44,9 @@ func NewDispatcher(ns []Notifier, m *metrics.Metrics, log zerolog.Logger) *Dispa
 }
 
 // SetRetry changes the retry policy (tests).
-func (d *Dispatcher) SetRetry(attempts int, backoff time.Duration) { d.attempts, d.backoff = attempts, backoff }
+func (d *Dispatcher) SetRetry(attempts int, backoff time.Duration) {
+	d.attempts, d.backoff = attempts, backoff
+}
 
 // Send queues an event; when the queue is full the event is dropped and logged.
 func (d *Dispatcher) Send(e Event) {
@@ -56,6 +59,7 @@ func (d *Dispatcher) Send(e Event) {
 
 // Start delivers queued events until Close.
 func (d *Dispatcher) Start(ctx context.Context) {
+	ctx, d.cancel = context.WithCancel(ctx)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -80,10 +84,17 @@ func (d *Dispatcher) Start(ctx context.Context) {
 	}()
 }
 
-// Close stops delivery after what is queued (bounded by the Start context).
-func (d *Dispatcher) Close() {
+// Close delivers what is queued, giving up (and cancelling deliveries) after timeout.
+func (d *Dispatcher) Close(timeout time.Duration) {
 	close(d.stop)
-	d.wg.Wait()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		d.cancel()
+		<-done
+	}
 }
 
 func (d *Dispatcher) deliver(ctx context.Context, e Event) {
@@ -185,7 +196,9 @@ type Webhook struct {
 func (Webhook) Name() string { return "webhook" }
 
 // Notify sends the event.
-func (w Webhook) Notify(ctx context.Context, e Event) error { return postJSON(ctx, w.Client, w.URL, w.Token, e) }
+func (w Webhook) Notify(ctx context.Context, e Event) error {
+	return postJSON(ctx, w.Client, w.URL, w.Token, e)
+}
 
 func postJSON(ctx context.Context, c *http.Client, url, token string, v any) error {
 	if c == nil {

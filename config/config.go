@@ -29,6 +29,7 @@ type Config struct {
 	Reload    Reload          `yaml:"reload"`
 	Tiers     map[string]Tier `yaml:"tiers"`
 	Jobs      []Job           `yaml:"jobs"`
+	Alerts    Alerts          `yaml:"alerts"`
 
 	// File is the path the config was loaded from ("" for Default()).
 	File string `yaml:"-"`
@@ -119,6 +120,75 @@ type Reload struct {
 
 // Watching reports whether the file is watched for changes (the default).
 func (r Reload) Watching() bool { return r.Watch == nil || *r.Watch }
+
+// Alerts configures alert rules and notifiers.
+type Alerts struct {
+	// Interval between evaluations (default 60s).
+	Interval Duration `yaml:"interval"`
+	// GatewayDB is the platform database holding gateway_metrics (presets, /admin/health).
+	GatewayDB string `yaml:"gateway_db"`
+	// CreditsDB and CreditsQuery give /admin/health's billing.creditsConsumed24h (:now in ms).
+	CreditsDB    string `yaml:"credits_db"`
+	CreditsQuery string `yaml:"credits_query"`
+	// Rules default to the built-ins (stale backups, failing jobs, drills, offsite, system), the
+	// gateway presets when gateway_db is set, and fleet-unexpected-stop when containers are exported.
+	Rules  []AlertRule `yaml:"rules"`
+	Notify Notify      `yaml:"notify"`
+}
+
+// AlertRule is one alert.
+type AlertRule struct {
+	Name string `yaml:"name"`
+	// Kind: preset, sql, http_json, docker_events, stale_backups, job_failing, drill_failed,
+	// offsite_missing, system.
+	Kind     string   `yaml:"kind"`
+	Preset   string   `yaml:"preset"`
+	For      Duration `yaml:"for"`
+	Severity string   `yaml:"severity"` // critical or error (default: critical for sev1-*)
+	// sql
+	DB          string `yaml:"db"`
+	Query       string `yaml:"query"`
+	Denominator string `yaml:"denominator"`
+	// sql, http_json, system
+	Op        string   `yaml:"op"`
+	Threshold *float64 `yaml:"threshold"`
+	// http_json
+	URL   Secret `yaml:"url"`
+	Token Secret `yaml:"token"`
+	Path  string `yaml:"path"`
+	// docker_events
+	NamePrefix   string   `yaml:"name_prefix"`
+	ResolveAfter Duration `yaml:"resolve_after"`
+	// job_failing
+	Failures int `yaml:"failures"`
+	// system: cpu, memory or disk (of disk_path)
+	Resource string `yaml:"resource"`
+	DiskPath string `yaml:"disk_path"`
+}
+
+// Notify configures where alert firings and resolutions go.
+type Notify struct {
+	// Sentry sends them to Sentry (when sentry.dsn is set); default true.
+	Sentry    *bool     `yaml:"sentry"`
+	PagerDuty PagerDuty `yaml:"pagerduty"`
+	Webhook   Webhook   `yaml:"webhook"`
+}
+
+// PagerDuty configures the Events API v2 notifier.
+type PagerDuty struct {
+	RoutingKey     Secret `yaml:"routing_key"`
+	RoutingKeyFile string `yaml:"routing_key_file"`
+	URL            string `yaml:"url"` // default https://events.pagerduty.com/v2/enqueue
+}
+
+// Webhook configures the JSON webhook notifier.
+type Webhook struct {
+	URL   Secret `yaml:"url"`
+	Token Secret `yaml:"token"`
+}
+
+// AlertKinds are the rule kinds.
+var AlertKinds = []string{"preset", "sql", "http_json", "docker_events", "stale_backups", "job_failing", "drill_failed", "offsite_missing", "system"}
 
 // Tier is a retention tier (REFERENCE.md).
 type Tier struct {
@@ -408,6 +478,18 @@ func (c *Config) Secrets() []string {
 	for _, j := range c.Jobs {
 		if j.HTTPPing != nil && j.HTTPPing.URL != "" {
 			out = append(out, string(j.HTTPPing.URL))
+		}
+	}
+	for _, s := range []Secret{c.Alerts.Notify.PagerDuty.RoutingKey, c.Alerts.Notify.Webhook.URL, c.Alerts.Notify.Webhook.Token} {
+		if s != "" {
+			out = append(out, string(s))
+		}
+	}
+	for _, r := range c.Alerts.Rules {
+		for _, s := range []Secret{r.URL, r.Token} {
+			if s != "" {
+				out = append(out, string(s))
+			}
 		}
 	}
 	return out

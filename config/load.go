@@ -140,6 +140,7 @@ func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
 			readSecret(fmt.Sprintf("jobs[%d].url", i), &p.URL, p.URLFile)
 		}
 	}
+	readSecret("alerts.notify.pagerduty.routing_key", &c.Alerts.Notify.PagerDuty.RoutingKey, c.Alerts.Notify.PagerDuty.RoutingKeyFile)
 
 	s3 := &c.Storage.S3
 	get := func(name string) string { v, _ := env(name); return v }
@@ -174,7 +175,61 @@ func lastKey(path string) string {
 // DefaultJobTimeout bounds a run whose job sets no timeout.
 const DefaultJobTimeout = time.Hour
 
+// DefaultAlertRules are the rules used when alerts.rules is omitted.
+func (c *Config) DefaultAlertRules() []AlertRule {
+	rules := []AlertRule{
+		{Name: "stale-backups", Kind: "stale_backups"},
+		{Name: "job-failing", Kind: "job_failing", Failures: 3},
+		{Name: "drill-failed", Kind: "drill_failed"},
+		{Name: "offsite-missing", Kind: "offsite_missing"},
+		{Name: "system-cpu", Kind: "system", Resource: "cpu"},
+		{Name: "system-memory", Kind: "system", Resource: "memory"},
+		{Name: "system-disk", Kind: "system", Resource: "disk", DiskPath: "/data"},
+	}
+	if _, err := os.Stat("/data"); err != nil {
+		rules[len(rules)-1].DiskPath = "/"
+	}
+	if c.Alerts.GatewayDB != "" {
+		for _, p := range []string{"gateway-error-rate", "credit-deduction-spike", "sev1-billing-pipeline", "sev1-payment-processing", "sev1-inference-gateway-down"} {
+			rules = append(rules, AlertRule{Name: p, Kind: "preset", Preset: p})
+		}
+	}
+	for _, j := range c.Jobs {
+		if j.ContainerExport != nil {
+			rules = append(rules, AlertRule{Name: "fleet-unexpected-stop", Kind: "docker_events", NamePrefix: j.ContainerExport.NamePrefix})
+			break
+		}
+	}
+	return rules
+}
+
 func (c *Config) applyDefaults() {
+	if c.Alerts.Interval == 0 {
+		c.Alerts.Interval = Duration(time.Minute)
+	}
+	if c.Alerts.Rules == nil {
+		c.Alerts.Rules = c.DefaultAlertRules()
+	}
+	for i := range c.Alerts.Rules {
+		r := &c.Alerts.Rules[i]
+		if r.Kind == "" && r.Preset != "" {
+			r.Kind = "preset"
+		}
+		if r.Kind == "preset" && r.Preset == "" {
+			r.Preset = r.Name
+		}
+		setDefault(&r.Op, ">")
+		if r.Kind == "system" && r.Threshold == nil {
+			t := map[string]float64{"cpu": 0.9, "memory": 0.9, "disk": 0.85}[r.Resource]
+			r.Threshold = &t
+		}
+		if r.Kind == "system" && r.Resource == "disk" {
+			setDefault(&r.DiskPath, "/data")
+		}
+		if r.Kind == "docker_events" {
+			setDefault(&r.NamePrefix, "tenant_")
+		}
+	}
 	platform := map[string]Database{}
 	for _, db := range PlatformDatabases() {
 		platform[db.Name] = db

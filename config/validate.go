@@ -131,6 +131,78 @@ func (c *Config) Validate() []FieldError {
 		bad("tiers", "must define the free tier (containers without a tier label use it)")
 	}
 
+	if c.Alerts.Interval < Duration(time.Second) {
+		bad("alerts.interval", "must be at least 1s")
+	}
+	presets := []string{"gateway-error-rate", "credit-deduction-spike", "sev1-billing-pipeline", "sev1-payment-processing", "sev1-inference-gateway-down"}
+	alertNames := map[string]bool{}
+	for i, r := range c.Alerts.Rules {
+		p := fmt.Sprintf("alerts.rules[%d]", i)
+		if r.Name == "" {
+			bad(p+".name", "is required")
+		} else if alertNames[r.Name] {
+			bad(p+".name", "duplicate alert name %q", r.Name)
+		}
+		alertNames[r.Name] = true
+		if !slices.Contains(AlertKinds, r.Kind) {
+			bad(p+".kind", "unknown alert kind %q (one of %s)", r.Kind, strings.Join(AlertKinds, ", "))
+			continue
+		}
+		if !slices.Contains([]string{">", ">=", "<", "<=", "=="}, r.Op) {
+			bad(p+".op", "must be one of > >= < <= ==, got %q", r.Op)
+		}
+		if r.Severity != "" && r.Severity != "critical" && r.Severity != "error" && r.Severity != "warning" {
+			bad(p+".severity", "must be critical, error or warning, got %q", r.Severity)
+		}
+		switch r.Kind {
+		case "preset":
+			if !slices.Contains(presets, r.Preset) {
+				bad(p+".preset", "unknown preset %q (one of %s)", r.Preset, strings.Join(presets, ", "))
+			}
+			if c.Alerts.GatewayDB == "" && r.DB == "" {
+				bad(p+".db", "presets read gateway_metrics: set alerts.gateway_db or db")
+			}
+		case "sql":
+			if r.DB == "" {
+				bad(p+".db", "is required")
+			}
+			if r.Query == "" {
+				bad(p+".query", "is required")
+			}
+			if r.Threshold == nil {
+				bad(p+".threshold", "is required")
+			}
+		case "http_json":
+			if u, err := url.Parse(r.URL.Value()); r.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				bad(p+".url", "must be an http or https URL")
+			}
+			if r.Path == "" {
+				bad(p+".path", "is required (e.g. gateway.last5m.errorRate)")
+			}
+			if r.Threshold == nil {
+				bad(p+".threshold", "is required")
+			}
+		case "system":
+			if r.Resource != "cpu" && r.Resource != "memory" && r.Resource != "disk" {
+				bad(p+".resource", "must be cpu, memory or disk, got %q", r.Resource)
+			}
+		case "job_failing":
+			if r.Failures < 0 {
+				bad(p+".failures", "must not be negative")
+			}
+		}
+	}
+	if pd := c.Alerts.Notify.PagerDuty; pd.URL != "" {
+		if u, err := url.Parse(pd.URL); err != nil || u.Host == "" {
+			bad("alerts.notify.pagerduty.url", "must be a URL")
+		}
+	}
+	if w := c.Alerts.Notify.Webhook; w.URL != "" {
+		if u, err := url.Parse(w.URL.Value()); err != nil || u.Host == "" {
+			bad("alerts.notify.webhook.url", "must be a URL")
+		}
+	}
+
 	names := map[string]int{}
 	for i, j := range c.Jobs {
 		p := fmt.Sprintf("jobs[%d]", i)

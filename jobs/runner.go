@@ -47,6 +47,22 @@ type Runner struct {
 	active   int
 	idle     chan struct{} // closed while no run is active
 	stopping bool
+	monitors map[string]telemetry.Monitor
+}
+
+// SetMonitor registers (or, with a zero Monitor, removes) the Sentry cron monitor of a scheduled
+// job; its scheduled runs check in.
+func (r *Runner) SetMonitor(job string, m telemetry.Monitor) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.monitors == nil {
+		r.monitors = map[string]telemetry.Monitor{}
+	}
+	if m.Slug == "" {
+		delete(r.monitors, job)
+		return
+	}
+	r.monitors[job] = m
 }
 
 // NewRunner returns a runner allowing maxConcurrent runs at once.
@@ -183,6 +199,14 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	defer r.Metrics.JobRunning.WithLabelValues(name, kind).Set(0)
 	log.Info().Msg("run started")
 
+	r.mu.Lock()
+	mon, monitored := r.monitors[name]
+	r.mu.Unlock()
+	monitored = monitored && trigger != TriggerManual && trigger != TriggerCLI
+	var checkIn string
+	if monitored {
+		checkIn = r.Sentry.CheckInStart(mon)
+	}
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, runErr := safeRun(runCtx, j)
@@ -204,6 +228,9 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		}
 	}
 
+	if monitored {
+		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
+	}
 	phases, _ := json.Marshal(phaseMap(res.Phases))
 	run := state.Run{ID: id, Job: name, Kind: kind, Trigger: trigger, StartedAt: started, FinishedAt: &finished,
 		Outcome: outcome, Bytes: res.Bytes, Summary: res.Summary, Phases: string(phases)}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/wopr-network/opsd/internal/schedule"
 	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/telemetry"
+	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
 )
 
 type funcJob struct {
@@ -201,5 +203,37 @@ func TestSchedulerCatchUp(t *testing.T) {
 	}
 	if last, _ := r.state.LastRun(ctx, "no-catch-up"); last.Trigger == TriggerCatchUp || !last.StartedAt.Equal(twoDaysAgo.Truncate(time.Millisecond)) {
 		t.Fatalf("job without catch_up ran: %+v", last)
+	}
+}
+
+// TestSentryCheckInsAndJobErrors: a scheduled job sends cron check-ins (in progress, then error)
+// and its failure is an error event tagged job, kind, node, target; the config's secret never
+// reaches Sentry.
+func TestSentryCheckInsAndJobErrors(t *testing.T) {
+	srv := sentrytest.New(t)
+	r := newRig(t)
+	const secret = "spaces-secret-XYZ123"
+	sn, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: srv.DSN(), Node: "node-1"}, telemetry.NewRedactor(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.runner.Sentry = sn
+	r.runner.SetMonitor("nightly", telemetry.Monitor{Slug: "nightly", Cron: "0 3 * * *", Timezone: "UTC", MaxRuntime: time.Hour})
+	j := funcJob{"nightly", func(ctx context.Context) (Result, error) {
+		return Result{Targets: []TargetResult{{Name: "billing", Status: TargetFailed, Err: errors.New("upload with key " + secret + " failed")}}}, nil
+	}}
+	r.runner.Run(context.Background(), j, time.Minute, TriggerSchedule)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sn.Flush(ctx)
+	body := srv.All()
+	for _, want := range []string{`"monitor_slug":"nightly"`, `"status":"in_progress"`, `"status":"error"`, `"crontab"`,
+		`"job":"nightly"`, `"kind":"func"`, `"target":"billing"`, `"node":"node-1"`, `"source":"opsd"`, "[redacted]"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("sentry lacks %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, secret) {
+		t.Fatal("a secret reached Sentry")
 	}
 }

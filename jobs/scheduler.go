@@ -13,6 +13,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/schedule"
 	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/telemetry"
 )
 
 // Spec is a job with its scheduling configuration.
@@ -94,6 +95,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		}
 		if _, ok := want[name]; !ok {
 			s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
+			s.runner.SetMonitor(name, telemetry.Monitor{})
 		}
 		delete(s.entries, name)
 	}
@@ -110,6 +112,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 				return err
 			}
 			e.id = id
+			s.runner.SetMonitor(name, telemetry.Monitor{Slug: name, Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
 		}
 		s.entries[name] = e
 		added = append(added, name)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/httpapi"
@@ -134,6 +135,11 @@ type Main struct {
 	stopBg  context.CancelFunc
 	bg      sync.WaitGroup
 	closing atomic.Bool
+
+	storeMu   sync.RWMutex // guards env.store, which a reload may replace
+	evaluator *alerts.Evaluator
+	dispatch  *alerts.Dispatcher
+	stops     *alerts.UnexpectedStops
 }
 
 // NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
@@ -159,6 +165,14 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		e.close(ctx)
 		return nil, err
 	}
+	alertSpecs, err := m.buildAlerts(cfg)
+	if err != nil {
+		e.close(ctx)
+		return nil, err
+	}
+	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.metrics, e.log)
+	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
+	m.evaluator.SetRules(alertSpecs)
 	e.metrics.ConfigReloadSuccessful.Set(1)
 	e.metrics.ConfigReloadTimestamp.SetToCurrentTime()
 	m.http = httpapi.New(httpapi.Options{
@@ -173,10 +187,22 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		TriggerJob: m.trigger,
 		Reload:     m.Reload,
 	})
+	m.http.EnableAdmin(httpapi.AdminOptions{
+		Snapshots: m.snapshots,
+		Alerts:    func() any { return m.evaluator.Statuses() },
+		Health:    m.adminHealth,
+	})
 	return m, nil
 }
 
 func (m *Main) cfg() *config.Config { return m.cfgPtr.Load() }
+
+// objStore returns the current object store.
+func (m *Main) objStore() storage.Store {
+	m.storeMu.RLock()
+	defer m.storeMu.RUnlock()
+	return m.store
+}
 
 func (m *Main) trigger(name string) error {
 	err := m.sched.Trigger(name)
@@ -227,8 +253,9 @@ func (m *Main) Run(ctx context.Context) error {
 			})
 		}()
 	}
+	m.startAlerts(bgCtx)
 	m.ready.Store(true)
-	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.store.String())
+	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {
 		ev = ev.Str("listen", m.addr.String())
 	}
@@ -255,7 +282,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		m.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
 		return false, nil
 	}
-	store := m.store
+	store := m.objStore()
 	if !reflect.DeepEqual(cfg.Storage, old.Storage) {
 		s, err := openStore(ctx, cfg.Storage)
 		if err != nil {
@@ -266,6 +293,10 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		store = instrument(s, m.metrics)
 	}
 	specs, err := buildSpecs(cfg, m.deps(cfg, store))
+	var alertSpecs []alerts.Spec
+	if err == nil {
+		alertSpecs, err = m.buildAlerts(cfg)
+	}
 	if err == nil {
 		err = m.sched.Apply(specs)
 	}
@@ -277,7 +308,10 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	for _, w := range restartOnly(old, cfg) {
 		m.log.Warn().Str("field", w).Msg("changed in the config but only takes effect after a restart")
 	}
+	m.storeMu.Lock()
 	m.store = store
+	m.storeMu.Unlock()
+	m.evaluator.SetRules(alertSpecs)
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	m.cfgPtr.Store(cfg)
@@ -305,6 +339,12 @@ func restartOnly(old, cfg *config.Config) []string {
 	if old.NodeID != cfg.NodeID {
 		out = append(out, "node_id")
 	}
+	if !reflect.DeepEqual(old.Alerts.Notify, cfg.Alerts.Notify) {
+		out = append(out, "alerts.notify")
+	}
+	if old.Alerts.Interval != cfg.Alerts.Interval {
+		out = append(out, "alerts.interval")
+	}
 	if old.Scheduler.MaxConcurrent != cfg.Scheduler.MaxConcurrent {
 		out = append(out, "scheduler.max_concurrent")
 	}
@@ -323,6 +363,9 @@ func (m *Main) Close(ctx context.Context) error {
 		m.stopBg()
 	}
 	m.bg.Wait()
+	if m.dispatch != nil {
+		m.dispatch.Close(5 * time.Second)
+	}
 	err := m.sched.Shutdown(ctx)
 	if m.cancel != nil {
 		m.cancel()

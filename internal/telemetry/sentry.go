@@ -125,3 +125,48 @@ func (s *Sentry) Flush(ctx context.Context) bool {
 	}
 	return s.hub.Flush(timeout)
 }
+
+// Monitor is a Sentry cron monitor: a scheduled job that checks in, so Sentry itself notices a
+// job that never ran.
+type Monitor struct {
+	Slug     string
+	Cron     string        // 5-field cron, or
+	Every    time.Duration // a fixed interval
+	Timezone string
+	// MaxRuntime: an in-progress check-in older than this counts as failed.
+	MaxRuntime time.Duration
+}
+
+func (m Monitor) config() *sentry.MonitorConfig {
+	c := &sentry.MonitorConfig{Timezone: m.Timezone, CheckInMargin: 5, MaxRuntime: max(int64(m.MaxRuntime/time.Minute), 1)}
+	if m.Cron != "" {
+		c.Schedule = sentry.CrontabSchedule(m.Cron)
+	} else {
+		c.Schedule = sentry.IntervalSchedule(max(int64(m.Every/time.Minute), 1), sentry.MonitorScheduleUnitMinute)
+	}
+	return c
+}
+
+// CheckInStart sends an in-progress check-in and returns its id ("" when Sentry is off).
+func (s *Sentry) CheckInStart(m Monitor) string {
+	if !s.Enabled() {
+		return ""
+	}
+	id := s.hub.CaptureCheckIn(&sentry.CheckIn{MonitorSlug: m.Slug, Status: sentry.CheckInStatusInProgress}, m.config())
+	if id == nil {
+		return ""
+	}
+	return string(*id)
+}
+
+// CheckInFinish closes a check-in as ok or error.
+func (s *Sentry) CheckInFinish(m Monitor, id string, ok bool, d time.Duration) {
+	if !s.Enabled() || id == "" {
+		return
+	}
+	status := sentry.CheckInStatusOK
+	if !ok {
+		status = sentry.CheckInStatusError
+	}
+	s.hub.CaptureCheckIn(&sentry.CheckIn{ID: sentry.EventID(id), MonitorSlug: m.Slug, Status: status, Duration: d}, m.config())
+}

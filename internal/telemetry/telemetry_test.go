@@ -4,52 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/getsentry/sentry-go"
+
+	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
 )
 
-// sentryServer records the envelopes a Sentry client sends.
-type sentryServer struct {
-	*httptest.Server
-	mu     sync.Mutex
-	bodies []string
-}
-
-func newSentryServer(t *testing.T) *sentryServer {
-	s := &sentryServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.bodies = append(s.bodies, string(b))
-		s.mu.Unlock()
-		w.WriteHeader(200)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *sentryServer) all() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Join(s.bodies, "\n")
-}
-
-func (s *sentryServer) dsn() string {
-	return strings.Replace(s.URL, "http://", "http://publickey123@", 1) + "/42"
-}
-
 func TestSentryJobFailureTaggedAndScrubbed(t *testing.T) {
-	srv := newSentryServer(t)
+	srv := sentrytest.New(t)
 	const secret = "SUPERSECRETKEY9876"
 	red := NewRedactor(secret)
-	s, err := NewSentry(SentryOptions{DSN: srv.dsn(), Environment: "test", Node: "node-7"}, red)
+	s, err := NewSentry(SentryOptions{DSN: srv.DSN(), Environment: "test", Node: "node-7"}, red)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +29,7 @@ func TestSentryJobFailureTaggedAndScrubbed(t *testing.T) {
 	if !s.Flush(ctx) {
 		t.Fatal("flush timed out")
 	}
-	body := srv.all()
+	body := srv.All()
 	for _, want := range []string{`"job":"platform-db-backup"`, `"kind":"sqlite_backup"`, `"target":"billing"`, `"node":"node-7"`, `"source":"opsd"`,
 		`"level":"error"`, `upload failed: access key [redacted] rejected`, `"level":"warning"`, `Alert: stale-backups — 2 targets stale`} {
 		if !strings.Contains(body, want) {
