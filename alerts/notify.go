@@ -40,6 +40,10 @@ type Dispatcher struct {
 
 // NewDispatcher returns a dispatcher; Start it to deliver.
 func NewDispatcher(ns []Notifier, m *metrics.Metrics, log zerolog.Logger) *Dispatcher {
+	for _, n := range ns {
+		m.NotificationsSent.WithLabelValues(n.Name())
+		m.NotificationsFailed.WithLabelValues(n.Name())
+	}
 	return &Dispatcher{notifiers: ns, metrics: m, log: log, queue: make(chan Event, 256), attempts: 6, backoff: time.Second, stop: make(chan struct{})}
 }
 

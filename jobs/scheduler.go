@@ -118,6 +118,12 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		added = append(added, name)
 		iv := sp.Schedule.Interval(time.Now().In(loc(sp)))
 		s.runner.Metrics.JobExpectedInterval.WithLabelValues(name, sp.Job.Kind()).Set(iv.Seconds())
+		s.seedMetrics(name, sp.Job.Kind())
+		// Zero series, so "never happened" reads 0 rather than absent.
+		for _, o := range []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled} {
+			s.runner.Metrics.JobRuns.WithLabelValues(name, sp.Job.Kind(), o)
+		}
+		s.runner.Metrics.JobSkipped.WithLabelValues(name, sp.Job.Kind(), "overlap")
 	}
 	if s.started {
 		sort.Strings(added)
@@ -128,6 +134,24 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		}
 	}
 	return nil
+}
+
+// seedMetrics sets a job's last-run and last-success gauges from job_runs, so a restart does
+// not hide how long ago a job last succeeded from the staleness alert rules.
+func (s *Scheduler) seedMetrics(name, kind string) {
+	ctx := context.Background()
+	m := s.runner.Metrics
+	if r, err := s.runner.State.LastRun(ctx, name); err == nil && r.FinishedAt != nil {
+		m.JobLastRun.WithLabelValues(name, kind).Set(float64(r.FinishedAt.UnixMilli()) / 1000)
+		ok := 0.0
+		if r.Outcome == state.OutcomeSuccess {
+			ok = 1
+		}
+		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(ok)
+	}
+	if r, err := s.runner.State.LastSuccess(ctx, name); err == nil && r.FinishedAt != nil {
+		m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(r.FinishedAt.UnixMilli()) / 1000)
+	}
 }
 
 func loc(sp Spec) *time.Location {
