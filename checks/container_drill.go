@@ -260,7 +260,7 @@ func (d *ContainerDrill) drillOne(ctx context.Context, name string, m artifact.M
 
 	tm.Start("download")
 	file := filepath.Join(scratch, name+".archive")
-	sum, n, err := download(ctx, d.store, m.Key, file)
+	sum, n, err := artifact.Download(ctx, d.store, m.Key, file)
 	if err != nil {
 		t.Err = err
 		return t

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
@@ -95,33 +96,33 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 	add := func(kind, key, format string, args ...any) {
 		rep.Problems = append(rep.Problems, Problem{Kind: kind, Key: key, Detail: fmt.Sprintf(format, args...)})
 	}
-	dates, err := listDates(ctx, v.store, v.cfg.Prefix)
+	dates, err := artifact.ListSets(ctx, v.store, v.cfg.Prefix)
 	if err != nil {
 		return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
 	}
 	var res jobs.Result
 	if len(dates) == 0 {
 		add("missing", v.cfg.Prefix, "no backup sets at all")
-	} else if t, _ := time.Parse("20060102", dates[0].date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
-		add("missing", v.cfg.Prefix+dates[0].date+"/", "the newest set is from %s, older than %s", dates[0].date, v.cfg.MaxAge)
+	} else if t, _ := time.Parse("20060102", dates[0].Date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
+		add("missing", v.cfg.Prefix+dates[0].Date+"/", "the newest set is from %s, older than %s", dates[0].Date, v.cfg.MaxAge)
 	}
 	for i, ds := range dates {
 		if i >= v.cfg.Dates {
 			break
 		}
-		rep.Dates = append(rep.Dates, ds.date)
+		rep.Dates = append(rep.Dates, ds.Date)
 		before := len(rep.Problems)
-		ms, err := ds.manifests(ctx, v.store, "sqlite")
+		ms, err := ds.Manifests(ctx, v.store, "sqlite")
 		if err != nil {
 			return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
 		}
 		for _, db := range v.cfg.Databases {
 			m, ok := ms[db]
 			if !ok {
-				add("missing", v.cfg.Prefix+ds.date+"/", "%s has no backup with a manifest", db)
+				add("missing", v.cfg.Prefix+ds.Date+"/", "%s has no backup with a manifest", db)
 				continue
 			}
-			obj := ds.objects[m.Key]
+			obj := ds.Objects[m.Key]
 			switch {
 			case obj.Size == 0:
 				add("mismatched", m.Key, "the object is empty")
@@ -136,7 +137,7 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 				}
 			}
 		}
-		t := jobs.TargetResult{Name: ds.date, Status: jobs.TargetOK, Note: "complete"}
+		t := jobs.TargetResult{Name: ds.Date, Status: jobs.TargetOK, Note: "complete"}
 		if n := len(rep.Problems) - before; n > 0 {
 			t.Status, t.Err = jobs.TargetFailed, fmt.Errorf("%d problems", n)
 		}

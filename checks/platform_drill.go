@@ -3,12 +3,9 @@ package checks
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -230,48 +227,13 @@ func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
 
 // chooseSet finds the newest date whose set holds every required database with a manifest.
 func (d *PlatformDrill) chooseSet(ctx context.Context) (string, map[string]artifact.Manifest, []string, error) {
-	dates, err := listDates(ctx, d.store, d.cfg.Prefix)
-	if err != nil {
-		return "", nil, nil, err
+	var required []string
+	for _, db := range d.cfg.Databases {
+		if !db.Optional {
+			required = append(required, db.Name)
+		}
 	}
-	if len(dates) == 0 {
-		return "", nil, nil, fmt.Errorf("no backups under %s", d.cfg.Prefix)
-	}
-	var notes []string
-	var newest map[string]artifact.Manifest
-	for i, ds := range dates {
-		if d.cfg.Date != "" && ds.date != d.cfg.Date {
-			continue
-		}
-		if d.cfg.Date == "" && i >= d.cfg.Lookback {
-			break
-		}
-		ms, err := ds.manifests(ctx, d.store, "sqlite")
-		if err != nil {
-			return "", nil, notes, err
-		}
-		var missing []string
-		for _, db := range d.cfg.Databases {
-			if _, ok := ms[db.Name]; !ok && !db.Optional {
-				missing = append(missing, db.Name)
-			}
-		}
-		if d.cfg.Date != "" || len(missing) == 0 {
-			if len(notes) > 0 {
-				notes = append(notes, "using "+ds.date+", the newest complete set")
-			}
-			return ds.date, ms, notes, nil
-		}
-		if newest == nil {
-			newest = ms
-		}
-		notes = append(notes, fmt.Sprintf("set %s is incomplete: no backup with a manifest for %s", ds.date, strings.Join(missing, ", ")))
-	}
-	if d.cfg.Date != "" {
-		return "", nil, notes, fmt.Errorf("no backups under %s%s/", d.cfg.Prefix, d.cfg.Date)
-	}
-	notes = append(notes, fmt.Sprintf("no complete set in the newest %d dates; drilling %s as it is", d.cfg.Lookback, dates[0].date))
-	return dates[0].date, newest, notes, nil
+	return artifact.ChooseSet(ctx, d.store, d.cfg.Prefix, required, d.cfg.Lookback, d.cfg.Date, false)
 }
 
 func (d *PlatformDrill) drillOne(ctx context.Context, db DrillDatabase, m artifact.Manifest, found bool, set, scratch string) (jobs.TargetResult, DrillTarget) {
@@ -309,7 +271,7 @@ func (d *PlatformDrill) drillOne(ctx context.Context, db DrillDatabase, m artifa
 
 	tm.Start("download")
 	dl := filepath.Join(scratch, db.Name+".download")
-	sum, n, err := download(ctx, d.store, m.Key, dl)
+	sum, n, err := artifact.Download(ctx, d.store, m.Key, dl)
 	if err != nil {
 		return finish("FAIL", err)
 	}
@@ -325,7 +287,7 @@ func (d *PlatformDrill) drillOne(ctx context.Context, db DrillDatabase, m artifa
 	}
 	tm.Start("decode")
 	dbPath := filepath.Join(scratch, db.Name+".db")
-	if err := decodeFile(dl, dbPath, m, d.cfg.Identities); err != nil {
+	if err := artifact.DecodeFile(dl, dbPath, m, d.cfg.Identities); err != nil {
 		return finish("FAIL", err)
 	}
 	os.Remove(dl)
@@ -361,52 +323,4 @@ func (d *PlatformDrill) drillOne(ctx context.Context, db DrillDatabase, m artifa
 		}
 	}
 	return finish("PASS", nil)
-}
-
-// download copies an object to a file, returning its SHA-256 and size.
-func download(ctx context.Context, store storage.Store, key, to string) (string, int64, error) {
-	rc, _, err := store.Get(ctx, key)
-	if err != nil {
-		return "", 0, fmt.Errorf("download: %w", err)
-	}
-	defer rc.Close()
-	f, err := os.Create(to)
-	if err != nil {
-		return "", 0, fmt.Errorf("download: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), rc)
-	if err != nil {
-		return "", 0, fmt.Errorf("download %s: %w", key, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", 0, fmt.Errorf("download %s: %w", key, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// decodeFile decrypts and decompresses a verified download as its manifest says.
-func decodeFile(from, to string, m artifact.Manifest, ids []age.Identity) error {
-	if m.Compression == artifact.None && m.Encryption == "" {
-		return os.Rename(from, to)
-	}
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	rc, err := artifact.Decode(in, m, ids, in)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if _, err := io.Copy(out, rc); err != nil {
-		return fmt.Errorf("decode %s: %w", m.Key, err)
-	}
-	return out.Close()
 }

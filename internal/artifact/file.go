@@ -1,0 +1,81 @@
+package artifact
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// Download copies an object to a file and returns its SHA-256 and size.
+func Download(ctx context.Context, store storage.Store, key, to string) (string, int64, error) {
+	rc, _, err := store.Get(ctx, key)
+	if err != nil {
+		return "", 0, fmt.Errorf("download: %w", err)
+	}
+	defer rc.Close()
+	f, err := os.Create(to)
+	if err != nil {
+		return "", 0, fmt.Errorf("download: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	if err != nil {
+		return "", 0, fmt.Errorf("download %s: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", 0, fmt.Errorf("download %s: %w", key, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// DownloadVerified downloads an artifact to a file and checks its size and SHA-256 against the
+// manifest before anything trusts a byte of it; on a mismatch the file is removed.
+func DownloadVerified(ctx context.Context, store storage.Store, m Manifest, to string) error {
+	sum, n, err := Download(ctx, store, m.Key, to)
+	if err != nil {
+		os.Remove(to)
+		return err
+	}
+	if n != m.Size || sum != m.SHA256 {
+		os.Remove(to)
+		return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w", m.Key, sum, n, m.SHA256, m.Size, ErrChecksum)
+	}
+	return nil
+}
+
+// DecodeFile writes a verified download's content (decrypted, decompressed) to a new file.
+func DecodeFile(from, to string, m Manifest, ids []age.Identity) error {
+	if m.Compression == None && m.Encryption == "" {
+		return os.Rename(from, to)
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	rc, err := Decode(in, m, ids, in)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, rc); err != nil {
+		os.Remove(to)
+		return fmt.Errorf("decode %s: %w", m.Key, err)
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return out.Close()
+}

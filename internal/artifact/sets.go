@@ -1,0 +1,123 @@
+package artifact
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// Set is the artifacts under one date folder of a prefix (platform/{YYYYMMDD}/...).
+type Set struct {
+	Date    string
+	Objects map[string]storage.ObjectInfo
+}
+
+// ListSets groups the objects under prefix by their date folder, newest first.
+func ListSets(ctx context.Context, store storage.Store, prefix string) ([]Set, error) {
+	byDate := map[string]map[string]storage.ObjectInfo{}
+	err := store.List(ctx, prefix, func(o storage.ObjectInfo) error {
+		date, _, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
+		if _, err := time.Parse("20060102", date); !ok || len(date) != 8 || err != nil {
+			return nil
+		}
+		if byDate[date] == nil {
+			byDate[date] = map[string]storage.ObjectInfo{}
+		}
+		byDate[date][o.Key] = o
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Set, 0, len(byDate))
+	for d, objs := range byDate {
+		out = append(out, Set{Date: d, Objects: objs})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Date > out[j].Date })
+	return out, nil
+}
+
+// Manifests reads the manifests of the set's artifacts of a kind (only those whose artifact is
+// present), by target.
+func (s Set) Manifests(ctx context.Context, store storage.Store, kind string) (map[string]Manifest, error) {
+	out := map[string]Manifest{}
+	for key := range s.Objects {
+		if !IsManifest(key) {
+			continue
+		}
+		art := strings.TrimSuffix(key, ManifestSuffix)
+		if _, ok := s.Objects[art]; !ok {
+			continue // a manifest without its artifact is not a backup
+		}
+		m, err := ReadManifest(ctx, store, art)
+		if err != nil {
+			return nil, err
+		}
+		if m.Kind != kind {
+			continue
+		}
+		if old, ok := out[m.Target]; !ok || m.CreatedAt.After(old.CreatedAt) {
+			out[m.Target] = m
+		}
+	}
+	return out, nil
+}
+
+// ChooseSet finds the newest date (within lookback dates, or exactly date when given) whose set
+// holds a sqlite backup with a manifest for every name in required. notes say which newer sets
+// were incomplete. When none is complete it returns the newest set as it is, with a note, unless
+// strict, in which case it fails.
+func ChooseSet(ctx context.Context, store storage.Store, prefix string, required []string, lookback int, date string, strict bool) (string, map[string]Manifest, []string, error) {
+	sets, err := ListSets(ctx, store, prefix)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if len(sets) == 0 {
+		return "", nil, nil, fmt.Errorf("no backups under %s", prefix)
+	}
+	var notes []string
+	var newest map[string]Manifest
+	for i, s := range sets {
+		if date != "" && s.Date != date {
+			continue
+		}
+		if date == "" && i >= lookback {
+			break
+		}
+		ms, err := s.Manifests(ctx, store, "sqlite")
+		if err != nil {
+			return "", nil, notes, err
+		}
+		var missing []string
+		for _, n := range required {
+			if _, ok := ms[n]; !ok {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 || (date != "" && !strict) {
+			if len(notes) > 0 {
+				notes = append(notes, "using "+s.Date+", the newest complete set")
+			}
+			return s.Date, ms, notes, nil
+		}
+		if date != "" {
+			return "", nil, notes, fmt.Errorf("set %s has no backup with a manifest for %s", s.Date, strings.Join(missing, ", "))
+		}
+		if newest == nil {
+			newest = ms
+		}
+		notes = append(notes, fmt.Sprintf("set %s is incomplete: no backup with a manifest for %s", s.Date, strings.Join(missing, ", ")))
+	}
+	if date != "" {
+		return "", nil, notes, fmt.Errorf("no backups under %s%s/", prefix, date)
+	}
+	if strict {
+		return "", nil, notes, fmt.Errorf("no complete set in the newest %d dates under %s", lookback, prefix)
+	}
+	notes = append(notes, fmt.Sprintf("no complete set in the newest %d dates; drilling %s as it is", lookback, sets[0].Date))
+	return sets[0].Date, newest, notes, nil
+}
