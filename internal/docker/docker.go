@@ -20,6 +20,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
 
@@ -213,7 +214,12 @@ func (c *Client) RemoveImage(ctx context.Context, id string) error {
 
 // Create creates a container.
 func (c *Client) Create(ctx context.Context, name string, cfg *container.Config, host *container.HostConfig) (string, error) {
-	res, err := c.c.ContainerCreate(ctx, client.ContainerCreateOptions{Name: name, Config: cfg, HostConfig: host})
+	return c.CreateNetworked(ctx, name, cfg, host, nil)
+}
+
+// CreateNetworked creates a container attached to the given networks.
+func (c *Client) CreateNetworked(ctx context.Context, name string, cfg *container.Config, host *container.HostConfig, nets *network.NetworkingConfig) (string, error) {
+	res, err := c.c.ContainerCreate(ctx, client.ContainerCreateOptions{Name: name, Config: cfg, HostConfig: host, NetworkingConfig: nets})
 	if err != nil {
 		return "", fmt.Errorf("create %s: %w", name, err)
 	}

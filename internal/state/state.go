@@ -80,6 +80,20 @@ var migrations = []string{
 		message       TEXT,
 		updated_at    INTEGER NOT NULL
 	);`,
+	`CREATE TABLE restores (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		kind         TEXT NOT NULL,
+		target       TEXT NOT NULL,
+		key          TEXT NOT NULL,
+		requested_by TEXT NOT NULL,
+		safety       TEXT,
+		started_at   INTEGER NOT NULL,
+		finished_at  INTEGER,
+		downtime_ms  INTEGER,
+		outcome      TEXT NOT NULL,
+		progress     TEXT,
+		error        TEXT
+	);`,
 }
 
 // Open opens (creating if needed) the state database at path and migrates it.
