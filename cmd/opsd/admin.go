@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/url"
 	"regexp"
 	"sort"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/restore"
+	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -190,4 +193,49 @@ func gatewaySummary(ctx context.Context, path string, now time.Time) (map[string
 		return nil, err
 	}
 	return map[string]any{"last5m": l5, "last60m": l60}, nil
+}
+
+// startRestore validates an admin restore request and runs the container restore in the
+// background, recording it; the id lets GET /api/admin/restores/{id} follow it.
+func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode string) (int64, error) {
+	cfg := m.cfg()
+	if targetNode != "" && targetNode != cfg.NodeID {
+		return 0, fmt.Errorf("%w: this is node %s; send the request to the opsd on %s", httpapi.ErrBadRequest, cfg.NodeID, targetNode)
+	}
+	if !restore.KeyBelongsTo(key, containerID) {
+		return 0, httpapi.ErrForbidden
+	}
+	if _, err := artifact.ReadManifest(ctx, m.objStore(), key); err != nil {
+		return 0, fmt.Errorf("%w: %s has no manifest: not a backup", httpapi.ErrNotFound, key)
+	}
+	release, err := m.locks.TryAcquire(strings.SplitN(key, "/", 2)[0]+"/", false, "restore of "+containerID)
+	if err != nil {
+		return 0, err
+	}
+	id, err := m.state.StartRestore(ctx, state.Restore{Kind: "container", Target: containerID, Key: key, RequestedBy: "api", StartedAt: time.Now()})
+	if err != nil {
+		release()
+		return 0, err
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		defer release()
+		rctx := context.WithoutCancel(m.runCtx)
+		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
+			Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
+		fin := time.Now()
+		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}
+		if err != nil {
+			rec.Outcome, rec.Error = "failure", m.redactor.Redact(err.Error())
+			if strings.Contains(err.Error(), "rolled back") {
+				rec.Outcome = "rolled_back"
+			}
+			m.log.Error().Err(err).Str("target", containerID).Str("key", key).Msg("restore failed")
+		} else {
+			m.log.Info().Str("target", containerID).Str("key", key).Msg("restore succeeded")
+		}
+		m.state.FinishRestore(rctx, rec)
+	}()
+	return id, nil
 }

@@ -191,6 +191,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Snapshots: m.snapshots,
 		Alerts:    func() any { return m.evaluator.Statuses() },
 		Health:    m.adminHealth,
+		Restore:   m.startRestore,
 	})
 	return m, nil
 }

@@ -29,6 +29,10 @@ Usage:
   opsd drill containers -c FILE [TENANT]  import and start the newest nightly archive(s), then clean up
   opsd verify -c FILE [--deep]     check the object store holds every expected backup
   opsd prune -c FILE [--dry-run]   apply retention; --dry-run prints the plan with each rule
+  opsd restore db -c FILE [--date D] [--db N]... [--dry-run] [--stop-container C] [--health-url U]
+  opsd restore container -c FILE NAME [--key K | --date D | --latest]
+  opsd restore snapshot -c FILE INSTANCE [--key K]
+  opsd backups list -c FILE [--prefix P] [--target T] [-o json]
   opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
   opsd version                     print the version
 
@@ -59,6 +63,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdPrune(rest, stdout, stderr)
 	case "verify":
 		return cmdVerify(rest, stdout, stderr)
+	case "restore":
+		return cmdRestore(rest, stdout, stderr)
+	case "backups":
+		return cmdBackups(rest, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(rest, stdout, stderr)
 	case "version", "--version":

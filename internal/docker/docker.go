@@ -354,3 +354,11 @@ func (c *Client) Kill(ctx context.Context, id, signal string) error {
 	}
 	return nil
 }
+
+// NetworkConnect attaches a container to a network.
+func (c *Client) NetworkConnect(ctx context.Context, networkName, id string, ep *network.EndpointSettings) error {
+	if _, err := c.c.NetworkConnect(ctx, networkName, client.NetworkConnectOptions{Container: id, EndpointConfig: ep}); err != nil {
+		return fmt.Errorf("connect %s to %s: %w", id, networkName, err)
+	}
+	return nil
+}

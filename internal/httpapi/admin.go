@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/state"
@@ -24,7 +27,16 @@ type AdminOptions struct {
 	Alerts func() any
 	// Health returns the /admin/health body.
 	Health func(ctx context.Context) any
+	// Restore starts a container restore and returns its id; errors wrap ErrForbidden (the key
+	// is not that container's), ErrNotFound or ErrBadRequest.
+	Restore func(ctx context.Context, containerID, remotePath, targetNode string) (int64, error)
 }
+
+// Errors the restore endpoint maps to status codes.
+var (
+	ErrForbidden  = errors.New("forbidden")
+	ErrBadRequest = errors.New("bad request")
+)
 
 // EnableAdmin adds the admin routes, all behind the bearer token.
 func (s *Server) EnableAdmin(o AdminOptions) {
@@ -46,6 +58,46 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 	}))
 	s.mux.HandleFunc("GET /admin/health", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, o.Health(r.Context()))
+	}))
+	s.mux.HandleFunc("POST /api/admin/backups/{containerId}/restore", s.admin(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			RemotePath   string `json:"remotePath"`
+			TargetNodeID string `json:"targetNodeId"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil || body.RemotePath == "" {
+			WriteError(w, http.StatusBadRequest, `body must be {"remotePath": "...", "targetNodeId"?: "..."}`)
+			return
+		}
+		id, err := o.Restore(r.Context(), r.PathValue("containerId"), body.RemotePath, body.TargetNodeID)
+		switch {
+		case errors.Is(err, ErrForbidden):
+			WriteError(w, http.StatusForbidden, "Forbidden: remotePath is not a backup of "+r.PathValue("containerId"))
+		case errors.Is(err, ErrNotFound):
+			WriteError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, ErrBadRequest):
+			WriteError(w, http.StatusBadRequest, err.Error())
+		case err != nil:
+			WriteError(w, http.StatusInternalServerError, err.Error())
+		default:
+			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "running", "containerId": r.PathValue("containerId"), "remotePath": body.RemotePath})
+		}
+	}))
+	s.mux.HandleFunc("GET /api/admin/restores/{id}", s.admin(func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "invalid restore id")
+			return
+		}
+		rec, err := s.opts.State.GetRestore(r.Context(), id)
+		if errors.Is(err, state.ErrNotFound) {
+			WriteError(w, http.StatusNotFound, "no restore "+r.PathValue("id"))
+			return
+		}
+		if err != nil {
+			WriteError(w, http.StatusInternalServerError, "cannot read restores")
+			return
+		}
+		WriteJSON(w, http.StatusOK, rec)
 	}))
 	s.mux.HandleFunc("GET /api/alerts", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]any{"alerts": o.Alerts()})

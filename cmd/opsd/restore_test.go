@@ -1,0 +1,204 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
+	"github.com/wopr-network/opsd/internal/sqlite"
+	"github.com/wopr-network/opsd/internal/storage/storagetest"
+)
+
+func postBody(t *testing.T, url, bearer, body string) (int, string) {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+// TestRestoreProceduresOnSeaweedFS: the runbook's Procedure 1 (platform databases) and
+// Procedure 2 (a tenant container), each one opsd command, against the integration tier's S3
+// engine and the Docker engine.
+func TestRestoreProceduresOnSeaweedFS(t *testing.T) {
+	s3cfg := storagetest.RealS3(t)
+	storagetest.NewS3(t, s3cfg)
+	dc := dockertest.Client(t)
+	api := dockertest.Run(t, dc, "opsd_proc_platform_api", nil, "trap 'exit 0' TERM; sleep 3600 & wait")
+	tenantID := dockertest.Run(t, dc, "tenant_opsdproc_a", map[string]string{"wopr.tier": "pro"}, "trap 'exit 0' TERM; echo before > /data/before.txt; sleep 3600 & wait")
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"status":"ok","service":"wopr-platform","backups":{"staleCount":0,"totalTracked":0}}`))
+	}))
+	defer health.Close()
+	dir := t.TempDir()
+	paths, _ := demo.Create(context.Background(), dir, 300)
+	var dbs strings.Builder
+	for _, n := range demo.Names {
+		fmt.Fprintf(&dbs, "      - {name: %s, path: %q}\n", n, paths[n])
+	}
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: proc
+state:
+  path: %s/state.db
+storage:
+  backend: s3
+  s3: {endpoint: %s, bucket: %s, region: us-east-1, access_key: "${OPSD_TEST_S3_ACCESS_KEY}", secret_key: "${OPSD_TEST_S3_SECRET_KEY}", tls: false}
+jobs:
+  - name: platform-db-backup
+    kind: sqlite_backup
+    schedule: "0 3 * * *"
+    databases:
+%s  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_opsdproc_}
+`, dir, s3cfg.Endpoint, s3cfg.Bucket, dbs.String())), 0o600)
+	var out, errb bytes.Buffer
+	mustRun := func(args ...string) string {
+		out.Reset()
+		errb.Reset()
+		if code := run(args, &out, &errb); code != 0 {
+			t.Fatalf("%v: exit %d\n%s\n%s", args, code, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	mustRun("backup", "db", "-c", cfgPath)
+	mustRun("backup", "containers", "-c", cfgPath)
+	time.Sleep(1100 * time.Millisecond) // safety copies are named by the second
+
+	// Procedure 1: the databases moved on after the backup; restore them.
+	before, _ := sqlite.CountRows(context.Background(), paths["billing"], "meter_events")
+	db, _ := demo.Open(paths["billing"])
+	db.Exec(`DELETE FROM meter_events`)
+	db.Close()
+	o := mustRun("restore", "db", "-c", cfgPath, "--stop-container", "opsd_proc_platform_api", "--health-url", health.URL)
+	if !strings.Contains(o, "OK  db platform restored") {
+		t.Fatalf("restore db output:\n%s", o)
+	}
+	if n, _ := sqlite.CountRows(context.Background(), paths["billing"], "meter_events"); n != before {
+		t.Fatalf("billing has %d rows after Procedure 1, the backup had %d", n, before)
+	}
+	if d, _ := dc.Inspect(context.Background(), api, false); !d.Running {
+		t.Fatal("the platform API container was not started again")
+	}
+	if m, _ := filepath.Glob(paths["billing"] + ".pre-restore-*"); len(m) != 1 {
+		t.Fatalf("safety copies: %v", m)
+	}
+
+	// Procedure 2: a file written after the backup is gone after the restore.
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "after.txt", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
+	tw.Write([]byte("x"))
+	tw.Close()
+	dc.CopyTo(context.Background(), tenantID, "/data", &buf)
+	o = mustRun("restore", "container", "-c", cfgPath, "tenant_opsdproc_a", "--probe", "1s")
+	if !strings.Contains(o, "OK  container tenant_opsdproc_a restored from nightly/proc/tenant_opsdproc_a/") {
+		t.Fatalf("restore container output:\n%s", o)
+	}
+	d, err := dc.Inspect(context.Background(), "tenant_opsdproc_a", false)
+	if err != nil || !d.Running || d.ID == tenantID || d.Labels["wopr.tier"] != "pro" {
+		t.Fatalf("restored container: %+v %v", d, err)
+	}
+	rc, _ := dc.Export(context.Background(), d.ID)
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if h.Name == "data/after.txt" {
+			t.Fatal("the file written after the backup survived Procedure 2")
+		}
+	}
+	rc.Close()
+	t.Cleanup(func() { dc.Remove(context.Background(), d.ID) })
+	o = mustRun("backups", "list", "-c", cfgPath, "--prefix", "pre-restore/")
+	if !strings.Contains(o, "pre-restore/proc/billing/") || !strings.Contains(o, "pre-restore/proc/tenant_opsdproc_a/") {
+		t.Fatalf("backups list:\n%s", o)
+	}
+}
+
+func TestAdminRestoreEndpoint(t *testing.T) {
+	dc := dockertest.Client(t)
+	dockertest.Run(t, dc, "tenant_opsdadm_a", nil, "trap 'exit 0' TERM; echo a > /data/a.txt; sleep 3600 & wait")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: adm
+http:
+  admin_token: %s
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+alerts:
+  interval: 1h
+  rules: []
+jobs:
+  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_opsdadm_}
+`, token, dir, dir))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	spec, _ := m.sched.Spec("containers-nightly")
+	if o := m.runner.Run(ctx, spec.Job, time.Minute, "test"); !o.OK() {
+		t.Fatal(o.Err)
+	}
+	base := "http://" + m.Addr().String() + "/api/admin/backups/tenant_opsdadm_a/restore"
+	today := time.Now().UTC().Format("20060102")
+	good := "nightly/adm/tenant_opsdadm_a/tenant_opsdadm_a_" + today + ".tar.gz"
+	for _, bad := range []string{"nightly/adm/tenant_opsdadm_a/../tenant_other/x.tar.gz", "nightly/adm/tenant_other/tenant_other_" + today + ".tar.gz", "/etc/passwd", "platform/" + today + "/auth-" + today + ".db"} {
+		if code, body := postBody(t, base, token, `{"remotePath":"`+bad+`"}`); code != 403 || !strings.Contains(body, `"error":"Forbidden`) {
+			t.Fatalf("%s: %d %s", bad, code, body)
+		}
+	}
+	if code, _ := postBody(t, base, "", `{"remotePath":"`+good+`"}`); code != 401 {
+		t.Fatalf("no token: %d", code)
+	}
+	code, body := postBody(t, base, token, `{"remotePath":"`+good+`"}`)
+	if code != 202 {
+		t.Fatalf("good key: %d %s", code, body)
+	}
+	var started struct{ ID int64 }
+	json.Unmarshal([]byte(body), &started)
+	var rec map[string]any
+	eventually(t, "the restore to finish", 60*time.Second, func() bool {
+		_, b := getAuth(t, fmt.Sprintf("http://%s/api/admin/restores/%d", m.Addr(), started.ID), token)
+		json.Unmarshal([]byte(b), &rec)
+		return rec["outcome"] != "running"
+	})
+	if rec["outcome"] != "success" || rec["requestedBy"] != "api" || !strings.HasPrefix(rec["safety"].(string), "pre-restore/adm/tenant_opsdadm_a/") {
+		t.Fatalf("restore record: %v", rec)
+	}
+	d, _ := dc.Inspect(ctx, "tenant_opsdadm_a", false)
+	if !d.Running {
+		t.Fatal("the restored container is not running")
+	}
+	t.Cleanup(func() { dc.Remove(context.Background(), d.ID) })
+}

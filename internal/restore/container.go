@@ -1,0 +1,301 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// ContainerEngine is what a container restore needs from Docker.
+type ContainerEngine interface {
+	Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
+	Export(ctx context.Context, id string) (io.ReadCloser, error)
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	Rename(ctx context.Context, id, name string) error
+	Import(ctx context.Context, r io.Reader, ref string) (string, error)
+	CreateNetworked(ctx context.Context, name string, cfg *container.Config, host *container.HostConfig, nets *network.NetworkingConfig) (string, error)
+	NetworkConnect(ctx context.Context, networkName, id string, ep *network.EndpointSettings) error
+	Start(ctx context.Context, id string) error
+	Remove(ctx context.Context, id string) error
+	RemoveImage(ctx context.Context, id string) error
+}
+
+// ContainerOptions configure a container restore.
+type ContainerOptions struct {
+	Store      storage.Store
+	Engine     ContainerEngine
+	Name       string
+	Key        string
+	Identities []age.Identity
+	Node       string
+	TempDir    string
+	// StopTimeout before the old container is killed (default 30s).
+	StopTimeout time.Duration
+	// Probe: the new container must still run this long after its start (default 5s).
+	Probe    time.Duration
+	Progress func(string)
+	// AfterStop is called once the old container is stopped (tests inject failures here).
+	AfterStop func() error
+	Now       func() time.Time
+}
+
+// ContainerResult describes a container restore.
+type ContainerResult struct {
+	Key       string        `json:"key"`
+	SafetyKey string        `json:"safetyKey"`
+	OldID     string        `json:"oldId"`
+	NewID     string        `json:"newId"`
+	Image     string        `json:"image"`
+	Downtime  time.Duration `json:"downtime"`
+}
+
+// ContainerKey resolves which archive to restore: key as given, the latest hot backup, the
+// nightly of a date, or (default) the newest nightly with a manifest.
+func ContainerKey(ctx context.Context, store storage.Store, node, name, key, date string, latest bool) (string, error) {
+	switch {
+	case key != "":
+		return key, nil
+	case latest:
+		return "latest/" + name + "/latest.tar.gz", nil
+	}
+	prefix := "nightly/" + node + "/" + name + "/"
+	objs, err := storage.ListAll(ctx, store, prefix)
+	if err != nil {
+		return "", err
+	}
+	have := map[string]bool{}
+	for _, o := range objs {
+		have[o.Key] = true
+	}
+	var keys []string
+	for _, o := range objs {
+		if artifact.IsManifest(o.Key) || !have[artifact.ManifestKey(o.Key)] {
+			continue
+		}
+		if date == "" || strings.Contains(o.Key[len(prefix):], date) {
+			keys = append(keys, o.Key)
+		}
+	}
+	if len(keys) == 0 {
+		if date != "" {
+			return "", fmt.Errorf("no nightly backup of %s for %s under %s", name, date, prefix)
+		}
+		return "", fmt.Errorf("no nightly backup of %s under %s", name, prefix)
+	}
+	sort.Strings(keys)
+	return keys[len(keys)-1], nil
+}
+
+// KeyBelongsTo reports whether key is a backup of container: under nightly/{node}/{container}/,
+// latest/{container}/ or pre-restore/{node}/{container}/, with no traversal.
+func KeyBelongsTo(key, container string) bool {
+	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "..") || strings.Contains(key, "//") || strings.Contains(key, "\\") || artifact.IsManifest(key) {
+		return false
+	}
+	p := strings.Split(key, "/")
+	switch {
+	case len(p) == 4 && (p[0] == "nightly" || p[0] == "pre-restore") && p[2] == container:
+		return p[3] != ""
+	case len(p) == 3 && p[0] == "latest" && p[1] == container:
+		return p[2] != ""
+	case len(p) == 5 && p[0] == "pre-restore" && p[2] == container:
+		return p[4] != ""
+	}
+	return false
+}
+
+// RestoreContainer replaces a container with one made from a backup (runbook Procedure 2): the
+// backup is verified; the current container is exported to pre-restore/, stopped and kept under
+// another name until the new one (same configuration: env, labels, mounts, networks, restart
+// policy, command) runs; any failure brings the original back under its own name and state.
+func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.StopTimeout == 0 {
+		o.StopTimeout = 30 * time.Second
+	}
+	if o.Probe == 0 {
+		o.Probe = 5 * time.Second
+	}
+	say := func(format string, args ...any) {
+		if o.Progress != nil {
+			o.Progress(fmt.Sprintf(format, args...))
+		}
+	}
+	res := ContainerResult{Key: o.Key}
+	e := o.Engine
+	m, err := artifact.ReadManifest(ctx, o.Store, o.Key)
+	if err != nil {
+		return res, fmt.Errorf("restore %s: %w", o.Name, err)
+	}
+	if m.Kind != "container" {
+		return res, fmt.Errorf("restore %s: %s is a %s backup, not a container export", o.Name, o.Key, m.Kind)
+	}
+	old, err := e.Inspect(ctx, o.Name, false)
+	if err != nil {
+		return res, fmt.Errorf("restore %s: the container to replace: %w", o.Name, err)
+	}
+	res.OldID = old.ID
+	scratch, err := os.MkdirTemp(o.TempDir, "opsd-restore-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(scratch)
+	file := filepath.Join(scratch, "backup")
+	say("downloading %s", o.Key)
+	if err := artifact.DownloadVerified(ctx, o.Store, m, file); err != nil {
+		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Name, err)
+	}
+	say("verified %s (sha256)", o.Key)
+
+	ts := o.Now().UTC().Format("20060102T150405Z")
+	res.SafetyKey = fmt.Sprintf("pre-restore/%s/%s/%s/%s.tar.gz", o.Node, o.Name, ts, o.Name)
+	say("safety export of %s to %s", o.Name, res.SafetyKey)
+	rc, err := e.Export(ctx, old.ID)
+	if err != nil {
+		return res, fmt.Errorf("restore %s: safety export: %w (nothing was changed)", o.Name, err)
+	}
+	_, err = artifact.Store(ctx, o.Store, artifact.NewTarVerifier(rc), artifact.Options{Compression: artifact.Gzip}, artifact.Manifest{
+		Key: res.SafetyKey, Kind: "container", Target: o.Name, Source: old.ID, Node: o.Node, Labels: old.Labels,
+		Container: &artifact.ContainerInfo{ID: old.ID, Name: o.Name, Image: old.Image}, Note: "safety export taken before restoring " + o.Key})
+	rc.Close()
+	if err != nil {
+		return res, fmt.Errorf("restore %s: safety export: %w (nothing was changed)", o.Name, err)
+	}
+
+	cleanup := context.WithoutCancel(ctx)
+	wasRunning := old.Running
+	downStart := time.Now()
+	keptName := fmt.Sprintf("%s-pre-restore-%s", o.Name, ts)
+	var renamed bool
+	var image, newID string
+	rollback := func(cause error) (ContainerResult, error) {
+		var errs []error
+		if newID != "" {
+			errs = append(errs, e.Remove(cleanup, newID))
+		}
+		if renamed {
+			errs = append(errs, e.Rename(cleanup, old.ID, o.Name))
+		}
+		if wasRunning {
+			errs = append(errs, e.Start(cleanup, old.ID))
+		}
+		if image != "" {
+			errs = append(errs, e.RemoveImage(cleanup, image))
+		}
+		res.Downtime = time.Since(downStart)
+		if err := errors.Join(errs...); err != nil {
+			return res, fmt.Errorf("%w; ROLLBACK INCOMPLETE: %v (the original is container %s; its export is %s)", cause, err, old.ID[:12], res.SafetyKey)
+		}
+		say("rolled back: %s is the original container again", o.Name)
+		return res, fmt.Errorf("%w (rolled back: the original %s is back)", cause, o.Name)
+	}
+	if wasRunning {
+		say("stopping %s", o.Name)
+		if err := e.Stop(ctx, old.ID, o.StopTimeout); err != nil {
+			return rollback(fmt.Errorf("restore %s: stop: %w", o.Name, err))
+		}
+	}
+	if err := e.Rename(ctx, old.ID, keptName); err != nil {
+		return rollback(fmt.Errorf("restore %s: keep the old container: %w", o.Name, err))
+	}
+	renamed = true
+	if o.AfterStop != nil {
+		if err := o.AfterStop(); err != nil {
+			return rollback(fmt.Errorf("restore %s: %w", o.Name, err))
+		}
+	}
+	say("importing %s", o.Key)
+	f, err := os.Open(file)
+	if err != nil {
+		return rollback(err)
+	}
+	dec, err := artifact.Decode(f, m, o.Identities, f)
+	if err != nil {
+		return rollback(fmt.Errorf("restore %s: %w", o.Name, err))
+	}
+	image, err = e.Import(ctx, artifact.NewTarVerifier(dec), fmt.Sprintf("opsd-restore/%s:%s", strings.ToLower(o.Name), strings.ToLower(ts)))
+	dec.Close()
+	if err != nil {
+		return rollback(fmt.Errorf("restore %s: import: %w", o.Name, err))
+	}
+	res.Image = image
+	cfg := *old.Raw.Config
+	cfg.Image = image
+	host := old.Raw.HostConfig
+	primary := ""
+	if host != nil {
+		primary = string(host.NetworkMode)
+	}
+	var nets *network.NetworkingConfig
+	var others []string
+	if old.Raw.NetworkSettings != nil {
+		for name, ep := range old.Raw.NetworkSettings.Networks {
+			if name == primary || (primary == "default" && name == "bridge") {
+				nets = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{name: endpoint(ep)}}
+			} else {
+				others = append(others, name)
+			}
+		}
+	}
+	newID, err = e.CreateNetworked(ctx, o.Name, &cfg, host, nets)
+	if err != nil {
+		return rollback(fmt.Errorf("restore %s: create: %w", o.Name, err))
+	}
+	sort.Strings(others)
+	for _, n := range others {
+		if err := e.NetworkConnect(ctx, n, newID, endpoint(old.Raw.NetworkSettings.Networks[n])); err != nil {
+			return rollback(fmt.Errorf("restore %s: %w", o.Name, err))
+		}
+	}
+	res.NewID = newID
+	if wasRunning {
+		say("starting the restored %s", o.Name)
+		if err := e.Start(ctx, newID); err != nil {
+			return rollback(fmt.Errorf("restore %s: start: %w", o.Name, err))
+		}
+		select {
+		case <-time.After(o.Probe):
+		case <-ctx.Done():
+			return rollback(fmt.Errorf("restore %s: %w", o.Name, ctx.Err()))
+		}
+		d, err := e.Inspect(ctx, newID, false)
+		if err != nil || !d.Running {
+			return rollback(fmt.Errorf("restore %s: the restored container did not keep running for %s", o.Name, o.Probe))
+		}
+		res.Downtime = time.Since(downStart)
+	}
+	if err := e.Remove(cleanup, old.ID); err != nil {
+		say("warning: the old container %s (%s) could not be removed: %v", keptName, old.ID[:12], err)
+	}
+	say("restored %s from %s", o.Name, o.Key)
+	return res, nil
+}
+
+func endpoint(ep *network.EndpointSettings) *network.EndpointSettings {
+	if ep == nil {
+		return &network.EndpointSettings{}
+	}
+	var aliases []string
+	for _, a := range ep.Aliases {
+		if len(a) != 12 { // the old container's short id alias is not carried over
+			aliases = append(aliases, a)
+		}
+	}
+	return &network.EndpointSettings{IPAMConfig: ep.IPAMConfig, Links: ep.Links, Aliases: aliases, DriverOpts: ep.DriverOpts}
+}
