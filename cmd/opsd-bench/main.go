@@ -1,0 +1,251 @@
+// Command opsd-bench measures opsd against the tools operators would otherwise use, side by side
+// on the same machine in the same run: each scenario runs opsd and its peer alternately for
+// several rounds and prints a Markdown table (median, min, max, throughput, peak RSS, ratio).
+//
+//	go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [scenario...]
+//
+// Scenarios: sqlite, upload, export, drill, idle, scrape, prune (default: all). It starts what it
+// needs on loopback: the S3 engine of the integration tier (.ci/start-seaweedfs.sh) unless
+// OPSD_TEST_S3_ENDPOINT is set, and a container built with `docker import`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+)
+
+func main() { os.Exit(run()) }
+
+// sizes per profile: tiny is the CI smoke run, full the README's numbers.
+type sizes struct {
+	sqliteMB, uploadMB, exportMB, exportSmallMB, drillMB int
+	idle                                                 time.Duration
+	targets, objects                                     int
+	timeLimit                                            time.Duration
+}
+
+var profiles = map[string]sizes{
+	"tiny":  {sqliteMB: 20, uploadMB: 16, exportMB: 16, exportSmallMB: 8, drillMB: 4, idle: 3 * time.Second, targets: 1000, objects: 5000, timeLimit: 30 * time.Second},
+	"small": {sqliteMB: 200, uploadMB: 256, exportMB: 512, exportSmallMB: 128, drillMB: 50, idle: 20 * time.Second, targets: 10000, objects: 100000, timeLimit: 2 * time.Minute},
+	"full":  {sqliteMB: 1024, uploadMB: 1024, exportMB: 2048, exportSmallMB: 512, drillMB: 200, idle: 60 * time.Second, targets: 10000, objects: 100000, timeLimit: 5 * time.Minute},
+}
+
+type bench struct {
+	sz     sizes
+	rounds int
+	dir    string
+	s3     s3Env
+}
+
+func run() int {
+	size := flag.String("size", "small", "tiny (CI smoke), small, or full (the README's numbers)")
+	rounds := flag.Int("rounds", 3, "rounds per scenario (opsd and peer alternate)")
+	keep := flag.Bool("keep", false, "keep the work directory")
+	limit := flag.Duration("time-limit", 0, "give up on a peer run after this long and report \"did not finish\" (default per size)")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune]\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	sz, ok := profiles[*size]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "opsd-bench: unknown size %q\n", *size)
+		return 2
+	}
+	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune"}
+	scen := flag.Args()
+	if len(scen) == 0 || (len(scen) == 1 && scen[0] == "all") {
+		scen = all
+	}
+	for _, s := range scen {
+		if !contains(all, s) {
+			fmt.Fprintf(os.Stderr, "opsd-bench: unknown scenario %q (one of %s)\n", s, strings.Join(all, ", "))
+			return 2
+		}
+	}
+	dir, err := os.MkdirTemp("", "opsd-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	if *limit > 0 {
+		sz.timeLimit = *limit
+	}
+	b := &bench{sz: sz, rounds: *rounds, dir: dir}
+	ctx := context.Background()
+	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill")
+	if needS3 {
+		stop, err := b.startS3(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "opsd-bench: %v\n", err)
+			return 1
+		}
+		defer stop()
+	}
+	fmt.Printf("# opsd-bench (%s sizes, %d rounds, %s, %d cores)\n\n", *size, *rounds, time.Now().UTC().Format("2006-01-02"), numCPU())
+	failed := false
+	for _, s := range scen {
+		var err error
+		switch s {
+		case "sqlite":
+			err = b.sqliteScenario(ctx)
+		case "upload":
+			err = b.uploadScenario(ctx)
+		case "export":
+			err = b.exportScenario(ctx)
+		case "drill":
+			err = b.drillScenario(ctx)
+		case "idle":
+			err = b.idleScenario(ctx)
+		case "scrape":
+			err = b.scrapeScenario(ctx)
+		case "prune":
+			err = b.pruneScenario(ctx)
+		}
+		if err != nil {
+			fmt.Printf("**%s: failed: %v**\n\n", s, err)
+			failed = true
+		}
+	}
+	if failed || broken {
+		return 1
+	}
+	return 0
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// sample is one timed run.
+type sample struct {
+	d       time.Duration
+	rssMB   float64
+	failed  string // e.g. "did not finish in 5m"
+	bytes   int64
+	comment string
+}
+
+// row is one variant of a scenario.
+type row struct {
+	name    string
+	samples []sample
+}
+
+func (r row) median() time.Duration {
+	ds := r.durations()
+	if len(ds) == 0 {
+		return 0
+	}
+	return ds[len(ds)/2]
+}
+
+func (r row) durations() []time.Duration {
+	var ds []time.Duration
+	for _, s := range r.samples {
+		if s.failed == "" {
+			ds = append(ds, s.d)
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds
+}
+
+// broken is set when a variant failed for another reason than its time limit.
+var broken bool
+
+// table prints a scenario's rows; the ratio is the first row's median over each row's.
+func table(title, note string, rows []row) {
+	fmt.Printf("## %s\n\n", title)
+	if note != "" {
+		fmt.Printf("%s\n\n", note)
+	}
+	fmt.Println("| variant | median | min | max | throughput | peak RSS | first row's time / this row's |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	base := rows[0].median()
+	for _, r := range rows {
+		ds := r.durations()
+		var fails []string
+		var rss float64
+		var bytes int64
+		for _, s := range r.samples {
+			if s.failed != "" {
+				fails = append(fails, s.failed)
+				if !strings.HasPrefix(s.failed, "did not finish") {
+					broken = true // a tool that errors (not one that is slow) means the harness rotted
+				}
+			}
+			rss = max(rss, s.rssMB)
+			bytes = max(bytes, s.bytes)
+		}
+		if len(ds) == 0 {
+			fmt.Printf("| %s | %s | | | | %s | |\n", r.name, strings.Join(uniq(fails), "; "), mb(rss))
+			continue
+		}
+		tp := ""
+		if bytes > 0 {
+			tp = fmt.Sprintf("%.0f MB/s", float64(bytes)/1e6/r.median().Seconds())
+		}
+		ratio := ""
+		if base > 0 {
+			ratio = fmt.Sprintf("%.2f", base.Seconds()/r.median().Seconds())
+		}
+		med := dur(r.median())
+		if len(fails) > 0 {
+			med += fmt.Sprintf(" (%d of %d: %s)", len(fails), len(r.samples), strings.Join(uniq(fails), "; "))
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.name, med, dur(ds[0]), dur(ds[len(ds)-1]), tp, mb(rss), ratio)
+	}
+	fmt.Println()
+}
+
+func uniq(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func dur(d time.Duration) string {
+	switch {
+	case d >= time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+}
+
+func mb(v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f MiB", v)
+}
+
+// need checks a peer tool is installed, naming the install command when it is not.
+func need(tool, pkg string) error {
+	if _, err := exec.LookPath(tool); err != nil {
+		return fmt.Errorf("%s is not installed: apt-get install -y %s", tool, pkg)
+	}
+	return nil
+}
