@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -177,18 +176,9 @@ func (d *ContainerDrill) Run(ctx context.Context) (jobs.Result, error) {
 	defer os.RemoveAll(scratch)
 
 	targets := make([]jobs.TargetResult, len(names))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 2)
-	for i, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			targets[i] = d.drillOne(ctx, n, archives[n], scratch)
-		}()
-	}
-	wg.Wait()
+	jobs.ForEach(ctx, len(names), 2, func(i int) { targets[i] = d.drillOne(ctx, names[i], archives[names[i]], scratch) }, func(i int) {
+		targets[i] = jobs.TargetResult{Name: names[i], Status: jobs.TargetFailed, Err: ctx.Err()}
+	})
 	rto := time.Since(started)
 	var text strings.Builder
 	fmt.Fprintf(&text, "Container restore drill (%s)\n", d.cfg.Prefix)

@@ -93,3 +93,33 @@ func TestContainerDrillOnDocker(t *testing.T) {
 		t.Fatalf("drill left images or containers after a failure: %s", l)
 	}
 }
+
+// TestOffsiteVerifyContainers: every tenant container on the node needs a recent nightly backup
+// (and a hot one when hot backups run); missing ones are reported by key.
+func TestOffsiteVerifyContainers(t *testing.T) {
+	dc := dockertest.Client(t)
+	dockertest.Run(t, dc, "tenant_opsdver_a", nil, "sleep 3600")
+	dockertest.Run(t, dc, "tenant_opsdver_b", nil, "sleep 3600")
+	store, _ := local.New(t.TempDir())
+	ctx := context.Background()
+	for _, key := range []string{"nightly/n1/tenant_opsdver_a/tenant_opsdver_a_20261126.tar.gz", "latest/tenant_opsdver_a/latest.tar.gz"} {
+		if _, err := artifact.Store(ctx, store, strings.NewReader("x"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "container"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := NewOffsiteVerify("offsite", OffsiteVerifyConfig{Prefix: "platform/", Databases: nil, Dates: 1, Containers: dc, NamePrefix: "tenant_opsdver_",
+		Node: "n1", NightlyMaxAge: 26 * time.Hour, HotMaxAge: 7 * time.Hour}, store)
+	res, err := v.Run(ctx)
+	if err == nil {
+		t.Fatal("a container without backups passed verification")
+	}
+	for _, want := range []string{"MISSING     nightly/n1/tenant_opsdver_b/ — tenant_opsdver_b has no nightly backup with a manifest",
+		"MISSING     latest/tenant_opsdver_b/ — tenant_opsdver_b has no hot backup with a manifest"} {
+		if !strings.Contains(res.Report, want) {
+			t.Fatalf("report lacks %q:\n%s", want, res.Report)
+		}
+	}
+	if strings.Contains(res.Report, "tenant_opsdver_a has") {
+		t.Fatalf("a container with fresh backups was reported:\n%s", res.Report)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
@@ -22,9 +23,21 @@ type OffsiteVerifyConfig struct {
 	// MaxAge: the newest set must be younger than this.
 	MaxAge time.Duration
 	// Deep re-downloads the newest set and checks every SHA-256.
-	Deep  bool
-	Locks *prefixlock.Locks
-	Now   func() time.Time
+	Deep bool
+	// Containers, when set, lists this node's tenant containers: each must have a nightly backup
+	// younger than NightlyMaxAge and (with HotMaxAge set) a hot backup younger than HotMaxAge.
+	Containers    ContainerLister
+	NamePrefix    string
+	Node          string
+	NightlyMaxAge time.Duration
+	HotMaxAge     time.Duration
+	Locks         *prefixlock.Locks
+	Now           func() time.Time
+}
+
+// ContainerLister lists containers (the Docker client).
+type ContainerLister interface {
+	List(ctx context.Context, prefix string, labels map[string]string) ([]docker.Container, error)
 }
 
 // OffsiteVerify is the `offsite_verify` kind: it checks that the object store really holds what
@@ -143,6 +156,18 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 		}
 		res.Targets = append(res.Targets, t)
 	}
+	if v.cfg.Containers != nil {
+		before := len(rep.Problems)
+		n, err := v.verifyContainers(ctx, now, add)
+		if err != nil {
+			return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
+		}
+		t := jobs.TargetResult{Name: "containers", Status: jobs.TargetOK, Note: fmt.Sprintf("%d containers", n)}
+		if k := len(rep.Problems) - before; k > 0 {
+			t.Status, t.Err = jobs.TargetFailed, fmt.Errorf("%d problems", k)
+		}
+		res.Targets = append(res.Targets, t)
+	}
 	stats := &jobs.VerifyStats{}
 	var text strings.Builder
 	fmt.Fprintf(&text, "Offsite verification of %s: sets %s\n", v.cfg.Prefix, strings.Join(rep.Dates, ", "))
@@ -171,4 +196,55 @@ func hashObject(ctx context.Context, store storage.Store, key string) (string, i
 	}
 	defer rc.Close()
 	return sha256Of(rc)
+}
+
+// verifyContainers checks every tenant container's newest nightly (and hot) backup by age.
+func (v *OffsiteVerify) verifyContainers(ctx context.Context, now time.Time, add func(kind, key, format string, args ...any)) (int, error) {
+	list, err := v.cfg.Containers.List(ctx, v.cfg.NamePrefix, nil)
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	newest := func(prefix string) (storage.ObjectInfo, bool, error) {
+		objs, err := storage.ListAll(ctx, v.store, prefix)
+		if err != nil {
+			return storage.ObjectInfo{}, false, err
+		}
+		have := map[string]bool{}
+		for _, o := range objs {
+			have[o.Key] = true
+		}
+		var best storage.ObjectInfo
+		found := false
+		for _, o := range objs {
+			if !artifact.IsManifest(o.Key) && have[artifact.ManifestKey(o.Key)] && (!found || o.ModTime.After(best.ModTime)) {
+				best, found = o, true
+			}
+		}
+		return best, found, nil
+	}
+	for _, c := range list {
+		prefix := "nightly/" + v.cfg.Node + "/" + c.Name + "/"
+		o, ok, err := newest(prefix)
+		switch {
+		case err != nil:
+			return 0, err
+		case !ok:
+			add("missing", prefix, "%s has no nightly backup with a manifest", c.Name)
+		case now.Sub(o.ModTime) > v.cfg.NightlyMaxAge:
+			add("missing", prefix, "the newest nightly backup of %s (%s) is older than %s", c.Name, o.Key, v.cfg.NightlyMaxAge)
+		}
+		if v.cfg.HotMaxAge > 0 {
+			key := "latest/" + c.Name + "/"
+			o, ok, err := newest(key)
+			switch {
+			case err != nil:
+				return 0, err
+			case !ok:
+				add("missing", key, "%s has no hot backup with a manifest", c.Name)
+			case now.Sub(o.ModTime) > v.cfg.HotMaxAge:
+				add("missing", key, "the hot backup of %s is older than %s", c.Name, v.cfg.HotMaxAge)
+			}
+		}
+	}
+	return len(list), nil
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -151,19 +150,14 @@ func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
 
 	targets := make([]jobs.TargetResult, len(d.cfg.Databases))
 	detail := make([]DrillTarget, len(d.cfg.Databases))
-	sem := make(chan struct{}, d.cfg.Parallel)
-	var wg sync.WaitGroup
-	for i, db := range d.cfg.Databases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			m, ok := manifests[db.Name]
-			targets[i], detail[i] = d.drillOne(ctx, db, m, ok, set, scratch)
-		}()
-	}
-	wg.Wait()
+	jobs.ForEach(ctx, len(d.cfg.Databases), d.cfg.Parallel, func(i int) {
+		db := d.cfg.Databases[i]
+		m, ok := manifests[db.Name]
+		targets[i], detail[i] = d.drillOne(ctx, db, m, ok, set, scratch)
+	}, func(i int) {
+		targets[i] = jobs.TargetResult{Name: d.cfg.Databases[i].Name, Status: jobs.TargetFailed, Err: ctx.Err()}
+		detail[i] = DrillTarget{Name: d.cfg.Databases[i].Name, Status: "FAIL", Reason: ctx.Err().Error(), Phases: map[string]float64{}}
+	})
 	rto := time.Since(started)
 
 	var text strings.Builder

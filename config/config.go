@@ -300,6 +300,12 @@ type OffsiteVerifySettings struct {
 	Dates     int      `yaml:"dates"`
 	MaxAge    Duration `yaml:"max_age"`
 	Deep      bool     `yaml:"deep"`
+	// Containers checks this node's tenant containers too (default: when the config has a
+	// container_export job): a nightly backup younger than nightly_max_age, and a hot one younger
+	// than hot_max_age when a changed_only export is configured.
+	Containers    *bool    `yaml:"containers"`
+	NightlyMaxAge Duration `yaml:"nightly_max_age"`
+	HotMaxAge     Duration `yaml:"hot_max_age"`
 }
 
 // ContainerExportSettings configures the `container_export` kind (nightly, or hot with

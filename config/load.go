@@ -301,6 +301,12 @@ func (c *Config) applyDefaults() {
 			if v.MaxAge == 0 {
 				v.MaxAge = Duration(26 * time.Hour)
 			}
+			if v.NightlyMaxAge == 0 {
+				v.NightlyMaxAge = Duration(26 * time.Hour)
+			}
+			if v.HotMaxAge == 0 {
+				v.HotMaxAge = Duration(7 * time.Hour) // 6 h plus grace
+			}
 		}
 		if c := j.ContainerExport; c != nil {
 			setDefault(&c.NamePrefix, "tenant_")

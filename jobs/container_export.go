@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -153,23 +152,9 @@ func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 	}
 	now := c.cfg.Now()
 	results := make([]TargetResult, len(list))
-	sem := make(chan struct{}, c.cfg.Parallel)
-	var wg sync.WaitGroup
-	for i, ct := range list {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				results[i] = TargetResult{Name: ct.Name, Status: TargetFailed, Tracked: true, StatusKind: "container", Err: ctx.Err()}
-				return
-			}
-			defer func() { <-sem }()
-			results[i] = c.exportOne(ctx, ct, now)
-		}()
-	}
-	wg.Wait()
+	ForEach(ctx, len(list), c.cfg.Parallel, func(i int) { results[i] = c.exportOne(ctx, list[i], now) }, func(i int) {
+		results[i] = TargetResult{Name: list[i].Name, Status: TargetFailed, Tracked: true, StatusKind: "container", Err: ctx.Err()}
+	})
 	res := Result{Targets: results}
 	exported, skipped := 0, 0
 	for _, t := range results {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -95,18 +94,9 @@ func (d *DirSnapshot) Run(ctx context.Context) (Result, error) {
 	}
 	now := d.cfg.Now()
 	results := make([]TargetResult, len(names))
-	sem := make(chan struct{}, d.cfg.Parallel)
-	var wg sync.WaitGroup
-	for i, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i] = d.snapshotOne(ctx, n, now)
-		}()
-	}
-	wg.Wait()
+	ForEach(ctx, len(names), d.cfg.Parallel, func(i int) { results[i] = d.snapshotOne(ctx, names[i], now) }, func(i int) {
+		results[i] = TargetResult{Name: names[i], Status: TargetFailed, Tracked: true, StatusKind: "snapshot", Err: ctx.Err()}
+	})
 	res := Result{Targets: results}
 	ok := 0
 	for _, t := range results {

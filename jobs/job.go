@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -159,4 +160,28 @@ func Total(ps []Phase) time.Duration {
 		d += p.Duration
 	}
 	return d
+}
+
+// ForEach calls fn(i) for i in [0, n) with at most limit calls at once and waits for them all.
+// Once ctx is done, calls not yet started get skip(i) instead, so every index is accounted for.
+func ForEach(ctx context.Context, n, limit int, fn func(i int), skip func(i int)) {
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				if skip != nil {
+					skip(i)
+				}
+				return
+			}
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
 }

@@ -303,6 +303,9 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		default:
 			tl.Info().Str("key", t.Key).Int64("bytes", t.Bytes).Dur("duration", t.Duration).Msg("target done")
 		}
+		if t.Status == TargetOK && t.Bytes > 0 && t.Duration > 0 && res.Drill == nil {
+			r.Metrics.Throughput.WithLabelValues(j.Name(), t.Name).Set(float64(t.Bytes) / t.Duration.Seconds())
+		}
 		if t.Status == TargetSkipped && t.SkipReason != "" {
 			r.Metrics.TargetSkipped.WithLabelValues(j.Name(), t.SkipReason).Inc()
 		}

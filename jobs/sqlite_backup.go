@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -103,24 +102,11 @@ func (b *SQLiteBackup) Key(db string, at time.Time) string {
 // Run backs up every database; one failing does not stop the others.
 func (b *SQLiteBackup) Run(ctx context.Context) (Result, error) {
 	now := b.cfg.Now()
-	results := make([]TargetResult, len(b.cfg.Databases))
-	sem := make(chan struct{}, b.cfg.Parallel)
-	var wg sync.WaitGroup
-	for i, db := range b.cfg.Databases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				results[i] = TargetResult{Name: db.Name, Status: TargetFailed, Tracked: true, StatusKind: "sqlite", Err: ctx.Err()}
-				return
-			}
-			defer func() { <-sem }()
-			results[i] = b.backupOne(ctx, db, now)
-		}()
-	}
-	wg.Wait()
+	dbs := b.cfg.Databases
+	results := make([]TargetResult, len(dbs))
+	ForEach(ctx, len(dbs), b.cfg.Parallel, func(i int) { results[i] = b.backupOne(ctx, dbs[i], now) }, func(i int) {
+		results[i] = TargetResult{Name: dbs[i].Name, Status: TargetFailed, Tracked: true, StatusKind: "sqlite", Err: ctx.Err()}
+	})
 	var res Result
 	ok := 0
 	for _, t := range results {

@@ -4,39 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
 )
-
-func getAuth(t *testing.T, url, bearer string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, b.String()
-}
 
 // TestAdminAPIAndHealthTransitions: the admin API's shapes and auth, and /health going degraded
 // when a target goes stale and back to ok after a success.
@@ -69,20 +44,8 @@ jobs:
       - {name: auth, path: %q}
       - {name: billing, path: %q}
 `, token, dir, dir, paths["auth"], billing))
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, base := startDaemon(t, cfgPath)
 	ctx := context.Background()
-	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
-	base := "http://" + m.Addr().String()
 
 	for _, path := range []string{"/api/admin/backups", "/api/admin/backups/alerts/stale", "/api/admin/backups/auth", "/api/admin/backups/auth/snapshots", "/admin/health", "/api/alerts"} {
 		if code, body := getAuth(t, base+path, ""); code != 401 || body != `{"error":"Authentication required"}`+"\n" {

@@ -75,8 +75,25 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return platformDrillJob(jc, d)
 	case "offsite_verify":
 		v := jc.OffsiteVerify
-		return checks.NewOffsiteVerify(jc.Name, checks.OffsiteVerifyConfig{Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates,
-			MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks}, d.store), nil
+		vc := checks.OffsiteVerifyConfig{Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
+		var nightly, hot *config.ContainerExportSettings
+		for _, j := range d.cfg.Jobs {
+			if c := j.ContainerExport; c != nil && c.ChangedOnly && hot == nil {
+				hot = c
+			} else if c != nil && !c.ChangedOnly && nightly == nil {
+				nightly = c
+			}
+		}
+		if (v.Containers == nil && nightly != nil) || (v.Containers != nil && *v.Containers) {
+			vc.Containers, vc.NamePrefix, vc.NightlyMaxAge = d.docker, "tenant_", v.NightlyMaxAge.D()
+			if nightly != nil {
+				vc.NamePrefix = nightly.NamePrefix
+			}
+			if hot != nil {
+				vc.HotMaxAge = v.HotMaxAge.D()
+			}
+		}
+		return checks.NewOffsiteVerify(jc.Name, vc, d.store), nil
 	default:
 		return nil, fmt.Errorf("unknown job kind %q", jc.Kind)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 
@@ -9,72 +10,63 @@ import (
 )
 
 func cmdBackup(args []string, stdout, stderr io.Writer) int {
-	const syn = "opsd backup db|containers|hot|snapshots -c FILE ... (see --help of each)"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: "+syn)
-		return 2
-	}
-	switch args[0] {
-	case "db":
-		return backupDB(args[1:], stdout, stderr)
-	case "containers":
-		return backupContainers(args[1:], stdout, stderr, false)
-	case "hot":
-		return backupContainers(args[1:], stdout, stderr, true)
-	case "snapshots":
-		return backupSnapshots(args[1:], stdout, stderr)
-	case "-h", "--help":
-		fmt.Fprintln(stdout, "Usage: "+syn)
-		return 0
-	}
-	fmt.Fprintf(stderr, "opsd backup: unknown subcommand %q\nUsage: %s\n", args[0], syn)
-	return 2
+	return subcommands("backup", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
+		"db":         backupDB.run,
+		"containers": backupContainers(false).run,
+		"hot":        backupContainers(true).run,
+		"snapshots": oneJob{name: "backup snapshots", synopsis: "opsd backup snapshots -c FILE [--job NAME] [INSTANCE...]", kind: "dir_snapshot",
+			flags: onlyNamed(func(j jobs.Job, names []string) jobs.Job { return j.(*jobs.DirSnapshot).WithOnly(names) })}.run,
+	}, "opsd backup db|containers|hot|snapshots -c FILE ... (see --help of each)")
 }
 
-// backupDB runs the config's sqlite_backup job once in the foreground and prints one line per
-// database: status, name, size, duration, key (or the reason it failed).
-func backupDB(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("backup db", "opsd backup db -c FILE [--db NAME]... [--job NAME]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	var dbs multiFlag
-	fs.Var(&dbs, "db", "back up only this database (repeatable, or comma-separated)")
-	jobName := fs.String("job", "", "the sqlite_backup job to use (default: the first one)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, err := findJob(cfg, "sqlite_backup", *jobName)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if len(dbs) > 0 {
-		known := map[string]bool{}
-		for _, d := range jc.SQLiteBackup.Databases {
-			known[d.Name] = true
-		}
-		sel := *jc.SQLiteBackup
-		sel.Databases = nil
-		for _, name := range dbs {
-			if !known[name] {
-				fmt.Fprintf(stderr, "opsd: job %s has no database named %q\n", jc.Name, name)
-				return 1
+// backupDB runs the config's sqlite_backup job once and prints one line per database: status,
+// name, size, duration, key (or the reason it failed).
+var backupDB = oneJob{name: "backup db", synopsis: "opsd backup db -c FILE [--db NAME]... [--job NAME]", kind: "sqlite_backup",
+	flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+		var dbs multiFlag
+		fs.Var(&dbs, "db", "back up only this database (repeatable, or comma-separated)")
+		return func(_ *config.Config, jc *config.Job, _ []string) (adapter, int) {
+			if len(dbs) == 0 {
+				return nil, 0
 			}
-		}
-		for _, d := range jc.SQLiteBackup.Databases {
+			byName := map[string]config.Database{}
+			for _, d := range jc.SQLiteBackup.Databases {
+				byName[d.Name] = d
+			}
+			sel := *jc.SQLiteBackup
+			sel.Databases = nil
 			for _, name := range dbs {
-				if d.Name == name {
-					sel.Databases = append(sel.Databases, d)
+				d, ok := byName[name]
+				if !ok {
+					fmt.Fprintf(fs.Output(), "opsd: job %s has no database named %q\n", jc.Name, name)
+					return nil, 1
 				}
+				sel.Databases = append(sel.Databases, d)
 			}
+			jc.SQLiteBackup = &sel
+			return nil, 0
 		}
-		jc.SQLiteBackup = &sel
+	}}
+
+// backupContainers runs the nightly (or hot, changed-only) container_export job once, for every
+// selected container or the named ones.
+func backupContainers(hot bool) oneJob {
+	name := map[bool]string{false: "containers", true: "hot"}[hot]
+	return oneJob{name: "backup " + name, synopsis: "opsd backup " + name + " -c FILE [--job NAME] [CONTAINER...]", kind: "container_export",
+		match: func(j config.Job) bool { return j.ContainerExport.ChangedOnly == hot },
+		flags: onlyNamed(func(j jobs.Job, names []string) jobs.Job { return j.(*jobs.ContainerExport).WithOnly(names) })}
+}
+
+// onlyNamed restricts a job to the names given as arguments.
+func onlyNamed(with func(jobs.Job, []string) jobs.Job) func(*flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+	return func(*flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+		return func(_ *config.Config, _ *config.Job, names []string) (adapter, int) {
+			if len(names) == 0 {
+				return nil, 0
+			}
+			return func(j jobs.Job) (jobs.Job, error) { return with(j, names), nil }, 0
+		}
 	}
-	return runOnce(cfg, jc, stdout, stderr, nil, nil)
 }
 
 // findJob returns the named job of a kind, or the first job of that kind.
@@ -88,70 +80,4 @@ func findJob(cfg *config.Config, kind, name string) (config.Job, error) {
 		return config.Job{}, fmt.Errorf("no %s job named %q in %s", kind, name, cfg.File)
 	}
 	return config.Job{}, fmt.Errorf("no %s job in %s", kind, cfg.File)
-}
-
-// backupContainers runs the config's nightly (or hot, changed-only) container_export job once,
-// for every selected container or the named ones.
-func backupContainers(args []string, stdout, stderr io.Writer, hot bool) int {
-	name := "containers"
-	if hot {
-		name = "hot"
-	}
-	fs := newFlags("backup "+name, "opsd backup "+name+" -c FILE [--job NAME] [CONTAINER...]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	jobName := fs.String("job", "", "the container_export job to use (default: the first one of this kind)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	var jc config.Job
-	found := false
-	for _, j := range cfg.Jobs {
-		if j.Kind == "container_export" && j.ContainerExport.ChangedOnly == hot && (*jobName == "" || j.Name == *jobName) {
-			jc, found = j, true
-			break
-		}
-	}
-	if !found {
-		fmt.Fprintf(stderr, "opsd: no %s container_export job (changed_only: %v) in %s\n", map[bool]string{true: "hot", false: "nightly"}[hot], hot, *cfgPath)
-		return 1
-	}
-	names := fs.Args()
-	return runOnce(cfg, jc, stdout, stderr, nil, func(j jobs.Job) (jobs.Job, error) {
-		if len(names) > 0 {
-			return j.(*jobs.ContainerExport).WithOnly(names), nil
-		}
-		return j, nil
-	})
-}
-
-// backupSnapshots runs the config's dir_snapshot job once.
-func backupSnapshots(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("backup snapshots", "opsd backup snapshots -c FILE [--job NAME] [INSTANCE...]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	jobName := fs.String("job", "", "the dir_snapshot job to use (default: the first one)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, err := findJob(cfg, "dir_snapshot", *jobName)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	names := fs.Args()
-	return runOnce(cfg, jc, stdout, stderr, nil, func(j jobs.Job) (jobs.Job, error) {
-		if len(names) > 0 {
-			return j.(*jobs.DirSnapshot).WithOnly(names), nil
-		}
-		return j, nil
-	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"regexp"
@@ -12,86 +13,71 @@ import (
 )
 
 func cmdDrill(args []string, stdout, stderr io.Writer) int {
-	const syn = "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME] | opsd drill containers -c FILE [TENANT]"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: "+syn)
-		return 2
-	}
-	switch args[0] {
-	case "db":
-		return drillDB(args[1:], stdout, stderr)
-	case "containers":
-		return drillContainers(args[1:], stdout, stderr)
-	case "-h", "--help":
-		fmt.Fprintln(stdout, "Usage: "+syn)
-		return 0
-	}
-	fmt.Fprintf(stderr, "opsd drill: unknown subcommand %q\nUsage: %s\n", args[0], syn)
-	return 2
-}
-
-// drillDB restores the newest complete platform set (or --date) into scratch files, prints the
-// report and exits 1 when anything failed.
-func drillDB(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("drill db", "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	date := fs.String("date", "", "drill this date's set instead of the newest complete one")
-	jobName := fs.String("job", "", "the sqlite_drill job to use (default: the first one, or the built-in defaults)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	if *date != "" && !regexp.MustCompile(`^\d{8}$`).MatchString(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
-		return 2
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, err := findJob(cfg, "sqlite_drill", *jobName)
-	if err != nil && *jobName != "" {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if err != nil {
-		jc = defaultJob(cfg, "platform-drill", "sqlite_drill")
-	}
-	return runOnce(cfg, jc, stdout, stderr, printReport, func(j jobs.Job) (jobs.Job, error) {
-		if *date != "" {
-			return j.(*checks.PlatformDrill).WithDate(*date), nil
-		}
-		return j, nil
-	})
+	return subcommands("drill", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
+		"db": oneJob{name: "drill db", synopsis: "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME]", kind: "sqlite_drill", fallback: "platform-drill", print: printReport,
+			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+				date := fs.String("date", "", "drill this date's set instead of the newest complete one")
+				return func(_ *config.Config, _ *config.Job, _ []string) (adapter, int) {
+					if *date != "" && !regexp.MustCompile(`^\d{8}$`).MatchString(*date) {
+						fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
+						return nil, 2
+					}
+					return func(j jobs.Job) (jobs.Job, error) {
+						if *date != "" {
+							return j.(*checks.PlatformDrill).WithDate(*date), nil
+						}
+						return j, nil
+					}, 0
+				}
+			}}.run,
+		"containers": oneJob{name: "drill containers", synopsis: "opsd drill containers -c FILE [--job NAME] [TENANT]", kind: "container_drill", fallback: "container-drill", print: printReport,
+			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+				return func(_ *config.Config, _ *config.Job, args []string) (adapter, int) {
+					return func(j jobs.Job) (jobs.Job, error) {
+						if len(args) > 0 {
+							return j.(*checks.ContainerDrill).WithTenant(args[0]), nil
+						}
+						return j, nil
+					}, 0
+				}
+			}}.run,
+	}, "opsd drill db -c FILE [--date YYYYMMDD] | opsd drill containers -c FILE [TENANT]")
 }
 
 func cmdVerify(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("verify", "opsd verify -c FILE [--deep] [--job NAME]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	deep := fs.Bool("deep", false, "also re-download the newest set and check every SHA-256")
-	jobName := fs.String("job", "", "the offsite_verify job to use (default: the first one, or the built-in defaults)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, err := findJob(cfg, "offsite_verify", *jobName)
-	if err != nil && *jobName != "" {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if err != nil {
-		jc = defaultJob(cfg, "offsite-verify", "offsite_verify")
-	}
-	return runOnce(cfg, jc, stdout, stderr, printReport, func(j jobs.Job) (jobs.Job, error) {
-		if *deep {
-			return j.(*checks.OffsiteVerify).WithDeep(true), nil
-		}
-		return j, nil
-	})
+	return oneJob{name: "verify", synopsis: "opsd verify -c FILE [--deep] [--job NAME]", kind: "offsite_verify", fallback: "offsite-verify", print: printReport,
+		flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+			deep := fs.Bool("deep", false, "also re-download the newest set and check every SHA-256")
+			return func(*config.Config, *config.Job, []string) (adapter, int) {
+				return func(j jobs.Job) (jobs.Job, error) { return j.(*checks.OffsiteVerify).WithDeep(*deep), nil }, 0
+			}
+		}}.run(args, stdout, stderr)
+}
+
+func cmdPrune(args []string, stdout, stderr io.Writer) int {
+	var asJSON bool
+	c := oneJob{name: "prune", synopsis: "opsd prune -c FILE [--dry-run] [-o text|json] [--job NAME]", kind: "prune", fallback: "prune",
+		print: func(w io.Writer, o jobs.Outcome) {
+			if asJSON {
+				fmt.Fprintln(w, string(o.Result.ReportJSON))
+				return
+			}
+			printReport(w, o)
+		},
+		flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+			dry := fs.Bool("dry-run", false, "print the plan (what is kept, by which rule, and what would be deleted) and delete nothing")
+			out := fs.String("o", "text", "output: text or json")
+			return func(*config.Config, *config.Job, []string) (adapter, int) {
+				asJSON = *out == "json"
+				return func(j jobs.Job) (jobs.Job, error) {
+					if *dry {
+						return j.(*jobs.Prune).WithDryRun(true), nil
+					}
+					return j, nil
+				}, 0
+			}
+		}}
+	return c.run(args, stdout, stderr)
 }
 
 // defaultJob builds a job of a kind with every default, for CLI use without a configured job.
@@ -113,69 +99,4 @@ func printReport(w io.Writer, o jobs.Outcome) {
 		return
 	}
 	printOutcome(w, o)
-}
-
-func cmdPrune(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("prune", "opsd prune -c FILE [--dry-run] [-o text|json] [--job NAME]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	dry := fs.Bool("dry-run", false, "print the plan (what is kept, by which rule, and what would be deleted) and delete nothing")
-	out := fs.String("o", "text", "output: text or json")
-	jobName := fs.String("job", "", "the prune job to use (default: the first one, or the REFERENCE.md rules)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, err := findJob(cfg, "prune", *jobName)
-	if err != nil && *jobName != "" {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if err != nil {
-		jc = defaultJob(cfg, "prune", "prune")
-	}
-	print := printReport
-	if *out == "json" {
-		print = func(w io.Writer, o jobs.Outcome) { fmt.Fprintln(w, string(o.Result.ReportJSON)) }
-	}
-	return runOnce(cfg, jc, stdout, stderr, print, func(j jobs.Job) (jobs.Job, error) {
-		if *dry {
-			return j.(*jobs.Prune).WithDryRun(true), nil
-		}
-		return j, nil
-	})
-}
-
-// drillContainers restores the newest nightly archive of every tenant container (or one) into a
-// throwaway image, starts it, cleans up, and prints the report.
-func drillContainers(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("drill containers", "opsd drill containers -c FILE [--job NAME] [TENANT]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	jobName := fs.String("job", "", "the container_drill job to use (default: the first one, or the built-in defaults)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, err := findJob(cfg, "container_drill", *jobName)
-	if err != nil && *jobName != "" {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if err != nil {
-		jc = defaultJob(cfg, "container-drill", "container_drill")
-	}
-	tenant := fs.Arg(0)
-	return runOnce(cfg, jc, stdout, stderr, printReport, func(j jobs.Job) (jobs.Job, error) {
-		if tenant != "" {
-			return j.(*checks.ContainerDrill).WithTenant(tenant), nil
-		}
-		return j, nil
-	})
 }

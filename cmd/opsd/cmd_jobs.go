@@ -18,22 +18,8 @@ import (
 )
 
 func cmdJobs(args []string, stdout, stderr io.Writer) int {
-	const syn = "opsd jobs list -c FILE [-o json] | opsd jobs run -c FILE NAME"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: "+syn)
-		return 2
-	}
-	switch args[0] {
-	case "list":
-		return jobsList(args[1:], stdout, stderr)
-	case "run":
-		return jobsRun(args[1:], stdout, stderr)
-	case "-h", "--help":
-		fmt.Fprintln(stdout, "Usage: "+syn)
-		return 0
-	}
-	fmt.Fprintf(stderr, "opsd jobs: unknown subcommand %q\nUsage: %s\n", args[0], syn)
-	return 2
+	return subcommands("jobs", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{"list": jobsList, "run": jobsRun},
+		"opsd jobs list -c FILE [-o json] | opsd jobs run -c FILE NAME")
 }
 
 func jobsList(args []string, stdout, stderr io.Writer) int {
@@ -120,7 +106,7 @@ func jobsRun(args []string, stdout, stderr io.Writer) int {
 
 // runOnce runs one job in the foreground through the Runner (so it is recorded like a scheduled
 // run) and prints its targets. Ctrl-C cancels the run cleanly. The exit code is 0 on success.
-func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print func(io.Writer, jobs.Outcome), adapt func(jobs.Job) (jobs.Job, error)) int {
+func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print func(io.Writer, jobs.Outcome), adapt adapter) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e, err := newEnv(ctx, cfg, Options{Stderr: stderr})
@@ -141,6 +127,7 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 	if print == nil {
 		print = printOutcome
 	}
+
 	print(stdout, o)
 	if !o.OK() {
 		if o.Err != nil {

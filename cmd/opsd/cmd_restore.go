@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mattn/go-isatty"
+
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/restore"
@@ -21,24 +23,9 @@ import (
 )
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
-	const syn = "opsd restore db|container|snapshot -c FILE ... (see --help of each)"
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: "+syn)
-		return 2
-	}
-	switch args[0] {
-	case "db":
-		return restoreDB(args[1:], stdout, stderr)
-	case "container":
-		return restoreContainer(args[1:], stdout, stderr)
-	case "snapshot":
-		return restoreSnapshot(args[1:], stdout, stderr)
-	case "-h", "--help":
-		fmt.Fprintln(stdout, "Usage: "+syn)
-		return 0
-	}
-	fmt.Fprintf(stderr, "opsd restore: unknown subcommand %q\nUsage: %s\n", args[0], syn)
-	return 2
+	return subcommands("restore", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
+		"db": restoreDB, "container": restoreContainer, "snapshot": restoreSnapshot,
+	}, "opsd restore db|container|snapshot -c FILE ... (see --help of each)")
 }
 
 // restoreEnv opens what a restore needs and records the restore in the state database.
@@ -47,6 +34,7 @@ type restoreEnv struct {
 	ctx    context.Context
 	stop   func()
 	stdout io.Writer
+	bar    bool // stdout is a terminal: draw download progress bars
 }
 
 func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
@@ -62,7 +50,11 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return nil, 1
 	}
-	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout}, 0
+	bar := false
+	if f, ok := stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		bar = true
+	}
+	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, bar: bar}, 0
 }
 
 func (r *restoreEnv) close() {
@@ -71,7 +63,31 @@ func (r *restoreEnv) close() {
 }
 
 func (r *restoreEnv) progress(s string) {
+	if r.bar {
+		fmt.Fprint(r.stdout, "\r\033[K")
+	}
 	fmt.Fprintf(r.stdout, "  %s  %s\n", time.Now().Format("15:04:05"), s)
+}
+
+// onBytes draws a download progress bar on a terminal (nothing otherwise: the step lines say
+// what happens), at most ten times a second.
+func (r *restoreEnv) onBytes() artifact.Progress {
+	if !r.bar {
+		return nil
+	}
+	var last time.Time
+	return func(done, total int64) {
+		if time.Since(last) < 100*time.Millisecond && done != total {
+			return
+		}
+		last = time.Now()
+		pct := 0.0
+		if total > 0 {
+			pct = float64(done) / float64(total)
+		}
+		n := int(pct * 30)
+		fmt.Fprintf(r.stdout, "\r  [%s%s] %3.0f%%  %s / %s", strings.Repeat("#", n), strings.Repeat(".", 30-n), pct*100, humanBytes(done), humanBytes(total))
+	}
 }
 
 func who() string {
@@ -156,7 +172,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	o := restore.DBOptions{Store: r.store, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC,
-		Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.progress}
+		Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
 	if *dry {
 		res, err := restore.RestoreDB(r.ctx, o)
 		if err != nil {
@@ -226,7 +242,7 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 	defer release()
 	return r.record("container", name, k, func() (string, time.Duration, error) {
 		res, err := restore.RestoreContainer(r.ctx, restore.ContainerOptions{Store: r.store, Engine: r.docker, Name: name, Key: k, Identities: ids,
-			Node: r.cfg.NodeID, Probe: *probe, Progress: r.progress})
+			Node: r.cfg.NodeID, Probe: *probe, Progress: r.progress, OnBytes: r.onBytes()})
 		return res.SafetyKey, res.Downtime, err
 	})
 }
@@ -271,7 +287,7 @@ func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return r.record("snapshot", inst, k, func() (string, time.Duration, error) {
-		res, err := restore.RestoreSnapshot(r.ctx, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, Progress: r.progress})
+		res, err := restore.RestoreSnapshot(r.ctx, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, Progress: r.progress, OnBytes: r.onBytes()})
 		return res.Previous, 0, err
 	})
 }

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 )
@@ -65,19 +64,8 @@ jobs:
   - {name: wopr-home, kind: dir_snapshot, schedule: "0 2 * * *", base_dir: %[1]s/instances}
   - {name: container-drill, kind: container_drill, schedule: "@quarterly"}
 `, dir, token, pd.URL, ping.URL, dbs.String()))
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, base := startDaemon(t, cfgPath)
 	ctx := context.Background()
-	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
 	for _, name := range []string{"noop", "ping", "platform-db-backup", "containers-nightly", "containers-hot", "containers-hot", "wopr-home",
 		"platform-drill", "offsite-verify", "prune", "container-drill"} {
 		spec, _ := m.sched.Spec(name)
@@ -86,7 +74,7 @@ jobs:
 		}
 	}
 	m.evaluator.EvaluateOnce(ctx, time.Now())
-	_, scrape := get(t, "http://"+m.Addr().String()+"/metrics")
+	_, scrape := get(t, base+"/metrics")
 
 	exported := map[string]bool{}
 	for _, line := range strings.Split(scrape, "\n") {

@@ -75,20 +75,10 @@ jobs:
 `, token, dir, dir, tickSchedule)
 }
 
-func get(t *testing.T, url string) (int, string) {
+// request sends a request (bearer and body optional) and returns the status and body.
+func request(t *testing.T, method, url, bearer, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func post(t *testing.T, url, bearer string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, nil)
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
@@ -99,6 +89,36 @@ func post(t *testing.T, url, bearer string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+func get(t *testing.T, url string) (int, string) { return request(t, http.MethodGet, url, "", "") }
+func getAuth(t *testing.T, url, bearer string) (int, string) {
+	return request(t, http.MethodGet, url, bearer, "")
+}
+func post(t *testing.T, url, bearer string) (int, string) {
+	return request(t, http.MethodPost, url, bearer, "")
+}
+func postBody(t *testing.T, url, bearer, body string) (int, string) {
+	return request(t, http.MethodPost, url, bearer, body)
+}
+
+// startDaemon loads a config file, starts the daemon on a free port, and stops it at the end.
+func startDaemon(t *testing.T, cfgPath string) (*Main, string) {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m, "http://" + m.Addr().String()
 }
 
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {

@@ -14,25 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
-
-func postBody(t *testing.T, url, bearer, body string) (int, string) {
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+bearer)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String()
-}
 
 // TestRestoreProceduresOnSeaweedFS: the runbook's Procedure 1 (platform databases) and
 // Procedure 2 (a tenant container), each one opsd command, against the integration tier's S3
@@ -153,35 +139,24 @@ alerts:
 jobs:
   - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_opsdadm_}
 `, token, dir, dir))
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, base := startDaemon(t, cfgPath)
 	ctx := context.Background()
-	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
 	spec, _ := m.sched.Spec("containers-nightly")
 	if o := m.runner.Run(ctx, spec.Job, time.Minute, "test"); !o.OK() {
 		t.Fatal(o.Err)
 	}
-	base := "http://" + m.Addr().String() + "/api/admin/backups/tenant_opsdadm_a/restore"
+	url := base + "/api/admin/backups/tenant_opsdadm_a/restore"
 	today := time.Now().UTC().Format("20060102")
 	good := "nightly/adm/tenant_opsdadm_a/tenant_opsdadm_a_" + today + ".tar.gz"
 	for _, bad := range []string{"nightly/adm/tenant_opsdadm_a/../tenant_other/x.tar.gz", "nightly/adm/tenant_other/tenant_other_" + today + ".tar.gz", "/etc/passwd", "platform/" + today + "/auth-" + today + ".db"} {
-		if code, body := postBody(t, base, token, `{"remotePath":"`+bad+`"}`); code != 403 || !strings.Contains(body, `"error":"Forbidden`) {
+		if code, body := postBody(t, url, token, `{"remotePath":"`+bad+`"}`); code != 403 || !strings.Contains(body, `"error":"Forbidden`) {
 			t.Fatalf("%s: %d %s", bad, code, body)
 		}
 	}
-	if code, _ := postBody(t, base, "", `{"remotePath":"`+good+`"}`); code != 401 {
+	if code, _ := postBody(t, url, "", `{"remotePath":"`+good+`"}`); code != 401 {
 		t.Fatalf("no token: %d", code)
 	}
-	code, body := postBody(t, base, token, `{"remotePath":"`+good+`"}`)
+	code, body := postBody(t, url, token, `{"remotePath":"`+good+`"}`)
 	if code != 202 {
 		t.Fatalf("good key: %d %s", code, body)
 	}

@@ -13,9 +13,30 @@ import (
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
+// Progress reports bytes done of total while a download runs.
+type Progress func(done, total int64)
+
+type progressReader struct {
+	r     io.Reader
+	done  int64
+	total int64
+	fn    Progress
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.fn(p.done, p.total)
+	return n, err
+}
+
 // Download copies an object to a file and returns its SHA-256 and size.
 func Download(ctx context.Context, store storage.Store, key, to string) (string, int64, error) {
-	rc, _, err := store.Get(ctx, key)
+	return download(ctx, store, key, to, nil)
+}
+
+func download(ctx context.Context, store storage.Store, key, to string, progress Progress) (string, int64, error) {
+	rc, info, err := store.Get(ctx, key)
 	if err != nil {
 		return "", 0, fmt.Errorf("download: %w", err)
 	}
@@ -26,7 +47,11 @@ func Download(ctx context.Context, store storage.Store, key, to string) (string,
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	var src io.Reader = rc
+	if progress != nil {
+		src = &progressReader{r: rc, total: info.Size, fn: progress}
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), src)
 	if err != nil {
 		return "", 0, fmt.Errorf("download %s: %w", key, err)
 	}
@@ -37,9 +62,10 @@ func Download(ctx context.Context, store storage.Store, key, to string) (string,
 }
 
 // DownloadVerified downloads an artifact to a file and checks its size and SHA-256 against the
-// manifest before anything trusts a byte of it; on a mismatch the file is removed.
-func DownloadVerified(ctx context.Context, store storage.Store, m Manifest, to string) error {
-	sum, n, err := Download(ctx, store, m.Key, to)
+// manifest before anything trusts a byte of it; on a mismatch the file is removed. progress may
+// be nil.
+func DownloadVerified(ctx context.Context, store storage.Store, m Manifest, to string, progress Progress) error {
+	sum, n, err := download(ctx, store, m.Key, to, progress)
 	if err != nil {
 		os.Remove(to)
 		return err

@@ -30,6 +30,7 @@ type Metrics struct {
 
 	BytesUploaded *prometheus.CounterVec
 	TargetSkipped *prometheus.CounterVec
+	Throughput    *prometheus.GaugeVec
 	BackupPhase   *prometheus.GaugeVec
 
 	ConfigReloadSuccessful prometheus.Gauge
@@ -90,6 +91,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			jobLabels),
 		TargetSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_skipped_total", Help: "Targets a backup run skipped, by reason (unchanged: a hot export found no change)."},
 			[]string{"job", "reason"}),
+		Throughput:             g("opsd_backup_throughput_bytes_per_second", "Stored bytes per second of the target's last backup (exports: compressed bytes over the whole export).", "job", "target"),
 		BackupPhase:            g("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job", "target", "phase"),
 		ConfigReloadSuccessful: reloadOK,
 		ConfigReloadTimestamp:  reloadTS,
@@ -118,7 +120,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
 		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
-		m.BackupPhase, m.TargetSkipped, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
+		m.BackupPhase, m.TargetSkipped, m.Throughput, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
 		m.DrillRTO, m.DrillRTOTarget, m.DrillPhase, m.DrillLastResult, m.DrillLastSuccess,
 		m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified,
 		m.PruneDeleted, m.PruneBytesFreed, m.PruneKept, m.PruneRefused,

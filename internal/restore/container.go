@@ -48,6 +48,7 @@ type ContainerOptions struct {
 	// Probe: the new container must still run this long after its start (default 5s).
 	Probe    time.Duration
 	Progress func(string)
+	OnBytes  artifact.Progress
 	// AfterStop is called once the old container is stopped (tests inject failures here).
 	AfterStop func() error
 	Now       func() time.Time
@@ -158,7 +159,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	defer os.RemoveAll(scratch)
 	file := filepath.Join(scratch, "backup")
 	say("downloading %s", o.Key)
-	if err := artifact.DownloadVerified(ctx, o.Store, m, file); err != nil {
+	if err := artifact.DownloadVerified(ctx, o.Store, m, file, o.OnBytes); err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Name, err)
 	}
 	say("verified %s (sha256)", o.Key)

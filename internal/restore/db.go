@@ -52,8 +52,9 @@ type DBOptions struct {
 	HealthURL     string
 	HealthTimeout time.Duration
 	Node          string
-	// Progress receives one line per step.
+	// Progress receives one line per step; OnBytes follows downloads.
 	Progress func(string)
+	OnBytes  artifact.Progress
 	// AfterReplace is called after each database is swapped in (tests inject failures here).
 	AfterReplace func(db string) error
 	Now          func() time.Time
@@ -163,7 +164,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		}
 		dl := filepath.Join(dir, fmt.Sprintf(".opsd-restore-%s-%s.download", d.Name, ts))
 		say("%s: downloading %s", d.Name, m.Key)
-		if err := artifact.DownloadVerified(ctx, o.Store, m, dl); err != nil {
+		if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: %w (nothing was changed)", d.Name, err)
 		}

@@ -27,6 +27,7 @@ type SnapshotOptions struct {
 	Node       string
 	Identities []age.Identity
 	Progress   func(string)
+	OnBytes    artifact.Progress
 	// AfterSwap is called once the directories are swapped (tests inject failures here).
 	AfterSwap func() error
 	Now       func() time.Time
@@ -92,7 +93,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	defer os.RemoveAll(staging)
 	dl := filepath.Join(staging, "download")
 	say("downloading %s", o.Key)
-	if err := artifact.DownloadVerified(ctx, o.Store, m, dl); err != nil {
+	if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
 	}
 	f, err := os.Open(dl)
