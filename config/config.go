@@ -84,6 +84,7 @@ type S3 struct {
 	TLS            *bool    `yaml:"tls"`
 	CAFile         string   `yaml:"ca_file"`
 	PartSize       ByteSize `yaml:"part_size"`
+	Parallel       int      `yaml:"parallel"`
 	DeletesPerSec  int      `yaml:"deletes_per_second"`
 	RequestTimeout Duration `yaml:"request_timeout"`
 }
@@ -435,7 +436,7 @@ func Default() *Config {
 		Storage: Storage{
 			Backend: "local",
 			Local:   LocalFS{Path: "/var/lib/opsd/store"},
-			S3:      S3{PartSize: 16 << 20, DeletesPerSec: 100, RequestTimeout: Duration(5 * time.Minute)},
+			S3:      S3{PartSize: 8 << 20, Parallel: 4, DeletesPerSec: 100, RequestTimeout: Duration(5 * time.Minute)},
 		},
 		Sentry:    Sentry{SampleRate: 1},
 		Scheduler: Scheduler{MaxConcurrent: 2, ShutdownTimeout: Duration(30 * time.Second)},

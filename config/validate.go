@@ -95,6 +95,9 @@ func (c *Config) Validate() []FieldError {
 		if s.PartSize < 5<<20 || s.PartSize > 5<<30 {
 			bad("storage.s3.part_size", "must be between 5MiB and 5GiB, got %d bytes", s.PartSize)
 		}
+		if s.Parallel < 1 || s.Parallel > 16 {
+			bad("storage.s3.parallel", "must be between 1 and 16, got %d", s.Parallel)
+		}
 		if s.DeletesPerSec <= 0 {
 			bad("storage.s3.deletes_per_second", "must be positive")
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -12,8 +13,10 @@ import (
 // ConfigMap all count; touching a file without changing it does not). It returns when ctx ends.
 // Polling is used instead of inotify because it sees every way a file gets replaced and costs
 // one small read per interval.
+//
+// Each look is a stat; the file is read and hashed only when its size, time or inode changed.
 func Watch(ctx context.Context, path string, interval time.Duration, onChange func()) {
-	last := fileSum(path)
+	last, lastStat := fileSum(path), statKey(path)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -21,6 +24,11 @@ func Watch(ctx context.Context, path string, interval time.Duration, onChange fu
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			st := statKey(path)
+			if st == lastStat {
+				continue
+			}
+			lastStat = st
 			sum := fileSum(path)
 			if sum != last {
 				last = sum
@@ -28,6 +36,24 @@ func Watch(ctx context.Context, path string, interval time.Duration, onChange fu
 			}
 		}
 	}
+}
+
+type stat struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+}
+
+func statKey(path string) stat {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stat{}
+	}
+	k := stat{size: fi.Size(), mtime: fi.ModTime()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.ino = sys.Ino
+	}
+	return k
 }
 
 func fileSum(path string) [32]byte {

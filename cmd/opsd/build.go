@@ -218,6 +218,7 @@ func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
 			Secure:    c.S3.UseTLS(),
 			CAFile:    c.S3.CAFile,
 			PartSize:  int64(c.S3.PartSize),
+			Parallel:  c.S3.Parallel,
 		})
 	default:
 		return local.New(c.Local.Path)

@@ -1,7 +1,10 @@
 package storage_test
 
 import (
+	"context"
 	"testing"
+
+	"github.com/wopr-network/opsd/internal/storage"
 
 	"github.com/wopr-network/opsd/internal/storage/local"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
@@ -24,4 +27,17 @@ func TestContractInProcessS3(t *testing.T) {
 func TestContractSeaweedFS(t *testing.T) {
 	cfg := storagetest.RealS3(t)
 	storagetest.Run(t, storagetest.NewS3(t, cfg), storagetest.Options{})
+}
+
+// BenchmarkPutSeaweedFS uploads 256 MiB of unknown length to the integration tier's engine.
+func BenchmarkPutSeaweedFS(b *testing.B) {
+	cfg := storagetest.RealS3(b)
+	cfg.PartSize = 16 << 20
+	s := storagetest.NewS3(b, cfg)
+	b.SetBytes(256 << 20)
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Put(context.Background(), "bench/put", storagetest.Stream(uint64(i), 256<<20), storage.PutOptions{Size: -1}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

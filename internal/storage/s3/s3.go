@@ -42,6 +42,9 @@ type Config struct {
 	CreateBucket bool
 	// MaxRetries per request (0: minio-go's default of 10, backoff capped at 1s).
 	MaxRetries int
+	// Parallel is how many parts of one upload are in flight (default 2): filling a part overlaps
+	// the upload of the others. Memory per upload is about Parallel x PartSize.
+	Parallel int
 }
 
 // Store is an S3 bucket.
@@ -51,6 +54,7 @@ type Store struct {
 	bucket   string
 	endpoint string
 	partSize uint64
+	threads  uint
 }
 
 // New connects to the endpoint and checks the bucket exists (creating it when asked).
@@ -91,7 +95,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: %w", cfg.Endpoint, err)
 	}
-	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize)}
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 2
+	}
+	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel)}
 	ok, err := client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: check bucket %s: %w", cfg.Endpoint, cfg.Bucket, err)
@@ -144,10 +151,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		}
 	}
 	info, err := s.client.PutObject(ctx, s.bucket, key, r, size, minio.PutObjectOptions{
-		PartSize:       part,
-		SendContentMd5: true,
-		ContentType:    ct,
-		NumThreads:     1,
+		PartSize:              part,
+		SendContentMd5:        true,
+		ContentType:           ct,
+		NumThreads:            s.threads,
+		ConcurrentStreamParts: size < 0 && s.threads > 1,
 	})
 	if err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
