@@ -61,7 +61,7 @@ func (b *bench) store(ctx context.Context, name string) (storage.Store, string, 
 	b.s3.bucketSeq++
 	bucket := fmt.Sprintf("bench-%s-%d-%d", name, time.Now().Unix()%100000, b.s3.bucketSeq)
 	s, err := s3store.New(ctx, s3store.Config{Endpoint: b.s3.endpoint, Region: "us-east-1", Bucket: bucket, AccessKey: b.s3.access, SecretKey: b.s3.secret,
-		PartSize: 16 << 20, CreateBucket: true})
+		PartSize: 8 << 20, Parallel: 4, CreateBucket: true}) // opsd's defaults
 	return s, bucket, err
 }
 

@@ -189,7 +189,7 @@ func (b *bench) uploadScenario(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rows := []row{{name: "opsd storage layer (minio-go, 16 MiB parts, SHA-256 on the way)"}, {name: "s3cmd put"}}
+	rows := []row{{name: "opsd storage layer (minio-go, 8 MiB parts, 4 in flight, SHA-256 on the way)"}, {name: "s3cmd put"}}
 	for r := 0; r < b.rounds; r++ {
 		rows[0].samples = append(rows[0].samples, timed(func() (int64, error) {
 			f, _ := os.Open(path)

@@ -253,20 +253,18 @@ func demoChecks(m *Main, out io.Writer) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	for _, name := range []string{"platform-drill", "offsite-verify", "prune", "containers-hot", "container-drill"} {
+	// The exports started at launch must be in before the checks that read them.
+	for m.runner.IsRunning("containers-nightly") || m.runner.IsRunning("wopr-home") {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for _, name := range []string{"platform-drill", "containers-hot", "container-drill", "offsite-verify", "prune"} {
 		spec, ok := m.sched.Spec(name)
 		if !ok {
 			continue
-		}
-		if name == "container-drill" {
-			// The drill restores the archive the nightly export (started at launch) writes.
-			for m.runner.IsRunning("containers-nightly") {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
 		}
 		o := m.runner.Run(ctx, spec.Job, spec.Timeout, jobs.TriggerStart)
 		if (name == "platform-drill" || name == "container-drill") && o.Result.Report != "" {
