@@ -187,9 +187,17 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	if len(dbs) > 0 {
 		target = strings.Join(dbs, ",")
 	}
-	return r.record("db", target, "platform/"+*date, func() (string, time.Duration, error) {
+	// The plan first: what will be replaced, from which set, and where the safety copies go.
+	o.DryRun = true
+	plan, err := restore.RestoreDB(r.ctx, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	fmt.Fprint(stdout, plan.Plan)
+	o.DryRun, o.Date = false, plan.Set
+	return r.record("db", target, "platform/"+plan.Set+"/", func() (string, time.Duration, error) {
 		res, err := restore.RestoreDB(r.ctx, o)
-		fmt.Fprint(stdout, res.Plan)
 		var safety []string
 		for _, d := range res.Databases {
 			if d.SafetyKey != "" {
