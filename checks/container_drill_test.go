@@ -18,9 +18,11 @@ import (
 	"github.com/wopr-network/opsd/jobs"
 )
 
+// leftovers lists this test's drill images and containers (other packages' tests may be drilling
+// their own containers on the same engine at the same time).
 func leftovers(t *testing.T) string {
-	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/*").Output()
-	cts, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=opsd.drill").Output()
+	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/tenant_opsddrill_*").Output()
+	cts, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=opsd-drill-tenant_opsddrill_").Output()
 	return strings.TrimSpace(string(imgs) + string(cts))
 }
 

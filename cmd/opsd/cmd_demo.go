@@ -104,14 +104,17 @@ jobs:
 
 // demoContainerJobs export the demo's tenant container when a Docker engine answers.
 const demoContainerJobs = `  # Tenant containers (the demo runs tenant_demo from a tiny busybox image).
+  # name_prefix keeps the demo to its own container; on a fleet node it is tenant_.
   - name: containers-nightly
     kind: container_export
     schedule: "0 2 * * *"
     run_at_start: true
+    name_prefix: tenant_demo
   - name: containers-hot
     kind: container_export
     schedule: "0 */6 * * *"
     changed_only: true
+    name_prefix: tenant_demo
   - name: container-drill
     kind: container_drill
     schedule: "0 4 1 */3 *"

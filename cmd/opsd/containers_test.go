@@ -70,7 +70,7 @@ jobs:
 	if code := run([]string{"backup", "containers", "-c", cfgPath, "tenant_nope"}, &out, &errb); code != 1 {
 		t.Fatalf("unknown container: exit %d", code)
 	}
-	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/*").Output()
+	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/tenant_opsdcli_*").Output()
 	if len(bytes.TrimSpace(imgs)) != 0 {
 		t.Fatalf("the drill left images: %s", imgs)
 	}
