@@ -109,19 +109,12 @@ func TestSQLiteBackupUnderWriteLoad(t *testing.T) {
 	store := storagetest.NewS3(t, fake.Config)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
+	bigDB(t, src, 100000)
 	db, err := demo.Open(src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`)
-	tx, _ := db.Begin()
-	for i := 0; i < 100000; i++ {
-		tx.Exec(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
 	var committed atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -291,14 +284,7 @@ func TestSQLiteBackupStoreGoesAwayMidUpload(t *testing.T) {
 	store := storagetest.NewS3(t, fake.Config)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
-	db, _ := demo.Open(src)
-	db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`)
-	tx, _ := db.Begin()
-	for i := 0; i < 20000; i++ {
-		tx.Exec(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
-	}
-	tx.Commit()
-	db.Close()
+	bigDB(t, src, 20000)
 	j := NewSQLiteBackup("big", SQLiteBackupConfig{Databases: []SQLiteDatabase{{Name: "big", Path: src}}, KeyTemplate: "platform/{date}/{db}-{date}.db",
 		TempDir: filepath.Join(dir, "tmp"), Now: func() time.Time { return day1 }}, &dyingStore{Store: store, after: 8 << 20, kill: fake.Stop})
 	res, err := j.Run(context.Background())
@@ -369,14 +355,7 @@ func TestSQLiteBackupCancelledLeavesNoTempFiles(t *testing.T) {
 	store, _ := local.New(t.TempDir())
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
-	db, _ := demo.Open(src)
-	db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`)
-	tx, _ := db.Begin()
-	for i := 0; i < 50000; i++ {
-		tx.Exec(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
-	}
-	tx.Commit()
-	db.Close()
+	bigDB(t, src, 50000)
 	tmp := filepath.Join(dir, "tmp")
 	j := NewSQLiteBackup("big", SQLiteBackupConfig{Databases: []SQLiteDatabase{{Name: "big", Path: src}}, KeyTemplate: "p/{db}", TempDir: tmp}, store)
 	for _, delay := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 60 * time.Millisecond} {
@@ -395,5 +374,25 @@ func TestSQLiteBackupCancelledLeavesNoTempFiles(t *testing.T) {
 				t.Fatalf("delay %s: cancelled run left an object", delay)
 			}
 		}
+	}
+}
+
+// bigDB creates a WAL database with rows rows of about 1 KiB.
+func bigDB(t *testing.T, path string, rows int) {
+	t.Helper()
+	db, err := demo.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := db.Begin()
+	for i := 0; i < rows; i++ {
+		tx.Exec(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
 	}
 }

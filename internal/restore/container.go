@@ -133,11 +133,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	if o.Probe == 0 {
 		o.Probe = 5 * time.Second
 	}
-	say := func(format string, args ...any) {
-		if o.Progress != nil {
-			o.Progress(fmt.Sprintf(format, args...))
-		}
-	}
+	say := sayer(o.Progress)
 	res := ContainerResult{Key: o.Key}
 	e := o.Engine
 	m, err := artifact.ReadManifest(ctx, o.Store, o.Key)

@@ -92,11 +92,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 30 * time.Second
 	}
-	say := func(format string, args ...any) {
-		if o.Progress != nil {
-			o.Progress(fmt.Sprintf(format, args...))
-		}
-	}
+	say := sayer(o.Progress)
 	dbs := o.Databases
 	if len(o.Only) > 0 {
 		byName := map[string]Database{}
@@ -377,6 +373,15 @@ func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
 		case <-ctx.Done():
 			return fmt.Errorf("health check %s did not say ok within %s (last: %s)", url, timeout, last)
 		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// sayer formats progress lines for an optional progress callback.
+func sayer(progress func(string)) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		if progress != nil {
+			progress(fmt.Sprintf(format, args...))
 		}
 	}
 }

@@ -72,11 +72,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	say := func(format string, args ...any) {
-		if o.Progress != nil {
-			o.Progress(fmt.Sprintf(format, args...))
-		}
-	}
+	say := sayer(o.Progress)
 	res := SnapshotResult{Key: o.Key}
 	if o.Instance == "" || strings.ContainsAny(o.Instance, `/\`) || o.Instance == "." || o.Instance == ".." {
 		return res, fmt.Errorf("restore: invalid instance %q", o.Instance)
