@@ -18,6 +18,9 @@ type Config struct {
 	NodeID string `yaml:"node_id"`
 	// Timezone is the IANA zone schedules and {date} in keys use (default UTC).
 	Timezone string `yaml:"timezone"`
+	// MemoryLimit is Go's soft memory limit for the process (0: none; GOMEMLIMIT wins when set).
+	// 64MiB keeps a container export's memory flat whatever the container's size.
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 
 	Log       Log             `yaml:"log"`
 	HTTP      HTTP            `yaml:"http"`

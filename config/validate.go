@@ -49,6 +49,9 @@ func (c *Config) Validate() []FieldError {
 	} else if !labelRe.MatchString(c.NodeID) {
 		bad("node_id", "%q may only hold letters, digits, '.', '_' and '-'", c.NodeID)
 	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
+		bad("memory_limit", "must be 0 (no limit) or at least 16MiB, got %d bytes", c.MemoryLimit)
+	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		bad("timezone", "unknown time zone %q", c.Timezone)
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"reflect"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +54,9 @@ type env struct {
 
 // newEnv opens everything a command needs from the config.
 func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+	}
 	red := telemetry.NewRedactor(cfg.Secrets()...)
 	level := cfg.Log.Level
 	if o.LogLevel != "" {
