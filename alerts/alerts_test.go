@@ -21,6 +21,8 @@ import (
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/telemetry"
+	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
 )
 
 // pagerDuty is a local HTTP server standing in for the Events API; it records what it receives.
@@ -329,5 +331,30 @@ func TestStateRules(t *testing.T) {
 	e.st.SaveReport(ctx, state.Report{Job: "platform-drill", Kind: "sqlite_drill", CreatedAt: now, Passed: true, Body: `{"passed":true,"rtoSeconds":1200,"rtoTargetSeconds":900}`})
 	if ev, _ := drill.Evaluate(ctx, now); !ev.Firing || !strings.Contains(ev.Message, "missed its RTO") {
 		t.Fatalf("drill: %+v", ev)
+	}
+}
+
+// TestSentryNotifier: a firing is a warning "Alert: <name> — <message>" with a per-alert
+// fingerprint; the resolution is recorded too.
+func TestSentryNotifier(t *testing.T) {
+	srv := sentrytest.New(t)
+	sn, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: srv.DSN(), Node: "api-1"}, telemetry.NewRedactor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := SentryNotifier{Sentry: sn}
+	ctx := context.Background()
+	if err := n.Notify(ctx, Event{Alert: "gateway-error-rate", Firing: true, Message: "gateway error rate 6.0%", Severity: "error"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Notify(ctx, Event{Alert: "gateway-error-rate", Firing: false, Message: "gateway error rate 3.0%", Severity: "error"}); err != nil {
+		t.Fatal(err)
+	}
+	body := srv.All()
+	for _, want := range []string{`"message":"Alert: gateway-error-rate — gateway error rate 6.0%"`, `"level":"warning"`,
+		`"fingerprint":["opsd-alert","gateway-error-rate"]`, `"message":"Resolved: gateway-error-rate — gateway error rate 3.0%"`, `"alert":"gateway-error-rate"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("sentry lacks %s:\n%s", want, body)
+		}
 	}
 }
