@@ -109,7 +109,9 @@ func TestSQLiteBackupUnderWriteLoad(t *testing.T) {
 	store := storagetest.NewS3(t, fake.Config)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
-	bigDB(t, src, 100000)
+	if err := demo.ItemsDB(src, 100000); err != nil {
+		t.Fatal(err)
+	}
 	db, err := demo.Open(src)
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +286,9 @@ func TestSQLiteBackupStoreGoesAwayMidUpload(t *testing.T) {
 	store := storagetest.NewS3(t, fake.Config)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
-	bigDB(t, src, 20000)
+	if err := demo.ItemsDB(src, 20000); err != nil {
+		t.Fatal(err)
+	}
 	j := NewSQLiteBackup("big", SQLiteBackupConfig{Databases: []SQLiteDatabase{{Name: "big", Path: src}}, KeyTemplate: "platform/{date}/{db}-{date}.db",
 		TempDir: filepath.Join(dir, "tmp"), Now: func() time.Time { return day1 }}, &dyingStore{Store: store, after: 8 << 20, kill: fake.Stop})
 	res, err := j.Run(context.Background())
@@ -355,7 +359,9 @@ func TestSQLiteBackupCancelledLeavesNoTempFiles(t *testing.T) {
 	store, _ := local.New(t.TempDir())
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.db")
-	bigDB(t, src, 50000)
+	if err := demo.ItemsDB(src, 50000); err != nil {
+		t.Fatal(err)
+	}
 	tmp := filepath.Join(dir, "tmp")
 	j := NewSQLiteBackup("big", SQLiteBackupConfig{Databases: []SQLiteDatabase{{Name: "big", Path: src}}, KeyTemplate: "p/{db}", TempDir: tmp}, store)
 	for _, delay := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 60 * time.Millisecond} {
@@ -374,25 +380,5 @@ func TestSQLiteBackupCancelledLeavesNoTempFiles(t *testing.T) {
 				t.Fatalf("delay %s: cancelled run left an object", delay)
 			}
 		}
-	}
-}
-
-// bigDB creates a WAL database with rows rows of about 1 KiB.
-func bigDB(t *testing.T, path string, rows int) {
-	t.Helper()
-	db, err := demo.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`); err != nil {
-		t.Fatal(err)
-	}
-	tx, _ := db.Begin()
-	for i := 0; i < rows; i++ {
-		tx.Exec(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
 	}
 }

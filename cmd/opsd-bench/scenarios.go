@@ -26,33 +26,13 @@ import (
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
 )
-
-// makeDB creates a WAL database of about sizeMB.
-func makeDB(path string, sizeMB int) error {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(30000)")
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`); err != nil {
-		return err
-	}
-	tx, _ := db.Begin()
-	stmt, _ := tx.Prepare(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
-	for i := 0; i < sizeMB*950; i++ {
-		if _, err := stmt.Exec(); err != nil {
-			return err
-		}
-	}
-	stmt.Close()
-	return tx.Commit()
-}
 
 // writer commits about perSecond transactions per second while running is set.
 type writer struct {
@@ -98,7 +78,7 @@ func (b *bench) sqliteScenario(ctx context.Context) error {
 	}
 	path := filepath.Join(b.dir, "bench.db")
 	fmt.Fprintf(os.Stderr, "sqlite: creating a %d MB database\n", b.sz.sqliteMB)
-	if err := makeDB(path, b.sz.sqliteMB); err != nil {
+	if err := demo.ItemsDB(path, b.sz.sqliteMB*950); err != nil {
 		return err
 	}
 	st, _ := os.Stat(path)
@@ -294,7 +274,7 @@ func (b *bench) drillScenario(ctx context.Context) error {
 	var drillDBs []checks.DrillDatabase
 	for _, n := range names {
 		p := filepath.Join(b.dir, "drill-"+n+".db")
-		if err := makeDB(p, b.sz.drillMB); err != nil {
+		if err := demo.ItemsDB(p, b.sz.drillMB*950); err != nil {
 			return err
 		}
 		dbs = append(dbs, jobs.SQLiteDatabase{Name: n, Path: p})

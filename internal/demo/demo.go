@@ -172,3 +172,32 @@ func Write(ctx context.Context, paths map[string]string, perSecond int) (int64, 
 		}
 	}
 }
+
+// ItemsDB creates a WAL database holding a table items of rows random 1 KiB payloads (about
+// rows KiB): the large databases the tests and the benchmark harness back up under load.
+func ItemsDB(path string, rows int) error {
+	db, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.Prepare(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for i := 0; i < rows; i++ {
+		if _, err := stmt.Exec(); err != nil {
+			return fmt.Errorf("fill %s: %w", path, err)
+		}
+	}
+	return tx.Commit()
+}

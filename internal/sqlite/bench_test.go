@@ -5,13 +5,17 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/wopr-network/opsd/internal/demo"
 )
 
 // BenchmarkBackup copies a 50 MB WAL database (the pinned-snapshot online backup).
 func BenchmarkBackup(b *testing.B) {
 	dir := b.TempDir()
 	src := filepath.Join(dir, "src.db")
-	makeDB(b, src, 45000)
+	if err := demo.ItemsDB(src, 45000); err != nil {
+		b.Fatal(err)
+	}
 	st, _ := os.Stat(src)
 	b.SetBytes(st.Size())
 	b.ResetTimer()
@@ -27,7 +31,9 @@ func BenchmarkBackup(b *testing.B) {
 // BenchmarkCheck is PRAGMA integrity_check on a 50 MB database.
 func BenchmarkCheck(b *testing.B) {
 	src := filepath.Join(b.TempDir(), "src.db")
-	makeDB(b, src, 45000)
+	if err := demo.ItemsDB(src, 45000); err != nil {
+		b.Fatal(err)
+	}
 	st, _ := os.Stat(src)
 	b.SetBytes(st.Size())
 	b.ResetTimer()

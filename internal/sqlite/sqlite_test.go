@@ -11,33 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wopr-network/opsd/internal/demo"
 )
 
-// makeDB creates a WAL database with a table of n rows of ~1 KiB.
-func makeDB(t testing.TB, path string, rows int) {
-	t.Helper()
-	db, err := sql.Open("sqlite", dsn(path, "rwc", "journal_mode(WAL)", "busy_timeout(30000)"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)`); err != nil {
-		t.Fatal(err)
-	}
-	tx, _ := db.Begin()
-	stmt, _ := tx.Prepare(`INSERT INTO items (payload) VALUES (randomblob(1000))`)
-	for i := 0; i < rows; i++ {
-		if _, err := stmt.Exec(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stmt.Close()
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// writer commits one insert per tick until stop; it returns the count of committed rows.
+// writer commits inserts back to back, pausing every between them, until stop; committed counts them.
 func writer(t testing.TB, path string, every time.Duration, stop <-chan struct{}, committed *atomic.Int64, wg *sync.WaitGroup) {
 	db, err := sql.Open("sqlite", dsn(path, "rw", "busy_timeout(30000)"))
 	if err != nil {
@@ -71,7 +49,9 @@ func TestBackupUnderWrites(t *testing.T) {
 	}
 	dir := t.TempDir()
 	src := filepath.Join(dir, "live.db")
-	makeDB(t, src, 100000) // ~110 MB
+	if err := demo.ItemsDB(src, 100000); err != nil {
+		t.Fatal(err)
+	} // ~110 MB
 	var committed atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -117,7 +97,9 @@ func TestBackupMissingSource(t *testing.T) {
 func TestBackupCancelledMidCopyRemovesCopy(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "live.db")
-	makeDB(t, src, 12000) // ~13 MB: four steps of 1024 pages
+	if err := demo.ItemsDB(src, 12000); err != nil {
+		t.Fatal(err)
+	} // ~13 MB: four steps of 1024 pages
 	ctx, cancel := context.WithCancel(context.Background())
 	steps := 0
 	afterStep = func() {
