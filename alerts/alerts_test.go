@@ -126,7 +126,7 @@ func (e *env) evaluator(t *testing.T, names ...string) *Evaluator {
 
 func waitEvents(t *testing.T, pd *pagerDuty, n int) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for len(pd.got()) < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("got %d PagerDuty events, want %d", len(pd.got()), n)
@@ -272,7 +272,7 @@ func TestFleetUnexpectedStopOnDocker(t *testing.T) {
 	if err := dc.Kill(ctx, killed, "KILL"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ev, _ := u.Evaluate(ctx, time.Now())
 		if ev.Firing {
@@ -294,7 +294,7 @@ func TestFleetUnexpectedStopOnDocker(t *testing.T) {
 	if err := dc.Start(ctx, killed); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		if ev, _ := u.Evaluate(ctx, time.Now()); !ev.Firing {
 			break

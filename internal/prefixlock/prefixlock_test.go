@@ -42,7 +42,7 @@ func TestSharedAndExclusive(t *testing.T) {
 	r2()
 	select {
 	case <-got:
-	case <-time.After(2 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("waiting prune never got the lock")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)

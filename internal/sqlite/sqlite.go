@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -34,8 +35,27 @@ type Info struct {
 	Tables    []string
 }
 
-// afterStep is called after every backup step (tests cancel mid-copy with it).
-var afterStep = func() {}
+// stepHook, when set, runs after every copy step of Backup (see SetStepHook).
+var stepHook atomic.Pointer[func()]
+
+// SetStepHook installs f to run after every copy step of Backup, on the copying goroutine, and
+// returns a function that removes it. It exists for tests: they interleave a writer's commits with
+// the copy, or cancel mid-copy, deterministically instead of by timing. nil removes any hook.
+func SetStepHook(f func()) (remove func()) {
+	if f == nil {
+		stepHook.Store(nil)
+	} else {
+		stepHook.Store(&f)
+	}
+	return func() { stepHook.Store(nil) }
+}
+
+// afterStep runs the installed step hook, if any.
+func afterStep() {
+	if f := stepHook.Load(); f != nil {
+		(*f)()
+	}
+}
 
 // ErrNotExist is returned (wrapped) when the source database file does not exist.
 var ErrNotExist = errors.New("database file does not exist")

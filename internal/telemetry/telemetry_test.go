@@ -24,7 +24,7 @@ func TestSentryJobFailureTaggedAndScrubbed(t *testing.T) {
 	s.CaptureJobFailure(JobFailure{Job: "platform-db-backup", Kind: "sqlite_backup", Target: "billing",
 		Err: errors.New("upload failed: access key " + secret + " rejected")})
 	s.CaptureMessage(sentry.LevelWarning, "Alert: stale-backups — 2 targets stale", map[string]string{"alert": "stale-backups"}, []string{"opsd-alert", "stale-backups"})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if !s.Flush(ctx) {
 		t.Fatal("flush timed out")
