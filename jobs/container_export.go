@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -22,6 +23,7 @@ type Engine interface {
 	Export(ctx context.Context, id string) (io.ReadCloser, error)
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
+	CaptureSpec(ctx context.Context, id string) (docker.Spec, error)
 }
 
 // Fingerprints persist what a container looked like at its last successful hot backup.
@@ -232,6 +234,10 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		return fail(err)
 	}
 	defer rc.Close()
+	spec, err := c.sealedSpec(ctx, ct)
+	if err != nil {
+		return fail(err)
+	}
 	tier := d.Labels[c.cfg.TierLabel]
 	if tier == "" {
 		tier = c.cfg.DefaultTier
@@ -240,6 +246,7 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier,
 		Container: &artifact.ContainerInfo{ID: d.ID, Name: ct.Name, Image: d.Image}, Labels: d.Labels,
 		Note: "docker export holds the container's filesystem only: volumes and bind mounts are not part of it",
+		Spec: spec,
 	})
 	if err != nil {
 		if _, ierr := c.engine.Inspect(context.WithoutCancel(ctx), ct.ID, false); docker.IsNotFound(ierr) {
@@ -257,4 +264,19 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		t.Note = fmt.Sprintf("%.1f MB/s raw", float64(m.RawSize)/1e6/d)
 	}
 	return t
+}
+
+// sealedSpec captures the container's create spec (command, env, mounts, networks, restart
+// policy, ...) so that it can be recreated on another node, sealed like the archive: env values
+// are tenant secrets, so an encrypted export also encrypts its spec.
+func (c *ContainerExport) sealedSpec(ctx context.Context, ct docker.Container) (*artifact.Sealed, error) {
+	spec, err := c.engine.CaptureSpec(ctx, ct.ID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("capture spec of %s: %w", ct.Name, err)
+	}
+	return artifact.Seal(b, c.cfg.Recipients)
 }

@@ -24,8 +24,8 @@ import (
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
 	return subcommands("restore", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
-		"db": restoreDB, "container": restoreContainer, "snapshot": restoreSnapshot,
-	}, "opsd restore db|container|snapshot -c FILE ... (see --help of each)")
+		"db": restoreDB, "container": restoreContainer, "snapshot": restoreSnapshot, "node": restoreNode,
+	}, "opsd restore db|container|snapshot|node -c FILE ... (see --help of each)")
 }
 
 // restoreEnv opens what a restore needs and records the restore in the state database.
@@ -205,53 +205,6 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		return strings.Join(safety, " "), res.Downtime, err
-	})
-}
-
-func restoreContainer(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("restore container", "opsd restore container -c FILE NAME [--key KEY | --date YYYYMMDD | --latest]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	key := fs.String("key", "", "the archive to restore")
-	date := fs.String("date", "", "restore this date's nightly archive")
-	latest := fs.Bool("latest", false, "restore the latest hot backup (latest/NAME/latest.tar.gz)")
-	identity := fs.String("identity", "", "age identity file for encrypted backups")
-	probe := fs.Duration("probe", 5*time.Second, "the restored container must keep running this long")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "Usage: opsd restore container -c FILE NAME [--key KEY | --date YYYYMMDD | --latest]")
-		return 2
-	}
-	name := fs.Arg(0)
-	r, code := openRestore(*cfgPath, stdout, stderr)
-	if r == nil {
-		return code
-	}
-	defer r.close()
-	ids, err := readIdentities(*identity)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	k, err := restore.ContainerKey(r.ctx, r.store, r.cfg.NodeID, name, *key, *date, *latest)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if !restore.KeyBelongsTo(k, name) {
-		fmt.Fprintf(stderr, "opsd: %s is not a backup of %s\n", k, name)
-		return 1
-	}
-	release, err := r.locks.Acquire(r.ctx, "nightly/", false, "restore")
-	if err != nil {
-		return 1
-	}
-	defer release()
-	return r.record("container", name, k, func() (string, time.Duration, error) {
-		res, err := restore.RestoreContainer(r.ctx, restore.ContainerOptions{Store: r.store, Engine: r.docker, Name: name, Key: k, Identities: ids,
-			Node: r.cfg.NodeID, Probe: *probe, Progress: r.progress, OnBytes: r.onBytes()})
-		return res.SafetyKey, res.Downtime, err
 	})
 }
 

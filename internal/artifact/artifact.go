@@ -74,6 +74,9 @@ type Manifest struct {
 	Container *ContainerInfo    `json:"container,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Note      string            `json:"note,omitempty"`
+	// Spec is a container export's create spec (docker.Spec as JSON), sealed like the archive:
+	// encrypted to the same age recipients when the archive is, and checksummed.
+	Spec *Sealed `json:"spec,omitempty"`
 }
 
 // SQLiteInfo describes a database backup.
