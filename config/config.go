@@ -224,6 +224,7 @@ type Job struct {
 	ContainerExport *ContainerExportSettings `yaml:"-" kind:"container_export"`
 	DirSnapshot     *DirSnapshotSettings     `yaml:"-" kind:"dir_snapshot"`
 	ContainerDrill  *ContainerDrillSettings  `yaml:"-" kind:"container_drill"`
+	NodeDrill       *NodeDrillSettings       `yaml:"-" kind:"node_drill"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).

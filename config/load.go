@@ -351,6 +351,9 @@ func (c *Config) applyDefaults() {
 				c.RTOTarget = Duration(10 * time.Minute)
 			}
 		}
+		if d := j.NodeDrill; d != nil {
+			d.setDefaults()
+		}
 		if p := j.Prune; p != nil && p.Rules == nil {
 			p.Rules = DefaultPruneRules()
 		}

@@ -343,6 +343,8 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		if d.Parallel < 1 || d.Parallel > 16 {
 			bad(p+".parallel", "must be between 1 and 16, got %d", d.Parallel)
 		}
+	case j.NodeDrill != nil:
+		j.NodeDrill.validate(p, bad)
 	case j.ContainerDrill != nil:
 		d := j.ContainerDrill
 		if !strings.HasSuffix(d.Prefix, "/") {

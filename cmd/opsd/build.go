@@ -69,6 +69,14 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return checks.NewContainerDrill(jc.Name, checks.ContainerDrillConfig{Prefix: s.Prefix, Tenant: s.Tenant, Sample: s.Sample, ProbeCmd: s.ProbeCmd,
 			ProbeTimeout: s.ProbeTimeout.D(), ProbeStaysUp: s.ProbeStaysUp, Identities: ids, RTOTarget: s.RTOTarget.D(),
 			FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks}, d.docker, d.store), nil
+	case "node_drill":
+		s := jc.NodeDrill
+		ids, err := readIdentities(s.IdentityFile)
+		if err != nil {
+			return nil, err
+		}
+		return checks.NewNodeDrill(jc.Name, checks.NodeDrillConfig{FromNode: s.FromNode, Sample: s.Sample, Parallel: s.Parallel, Probe: s.Probe.D(),
+			Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks}, d.docker, d.store), nil
 	case "prune":
 		return pruneJob(jc, d), nil
 	case "sqlite_drill":

@@ -41,7 +41,24 @@ func cmdDrill(args []string, stdout, stderr io.Writer) int {
 					}, 0
 				}
 			}}.run,
-	}, "opsd drill db -c FILE [--date YYYYMMDD] | opsd drill containers -c FILE [TENANT]")
+		"node": oneJob{name: "drill node", synopsis: "opsd drill node -c FILE [--from NODE] [--sample N] [--job NAME]", kind: "node_drill", fallback: "node-drill", print: printReport,
+			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+				from := fs.String("from", "", "the node whose backups are drilled (default: the job's from_node, or this node)")
+				sample := fs.Int("sample", 0, "containers restored into the sandbox (default: the job's sample)")
+				return func(_ *config.Config, jc *config.Job, _ []string) (adapter, int) {
+					if *from != "" {
+						jc.NodeDrill.FromNode = *from
+					}
+					if *sample < 0 {
+						fmt.Fprintf(fs.Output(), "opsd: --sample %d: want 1 or more\n", *sample)
+						return nil, 2
+					} else if *sample > 0 {
+						jc.NodeDrill.Sample = *sample
+					}
+					return nil, 0
+				}
+			}}.run,
+	}, "opsd drill db -c FILE [--date YYYYMMDD] | opsd drill containers -c FILE [TENANT] | opsd drill node -c FILE [--from NODE]")
 }
 
 func cmdVerify(args []string, stdout, stderr io.Writer) int {
@@ -83,6 +100,9 @@ func cmdPrune(args []string, stdout, stderr io.Writer) int {
 // defaultJob builds a job of a kind with every default, for CLI use without a configured job.
 func defaultJob(cfg *config.Config, name, kind string) config.Job {
 	text := fmt.Sprintf("node_id: %s\nstate:\n  path: /tmp/unused.db\njobs:\n  - name: %s\n    kind: %s\n    schedule: \"@monthly\"\n", cfg.NodeID, name, kind)
+	if kind == "node_drill" {
+		text += fmt.Sprintf("    from_node: %q\n", cfg.NodeID)
+	}
 	parsed, err := config.Parse([]byte(text), "defaults")
 	if err != nil {
 		panic(err) // the defaults always parse

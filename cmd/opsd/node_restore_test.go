@@ -215,6 +215,30 @@ jobs:
 	if out, err := exec.Command("docker", "exec", names[0], "/bin/busybox", "ping", "-c", "1", "-W", "10", "bot-1").CombinedOutput(); err != nil {
 		t.Errorf("%s cannot reach bot-1 by its alias on the recreated network: %v %s", names[0], err, out)
 	}
+
+	// The node drill restores a sample into a sandbox beside the live tenants, projects the
+	// node's RTO, and leaves nothing behind.
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"drill", "node", "-c", cfgB, "--from", "node-a", "--sample", "2"}, &out, &errb); code != 0 {
+		t.Fatalf("drill node: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{"Node restore drill (node-a, 2 of 5 containers in a sandbox)", "Result: 2 passed, 0 failed", "Projected node RTO: "} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("drill report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if left, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=opsd.drill=node").Output(); len(bytes.TrimSpace(left)) != 0 {
+		t.Fatalf("the node drill left containers: %s", left)
+	}
+	if left, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/"+prefix+"*").Output(); len(bytes.TrimSpace(left)) != 0 {
+		t.Fatalf("the node drill left images: %s", left)
+	}
+	for _, name := range names[:4] {
+		if d, err := dc.Inspect(ctx, name, false); err != nil || !d.Running {
+			t.Fatalf("the drill disturbed the live %s: %v", name, err)
+		}
+	}
 }
 
 // fileTar is a tar holding one file.

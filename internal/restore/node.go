@@ -49,6 +49,10 @@ type RecreateOptions struct {
 	OnBytes artifact.Progress
 	// AfterImport runs once the image is imported (tests inject failures and kills here).
 	AfterImport func(name string) error
+	// Sandbox, when set, is a drill: the container is created under this name with no network,
+	// no mounts, no published ports and no restart policy, probed, and then removed with its
+	// image; nothing of the tenant's is touched.
+	Sandbox string
 }
 
 // Phase names of a recreate, in order.
@@ -136,7 +140,10 @@ func Recreate(ctx context.Context, o RecreateOptions) (res RecreateResult) {
 	}
 	res.Name, res.Bytes = spec.Name, m.Size
 	ref := ImageRef(spec.Name, m)
-	if d, err := e.Inspect(ctx, spec.Name, false); err == nil {
+	if o.Sandbox != "" {
+		ref = fmt.Sprintf("opsd-drill/%s:%d", strings.ToLower(spec.Name), time.Now().UnixNano())
+		spec = sandboxed(spec, o.Sandbox)
+	} else if d, err := e.Inspect(ctx, spec.Name, false); err == nil {
 		if d.Image == ref && d.Running == spec.Running {
 			res.Outcome, res.ID, res.Image, res.Running = "skipped", d.ID, ref, d.Running
 			res.Warnings = append(res.Warnings, "already restored from this artifact")
@@ -181,6 +188,14 @@ func Recreate(ctx context.Context, o RecreateOptions) (res RecreateResult) {
 		return fail(err)
 	}
 	var newID string
+	if o.Sandbox != "" {
+		defer func() {
+			if newID != "" {
+				e.Remove(cleanup, newID)
+			}
+			e.RemoveImage(cleanup, image)
+		}()
+	}
 	undo := func(cause error) RecreateResult {
 		if newID != "" {
 			e.Remove(cleanup, newID)
@@ -255,6 +270,31 @@ func Recreate(ctx context.Context, o RecreateOptions) (res RecreateResult) {
 	}
 	res.Outcome = "restored"
 	return res
+}
+
+// sandboxed turns a spec into a drill's: renamed, no network, no mounts or binds, no published
+// ports, no restart policy, labelled as a drill.
+func sandboxed(s docker.Spec, name string) docker.Spec {
+	s.Name = name
+	cfg := container.Config{}
+	if s.Config != nil {
+		cfg = *s.Config
+	}
+	cfg.ExposedPorts, cfg.Hostname, cfg.Domainname = nil, "", ""
+	labels := map[string]string{"opsd.drill": "node"}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	cfg.Labels = labels
+	s.Config = &cfg
+	host := container.HostConfig{NetworkMode: "none"}
+	if s.HostConfig != nil {
+		host.Resources = s.HostConfig.Resources
+		host.CapAdd, host.CapDrop, host.SecurityOpt = s.HostConfig.CapAdd, s.HostConfig.CapDrop, s.HostConfig.SecurityOpt
+	}
+	s.HostConfig = &host
+	s.Networks, s.Volumes = nil, nil
+	return s
 }
 
 // NodeOptions configure restoring every tenant container a node backed up (runbook Procedure 3).
