@@ -5,72 +5,48 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
-	"github.com/wopr-network/opsd/internal/storage"
 )
 
-var keyDateRe = regexp.MustCompile(`\d{8}`)
-
-// snapshots lists a target's stored backups (artifacts with manifests) under the layouts opsd
-// writes: nightly/{node}/{target}/, latest/{target}/, on-demand/{target}/, and platform sets.
+// snapshots lists a target's stored backups (artifacts with manifests) of every kind the key
+// layout knows: nightly and hot exports, directory snapshots, on-demand snapshots, platform sets.
 func (m *Main) snapshots(ctx context.Context, target string) ([]httpapi.Snapshot, error) {
 	if strings.ContainsAny(target, "/\\") || target == "" || target == "." || target == ".." {
 		return nil, nil
+	}
+	keys, err := keyLayout(m.cfg())
+	if err != nil {
+		return nil, err
 	}
 	node := m.cfg().NodeID
 	if b, err := m.state.GetBackup(ctx, target, time.Now(), time.Hour); err == nil && b.NodeID != "" {
 		node = b.NodeID
 	}
-	var out []httpapi.Snapshot
-	for _, prefix := range []string{"nightly/" + node + "/" + target + "/", "latest/" + target + "/", "on-demand/" + target + "/"} {
-		objs, err := storage.ListAll(ctx, m.objStore(), prefix)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, withManifests(objs, nil)...)
-	}
-	// Platform databases: platform/{date}/{db}-{date}...
-	objs, err := storage.ListAll(ctx, m.objStore(), "platform/")
+	list, err := keys.Artifacts(ctx, m.objStore(), layout.Fields{Node: node, Target: target},
+		layout.Nightly, layout.Hot, layout.Snapshot, layout.OnDemand, layout.SQLite)
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, withManifests(objs, func(key string) bool {
-		base := key[strings.LastIndexByte(key, '/')+1:]
-		return strings.HasPrefix(base, target+"-")
-	})...)
+	var out []httpapi.Snapshot
+	for _, a := range list {
+		date := a.Object.ModTime.UTC().Format(time.RFC3339)
+		if t, err := layout.ParseDate(a.Date); err == nil {
+			date = t.Format("2006-01-02")
+		}
+		out = append(out, httpapi.Snapshot{Path: a.Key, Date: date, SizeMB: float64(a.Object.Size) / (1024 * 1024)})
+	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Date > out[j].Date || (out[i].Date == out[j].Date && out[i].Path > out[j].Path)
 	})
 	return out, nil
-}
-
-func withManifests(objs []storage.ObjectInfo, keep func(string) bool) []httpapi.Snapshot {
-	have := map[string]bool{}
-	for _, o := range objs {
-		have[o.Key] = true
-	}
-	var out []httpapi.Snapshot
-	for _, o := range objs {
-		if artifact.IsManifest(o.Key) || !have[artifact.ManifestKey(o.Key)] || (keep != nil && !keep(o.Key)) {
-			continue
-		}
-		date := o.ModTime.UTC().Format(time.RFC3339)
-		if d := keyDateRe.FindString(o.Key[strings.LastIndexByte(o.Key, '/')+1:]); d != "" {
-			if t, err := time.Parse("20060102", d); err == nil {
-				date = t.Format("2006-01-02")
-			}
-		}
-		out = append(out, httpapi.Snapshot{Path: o.Key, Date: date, SizeMB: float64(o.Size) / (1024 * 1024)})
-	}
-	return out
 }
 
 // adminHealth is the platform's /admin/health: gateway, fleet and billing figures when their
@@ -202,7 +178,11 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 	if targetNode != "" && targetNode != cfg.NodeID {
 		return 0, fmt.Errorf("%w: this is node %s; send the request to the opsd on %s", httpapi.ErrBadRequest, cfg.NodeID, targetNode)
 	}
-	if !restore.KeyBelongsTo(key, containerID) {
+	keys, err := keyLayout(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if !keys.BelongsTo(key, containerID) {
 		return 0, httpapi.ErrForbidden
 	}
 	if _, err := artifact.ReadManifest(ctx, m.objStore(), key); err != nil {
@@ -222,7 +202,7 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 		defer m.bg.Done()
 		defer release()
 		rctx := context.WithoutCancel(m.runCtx)
-		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
+		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
 			Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
 		fin := time.Now()
 		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}

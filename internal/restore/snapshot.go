@@ -8,13 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -23,7 +23,7 @@ type SnapshotOptions struct {
 	Store      storage.Store
 	BaseDir    string
 	Instance   string
-	Key        string // default: the newest snapshot under nightly/{node}/{instance}/ or on-demand/{instance}/
+	Key        string // default: SnapshotKey, the newest nightly or on-demand snapshot
 	Node       string
 	Identities []age.Identity
 	Progress   func(string)
@@ -41,29 +41,20 @@ type SnapshotResult struct {
 	Files    int    `json:"files"`
 }
 
-// SnapshotKey returns the newest snapshot of an instance.
-func SnapshotKey(ctx context.Context, store storage.Store, node, instance string) (string, error) {
-	var keys []string
-	for _, prefix := range []string{"nightly/" + node + "/" + instance + "/", "on-demand/" + instance + "/"} {
-		objs, err := storage.ListAll(ctx, store, prefix)
-		if err != nil {
-			return "", err
-		}
-		have := map[string]bool{}
-		for _, o := range objs {
-			have[o.Key] = true
-		}
-		for _, o := range objs {
-			if !artifact.IsManifest(o.Key) && have[artifact.ManifestKey(o.Key)] {
-				keys = append(keys, o.Key)
-			}
-		}
+// SnapshotKey returns the newest snapshot of an instance (nightly or on-demand) with a manifest.
+// l nil means the default layout.
+func SnapshotKey(ctx context.Context, store storage.Store, l *layout.Layout, node, instance string) (string, error) {
+	if l == nil {
+		l = layout.Default()
 	}
-	if len(keys) == 0 {
+	a, ok, err := l.Newest(ctx, store, layout.Fields{Node: node, Target: instance}, layout.Snapshot, layout.OnDemand)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
 		return "", fmt.Errorf("no snapshot of %s", instance)
 	}
-	sort.Strings(keys)
-	return keys[len(keys)-1], nil
+	return a.Key, nil
 }
 
 // RestoreSnapshot extracts a snapshot beside the instance directory, swaps the two directories,
@@ -81,7 +72,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", o.Instance, err)
 	}
-	ts := o.Now().UTC().Format("20060102T150405Z")
+	ts := layout.Stamp(o.Now())
 	staging := filepath.Join(o.BaseDir, ".opsd-restore-"+o.Instance+"-"+ts)
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return res, err

@@ -37,7 +37,7 @@ func TestRestoreSnapshotSwapsAndRollsBack(t *testing.T) {
 	os.WriteFile(filepath.Join(base, "bot-1", "memory", "notes.md"), []byte("current"), 0o644)
 	os.WriteFile(filepath.Join(base, "bot-1", "new-since-backup.txt"), []byte("x"), 0o644)
 	snapshotOf(t, store, "nightly/n1/bot-1/bot-1_20261125.tar.gz", map[string]string{"bot-1/memory/notes.md": "from backup"}, map[string]string{"bot-1/latest": "memory/notes.md"})
-	key, err := SnapshotKey(context.Background(), store, "n1", "bot-1")
+	key, err := SnapshotKey(context.Background(), store, nil, "n1", "bot-1")
 	if err != nil || key != "nightly/n1/bot-1/bot-1_20261125.tar.gz" {
 		t.Fatalf("key %s %v", key, err)
 	}
