@@ -131,14 +131,21 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	return res, nil
 }
 
-// extract unpacks a tar into dir. Every entry must lie under top/; absolute paths, "..",
-// and links pointing outside the tree are refused.
+// extract unpacks a tar into dir, keeping each entry's mode, owner (uid/gid, when run as root)
+// and modification time. Every entry must lie under top/; absolute paths, "..", and links
+// pointing outside the tree are refused.
 func extract(r io.Reader, dir, top string) (int, error) {
 	tr := tar.NewReader(r)
 	n := 0
+	var dirs []*tar.Header // given their mode and owner last: a read-only directory still gets its files
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
+			for i := len(dirs) - 1; i >= 0; i-- {
+				if err := keepAttrs(filepath.Join(dir, filepath.Clean(dirs[i].Name)), dirs[i]); err != nil {
+					return n, err
+				}
+			}
 			return n, nil
 		}
 		if err != nil {
@@ -151,14 +158,15 @@ func extract(r io.Reader, dir, top string) (int, error) {
 		target := filepath.Join(dir, name)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, os.FileMode(h.Mode)&0o7777|0o700); err != nil {
+			if err := os.MkdirAll(target, 0o700); err != nil {
 				return n, err
 			}
+			dirs = append(dirs, h)
 		case tar.TypeReg:
 			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 				return n, err
 			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, os.FileMode(h.Mode)&0o777)
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
 				return n, err
 			}
@@ -169,10 +177,12 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			if err := f.Close(); err != nil {
 				return n, err
 			}
-			os.Chtimes(target, h.ModTime, h.ModTime)
+			if err := keepAttrs(target, h); err != nil {
+				return n, err
+			}
 		case tar.TypeSymlink:
-			resolved := filepath.Join(filepath.Dir(name), h.Linkname)
-			if filepath.IsAbs(h.Linkname) || !strings.HasPrefix(filepath.Clean(resolved), top) {
+			resolved := filepath.Clean(filepath.Join(filepath.Dir(name), h.Linkname))
+			if filepath.IsAbs(h.Linkname) || (resolved != top && !strings.HasPrefix(resolved, top+"/")) {
 				return n, fmt.Errorf("snapshot link %q points outside %s/", h.Name, top)
 			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
@@ -181,9 +191,54 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			if err := os.Symlink(h.Linkname, target); err != nil {
 				return n, err
 			}
+			if err := chown(target, h); err != nil {
+				return n, err
+			}
 		default:
 			continue // devices, fifos: not part of a WOPR_HOME
 		}
 		n++
 	}
+}
+
+// keepAttrs gives a restored file or directory its entry's owner, then its mode (after the
+// owner: chown clears set-id bits), then its modification time.
+func keepAttrs(path string, h *tar.Header) error {
+	if err := chown(path, h); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, os.FileMode(h.Mode&0o777)|modeBits(h.Mode)); err != nil {
+		return fmt.Errorf("restore mode of %s: %w", h.Name, err)
+	}
+	if err := os.Chtimes(path, h.ModTime, h.ModTime); err != nil {
+		return fmt.Errorf("restore time of %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// modeBits converts the tar set-id and sticky bits to Go's.
+func modeBits(m int64) os.FileMode {
+	var out os.FileMode
+	if m&0o4000 != 0 {
+		out |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		out |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		out |= os.ModeSticky
+	}
+	return out
+}
+
+// chown gives path the entry's uid and gid. Only root can; as anyone else the restored files
+// belong to the user running the restore.
+func chown(path string, h *tar.Header) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := os.Lchown(path, h.Uid, h.Gid); err != nil {
+		return fmt.Errorf("restore owner of %s: %w", h.Name, err)
+	}
+	return nil
 }
