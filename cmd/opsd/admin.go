@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/layout"
@@ -56,7 +55,7 @@ func (m *Main) adminHealth(ctx context.Context) any {
 	now := time.Now()
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339), "gateway": nil, "fleet": nil, "billing": nil}
 	if cfg.Alerts.GatewayDB != "" {
-		if g, err := gatewaySummary(ctx, cfg.Alerts.GatewayDB, now); err == nil {
+		if g, err := alerts.GatewaySummary(ctx, cfg.Alerts.GatewayDB, now); err == nil {
 			out["gateway"] = g
 		} else {
 			m.log.Warn().Err(err).Msg("admin health: gateway figures")
@@ -74,11 +73,7 @@ func (m *Main) adminHealth(ctx context.Context) any {
 		}
 	}
 	if cfg.Alerts.CreditsDB != "" {
-		q := cfg.Alerts.CreditsQuery
-		if q == "" {
-			q = `SELECT COALESCE(-SUM(amount), 0) FROM credit_transactions WHERE amount < 0 AND at > :now / 1000 - 86400`
-		}
-		if v, err := queryOne(ctx, cfg.Alerts.CreditsDB, q, now); err == nil {
+		if v, err := alerts.CreditsConsumed(ctx, cfg.Alerts.CreditsDB, cfg.Alerts.CreditsQuery, now); err == nil {
 			out["billing"] = map[string]any{"creditsConsumed24h": v}
 		} else {
 			m.log.Warn().Err(err).Msg("admin health: billing figures")
@@ -104,71 +99,6 @@ func (m *Main) hasContainerJobs() bool {
 		}
 	}
 	return false
-}
-
-func openRO(path string) (*sql.DB, error) {
-	q := url.Values{}
-	q.Set("mode", "ro")
-	q.Add("_pragma", "query_only(1)")
-	return sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-}
-
-func queryOne(ctx context.Context, path, q string, now time.Time) (float64, error) {
-	db, err := openRO(path)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	var v sql.NullFloat64
-	err = db.QueryRowContext(ctx, q, sql.Named("now", now.UnixMilli())).Scan(&v)
-	return v.Float64, err
-}
-
-// gatewaySummary reads gateway_metrics for the last 5 and 60 minutes.
-func gatewaySummary(ctx context.Context, path string, now time.Time) (map[string]any, error) {
-	db, err := openRO(path)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	window := func(minutes int) (map[string]any, error) {
-		rows, err := db.QueryContext(ctx, `SELECT capability, COALESCE(SUM(requests),0), COALESCE(SUM(errors),0) FROM gateway_metrics
-			WHERE minute_key > :now - :span AND capability != '__credit_failures__' GROUP BY capability ORDER BY capability`,
-			sql.Named("now", now.UnixMilli()), sql.Named("span", int64(minutes)*60000))
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		var reqs, errs int64
-		by := map[string]any{}
-		for rows.Next() {
-			var c string
-			var r, e int64
-			if err := rows.Scan(&c, &r, &e); err != nil {
-				return nil, err
-			}
-			reqs, errs = reqs+r, errs+e
-			rate := 0.0
-			if r > 0 {
-				rate = float64(e) / float64(r)
-			}
-			by[c] = map[string]any{"requests": r, "errors": e, "errorRate": rate}
-		}
-		rate := 0.0
-		if reqs > 0 {
-			rate = float64(errs) / float64(reqs)
-		}
-		return map[string]any{"totalRequests": reqs, "totalErrors": errs, "errorRate": rate, "byCapability": by}, rows.Err()
-	}
-	l5, err := window(5)
-	if err != nil {
-		return nil, err
-	}
-	l60, err := window(60)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"last5m": l5, "last60m": l60}, nil
 }
 
 // startRestore validates an admin restore request and runs the container restore in the
