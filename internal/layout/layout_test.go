@@ -25,8 +25,15 @@ func TestTemplateKeyMatchPrefix(t *testing.T) {
 			t.Fatalf("Match(%s) = %+v %v", k, got, ok)
 		}
 	}
-	if _, ok := tpl.Match("nightly/n1/tenant_a_b/tenant_a_b_20261125.tar.zst"); ok {
-		t.Fatal("a .tar.zst key matched a .tar.gz template")
+	// Written before the job switched to zstd, or after: the same container's backups.
+	if got, ok := tpl.Match("nightly/n1/tenant_a_b/tenant_a_b_20261125.tar.zst.age"); !ok || got != f {
+		t.Fatalf("a .tar.zst.age key: %+v %v", got, ok)
+	}
+	if got, ok := MustParse("latest/{container}/latest.tar").Match("latest/c/latest.tar.gz"); !ok || got.Target != "c" {
+		t.Fatalf("a .tar template and a .tar.gz key: %+v %v", got, ok)
+	}
+	if _, ok := tpl.Match("nightly/n1/tenant_a_b/tenant_a_b_20261125.tar.gz.manifest.json"); ok {
+		t.Fatal("a manifest matched")
 	}
 	// A placeholder used twice must have one value.
 	if _, ok := tpl.Match("nightly/n1/tenant_a/tenant_b_20261125.tar.gz"); ok {
@@ -68,7 +75,7 @@ func TestBelongsTo(t *testing.T) {
 	l := Default()
 	for key, want := range map[string]bool{
 		"nightly/n1/tenant_a/tenant_a_20261125.tar.gz":             true,
-		"nightly/n1/tenant_a/tenant_a_20261125.tar.zst.age":        false, // the template says .tar.gz
+		"nightly/n1/tenant_a/tenant_a_20261125.tar.zst.age":        true, // written with zstd and age
 		"nightly/n1/tenant_a/tenant_a_20261125.tar.gz.age":         true,
 		"latest/tenant_a/latest.tar.gz":                            true,
 		"pre-restore/n1/tenant_a/20261125T030000Z/tenant_a.tar.gz": true,

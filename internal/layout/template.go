@@ -136,7 +136,9 @@ func (f Fields) KeyTime() (time.Time, bool) {
 }
 
 // Template is one parsed key template, e.g. nightly/{node}/{container}/{container}_{date}.tar.gz.
-// Keys written from it may carry a format suffix (.zst, .age) after the template's text.
+// Keys written from it may carry a format suffix (.zst, .age) after the template's text, and a
+// template's trailing .gz is optional when matching: a key written before the job switched
+// between gzip and zstd (.tar.gz, .tar.zst) still belongs to it.
 type Template struct {
 	raw    string
 	re     *regexp.Regexp
@@ -163,8 +165,8 @@ func Parse(raw string) (Template, error) {
 		t.groups = append(t.groups, ph)
 		last = loc[1]
 	}
-	re.WriteString(regexp.QuoteMeta(raw[last:]))
-	re.WriteString(`(?:\.zst)?(?:\.age)?$`)
+	re.WriteString(regexp.QuoteMeta(strings.TrimSuffix(raw[last:], ".gz")))
+	re.WriteString(`(?:\.gz)?(?:\.zst)?(?:\.age)?$`)
 	t.re = regexp.MustCompile(re.String())
 	return t, nil
 }
