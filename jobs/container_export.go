@@ -119,7 +119,7 @@ func (c *ContainerExport) Key(container string, at time.Time) string {
 // Run exports every selected container; each one fails or succeeds on its own.
 func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 	if c.err != nil {
-		return Result{}, c.err
+		return Result{}, fmt.Errorf("container export %s: %w", c.name, c.err)
 	}
 	list, err := c.engine.List(ctx, c.cfg.NamePrefix, c.cfg.Labels)
 	if err != nil {

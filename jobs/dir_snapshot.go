@@ -84,7 +84,7 @@ func (d *DirSnapshot) WithOnly(names []string) *DirSnapshot {
 // Run snapshots every instance directory.
 func (d *DirSnapshot) Run(ctx context.Context) (Result, error) {
 	if d.err != nil {
-		return Result{}, d.err
+		return Result{}, fmt.Errorf("dir snapshot %s: %w", d.name, d.err)
 	}
 	entries, err := os.ReadDir(d.cfg.BaseDir)
 	if err != nil {

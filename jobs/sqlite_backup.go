@@ -102,7 +102,7 @@ func (b *SQLiteBackup) Key(db string, at time.Time) string {
 // Run backs up every database; one failing does not stop the others.
 func (b *SQLiteBackup) Run(ctx context.Context) (Result, error) {
 	if b.err != nil {
-		return Result{}, b.err
+		return Result{}, fmt.Errorf("sqlite backup %s: %w", b.name, b.err)
 	}
 	now := b.cfg.Now()
 	dbs := b.cfg.Databases
