@@ -48,6 +48,9 @@ func TestTemplateKeyMatchPrefix(t *testing.T) {
 			t.Fatalf("Prefix(%+v) = %q, want %q", c.f, got, c.want)
 		}
 	}
+	if f, ok := MustParse("postgres/{date}/{database}-{date}.dump").Match("postgres/20261125/wopr-20261125.dump.zst"); !ok || f.Target != "wopr" {
+		t.Fatalf("{database}: %+v %v", f, ok)
+	}
 	if _, err := Parse("x/{tenant}/{date}"); err == nil || !strings.Contains(err.Error(), "{tenant}") {
 		t.Fatalf("unknown placeholder: %v", err)
 	}

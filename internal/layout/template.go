@@ -62,7 +62,7 @@ func KeyDate(key string) (time.Time, bool) {
 // unconstrained (when matching).
 type Fields struct {
 	Node string
-	// Target is the {container}, {instance}, {db} or {target} of the key.
+	// Target is the {container}, {instance}, {db}, {database} or {target} of the key.
 	Target string
 	Date   string // {date}: YYYYMMDD, UTC
 	Time   string // {time}: HHMMSS, UTC
@@ -76,6 +76,7 @@ var placeholders = map[string]string{
 	"{container}": `[^/]+`,
 	"{instance}":  `[^/]+`,
 	"{db}":        `[^/]+`,
+	"{database}":  `[^/]+`,
 	"{target}":    `[^/]+`,
 	"{date}":      `\d{8}`,
 	"{time}":      `\d{6}`,
@@ -87,7 +88,7 @@ func (f Fields) value(ph string) string {
 	switch ph {
 	case "{node}":
 		return f.Node
-	case "{container}", "{instance}", "{db}", "{target}":
+	case "{container}", "{instance}", "{db}", "{database}", "{target}":
 		return f.Target
 	case "{date}":
 		return f.Date
@@ -102,7 +103,7 @@ func (f Fields) value(ph string) string {
 }
 
 func (f *Fields) set(ph, v string) bool {
-	p := map[string]*string{"{node}": &f.Node, "{container}": &f.Target, "{instance}": &f.Target, "{db}": &f.Target,
+	p := map[string]*string{"{node}": &f.Node, "{container}": &f.Target, "{instance}": &f.Target, "{db}": &f.Target, "{database}": &f.Target,
 		"{target}": &f.Target, "{date}": &f.Date, "{time}": &f.Time, "{stamp}": &f.Stamp, "{id}": &f.ID}[ph]
 	if *p != "" && *p != v {
 		return false // a placeholder used twice must have one value
