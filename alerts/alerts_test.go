@@ -258,13 +258,13 @@ func TestForDurationAndRetries(t *testing.T) {
 func TestFleetUnexpectedStopOnDocker(t *testing.T) {
 	dc := dockertest.Client(t)
 	kicked := make(chan struct{}, 10)
-	u := &UnexpectedStops{Source: dc, Prefix: "tenant_opsdalert_", Grace: time.Second, Kick: func() { kicked <- struct{}{} }, Log: zerolog.Nop()}
+	u := &UnexpectedStops{Source: dc, Prefix: alertPrefix, Grace: time.Second, Kick: func() { kicked <- struct{}{} }, Log: zerolog.Nop()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go u.Watch(ctx)
 	time.Sleep(500 * time.Millisecond)
-	stopped := dockertest.Run(t, dc, "tenant_opsdalert_stopped", nil, "sleep 3600")
-	killed := dockertest.Run(t, dc, "tenant_opsdalert_killed", nil, "sleep 3600")
+	stopped := dockertest.Run(t, dc, alertPrefix+"stopped", nil, "sleep 3600")
+	killed := dockertest.Run(t, dc, alertPrefix+"killed", nil, "sleep 3600")
 	time.Sleep(300 * time.Millisecond)
 	if err := dc.Stop(ctx, stopped, time.Second); err != nil {
 		t.Fatal(err)
@@ -276,7 +276,7 @@ func TestFleetUnexpectedStopOnDocker(t *testing.T) {
 	for {
 		ev, _ := u.Evaluate(ctx, time.Now())
 		if ev.Firing {
-			if !strings.Contains(ev.Message, "tenant_opsdalert_killed exited with code 137") || strings.Contains(ev.Message, "tenant_opsdalert_stopped") {
+			if !strings.Contains(ev.Message, alertPrefix+"killed exited with code 137") || strings.Contains(ev.Message, alertPrefix+"stopped") {
 				t.Fatalf("message: %s", ev.Message)
 			}
 			break
@@ -287,7 +287,7 @@ func TestFleetUnexpectedStopOnDocker(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(1500 * time.Millisecond) // past the grace of the stopped one
-	if ev, _ := u.Evaluate(ctx, time.Now()); strings.Contains(ev.Message, "tenant_opsdalert_stopped") {
+	if ev, _ := u.Evaluate(ctx, time.Now()); strings.Contains(ev.Message, alertPrefix+"stopped") {
 		t.Fatalf("docker stop fired: %s", ev.Message)
 	}
 	// Running again resolves it.
@@ -358,3 +358,6 @@ func TestSentryNotifier(t *testing.T) {
 		}
 	}
 }
+
+// alertPrefix names this run's test containers (unique on a shared engine).
+var alertPrefix = dockertest.Unique("tenant_opsdalert_")

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"regexp"
 	"time"
 )
 
@@ -23,5 +22,3 @@ func sha256Of(r io.Reader) (string, int64, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
-
-var dateInName = regexp.MustCompile(`\d{8}`)

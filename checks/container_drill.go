@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
@@ -33,7 +34,10 @@ type DrillEngine interface {
 
 // ContainerDrillConfig configures a ContainerDrill.
 type ContainerDrillConfig struct {
-	Prefix string // "nightly/"
+	// Layout finds the archives (nil: the default layout); Prefix is what the drill locks
+	// against prune (default: the folder of the layout's nightly keys).
+	Layout *layout.Layout
+	Prefix string
 	// Tenant drills one container; Sample drills N random ones; neither: all.
 	Tenant string
 	Sample int
@@ -62,8 +66,11 @@ type ContainerDrill struct {
 
 // NewContainerDrill returns the drill.
 func NewContainerDrill(name string, cfg ContainerDrillConfig, engine DrillEngine, store storage.Store) *ContainerDrill {
+	if cfg.Layout == nil {
+		cfg.Layout = layout.Default()
+	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "nightly/"
+		cfg.Prefix = cfg.Layout.Root(layout.Nightly)
 	}
 	if len(cfg.ProbeCmd) == 0 {
 		cfg.ProbeCmd = []string{"/bin/sh", "-c", "true"}
@@ -95,41 +102,13 @@ func (d *ContainerDrill) WithTenant(t string) *ContainerDrill {
 
 // newestArchives returns, per container, its newest nightly archive with a manifest.
 func (d *ContainerDrill) newestArchives(ctx context.Context) (map[string]artifact.Manifest, error) {
-	type cand struct {
-		key  string
-		date string
-	}
-	objs := map[string]storage.ObjectInfo{}
-	if err := d.store.List(ctx, d.cfg.Prefix, func(o storage.ObjectInfo) error { objs[o.Key] = o; return nil }); err != nil {
+	newest, err := d.cfg.Layout.NewestPerTarget(ctx, d.store, layout.Fields{Target: d.cfg.Tenant}, layout.Nightly)
+	if err != nil {
 		return nil, err
 	}
-	newest := map[string]cand{}
-	for k := range objs {
-		if artifact.IsManifest(k) {
-			continue
-		}
-		if _, ok := objs[artifact.ManifestKey(k)]; !ok {
-			continue
-		}
-		parts := strings.Split(strings.TrimPrefix(k, d.cfg.Prefix), "/") // {node}/{container}/{file}
-		if len(parts) != 3 {
-			continue
-		}
-		c := parts[1]
-		date := ""
-		if m := dateInName.FindAllString(parts[2], -1); len(m) > 0 {
-			date = m[len(m)-1]
-		}
-		if old, ok := newest[c]; !ok || date > old.date || (date == old.date && k > old.key) {
-			newest[c] = cand{k, date}
-		}
-	}
 	out := map[string]artifact.Manifest{}
-	for c, cd := range newest {
-		if d.cfg.Tenant != "" && c != d.cfg.Tenant {
-			continue
-		}
-		m, err := artifact.ReadManifest(ctx, d.store, cd.key)
+	for c, a := range newest {
+		m, err := artifact.ReadManifest(ctx, d.store, a.Key)
 		if err != nil {
 			return nil, err
 		}

@@ -21,8 +21,8 @@ import (
 // leftovers lists this test's drill images and containers (other packages' tests may be drilling
 // their own containers on the same engine at the same time).
 func leftovers(t *testing.T) string {
-	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/tenant_opsddrill_*").Output()
-	cts, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=opsd-drill-tenant_opsddrill_").Output()
+	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/"+drillPrefix+"*").Output()
+	cts, _ := exec.Command("docker", "ps", "-aq", "--filter", "name=opsd-drill-"+drillPrefix).Output()
 	return strings.TrimSpace(string(imgs) + string(cts))
 }
 
@@ -34,10 +34,10 @@ func TestContainerDrillOnDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	dockertest.Run(t, dc, "tenant_opsddrill_a", nil, "echo a > /data/a.txt; sleep 3600")
-	dockertest.Run(t, dc, "tenant_opsddrill_b", nil, "echo b > /data/b.txt; sleep 3600")
+	dockertest.Run(t, dc, drillPrefix+"a", nil, "echo a > /data/a.txt; sleep 3600")
+	dockertest.Run(t, dc, drillPrefix+"b", nil, "echo b > /data/b.txt; sleep 3600")
 	time.Sleep(300 * time.Millisecond)
-	exp := jobs.NewContainerExport("export", jobs.ContainerExportConfig{NamePrefix: "tenant_opsddrill_", Node: "n1", Now: func() time.Time { return day1 }}, dc, st, store)
+	exp := jobs.NewContainerExport("export", jobs.ContainerExportConfig{NamePrefix: drillPrefix, Node: "n1", Now: func() time.Time { return day1 }}, dc, st, store)
 	if _, err := exp.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestContainerDrillOnDocker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("drill: %v\n%s", err, res.Report)
 	}
-	if !strings.Contains(res.Report, "PASS  tenant_opsddrill_a — ") || !strings.Contains(res.Report, "Result: 2 passed, 0 failed, 0 skipped\n") || res.Drill.RTOTarget != 10*time.Minute {
+	if !strings.Contains(res.Report, "PASS  "+drillPrefix+"a — ") || !strings.Contains(res.Report, "Result: 2 passed, 0 failed, 0 skipped\n") || res.Drill.RTOTarget != 10*time.Minute {
 		t.Fatalf("report:\n%s", res.Report)
 	}
 	for _, p := range []string{"download", "verify", "import", "start"} {
@@ -62,15 +62,15 @@ func TestContainerDrillOnDocker(t *testing.T) {
 		t.Fatalf("drill left images or containers: %s", l)
 	}
 	// A probe that fails, and one that must stay up.
-	res, err = drill.WithTenant("tenant_opsddrill_a").Run(context.Background())
+	res, err = drill.WithTenant(drillPrefix + "a").Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := NewContainerDrill("d", ContainerDrillConfig{Tenant: "tenant_opsddrill_a", ProbeCmd: []string{"/bin/sh", "-c", "exit 3"}}, dc, store)
+	bad := NewContainerDrill("d", ContainerDrillConfig{Tenant: drillPrefix + "a", ProbeCmd: []string{"/bin/sh", "-c", "exit 3"}}, dc, store)
 	if res, err := bad.Run(context.Background()); err == nil || !strings.Contains(res.Report, "exited with code 3") {
 		t.Fatalf("failing probe: %v\n%s", err, res.Report)
 	}
-	up := NewContainerDrill("d", ContainerDrillConfig{Tenant: "tenant_opsddrill_a", ProbeCmd: []string{"/bin/sleep", "30"}, ProbeStaysUp: true, ProbeTimeout: time.Second}, dc, store)
+	up := NewContainerDrill("d", ContainerDrillConfig{Tenant: drillPrefix + "a", ProbeCmd: []string{"/bin/sleep", "30"}, ProbeStaysUp: true, ProbeTimeout: time.Second}, dc, store)
 	if res, err := up.Run(context.Background()); err != nil {
 		t.Fatalf("stays-up probe: %v\n%s", err, res.Report)
 	}
@@ -79,7 +79,7 @@ func TestContainerDrillOnDocker(t *testing.T) {
 	}
 
 	// A truncated archive (with a manifest that matches it, so only the tar check can tell).
-	key := "nightly/n1/tenant_opsddrill_b/tenant_opsddrill_b_20261125.tar.gz"
+	key := "nightly/n1/" + drillPrefix + "b/" + drillPrefix + "b_20261125.tar.gz"
 	m, _ := artifact.ReadManifest(context.Background(), store, key)
 	b := mustRead(t, store, key)
 	b = b[:len(b)/2]
@@ -87,8 +87,8 @@ func TestContainerDrillOnDocker(t *testing.T) {
 	store.Put(context.Background(), key, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b))})
 	m.Size, m.SHA256 = int64(len(b)), hex.EncodeToString(sum[:])
 	artifact.WriteManifest(context.Background(), store, m)
-	res, err = drill.WithTenant("tenant_opsddrill_b").Run(context.Background())
-	if err == nil || !strings.Contains(res.Report, "FAIL  tenant_opsddrill_b — archive is not a complete tar.gz") {
+	res, err = drill.WithTenant(drillPrefix + "b").Run(context.Background())
+	if err == nil || !strings.Contains(res.Report, "FAIL  "+drillPrefix+"b — archive is not a complete tar.gz") {
 		t.Fatalf("truncated archive: %v\n%s", err, res.Report)
 	}
 	if l := leftovers(t); l != "" {
@@ -100,28 +100,34 @@ func TestContainerDrillOnDocker(t *testing.T) {
 // (and a hot one when hot backups run); missing ones are reported by key.
 func TestOffsiteVerifyContainers(t *testing.T) {
 	dc := dockertest.Client(t)
-	dockertest.Run(t, dc, "tenant_opsdver_a", nil, "sleep 3600")
-	dockertest.Run(t, dc, "tenant_opsdver_b", nil, "sleep 3600")
+	dockertest.Run(t, dc, verPrefix+"a", nil, "sleep 3600")
+	dockertest.Run(t, dc, verPrefix+"b", nil, "sleep 3600")
 	store, _ := local.New(t.TempDir())
 	ctx := context.Background()
-	for _, key := range []string{"nightly/n1/tenant_opsdver_a/tenant_opsdver_a_20261126.tar.gz", "latest/tenant_opsdver_a/latest.tar.gz"} {
+	for _, key := range []string{"nightly/n1/" + verPrefix + "a/" + verPrefix + "a_20261126.tar.gz", "latest/" + verPrefix + "a/latest.tar.gz"} {
 		if _, err := artifact.Store(ctx, store, strings.NewReader("x"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "container"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	v := NewOffsiteVerify("offsite", OffsiteVerifyConfig{Prefix: "platform/", Databases: nil, Dates: 1, Containers: dc, NamePrefix: "tenant_opsdver_",
+	v := NewOffsiteVerify("offsite", OffsiteVerifyConfig{Prefix: "platform/", Databases: nil, Dates: 1, Containers: dc, NamePrefix: verPrefix,
 		Node: "n1", NightlyMaxAge: 26 * time.Hour, HotMaxAge: 7 * time.Hour}, store)
 	res, err := v.Run(ctx)
 	if err == nil {
 		t.Fatal("a container without backups passed verification")
 	}
-	for _, want := range []string{"MISSING     nightly/n1/tenant_opsdver_b/ — tenant_opsdver_b has no nightly backup with a manifest",
-		"MISSING     latest/tenant_opsdver_b/ — tenant_opsdver_b has no hot backup with a manifest"} {
+	for _, want := range []string{"MISSING     nightly/n1/" + verPrefix + "b/ — " + verPrefix + "b has no nightly backup with a manifest",
+		"MISSING     latest/" + verPrefix + "b/ — " + verPrefix + "b has no hot backup with a manifest"} {
 		if !strings.Contains(res.Report, want) {
 			t.Fatalf("report lacks %q:\n%s", want, res.Report)
 		}
 	}
-	if strings.Contains(res.Report, "tenant_opsdver_a has") {
+	if strings.Contains(res.Report, verPrefix+"a has") {
 		t.Fatalf("a container with fresh backups was reported:\n%s", res.Report)
 	}
 }
+
+// drillPrefix names this run's test containers (unique on a shared engine).
+var drillPrefix = dockertest.Unique("tenant_opsddrill_")
+
+// verPrefix names this run's test containers (unique on a shared engine).
+var verPrefix = dockertest.Unique("tenant_opsdver_")

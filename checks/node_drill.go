@@ -12,6 +12,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -36,6 +37,7 @@ type NodeDrillConfig struct {
 	FailOnRTOBreach bool
 	TempDir         string
 	Locks           *prefixlock.Locks
+	Layout          *layout.Layout
 }
 
 // NodeDrill is the `node_drill` kind: it restores a sample of a node's tenant containers into a
@@ -67,6 +69,9 @@ func NewNodeDrill(name string, cfg NodeDrillConfig, engine restore.RecreateEngin
 	if cfg.Locks == nil {
 		cfg.Locks = prefixlock.New()
 	}
+	if cfg.Layout == nil {
+		cfg.Layout = layout.Default()
+	}
 	return &NodeDrill{name: name, cfg: cfg, store: store, engine: engine}
 }
 
@@ -79,18 +84,18 @@ func (d *NodeDrill) Kind() string { return "node_drill" }
 // Run performs the drill.
 func (d *NodeDrill) Run(ctx context.Context) (jobs.Result, error) {
 	started := time.Now()
-	prefix := "nightly/" + d.cfg.FromNode + "/"
+	prefix := d.cfg.Layout.Root(layout.Nightly)
 	release, err := d.cfg.Locks.Acquire(ctx, prefix, false, "drill "+d.name)
 	if err != nil {
 		return jobs.Result{}, err
 	}
 	defer release()
-	cands, err := restore.NodeCandidates(ctx, d.store, d.cfg.FromNode)
+	cands, err := restore.NodeCandidates(ctx, d.store, d.cfg.Layout, d.cfg.FromNode)
 	if err != nil {
 		return jobs.Result{}, fmt.Errorf("drill %s: %w", d.name, err)
 	}
 	if len(cands) == 0 {
-		return jobs.Result{}, fmt.Errorf("drill %s: node %s has no container backups with a manifest under %s", d.name, d.cfg.FromNode, prefix)
+		return jobs.Result{}, fmt.Errorf("drill %s: node %s has no container backups with a manifest", d.name, d.cfg.FromNode)
 	}
 	names := make([]string, 0, len(cands))
 	var total int64

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
@@ -16,7 +16,10 @@ import (
 
 // OffsiteVerifyConfig configures an OffsiteVerify.
 type OffsiteVerifyConfig struct {
-	Prefix    string   // "platform/"
+	// Layout finds the backups (nil: the default layout); Prefix is what verification locks
+	// against prune (default: the folder of the layout's database keys).
+	Layout    *layout.Layout
+	Prefix    string
 	Databases []string // every date must hold each of these
 	// Dates is how many of the newest date sets are checked.
 	Dates int
@@ -50,8 +53,11 @@ type OffsiteVerify struct {
 
 // NewOffsiteVerify returns the job.
 func NewOffsiteVerify(name string, cfg OffsiteVerifyConfig, store storage.Store) *OffsiteVerify {
+	if cfg.Layout == nil {
+		cfg.Layout = layout.Default()
+	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "platform/"
+		cfg.Prefix = cfg.Layout.Root(layout.SQLite)
 	}
 	if cfg.Dates < 1 {
 		cfg.Dates = 3
@@ -109,15 +115,15 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 	add := func(kind, key, format string, args ...any) {
 		rep.Problems = append(rep.Problems, Problem{Kind: kind, Key: key, Detail: fmt.Sprintf(format, args...)})
 	}
-	dates, err := artifact.ListSets(ctx, v.store, v.cfg.Prefix)
+	dates, err := v.cfg.Layout.Sets(ctx, v.store)
 	if err != nil {
 		return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
 	}
 	var res jobs.Result
 	if len(dates) == 0 {
 		add("missing", v.cfg.Prefix, "no backup sets at all")
-	} else if t, _ := time.Parse("20060102", dates[0].Date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
-		add("missing", v.cfg.Prefix+dates[0].Date+"/", "the newest set is from %s, older than %s", dates[0].Date, v.cfg.MaxAge)
+	} else if t, _ := layout.ParseDate(dates[0].Date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
+		add("missing", v.cfg.Layout.SetPrefix(dates[0].Date), "the newest set is from %s, older than %s", dates[0].Date, v.cfg.MaxAge)
 	}
 	for i, ds := range dates {
 		if i >= v.cfg.Dates {
@@ -132,7 +138,7 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 		for _, db := range v.cfg.Databases {
 			m, ok := ms[db]
 			if !ok {
-				add("missing", v.cfg.Prefix+ds.Date+"/", "%s has no backup with a manifest", db)
+				add("missing", v.cfg.Layout.SetPrefix(ds.Date), "%s has no backup with a manifest", db)
 				continue
 			}
 			obj := ds.Objects[m.Key]
@@ -204,45 +210,24 @@ func (v *OffsiteVerify) verifyContainers(ctx context.Context, now time.Time, add
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
-	newest := func(prefix string) (storage.ObjectInfo, bool, error) {
-		objs, err := storage.ListAll(ctx, v.store, prefix)
-		if err != nil {
-			return storage.ObjectInfo{}, false, err
-		}
-		have := map[string]bool{}
-		for _, o := range objs {
-			have[o.Key] = true
-		}
-		var best storage.ObjectInfo
-		found := false
-		for _, o := range objs {
-			if !artifact.IsManifest(o.Key) && have[artifact.ManifestKey(o.Key)] && (!found || o.ModTime.After(best.ModTime)) {
-				best, found = o, true
-			}
-		}
-		return best, found, nil
-	}
 	for _, c := range list {
-		prefix := "nightly/" + v.cfg.Node + "/" + c.Name + "/"
-		o, ok, err := newest(prefix)
-		switch {
-		case err != nil:
-			return 0, err
-		case !ok:
-			add("missing", prefix, "%s has no nightly backup with a manifest", c.Name)
-		case now.Sub(o.ModTime) > v.cfg.NightlyMaxAge:
-			add("missing", prefix, "the newest nightly backup of %s (%s) is older than %s", c.Name, o.Key, v.cfg.NightlyMaxAge)
-		}
-		if v.cfg.HotMaxAge > 0 {
-			key := "latest/" + c.Name + "/"
-			o, ok, err := newest(key)
+		for _, k := range []layout.Kind{layout.Nightly, layout.Hot} {
+			maxAge, what, want := v.cfg.NightlyMaxAge, "nightly", layout.Fields{Node: v.cfg.Node, Target: c.Name}
+			if k == layout.Hot {
+				if v.cfg.HotMaxAge <= 0 {
+					continue
+				}
+				maxAge, what = v.cfg.HotMaxAge, "hot"
+			}
+			where := v.cfg.Layout.Templates(k)[0].Prefix(want)
+			a, ok, err := v.cfg.Layout.Newest(ctx, v.store, want, k)
 			switch {
 			case err != nil:
 				return 0, err
 			case !ok:
-				add("missing", key, "%s has no hot backup with a manifest", c.Name)
-			case now.Sub(o.ModTime) > v.cfg.HotMaxAge:
-				add("missing", key, "the hot backup of %s is older than %s", c.Name, v.cfg.HotMaxAge)
+				add("missing", where, "%s has no %s backup with a manifest", c.Name, what)
+			case now.Sub(a.Object.ModTime) > maxAge:
+				add("missing", where, "the newest %s backup of %s (%s) is older than %s", what, c.Name, a.Key, maxAge)
 			}
 		}
 	}

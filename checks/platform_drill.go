@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -30,7 +31,10 @@ type DrillDatabase struct {
 
 // PlatformDrillConfig configures a PlatformDrill.
 type PlatformDrillConfig struct {
-	Prefix     string // "platform/"
+	// Layout finds the sets (nil: the default layout); Prefix is what the drill locks against
+	// prune (default: the folder of the layout's database keys).
+	Layout     *layout.Layout
+	Prefix     string
 	Databases  []DrillDatabase
 	Identities []age.Identity
 	Parallel   int
@@ -60,8 +64,11 @@ type PlatformDrill struct {
 
 // NewPlatformDrill returns the drill.
 func NewPlatformDrill(name string, cfg PlatformDrillConfig, store storage.Store) *PlatformDrill {
+	if cfg.Layout == nil {
+		cfg.Layout = layout.Default()
+	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "platform/"
+		cfg.Prefix = cfg.Layout.Root(layout.SQLite)
 	}
 	if cfg.Parallel < 1 {
 		cfg.Parallel = 3
@@ -209,7 +216,7 @@ func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
 		runErr = fmt.Errorf("drill %s: recovery time objective missed", d.name)
 	}
 	if d.cfg.ReportKey != "" {
-		key := strings.ReplaceAll(d.cfg.ReportKey, "{date}", d.cfg.Now().UTC().Format("20060102"))
+		key := strings.ReplaceAll(d.cfg.ReportKey, "{date}", layout.Date(d.cfg.Now()))
 		if _, err := d.store.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{Size: int64(len(body)), ContentType: "application/json"}); err != nil {
 			runErr = errors.Join(runErr, fmt.Errorf("upload drill report: %w", err))
 		} else {
@@ -227,7 +234,7 @@ func (d *PlatformDrill) chooseSet(ctx context.Context) (string, map[string]artif
 			required = append(required, db.Name)
 		}
 	}
-	return artifact.ChooseSet(ctx, d.store, d.cfg.Prefix, required, d.cfg.Lookback, d.cfg.Date, false)
+	return d.cfg.Layout.ChooseSet(ctx, d.store, required, d.cfg.Lookback, d.cfg.Date, false)
 }
 
 func (d *PlatformDrill) drillOne(ctx context.Context, db DrillDatabase, m artifact.Manifest, found bool, set, scratch string) (jobs.TargetResult, DrillTarget) {

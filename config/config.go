@@ -16,7 +16,7 @@ import (
 type Config struct {
 	// NodeID names this node in keys, metrics, status rows and Sentry tags.
 	NodeID string `yaml:"node_id"`
-	// Timezone is the IANA zone schedules and {date} in keys use (default UTC).
+	// Timezone is the IANA zone schedules use (default UTC). Keys' {date} is always UTC.
 	Timezone string `yaml:"timezone"`
 	// MemoryLimit is Go's soft memory limit for the process (0: none; GOMEMLIMIT wins when set).
 	// 64MiB keeps a container export's memory flat whatever the container's size.
@@ -250,7 +250,7 @@ type HTTPPingSettings struct {
 // SQLiteBackupSettings configures the `sqlite_backup` kind.
 type SQLiteBackupSettings struct {
 	Databases []Database `yaml:"databases"`
-	// Key is the object key template; {date} (YYYYMMDD in the config's time zone), {db}, {node}.
+	// Key is the object key template; {date} (YYYYMMDD, UTC like every key), {db}, {node}.
 	Key         string     `yaml:"key"`
 	Compression string     `yaml:"compression"` // none or zstd
 	Encryption  Encryption `yaml:"encryption"`
@@ -264,6 +264,8 @@ type SQLiteBackupSettings struct {
 
 // SQLiteDrillSettings configures the `sqlite_drill` kind (the platform restore drill).
 type SQLiteDrillSettings struct {
+	// Prefix is what the check locks against prune while it reads (default: the folder of the
+	// key templates it reads, e.g. platform/). Backups are found through the key templates.
 	Prefix string `yaml:"prefix"`
 	// Databases to restore; path is not used. Default: the seven platform databases.
 	Databases    []Database `yaml:"databases"`
@@ -283,6 +285,8 @@ type SQLiteDrillSettings struct {
 
 // ContainerDrillSettings configures the `container_drill` kind.
 type ContainerDrillSettings struct {
+	// Prefix is what the check locks against prune while it reads (default: the folder of the
+	// key templates it reads, e.g. platform/). Backups are found through the key templates.
 	Prefix string `yaml:"prefix"`
 	// Tenant drills one container; sample drills N random ones; neither: all of them.
 	Tenant string `yaml:"tenant"`
@@ -300,6 +304,8 @@ type ContainerDrillSettings struct {
 
 // OffsiteVerifySettings configures the `offsite_verify` kind.
 type OffsiteVerifySettings struct {
+	// Prefix is what the check locks against prune while it reads (default: the folder of the
+	// key templates it reads, e.g. platform/). Backups are found through the key templates.
 	Prefix    string   `yaml:"prefix"`
 	Databases []string `yaml:"databases"`
 	Dates     int      `yaml:"dates"`

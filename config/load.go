@@ -272,7 +272,6 @@ func (c *Config) applyDefaults() {
 					db.Tables, db.Critical = p.Tables, p.Critical
 				}
 			}
-			setDefault(&d.Prefix, "platform/")
 			setDefault(&d.RTOBreach, "fail")
 			setDefault(&d.ReportKey, "drills/{date}/platform.json")
 			if d.Parallel == 0 {
@@ -289,7 +288,6 @@ func (c *Config) applyDefaults() {
 			}
 		}
 		if v := j.OffsiteVerify; v != nil {
-			setDefault(&v.Prefix, "platform/")
 			if v.Databases == nil {
 				for _, db := range PlatformDatabases() {
 					v.Databases = append(v.Databases, db.Name)
@@ -339,7 +337,6 @@ func (c *Config) applyDefaults() {
 			}
 		}
 		if c := j.ContainerDrill; c != nil {
-			setDefault(&c.Prefix, "nightly/")
 			setDefault(&c.RTOBreach, "fail")
 			if c.ProbeCmd == nil {
 				c.ProbeCmd = []string{"/bin/sh", "-c", "true"}

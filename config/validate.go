@@ -270,7 +270,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		}
 	case j.SQLiteDrill != nil:
 		d := j.SQLiteDrill
-		if !strings.HasSuffix(d.Prefix, "/") {
+		if d.Prefix != "" && !strings.HasSuffix(d.Prefix, "/") {
 			bad(p+".prefix", "must end with /, got %q", d.Prefix)
 		}
 		if len(d.Databases) == 0 {
@@ -305,7 +305,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		}
 	case j.OffsiteVerify != nil:
 		v := j.OffsiteVerify
-		if !strings.HasSuffix(v.Prefix, "/") {
+		if v.Prefix != "" && !strings.HasSuffix(v.Prefix, "/") {
 			bad(p+".prefix", "must end with /, got %q", v.Prefix)
 		}
 		if len(v.Databases) == 0 {
@@ -347,7 +347,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		j.NodeDrill.validate(p, bad)
 	case j.ContainerDrill != nil:
 		d := j.ContainerDrill
-		if !strings.HasSuffix(d.Prefix, "/") {
+		if d.Prefix != "" && !strings.HasSuffix(d.Prefix, "/") {
 			bad(p+".prefix", "must end with /, got %q", d.Prefix)
 		}
 		if d.Sample < 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -39,7 +40,8 @@ type ContainerExportConfig struct {
 	Labels     map[string]string
 	// Only restricts the run to these container names (the CLI's arguments).
 	Only []string
-	// KeyTemplate: {node}, {container}, {date} (UTC YYYYMMDD).
+	// KeyTemplate: {node}, {container}, {date} (UTC YYYYMMDD). Default: layout.DefaultNightly, or
+	// layout.DefaultHot with ChangedOnly.
 	KeyTemplate string
 	Compression string // gzip (default) or zstd
 	Recipients  []age.Recipient
@@ -64,6 +66,8 @@ type ContainerExport struct {
 	engine Engine
 	fps    Fingerprints
 	store  storage.Store
+	tpl    layout.Template
+	err    error // a bad key template, reported by Run
 }
 
 // NewContainerExport returns the job.
@@ -75,9 +79,9 @@ func NewContainerExport(name string, cfg ContainerExportConfig, engine Engine, f
 		cfg.Compression = artifact.Gzip
 	}
 	if cfg.KeyTemplate == "" {
-		cfg.KeyTemplate = "nightly/{node}/{container}/{container}_{date}.tar.gz"
+		cfg.KeyTemplate = layout.DefaultNightly
 		if cfg.ChangedOnly {
-			cfg.KeyTemplate = "latest/{container}/latest.tar.gz"
+			cfg.KeyTemplate = layout.DefaultHot
 		}
 	}
 	if cfg.TierLabel == "" {
@@ -92,7 +96,8 @@ func NewContainerExport(name string, cfg ContainerExportConfig, engine Engine, f
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &ContainerExport{name: name, cfg: cfg, engine: engine, fps: fps, store: store}
+	tpl, err := layout.Parse(cfg.KeyTemplate)
+	return &ContainerExport{name: name, cfg: cfg, engine: engine, fps: fps, store: store, tpl: tpl, err: err}
 }
 
 // Name returns the job's name.
@@ -110,19 +115,14 @@ func (c *ContainerExport) WithOnly(names []string) *ContainerExport {
 
 // Key returns the object key for a container at a time.
 func (c *ContainerExport) Key(container string, at time.Time) string {
-	r := strings.NewReplacer("{node}", c.cfg.Node, "{container}", container, "{date}", at.UTC().Format("20060102"))
-	return r.Replace(c.cfg.KeyTemplate) + artifact.Suffix(zstdOnly(c.cfg.Compression), len(c.cfg.Recipients) > 0)
-}
-
-func zstdOnly(c string) string {
-	if c == artifact.Zstd {
-		return c
-	}
-	return artifact.None
+	return c.tpl.Key(layout.Fields{Node: c.cfg.Node, Target: container, Date: layout.Date(at)}) + artifact.Suffix(c.cfg.Compression, len(c.cfg.Recipients) > 0)
 }
 
 // Run exports every selected container; each one fails or succeeds on its own.
 func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
+	if c.err != nil {
+		return Result{}, fmt.Errorf("container export %s: %w", c.name, c.err)
+	}
 	list, err := c.engine.List(ctx, c.cfg.NamePrefix, c.cfg.Labels)
 	if err != nil {
 		return Result{}, fmt.Errorf("docker unreachable: %w", err)

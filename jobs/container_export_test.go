@@ -58,7 +58,7 @@ func archiveFiles(t *testing.T, store storage.Store, key string) map[string]stri
 }
 
 func newExport(t *testing.T, dc *docker.Client, st *state.Store, store storage.Store, mutate func(*ContainerExportConfig)) *ContainerExport {
-	cfg := ContainerExportConfig{NamePrefix: "tenant_opsdtest_", Node: "n1", Now: func() time.Time { return day1 }}
+	cfg := ContainerExportConfig{NamePrefix: exportPrefix, Node: "n1", Now: func() time.Time { return day1 }}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -69,27 +69,27 @@ func TestContainerExportNightlyOnDocker(t *testing.T) {
 	dc := dockertest.Client(t)
 	r := newRig(t)
 	store, _ := local.New(t.TempDir())
-	dockertest.Run(t, dc, "tenant_opsdtest_a", nil, "echo hello-from-a > /data/hello.txt; sleep 3600")
-	dockertest.Run(t, dc, "tenant_opsdtest_b", map[string]string{"wopr.tier": "pro"}, "echo b > /data/b.txt; exit 0")
-	dockertest.Run(t, dc, "other_opsdtest_c", nil, "sleep 3600")
+	dockertest.Run(t, dc, exportPrefix+"a", nil, "echo hello-from-a > /data/hello.txt; sleep 3600")
+	dockertest.Run(t, dc, exportPrefix+"b", map[string]string{"wopr.tier": "pro"}, "echo b > /data/b.txt; exit 0")
+	dockertest.Run(t, dc, otherPrefix+"c", nil, "sleep 3600")
 	time.Sleep(500 * time.Millisecond)
 	o := r.runner.Run(context.Background(), newExport(t, dc, r.state, store, nil), time.Minute, TriggerManual)
 	if !o.OK() {
 		t.Fatalf("export: %v", o.Err)
 	}
-	keyA := "nightly/n1/tenant_opsdtest_a/tenant_opsdtest_a_20261125.tar.gz"
+	keyA := "nightly/n1/" + exportPrefix + "a/" + exportPrefix + "a_20261125.tar.gz"
 	files := archiveFiles(t, store, keyA)
 	if files["data/hello.txt"] != "hello-from-a\n" {
 		t.Fatalf("archive lacks the written file: %d files", len(files))
 	}
-	mb, err := artifact.ReadManifest(context.Background(), store, "nightly/n1/tenant_opsdtest_b/tenant_opsdtest_b_20261125.tar.gz")
+	mb, err := artifact.ReadManifest(context.Background(), store, "nightly/n1/"+exportPrefix+"b/"+exportPrefix+"b_20261125.tar.gz")
 	if err != nil || mb.Tier != "pro" || mb.Container == nil || mb.Compression != "gzip" || !strings.Contains(mb.Note, "volumes") {
 		t.Fatalf("manifest of b (a stopped container): %+v %v", mb, err)
 	}
-	if all, _ := storage.ListAll(context.Background(), store, "nightly/n1/other_opsdtest_c/"); len(all) != 0 {
+	if all, _ := storage.ListAll(context.Background(), store, "nightly/n1/"+otherPrefix+"c/"); len(all) != 0 {
 		t.Fatal("a container outside the name prefix was exported")
 	}
-	st, _ := r.state.GetBackup(context.Background(), "tenant_opsdtest_a", time.Now(), time.Hour)
+	st, _ := r.state.GetBackup(context.Background(), exportPrefix+"a", time.Now(), time.Hour)
 	if !st.LastBackupSuccess || *st.LastBackupPath != keyA {
 		t.Fatalf("backup_status: %+v", st)
 	}
@@ -109,7 +109,7 @@ func TestContainerExportChangedOnlySurvivesRestart(t *testing.T) {
 	dc := dockertest.Client(t)
 	r := newRig(t)
 	store, _ := local.New(t.TempDir())
-	id := dockertest.Run(t, dc, "tenant_opsdtest_hot", nil, "echo one > /data/one.txt; sleep 3600")
+	id := dockertest.Run(t, dc, exportPrefix+"hot", nil, "echo one > /data/one.txt; sleep 3600")
 	time.Sleep(500 * time.Millisecond)
 	hot := func() *ContainerExport {
 		return newExport(t, dc, r.state, store, func(c *ContainerExportConfig) { c.ChangedOnly = true })
@@ -122,7 +122,7 @@ func TestContainerExportChangedOnlySurvivesRestart(t *testing.T) {
 		}
 		return o.Result.Targets[0]
 	}
-	if tr := run(); tr.Status != TargetOK || tr.Key != "latest/tenant_opsdtest_hot/latest.tar.gz" {
+	if tr := run(); tr.Status != TargetOK || tr.Key != "latest/"+exportPrefix+"hot/latest.tar.gz" {
 		t.Fatalf("first run: %+v", tr)
 	}
 	if tr := run(); tr.Status != TargetSkipped || tr.SkipReason != "unchanged" {
@@ -140,7 +140,7 @@ func TestContainerExportChangedOnlySurvivesRestart(t *testing.T) {
 	if tr := run(); tr.Status != TargetOK {
 		t.Fatalf("after a write: %+v", tr)
 	}
-	if files := archiveFiles(t, store, "latest/tenant_opsdtest_hot/latest.tar.gz"); files["data/two.txt"] != "two\n" {
+	if files := archiveFiles(t, store, "latest/"+exportPrefix+"hot/latest.tar.gz"); files["data/two.txt"] != "two\n" {
 		t.Fatal("the new file is not in the hot backup")
 	}
 	// A new process on the same state database: the unchanged container is skipped.
@@ -151,7 +151,7 @@ func TestContainerExportChangedOnlySurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	o := NewContainerExport("export", ContainerExportConfig{NamePrefix: "tenant_opsdtest_", Node: "n1", ChangedOnly: true}, dc, st, store).Run
+	o := NewContainerExport("export", ContainerExportConfig{NamePrefix: exportPrefix, Node: "n1", ChangedOnly: true}, dc, st, store).Run
 	res, err := o(ctx)
 	if err != nil || res.Targets[0].Status != TargetSkipped {
 		t.Fatalf("after restart: %+v %v", res.Targets, err)
@@ -195,14 +195,14 @@ func TestContainerRemovedMidExport(t *testing.T) {
 	dc := dockertest.Client(t)
 	r := newRig(t)
 	store, _ := local.New(t.TempDir())
-	victim := dockertest.Run(t, dc, "tenant_opsdtest_victim", nil, "dd if=/dev/urandom of=/data/big bs=1M count=40 2>/dev/null; sleep 3600")
-	dockertest.Run(t, dc, "tenant_opsdtest_fine", nil, "echo fine > /data/f.txt; sleep 3600")
+	victim := dockertest.Run(t, dc, exportPrefix+"victim", nil, "dd if=/dev/urandom of=/data/big bs=1M count=40 2>/dev/null; sleep 3600")
+	dockertest.Run(t, dc, exportPrefix+"fine", nil, "echo fine > /data/f.txt; sleep 3600")
 	time.Sleep(3 * time.Second)
-	j := NewContainerExport("export", ContainerExportConfig{NamePrefix: "tenant_opsdtest_", Node: "n1", Now: func() time.Time { return day1 }}, &removingEngine{dc, victim}, r.state, store)
+	j := NewContainerExport("export", ContainerExportConfig{NamePrefix: exportPrefix, Node: "n1", Now: func() time.Time { return day1 }}, &removingEngine{dc, victim}, r.state, store)
 	o := r.runner.Run(context.Background(), j, time.Minute, TriggerManual)
 	var bad, good TargetResult
 	for _, tr := range o.Result.Targets {
-		if tr.Name == "tenant_opsdtest_victim" {
+		if tr.Name == exportPrefix+"victim" {
 			bad = tr
 		} else {
 			good = tr
@@ -214,7 +214,7 @@ func TestContainerRemovedMidExport(t *testing.T) {
 	if !strings.Contains(bad.Err.Error(), "vanished during its export") || !strings.Contains(bad.Err.Error(), "tar stream ended before the end of the archive") {
 		t.Fatalf("victim error: %v", bad.Err)
 	}
-	key := "nightly/n1/tenant_opsdtest_victim/tenant_opsdtest_victim_20261125.tar.gz"
+	key := "nightly/n1/" + exportPrefix + "victim/" + exportPrefix + "victim_20261125.tar.gz"
 	if _, err := store.Stat(context.Background(), key); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatal("a partial export is stored at the key")
 	}
@@ -235,7 +235,7 @@ func TestPauseAlwaysUnpauses(t *testing.T) {
 	dc := dockertest.Client(t)
 	r := newRig(t)
 	store, _ := local.New(t.TempDir())
-	id := dockertest.Run(t, dc, "tenant_opsdtest_paused", nil, "sleep 3600")
+	id := dockertest.Run(t, dc, exportPrefix+"paused", nil, "sleep 3600")
 	time.Sleep(300 * time.Millisecond)
 	j := newExport(t, dc, r.state, failingStore{store}, func(c *ContainerExportConfig) { c.Pause = true })
 	o := r.runner.Run(context.Background(), j, time.Minute, TriggerManual)
@@ -247,7 +247,7 @@ func TestPauseAlwaysUnpauses(t *testing.T) {
 		t.Fatalf("after a failed paused export the container is running=%v paused=%v (%v)", d.Running, d.Paused, err)
 	}
 	// And on success too.
-	j = newExport(t, dc, r.state, store, func(c *ContainerExportConfig) { c.Pause = true; c.Only = []string{"tenant_opsdtest_paused"} })
+	j = newExport(t, dc, r.state, store, func(c *ContainerExportConfig) { c.Pause = true; c.Only = []string{exportPrefix + "paused"} })
 	if o := r.runner.Run(context.Background(), j, time.Minute, TriggerManual); !o.OK() {
 		t.Fatal(o.Err)
 	}
@@ -332,16 +332,16 @@ func TestContainerExportOnSeaweedFS(t *testing.T) {
 	dc := dockertest.Client(t)
 	store := storagetest.NewS3(t, cfg)
 	r := newRig(t)
-	dockertest.Run(t, dc, "tenant_opsdtest_s3", map[string]string{"wopr.tier": "enterprise"}, "echo s3 > /data/s3.txt; sleep 3600")
+	dockertest.Run(t, dc, exportPrefix+"s3", map[string]string{"wopr.tier": "enterprise"}, "echo s3 > /data/s3.txt; sleep 3600")
 	time.Sleep(300 * time.Millisecond)
 	ctx := context.Background()
 	for _, hot := range []bool{false, true} {
-		j := newExport(t, dc, r.state, store, func(c *ContainerExportConfig) { c.ChangedOnly = hot; c.Only = []string{"tenant_opsdtest_s3"} })
+		j := newExport(t, dc, r.state, store, func(c *ContainerExportConfig) { c.ChangedOnly = hot; c.Only = []string{exportPrefix + "s3"} })
 		if o := r.runner.Run(ctx, j, time.Minute, TriggerManual); !o.OK() {
 			t.Fatalf("hot=%v: %v", hot, o.Err)
 		}
 	}
-	for _, key := range []string{"nightly/n1/tenant_opsdtest_s3/tenant_opsdtest_s3_20261125.tar.gz", "latest/tenant_opsdtest_s3/latest.tar.gz"} {
+	for _, key := range []string{"nightly/n1/" + exportPrefix + "s3/" + exportPrefix + "s3_20261125.tar.gz", "latest/" + exportPrefix + "s3/latest.tar.gz"} {
 		m, err := artifact.ReadManifest(ctx, store, key)
 		if err != nil || m.Tier != "enterprise" {
 			t.Fatalf("%s: %+v %v", key, m, err)
@@ -367,3 +367,9 @@ func sha256Reader(r io.Reader) (string, int64, error) {
 	n, err := io.Copy(h, r)
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
+
+// exportPrefix names this run's test containers (unique on a shared engine).
+var exportPrefix = dockertest.Unique("tenant_opsdtest_")
+
+// otherPrefix names this run's test containers (unique on a shared engine).
+var otherPrefix = dockertest.Unique("other_opsdtest_")

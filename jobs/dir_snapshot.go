@@ -16,6 +16,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -23,7 +24,8 @@ import (
 type DirSnapshotConfig struct {
 	// BaseDir holds one directory per instance (WOPR_HOME: /data/instances/{instanceId}).
 	BaseDir string
-	// KeyTemplate: {node}, {instance}, {date} (UTC YYYYMMDD), {time} (UTC HHMMSS).
+	// KeyTemplate: {node}, {instance}, {date} (UTC YYYYMMDD), {time} (UTC HHMMSS). Default:
+	// layout.DefaultSnapshot.
 	KeyTemplate string
 	Compression string
 	Recipients  []age.Recipient
@@ -41,12 +43,14 @@ type DirSnapshot struct {
 	name  string
 	cfg   DirSnapshotConfig
 	store storage.Store
+	tpl   layout.Template
+	err   error // a bad key template, reported by Run
 }
 
 // NewDirSnapshot returns the job.
 func NewDirSnapshot(name string, cfg DirSnapshotConfig, store storage.Store) *DirSnapshot {
 	if cfg.KeyTemplate == "" {
-		cfg.KeyTemplate = "nightly/{node}/{instance}/{instance}_{date}.tar.gz"
+		cfg.KeyTemplate = layout.DefaultSnapshot
 	}
 	if cfg.Compression == "" {
 		cfg.Compression = artifact.Gzip
@@ -60,7 +64,8 @@ func NewDirSnapshot(name string, cfg DirSnapshotConfig, store storage.Store) *Di
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &DirSnapshot{name: name, cfg: cfg, store: store}
+	tpl, err := layout.Parse(cfg.KeyTemplate)
+	return &DirSnapshot{name: name, cfg: cfg, store: store, tpl: tpl, err: err}
 }
 
 // Name returns the job's name.
@@ -78,6 +83,9 @@ func (d *DirSnapshot) WithOnly(names []string) *DirSnapshot {
 
 // Run snapshots every instance directory.
 func (d *DirSnapshot) Run(ctx context.Context) (Result, error) {
+	if d.err != nil {
+		return Result{}, fmt.Errorf("dir snapshot %s: %w", d.name, d.err)
+	}
 	entries, err := os.ReadDir(d.cfg.BaseDir)
 	if err != nil {
 		return Result{}, fmt.Errorf("read instances: %w", err)
@@ -115,8 +123,8 @@ func (d *DirSnapshot) Run(ctx context.Context) (Result, error) {
 
 func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time.Time) TargetResult {
 	start := time.Now()
-	r := strings.NewReplacer("{node}", d.cfg.Node, "{instance}", instance, "{date}", now.UTC().Format("20060102"), "{time}", now.UTC().Format("150405"))
-	t := TargetResult{Name: instance, Tracked: true, StatusKind: "snapshot", Key: r.Replace(d.cfg.KeyTemplate) + artifact.Suffix(zstdOnly(d.cfg.Compression), len(d.cfg.Recipients) > 0)}
+	key := d.tpl.Key(layout.Fields{Node: d.cfg.Node, Target: instance, Date: layout.Date(now), Time: now.UTC().Format(layout.TimeFormat)})
+	t := TargetResult{Name: instance, Tracked: true, StatusKind: "snapshot", Key: key + artifact.Suffix(d.cfg.Compression, len(d.cfg.Recipients) > 0)}
 	var tm Timer
 	tm.Start("archive")
 	pr, pw := io.Pipe()

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -142,8 +142,6 @@ type DelItem struct {
 	Size int64    `json:"size"`
 }
 
-var keyDate = regexp.MustCompile(`(\d{8})`)
-
 // Run plans every rule and, unless a dry run, deletes what the plan says.
 func (p *Prune) Run(ctx context.Context) (Result, error) {
 	plan := &PrunePlan{DryRun: p.cfg.DryRun, Errors: []string{}}
@@ -265,13 +263,11 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		if rule.Sets {
 			date := strings.SplitN(strings.TrimPrefix(k, rule.Prefix), "/", 2)[0]
 			id = rule.Prefix + date + "/"
-			if d, err := time.Parse("20060102", date); err == nil {
+			if d, err := layout.ParseDate(date); err == nil {
 				t = d
 			}
-		} else if m := keyDate.FindAllString(k[strings.LastIndexByte(k, '/')+1:], -1); len(m) > 0 {
-			if d, err := time.Parse("20060102", m[len(m)-1]); err == nil {
-				t = d
-			}
+		} else if d, ok := layout.KeyDate(k); ok {
+			t = d
 		}
 		if _, seen := g.keys[id]; !seen {
 			g.backups = append(g.backups, Backup{ID: id, Time: t, Verified: true})

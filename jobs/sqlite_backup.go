@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -25,8 +25,8 @@ type SQLiteDatabase struct {
 // SQLiteBackupConfig configures a SQLiteBackup.
 type SQLiteBackupConfig struct {
 	Databases []SQLiteDatabase
-	// KeyTemplate names the object: {date} (YYYYMMDD in Location), {db}, {node}. The format's
-	// suffix (.zst, .age) is appended.
+	// KeyTemplate names the object: {date} (YYYYMMDD, UTC like every key), {db}, {node}. The
+	// format's suffix (.zst, .age) is appended. Default: layout.DefaultSQLite.
 	KeyTemplate string
 	Compression string
 	Recipients  []age.Recipient
@@ -34,7 +34,6 @@ type SQLiteBackupConfig struct {
 	TempDir     string
 	Parallel    int
 	Node        string
-	Location    *time.Location
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -46,6 +45,8 @@ type SQLiteBackup struct {
 	name  string
 	cfg   SQLiteBackupConfig
 	store storage.Store
+	tpl   layout.Template
+	err   error // a bad key template, reported by Run
 }
 
 // NewSQLiteBackup returns the job.
@@ -53,16 +54,17 @@ func NewSQLiteBackup(name string, cfg SQLiteBackupConfig, store storage.Store) *
 	if cfg.Parallel < 1 {
 		cfg.Parallel = 1
 	}
-	if cfg.Location == nil {
-		cfg.Location = time.UTC
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.CopyTimeout == 0 {
 		cfg.CopyTimeout = 10 * time.Minute
 	}
-	return &SQLiteBackup{name: name, cfg: cfg, store: store}
+	if cfg.KeyTemplate == "" {
+		cfg.KeyTemplate = layout.DefaultSQLite
+	}
+	tpl, err := layout.Parse(cfg.KeyTemplate)
+	return &SQLiteBackup{name: name, cfg: cfg, store: store, tpl: tpl, err: err}
 }
 
 // Name returns the job's name.
@@ -89,18 +91,19 @@ func (b *SQLiteBackup) Only(names []string) (*SQLiteBackup, error) {
 		}
 		cfg.Databases = append(cfg.Databases, d)
 	}
-	return &SQLiteBackup{name: b.name, cfg: cfg, store: b.store}, nil
+	return &SQLiteBackup{name: b.name, cfg: cfg, store: b.store, tpl: b.tpl, err: b.err}, nil
 }
 
 // Key returns the object key of a database's backup on the given day.
 func (b *SQLiteBackup) Key(db string, at time.Time) string {
-	date := at.In(b.cfg.Location).Format("20060102")
-	r := strings.NewReplacer("{date}", date, "{db}", db, "{node}", b.cfg.Node)
-	return r.Replace(b.cfg.KeyTemplate) + artifact.Suffix(b.cfg.Compression, len(b.cfg.Recipients) > 0)
+	return b.tpl.Key(layout.Fields{Node: b.cfg.Node, Target: db, Date: layout.Date(at)}) + artifact.Suffix(b.cfg.Compression, len(b.cfg.Recipients) > 0)
 }
 
 // Run backs up every database; one failing does not stop the others.
 func (b *SQLiteBackup) Run(ctx context.Context) (Result, error) {
+	if b.err != nil {
+		return Result{}, fmt.Errorf("sqlite backup %s: %w", b.name, b.err)
+	}
 	now := b.cfg.Now()
 	dbs := b.cfg.Databases
 	results := make([]TargetResult, len(dbs))

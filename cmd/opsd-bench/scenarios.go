@@ -28,6 +28,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -100,7 +101,7 @@ func (b *bench) sqliteScenario(ctx context.Context) error {
 		w.running.Store(true)
 		c0, t0 := w.committed.Load(), time.Now()
 		job := jobs.NewSQLiteBackup("bench", jobs.SQLiteBackupConfig{Databases: []jobs.SQLiteDatabase{{Name: "bench", Path: path}},
-			KeyTemplate: fmt.Sprintf("platform/{date}/{db}-%d.db", r), TempDir: b.dir}, store)
+			KeyTemplate: strings.TrimSuffix(layout.DefaultSQLite, ".db") + fmt.Sprintf("-%d.db", r), TempDir: b.dir}, store)
 		rows[1].samples = append(rows[1].samples, timed(func() (int64, error) {
 			_, err := job.Run(ctx)
 			return size, err
@@ -245,8 +246,8 @@ storage:
   backend: s3
   s3: {endpoint: %q, bucket: %s, region: us-east-1, access_key: %q, secret_key: %q, tls: false}
 jobs:
-  - {name: export, kind: container_export, schedule: "0 2 * * *", name_prefix: %s, key: "nightly/{node}/{container}/{container}_{date}-%d.tar.gz"}
-`, b.dir, b.s3.endpoint, bucket, b.s3.access, b.s3.secret, name, r)), 0o600)
+  - {name: export, kind: container_export, schedule: "0 2 * * *", name_prefix: %s, key: "%s-%d.tar.gz"}
+`, b.dir, b.s3.endpoint, bucket, b.s3.access, b.s3.secret, name, strings.TrimSuffix(layout.DefaultNightly, ".tar.gz"), r)), 0o600)
 			opsd.samples = append(opsd.samples, runProcess(ctx, int64(sizeMB)<<20, bin, "backup", "containers", "-c", cfg))
 			peer.samples = append(peer.samples, timedCmd(ctx, b.sz.timeLimit, int64(sizeMB)<<20, "bash", "-c",
 				fmt.Sprintf("set -o pipefail; docker export %s | gzip | s3cmd -c %s --no-progress --multipart-chunk-size-mb=16 put - s3://%s/peer-%d.tar.gz", id, b.s3.s3cfg, bucket, r)))
@@ -280,15 +281,15 @@ func (b *bench) drillScenario(ctx context.Context) error {
 		dbs = append(dbs, jobs.SQLiteDatabase{Name: n, Path: p})
 		drillDBs = append(drillDBs, checks.DrillDatabase{Name: n, Tables: []string{"items"}})
 	}
-	if _, err := jobs.NewSQLiteBackup("bench", jobs.SQLiteBackupConfig{Databases: dbs, KeyTemplate: "platform/{date}/{db}-{date}.db", TempDir: b.dir}, store).Run(ctx); err != nil {
+	if _, err := jobs.NewSQLiteBackup("bench", jobs.SQLiteBackupConfig{Databases: dbs, KeyTemplate: layout.DefaultSQLite, TempDir: b.dir}, store).Run(ctx); err != nil {
 		return err
 	}
-	date := time.Now().Format("20060102")
+	date := layout.Date(time.Now())
 	script := filepath.Join(b.dir, "drill.sh")
 	var sh strings.Builder
 	sh.WriteString("#!/usr/bin/env bash\nset -e\ncd \"$1\"\n")
 	for _, n := range names {
-		fmt.Fprintf(&sh, "s3cmd -c %s --no-progress get --force s3://%s/platform/%s/%s-%s.db %s.db >/dev/null\n", b.s3.s3cfg, bucket, date, n, date, n)
+		fmt.Fprintf(&sh, "s3cmd -c %s --no-progress get --force s3://%s/%s %s.db >/dev/null\n", b.s3.s3cfg, bucket, layout.MustParse(layout.DefaultSQLite).Key(layout.Fields{Target: n, Date: date}), n)
 		fmt.Fprintf(&sh, "[ -s %s.db ]\n[ \"$(sqlite3 %s.db 'PRAGMA integrity_check')\" = ok ]\nsqlite3 %s.db .tables | grep -qw items\n", n, n, n)
 	}
 	os.WriteFile(script, []byte(sh.String()), 0o755)
@@ -421,10 +422,11 @@ func (b *bench) pruneScenario(ctx context.Context) error {
 	tiers := []string{"free", "starter", "pro", "enterprise"}
 	base := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	n := 0
+	nightly := layout.MustParse(layout.DefaultNightly)
 	for c := 0; n < b.sz.objects; c++ {
 		name := fmt.Sprintf("tenant_%05d", c)
 		for d := 0; d < 365 && n < b.sz.objects; d++ {
-			key := fmt.Sprintf("nightly/n1/%s/%s_%s.tar.gz", name, name, base.AddDate(0, 0, -d).Format("20060102"))
+			key := nightly.Key(layout.Fields{Node: "n1", Target: name, Date: layout.Date(base.AddDate(0, 0, -d))})
 			store.put(key, []byte("x"))
 			mj := fmt.Sprintf(`{"version":1,"key":%q,"kind":"container","target":%q,"tier":%q,"sha256":"00","size":1}`, key, name, tiers[c%4])
 			store.put(artifact.ManifestKey(key), []byte(mj))
@@ -436,7 +438,7 @@ func (b *bench) pruneScenario(ctx context.Context) error {
 		"starter":    {KeepDaily: 7, KeepWeekly: 4, OnDemandMax: 5, RetentionDays: 30},
 		"pro":        {KeepDaily: 7, KeepWeekly: 4, OnDemandMax: 20, RetentionDays: 90},
 		"enterprise": {KeepDaily: 7, KeepWeekly: 4, RetentionDays: 365}},
-		Rules: []jobs.PruneRule{{Prefix: "nightly/", Depth: 2, TierPolicy: "nightly", Policy: jobs.Policy{MinKeep: 1}}}, Now: func() time.Time { return base }}, store)
+		Rules: []jobs.PruneRule{{Prefix: layout.Default().Root(layout.Nightly), Depth: 2, TierPolicy: "nightly", Policy: jobs.Policy{MinKeep: 1}}}, Now: func() time.Time { return base }}, store)
 	rows := []row{{name: "opsd prune plan (dry run)"}}
 	var res jobs.Result
 	for r := 0; r < b.rounds; r++ {

@@ -2,75 +2,50 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
-	"github.com/wopr-network/opsd/internal/storage"
 )
 
-var keyDateRe = regexp.MustCompile(`\d{8}`)
-
-// snapshots lists a target's stored backups (artifacts with manifests) under the layouts opsd
-// writes: nightly/{node}/{target}/, latest/{target}/, on-demand/{target}/, and platform sets.
+// snapshots lists a target's stored backups (artifacts with manifests) of every kind the key
+// layout knows: nightly and hot exports, directory snapshots, on-demand snapshots, platform sets.
 func (m *Main) snapshots(ctx context.Context, target string) ([]httpapi.Snapshot, error) {
 	if strings.ContainsAny(target, "/\\") || target == "" || target == "." || target == ".." {
 		return nil, nil
+	}
+	keys, err := keyLayout(m.cfg())
+	if err != nil {
+		return nil, err
 	}
 	node := m.cfg().NodeID
 	if b, err := m.state.GetBackup(ctx, target, time.Now(), time.Hour); err == nil && b.NodeID != "" {
 		node = b.NodeID
 	}
-	var out []httpapi.Snapshot
-	for _, prefix := range []string{"nightly/" + node + "/" + target + "/", "latest/" + target + "/", "on-demand/" + target + "/"} {
-		objs, err := storage.ListAll(ctx, m.objStore(), prefix)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, withManifests(objs, nil)...)
-	}
-	// Platform databases: platform/{date}/{db}-{date}...
-	objs, err := storage.ListAll(ctx, m.objStore(), "platform/")
+	list, err := keys.Artifacts(ctx, m.objStore(), layout.Fields{Node: node, Target: target},
+		layout.Nightly, layout.Hot, layout.Snapshot, layout.OnDemand, layout.SQLite)
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, withManifests(objs, func(key string) bool {
-		base := key[strings.LastIndexByte(key, '/')+1:]
-		return strings.HasPrefix(base, target+"-")
-	})...)
+	var out []httpapi.Snapshot
+	for _, a := range list {
+		date := a.Object.ModTime.UTC().Format(time.RFC3339)
+		if t, err := layout.ParseDate(a.Date); err == nil {
+			date = t.Format("2006-01-02")
+		}
+		out = append(out, httpapi.Snapshot{Path: a.Key, Date: date, SizeMB: float64(a.Object.Size) / (1024 * 1024)})
+	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Date > out[j].Date || (out[i].Date == out[j].Date && out[i].Path > out[j].Path)
 	})
 	return out, nil
-}
-
-func withManifests(objs []storage.ObjectInfo, keep func(string) bool) []httpapi.Snapshot {
-	have := map[string]bool{}
-	for _, o := range objs {
-		have[o.Key] = true
-	}
-	var out []httpapi.Snapshot
-	for _, o := range objs {
-		if artifact.IsManifest(o.Key) || !have[artifact.ManifestKey(o.Key)] || (keep != nil && !keep(o.Key)) {
-			continue
-		}
-		date := o.ModTime.UTC().Format(time.RFC3339)
-		if d := keyDateRe.FindString(o.Key[strings.LastIndexByte(o.Key, '/')+1:]); d != "" {
-			if t, err := time.Parse("20060102", d); err == nil {
-				date = t.Format("2006-01-02")
-			}
-		}
-		out = append(out, httpapi.Snapshot{Path: o.Key, Date: date, SizeMB: float64(o.Size) / (1024 * 1024)})
-	}
-	return out
 }
 
 // adminHealth is the platform's /admin/health: gateway, fleet and billing figures when their
@@ -80,7 +55,7 @@ func (m *Main) adminHealth(ctx context.Context) any {
 	now := time.Now()
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339), "gateway": nil, "fleet": nil, "billing": nil}
 	if cfg.Alerts.GatewayDB != "" {
-		if g, err := gatewaySummary(ctx, cfg.Alerts.GatewayDB, now); err == nil {
+		if g, err := alerts.GatewaySummary(ctx, cfg.Alerts.GatewayDB, now); err == nil {
 			out["gateway"] = g
 		} else {
 			m.log.Warn().Err(err).Msg("admin health: gateway figures")
@@ -98,11 +73,7 @@ func (m *Main) adminHealth(ctx context.Context) any {
 		}
 	}
 	if cfg.Alerts.CreditsDB != "" {
-		q := cfg.Alerts.CreditsQuery
-		if q == "" {
-			q = `SELECT COALESCE(-SUM(amount), 0) FROM credit_transactions WHERE amount < 0 AND at > :now / 1000 - 86400`
-		}
-		if v, err := queryOne(ctx, cfg.Alerts.CreditsDB, q, now); err == nil {
+		if v, err := alerts.CreditsConsumed(ctx, cfg.Alerts.CreditsDB, cfg.Alerts.CreditsQuery, now); err == nil {
 			out["billing"] = map[string]any{"creditsConsumed24h": v}
 		} else {
 			m.log.Warn().Err(err).Msg("admin health: billing figures")
@@ -130,71 +101,6 @@ func (m *Main) hasContainerJobs() bool {
 	return false
 }
 
-func openRO(path string) (*sql.DB, error) {
-	q := url.Values{}
-	q.Set("mode", "ro")
-	q.Add("_pragma", "query_only(1)")
-	return sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-}
-
-func queryOne(ctx context.Context, path, q string, now time.Time) (float64, error) {
-	db, err := openRO(path)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	var v sql.NullFloat64
-	err = db.QueryRowContext(ctx, q, sql.Named("now", now.UnixMilli())).Scan(&v)
-	return v.Float64, err
-}
-
-// gatewaySummary reads gateway_metrics for the last 5 and 60 minutes.
-func gatewaySummary(ctx context.Context, path string, now time.Time) (map[string]any, error) {
-	db, err := openRO(path)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	window := func(minutes int) (map[string]any, error) {
-		rows, err := db.QueryContext(ctx, `SELECT capability, COALESCE(SUM(requests),0), COALESCE(SUM(errors),0) FROM gateway_metrics
-			WHERE minute_key > :now - :span AND capability != '__credit_failures__' GROUP BY capability ORDER BY capability`,
-			sql.Named("now", now.UnixMilli()), sql.Named("span", int64(minutes)*60000))
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		var reqs, errs int64
-		by := map[string]any{}
-		for rows.Next() {
-			var c string
-			var r, e int64
-			if err := rows.Scan(&c, &r, &e); err != nil {
-				return nil, err
-			}
-			reqs, errs = reqs+r, errs+e
-			rate := 0.0
-			if r > 0 {
-				rate = float64(e) / float64(r)
-			}
-			by[c] = map[string]any{"requests": r, "errors": e, "errorRate": rate}
-		}
-		rate := 0.0
-		if reqs > 0 {
-			rate = float64(errs) / float64(reqs)
-		}
-		return map[string]any{"totalRequests": reqs, "totalErrors": errs, "errorRate": rate, "byCapability": by}, rows.Err()
-	}
-	l5, err := window(5)
-	if err != nil {
-		return nil, err
-	}
-	l60, err := window(60)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"last5m": l5, "last60m": l60}, nil
-}
-
 // startRestore validates an admin restore request and runs the container restore in the
 // background, recording it; the id lets GET /api/admin/restores/{id} follow it.
 func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode string) (int64, error) {
@@ -202,7 +108,11 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 	if targetNode != "" && targetNode != cfg.NodeID {
 		return 0, fmt.Errorf("%w: this is node %s; send the request to the opsd on %s", httpapi.ErrBadRequest, cfg.NodeID, targetNode)
 	}
-	if !restore.KeyBelongsTo(key, containerID) {
+	keys, err := keyLayout(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if !keys.BelongsTo(key, containerID) {
 		return 0, httpapi.ErrForbidden
 	}
 	if _, err := artifact.ReadManifest(ctx, m.objStore(), key); err != nil {
@@ -222,7 +132,7 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 		defer m.bg.Done()
 		defer release()
 		rctx := context.WithoutCancel(m.runCtx)
-		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
+		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
 			Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
 		fin := time.Now()
 		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}

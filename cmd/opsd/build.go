@@ -13,6 +13,7 @@ import (
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/state"
@@ -36,6 +37,10 @@ type deps struct {
 
 // buildJob is the one switch that turns a config job entry into a job.
 func buildJob(jc config.Job, d deps) (jobs.Job, error) {
+	keys, err := keyLayout(d.cfg)
+	if err != nil {
+		return nil, err
+	}
 	switch jc.Kind {
 	case "noop":
 		return &jobs.Noop{JobName: jc.Name, Sleep: jc.Noop.Sleep.D(), Fail: jc.Noop.Fail}, nil
@@ -66,7 +71,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		if err != nil {
 			return nil, err
 		}
-		return checks.NewContainerDrill(jc.Name, checks.ContainerDrillConfig{Prefix: s.Prefix, Tenant: s.Tenant, Sample: s.Sample, ProbeCmd: s.ProbeCmd,
+		return checks.NewContainerDrill(jc.Name, checks.ContainerDrillConfig{Layout: keys, Prefix: s.Prefix, Tenant: s.Tenant, Sample: s.Sample, ProbeCmd: s.ProbeCmd,
 			ProbeTimeout: s.ProbeTimeout.D(), ProbeStaysUp: s.ProbeStaysUp, Identities: ids, RTOTarget: s.RTOTarget.D(),
 			FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks}, d.docker, d.store), nil
 	case "node_drill":
@@ -76,14 +81,14 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 			return nil, err
 		}
 		return checks.NewNodeDrill(jc.Name, checks.NodeDrillConfig{FromNode: s.FromNode, Sample: s.Sample, Parallel: s.Parallel, Probe: s.Probe.D(),
-			Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks}, d.docker, d.store), nil
+			Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks, Layout: keys}, d.docker, d.store), nil
 	case "prune":
 		return pruneJob(jc, d), nil
 	case "sqlite_drill":
-		return platformDrillJob(jc, d)
+		return platformDrillJob(jc, d, keys)
 	case "offsite_verify":
 		v := jc.OffsiteVerify
-		vc := checks.OffsiteVerifyConfig{Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
+		vc := checks.OffsiteVerifyConfig{Layout: keys, Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
 		var nightly, hot *config.ContainerExportSettings
 		for _, j := range d.cfg.Jobs {
 			if c := j.ContainerExport; c != nil && c.ChangedOnly && hot == nil {
@@ -126,11 +131,10 @@ func sqliteBackupJob(jc config.Job, d deps) (*jobs.SQLiteBackup, error) {
 		TempDir:     s.TempDir,
 		Parallel:    s.Parallel,
 		Node:        d.cfg.NodeID,
-		Location:    d.cfg.Location(),
 	}, d.store), nil
 }
 
-func platformDrillJob(jc config.Job, d deps) (*checks.PlatformDrill, error) {
+func platformDrillJob(jc config.Job, d deps, keys *layout.Layout) (*checks.PlatformDrill, error) {
 	s := jc.SQLiteDrill
 	ids, err := readIdentities(s.IdentityFile)
 	if err != nil {
@@ -145,7 +149,7 @@ func platformDrillJob(jc config.Job, d deps) (*checks.PlatformDrill, error) {
 		report = ""
 	}
 	return checks.NewPlatformDrill(jc.Name, checks.PlatformDrillConfig{
-		Prefix: s.Prefix, Databases: dbs, Identities: ids, Parallel: s.Parallel,
+		Layout: keys, Prefix: s.Prefix, Databases: dbs, Identities: ids, Parallel: s.Parallel,
 		RTOTargetDB: s.RTOTargetDB.D(), RTOTargetTotal: s.RTOTargetTotal.D(), FailOnRTOBreach: s.RTOBreach == "fail",
 		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks,
 	}, d.store), nil

@@ -4,11 +4,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"regexp"
 	"time"
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/jobs"
 )
 
@@ -18,7 +18,7 @@ func cmdDrill(args []string, stdout, stderr io.Writer) int {
 			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
 				date := fs.String("date", "", "drill this date's set instead of the newest complete one")
 				return func(_ *config.Config, _ *config.Job, _ []string) (adapter, int) {
-					if *date != "" && !regexp.MustCompile(`^\d{8}$`).MatchString(*date) {
+					if *date != "" && !layout.IsDate(*date) {
 						fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
 						return nil, 2
 					}

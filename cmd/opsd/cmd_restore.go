@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"regexp"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -35,12 +35,18 @@ type restoreEnv struct {
 	stop   func()
 	stdout io.Writer
 	bar    bool // stdout is a terminal: draw download progress bars
+	keys   *layout.Layout
 }
 
 func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		return nil, 1
+	}
+	keys, err := keyLayout(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return nil, 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -54,7 +60,7 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 	if f, ok := stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		bar = true
 	}
-	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, bar: bar}, 0
+	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, bar: bar, keys: keys}, 0
 }
 
 func (r *restoreEnv) close() {
@@ -127,8 +133,6 @@ func (r *restoreEnv) record(kind, target, key string, run func() (safety string,
 	return 0
 }
 
-var dateRe = regexp.MustCompile(`^\d{8}$`)
-
 func restoreDB(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("restore db", "opsd restore db -c FILE [--date YYYYMMDD] [--db NAME]... [--dry-run] [--stop-container C] [--health-url URL]", stdout, stderr)
 	cfgPath := configFlag(fs)
@@ -143,7 +147,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if *date != "" && !dateRe.MatchString(*date) {
+	if *date != "" && !layout.IsDate(*date) {
 		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
 		return 2
 	}
@@ -166,12 +170,12 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	for _, d := range jc.SQLiteBackup.Databases {
 		list = append(list, restore.Database{Name: d.Name, Path: d.Path})
 	}
-	release, err := r.locks.Acquire(r.ctx, "platform/", false, "restore")
+	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.SQLite), false, "restore")
 	if err != nil {
 		return 1
 	}
 	defer release()
-	o := restore.DBOptions{Store: r.store, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC,
+	o := restore.DBOptions{Store: r.store, Layout: r.keys, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC,
 		Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
 	if *dry {
 		res, err := restore.RestoreDB(r.ctx, o)
@@ -196,7 +200,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, plan.Plan)
 	o.DryRun, o.Date = false, plan.Set
-	return r.record("db", target, "platform/"+plan.Set+"/", func() (string, time.Duration, error) {
+	return r.record("db", target, r.keys.SetPrefix(plan.Set), func() (string, time.Duration, error) {
 		res, err := restore.RestoreDB(r.ctx, o)
 		var safety []string
 		for _, d := range res.Databases {
@@ -242,7 +246,7 @@ func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
 	}
 	k := *key
 	if k == "" {
-		if k, err = restore.SnapshotKey(r.ctx, r.store, r.cfg.NodeID, inst); err != nil {
+		if k, err = restore.SnapshotKey(r.ctx, r.store, r.keys, r.cfg.NodeID, inst); err != nil {
 			fmt.Fprintf(stderr, "opsd: %v\n", err)
 			return 1
 		}
@@ -276,6 +280,11 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	keys, err := keyLayout(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
 	ctx := context.Background()
 	store, err := openStore(ctx, cfg.Storage)
 	if err != nil {
@@ -302,7 +311,7 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		if artifact.IsManifest(o.Key) {
 			continue
 		}
-		if *target != "" && !matchesTarget(o.Key, *target) {
+		if _, f, _ := keys.Owner(o.Key); *target != "" && f.Target != *target {
 			continue
 		}
 		rows = append(rows, row{o.Key, o.Size, o.ModTime, have[artifact.ManifestKey(o.Key)]})
@@ -324,13 +333,4 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	return 0
-}
-
-func matchesTarget(key, target string) bool {
-	for _, part := range strings.Split(key, "/") {
-		if part == target || strings.HasPrefix(part, target+"-") || strings.HasPrefix(part, target+"_") {
-			return true
-		}
-	}
-	return false
 }

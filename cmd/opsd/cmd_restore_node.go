@@ -14,6 +14,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
 )
@@ -40,7 +41,7 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := fs.Arg(0)
-	if *date != "" && !dateRe.MatchString(*date) {
+	if *date != "" && !layout.IsDate(*date) {
 		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
 		return 2
 	}
@@ -65,15 +66,15 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 	var k string
 	switch {
 	case *key != "" || *date != "" || *latest:
-		k, err = restore.ContainerKey(r.ctx, r.store, node, name, *key, *date, *latest)
+		k, err = restore.ContainerKey(r.ctx, r.store, r.keys, node, name, *key, *date, *latest)
 	default:
-		k, err = restore.NewestContainerKey(r.ctx, r.store, node, name)
+		k, err = restore.NewestContainerKey(r.ctx, r.store, r.keys, node, name)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
-	if !restore.KeyBelongsTo(k, name) {
+	if !r.keys.BelongsTo(k, name) {
 		fmt.Fprintf(stderr, "opsd: %s is not a backup of %s\n", k, name)
 		return 1
 	}
@@ -87,14 +88,14 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: a container named %s exists on this node: pass --replace to replace it (a safety export is taken first and it is rolled back on failure)\n", name)
 		return 1
 	}
-	release, err := r.locks.Acquire(r.ctx, "nightly/", false, "restore")
+	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.Nightly), false, "restore")
 	if err != nil {
 		return 1
 	}
 	defer release()
 	if exists {
 		return r.record("container", name, k, func() (string, time.Duration, error) {
-			res, err := restore.RestoreContainer(r.ctx, restore.ContainerOptions{Store: r.store, Engine: r.docker, Name: name, Key: k, Identities: ids,
+			res, err := restore.RestoreContainer(r.ctx, restore.ContainerOptions{Store: r.store, Layout: r.keys, Engine: r.docker, Name: name, Key: k, Identities: ids,
 				Node: r.cfg.NodeID, Probe: *probe, Progress: r.progress, OnBytes: r.onBytes()})
 			return res.SafetyKey, res.Downtime, err
 		})
@@ -165,13 +166,13 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		}
 		baseDir = jc.DirSnapshot.BaseDir
 	}
-	release, err := r.locks.Acquire(r.ctx, "nightly/", false, "restore")
+	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.Nightly), false, "restore")
 	if err != nil {
 		return 1
 	}
 	defer release()
 	var total int64
-	if cands, err := restore.NodeCandidates(r.ctx, r.store, *from); err == nil {
+	if cands, err := restore.NodeCandidates(r.ctx, r.store, r.keys, *from); err == nil {
 		for _, k := range cands {
 			if m, err := artifact.ReadManifest(r.ctx, r.store, k); err == nil {
 				total += m.Size
@@ -197,8 +198,8 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 			recordContainer(r, c, *from)
 		}
 	}
-	id, _ := r.state.StartRestore(r.ctx, state.Restore{Kind: "node", Target: *from, Key: "nightly/" + *from + "/", RequestedBy: who(), StartedAt: started})
-	rep, runErr := restore.RestoreNode(r.ctx, restore.NodeOptions{Store: r.store, Engine: r.docker, FromNode: *from, Identities: ids, Parallel: *parallel,
+	id, _ := r.state.StartRestore(r.ctx, state.Restore{Kind: "node", Target: *from, Key: r.keys.Root(layout.Nightly) + " (node " + *from + ")", RequestedBy: who(), StartedAt: started})
+	rep, runErr := restore.RestoreNode(r.ctx, restore.NodeOptions{Store: r.store, Layout: r.keys, Engine: r.docker, FromNode: *from, Identities: ids, Parallel: *parallel,
 		Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe, Progress: progress})
 	var snapErrs []string
 	if *withSnaps {
@@ -245,7 +246,7 @@ func recordContainer(r *restoreEnv, c restore.RecreateResult, from string) {
 
 // restoreNodeSnapshots restores the newest WOPR_HOME snapshot of every instance the node backed up.
 func restoreNodeSnapshots(r *restoreEnv, from, baseDir string, ids []age.Identity, dry bool) []string {
-	snaps, err := restore.NodeArtifacts(r.ctx, r.store, from, "snapshot")
+	snaps, err := restore.NodeArtifacts(r.ctx, r.store, r.keys, from, "snapshot")
 	if err != nil {
 		return []string{err.Error()}
 	}

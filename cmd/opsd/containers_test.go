@@ -17,7 +17,7 @@ import (
 // `opsd backup snapshots` and `opsd drill containers TENANT`, as an operator runs them.
 func TestContainerCommands(t *testing.T) {
 	dc := dockertest.Client(t)
-	dockertest.Run(t, dc, "tenant_opsdcli_a", map[string]string{"wopr.tier": "starter"}, "echo a > /data/a.txt; sleep 3600")
+	dockertest.Run(t, dc, cliPrefix+"a", map[string]string{"wopr.tier": "starter"}, "echo a > /data/a.txt; sleep 3600")
 	time.Sleep(300 * time.Millisecond)
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "instances", "bot-1"), 0o755)
@@ -34,11 +34,11 @@ jobs:
   - name: containers-nightly
     kind: container_export
     schedule: "0 2 * * *"
-    name_prefix: tenant_opsdcli_
+    name_prefix: `+cliPrefix+`
   - name: containers-hot
     kind: container_export
     schedule: "0 */6 * * *"
-    name_prefix: tenant_opsdcli_
+    name_prefix: `+cliPrefix+`
     changed_only: true
   - name: wopr-home
     kind: dir_snapshot
@@ -55,11 +55,11 @@ jobs:
 		args []string
 		want string
 	}{
-		{[]string{"backup", "containers", "-c", cfgPath}, "nightly/cli/tenant_opsdcli_a/tenant_opsdcli_a_" + today + ".tar.gz"},
-		{[]string{"backup", "hot", "-c", cfgPath}, "latest/tenant_opsdcli_a/latest.tar.gz"},
+		{[]string{"backup", "containers", "-c", cfgPath}, "nightly/cli/" + cliPrefix + "a/" + cliPrefix + "a_" + today + ".tar.gz"},
+		{[]string{"backup", "hot", "-c", cfgPath}, "latest/" + cliPrefix + "a/latest.tar.gz"},
 		{[]string{"backup", "hot", "-c", cfgPath}, "unchanged since its last hot backup"},
 		{[]string{"backup", "snapshots", "-c", cfgPath}, "nightly/cli/bot-1/bot-1_" + today + ".tar.gz"},
-		{[]string{"drill", "containers", "-c", cfgPath, "tenant_opsdcli_a"}, "PASS  tenant_opsdcli_a"},
+		{[]string{"drill", "containers", "-c", cfgPath, cliPrefix + "a"}, "PASS  " + cliPrefix + "a"},
 	} {
 		out.Reset()
 		errb.Reset()
@@ -70,8 +70,11 @@ jobs:
 	if code := run([]string{"backup", "containers", "-c", cfgPath, "tenant_nope"}, &out, &errb); code != 1 {
 		t.Fatalf("unknown container: exit %d", code)
 	}
-	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/tenant_opsdcli_*").Output()
+	imgs, _ := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-drill/"+cliPrefix+"*").Output()
 	if len(bytes.TrimSpace(imgs)) != 0 {
 		t.Fatalf("the drill left images: %s", imgs)
 	}
 }
+
+// cliPrefix names this run's test containers (unique on a shared engine).
+var cliPrefix = dockertest.Unique("tenant_opsdcli_")

@@ -23,7 +23,7 @@ import (
 // the scrape; `promtool check metrics` must accept the scrape.
 func TestDashboardsNameOnlyExportedMetrics(t *testing.T) {
 	dc := dockertest.Client(t)
-	dockertest.Run(t, dc, "tenant_opsddash_a", nil, "echo a > /data/a.txt; sleep 3600")
+	dockertest.Run(t, dc, dashPrefix+"a", nil, "echo a > /data/a.txt; sleep 3600")
 	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(202) }))
 	defer pd.Close()
 	ping := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
@@ -59,8 +59,8 @@ jobs:
 %[5]s  - {name: platform-drill, kind: sqlite_drill, schedule: "@monthly"}
   - {name: offsite-verify, kind: offsite_verify, schedule: "@daily"}
   - {name: prune, kind: prune, schedule: "@daily"}
-  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_opsddash_}
-  - {name: containers-hot, kind: container_export, schedule: "0 */6 * * *", name_prefix: tenant_opsddash_, changed_only: true}
+  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: `+dashPrefix+`}
+  - {name: containers-hot, kind: container_export, schedule: "0 */6 * * *", name_prefix: `+dashPrefix+`, changed_only: true}
   - {name: wopr-home, kind: dir_snapshot, schedule: "0 2 * * *", base_dir: %[1]s/instances}
   - {name: container-drill, kind: container_drill, schedule: "@quarterly"}
 `, dir, token, pd.URL, ping.URL, dbs.String()))
@@ -124,3 +124,6 @@ jobs:
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+// dashPrefix names this run's test containers (unique on a shared engine).
+var dashPrefix = dockertest.Unique("tenant_opsddash_")

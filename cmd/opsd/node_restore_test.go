@@ -239,6 +239,26 @@ jobs:
 			t.Fatalf("the drill disturbed the live %s: %v", name, err)
 		}
 	}
+
+	// One container: an existing one is never clobbered without --replace; a missing one is
+	// recreated from another node's backup.
+	out.Reset()
+	errb.Reset()
+	before, _ := dc.Inspect(ctx, names[0], false)
+	if code := run([]string{"restore", "container", "-c", cfgB, names[0], "--from-node", "node-a"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "pass --replace") {
+		t.Fatalf("restore over an existing container without --replace: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if after, _ := dc.Inspect(ctx, names[0], false); after.ID != before.ID || !after.Running {
+		t.Fatal("a refused restore touched the existing container")
+	}
+	dc.Remove(ctx, names[2])
+	out.Reset()
+	if code := run([]string{"restore", "container", "-c", cfgB, names[2], "--from-node", "node-a", "--probe", "500ms"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "OK  container "+names[2]) {
+		t.Fatalf("recreate one container: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if d, err := dc.Inspect(ctx, names[2], false); err != nil || !d.Running || !reflect.DeepEqual(d.Raw.Config.Env, originals[names[2]].Config.Env) {
+		t.Fatalf("%s was not recreated with its spec: %v", names[2], err)
+	}
 }
 
 // fileTar is a tar holding one file.

@@ -27,8 +27,8 @@ func TestRestoreProceduresOnSeaweedFS(t *testing.T) {
 	s3cfg := storagetest.RealS3(t)
 	storagetest.NewS3(t, s3cfg)
 	dc := dockertest.Client(t)
-	api := dockertest.Run(t, dc, "opsd_proc_platform_api", nil, "trap 'exit 0' TERM; sleep 3600 & wait")
-	tenantID := dockertest.Run(t, dc, "tenant_opsdproc_a", map[string]string{"wopr.tier": "pro"}, "trap 'exit 0' TERM; echo before > /data/before.txt; sleep 3600 & wait")
+	api := dockertest.Run(t, dc, procAPIPrefix+"platform_api", nil, "trap 'exit 0' TERM; sleep 3600 & wait")
+	tenantID := dockertest.Run(t, dc, procPrefix+"a", map[string]string{"wopr.tier": "pro"}, "trap 'exit 0' TERM; echo before > /data/before.txt; sleep 3600 & wait")
 	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"status":"ok","service":"wopr-platform","backups":{"staleCount":0,"totalTracked":0}}`))
 	}))
@@ -51,7 +51,7 @@ jobs:
     kind: sqlite_backup
     schedule: "0 3 * * *"
     databases:
-%s  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_opsdproc_}
+%s  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: `+procPrefix+`}
 `, dir, s3cfg.Endpoint, s3cfg.Bucket, dbs.String())), 0o600)
 	var out, errb bytes.Buffer
 	mustRun := func(args ...string) string {
@@ -71,7 +71,7 @@ jobs:
 	db, _ := demo.Open(paths["billing"])
 	db.Exec(`DELETE FROM meter_events`)
 	db.Close()
-	o := mustRun("restore", "db", "-c", cfgPath, "--stop-container", "opsd_proc_platform_api", "--health-url", health.URL)
+	o := mustRun("restore", "db", "-c", cfgPath, "--stop-container", procAPIPrefix+"platform_api", "--health-url", health.URL)
 	if !strings.Contains(o, "OK  db platform restored") {
 		t.Fatalf("restore db output:\n%s", o)
 	}
@@ -92,11 +92,11 @@ jobs:
 	tw.Write([]byte("x"))
 	tw.Close()
 	dc.CopyTo(context.Background(), tenantID, "/data", &buf)
-	o = mustRun("restore", "container", "-c", cfgPath, "tenant_opsdproc_a", "--probe", "1s")
-	if !strings.Contains(o, "OK  container tenant_opsdproc_a restored from nightly/proc/tenant_opsdproc_a/") {
+	o = mustRun("restore", "container", "-c", cfgPath, procPrefix+"a", "--replace", "--probe", "1s")
+	if !strings.Contains(o, "OK  container "+procPrefix+"a restored from nightly/proc/"+procPrefix+"a/") {
 		t.Fatalf("restore container output:\n%s", o)
 	}
-	d, err := dc.Inspect(context.Background(), "tenant_opsdproc_a", false)
+	d, err := dc.Inspect(context.Background(), procPrefix+"a", false)
 	if err != nil || !d.Running || d.ID == tenantID || d.Labels["wopr.tier"] != "pro" {
 		t.Fatalf("restored container: %+v %v", d, err)
 	}
@@ -114,14 +114,14 @@ jobs:
 	rc.Close()
 	t.Cleanup(func() { dc.Remove(context.Background(), d.ID) })
 	o = mustRun("backups", "list", "-c", cfgPath, "--prefix", "pre-restore/")
-	if !strings.Contains(o, "pre-restore/proc/billing/") || !strings.Contains(o, "pre-restore/proc/tenant_opsdproc_a/") {
+	if !strings.Contains(o, "pre-restore/proc/billing/") || !strings.Contains(o, "pre-restore/proc/"+procPrefix+"a/") {
 		t.Fatalf("backups list:\n%s", o)
 	}
 }
 
 func TestAdminRestoreEndpoint(t *testing.T) {
 	dc := dockertest.Client(t)
-	dockertest.Run(t, dc, "tenant_opsdadm_a", nil, "trap 'exit 0' TERM; echo a > /data/a.txt; sleep 3600 & wait")
+	dockertest.Run(t, dc, admPrefix+"a", nil, "trap 'exit 0' TERM; echo a > /data/a.txt; sleep 3600 & wait")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: adm
@@ -137,7 +137,7 @@ alerts:
   interval: 1h
   rules: []
 jobs:
-  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_opsdadm_}
+  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: `+admPrefix+`}
 `, token, dir, dir))
 	m, base := startDaemon(t, cfgPath)
 	ctx := context.Background()
@@ -145,10 +145,10 @@ jobs:
 	if o := m.runner.Run(ctx, spec.Job, time.Minute, "test"); !o.OK() {
 		t.Fatal(o.Err)
 	}
-	url := base + "/api/admin/backups/tenant_opsdadm_a/restore"
+	url := base + "/api/admin/backups/" + admPrefix + "a/restore"
 	today := time.Now().UTC().Format("20060102")
-	good := "nightly/adm/tenant_opsdadm_a/tenant_opsdadm_a_" + today + ".tar.gz"
-	for _, bad := range []string{"nightly/adm/tenant_opsdadm_a/../tenant_other/x.tar.gz", "nightly/adm/tenant_other/tenant_other_" + today + ".tar.gz", "/etc/passwd", "platform/" + today + "/auth-" + today + ".db"} {
+	good := "nightly/adm/" + admPrefix + "a/" + admPrefix + "a_" + today + ".tar.gz"
+	for _, bad := range []string{"nightly/adm/" + admPrefix + "a/../tenant_other/x.tar.gz", "nightly/adm/tenant_other/tenant_other_" + today + ".tar.gz", "/etc/passwd", "platform/" + today + "/auth-" + today + ".db"} {
 		if code, body := postBody(t, url, token, `{"remotePath":"`+bad+`"}`); code != 403 || !strings.Contains(body, `"error":"Forbidden`) {
 			t.Fatalf("%s: %d %s", bad, code, body)
 		}
@@ -168,12 +168,21 @@ jobs:
 		json.Unmarshal([]byte(b), &rec)
 		return rec["outcome"] != "running"
 	})
-	if rec["outcome"] != "success" || rec["requestedBy"] != "api" || !strings.HasPrefix(rec["safety"].(string), "pre-restore/adm/tenant_opsdadm_a/") {
+	if rec["outcome"] != "success" || rec["requestedBy"] != "api" || !strings.HasPrefix(rec["safety"].(string), "pre-restore/adm/"+admPrefix+"a/") {
 		t.Fatalf("restore record: %v", rec)
 	}
-	d, _ := dc.Inspect(ctx, "tenant_opsdadm_a", false)
+	d, _ := dc.Inspect(ctx, admPrefix+"a", false)
 	if !d.Running {
 		t.Fatal("the restored container is not running")
 	}
 	t.Cleanup(func() { dc.Remove(context.Background(), d.ID) })
 }
+
+// procPrefix names this run's test containers (unique on a shared engine).
+var procPrefix = dockertest.Unique("tenant_opsdproc_")
+
+// procAPIPrefix names this run's test containers (unique on a shared engine).
+var procAPIPrefix = dockertest.Unique("opsd_proc_")
+
+// admPrefix names this run's test containers (unique on a shared engine).
+var admPrefix = dockertest.Unique("tenant_opsdadm_")

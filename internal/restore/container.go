@@ -17,6 +17,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -52,6 +53,8 @@ type ContainerOptions struct {
 	// AfterStop is called once the old container is stopped (tests inject failures here).
 	AfterStop func() error
 	Now       func() time.Time
+	// Layout names the safety export (nil: the default layout).
+	Layout *layout.Layout
 }
 
 // ContainerResult describes a container restore.
@@ -64,59 +67,30 @@ type ContainerResult struct {
 	Downtime  time.Duration `json:"downtime"`
 }
 
-// ContainerKey resolves which archive to restore: key as given, the latest hot backup, the
-// nightly of a date, or (default) the newest nightly with a manifest.
-func ContainerKey(ctx context.Context, store storage.Store, node, name, key, date string, latest bool) (string, error) {
+// ContainerKey resolves which archive to restore: key as given, the newest hot backup (whatever
+// its compression and encryption suffix), the nightly of a date, or (default) the newest nightly
+// with a manifest. l nil means the default layout.
+func ContainerKey(ctx context.Context, store storage.Store, l *layout.Layout, node, name, key, date string, latest bool) (string, error) {
+	if l == nil {
+		l = layout.Default()
+	}
+	want, kind, what := layout.Fields{Node: node, Target: name, Date: date}, layout.Nightly, "nightly"
 	switch {
 	case key != "":
 		return key, nil
 	case latest:
-		return "latest/" + name + "/latest.tar.gz", nil
+		want, kind, what = layout.Fields{Target: name}, layout.Hot, "hot"
 	}
-	prefix := "nightly/" + node + "/" + name + "/"
-	objs, err := storage.ListAll(ctx, store, prefix)
-	if err != nil {
-		return "", err
-	}
-	have := map[string]bool{}
-	for _, o := range objs {
-		have[o.Key] = true
-	}
-	var keys []string
-	for _, o := range objs {
-		if artifact.IsManifest(o.Key) || !have[artifact.ManifestKey(o.Key)] {
-			continue
-		}
-		if date == "" || strings.Contains(o.Key[len(prefix):], date) {
-			keys = append(keys, o.Key)
-		}
-	}
-	if len(keys) == 0 {
-		if date != "" {
-			return "", fmt.Errorf("no nightly backup of %s for %s under %s", name, date, prefix)
-		}
-		return "", fmt.Errorf("no nightly backup of %s under %s", name, prefix)
-	}
-	sort.Strings(keys)
-	return keys[len(keys)-1], nil
-}
-
-// KeyBelongsTo reports whether key is a backup of container: under nightly/{node}/{container}/,
-// latest/{container}/ or pre-restore/{node}/{container}/, with no traversal.
-func KeyBelongsTo(key, container string) bool {
-	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "..") || strings.Contains(key, "//") || strings.Contains(key, "\\") || artifact.IsManifest(key) {
-		return false
-	}
-	p := strings.Split(key, "/")
+	a, ok, err := l.Newest(ctx, store, want, kind)
 	switch {
-	case len(p) == 4 && (p[0] == "nightly" || p[0] == "pre-restore") && p[2] == container:
-		return p[3] != ""
-	case len(p) == 3 && p[0] == "latest" && p[1] == container:
-		return p[2] != ""
-	case len(p) == 5 && p[0] == "pre-restore" && p[2] == container:
-		return p[4] != ""
+	case err != nil:
+		return "", err
+	case ok:
+		return a.Key, nil
+	case date != "":
+		return "", fmt.Errorf("no nightly backup of %s for %s under %s", name, date, l.Templates(kind)[0].Prefix(want))
 	}
-	return false
+	return "", fmt.Errorf("no %s backup of %s with a manifest under %s", what, name, l.Templates(kind)[0].Prefix(want))
 }
 
 // RestoreContainer replaces a container with one made from a backup (runbook Procedure 2): the
@@ -160,8 +134,12 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	}
 	say("verified %s (sha256)", o.Key)
 
-	ts := o.Now().UTC().Format("20060102T150405Z")
-	res.SafetyKey = fmt.Sprintf("pre-restore/%s/%s/%s/%s.tar.gz", o.Node, o.Name, ts, o.Name)
+	if o.Layout == nil {
+		o.Layout = layout.Default()
+	}
+	now := o.Now()
+	ts := layout.Stamp(now)
+	res.SafetyKey = o.Layout.PreRestoreKey(o.Node, o.Name, now, ".tar.gz")
 	say("safety export of %s to %s", o.Name, res.SafetyKey)
 	rc, err := e.Export(ctx, old.ID)
 	if err != nil {

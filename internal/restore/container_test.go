@@ -126,22 +126,3 @@ func TestRestoreContainerFailureAfterStopBringsOriginalBack(t *testing.T) {
 		t.Fatal("the original container lost its state")
 	}
 }
-
-func TestKeyBelongsTo(t *testing.T) {
-	for key, want := range map[string]bool{
-		"nightly/n1/tenant_a/tenant_a_20261125.tar.gz":             true,
-		"latest/tenant_a/latest.tar.gz":                            true,
-		"pre-restore/n1/tenant_a/20261125T030000Z/tenant_a.tar.gz": true,
-		"nightly/n1/tenant_b/tenant_b_20261125.tar.gz":             false,
-		"nightly/n1/tenant_a/../tenant_b/x.tar.gz":                 false,
-		"/nightly/n1/tenant_a/x.tar.gz":                            false,
-		"latest/tenant_a/latest.tar.gz.manifest.json":              false,
-		"platform/20261125/auth-20261125.db":                       false,
-		"nightly//tenant_a/x.tar.gz":                               false,
-		"latest/tenant_ab/latest.tar.gz":                           false,
-	} {
-		if got := KeyBelongsTo(key, "tenant_a"); got != want {
-			t.Errorf("KeyBelongsTo(%q) = %v, want %v", key, got, want)
-		}
-	}
-}

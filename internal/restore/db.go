@@ -18,6 +18,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -36,8 +37,9 @@ type Database struct {
 
 // DBOptions configure a database restore.
 type DBOptions struct {
-	Store      storage.Store
-	Prefix     string // platform/
+	Store storage.Store
+	// Layout finds the sets (nil: the default layout).
+	Layout     *layout.Layout
 	Databases  []Database
 	Only       []string
 	Date       string // YYYYMMDD; empty: the newest complete set
@@ -80,8 +82,8 @@ type DBRestored struct {
 
 // RestoreDB restores platform databases from one set (runbook Procedure 1).
 func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
-	if o.Prefix == "" {
-		o.Prefix = "platform/"
+	if o.Layout == nil {
+		o.Layout = layout.Default()
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -112,7 +114,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 	for i, d := range dbs {
 		names[i] = d.Name
 	}
-	set, manifests, notes, err := artifact.ChooseSet(ctx, o.Store, o.Prefix, names, 30, o.Date, true)
+	set, manifests, notes, err := o.Layout.ChooseSet(ctx, o.Store, names, 30, o.Date, true)
 	for _, n := range notes {
 		say("note: %s", n)
 	}
@@ -120,13 +122,14 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		return DBResult{}, fmt.Errorf("restore: %w", err)
 	}
 	res := DBResult{Set: set}
-	ts := o.Now().UTC().Format("20060102T150405Z")
+	now := o.Now()
+	ts := layout.Stamp(now)
 	var plan strings.Builder
-	fmt.Fprintf(&plan, "Restore of set %s (%s):\n", set, o.Prefix)
+	fmt.Fprintf(&plan, "Restore of set %s (%s):\n", set, o.Layout.SetPrefix(set))
 	for _, d := range dbs {
 		m := manifests[d.Name]
 		fmt.Fprintf(&plan, "  %-12s %s (%d bytes, sha256 %s…) → %s\n", d.Name, m.Key, m.Size, m.SHA256[:12], d.Path)
-		fmt.Fprintf(&plan, "  %-12s safety copy %s.pre-restore-%s and pre-restore/%s/%s/%s/\n", "", d.Path, ts, o.Node, d.Name, ts)
+		fmt.Fprintf(&plan, "  %-12s safety copy %s.pre-restore-%s and %s\n", "", d.Path, ts, o.Layout.PreRestoreKey(o.Node, d.Name, now, ".db"))
 	}
 	if o.StopContainer != "" {
 		fmt.Fprintf(&plan, "  stop container %s before the swap, start it after\n", o.StopContainer)
@@ -197,7 +200,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 			cleanup()
 			return res, err
 		}
-		key := fmt.Sprintf("pre-restore/%s/%s/%s/%s.db", o.Node, p.db.Name, ts, p.db.Name)
+		key := o.Layout.PreRestoreKey(o.Node, p.db.Name, now, ".db")
 		_, err = artifact.Store(ctx, o.Store, f, artifact.Options{Compression: artifact.None}, artifact.Manifest{Key: key, Kind: "sqlite", Target: p.db.Name, Source: p.db.Path, Node: o.Node,
 			Note: "safety copy taken before restoring " + p.m.Key})
 		f.Close()

@@ -143,7 +143,7 @@ func TestRestoreDBCorruptBackupTouchesNothing(t *testing.T) {
 
 func TestRestoreDBFailureAfterFirstSwapPutsEverythingBack(t *testing.T) {
 	dc := dockertest.Client(t)
-	api := dockertest.Run(t, dc, "opsd_restore_platform_api", nil, "sleep 3600")
+	api := dockertest.Run(t, dc, restoreAPIPrefix+"platform_api", nil, "sleep 3600")
 	store, dbs, rows := backedUp(t)
 	swaps := 0
 	_, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1", StopContainer: api, Docker: dc, StopTimeout: 2 * time.Second,
@@ -196,3 +196,6 @@ func TestRestoreDBDryRun(t *testing.T) {
 		t.Fatal("a dry run changed a database")
 	}
 }
+
+// restoreAPIPrefix names this run's test containers (unique on a shared engine).
+var restoreAPIPrefix = dockertest.Unique("opsd_restore_")

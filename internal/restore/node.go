@@ -19,6 +19,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -300,6 +301,7 @@ func sandboxed(s docker.Spec, name string) docker.Spec {
 // NodeOptions configure restoring every tenant container a node backed up (runbook Procedure 3).
 type NodeOptions struct {
 	Store      storage.Store
+	Layout     *layout.Layout
 	Engine     RecreateEngine
 	FromNode   string
 	Identities []age.Identity
@@ -313,9 +315,6 @@ type NodeOptions struct {
 	// Progress receives a line per container event.
 	Progress    func(RecreateResult)
 	AfterImport func(name string) error
-	// Candidates finds the newest verified archive of each container the node backed up
-	// (default NodeCandidates).
-	Candidates func(ctx context.Context, store storage.Store, node string) (map[string]string, error)
 }
 
 // NodeReport is the result of a node restore.
@@ -340,10 +339,7 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 	if o.Parallel < 1 {
 		o.Parallel = 4
 	}
-	if o.Candidates == nil {
-		o.Candidates = NodeCandidates
-	}
-	cands, err := o.Candidates(ctx, o.Store, o.FromNode)
+	cands, err := NodeCandidates(ctx, o.Store, o.Layout, o.FromNode)
 	if err != nil {
 		return rep, err
 	}
@@ -425,60 +421,49 @@ func set(xs []string) map[string]bool {
 }
 
 // NodeCandidates returns, per container a node backed up, the newest archive with a manifest:
-// the newest nightly under nightly/{node}/{container}/, or the container's hot latest/ archive
-// when that node wrote it later.
-func NodeCandidates(ctx context.Context, store storage.Store, node string) (map[string]string, error) {
-	return NodeArtifacts(ctx, store, node, "container")
+// its newest nightly export, or its hot archive when that node wrote it later.
+func NodeCandidates(ctx context.Context, store storage.Store, keys *layout.Layout, node string) (map[string]string, error) {
+	return NodeArtifacts(ctx, store, keys, node, "container")
 }
 
-// NodeArtifacts returns, per target (container or WOPR_HOME instance) of kind that a node backed
-// up, the key of its newest artifact with a manifest (for containers, a newer hot latest/
-// archive written by that node wins).
-func NodeArtifacts(ctx context.Context, store storage.Store, node, kind string) (map[string]string, error) {
-	prefix := "nightly/" + node + "/"
-	objs, err := storage.ListAll(ctx, store, prefix)
+// NodeArtifacts returns, per target (container or WOPR_HOME instance) of a manifest kind
+// ("container" or "snapshot") that a node backed up, the key of its newest artifact (for
+// containers, a newer hot archive written by that node wins).
+func NodeArtifacts(ctx context.Context, store storage.Store, keys *layout.Layout, node, kind string) (map[string]string, error) {
+	lk := layout.Nightly
+	if kind == "snapshot" {
+		lk = layout.Snapshot
+	}
+	list, err := keys.Artifacts(ctx, store, layout.Fields{Node: node}, lk)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", prefix, err)
+		return nil, err
 	}
-	have := map[string]bool{}
-	for _, o := range objs {
-		have[o.Key] = true
-	}
-	byTarget := map[string][]string{}
-	for _, o := range objs {
-		rest := strings.SplitN(o.Key[len(prefix):], "/", 2)
-		if len(rest) != 2 || artifact.IsManifest(o.Key) || !have[artifact.ManifestKey(o.Key)] {
+	newest := map[string]artifact.Manifest{}
+	for _, a := range list { // newest first
+		if _, done := newest[a.Target]; done {
 			continue
 		}
-		byTarget[rest[0]] = append(byTarget[rest[0]], o.Key)
+		// Snapshots and nightly exports may share a template: the manifest says which is which.
+		if m, err := artifact.ReadManifest(ctx, store, a.Key); err == nil && m.Kind == kind {
+			newest[a.Target] = m
+		}
 	}
 	out := map[string]string{}
-	for name, keys := range byTarget {
-		sort.Strings(keys)
-		var newest artifact.Manifest
-		for i := len(keys) - 1; i >= 0; i-- {
-			if m, err := artifact.ReadManifest(ctx, store, keys[i]); err == nil && m.Kind == kind {
-				newest = m
-				break
-			}
-		}
-		if newest.Key == "" {
-			continue
-		}
+	for name, m := range newest {
 		if kind == "container" {
-			if newest, err = newerHot(ctx, store, node, name, newest); err != nil {
+			if m, err = newerHot(ctx, store, keys, node, name, m); err != nil {
 				return nil, err
 			}
 		}
-		out[name] = newest.Key
+		out[name] = m.Key
 	}
 	return out, nil
 }
 
 // NewestContainerKey is the newest verified archive of one container that node backed up: its
-// newest nightly, or its hot latest/ archive when that node wrote it later.
-func NewestContainerKey(ctx context.Context, store storage.Store, node, name string) (string, error) {
-	k, err := ContainerKey(ctx, store, node, name, "", "", false)
+// newest nightly, or its hot archive when that node wrote it later.
+func NewestContainerKey(ctx context.Context, store storage.Store, keys *layout.Layout, node, name string) (string, error) {
+	k, err := ContainerKey(ctx, store, keys, node, name, "", "", false)
 	if err != nil {
 		return "", err
 	}
@@ -486,22 +471,19 @@ func NewestContainerKey(ctx context.Context, store storage.Store, node, name str
 	if err != nil {
 		return "", err
 	}
-	if m, err = newerHot(ctx, store, node, name, m); err != nil {
+	if m, err = newerHot(ctx, store, keys, node, name, m); err != nil {
 		return "", err
 	}
 	return m.Key, nil
 }
 
-// newerHot returns the container's hot latest/ archive when node wrote it after than.
-func newerHot(ctx context.Context, store storage.Store, node, name string, than artifact.Manifest) (artifact.Manifest, error) {
-	hot, err := storage.ListAll(ctx, store, "latest/"+name+"/")
+// newerHot returns the container's hot archive when node wrote it after than.
+func newerHot(ctx context.Context, store storage.Store, keys *layout.Layout, node, name string, than artifact.Manifest) (artifact.Manifest, error) {
+	hot, err := keys.Artifacts(ctx, store, layout.Fields{Target: name}, layout.Hot)
 	if err != nil {
-		return than, fmt.Errorf("list latest/%s/: %w", name, err)
+		return than, err
 	}
 	for _, h := range hot {
-		if artifact.IsManifest(h.Key) {
-			continue
-		}
 		if m, err := artifact.ReadManifest(ctx, store, h.Key); err == nil && m.Kind == "container" && m.Node == node && m.CreatedAt.After(than.CreatedAt) {
 			than = m
 		}

@@ -8,13 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -23,7 +23,7 @@ type SnapshotOptions struct {
 	Store      storage.Store
 	BaseDir    string
 	Instance   string
-	Key        string // default: the newest snapshot under nightly/{node}/{instance}/ or on-demand/{instance}/
+	Key        string // default: SnapshotKey, the newest nightly or on-demand snapshot
 	Node       string
 	Identities []age.Identity
 	Progress   func(string)
@@ -41,29 +41,20 @@ type SnapshotResult struct {
 	Files    int    `json:"files"`
 }
 
-// SnapshotKey returns the newest snapshot of an instance.
-func SnapshotKey(ctx context.Context, store storage.Store, node, instance string) (string, error) {
-	var keys []string
-	for _, prefix := range []string{"nightly/" + node + "/" + instance + "/", "on-demand/" + instance + "/"} {
-		objs, err := storage.ListAll(ctx, store, prefix)
-		if err != nil {
-			return "", err
-		}
-		have := map[string]bool{}
-		for _, o := range objs {
-			have[o.Key] = true
-		}
-		for _, o := range objs {
-			if !artifact.IsManifest(o.Key) && have[artifact.ManifestKey(o.Key)] {
-				keys = append(keys, o.Key)
-			}
-		}
+// SnapshotKey returns the newest snapshot of an instance (nightly or on-demand) with a manifest.
+// l nil means the default layout.
+func SnapshotKey(ctx context.Context, store storage.Store, l *layout.Layout, node, instance string) (string, error) {
+	if l == nil {
+		l = layout.Default()
 	}
-	if len(keys) == 0 {
+	a, ok, err := l.Newest(ctx, store, layout.Fields{Node: node, Target: instance}, layout.Snapshot, layout.OnDemand)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
 		return "", fmt.Errorf("no snapshot of %s", instance)
 	}
-	sort.Strings(keys)
-	return keys[len(keys)-1], nil
+	return a.Key, nil
 }
 
 // RestoreSnapshot extracts a snapshot beside the instance directory, swaps the two directories,
@@ -81,7 +72,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", o.Instance, err)
 	}
-	ts := o.Now().UTC().Format("20060102T150405Z")
+	ts := layout.Stamp(o.Now())
 	staging := filepath.Join(o.BaseDir, ".opsd-restore-"+o.Instance+"-"+ts)
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return res, err
@@ -140,14 +131,21 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	return res, nil
 }
 
-// extract unpacks a tar into dir. Every entry must lie under top/; absolute paths, "..",
-// and links pointing outside the tree are refused.
+// extract unpacks a tar into dir, keeping each entry's mode, owner (uid/gid, when run as root)
+// and modification time. Every entry must lie under top/; absolute paths, "..", and links
+// pointing outside the tree are refused.
 func extract(r io.Reader, dir, top string) (int, error) {
 	tr := tar.NewReader(r)
 	n := 0
+	var dirs []*tar.Header // given their mode and owner last: a read-only directory still gets its files
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
+			for i := len(dirs) - 1; i >= 0; i-- {
+				if err := keepAttrs(filepath.Join(dir, filepath.Clean(dirs[i].Name)), dirs[i]); err != nil {
+					return n, err
+				}
+			}
 			return n, nil
 		}
 		if err != nil {
@@ -160,14 +158,15 @@ func extract(r io.Reader, dir, top string) (int, error) {
 		target := filepath.Join(dir, name)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, os.FileMode(h.Mode)&0o7777|0o700); err != nil {
+			if err := os.MkdirAll(target, 0o700); err != nil {
 				return n, err
 			}
+			dirs = append(dirs, h)
 		case tar.TypeReg:
 			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 				return n, err
 			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, os.FileMode(h.Mode)&0o777)
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
 				return n, err
 			}
@@ -178,10 +177,12 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			if err := f.Close(); err != nil {
 				return n, err
 			}
-			os.Chtimes(target, h.ModTime, h.ModTime)
+			if err := keepAttrs(target, h); err != nil {
+				return n, err
+			}
 		case tar.TypeSymlink:
-			resolved := filepath.Join(filepath.Dir(name), h.Linkname)
-			if filepath.IsAbs(h.Linkname) || !strings.HasPrefix(filepath.Clean(resolved), top) {
+			resolved := filepath.Clean(filepath.Join(filepath.Dir(name), h.Linkname))
+			if filepath.IsAbs(h.Linkname) || (resolved != top && !strings.HasPrefix(resolved, top+"/")) {
 				return n, fmt.Errorf("snapshot link %q points outside %s/", h.Name, top)
 			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
@@ -190,9 +191,54 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			if err := os.Symlink(h.Linkname, target); err != nil {
 				return n, err
 			}
+			if err := chown(target, h); err != nil {
+				return n, err
+			}
 		default:
 			continue // devices, fifos: not part of a WOPR_HOME
 		}
 		n++
 	}
+}
+
+// keepAttrs gives a restored file or directory its entry's owner, then its mode (after the
+// owner: chown clears set-id bits), then its modification time.
+func keepAttrs(path string, h *tar.Header) error {
+	if err := chown(path, h); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, os.FileMode(h.Mode&0o777)|modeBits(h.Mode)); err != nil {
+		return fmt.Errorf("restore mode of %s: %w", h.Name, err)
+	}
+	if err := os.Chtimes(path, h.ModTime, h.ModTime); err != nil {
+		return fmt.Errorf("restore time of %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// modeBits converts the tar set-id and sticky bits to Go's.
+func modeBits(m int64) os.FileMode {
+	var out os.FileMode
+	if m&0o4000 != 0 {
+		out |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		out |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		out |= os.ModeSticky
+	}
+	return out
+}
+
+// chown gives path the entry's uid and gid. Only root can; as anyone else the restored files
+// belong to the user running the restore.
+func chown(path string, h *tar.Header) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := os.Lchown(path, h.Uid, h.Gid); err != nil {
+		return fmt.Errorf("restore owner of %s: %w", h.Name, err)
+	}
+	return nil
 }

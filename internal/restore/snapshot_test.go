@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/storage/local"
@@ -37,7 +39,7 @@ func TestRestoreSnapshotSwapsAndRollsBack(t *testing.T) {
 	os.WriteFile(filepath.Join(base, "bot-1", "memory", "notes.md"), []byte("current"), 0o644)
 	os.WriteFile(filepath.Join(base, "bot-1", "new-since-backup.txt"), []byte("x"), 0o644)
 	snapshotOf(t, store, "nightly/n1/bot-1/bot-1_20261125.tar.gz", map[string]string{"bot-1/memory/notes.md": "from backup"}, map[string]string{"bot-1/latest": "memory/notes.md"})
-	key, err := SnapshotKey(context.Background(), store, "n1", "bot-1")
+	key, err := SnapshotKey(context.Background(), store, nil, "n1", "bot-1")
 	if err != nil || key != "nightly/n1/bot-1/bot-1_20261125.tar.gz" {
 		t.Fatalf("key %s %v", key, err)
 	}
@@ -87,5 +89,57 @@ func TestRestoreSnapshotRefusesTraversal(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(base); len(entries) != 0 {
 		t.Fatalf("refused restores left files: %v", entries)
+	}
+}
+
+// TestRestoreSnapshotKeepsOwnerAndMode: every restored entry has the mode, owner (as root) and
+// modification time its tar header says, whatever the restorer's umask.
+func TestRestoreSnapshotKeepsOwnerAndMode(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	base := t.TempDir()
+	at := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	entries := []tar.Header{
+		{Name: "bot-1/", Typeflag: tar.TypeDir, Mode: 0o2750, Uid: 1234, Gid: 5678, ModTime: at},
+		{Name: "bot-1/secret.key", Typeflag: tar.TypeReg, Mode: 0o600, Uid: 1234, Gid: 5678, ModTime: at, Size: 3},
+		{Name: "bot-1/bin/", Typeflag: tar.TypeDir, Mode: 0o555, Uid: 0, Gid: 0, ModTime: at},
+		{Name: "bot-1/bin/run", Typeflag: tar.TypeReg, Mode: 0o775, Uid: 4321, Gid: 5678, ModTime: at, Size: 3},
+		{Name: "bot-1/link", Typeflag: tar.TypeSymlink, Linkname: "secret.key", Uid: 1234, Gid: 5678, ModTime: at},
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range entries {
+		tw.WriteHeader(&h)
+		if h.Size > 0 {
+			tw.Write([]byte("abc"))
+		}
+	}
+	tw.Close()
+	key := "on-demand/bot-1/modes.tar.gz"
+	if _, err := artifact.Store(context.Background(), store, &buf, artifact.Options{Compression: artifact.Gzip}, artifact.Manifest{Key: key, Kind: "snapshot", Target: "bot-1"}); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	if _, err := RestoreSnapshot(context.Background(), SnapshotOptions{Store: store, BaseDir: base, Instance: "bot-1", Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range entries {
+		p := filepath.Join(base, filepath.Clean(h.Name))
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if h.Typeflag != tar.TypeSymlink {
+			if got := int64(st.Mode & 0o7777); got != h.Mode {
+				t.Errorf("%s: mode %o, want %o", h.Name, got, h.Mode)
+			}
+			if !fi.ModTime().Equal(at) {
+				t.Errorf("%s: modified %s, want %s", h.Name, fi.ModTime(), at)
+			}
+		}
+		if os.Geteuid() == 0 && (int(st.Uid) != h.Uid || int(st.Gid) != h.Gid) {
+			t.Errorf("%s: owner %d:%d, want %d:%d", h.Name, st.Uid, st.Gid, h.Uid, h.Gid)
+		}
 	}
 }

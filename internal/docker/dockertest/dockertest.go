@@ -1,11 +1,15 @@
 // Package dockertest gives tests a real Docker engine: a tiny image built with `docker import`
 // from a root filesystem holding Debian's static busybox (no registry is reachable), and
-// containers run from it that are removed when the test ends.
+// containers run from it that are removed when the test ends. The engine is shared: tests name
+// their containers with Unique, every container is labelled with this process's run id, and
+// only the containers a test created are ever removed.
 package dockertest
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"sync"
 	"testing"
@@ -19,10 +23,24 @@ import (
 // Image is the reference of the test image.
 const Image = "opsd-test/busybox:latest"
 
+// Label is set on every container Run creates; its value is RunID.
+const Label = "opsd.test.run"
+
 var (
 	once    sync.Once
 	onceErr error
+	// RunID identifies this test process's containers (random, 8 hex digits).
+	RunID = func() string {
+		b := make([]byte, 4)
+		rand.Read(b)
+		return hex.EncodeToString(b)
+	}()
 )
+
+// Unique returns prefix with this process's run id appended ("tenant_opsdcli_" gives
+// "tenant_opsdcli_1a2b3c4d_"): names under it collide with no other run on the same engine,
+// and a job selecting containers by that prefix sees only this run's.
+func Unique(prefix string) string { return prefix + RunID + "_" }
 
 // Client returns a client for the engine, skipping the test when none answers (failing it when
 // OPSD_TEST_REQUIRE_DOCKER=1, as .ci/test sets).
@@ -66,16 +84,20 @@ func EnsureImage(t testing.TB, c *docker.Client) string {
 	return Image
 }
 
-// Run creates and starts a container from the test image running cmd (sh -c), removed at the
-// end of the test.
+// Run creates and starts a container from the test image running cmd (sh -c), labelled
+// Label=RunID, and removes it (by its id) at the end of the test. A container that already has
+// the name is not this test's: Run fails rather than remove it.
 func Run(t testing.TB, c *docker.Client, name string, labels map[string]string, cmd string) string {
 	t.Helper()
 	img := EnsureImage(t, c)
 	ctx := context.Background()
-	c.Remove(ctx, name)
-	id, err := c.Create(ctx, name, &container.Config{Image: img, Cmd: []string{"/bin/sh", "-c", cmd}, Labels: labels, Env: []string{"WOPR_TEST=1"}}, &container.HostConfig{})
+	all := map[string]string{Label: RunID}
+	for k, v := range labels {
+		all[k] = v
+	}
+	id, err := c.Create(ctx, name, &container.Config{Image: img, Cmd: []string{"/bin/sh", "-c", cmd}, Labels: all, Env: []string{"WOPR_TEST=1"}}, &container.HostConfig{})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("create test container %s: %v (a container of that name that this test did not create is left alone: name test containers with dockertest.Unique)", name, err)
 	}
 	t.Cleanup(func() { c.Remove(context.Background(), id) })
 	if err := c.Start(ctx, id); err != nil {

@@ -1,37 +1,38 @@
-package artifact
+package layout
 
 import (
 	"context"
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
+	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
-// Set is the artifacts under one date folder of a prefix (platform/{YYYYMMDD}/...).
+// Set is the platform database backups of one {date}: the objects written from the SQLite
+// templates with that date, and their manifests.
 type Set struct {
 	Date    string
 	Objects map[string]storage.ObjectInfo
 }
 
-// ListSets groups the objects under prefix by their date folder, newest first.
-func ListSets(ctx context.Context, store storage.Store, prefix string) ([]Set, error) {
-	byDate := map[string]map[string]storage.ObjectInfo{}
-	err := store.List(ctx, prefix, func(o storage.ObjectInfo) error {
-		date, _, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
-		if _, err := time.Parse("20060102", date); !ok || len(date) != 8 || err != nil {
-			return nil
-		}
-		if byDate[date] == nil {
-			byDate[date] = map[string]storage.ObjectInfo{}
-		}
-		byDate[date][o.Key] = o
-		return nil
-	})
+// Sets groups the platform database backups by their {date}, newest first.
+func (l *Layout) Sets(ctx context.Context, store storage.Store) ([]Set, error) {
+	objs, err := l.list(ctx, store, Fields{}, []Kind{SQLite})
 	if err != nil {
 		return nil, err
+	}
+	byDate := map[string]map[string]storage.ObjectInfo{}
+	for key, o := range objs {
+		a, ok := l.match(strings.TrimSuffix(key, artifact.ManifestSuffix), Fields{}, []Kind{SQLite})
+		if !ok || !IsDate(a.Date) {
+			continue
+		}
+		if byDate[a.Date] == nil {
+			byDate[a.Date] = map[string]storage.ObjectInfo{}
+		}
+		byDate[a.Date][key] = o
 	}
 	out := make([]Set, 0, len(byDate))
 	for d, objs := range byDate {
@@ -43,17 +44,17 @@ func ListSets(ctx context.Context, store storage.Store, prefix string) ([]Set, e
 
 // Manifests reads the manifests of the set's artifacts of a kind (only those whose artifact is
 // present), by target.
-func (s Set) Manifests(ctx context.Context, store storage.Store, kind string) (map[string]Manifest, error) {
-	out := map[string]Manifest{}
+func (s Set) Manifests(ctx context.Context, store storage.Store, kind string) (map[string]artifact.Manifest, error) {
+	out := map[string]artifact.Manifest{}
 	for key := range s.Objects {
-		if !IsManifest(key) {
+		if !artifact.IsManifest(key) {
 			continue
 		}
-		art := strings.TrimSuffix(key, ManifestSuffix)
+		art := strings.TrimSuffix(key, artifact.ManifestSuffix)
 		if _, ok := s.Objects[art]; !ok {
 			continue // a manifest without its artifact is not a backup
 		}
-		m, err := ReadManifest(ctx, store, art)
+		m, err := artifact.ReadManifest(ctx, store, art)
 		if err != nil {
 			return nil, err
 		}
@@ -71,8 +72,9 @@ func (s Set) Manifests(ctx context.Context, store storage.Store, kind string) (m
 // holds a sqlite backup with a manifest for every name in required. notes say which newer sets
 // were incomplete. When none is complete it returns the newest set as it is, with a note, unless
 // strict, in which case it fails.
-func ChooseSet(ctx context.Context, store storage.Store, prefix string, required []string, lookback int, date string, strict bool) (string, map[string]Manifest, []string, error) {
-	sets, err := ListSets(ctx, store, prefix)
+func (l *Layout) ChooseSet(ctx context.Context, store storage.Store, required []string, lookback int, date string, strict bool) (string, map[string]artifact.Manifest, []string, error) {
+	prefix := l.Root(SQLite)
+	sets, err := l.Sets(ctx, store)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -80,7 +82,7 @@ func ChooseSet(ctx context.Context, store storage.Store, prefix string, required
 		return "", nil, nil, fmt.Errorf("no backups under %s", prefix)
 	}
 	var notes []string
-	var newest map[string]Manifest
+	var newest map[string]artifact.Manifest
 	for i, s := range sets {
 		if date != "" && s.Date != date {
 			continue
@@ -113,7 +115,7 @@ func ChooseSet(ctx context.Context, store storage.Store, prefix string, required
 		notes = append(notes, fmt.Sprintf("set %s is incomplete: no backup with a manifest for %s", s.Date, strings.Join(missing, ", ")))
 	}
 	if date != "" {
-		return "", nil, notes, fmt.Errorf("no backups under %s%s/", prefix, date)
+		return "", nil, notes, fmt.Errorf("no backups under %s", l.SetPrefix(date))
 	}
 	if strict {
 		return "", nil, notes, fmt.Errorf("no complete set in the newest %d dates under %s", lookback, prefix)
