@@ -9,6 +9,7 @@ import (
 
 	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
@@ -132,8 +133,20 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 		defer m.bg.Done()
 		defer release()
 		rctx := context.WithoutCancel(m.runCtx)
-		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
-			Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
+		var res restore.ContainerResult
+		var err error
+		if _, ierr := m.docker.Inspect(rctx, containerID, false); docker.IsNotFound(ierr) {
+			// Not on this node (a lost node's tenant): recreate it from the archive and its spec.
+			m.state.RestoreProgress(rctx, id, containerID+" does not exist here: recreating it from "+key)
+			rr := restore.Recreate(rctx, restore.RecreateOptions{Store: m.objStore(), Engine: m.docker, Key: key})
+			if rr.Outcome == "failed" {
+				err = fmt.Errorf("restore %s: %s", containerID, rr.Error)
+			}
+			res.NewID = rr.ID
+		} else {
+			res, err = restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
+				Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
+		}
 		fin := time.Now()
 		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}
 		if err != nil {

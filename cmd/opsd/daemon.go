@@ -193,10 +193,11 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Reload:     m.Reload,
 	})
 	m.http.EnableAdmin(httpapi.AdminOptions{
-		Snapshots: m.snapshots,
-		Alerts:    func() any { return m.evaluator.Statuses() },
-		Health:    m.adminHealth,
-		Restore:   m.startRestore,
+		Snapshots:   m.snapshots,
+		Alerts:      func() any { return m.evaluator.Statuses() },
+		Health:      m.adminHealth,
+		Restore:     m.startRestore,
+		NodeRestore: m.startNodeRestore,
 	})
 	return m, nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -258,6 +259,39 @@ jobs:
 	}
 	if d, err := dc.Inspect(ctx, names[2], false); err != nil || !d.Running || !reflect.DeepEqual(d.Raw.Config.Env, originals[names[2]].Config.Env) {
 		t.Fatalf("%s was not recreated with its spec: %v", names[2], err)
+	}
+
+	// The admin API: POST /api/admin/nodes/node-a/restore on a daemon of node-b brings back a
+	// container that went missing again and skips the others; GET /api/admin/restores/{id}
+	// follows it.
+	dc.Remove(ctx, names[1])
+	apiCfg := filepath.Join(dir, "api.yaml")
+	cfgText, _ := os.ReadFile(cfgB)
+	os.WriteFile(apiCfg, []byte(strings.Replace(string(cfgText), "state:", "http:\n  listen: 127.0.0.1:0\n  admin_token: "+token+"\nstate:", 1)), 0o600)
+	_, base := startDaemon(t, apiCfg)
+	if code, _ := post(t, base+"/api/admin/nodes/node-a/restore", ""); code != 401 {
+		t.Fatalf("node restore without a token: %d", code)
+	}
+	if code, b := post(t, base+"/api/admin/nodes/node-zz/restore", token); code != 404 {
+		t.Fatalf("node restore of an unknown node: %d %s", code, b)
+	}
+	code, resp := postBody(t, base+"/api/admin/nodes/node-a/restore", token, `{"parallel": 2}`)
+	if code != 202 {
+		t.Fatalf("node restore: %d %s", code, resp)
+	}
+	var started struct{ ID int64 }
+	json.Unmarshal([]byte(resp), &started)
+	var rec struct{ Outcome, Progress, Error string }
+	eventually(t, "the node restore to finish", 5*time.Minute, func() bool {
+		_, b := getAuth(t, fmt.Sprintf("%s/api/admin/restores/%d", base, started.ID), token)
+		json.Unmarshal([]byte(b), &rec)
+		return rec.Outcome != "running"
+	})
+	if rec.Outcome != "success" || !strings.Contains(rec.Progress, "1 restored, 4 skipped") || !strings.Contains(rec.Progress, "restored "+names[1]) {
+		t.Fatalf("admin node restore: %+v", rec)
+	}
+	if d, err := dc.Inspect(ctx, names[1], false); err != nil || !d.Running {
+		t.Fatalf("%s was not restored through the API: %v", names[1], err)
 	}
 }
 

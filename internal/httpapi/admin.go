@@ -30,6 +30,16 @@ type AdminOptions struct {
 	// Restore starts a container restore and returns its id; errors wrap ErrForbidden (the key
 	// is not that container's), ErrNotFound or ErrBadRequest.
 	Restore func(ctx context.Context, containerID, remotePath, targetNode string) (int64, error)
+	// NodeRestore starts restoring every container a (lost) node backed up onto this node and
+	// returns its id; errors wrap ErrNotFound or ErrBadRequest.
+	NodeRestore func(ctx context.Context, node string, o NodeRestoreRequest) (int64, error)
+}
+
+// NodeRestoreRequest is the optional body of POST /api/admin/nodes/{node}/restore.
+type NodeRestoreRequest struct {
+	Parallel int      `json:"parallel"`
+	Only     []string `json:"only"`
+	Exclude  []string `json:"exclude"`
 }
 
 // Errors the restore endpoint maps to status codes.
@@ -80,6 +90,30 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 			WriteError(w, http.StatusInternalServerError, err.Error())
 		default:
 			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "running", "containerId": r.PathValue("containerId"), "remotePath": body.RemotePath})
+		}
+	}))
+	s.mux.HandleFunc("POST /api/admin/nodes/{node}/restore", s.admin(func(w http.ResponseWriter, r *http.Request) {
+		var body NodeRestoreRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			WriteError(w, http.StatusBadRequest, `body must be empty or {"parallel"?: N, "only"?: [...], "exclude"?: [...]}`)
+			return
+		}
+		if o.NodeRestore == nil {
+			WriteError(w, http.StatusNotFound, "node restores are not available here")
+			return
+		}
+		id, err := o.NodeRestore(r.Context(), r.PathValue("node"), body)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			WriteError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, ErrBadRequest):
+			WriteError(w, http.StatusBadRequest, err.Error())
+		case errors.Is(err, ErrConflict):
+			WriteError(w, http.StatusConflict, err.Error())
+		case err != nil:
+			WriteError(w, http.StatusInternalServerError, err.Error())
+		default:
+			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "running", "node": r.PathValue("node")})
 		}
 	}))
 	s.mux.HandleFunc("GET /api/admin/restores/{id}", s.admin(func(w http.ResponseWriter, r *http.Request) {
