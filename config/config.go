@@ -33,6 +33,8 @@ type Config struct {
 	Tiers     map[string]Tier `yaml:"tiers"`
 	Jobs      []Job           `yaml:"jobs"`
 	Alerts    Alerts          `yaml:"alerts"`
+	// Coordination: fleet-wide coordination through PostgreSQL (optional).
+	Coordination Coordination `yaml:"coordination"`
 
 	// File is the path the config was loaded from ("" for Default()).
 	File string `yaml:"-"`
@@ -214,6 +216,8 @@ type Job struct {
 	CatchUp bool `yaml:"catch_up"`
 	// RunAtStart runs the job once when the daemon starts (or the job is added).
 	RunAtStart bool `yaml:"run_at_start"`
+	// Scope: platform (once across the fleet per scheduled time) or node; default per kind.
+	Scope string `yaml:"scope"`
 
 	Noop            *NoopSettings            `yaml:"-" kind:"noop"`
 	HTTPPing        *HTTPPingSettings        `yaml:"-" kind:"http_ping"`
@@ -487,7 +491,7 @@ func (c *Config) TierNames() []string {
 // Secrets returns every secret value in the config, so logs and events can redact them.
 func (c *Config) Secrets() []string {
 	var out []string
-	for _, s := range []Secret{c.HTTP.AdminToken, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey, c.Sentry.DSN} {
+	for _, s := range []Secret{c.HTTP.AdminToken, c.Storage.S3.AccessKey, c.Storage.S3.SecretKey, c.Sentry.DSN, c.Coordination.Postgres.DSN} {
 		if s != "" {
 			out = append(out, string(s))
 		}

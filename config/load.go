@@ -135,6 +135,7 @@ func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
 	readSecret("storage.s3.access_key", &c.Storage.S3.AccessKey, c.Storage.S3.AccessKeyFile)
 	readSecret("storage.s3.secret_key", &c.Storage.S3.SecretKey, c.Storage.S3.SecretKeyFile)
 	readSecret("sentry.dsn", &c.Sentry.DSN, c.Sentry.DSNFile)
+	readSecret("coordination.postgres.dsn", &c.Coordination.Postgres.DSN, c.Coordination.Postgres.DSNFile)
 	for i := range c.Jobs {
 		if p := c.Jobs[i].HTTPPing; p != nil {
 			readSecret(fmt.Sprintf("jobs[%d].url", i), &p.URL, p.URLFile)
@@ -204,6 +205,7 @@ func (c *Config) DefaultAlertRules() []AlertRule {
 }
 
 func (c *Config) applyDefaults() {
+	c.setCoordinationDefaults()
 	if c.Alerts.Interval == 0 {
 		c.Alerts.Interval = Duration(time.Minute)
 	}

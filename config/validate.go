@@ -44,6 +44,7 @@ func (c *Config) Validate() []FieldError {
 		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
 	}
 
+	c.validateCoordination(bad)
 	if c.NodeID == "" {
 		bad("node_id", "is required")
 	} else if !labelRe.MatchString(c.NodeID) {

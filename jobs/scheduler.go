@@ -30,6 +30,9 @@ type Spec struct {
 	// Fingerprint identifies the job's configuration; a reload replaces a job whose
 	// fingerprint changed and leaves the others alone.
 	Fingerprint string
+	// Scope is ScopePlatform (once across the fleet per scheduled time, through the
+	// scheduler's Coordinator) or ScopeNode / "" (on this node).
+	Scope string
 }
 
 // Info describes a scheduled job for the API and the CLI.
@@ -58,6 +61,9 @@ type Scheduler struct {
 	ctx     context.Context
 	entries map[string]*entry
 	started bool
+
+	// Coord, when set, runs platform-scoped jobs once across the fleet.
+	Coord Coordinator
 }
 
 type entry struct {
@@ -168,7 +174,11 @@ func (s *Scheduler) register(name string, sp Spec) (uuid.UUID, error) {
 	} else {
 		def = gocron.CronJob("CRON_TZ="+loc(sp).String()+" "+sp.Schedule.Cron, false)
 	}
-	j, err := s.gs.NewJob(def, gocron.NewTask(func() { s.fire(name) }), gocron.WithName(name))
+	opts := []gocron.JobOption{gocron.WithName(name)}
+	if s.platform(sp) && sp.Schedule.Every > 0 {
+		opts = append(opts, alignedStart(sp.Schedule.Every, time.Now()))
+	}
+	j, err := s.gs.NewJob(def, gocron.NewTask(func() { s.fire(name) }), opts...)
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("schedule %s: %w", name, err)
 	}
@@ -183,10 +193,22 @@ func (s *Scheduler) fire(name string) {
 	if !ok {
 		return
 	}
+	if s.platform(e.spec) {
+		s.runPlatform(ctx, e.spec, TriggerSchedule, time.Now())
+		return
+	}
 	s.runner.Run(ctx, e.spec.Job, e.spec.Timeout, TriggerSchedule)
 }
 
+// platform reports whether a job runs once across the fleet.
+func (s *Scheduler) platform(sp Spec) bool { return s.Coord != nil && sp.Scope == ScopePlatform }
+
 func (s *Scheduler) startRun(sp Spec, trigger string) {
+	if s.platform(sp) {
+		// Claimed as the newest scheduled time, so that a fleet starting together runs it once.
+		go s.runPlatform(s.ctx, sp, trigger, lastTick(sp, time.Now()))
+		return
+	}
 	_ = s.runner.Start(s.ctx, sp.Job, sp.Timeout, trigger, nil)
 }
 
@@ -232,6 +254,12 @@ func (s *Scheduler) Trigger(name string) error {
 	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("trigger %s: %w", name, ErrUnknownJob)
+	}
+	if s.platform(e.spec) {
+		if s.runner.IsRunning(name) {
+			return fmt.Errorf("run %s: %w", name, ErrAlreadyRunning)
+		}
+		return s.triggerPlatform(ctx, e.spec)
 	}
 	return s.runner.Start(ctx, e.spec.Job, e.spec.Timeout, TriggerManual, nil)
 }

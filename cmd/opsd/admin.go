@@ -62,7 +62,9 @@ func (m *Main) adminHealth(ctx context.Context) any {
 			m.log.Warn().Err(err).Msg("admin health: gateway figures")
 		}
 	}
-	if m.hasContainerJobs() {
+	if active, ok := m.fleetActiveBots(ctx); ok {
+		out["fleet"] = map[string]any{"activeBots": active} // the whole fleet, from the heartbeats
+	} else if m.hasContainerJobs() {
 		if list, err := m.docker.List(ctx, "tenant_", nil); err == nil {
 			active := 0
 			for _, c := range list {

@@ -211,7 +211,8 @@ func buildSpecs(cfg *config.Config, d deps) ([]jobs.Spec, error) {
 			Enabled:     jc.IsEnabled(),
 			CatchUp:     jc.CatchUp,
 			RunAtStart:  jc.RunAtStart,
-			Fingerprint: fmt.Sprintf("%s|%s|%s|%v", jc.Kind, jc.Schedule, cfg.Timezone, jc.IsEnabled()),
+			Scope:       cfg.Scope(jc),
+			Fingerprint: fmt.Sprintf("%s|%s|%s|%v|%s", jc.Kind, jc.Schedule, cfg.Timezone, jc.IsEnabled(), cfg.Scope(jc)),
 		})
 	}
 	return specs, nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
@@ -145,6 +146,9 @@ type Main struct {
 	evaluator *alerts.Evaluator
 	dispatch  *alerts.Dispatcher
 	stops     *alerts.UnexpectedStops
+
+	coord *coord.Postgres // fleet coordination (nil without coordination.postgres)
+	fleet *metrics.Fleet
 }
 
 // NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
@@ -199,6 +203,13 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Restore:     m.startRestore,
 		NodeRestore: m.startNodeRestore,
 	})
+	if err := m.openCoordination(ctx, cfg); err != nil {
+		e.close(ctx)
+		return nil, err
+	}
+	if m.coord != nil {
+		m.evaluator.SetRules(append(alertSpecs, m.nodeLostRule()))
+	}
 	return m, nil
 }
 
@@ -216,7 +227,7 @@ func (m *Main) trigger(name string) error {
 	switch {
 	case errors.Is(err, jobs.ErrUnknownJob):
 		return fmt.Errorf("%w: %v", httpapi.ErrNotFound, err)
-	case errors.Is(err, jobs.ErrAlreadyRunning):
+	case errors.Is(err, jobs.ErrAlreadyRunning), errors.Is(err, jobs.ErrHeldElsewhere):
 		return fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
 	}
 	return err
@@ -261,6 +272,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}()
 	}
 	m.startAlerts(bgCtx)
+	m.heartbeats(bgCtx)
 	m.ready.Store(true)
 	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {
@@ -318,6 +330,9 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.storeMu.Lock()
 	m.store = store
 	m.storeMu.Unlock()
+	if m.coord != nil {
+		alertSpecs = append(alertSpecs, m.nodeLostRule())
+	}
 	m.evaluator.SetRules(alertSpecs)
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
@@ -351,6 +366,9 @@ func restartOnly(old, cfg *config.Config) []string {
 	}
 	if old.Alerts.Interval != cfg.Alerts.Interval {
 		out = append(out, "alerts.interval")
+	}
+	if old.Coordination.Postgres != cfg.Coordination.Postgres {
+		out = append(out, "coordination.postgres")
 	}
 	if old.Scheduler.MaxConcurrent != cfg.Scheduler.MaxConcurrent {
 		out = append(out, "scheduler.max_concurrent")
@@ -389,6 +407,9 @@ func (m *Main) Close(ctx context.Context) error {
 	defer cancel()
 	m.http.Shutdown(hctx)
 	m.log.Info().Msg("opsd stopped")
+	if m.coord != nil {
+		m.coord.Close()
+	}
 	m.env.close(hctx)
 	return nil
 }

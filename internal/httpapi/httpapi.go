@@ -198,7 +198,7 @@ func (s *Server) runJob(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrNotFound):
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown job %q", name))
 	case errors.Is(err, ErrConflict):
-		WriteError(w, http.StatusConflict, fmt.Sprintf("job %q is already running", name))
+		WriteError(w, http.StatusConflict, fmt.Sprintf("job %q is already running (here or, for a platform job, on another node)", name))
 	case err != nil:
 		WriteError(w, http.StatusInternalServerError, err.Error())
 	default:

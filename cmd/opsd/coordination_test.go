@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/coord"
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// pgDSN is the throwaway PostgreSQL server .ci/test starts (.ci/start-postgres.sh); the test
+// skips without it unless OPSD_TEST_REQUIRE_PG=1.
+func pgDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("OPSD_TEST_PG_DSN")
+	if dsn == "" {
+		if os.Getenv("OPSD_TEST_REQUIRE_PG") == "1" {
+			t.Fatal("OPSD_TEST_REQUIRE_PG=1 but OPSD_TEST_PG_DSN is not set (.ci/start-postgres.sh)")
+		}
+		t.Skip("no PostgreSQL server (OPSD_TEST_PG_DSN; .ci/start-postgres.sh starts one)")
+	}
+	return dsn
+}
+
+// fleetConfig is one node of a fleet that shares the coordination database in schema.
+func fleetConfig(t *testing.T, dir, node, schema, dsn, jobsYAML string) string {
+	t.Helper()
+	p := filepath.Join(dir, node+".yaml")
+	os.WriteFile(filepath.Join(dir, node+".dsn"), []byte(dsn), 0o600)
+	body := fmt.Sprintf(`node_id: %s
+http:
+  listen: 127.0.0.1:0
+  admin_token: %s
+state:
+  path: %s/%s-state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+reload:
+  interval: 1h
+coordination:
+  postgres:
+    dsn_file: %s/%s.dsn
+    schema: %s
+  heartbeat_interval: 1s
+  node_lost_after: 4s
+alerts:
+  interval: 1s
+jobs:
+%s`, node, token, dir, node, dir, dir, node, schema, jobsYAML)
+	writeConfig(t, p, body)
+	return p
+}
+
+// TestPlatformJobRunsOncePerTickAcrossTheFleet: three daemons share one coordination database;
+// a platform-scoped noop @every 2s (sleeping 1s) runs for 30 ticks: every tick between the first
+// and the last ran exactly once (0 doubles, 0 misses), and no two runs overlapped.
+func TestPlatformJobRunsOncePerTickAcrossTheFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for a minute")
+	}
+	dsn := pgDSN(t)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	job := `  - name: tick
+    kind: noop
+    schedule: "@every 2s"
+    scope: platform
+    sleep: 1s
+`
+	var mains []*Main
+	for _, n := range []string{"node-a", "node-b", "node-c"} {
+		m, _ := startDaemon(t, fleetConfig(t, dir, n, schema, dsn, job))
+		mains = append(mains, m)
+	}
+	c, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Schema: schema, Node: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const ticks = 30
+	var claims []coord.Claim
+	eventually(t, fmt.Sprintf("%d finished ticks", ticks), 3*time.Minute, func() bool {
+		claims, _ = c.Claims(context.Background(), "tick")
+		done := 0
+		for _, cl := range claims {
+			if cl.FinishedAt != nil {
+				done++
+			}
+		}
+		return done >= ticks
+	})
+	for _, m := range mains {
+		m.Close(context.Background())
+	}
+	claims, _ = c.Claims(context.Background(), "tick")
+	nodes := map[string]int{}
+	for i, cl := range claims {
+		nodes[cl.Node]++
+		if i > 0 {
+			if gap := cl.ScheduledAt.Sub(claims[i-1].ScheduledAt); gap != 2*time.Second {
+				t.Errorf("tick %s follows %s: a gap of %s (a missed tick)", cl.ScheduledAt.Format(time.TimeOnly), claims[i-1].ScheduledAt.Format(time.TimeOnly), gap)
+			}
+		}
+		if cl.FinishedAt != nil && cl.Outcome != "success" {
+			t.Errorf("tick %s on %s ended %q", cl.ScheduledAt.Format(time.TimeOnly), cl.Node, cl.Outcome)
+		}
+	}
+	// Every run each daemon recorded corresponds to one claim: no tick ran twice.
+	total := 0
+	for _, n := range []string{"node-a", "node-b", "node-c"} {
+		st, err := state.Open(context.Background(), filepath.Join(dir, n+"-state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, err := st.Runs(context.Background(), "tick", 1000)
+		st.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last time.Time
+		for i := len(runs) - 1; i >= 0; i-- { // oldest first
+			total++
+			if runs[i].StartedAt.Before(last) {
+				t.Errorf("runs overlap on one node")
+			}
+			if runs[i].FinishedAt != nil {
+				last = *runs[i].FinishedAt
+			}
+		}
+	}
+	if total != len(claims) {
+		t.Fatalf("%d runs recorded across the fleet for %d claimed ticks: a tick ran twice or a claim did not run", total, len(claims))
+	}
+	if len(nodes) < 2 {
+		t.Logf("every tick ran on %v (the fleet shared them less than expected, still exactly once)", nodes)
+	}
+	t.Logf("%d ticks, exactly once each, by node: %v", len(claims), nodes)
+}
+
+// TestNodeLostAndFleetView: two daemons heartbeat; /api/fleet lists both; when one stops, the
+// node-lost alert fires on the other within the window and resolves after it returns.
+func TestNodeLostAndFleetView(t *testing.T) {
+	dsn := pgDSN(t)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	export := `  - name: containers
+    kind: container_export
+    schedule: "0 2 * * *"
+    name_prefix: tenant_opsdfleet_nothing_
+`
+	_, base := startDaemon(t, fleetConfig(t, dir, "node-a", schema, dsn, export))
+	cfgB := fleetConfig(t, dir, "node-b", schema, dsn, export)
+	mb, _ := startDaemon(t, cfgB)
+	eventually(t, "both nodes in /api/fleet", time.Minute, func() bool {
+		_, b := getAuth(t, base+"/api/fleet", token)
+		return strings.Contains(b, `"node":"node-a"`) && strings.Contains(b, `"node":"node-b"`) && strings.Contains(b, `"lost":0`)
+	})
+	if code, _ := get(t, base+"/api/fleet"); code != 401 {
+		t.Fatalf("/api/fleet without a token: %d", code)
+	}
+	mb.Close(context.Background())
+	eventually(t, "node-lost to fire for node-b", time.Minute, func() bool {
+		_, b := getAuth(t, base+"/api/alerts", token)
+		return strings.Contains(b, "node-b") && fleetFiring(b)
+	})
+	eventually(t, "opsd_fleet_nodes{state=lost} 1", time.Minute, func() bool {
+		_, b := get(t, base+"/metrics")
+		return strings.Contains(b, `opsd_fleet_nodes{state="lost"} 1`) && strings.Contains(b, `opsd_fleet_node_last_seen_timestamp_seconds{node="node-b"}`)
+	})
+	startDaemon(t, cfgB)
+	eventually(t, "node-lost to resolve", time.Minute, func() bool {
+		_, b := getAuth(t, base+"/api/alerts", token)
+		return !fleetFiring(b)
+	})
+}
+
+// fleetFiring reports whether the node-lost alert is firing in an /api/alerts body.
+func fleetFiring(body string) bool {
+	i := strings.Index(body, `"name":"node-lost"`)
+	if i < 0 {
+		return false
+	}
+	rest := body[i:]
+	if j := strings.Index(rest, "}"); j > 0 {
+		rest = rest[:j]
+	}
+	return strings.Contains(rest, `"firing":true`)
+}
