@@ -39,8 +39,8 @@ type Options struct {
 
 // Postgres is a coordinator backed by PostgreSQL.
 type Postgres struct {
-	o    Options
-	pool *pgxpool.Pool
+	o        Options
+	pool     *pgxpool.Pool
 	mu       sync.Mutex
 	ok       bool // the last statement reached the database
 	migrated bool

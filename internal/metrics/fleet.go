@@ -15,7 +15,7 @@ type Fleet struct {
 // NewFleet registers the fleet metrics on reg, with every known label set at 0.
 func NewFleet(reg prometheus.Registerer) *Fleet {
 	f := &Fleet{
-		Nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_fleet_nodes", Help: "Nodes in the coordination database by state: alive, or lost (a node that backs up containers and missed its heartbeats)."}, []string{"state"}),
+		Nodes:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_fleet_nodes", Help: "Nodes in the coordination database by state: alive, or lost (a node that backs up containers and missed its heartbeats)."}, []string{"state"}),
 		LastSeen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_fleet_node_last_seen_timestamp_seconds", Help: "Each node's last heartbeat to the coordination database."}, []string{"node"}),
 		Up:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "opsd_coordination_up", Help: "1 while the coordination database answers; platform-scoped jobs do not run without it."}),
 	}
