@@ -180,7 +180,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("/health/ready = %d %s", code, body)
 	}
 	_, metrics := get(t, base+"/metrics")
-	for _, want := range []string{"opsd_config_last_reload_successful 1", `opsd_job_expected_interval_seconds{job="tick",kind="noop"} 3600`, `opsd_job_expected_interval_seconds{job="nightly",kind="noop"} 86400`, "opsd_build_info{"} {
+	for _, want := range []string{"opsd_config_last_reload_successful 1", `opsd_job_expected_interval_seconds{job_name="tick",kind="noop"} 3600`, `opsd_job_expected_interval_seconds{job_name="nightly",kind="noop"} 86400`, "opsd_build_info{"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -208,7 +208,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("job_runs = %+v", runs)
 	}
 	_, metrics = get(t, base+"/metrics")
-	if !strings.Contains(metrics, `opsd_job_runs_total{job="tick",kind="noop",outcome="success"} 1`) {
+	if !strings.Contains(metrics, `opsd_job_runs_total{job_name="tick",kind="noop",outcome="success"} 1`) {
 		t.Fatal("/metrics lacks the run")
 	}
 
