@@ -120,10 +120,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		s.runner.Metrics.JobExpectedInterval.WithLabelValues(name, sp.Job.Kind()).Set(iv.Seconds())
 		s.seedMetrics(name, sp.Job.Kind())
 		// Zero series, so "never happened" reads 0 rather than absent.
-		for _, o := range []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled} {
-			s.runner.Metrics.JobRuns.WithLabelValues(name, sp.Job.Kind(), o)
-		}
-		s.runner.Metrics.JobSkipped.WithLabelValues(name, sp.Job.Kind(), "overlap")
+		s.runner.Metrics.InitJob(name, sp.Job.Kind(), []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled}, jobCounters(sp.Job))
 	}
 	if s.started {
 		sort.Strings(added)

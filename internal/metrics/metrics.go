@@ -127,16 +127,51 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.AlertFiring, m.AlertValue, m.AlertThreshold, m.NotificationsSent, m.NotificationsFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	// Counters exist at 0 for every label set known at start, so rate() and increase() see the
+	// first event (per-job series are created when the scheduler learns the job: InitJob).
+	for _, o := range []string{"success", "failure", "unchanged"} {
+		m.ConfigReloads.WithLabelValues(o)
+	}
 	return m
 }
 
-// ForgetJob removes a job's series (the job was removed from the config).
+// JobCounters says which optional per-job counters a job can increment.
+type JobCounters struct {
+	SkipReasons []string // opsd_backup_skipped_total reasons
+	Prune       bool     // opsd_prune_* counters
+}
+
+// InitJob creates a job's counters and histogram at 0 (runs by outcome, overlaps, bytes
+// uploaded, duration, and the optional ones in c), so "never happened" reads 0, not absent.
+func (m *Metrics) InitJob(job, kind string, outcomes []string, c JobCounters) {
+	for _, o := range outcomes {
+		m.JobRuns.WithLabelValues(job, kind, o)
+	}
+	m.JobSkipped.WithLabelValues(job, kind, "overlap")
+	m.BytesUploaded.WithLabelValues(job, kind)
+	m.JobDuration.WithLabelValues(job, kind)
+	for _, r := range c.SkipReasons {
+		m.TargetSkipped.WithLabelValues(job, r)
+	}
+	if c.Prune {
+		m.PruneDeleted.WithLabelValues(job)
+		m.PruneBytesFreed.WithLabelValues(job)
+	}
+}
+
+// ForgetJob removes a job's series (the job was removed from the config or renamed).
 func (m *Metrics) ForgetJob(job, kind string) {
 	for _, v := range []*prometheus.GaugeVec{m.JobLastDuration, m.JobLastSuccess, m.JobLastRun, m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning} {
 		v.DeleteLabelValues(job, kind)
 	}
-	m.JobPhase.DeletePartialMatch(prometheus.Labels{"job_name": job})
-	m.BackupPhase.DeletePartialMatch(prometheus.Labels{"job_name": job})
+	l := prometheus.Labels{"job_name": job}
+	for _, v := range []*prometheus.GaugeVec{m.JobPhase, m.BackupPhase, m.Throughput, m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified, m.PruneKept, m.PruneRefused} {
+		v.DeletePartialMatch(l)
+	}
+	for _, v := range []*prometheus.CounterVec{m.JobRuns, m.JobSkipped, m.BytesUploaded, m.TargetSkipped, m.PruneDeleted, m.PruneBytesFreed} {
+		v.DeletePartialMatch(l)
+	}
+	m.JobDuration.DeletePartialMatch(l)
 }
 
 // TargetState is what the tracker knows about one backup target.
