@@ -25,7 +25,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) int {
 func jobsList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("jobs list", "opsd jobs list -c FILE [-o json]", stdout, stderr)
 	cfgPath := configFlag(fs)
-	out := fs.String("o", "table", "output: table or json")
+	out := outputFlag(fs, "table", "json")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
