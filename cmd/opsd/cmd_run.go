@@ -64,7 +64,7 @@ wait:
 				}
 				continue
 			}
-			m.log.Info().Str("signal", sig.String()).Dur("timeout", m.cfg().Scheduler.ShutdownTimeout.D()).
+			m.log.Info().Str("signal", sig.String()).Int64("timeout_ms", m.cfg().Scheduler.ShutdownTimeout.D().Milliseconds()).
 				Msg("shutting down: waiting for runs in progress; send the signal again to abort them")
 			break wait
 		}
