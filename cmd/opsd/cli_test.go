@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -40,5 +44,29 @@ func TestPruneDryRunIsNotARun(t *testing.T) {
 	defer st.Close()
 	if r, err := st.LastSuccess(ctx, "prune"); err != nil || r.Trigger != "cli" {
 		t.Fatalf("the real prune was not recorded: %+v %v", r, err)
+	}
+}
+
+// TestDemoRemovesItsImage: the demo's busybox image is its own (tagged per process) and its
+// cleanup removes it, so runs of the demo leave no image behind.
+func TestDemoRemovesItsImage(t *testing.T) {
+	dockertest.Client(t) // skips without an engine (fails under OPSD_TEST_REQUIRE_DOCKER=1)
+	var out bytes.Buffer
+	ok, cleanup := demoContainer(context.Background(), &out)
+	if !ok {
+		cleanup()
+		t.Fatalf("the demo container did not start: %s", out.String())
+	}
+	ref := fmt.Sprintf("opsd-demo/busybox:run-%d", os.Getpid())
+	if b, err := exec.Command("docker", "image", "inspect", "--format", "{{.Id}}", ref).CombinedOutput(); err != nil {
+		cleanup()
+		t.Fatalf("the demo image %s is not there while the demo runs: %v %s", ref, err, b)
+	}
+	cleanup()
+	if b, err := exec.Command("docker", "image", "inspect", ref).CombinedOutput(); err == nil {
+		t.Fatalf("the demo image %s is still there after cleanup: %s", ref, b)
+	}
+	if strings.Contains(out.String(), "cannot remove") {
+		t.Fatal(out.String())
 	}
 }

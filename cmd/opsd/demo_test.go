@@ -93,4 +93,8 @@ func TestDemo(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "opsd.yaml")); err != nil {
 		t.Fatal(err)
 	}
+	// The drill's report shows the measured RTO, not a rounded "0s".
+	if !strings.Contains(out.String(), "RTO (drill time): ") || strings.Contains(out.String(), "RTO (drill time): 0s") {
+		t.Errorf("demo output lacks a measured RTO:\n%s", out.String())
+	}
 }
