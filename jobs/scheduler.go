@@ -112,7 +112,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 				return err
 			}
 			e.id = id
-			s.runner.SetMonitor(name, telemetry.Monitor{Slug: name, Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
+			s.runner.SetMonitor(name, telemetry.Monitor{Slug: MonitorSlug(name, sp.Job.Kind(), s.runner.NodeID), Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
 		}
 		s.entries[name] = e
 		added = append(added, name)
