@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -361,6 +362,8 @@ scrape_configs:
 	}
 }
 
+var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+
 // checkDashboard runs every expression of dashboards/opsd.json (and its node variable's query)
 // through Prometheus, with $node set to the scraped instance and $__rate_interval to 15s (four
 // scrape intervals, as Grafana computes it), and requires each to return data.
@@ -374,7 +377,8 @@ func checkDashboard(t *testing.T, p promAPI, instance string) {
 		Panels []struct {
 			Title   string `json:"title"`
 			Targets []struct {
-				Expr string `json:"expr"`
+				Expr   string `json:"expr"`
+				Legend string `json:"legendFormat"`
 			} `json:"targets"`
 		} `json:"panels"`
 	}
@@ -394,12 +398,24 @@ func checkDashboard(t *testing.T, p promAPI, instance string) {
 				continue
 			}
 			var v struct {
-				Result []json.RawMessage `json:"result"`
+				Result []struct {
+					Metric map[string]string `json:"metric"`
+				} `json:"result"`
 			}
 			if err := p.get("/api/v1/query", url.Values{"query": {expr}}, &v); err != nil {
 				t.Errorf("%s: %v", panel.Title, err)
 			} else if len(v.Result) == 0 {
 				t.Errorf("%s: %s returned no data", panel.Title, expr)
+			}
+			// Every label the legend names is on every series (a legend of {{job}} would read
+			// "opsd" for every job: the scrape job, not opsd's job_name).
+			for _, m := range legendLabel.FindAllStringSubmatch(tg.Legend, -1) {
+				for _, r := range v.Result {
+					if r.Metric[m[1]] == "" || (m[1] == "job" && r.Metric[m[1]] == "opsd") {
+						t.Errorf("%s: legend %q names %s, which series %v of %s lacks", panel.Title, tg.Legend, m[1], r.Metric, expr)
+						break
+					}
+				}
 			}
 		}
 	}
