@@ -53,7 +53,7 @@ func TestPruneDryRunIsNotARun(t *testing.T) {
 func TestDemoRemovesItsImage(t *testing.T) {
 	dockertest.Client(t) // skips without an engine (fails under OPSD_TEST_REQUIRE_DOCKER=1)
 	var out bytes.Buffer
-	ok, cleanup := demoContainer(context.Background(), &out)
+	ok, cleanup := demoContainer(context.Background(), &out, fmt.Sprintf("tenant_opsddemoimg_%d", os.Getpid()))
 	if !ok {
 		cleanup()
 		t.Fatalf("the demo container did not start: %s", out.String())

@@ -175,7 +175,7 @@ func runDemo(o demoOptions) int {
 		fmt.Fprintf(o.stderr, "opsd demo: %v\n", err)
 		return 1
 	}
-	withDocker, cleanup := demoContainer(ctx, o.stdout)
+	withDocker, cleanup := demoContainer(ctx, o.stdout, "tenant_demo")
 	defer cleanup()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	if err := writeDemoConfig(cfgPath, dir, listen, withDocker); err != nil {
@@ -290,8 +290,9 @@ func demoInstances(dir string) error {
 	return nil
 }
 
-// demoContainer starts tenant_demo when a Docker engine answers; it says why when it cannot.
-func demoContainer(ctx context.Context, out io.Writer) (bool, func()) {
+// demoContainer starts the demo's tenant container (tenant_demo) when a Docker engine answers;
+// it says why when it cannot.
+func demoContainer(ctx context.Context, out io.Writer, name string) (bool, func()) {
 	nop := func() {}
 	dc, err := docker.New("")
 	if err != nil {
@@ -315,8 +316,8 @@ func demoContainer(ctx context.Context, out io.Writer) (bool, func()) {
 	}
 	var id string
 	if err == nil {
-		dc.Remove(ctx, "tenant_demo")
-		id, err = dc.Create(ctx, "tenant_demo", &container.Config{Image: ref, Labels: map[string]string{"wopr.tier": "starter"},
+		dc.Remove(ctx, name)
+		id, err = dc.Create(ctx, name, &container.Config{Image: ref, Labels: map[string]string{"wopr.tier": "starter"},
 			Cmd: []string{"/bin/sh", "-c", "echo 'tenant state' > /data/state.txt; while true; do date >> /data/heartbeat.log; sleep 60; done"}}, &container.HostConfig{})
 	}
 	if err == nil {
@@ -340,6 +341,6 @@ func demoContainer(ctx context.Context, out io.Writer) (bool, func()) {
 		cleanup()
 		return false, nop
 	}
-	fmt.Fprintln(out, "opsd demo: Docker engine found; exporting the tenant_demo container")
+	fmt.Fprintf(out, "opsd demo: Docker engine found; exporting the %s container\n", name)
 	return true, cleanup
 }
