@@ -90,7 +90,7 @@ for _ in $(seq 1 90); do
 done
 [ "$health" = "running healthy" ] || fail "opsd is not healthy after 90s: $health (the image's HEALTHCHECK runs every 30s)"
 base="http://127.0.0.1:$OPSD_PORT"
-curl -fsS "http://127.0.0.1:$PLATFORM_API_PORT/health" | grep -q '"ok"' || fail "the stand-in API does not answer"
+grep -q '"ok"' <<<"$(curl -fsS "http://127.0.0.1:$PLATFORM_API_PORT/health")" || fail "the stand-in API does not answer"
 echo "opsd healthy; /health/ready: $(curl -fsS "$base/health/ready")"
 
 echo "== a backup through the admin API (token from the mounted secret)"
@@ -99,10 +99,10 @@ code="$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/api/jobs/platform-
 code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "$base/api/jobs/platform-db-backup/run")"
 [ "$code" = 202 ] || fail "POST with the secret's token answered $code, want 202"
 for _ in $(seq 1 60); do
-  curl -fsS "$base/api/jobs/platform-db-backup/runs" | grep -q '"outcome":"success"' && break
+  grep -q '"outcome":"success"' <<<"$(curl -fsS "$base/api/jobs/platform-db-backup/runs")" && break
   sleep 0.5
 done
-curl -fsS "$base/api/jobs/platform-db-backup/runs" | grep -q '"outcome":"success"' || fail "the backup did not succeed: $(curl -sS "$base/api/jobs/platform-db-backup/runs")"
+grep -q '"outcome":"success"' <<<"$(curl -fsS "$base/api/jobs/platform-db-backup/runs")" || fail "the backup did not succeed: $(curl -sS "$base/api/jobs/platform-db-backup/runs")"
 h="$(curl -fsS "$base/health")"
 grep -q '"status":"ok"' <<<"$h" && grep -q '"totalTracked":7' <<<"$h" || fail "/health after the backup: $h"
 echo "backed up the 7 databases from the shared volume; /health: $h"
@@ -112,9 +112,11 @@ jobfile '  - {name: reload-probe, kind: noop, schedule: "@daily"}' > "$work/opsd
 chmod 0644 "$work/opsd/opsd.yaml.new"
 mv "$work/opsd/opsd.yaml.new" "$work/opsd/opsd.yaml"
 for _ in $(seq 1 40); do
-  curl -fsS "$base/api/jobs" | grep -q '"reload-probe"' && break
+  grep -q '"reload-probe"' <<<"$(curl -fsS "$base/api/jobs")" && break
   sleep 0.5
 done
-curl -fsS "$base/api/jobs" | grep -q '"reload-probe"' || fail "the edited job file was not reloaded"
+grep -q '"reload-probe"' <<<"$(curl -fsS "$base/api/jobs")" || fail "the edited job file was not reloaded"
 echo "reloaded: reload-probe is scheduled"
+logs="$(dc logs opsd 2>&1)"
+grep -q 'single-file bind mount' <<<"$logs" && fail "opsd warns about a single-file mount, but the directory is mounted"
 echo "compose-test: ok"

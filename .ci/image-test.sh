@@ -106,6 +106,9 @@ for _ in $(seq 1 60); do
 done
 [ "$health" = "running healthy" ] || fail "not healthy after 60s: $health"
 echo "healthy (HEALTHCHECK probed :$port from the job file)"
+logs="$(docker logs "$name" 2>&1)"
+grep -q 'single-file bind mount' <<<"$logs" || fail "no warning that the job file is a single-file bind mount (live reload cannot see host edits)"
+echo "warned that the single-file job file mount hides host edits from live reload"
 
 echo "== opsd backup db (inside the image)"
 out="$(docker exec "$name" /opsd backup db 2>&1)" || fail "backup db: $out"

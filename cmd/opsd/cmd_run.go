@@ -46,6 +46,9 @@ func serveUntil(cfg *config.Config, o Options, done <-chan struct{}, started fun
 		m.Close(ctx)
 		return 1
 	}
+	if w := configMountWarning(cfg.File); w != "" {
+		m.log.Warn().Str("path", cfg.File).Msg(w)
+	}
 	if started != nil {
 		started(m)
 	}
