@@ -220,7 +220,7 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			if transition.Firing {
 				verb = "alert firing"
 			}
-			e.Log.Warn().Str("alert", name).Str("message", transition.Message).Msg(verb)
+			e.Log.Warn().Str("alert", name).Str("alert_message", transition.Message).Msg(verb) // "message" is the log line's own key
 			if e.Notify != nil {
 				e.Notify.Send(*transition)
 			}

@@ -12,7 +12,17 @@ import (
 	"time"
 )
 
-func seconds(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds())) }
+// seconds formats a duration in seconds for reports, with the precision a short restore needs
+// (a drill of small databases takes well under a second: "0.042s", never "0s").
+func seconds(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%.3fs", d.Seconds())
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+	return fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds()))
+}
 
 func sha256Of(r io.Reader) (string, int64, error) {
 	h := sha256.New()

@@ -260,10 +260,10 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if outcome == state.OutcomeSuccess {
 		m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
 		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)
-		log.Info().Dur("duration", dur).Int64("bytes", res.Bytes).Str("summary", res.Summary).Msg("run succeeded")
+		log.Info().Int64("duration_ms", dur.Milliseconds()).Int64("bytes", res.Bytes).Str("summary", res.Summary).Msg("run succeeded")
 	} else {
 		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(0)
-		log.Error().Err(runErr).Str("outcome", outcome).Dur("duration", dur).Msg("run failed")
+		log.Error().Err(runErr).Str("outcome", outcome).Int64("duration_ms", dur.Milliseconds()).Msg("run failed")
 		if outcome != state.OutcomeCanceled {
 			r.report(j, res, runErr)
 		}
@@ -301,7 +301,7 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		case TargetSkipped:
 			tl.Info().Str("note", t.Note).Msg("target skipped")
 		default:
-			tl.Info().Str("key", t.Key).Int64("bytes", t.Bytes).Dur("duration", t.Duration).Msg("target done")
+			tl.Info().Str("key", t.Key).Int64("bytes", t.Bytes).Int64("duration_ms", t.Duration.Milliseconds()).Msg("target done")
 		}
 		if t.Status == TargetOK && t.Bytes > 0 && t.Duration > 0 && res.Drill == nil {
 			r.Metrics.Throughput.WithLabelValues(j.Name(), t.Name).Set(float64(t.Bytes) / t.Duration.Seconds())

@@ -118,7 +118,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 				return err
 			}
 			e.id = id
-			s.runner.SetMonitor(name, telemetry.Monitor{Slug: name, Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
+			s.runner.SetMonitor(name, telemetry.Monitor{Slug: MonitorSlug(name, sp.Job.Kind(), s.runner.NodeID), Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
 		}
 		s.entries[name] = e
 		added = append(added, name)
@@ -126,10 +126,12 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		s.runner.Metrics.JobExpectedInterval.WithLabelValues(name, sp.Job.Kind()).Set(iv.Seconds())
 		s.seedMetrics(name, sp.Job.Kind())
 		// Zero series, so "never happened" reads 0 rather than absent.
-		for _, o := range []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled} {
-			s.runner.Metrics.JobRuns.WithLabelValues(name, sp.Job.Kind(), o)
+		s.runner.Metrics.InitJob(name, sp.Job.Kind(), []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled}, jobCounters(sp.Job))
+		if s.platform(sp) {
+			for _, r := range []string{SkipCoordination, SkipElsewhere} {
+				s.runner.Metrics.JobSkipped.WithLabelValues(name, sp.Job.Kind(), r)
+			}
 		}
-		s.runner.Metrics.JobSkipped.WithLabelValues(name, sp.Job.Kind(), "overlap")
 	}
 	if s.started {
 		sort.Strings(added)

@@ -175,7 +175,7 @@ func runDemo(o demoOptions) int {
 		fmt.Fprintf(o.stderr, "opsd demo: %v\n", err)
 		return 1
 	}
-	withDocker, cleanup := demoContainer(ctx, o.stdout)
+	withDocker, cleanup := demoContainer(ctx, o.stdout, "tenant_demo")
 	defer cleanup()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	if err := writeDemoConfig(cfgPath, dir, listen, withDocker); err != nil {
@@ -290,8 +290,9 @@ func demoInstances(dir string) error {
 	return nil
 }
 
-// demoContainer starts tenant_demo when a Docker engine answers; it says why when it cannot.
-func demoContainer(ctx context.Context, out io.Writer) (bool, func()) {
+// demoContainer starts the demo's tenant container (tenant_demo) when a Docker engine answers;
+// it says why when it cannot.
+func demoContainer(ctx context.Context, out io.Writer, name string) (bool, func()) {
 	nop := func() {}
 	dc, err := docker.New("")
 	if err != nil {
@@ -305,27 +306,41 @@ func demoContainer(ctx context.Context, out io.Writer) (bool, func()) {
 		fmt.Fprintf(out, "opsd demo: the Docker engine is not reachable (%v); container exports are left out\n", err)
 		return false, nop
 	}
+	// The image is this run's own (a tag per process) and is removed at exit, so no dangling
+	// image is left behind and two demos never share one.
+	ref := fmt.Sprintf("opsd-demo/busybox:run-%d", os.Getpid())
 	rootfs, err := docker.BusyboxRootFS()
+	var image string
 	if err == nil {
-		_, err = dc.Import(ctx, bytes.NewReader(rootfs), "opsd-demo/busybox:latest")
+		image, err = dc.Import(ctx, bytes.NewReader(rootfs), ref)
 	}
 	var id string
 	if err == nil {
-		dc.Remove(ctx, "tenant_demo")
-		id, err = dc.Create(ctx, "tenant_demo", &container.Config{Image: "opsd-demo/busybox:latest", Labels: map[string]string{"wopr.tier": "starter"},
+		dc.Remove(ctx, name)
+		id, err = dc.Create(ctx, name, &container.Config{Image: ref, Labels: map[string]string{"wopr.tier": "starter"},
 			Cmd: []string{"/bin/sh", "-c", "echo 'tenant state' > /data/state.txt; while true; do date >> /data/heartbeat.log; sleep 60; done"}}, &container.HostConfig{})
 	}
 	if err == nil {
 		err = dc.Start(ctx, id)
 	}
+	cleanup := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if id != "" {
+			dc.Remove(ctx, id)
+		}
+		if image != "" {
+			if err := dc.RemoveImage(ctx, image); err != nil {
+				fmt.Fprintf(out, "opsd demo: cannot remove the demo image %s: %v\n", ref, err)
+			}
+		}
+		dc.Close()
+	}
 	if err != nil {
 		fmt.Fprintf(out, "opsd demo: cannot start the demo container (%v); container exports are left out\n", err)
-		dc.Close()
+		cleanup()
 		return false, nop
 	}
-	fmt.Fprintln(out, "opsd demo: Docker engine found; exporting the tenant_demo container")
-	return true, func() {
-		dc.Remove(context.Background(), id)
-		dc.Close()
-	}
+	fmt.Fprintf(out, "opsd demo: Docker engine found; exporting the %s container\n", name)
+	return true, cleanup
 }

@@ -83,7 +83,7 @@ func cmdPrune(args []string, stdout, stderr io.Writer) int {
 		},
 		flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
 			dry := fs.Bool("dry-run", false, "print the plan (what is kept, by which rule, and what would be deleted) and delete nothing")
-			out := fs.String("o", "text", "output: text or json")
+			out := outputFlag(fs, "text", "json")
 			return func(*config.Config, *config.Job, []string) (adapter, int) {
 				asJSON = *out == "json"
 				return func(j jobs.Job) (jobs.Job, error) {

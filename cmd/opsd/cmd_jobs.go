@@ -25,7 +25,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) int {
 func jobsList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("jobs list", "opsd jobs list -c FILE [-o json]", stdout, stderr)
 	cfgPath := configFlag(fs)
-	out := fs.String("o", "table", "output: table or json")
+	out := outputFlag(fs, "table", "json")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
@@ -123,7 +123,12 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
-	o := e.runner.Run(ctx, j, jc.Timeout.D(), jobs.TriggerCLI)
+	var o jobs.Outcome
+	if d, ok := j.(jobs.DryRunner); ok && d.IsDryRun() {
+		o = e.runner.Plan(ctx, j, jc.Timeout.D()) // a plan is not a run: not recorded
+	} else {
+		o = e.runner.Run(ctx, j, jc.Timeout.D(), jobs.TriggerCLI)
+	}
 	if print == nil {
 		print = printOutcome
 	}

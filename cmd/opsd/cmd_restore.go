@@ -267,7 +267,7 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 	cfgPath := configFlag(fs)
 	prefix := fs.String("prefix", "", "only keys under this prefix (platform/, nightly/, latest/, on-demand/, pre-restore/)")
 	target := fs.String("target", "", "only backups of this target (database, container or instance)")
-	out := fs.String("o", "table", "output: table or json")
+	out := outputFlag(fs, "table", "json")
 	rest := args
 	if args[0] == "list" {
 		rest = args[1:]

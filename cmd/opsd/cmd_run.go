@@ -46,6 +46,9 @@ func serveUntil(cfg *config.Config, o Options, done <-chan struct{}, started fun
 		m.Close(ctx)
 		return 1
 	}
+	if w := configMountWarning(cfg.File); w != "" {
+		m.log.Warn().Str("path", cfg.File).Msg(w)
+	}
 	if started != nil {
 		started(m)
 	}
@@ -64,7 +67,7 @@ wait:
 				}
 				continue
 			}
-			m.log.Info().Str("signal", sig.String()).Dur("timeout", m.cfg().Scheduler.ShutdownTimeout.D()).
+			m.log.Info().Str("signal", sig.String()).Int64("timeout_ms", m.cfg().Scheduler.ShutdownTimeout.D().Milliseconds()).
 				Msg("shutting down: waiting for runs in progress; send the signal again to abort them")
 			break wait
 		}

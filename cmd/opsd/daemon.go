@@ -194,7 +194,11 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Log:        e.log,
 		ListJobs:   func(ctx context.Context) any { return m.sched.Jobs(ctx) },
 		TriggerJob: m.trigger,
-		Reload:     m.Reload,
+		JobExists: func(name string) bool {
+			_, ok := m.sched.Spec(name)
+			return ok
+		},
+		Reload: m.Reload,
 	})
 	m.http.EnableAdmin(httpapi.AdminOptions{
 		Snapshots:   m.snapshots,

@@ -107,7 +107,7 @@ jobs:
 	if len(named) < 30 || len(missing) > 0 {
 		t.Fatalf("%d metrics named; not in a real scrape: %v", len(named), missing)
 	}
-	for _, want := range []string{`opsd_backup_skipped_total{job="containers-hot",reason="unchanged"} 1`, `opsd_drill_last_result{drill="container-drill"} 1`} {
+	for _, want := range []string{`opsd_backup_skipped_total{job_name="containers-hot",reason="unchanged"} 1`, `opsd_drill_last_result{drill="container-drill"} 1`} {
 		if !strings.Contains(scrape, want) {
 			t.Errorf("scrape lacks %s", want)
 		}

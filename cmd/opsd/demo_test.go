@@ -76,9 +76,9 @@ func TestDemo(t *testing.T) {
 	eventually(t, "the drill and the verification to pass", 20*time.Second, func() bool {
 		_, metrics := get(t, base+"/metrics")
 		return strings.Contains(metrics, `opsd_drill_last_result{drill="platform-drill"} 1`) &&
-			strings.Contains(metrics, `opsd_offsite_missing_objects{job="offsite-verify"} 0`) &&
+			strings.Contains(metrics, `opsd_offsite_missing_objects{job_name="offsite-verify"} 0`) &&
 			strings.Contains(metrics, `opsd_drill_rto_target_seconds{drill="platform-drill"} 900`) &&
-			strings.Contains(metrics, `opsd_prune_kept_backups{job="prune"} `)
+			strings.Contains(metrics, `opsd_prune_kept_backups{job_name="prune"} `)
 	})
 	_, body := get(t, base+"/api/jobs")
 	var jb jobsBody
@@ -92,5 +92,9 @@ func TestDemo(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "opsd.yaml")); err != nil {
 		t.Fatal(err)
+	}
+	// The drill's report shows the measured RTO, not a rounded "0s".
+	if !strings.Contains(out.String(), "RTO (drill time): ") || strings.Contains(out.String(), "RTO (drill time): 0s") {
+		t.Errorf("demo output lacks a measured RTO:\n%s", out.String())
 	}
 }

@@ -181,7 +181,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("/health/ready = %d %s", code, body)
 	}
 	_, metrics := get(t, base+"/metrics")
-	for _, want := range []string{"opsd_config_last_reload_successful 1", `opsd_job_expected_interval_seconds{job="tick",kind="noop"} 3600`, `opsd_job_expected_interval_seconds{job="nightly",kind="noop"} 86400`, "opsd_build_info{"} {
+	for _, want := range []string{"opsd_config_last_reload_successful 1", `opsd_job_expected_interval_seconds{job_name="tick",kind="noop"} 3600`, `opsd_job_expected_interval_seconds{job_name="nightly",kind="noop"} 86400`, "opsd_build_info{"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -209,7 +209,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("job_runs = %+v", runs)
 	}
 	_, metrics = get(t, base+"/metrics")
-	if !strings.Contains(metrics, `opsd_job_runs_total{job="tick",kind="noop",outcome="success"} 1`) {
+	if !strings.Contains(metrics, `opsd_job_runs_total{job_name="tick",kind="noop",outcome="success"} 1`) {
 		t.Fatal("/metrics lacks the run")
 	}
 
@@ -387,14 +387,27 @@ func TestConfigCheckCommand(t *testing.T) {
 
 func TestHelpEverywhere(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"demo", "--help"}, {"config", "--help"}, {"config", "check", "--help"},
-		{"jobs", "--help"}, {"jobs", "list", "--help"}, {"jobs", "run", "--help"}, {"backup", "--help"}, {"backup", "db", "--help"}} {
+		{"jobs", "--help"}, {"jobs", "list", "--help"}, {"jobs", "run", "--help"}, {"backup", "--help"}, {"backup", "db", "--help"},
+		{"prune", "-h"}, {"drill", "db", "--help"}, {"restore", "db", "--help"}, {"backups", "list", "--help"}, {"healthcheck", "--help"}} {
 		var out, errb bytes.Buffer
-		if code := run(args, &out, &errb); code != 0 || !strings.Contains(out.String(), "Usage") {
-			t.Errorf("%v: exit %d, stdout %q", args, code, out.String())
+		if code := run(args, &out, &errb); code != 0 || strings.Count(out.String(), "Usage") != 1 || errb.Len() != 0 {
+			t.Errorf("%v: exit %d, want the usage once on stdout and nothing on stderr; stdout %q, stderr %q", args, code, out.String(), errb.String())
 		}
 	}
 	var out, errb bytes.Buffer
 	if code := run([]string{"bogus"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "bogus"`) {
 		t.Errorf("bogus: %d %q", code, errb.String())
+	}
+}
+
+// TestOutputFormatRefused: -o accepts only the formats a command prints; anything else is a
+// usage error naming the flag and the accepted values, and nothing is printed on stdout.
+func TestOutputFormatRefused(t *testing.T) {
+	for _, args := range [][]string{{"jobs", "list", "-o", "yaml"}, {"backups", "list", "-o", "yaml"}, {"prune", "-o", "yaml"}} {
+		var out, errb bytes.Buffer
+		code := run(append(args, "-c", "../../config/example.yaml"), &out, &errb)
+		if code != 2 || out.Len() != 0 || !strings.Contains(errb.String(), `invalid value "yaml" for flag -o: must be one of`) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,15 +24,26 @@ func newFlags(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
 // parseFlags parses args; it returns (exit code, false) when the command should stop (help or a
 // bad flag). Flags and positional arguments may be mixed.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
+	// The flag package prints the usage itself (to the flag set's output) on --help and on a bad
+	// flag: catch it, and print it once, to stdout for --help and to stderr after an error.
+	var help bytes.Buffer
+	usage, stderr := fs.Usage, fs.Output()
+	fs.Usage = func() {
+		fs.SetOutput(&help)
+		usage()
+		fs.SetOutput(stderr)
+	}
+	defer func() { fs.Usage = usage }()
 	var pos []string
 	for {
+		help.Reset()
 		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
+			stdout.Write(help.Bytes())
 			return 0, false
 		}
 		if err != nil {
+			stderr.Write(help.Bytes())
 			return 2, false
 		}
 		if fs.NArg() == 0 {
@@ -67,4 +79,30 @@ func (m *multiFlag) Set(v string) error {
 		}
 	}
 	return nil
+}
+
+// choiceFlag is a flag whose value must be one of a fixed set (-o table|json): anything else is
+// refused when the flags are parsed, naming the flag and the accepted values.
+type choiceFlag struct {
+	value   string
+	choices []string
+}
+
+func (c *choiceFlag) String() string { return c.value }
+
+func (c *choiceFlag) Set(v string) error {
+	for _, ok := range c.choices {
+		if v == ok {
+			c.value = v
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s", strings.Join(c.choices, ", "))
+}
+
+// outputFlag adds -o with the given accepted values; the first is the default.
+func outputFlag(fs *flag.FlagSet, choices ...string) *string {
+	c := &choiceFlag{value: choices[0], choices: choices}
+	fs.Var(c, "o", "output `format`: "+strings.Join(choices, " or "))
+	return &c.value
 }

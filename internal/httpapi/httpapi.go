@@ -42,6 +42,8 @@ type Options struct {
 	ListJobs func(ctx context.Context) any
 	// TriggerJob starts a run now; ErrNotFound for an unknown job, ErrConflict when running.
 	TriggerJob func(name string) error
+	// JobExists reports whether a job of that name is configured (nil: every name is).
+	JobExists func(name string) bool
 	// Reload re-reads the config; changed is false when the content was unchanged.
 	Reload func(ctx context.Context) (changed bool, err error)
 }
@@ -180,15 +182,21 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) jobRuns(w http.ResponseWriter, r *http.Request) {
-	runs, err := s.opts.State.Runs(r.Context(), r.PathValue("name"), 50)
+	name := r.PathValue("name")
+	runs, err := s.opts.State.Runs(r.Context(), name, 50)
 	if err != nil {
 		WriteError(w, http.StatusInternalServerError, "cannot read job runs")
+		return
+	}
+	// A job no longer configured keeps its history; a name never seen is unknown.
+	if len(runs) == 0 && s.opts.JobExists != nil && !s.opts.JobExists(name) {
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown job %q", name))
 		return
 	}
 	if runs == nil {
 		runs = []state.Run{}
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"job": r.PathValue("name"), "runs": runs})
+	WriteJSON(w, http.StatusOK, map[string]any{"job": name, "runs": runs})
 }
 
 func (s *Server) runJob(w http.ResponseWriter, r *http.Request) {

@@ -66,7 +66,7 @@ type Metrics struct {
 
 // New creates every metric and registers it (with the Go and process collectors) on reg.
 func New(reg prometheus.Registerer, version string) *Metrics {
-	jobLabels := []string{"job", "kind"}
+	jobLabels := []string{"job_name", "kind"}
 	g := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
@@ -75,7 +75,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m := &Metrics{
 		BuildInfo: g("opsd_build_info", "Build information; always 1.", "version", "goversion"),
 		JobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_job_runs_total", Help: "Job runs by outcome (success, failure, timeout, canceled)."},
-			[]string{"job", "kind", "outcome"}),
+			[]string{"job_name", "kind", "outcome"}),
 		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "opsd_job_duration_seconds", Help: "Duration of job runs.",
 			Buckets: []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200}}, jobLabels),
 		JobLastDuration:     g("opsd_job_last_duration_seconds", "Duration of the job's last run.", jobLabels...),
@@ -85,14 +85,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		JobExpectedInterval: g("opsd_job_expected_interval_seconds", "Expected time between runs from the job's schedule (alert: time() - last_success > k * interval).", jobLabels...),
 		JobRunning:          g("opsd_job_running", "1 while a run of the job is in progress.", jobLabels...),
 		JobSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_job_skipped_total", Help: "Runs not started, by reason (overlap: the previous run was still going)."},
-			[]string{"job", "kind", "reason"}),
-		JobPhase: g("opsd_job_phase_seconds", "Duration of each named phase of the job's last run.", "job", "kind", "phase"),
+			[]string{"job_name", "kind", "reason"}),
+		JobPhase: g("opsd_job_phase_seconds", "Duration of each named phase of the job's last run.", "job_name", "kind", "phase"),
 		BytesUploaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_bytes_uploaded_total", Help: "Bytes of artifacts uploaded to the object store."},
 			jobLabels),
 		TargetSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_skipped_total", Help: "Targets a backup run skipped, by reason (unchanged: a hot export found no change)."},
-			[]string{"job", "reason"}),
-		Throughput:             g("opsd_backup_throughput_bytes_per_second", "Stored bytes per second of the target's last backup (exports: compressed bytes over the whole export).", "job", "target"),
-		BackupPhase:            g("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job", "target", "phase"),
+			[]string{"job_name", "reason"}),
+		Throughput:             g("opsd_backup_throughput_bytes_per_second", "Stored bytes per second of the target's last backup (exports: compressed bytes over the whole export).", "job_name", "target"),
+		BackupPhase:            g("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job_name", "target", "phase"),
 		ConfigReloadSuccessful: reloadOK,
 		ConfigReloadTimestamp:  reloadTS,
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_config_reloads_total", Help: "Config reloads by outcome (success, failure, unchanged)."},
@@ -105,18 +105,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		DrillPhase:          g("opsd_drill_phase_seconds", "Duration of each phase of the drill's last run, per target.", "drill", "target", "phase"),
 		DrillLastResult:     g("opsd_drill_last_result", "1 when the drill's last run passed, 0 when it failed.", "drill"),
 		DrillLastSuccess:    g("opsd_drill_last_success_timestamp_seconds", "Time the drill last passed.", "drill"),
-		OffsiteMissing:      g("opsd_offsite_missing_objects", "Objects the last offsite verification expected and did not find.", "job"),
-		OffsiteMismatched:   g("opsd_offsite_mismatched_objects", "Objects whose size or checksum differed from their manifest in the last verification.", "job"),
-		OffsiteLastVerified: g("opsd_offsite_last_verified_timestamp_seconds", "Time the offsite copy last verified clean.", "job"),
+		OffsiteMissing:      g("opsd_offsite_missing_objects", "Objects the last offsite verification expected and did not find.", "job_name"),
+		OffsiteMismatched:   g("opsd_offsite_mismatched_objects", "Objects whose size or checksum differed from their manifest in the last verification.", "job_name"),
+		OffsiteLastVerified: g("opsd_offsite_last_verified_timestamp_seconds", "Time the offsite copy last verified clean.", "job_name"),
 		AlertFiring:         g("opsd_alert_firing", "1 while the alert fires.", "alert"),
 		AlertValue:          g("opsd_alert_value", "The value the alert's rule last computed.", "alert"),
 		AlertThreshold:      g("opsd_alert_threshold", "The threshold the alert's value is compared with.", "alert"),
 		NotificationsSent:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notifications_total", Help: "Alert notifications delivered, by notifier."}, []string{"notifier"}),
 		NotificationsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notification_failures_total", Help: "Alert notifications that failed after every retry, by notifier."}, []string{"notifier"}),
-		PruneDeleted:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_deleted_objects_total", Help: "Objects deleted by pruning."}, []string{"job"}),
-		PruneBytesFreed:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_bytes_freed_total", Help: "Bytes freed by pruning."}, []string{"job"}),
-		PruneKept:           g("opsd_prune_kept_backups", "Backups the last prune run kept.", "job"),
-		PruneRefused:        g("opsd_prune_refused_targets", "Targets the last prune run refused to prune (it would have deleted every backup).", "job"),
+		PruneDeleted:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_deleted_objects_total", Help: "Objects deleted by pruning."}, []string{"job_name"}),
+		PruneBytesFreed:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_bytes_freed_total", Help: "Bytes freed by pruning."}, []string{"job_name"}),
+		PruneKept:           g("opsd_prune_kept_backups", "Backups the last prune run kept.", "job_name"),
+		PruneRefused:        g("opsd_prune_refused_targets", "Targets the last prune run refused to prune (it would have deleted every backup).", "job_name"),
 	}
 	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
 		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
@@ -127,16 +127,51 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.AlertFiring, m.AlertValue, m.AlertThreshold, m.NotificationsSent, m.NotificationsFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	// Counters exist at 0 for every label set known at start, so rate() and increase() see the
+	// first event (per-job series are created when the scheduler learns the job: InitJob).
+	for _, o := range []string{"success", "failure", "unchanged"} {
+		m.ConfigReloads.WithLabelValues(o)
+	}
 	return m
 }
 
-// ForgetJob removes a job's series (the job was removed from the config).
+// JobCounters says which optional per-job counters a job can increment.
+type JobCounters struct {
+	SkipReasons []string // opsd_backup_skipped_total reasons
+	Prune       bool     // opsd_prune_* counters
+}
+
+// InitJob creates a job's counters and histogram at 0 (runs by outcome, overlaps, bytes
+// uploaded, duration, and the optional ones in c), so "never happened" reads 0, not absent.
+func (m *Metrics) InitJob(job, kind string, outcomes []string, c JobCounters) {
+	for _, o := range outcomes {
+		m.JobRuns.WithLabelValues(job, kind, o)
+	}
+	m.JobSkipped.WithLabelValues(job, kind, "overlap")
+	m.BytesUploaded.WithLabelValues(job, kind)
+	m.JobDuration.WithLabelValues(job, kind)
+	for _, r := range c.SkipReasons {
+		m.TargetSkipped.WithLabelValues(job, r)
+	}
+	if c.Prune {
+		m.PruneDeleted.WithLabelValues(job)
+		m.PruneBytesFreed.WithLabelValues(job)
+	}
+}
+
+// ForgetJob removes a job's series (the job was removed from the config or renamed).
 func (m *Metrics) ForgetJob(job, kind string) {
 	for _, v := range []*prometheus.GaugeVec{m.JobLastDuration, m.JobLastSuccess, m.JobLastRun, m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning} {
 		v.DeleteLabelValues(job, kind)
 	}
-	m.JobPhase.DeletePartialMatch(prometheus.Labels{"job": job})
-	m.BackupPhase.DeletePartialMatch(prometheus.Labels{"job": job})
+	l := prometheus.Labels{"job_name": job}
+	for _, v := range []*prometheus.GaugeVec{m.JobPhase, m.BackupPhase, m.Throughput, m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified, m.PruneKept, m.PruneRefused} {
+		v.DeletePartialMatch(l)
+	}
+	for _, v := range []*prometheus.CounterVec{m.JobRuns, m.JobSkipped, m.BytesUploaded, m.TargetSkipped, m.PruneDeleted, m.PruneBytesFreed} {
+		v.DeletePartialMatch(l)
+	}
+	m.JobDuration.DeletePartialMatch(l)
 }
 
 // TargetState is what the tracker knows about one backup target.

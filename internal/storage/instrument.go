@@ -15,8 +15,16 @@ func Instrument(s Store, ops *prometheus.CounterVec) Store {
 	if _, ok := s.(*instrumented); ok {
 		return s
 	}
+	for _, op := range Operations {
+		for _, o := range []string{"ok", "not_found", "error"} {
+			ops.WithLabelValues(op, o) // at 0, so increase() sees the first error
+		}
+	}
 	return &instrumented{s: s, ops: ops}
 }
+
+// Operations are the operation label values Instrument counts.
+var Operations = []string{"put", "get", "stat", "list", "delete", "abort_uploads"}
 
 type instrumented struct {
 	s   Store

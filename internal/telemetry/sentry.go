@@ -138,13 +138,32 @@ type Monitor struct {
 }
 
 func (m Monitor) config() *sentry.MonitorConfig {
-	c := &sentry.MonitorConfig{Timezone: m.Timezone, CheckInMargin: 5, MaxRuntime: max(int64(m.MaxRuntime/time.Minute), 1)}
+	c := &sentry.MonitorConfig{Timezone: m.Timezone, CheckInMargin: 5, MaxRuntime: ceilMinutes(m.MaxRuntime)}
 	if m.Cron != "" {
 		c.Schedule = sentry.CrontabSchedule(m.Cron)
 	} else {
-		c.Schedule = sentry.IntervalSchedule(max(int64(m.Every/time.Minute), 1), sentry.MonitorScheduleUnitMinute)
+		c.Schedule = intervalSchedule(m.Every)
 	}
 	return c
+}
+
+// intervalSchedule expresses a fixed interval in Sentry's units, whose smallest is the minute:
+// a whole number of days or hours is sent in that unit, anything else in minutes rounded up
+// (@every 90s is every 2 minutes: a check-in every 90s is never late; rounding down to 1 minute
+// made every other one look missed).
+func intervalSchedule(d time.Duration) sentry.MonitorSchedule {
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		return sentry.IntervalSchedule(int64(d/(24*time.Hour)), sentry.MonitorScheduleUnitDay)
+	case d >= time.Hour && d%time.Hour == 0:
+		return sentry.IntervalSchedule(int64(d/time.Hour), sentry.MonitorScheduleUnitHour)
+	}
+	return sentry.IntervalSchedule(ceilMinutes(d), sentry.MonitorScheduleUnitMinute)
+}
+
+// ceilMinutes rounds a duration up to whole minutes, at least 1.
+func ceilMinutes(d time.Duration) int64 {
+	return max(int64((d+time.Minute-1)/time.Minute), 1)
 }
 
 // CheckInStart sends an in-progress check-in and returns its id ("" when Sentry is off).

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The image, tested as an operator runs it: .ci/image builds it (no registry), it runs with a job
+# file, the platform's data directory and the Docker socket mounted, becomes healthy on the job
+# file's (non-default) listen address, and inside it a database backup, a container export and
+# both drills succeed (they write temp files under /tmp as the non-root user). Also checks that
+# .dockerignore keeps the multi-stage build's context to the Go sources.
+# Needs: a Docker engine, go, sqlite3, /bin/busybox (busybox-static). Removes everything it made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+for c in docker sqlite3; do command -v "$c" >/dev/null || { echo "image-test: $c is missing" >&2; exit 1; }; done
+[ -x /bin/busybox ] || { echo "image-test: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
+
+suffix="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+image="opsd-imgtest:$suffix"
+name="opsd-imgtest-$suffix"
+tenant="tenant_opsdimg${suffix}_a"
+tenant_image="opsd-imgtest-busybox:$suffix"
+ctx_image="opsd-imgtest-context:$suffix"
+port=9311
+work="$(mktemp -d)"
+cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ] && docker inspect "$name" >/dev/null 2>&1; then
+    echo "--- opsd container logs"; docker logs --tail 50 "$name" 2>&1 || true
+    docker inspect --format '{{json .State.Health}}' "$name" 2>/dev/null || true
+  fi
+  docker rm -f -v "$name" "$tenant" >/dev/null 2>&1 || true
+  docker rm -f "ctx-$suffix" >/dev/null 2>&1 || true
+  docker rmi -f "$image" "$tenant_image" "$ctx_image" >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+fail() { echo "image-test: FAIL: $*" >&2; exit 1; }
+
+echo "== .dockerignore: the multi-stage build's context is the Go sources only"
+mkdir -p "$work/ctxcheck"
+printf 'FROM scratch\nCOPY . /ctx\n' > "$work/ctxcheck/Dockerfile"
+DOCKER_BUILDKIT=0 docker build -q -f "$work/ctxcheck/Dockerfile" -t "$ctx_image" . >/dev/null 2>&1 || fail "context build"
+docker create --name "ctx-$suffix" "$ctx_image" /none >/dev/null
+files="$(docker export "ctx-$suffix" | tar -t | grep '^ctx/' || true)"
+for bad in ctx/.git/ ctx/opsd-demo/ ctx/opsd ctx/README.md; do
+  if grep -qx "$bad" <<<"$files"; then fail "$bad is in the build context"; fi
+done
+grep -qx 'ctx/cmd/opsd/main.go' <<<"$files" || fail "cmd/opsd/main.go is not in the build context"
+grep -q '_test.go$' <<<"$files" && fail "test files are in the build context"
+echo "context: $(grep -c . <<<"$files") entries, no .git, demo directory, binaries or tests"
+
+echo "== build"
+OPSD_IMAGE="$image" bash .ci/image
+user="$(docker image inspect --format '{{.Config.User}}' "$image")"
+[ "$user" = "65532:65532" ] || fail "the image runs as '$user', not the non-root 65532"
+
+echo "== a tenant container and the platform's databases"
+mkdir -p "$work/rootfs/bin"
+cp /bin/busybox "$work/rootfs/bin/busybox"
+ln -s busybox "$work/rootfs/bin/sh"
+tar -C "$work/rootfs" -c . | docker import - "$tenant_image" >/dev/null
+docker run -d --name "$tenant" "$tenant_image" /bin/busybox sh -c 'echo tenant-state > /state.txt; exec /bin/busybox sleep 3600' >/dev/null
+mkdir -p "$work/data/platform" "$work/etc"
+mk() { sqlite3 "$1" "$2"; }
+mk "$work/data/platform/auth.db" "CREATE TABLE user(id); CREATE TABLE session(id); CREATE TABLE account(id); INSERT INTO user VALUES (1); INSERT INTO session VALUES (1);"
+mk "$work/data/platform/billing.db" "CREATE TABLE meter_events(id); INSERT INTO meter_events VALUES (1);"
+mk "$work/data/platform/credits.db" "CREATE TABLE credit_transactions(id); INSERT INTO credit_transactions VALUES (1);"
+mk "$work/data/platform/audit.db" "CREATE TABLE audit_log(id);"
+mk "$work/data/platform/quotas.db" "CREATE TABLE quota_limits(id);"
+mk "$work/data/platform/tenant-keys.db" "CREATE TABLE tenant_keys(id);"
+mk "$work/data/snapshots.db" "CREATE TABLE snapshots(id); CREATE TABLE restore_log(id);"
+chmod -R a+rwX "$work/data"
+cat > "$work/etc/opsd.yaml" <<YAML
+node_id: imgtest
+http:
+  listen: 0.0.0.0:$port   # not the default 9100: the HEALTHCHECK must read it from here
+  admin_token: imgtest-admin-token-123456
+state:
+  path: /var/lib/opsd/state.db
+storage:
+  backend: local
+  local:
+    path: /var/lib/opsd/store
+jobs:
+  - name: platform-db-backup      # no temp_dir: the copy goes to /tmp
+    kind: sqlite_backup
+    schedule: "0 3 * * *"
+  - name: containers-nightly
+    kind: container_export
+    schedule: "0 2 * * *"
+    name_prefix: tenant_opsdimg${suffix}_
+  - {name: platform-drill, kind: sqlite_drill, schedule: "@monthly"}
+  - {name: container-drill, kind: container_drill, schedule: "@quarterly", tenant: $tenant}
+YAML
+chmod 644 "$work/etc/opsd.yaml"
+
+echo "== run $image"
+docker run -d --name "$name" --health-interval 1s --health-retries 3 \
+  -v "$work/etc/opsd.yaml:/etc/opsd/opsd.yaml:ro" -v "$work/data:/data" \
+  -v /var/run/docker.sock:/var/run/docker.sock --group-add "$(stat -c %g /var/run/docker.sock)" \
+  "$image" >/dev/null
+health=""
+for _ in $(seq 1 60); do
+  health="$(docker inspect --format '{{.State.Status}} {{.State.Health.Status}}' "$name")"
+  [ "$health" = "running healthy" ] && break
+  case "$health" in running*) ;; *) fail "the container stopped: $health";; esac
+  sleep 1
+done
+[ "$health" = "running healthy" ] || fail "not healthy after 60s: $health"
+echo "healthy (HEALTHCHECK probed :$port from the job file)"
+logs="$(docker logs "$name" 2>&1)"
+grep -q 'single-file bind mount' <<<"$logs" || fail "no warning that the job file is a single-file bind mount (live reload cannot see host edits)"
+echo "warned that the single-file job file mount hides host edits from live reload"
+
+echo "== opsd backup db (inside the image)"
+out="$(docker exec "$name" /opsd backup db 2>&1)" || fail "backup db: $out"
+echo "$out" | tail -n 3
+echo "== opsd backup containers"
+out="$(docker exec "$name" /opsd backup containers 2>&1)" || fail "backup containers: $out"
+grep -q "$tenant" <<<"$out" || fail "the export does not name $tenant: $out"
+echo "$out" | tail -n 2
+echo "== opsd drill db"
+out="$(docker exec "$name" /opsd drill db 2>&1)" || fail "drill db: $out"
+grep -q 'Result: 7 passed, 0 failed, 0 skipped' <<<"$out" || fail "drill db: $out"
+grep 'RTO' <<<"$out"
+echo "== opsd drill containers"
+out="$(docker exec "$name" /opsd drill containers 2>&1)" || fail "drill containers: $out"
+echo "$out" | tail -n 2
+echo "== what the store holds"
+list="$(docker exec "$name" /opsd backups list -o json)"
+grep -q "nightly/imgtest/$tenant/" <<<"$list" || fail "no nightly export of $tenant in the store: $list"
+grep -q 'platform/' <<<"$list" || fail "no platform backup in the store"
+echo "image-test: ok"

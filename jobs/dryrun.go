@@ -1,0 +1,44 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// DryRunner is a job that can be told to only plan (prune --dry-run).
+type DryRunner interface {
+	Job
+	IsDryRun() bool
+}
+
+// IsDryRun reports whether the prune only plans.
+func (p *Prune) IsDryRun() bool { return p.cfg.DryRun }
+
+// Plan runs a job that only plans (a dry run) in the foreground. A plan is not a run of the
+// job: nothing is recorded in job_runs or backup_status, no metric moves and nothing goes to
+// Sentry, so a dry run never passes for a successful prune. The outcome says whether planning
+// succeeded.
+func (r *Runner) Plan(ctx context.Context, j Job, timeout time.Duration) Outcome {
+	started := time.Now()
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := safeRun(runCtx, j)
+	if err == nil {
+		err = res.TargetsError("targets")
+	}
+	finished := time.Now()
+	run := state.Run{Job: j.Name(), Kind: j.Kind(), Trigger: TriggerCLI, StartedAt: started, FinishedAt: &finished, Outcome: state.OutcomeSuccess, Summary: res.Summary}
+	if err != nil {
+		run.Outcome = state.OutcomeFailure
+		if errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			run.Outcome, err = state.OutcomeTimeout, fmt.Errorf("timed out after %s: %w", timeout, err)
+		}
+		run.Error = err.Error()
+	}
+	r.Log.Info().Str("job", j.Name()).Str("kind", j.Kind()).Str("outcome", run.Outcome).Int64("duration_ms", finished.Sub(started).Milliseconds()).Msg("dry run finished (not recorded)")
+	return Outcome{Run: run, Result: res, Err: err}
+}
