@@ -147,8 +147,13 @@ func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 
 // Upload streams src through compression and encryption into the store at key, hashing the raw
 // and the stored bytes on the way. Memory stays bounded whatever the size. On any error nothing
-// is left at key (the store aborts the upload).
+// is left at key (the store aborts the upload). It writes key directly: artifacts go through
+// Store, which stages, checks and publishes.
 func Upload(ctx context.Context, store storage.Store, key string, src io.Reader, o Options) (Uploaded, error) {
+	return upload(ctx, store, key, src, o, nil)
+}
+
+func upload(ctx context.Context, store storage.Store, key string, src io.Reader, o Options, meta map[string]string) (Uploaded, error) {
 	raw := newCounter()
 	stored := newCounter()
 	pr, pw := io.Pipe()
@@ -158,12 +163,13 @@ func Upload(ctx context.Context, store storage.Store, key string, src io.Reader,
 		pw.CloseWithError(err)
 		encodeErr <- err
 	}()
-	info, err := store.Put(ctx, key, pr, storage.PutOptions{Size: -1})
+	info, err := store.Put(ctx, key, pr, storage.PutOptions{Size: -1, Metadata: meta})
 	pr.CloseWithError(errUploadEnded) // unblocks the encoder when Put returned early
 	eerr := <-encodeErr
 	switch {
 	case eerr != nil && !errors.Is(eerr, errUploadEnded):
-		// The source or the encoder failed: that is the cause, whatever Put said.
+		// The source or the encoder failed: that is the cause, whatever Put said. (Put fails
+		// on every read error, so it cannot have stored anything; the delete is a safety net.)
 		if err == nil {
 			store.Delete(context.WithoutCancel(ctx), key)
 		}
@@ -258,12 +264,68 @@ func ReadManifest(ctx context.Context, store storage.Store, key string) (Manifes
 	return m, nil
 }
 
-// Store uploads an artifact and then its manifest (filled with size and checksums). When the
-// manifest cannot be written the artifact is deleted again: it must never look like a backup.
+// Hooks let tests stop Store between its steps (nil in production).
+type Hooks struct {
+	// Staged runs after the artifact is stored and checked under its staging key, before it is
+	// published at its key.
+	Staged func(staging string)
+	// Published runs after the artifact is published at its key, before its manifest is written.
+	Published func(key string)
+}
+
+type hooksKey struct{}
+
+// WithHooks returns a context that makes Store call h.
+func WithHooks(ctx context.Context, h Hooks) context.Context {
+	return context.WithValue(ctx, hooksKey{}, h)
+}
+
+// Store uploads an artifact and its manifest without ever putting a good backup at risk:
+//
+//  1. the stream goes to a unique staging key beside the artifact's ("<key>.opsd-staging-<id>",
+//     with the upload marker storage.UploadMetaKey=<id> set when the upload starts); any read
+//     error of the source fails the upload;
+//  2. the staged object's size (and, where the store keeps metadata, its marker) is checked
+//     against what was read; the store has already checked its content (ETag or re-read);
+//  3. it is published at the key by a server-side copy (local store: a link and rename), which
+//     replaces the previous object at once or not at all, and checked again;
+//  4. the manifest (size and SHA-256 of the stored bytes) is written;
+//  5. the staging object is deleted.
+//
+// A failure in steps 1-3 leaves the previous object and manifest at the key untouched (and
+// removes the staging object when the store answers). Prune removes staging objects that a crash
+// left behind.
 func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m Manifest) (Manifest, error) {
-	up, err := Upload(ctx, store, m.Key, src, o)
+	hooks, _ := ctx.Value(hooksKey{}).(Hooks)
+	id := storage.NewUploadID()
+	staging := storage.StagingKey(m.Key, id)
+	cleanup := func() { store.Delete(context.WithoutCancel(ctx), staging) }
+	up, err := upload(ctx, store, staging, src, o, map[string]string{storage.UploadMetaKey: id})
 	if err != nil {
-		return Manifest{}, err
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: %w", m.Key, err)
+	}
+	if err := checkStored(ctx, store, staging, id, up.Size); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: staged object: %w", m.Key, err)
+	}
+	if hooks.Staged != nil {
+		hooks.Staged(staging)
+	}
+	if err := ctx.Err(); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: %w", m.Key, err)
+	}
+	if _, err := store.Copy(ctx, staging, m.Key); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: publish: %w", m.Key, err)
+	}
+	if err := checkStored(ctx, store, m.Key, id, up.Size); err != nil {
+		// Another writer replaced the object meanwhile: keep the staged copy for the operator.
+		return Manifest{}, fmt.Errorf("store %s: published object (staged copy kept at %s): %w", m.Key, staging, err)
+	}
+	if hooks.Published != nil {
+		hooks.Published(m.Key)
 	}
 	m.Size, m.SHA256, m.RawSize, m.RawSHA256 = up.Size, up.SHA256, up.RawSize, up.RawSHA256
 	m.Compression = o.Compression
@@ -274,11 +336,33 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = time.Now().UTC()
 	}
-	if err := WriteManifest(ctx, store, m); err != nil {
-		store.Delete(context.WithoutCancel(ctx), m.Key)
-		return Manifest{}, err
+	var merr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if merr = WriteManifest(context.WithoutCancel(ctx), store, m); merr == nil {
+			break
+		}
 	}
+	if merr != nil {
+		return Manifest{}, fmt.Errorf("store %s: published, but the manifest could not be written (staged copy kept at %s): %w", m.Key, staging, merr)
+	}
+	cleanup()
 	return m, nil
+}
+
+// checkStored checks the object at key has the size that was sent and, where the store keeps
+// metadata, the upload's marker.
+func checkStored(ctx context.Context, store storage.Store, key, id string, size int64) error {
+	st, err := store.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	if st.Size != size {
+		return fmt.Errorf("%s holds %d bytes, %d were sent", key, st.Size, size)
+	}
+	if st.Metadata != nil && st.Metadata[storage.UploadMetaKey] != id {
+		return fmt.Errorf("%s carries upload marker %q, not this upload's %q", key, st.Metadata[storage.UploadMetaKey], id)
+	}
+	return nil
 }
 
 // ErrChecksum is returned when downloaded bytes do not match the manifest.
