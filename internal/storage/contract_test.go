@@ -2,7 +2,14 @@ package storage_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/http"
 	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/wopr-network/opsd/internal/storage"
 
@@ -41,3 +48,40 @@ func BenchmarkPutSeaweedFS(b *testing.B) {
 		}
 	}
 }
+
+// TestMinioGoEndsStreamOnUnexpectedEOF shows why the S3 backend wraps every reader error: given
+// a reader that fails with io.ErrUnexpectedEOF (what a cut Docker stream returns), minio-go
+// completes a multipart upload of unknown size with the bytes read so far, replacing the object
+// at the key with a truncated one. (If a minio-go upgrade changes this, the wrapper is still
+// right; this test then only needs its expectation turned around.)
+func TestMinioGoEndsStreamOnUnexpectedEOF(t *testing.T) {
+	f := storagetest.NewFakeS3(t)
+	storagetest.NewS3(t, f.Config) // creates the bucket
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: f.Config.RootCAs}
+	client, err := minio.New(f.Config.Endpoint, &minio.Options{Creds: credentials.NewStaticV4("a", "b", ""), Secure: true, Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := io.MultiReader(io.LimitReader(storagetest.Stream(1, 1<<30), 12<<20), errReader{io.ErrUnexpectedEOF})
+	info, err := client.PutObject(context.Background(), f.Config.Bucket, "k", cut, -1, minio.PutObjectOptions{PartSize: 5 << 20})
+	if err != nil {
+		t.Fatalf("minio-go failed the upload (%v): it no longer takes io.ErrUnexpectedEOF for the end", err)
+	}
+	if info.Size != 12<<20 {
+		t.Fatalf("stored %d bytes", info.Size)
+	}
+	// The same stream through the store fails.
+	s := storagetest.NewS3(t, f.Config)
+	cut = io.MultiReader(io.LimitReader(storagetest.Stream(1, 1<<30), 12<<20), errReader{io.ErrUnexpectedEOF})
+	if _, err := s.Put(context.Background(), "k2", cut, storage.PutOptions{Size: -1}); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("store put of a cut stream: %v, want a failure naming io.ErrUnexpectedEOF", err)
+	}
+	if f.HasObject("k2") {
+		t.Fatal("a cut stream left an object")
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

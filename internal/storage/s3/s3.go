@@ -273,8 +273,17 @@ func (s *Store) reread(ctx context.Context, key string, sent *partHasher) error 
 // Copy replaces dst with src by a server-side copy (multipart copy above 5 GiB), keeping src's
 // metadata. S3 makes the new object visible at dst only when the copy completed.
 func (s *Store) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, error) {
-	_, err := s.client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: dst},
-		minio.CopySrcOptions{Bucket: s.bucket, Object: src})
+	from, err := s.Stat(ctx, src)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	dstOpts := minio.CopyDestOptions{Bucket: s.bucket, Object: dst}
+	srcOpts := minio.CopySrcOptions{Bucket: s.bucket, Object: src}
+	if from.Size <= 5<<30 {
+		_, err = s.client.CopyObject(ctx, dstOpts, srcOpts)
+	} else {
+		_, err = s.client.ComposeObject(ctx, dstOpts, srcOpts) // multipart copy
+	}
 	if err != nil {
 		if notFound(err) {
 			return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, storage.ErrNotFound)
