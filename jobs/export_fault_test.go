@@ -1,0 +1,191 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
+	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/storage/storagetest"
+)
+
+// dockerProxy is a unix socket in front of the Docker engine's. Once armed, it cuts every
+// connection after limit more bytes came back from the engine: the Docker connection drops
+// mid-export, as when the engine restarts or the socket's peer dies.
+type dockerProxy struct {
+	path   string
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	armed  atomic.Bool
+	left   atomic.Int64
+	killed atomic.Bool
+}
+
+func newDockerProxy(t *testing.T) *dockerProxy {
+	t.Helper()
+	upstream := "/var/run/docker.sock"
+	if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
+		upstream = strings.TrimPrefix(h, "unix://")
+	} else if h != "" {
+		t.Skipf("DOCKER_HOST %s is not a unix socket", h)
+	}
+	dir, err := os.MkdirTemp("", "opsd-dp-") // unix socket paths must be short
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := &dockerProxy{path: filepath.Join(dir, "d.sock")}
+	p.ln, err = net.Listen("unix", p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.kill)
+	go func() {
+		for {
+			c, err := p.ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("unix", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go p.down(c, u)
+		}
+	}()
+	return p
+}
+
+// down copies the engine's answers to the client, counting once armed.
+func (p *dockerProxy) down(c, u net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := u.Read(buf)
+		if n > 0 {
+			if p.armed.Load() && p.left.Add(-int64(n)) < 0 {
+				p.kill()
+				return
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *dockerProxy) arm(limit int64) { p.left.Store(limit); p.armed.Store(true) }
+
+func (p *dockerProxy) kill() {
+	p.killed.Store(true)
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// TestHotExportCutMidStreamKeepsLatest: the Docker connection drops mid-export of a hot backup
+// (a proxy in front of the engine's socket is killed after 8 MiB, under a real multipart upload
+// of 5 MiB parts). latest/{c}/latest.tar.gz must still be the previous good export with its
+// manifest, and the run must fail.
+func TestHotExportCutMidStreamKeepsLatest(t *testing.T) {
+	dc := dockertest.Client(t)
+	proxy := newDockerProxy(t)
+	pc, err := docker.New("unix://" + proxy.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	name := fmt.Sprintf("tenant_opsdcut_%08x", rand.Uint32())
+	dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; echo ok > /data/ready; sleep 3600")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d, err := dc.Inspect(context.Background(), name, true)
+		if err == nil && d.SizeRw >= 24<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container never wrote its data: %+v %v", d, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	f := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, f.Config)
+	ctx := context.Background()
+	key := "latest/" + name + "/latest.tar.gz"
+	hot := func(c *ContainerExportConfig) {
+		c.ChangedOnly = true
+		c.NamePrefix = "tenant_opsdcut_"
+		c.Only = []string{name}
+	}
+
+	r := newRig(t)
+	if o := r.runner.Run(ctx, newExport(t, pc, r.state, store, hot), time.Minute, TriggerManual); !o.OK() {
+		t.Fatalf("first hot export: %v", o.Err)
+	}
+	good, err := artifact.ReadManifest(ctx, store, key)
+	if err != nil {
+		t.Fatalf("manifest of the good export: %v", err)
+	}
+
+	// A fresh state database: the container counts as changed and is exported again, through a
+	// connection that drops after 8 MiB.
+	r2 := newRig(t)
+	proxy.arm(8 << 20)
+	o := r2.runner.Run(ctx, newExport(t, pc, r2.state, store, hot), time.Minute, TriggerManual)
+	if o.OK() {
+		t.Fatal("an export whose Docker connection dropped mid-stream succeeded")
+	}
+	if !proxy.killed.Load() {
+		t.Fatal("the proxy was never cut: the test did not inject the fault")
+	}
+	t.Logf("run error: %v", o.Err)
+	m, err := artifact.ReadManifest(ctx, store, key)
+	if err != nil {
+		t.Fatalf("latest.tar.gz's manifest after the cut: %v", err)
+	}
+	if m.SHA256 != good.SHA256 || m.Size != good.Size {
+		t.Fatalf("latest.tar.gz replaced: %d bytes %s, the good one was %d bytes %s", m.Size, m.SHA256, good.Size, good.SHA256)
+	}
+	// The good export is complete: a full read as gzip + tar with the end marker.
+	rc, err := artifact.Open(ctx, store, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := artifact.VerifyTar(rc)
+	rc.Close()
+	if err != nil || n == 0 {
+		t.Fatalf("latest.tar.gz after the cut: %d entries, %v", n, err)
+	}
+	if got := artifacttest.Check(t, store, ""); got != 1 {
+		t.Fatalf("checker verified %d artifacts, want 1", got)
+	}
+	objs, _ := storage.ListAll(ctx, store, "latest/")
+	if len(objs) != 2 {
+		t.Fatalf("objects after the cut: %v", objs)
+	}
+}
