@@ -74,6 +74,9 @@ type Manifest struct {
 	Container *ContainerInfo    `json:"container,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Note      string            `json:"note,omitempty"`
+	// Adopted marks a backup opsd did not write: `opsd adopt` verified it and wrote this
+	// manifest, so drills, restores, verification and retention use it.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // SQLiteInfo describes a database backup.
