@@ -128,7 +128,9 @@ type RulePlan struct {
 	Foreign []string `json:"foreign"`
 	// ...unless the rule opts in to deleting them (delete_foreign): then they are here.
 	ForeignDelete []string `json:"foreignDelete"`
-	sizes         map[string]int64
+	// Recovered are uploads published without their manifest, finished from their staged one.
+	Recovered []string `json:"recovered,omitempty"`
+	sizes     map[string]int64
 }
 
 // planned counts the objects and bytes the rule's plan deletes.
@@ -189,7 +191,18 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			plan.Rules = append(plan.Rules, rp)
 			continue
 		}
-		err = p.planRule(ctx, rule, &rp)
+		// Uploads that died between publishing and writing their manifest are finished first.
+		var rec []artifact.Recovered
+		rec, err = artifact.Recover(ctx, p.store, rule.Prefix, p.cfg.Now().Add(-p.cfg.Grace), p.cfg.DryRun)
+		for _, r := range rec {
+			rp.Recovered = append(rp.Recovered, r.Key)
+			for _, k := range r.Staging {
+				rp.sizes[k] = -1 // removed by the recovery, not by prune
+			}
+		}
+		if err == nil {
+			err = p.planRule(ctx, rule, &rp)
+		}
 		if err == nil && !p.cfg.DryRun {
 			tm.Start("delete " + rule.Prefix)
 			err = p.execute(ctx, &rp, plan)
@@ -269,6 +282,9 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 	for _, k := range keys {
 		o := objs[k]
 		old := now.Sub(o.ModTime) > p.cfg.Grace
+		if rp.sizes[k] == -1 {
+			continue // a recovery's staging object (a dry run still sees it)
+		}
 		if artifact.IsManifest(k) {
 			if _, ok := objs[strings.TrimSuffix(k, artifact.ManifestSuffix)]; !ok && old {
 				rp.Debris = append(rp.Debris, k) // a manifest whose artifact is gone
@@ -469,6 +485,9 @@ func (plan *PrunePlan) Text() string {
 			for _, d := range t.Delete {
 				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes)\n", verb, d.ID, len(d.Keys), d.Size)
 			}
+		}
+		for _, k := range r.Recovered {
+			fmt.Fprintf(&b, "  recover         %s  (published, manifest missing: written from the staged one)\n", k)
 		}
 		for _, k := range r.Debris {
 			fmt.Fprintf(&b, "  %-14s  %s  (opsd's upload that never finished)\n", verb+" debris", k)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
@@ -361,4 +362,51 @@ func TestPrunePlanOf10000Objects(t *testing.T) {
 		t.Fatalf("plan: %+v", res.Prune)
 	}
 	t.Logf("planned 10,000 objects in %s", time.Since(start))
+}
+
+// TestPruneRecoversUploadCrashedBeforeManifest: opsd dies right after publishing a new backup
+// over an old one, before writing its manifest (a panic in the hook stands in for the crash).
+// The old manifest no longer matches the object; prune's recovery writes the staged manifest,
+// removes the staging objects, and its dry run plans exactly what the real run deletes.
+func TestPruneRecoversUploadCrashedBeforeManifest(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	ctx := context.Background()
+	key := "on-demand/tenant_z/snap20261120.tar.gz"
+	if _, err := artifact.Store(ctx, store, strings.NewReader("old backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot"}); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() { recover() }()
+		hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { panic("opsd killed") }})
+		artifact.Store(hctx, store, strings.NewReader("the new backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot"})
+		t.Fatal("the crash hook did not run")
+	}()
+	if problems, _, _ := artifacttest.Problems(ctx, store, ""); len(problems) != 1 {
+		t.Fatalf("after the crash: %v", problems)
+	}
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 10000, Now: func() time.Time { return time.Now().Add(24 * time.Hour) }}, store)
+	dry, err := p.WithDryRun(true).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dry.Report, "recover         "+key) || strings.Contains(dry.Report, "debris") {
+		t.Fatalf("dry run:\n%s", dry.Report)
+	}
+	res, err := p.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.Prune.Deleted != res.Prune.Deleted {
+		t.Fatalf("dry run would delete %d, the run deleted %d", dry.Prune.Deleted, res.Prune.Deleted)
+	}
+	if n := artifacttest.Check(t, store, ""); n != 1 {
+		t.Fatalf("checker verified %d artifacts", n)
+	}
+	m, _ := artifact.ReadManifest(ctx, store, key)
+	if m.Size != int64(len("the new backup")) {
+		t.Fatalf("recovered manifest: %+v", m)
+	}
+	if all, _ := storage.ListAll(ctx, store, ""); len(all) != 2 {
+		t.Fatalf("left after recovery: %v", all)
+	}
 }

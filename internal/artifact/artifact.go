@@ -239,12 +239,16 @@ func encode(w io.Writer, src io.Reader, o Options) error {
 
 // WriteManifest stores the manifest beside its artifact.
 func WriteManifest(ctx context.Context, store storage.Store, m Manifest) error {
+	return writeManifestAt(ctx, store, ManifestKey(m.Key), m)
+}
+
+func writeManifestAt(ctx context.Context, store storage.Store, at string, m Manifest) error {
 	m.Version = 1
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write manifest of %s: %w", m.Key, err)
 	}
-	if _, err := store.Put(ctx, ManifestKey(m.Key), bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), ContentType: "application/json"}); err != nil {
+	if _, err := store.Put(ctx, at, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), ContentType: "application/json"}); err != nil {
 		return fmt.Errorf("write manifest of %s: %w", m.Key, err)
 	}
 	return nil
@@ -252,7 +256,11 @@ func WriteManifest(ctx context.Context, store storage.Store, m Manifest) error {
 
 // ReadManifest reads an artifact's manifest; storage.ErrNotFound when it has none.
 func ReadManifest(ctx context.Context, store storage.Store, key string) (Manifest, error) {
-	rc, _, err := store.Get(ctx, ManifestKey(key))
+	return readManifestAt(ctx, store, ManifestKey(key), key)
+}
+
+func readManifestAt(ctx context.Context, store storage.Store, at, key string) (Manifest, error) {
+	rc, _, err := store.Get(ctx, at)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("read manifest of %s: %w", key, err)
 	}
@@ -290,19 +298,26 @@ func WithHooks(ctx context.Context, h Hooks) context.Context {
 //     error of the source fails the upload;
 //  2. the staged object's size (and, where the store keeps metadata, its marker) is checked
 //     against what was read; the store has already checked its content (ETag or re-read);
-//  3. it is published at the key by a server-side copy (local store: a link and rename), which
+//  3. the manifest is written beside it under a staging key too (the material to finish the
+//     job if opsd dies between the next two steps: see Recover);
+//  4. it is published at the key by a server-side copy (local store: a link and rename), which
 //     replaces the previous object at once or not at all, and checked again;
-//  4. the manifest (size and SHA-256 of the stored bytes) is written;
-//  5. the staging object is deleted.
+//  5. the manifest (size and SHA-256 of the stored bytes) is written at the manifest key;
+//  6. the staging objects are deleted.
 //
-// A failure in steps 1-3 leaves the previous object and manifest at the key untouched (and
-// removes the staging object when the store answers). Prune removes staging objects that a crash
-// left behind.
+// A failure in steps 1-4 leaves the previous object and manifest at the key untouched (and
+// removes the staging objects when the store answers). A failure between 4 and 5 leaves the new,
+// verified object under the old manifest, which readers reject on its checksum until Recover
+// (run by prune) writes the staged manifest. Prune removes staging objects a crash left behind.
 func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m Manifest) (Manifest, error) {
 	hooks, _ := ctx.Value(hooksKey{}).(Hooks)
 	id := storage.NewUploadID()
 	staging := storage.StagingKey(m.Key, id)
-	cleanup := func() { store.Delete(context.WithoutCancel(ctx), staging) }
+	stagedManifest := storage.StagingKey(ManifestKey(m.Key), id)
+	cleanup := func() {
+		store.Delete(context.WithoutCancel(ctx), staging)
+		store.Delete(context.WithoutCancel(ctx), stagedManifest)
+	}
 	up, err := upload(ctx, store, staging, src, o, map[string]string{storage.UploadMetaKey: id})
 	if err != nil {
 		cleanup()
@@ -311,6 +326,19 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 	if err := checkStored(ctx, store, staging, id, up.Size); err != nil {
 		cleanup()
 		return Manifest{}, fmt.Errorf("store %s: staged object: %w", m.Key, err)
+	}
+	m.Size, m.SHA256, m.RawSize, m.RawSHA256 = up.Size, up.SHA256, up.RawSize, up.RawSHA256
+	m.Compression = o.Compression
+	if m.Compression == "" {
+		m.Compression = None
+	}
+	m.Encryption = o.Encryption()
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = time.Now().UTC()
+	}
+	if err := writeManifestAt(ctx, store, stagedManifest, m); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: stage manifest: %w", m.Key, err)
 	}
 	if hooks.Staged != nil {
 		hooks.Staged(staging)
@@ -330,15 +358,6 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 	if hooks.Published != nil {
 		hooks.Published(m.Key)
 	}
-	m.Size, m.SHA256, m.RawSize, m.RawSHA256 = up.Size, up.SHA256, up.RawSize, up.RawSHA256
-	m.Compression = o.Compression
-	if m.Compression == "" {
-		m.Compression = None
-	}
-	m.Encryption = o.Encryption()
-	if m.CreatedAt.IsZero() {
-		m.CreatedAt = time.Now().UTC()
-	}
 	var merr error
 	for attempt := 0; attempt < 3; attempt++ {
 		if merr = WriteManifest(context.WithoutCancel(ctx), store, m); merr == nil {
@@ -346,10 +365,94 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 		}
 	}
 	if merr != nil {
-		return Manifest{}, fmt.Errorf("store %s: published, but the manifest could not be written (staged copy kept at %s): %w", m.Key, staging, merr)
+		return Manifest{}, fmt.Errorf("store %s: published, but the manifest could not be written (prune's recovery writes it from %s): %w", m.Key, stagedManifest, merr)
 	}
 	cleanup()
 	return m, nil
+}
+
+// Recover finishes uploads that were published but died before their manifest was written:
+// for every staged manifest under prefix written before cutoff whose artifact key holds the
+// object it describes (same upload marker and size where the store keeps metadata, else same
+// size and SHA-256), it writes the manifest and removes the staging objects. Staged uploads that
+// were never published are left for prune to delete as debris. It returns what it finished (with
+// dryRun, what it would finish: nothing is written or deleted).
+func Recover(ctx context.Context, store storage.Store, prefix string, cutoff time.Time, dryRun bool) ([]Recovered, error) {
+	objs, err := storage.ListAll(ctx, store, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("recover %s: %w", prefix, err)
+	}
+	var repaired []Recovered
+	for _, o := range objs {
+		i := strings.LastIndex(o.Key, ManifestSuffix+storage.StagingMarker)
+		if i < 0 || !storage.IsStaging(o.Key) || o.ModTime.After(cutoff) {
+			continue
+		}
+		key, id := o.Key[:i], o.Key[i+len(ManifestSuffix)+len(storage.StagingMarker):]
+		staged, err := readManifestAt(ctx, store, o.Key, key)
+		if err != nil {
+			continue // unreadable: debris
+		}
+		ok, err := holds(ctx, store, key, id, staged)
+		if err != nil {
+			return repaired, fmt.Errorf("recover %s: %w", key, err)
+		}
+		if !ok {
+			continue
+		}
+		r := Recovered{Key: key, Staging: []string{storage.StagingKey(key, id), o.Key}}
+		cur, err := ReadManifest(ctx, store, key)
+		r.Wrote = err != nil || cur.SHA256 != staged.SHA256 || cur.Size != staged.Size
+		repaired = append(repaired, r)
+		if dryRun {
+			continue
+		}
+		if r.Wrote {
+			if err := WriteManifest(ctx, store, staged); err != nil {
+				return repaired, fmt.Errorf("recover %s: %w", key, err)
+			}
+		}
+		for _, k := range r.Staging {
+			store.Delete(ctx, k)
+		}
+	}
+	return repaired, nil
+}
+
+// Recovered is an upload Recover finished.
+type Recovered struct {
+	Key string
+	// Wrote is set when the manifest at the key had to be written (it was missing or stale).
+	Wrote bool
+	// Staging are the staging objects the recovery removes.
+	Staging []string
+}
+
+// holds reports whether key holds the object a staged manifest describes.
+func holds(ctx context.Context, store storage.Store, key, id string, m Manifest) (bool, error) {
+	st, err := store.Stat(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if st.Size != m.Size {
+		return false, nil
+	}
+	if st.Metadata != nil {
+		return st.Metadata[storage.UploadMetaKey] == id, nil
+	}
+	rc, _, err := store.Get(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return false, err
+	}
+	return hex.EncodeToString(h.Sum(nil)) == m.SHA256, nil
 }
 
 // checkStored checks the object at key has the size that was sent and, where the store keeps

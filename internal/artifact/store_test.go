@@ -3,10 +3,13 @@ package artifact_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
@@ -186,13 +189,54 @@ func TestStoreReplacesOnlyWithAVerifiedBackup(t *testing.T) {
 			if !strings.Contains(staged, storage.StagingMarker) {
 				t.Fatalf("staged at %q", staged)
 			}
-			// The staged object stays (the store was gone): it is opsd's debris, not a backup.
-			if err := b.direct.Delete(ctx, staged); err != nil {
-				t.Fatal(err)
+			// The staged object and manifest stay (the store was gone): opsd's debris, not a
+			// backup, and not recoverable (never published).
+			rec, err := artifact.Recover(ctx, b.direct, "", time.Now().Add(time.Hour), false)
+			if err != nil || len(rec) != 0 {
+				t.Fatalf("recover of an unpublished upload: %v %v", rec, err)
+			}
+			id := staged[strings.LastIndex(staged, storage.StagingMarker)+len(storage.StagingMarker):]
+			for _, k := range []string{staged, storage.StagingKey(artifact.ManifestKey(key), id)} {
+				if _, err := b.direct.Stat(ctx, k); err != nil {
+					t.Fatalf("staging object %s: %v", k, err)
+				}
+				b.direct.Delete(ctx, k)
 			}
 			intact(t, b.direct, old)
 		})
+		t.Run("store dies between publish and manifest: recovered", func(t *testing.T) {
+			good(t, b.direct)
+			s, proxy := b.proxied(t)
+			hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { proxy.Kill() }})
+			if _, err := artifact.Store(hctx, s, storagetest.Stream(7, 7<<20), artifact.Options{}, artifact.Manifest{Key: key}); err == nil {
+				t.Fatal("store whose manifest could not be written succeeded")
+			}
+			// The new object is in place under the old manifest: readers reject it...
+			if problems, _, _ := artifacttest.Problems(ctx, b.direct, ""); len(problems) != 1 {
+				t.Fatalf("before recovery: %v", problems)
+			}
+			// ...until the recovery (prune runs it) writes the staged manifest.
+			rec, err := artifact.Recover(ctx, b.direct, "latest/", time.Now().Add(time.Hour), false)
+			if err != nil || len(rec) != 1 || rec[0].Key != key || !rec[0].Wrote {
+				t.Fatalf("recover: %+v %v", rec, err)
+			}
+			want, n := sha(t, storagetest.Stream(7, 7<<20))
+			m, err := artifact.ReadManifest(ctx, b.direct, key)
+			if err != nil || m.SHA256 != want || m.Size != n {
+				t.Fatalf("recovered manifest %+v %v, want the new object's", m, err)
+			}
+			intact(t, b.direct, m)
+		})
 	})
+}
+
+func sha(t *testing.T, r io.Reader) (string, int64) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n
 }
 
 func TestStoreStagesWithUploadMarker(t *testing.T) {
