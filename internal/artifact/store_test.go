@@ -173,8 +173,15 @@ func TestStoreReplacesOnlyWithAVerifiedBackup(t *testing.T) {
 				t.Fatal("store through a dead store succeeded")
 			}
 			// The dead connection could not abort the multipart upload: cleaning up is prune's job.
-			if _, err := b.direct.AbortIncompleteUploads(ctx, "latest/", 0); err != nil {
+			n, err := b.direct.AbortIncompleteUploads(ctx, "latest/", 0)
+			if err != nil {
 				t.Fatalf("abort unfinished uploads: %v", err)
+			}
+			if n != 1 {
+				t.Fatalf("aborted %d unfinished multipart uploads, want the 1 the dead connection left", n)
+			}
+			if n, _ := b.direct.AbortIncompleteUploads(ctx, "latest/", 0); n != 0 {
+				t.Fatalf("%d unfinished uploads left after aborting", n)
 			}
 			intact(t, b.direct, old)
 		})
