@@ -347,11 +347,18 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 		cleanup()
 		return Manifest{}, fmt.Errorf("store %s: %w", m.Key, err)
 	}
-	if _, err := store.Copy(ctx, staging, m.Key); err != nil {
-		cleanup()
-		return Manifest{}, fmt.Errorf("store %s: publish: %w", m.Key, err)
+	// Once publishing starts it is finished, also when the run is cancelled meanwhile: a copy
+	// cancelled mid-request may still complete on the server.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	if _, err := store.Copy(pctx, staging, m.Key); err != nil {
+		// The request may have failed after the server completed the copy: look.
+		if done, herr := holds(pctx, store, m.Key, id, m); herr != nil || !done {
+			cleanup()
+			return Manifest{}, fmt.Errorf("store %s: publish: %w", m.Key, err)
+		}
 	}
-	if err := checkStored(ctx, store, m.Key, id, up.Size); err != nil {
+	if err := checkStored(pctx, store, m.Key, id, up.Size); err != nil {
 		// Another writer replaced the object meanwhile: keep the staged copy for the operator.
 		return Manifest{}, fmt.Errorf("store %s: published object (staged copy kept at %s): %w", m.Key, staging, err)
 	}
