@@ -141,6 +141,7 @@ func (m *Metrics) ForgetJob(job, kind string) {
 	}
 	m.JobPhase.DeletePartialMatch(prometheus.Labels{"job": job})
 	m.BackupPhase.DeletePartialMatch(prometheus.Labels{"job": job})
+	m.PruneForeign.DeleteLabelValues(job)
 }
 
 // TargetState is what the tracker knows about one backup target.
