@@ -16,6 +16,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
+	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -196,5 +197,68 @@ func cutExport(t *testing.T, pc *docker.Client, proxy *dockerProxy, name string,
 	objs, _ := storage.ListAll(ctx, store, "latest/")
 	if len(objs) != 2 {
 		t.Fatalf("objects after the cut: %v", objs)
+	}
+}
+
+// TestEveryWriterKeepsGoodBackupWhenStoreDies: the database backup and the directory snapshot
+// share the staged upload: a second run the same day whose store dies after staging (a TCP proxy
+// in front of the S3 server, killed) fails and leaves the first run's backups and manifests as
+// they were.
+func TestEveryWriterKeepsGoodBackupWhenStoreDies(t *testing.T) {
+	cfg := storagetest.NewFakeS3(t).Config
+	direct := storagetest.NewS3(t, cfg)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "homes")
+	os.MkdirAll(filepath.Join(base, "inst-1"), 0o750)
+	os.WriteFile(filepath.Join(base, "inst-1", "notes.md"), []byte("hello"), 0o640)
+	var authPath string
+	writers := map[string]struct {
+		job    func(storage.Store) Job
+		key    string
+		change func() // the source moves on between the runs
+	}{
+		"sqlite_backup": {func(s storage.Store) Job {
+			j, paths := platformJob(t, filepath.Join(dir, "dbs"), s, func(c *SQLiteBackupConfig) { c.Databases = c.Databases[:1] })
+			authPath = paths["auth"]
+			return j
+		}, "platform/20261125/auth-20261125.db", func() {
+			db, err := demo.Open(authPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(`DELETE FROM session`); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		"dir_snapshot": {func(s storage.Store) Job {
+			return NewDirSnapshot("wopr-home", DirSnapshotConfig{BaseDir: base, Node: "n1", Now: func() time.Time { return day1 }}, s)
+		}, "nightly/n1/inst-1/inst-1_20261125.tar.gz", func() {
+			os.WriteFile(filepath.Join(base, "inst-1", "more.md"), []byte("changed"), 0o640)
+		}},
+	}
+	for name, w := range writers {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			if _, err := w.job(direct).Run(ctx); err != nil {
+				t.Fatalf("first run: %v", err)
+			}
+			good, err := artifact.ReadManifest(ctx, direct, w.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.change()
+			proxy := storagetest.NewProxy(t, cfg.Endpoint)
+			dying := storagetest.NewS3(t, proxy.Via(cfg))
+			hctx := artifact.WithHooks(ctx, artifact.Hooks{Staged: func(string) { proxy.Kill() }})
+			if _, err := w.job(dying).Run(hctx); err == nil {
+				t.Fatal("a run whose store died succeeded")
+			}
+			m, err := artifact.ReadManifest(ctx, direct, w.key)
+			if err != nil || m.SHA256 != good.SHA256 || !m.CreatedAt.Equal(good.CreatedAt) {
+				t.Fatalf("manifest after the failed run: %+v %v, want the first run's", m, err)
+			}
+			artifacttest.Check(t, direct, "")
+		})
 	}
 }
