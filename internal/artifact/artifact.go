@@ -315,8 +315,11 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 	staging := storage.StagingKey(m.Key, id)
 	stagedManifest := storage.StagingKey(ManifestKey(m.Key), id)
 	cleanup := func() {
-		store.Delete(context.WithoutCancel(ctx), staging)
-		store.Delete(context.WithoutCancel(ctx), stagedManifest)
+		// Best effort (the store may be what failed): prune removes what is left.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		store.Delete(cctx, staging)
+		store.Delete(cctx, stagedManifest)
 	}
 	up, err := upload(ctx, store, staging, src, o, map[string]string{storage.UploadMetaKey: id})
 	if err != nil {
