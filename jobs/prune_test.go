@@ -410,3 +410,24 @@ func TestPruneRecoversUploadCrashedBeforeManifest(t *testing.T) {
 		t.Fatalf("left after recovery: %v", all)
 	}
 }
+
+// TestPruneForeignGaugeAtZeroFromStart: a scheduled prune job's opsd_prune_foreign_objects
+// series exists at 0 before its first run.
+func TestPruneForeignGaugeAtZeroFromStart(t *testing.T) {
+	r := newRig(t)
+	s, err := NewScheduler(r.runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, _ := local.New(t.TempDir())
+	spec := Spec{Job: NewPrune("nightly-prune", PruneConfig{Rules: referenceRules()}, store), Schedule: mustSchedule(t, "@daily"), Timeout: time.Minute, Enabled: true, Fingerprint: "a"}
+	if err := s.Apply([]Spec{spec}); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(r.metrics.PruneForeign, "opsd_prune_foreign_objects"); n != 1 {
+		t.Fatalf("opsd_prune_foreign_objects has %d series before the first run, want 1 (at 0)", n)
+	}
+	if v := testutil.ToFloat64(r.metrics.PruneForeign.WithLabelValues("nightly-prune")); v != 0 {
+		t.Fatalf("opsd_prune_foreign_objects = %v before the first run", v)
+	}
+}
