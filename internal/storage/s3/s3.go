@@ -48,6 +48,9 @@ type Config struct {
 	// Parallel is how many parts of one upload are in flight (default 2): filling a part overlaps
 	// the upload of the others. Memory per upload is about Parallel x PartSize.
 	Parallel int
+	// MultipartCopyAbove: Copy uses a multipart copy (UploadPartCopy, parts of PartSize) for
+	// objects larger than this (default 5 GiB, S3's limit for a single copy; tests lower it).
+	MultipartCopyAbove int64
 }
 
 // Store is an S3 bucket.
@@ -58,6 +61,7 @@ type Store struct {
 	endpoint string
 	partSize uint64
 	threads  uint
+	copyMax  int64
 }
 
 // New connects to the endpoint and checks the bucket exists (creating it when asked).
@@ -101,7 +105,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Parallel < 1 {
 		cfg.Parallel = 2
 	}
-	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel)}
+	if cfg.MultipartCopyAbove <= 0 {
+		cfg.MultipartCopyAbove = 5 << 30
+	}
+	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel), copyMax: cfg.MultipartCopyAbove}
 	ok, err := client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: check bucket %s: %w", cfg.Endpoint, cfg.Bucket, err)
@@ -279,10 +286,13 @@ func (s *Store) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, 
 	}
 	dstOpts := minio.CopyDestOptions{Bucket: s.bucket, Object: dst}
 	srcOpts := minio.CopySrcOptions{Bucket: s.bucket, Object: src}
-	if from.Size <= 5<<30 {
+	if from.Size <= s.copyMax {
 		_, err = s.client.CopyObject(ctx, dstOpts, srcOpts)
 	} else {
-		_, err = s.client.ComposeObject(ctx, dstOpts, srcOpts) // multipart copy
+		// Multipart copy; S3 allows 10,000 parts of at least 5 MiB.
+		part := max(s.partSize, uint64(from.Size/9000)+1, 5<<20)
+		dstOpts.PartSize = part
+		_, err = s.client.ComposeObject(ctx, dstOpts, srcOpts)
 	}
 	if err != nil {
 		if notFound(err) {
