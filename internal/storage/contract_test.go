@@ -103,7 +103,7 @@ func TestMinioGoEndsStreamOnUnexpectedEOF(t *testing.T) {
 	if err != nil {
 		t.Fatalf("minio-go failed the upload (%v): it no longer takes io.ErrUnexpectedEOF for the end", err)
 	}
-	if info.Size != 15<<20 {
+	if info.Size != 12<<20 {
 		t.Fatalf("stored %d bytes", info.Size)
 	}
 	// The same stream through the store fails.
