@@ -16,10 +16,14 @@ type Set struct {
 	Objects map[string]storage.ObjectInfo
 }
 
-// ListSets groups the objects under prefix by their date folder, newest first.
+// ListSets groups the objects under prefix by their date folder, newest first. Staging objects
+// (uploads not yet published) belong to no set.
 func ListSets(ctx context.Context, store storage.Store, prefix string) ([]Set, error) {
 	byDate := map[string]map[string]storage.ObjectInfo{}
 	err := store.List(ctx, prefix, func(o storage.ObjectInfo) error {
+		if storage.IsStaging(o.Key) {
+			return nil // an upload in progress (or debris): not part of any set
+		}
 		date, _, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
 		if _, err := time.Parse("20060102", date); !ok || len(date) != 8 || err != nil {
 			return nil
