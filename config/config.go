@@ -379,6 +379,9 @@ type PruneRule struct {
 	KeepMonthly int      `yaml:"keep_monthly"`
 	KeepWithin  Duration `yaml:"keep_within"`
 	MinKeep     *int     `yaml:"min_keep"`
+	// DeleteForeign: also delete objects under the prefix that opsd did not write (no upload
+	// marker, no manifest) once older than grace. Off by default: they are kept and listed.
+	DeleteForeign bool `yaml:"delete_foreign"`
 }
 
 // DefaultPruneRules are the REFERENCE.md retention rules.

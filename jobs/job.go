@@ -85,8 +85,10 @@ type Retire struct {
 // PruneStats count what a prune run did (or, in a dry run, would do).
 type PruneStats struct {
 	Deleted, Kept, Refused int
-	BytesFreed             int64
-	DryRun                 bool
+	// Foreign counts objects opsd did not write that the run found and kept.
+	Foreign    int
+	BytesFreed int64
+	DryRun     bool
 }
 
 // DrillStats are a drill's timings against its objective.

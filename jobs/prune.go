@@ -26,6 +26,9 @@ type PruneRule struct {
 	// weekly, retention days) or "on_demand" (at most the tier's on-demand maximum).
 	TierPolicy string
 	Policy     Policy
+	// DeleteForeign opts this prefix in to deleting foreign objects (neither an opsd upload nor
+	// an artifact with a manifest) older than the grace time. Off, they are only listed.
+	DeleteForeign bool
 }
 
 // Tier is a retention tier.
@@ -38,8 +41,9 @@ type PruneConfig struct {
 	Rules       []PruneRule
 	Tiers       map[string]Tier
 	DefaultTier string
-	// Grace: artifacts without a manifest younger than this are left alone (an upload may be in
-	// progress); older ones are removed as debris.
+	// Grace: opsd's unfinished uploads (staging objects) younger than this are left alone (an
+	// upload may be in progress); older ones are removed as debris. Objects opsd did not write
+	// are foreign: kept and listed, unless their rule sets DeleteForeign.
 	Grace time.Duration
 	// AbortUploadsAfter: unfinished multipart uploads older than this are aborted.
 	AbortUploadsAfter time.Duration
@@ -107,8 +111,9 @@ type PrunePlan struct {
 	Refused    int        `json:"refused"`
 	BytesFreed int64      `json:"bytesFreed"`
 	Aborted    int        `json:"abortedUploads"`
-	Errors     []string   `json:"errors"`
-	byKey      map[string]int
+	// Foreign counts objects found that opsd did not write and kept.
+	Foreign int      `json:"foreign"`
+	Errors  []string `json:"errors"`
 }
 
 // RulePlan is the plan for one prefix.
@@ -116,7 +121,31 @@ type RulePlan struct {
 	Prefix  string       `json:"prefix"`
 	Skipped string       `json:"skipped,omitempty"`
 	Targets []TargetPlan `json:"targets"`
-	Debris  []string     `json:"debris"`
+	// Debris are opsd's own unfinished uploads (staging objects, objects carrying opsd's upload
+	// marker without a manifest, manifests whose artifact is gone) older than the grace time.
+	Debris []string `json:"debris"`
+	// Foreign objects (no opsd upload marker, no manifest) are kept...
+	Foreign []string `json:"foreign"`
+	// ...unless the rule opts in to deleting them (delete_foreign): then they are here.
+	ForeignDelete []string `json:"foreignDelete"`
+	// Recovered are uploads published without their manifest, finished from their staged one.
+	Recovered []string `json:"recovered,omitempty"`
+	sizes     map[string]int64
+}
+
+// planned counts the objects and bytes the rule's plan deletes.
+func (rp *RulePlan) planned() (n int, bytes int64) {
+	for _, t := range rp.Targets {
+		for _, d := range t.Delete {
+			n += len(d.Keys)
+			bytes += d.Size
+		}
+	}
+	for _, k := range append(append([]string{}, rp.Debris...), rp.ForeignDelete...) {
+		n++
+		bytes += rp.sizes[k]
+	}
+	return n, bytes
 }
 
 // TargetPlan is the plan for one target.
@@ -148,7 +177,7 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 	var tm Timer
 	for _, rule := range p.cfg.Rules {
 		tm.Start("plan " + rule.Prefix)
-		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}}
+		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}, Foreign: []string{}, ForeignDelete: []string{}, sizes: map[string]int64{}}
 		lctx, cancel := context.WithTimeout(ctx, p.cfg.LockWait)
 		release, err := p.cfg.Locks.Acquire(lctx, rule.Prefix, true, "prune "+p.name)
 		cancel()
@@ -160,7 +189,18 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			plan.Rules = append(plan.Rules, rp)
 			continue
 		}
-		err = p.planRule(ctx, rule, &rp)
+		// Uploads that died between publishing and writing their manifest are finished first.
+		var rec []artifact.Recovered
+		rec, err = artifact.Recover(ctx, p.store, rule.Prefix, p.cfg.Now().Add(-p.cfg.Grace), p.cfg.DryRun)
+		for _, r := range rec {
+			rp.Recovered = append(rp.Recovered, r.Key)
+			for _, k := range r.Staging {
+				rp.sizes[k] = -1 // removed by the recovery, not by prune
+			}
+		}
+		if err == nil {
+			err = p.planRule(ctx, rule, &rp)
+		}
 		if err == nil && !p.cfg.DryRun {
 			tm.Start("delete " + rule.Prefix)
 			err = p.execute(ctx, &rp, plan)
@@ -179,23 +219,24 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			if t.Refused != "" {
 				plan.Refused++
 			}
-			if p.cfg.DryRun {
-				for _, d := range t.Delete {
-					plan.Deleted += len(d.Keys)
-					plan.BytesFreed += d.Size
-				}
-			}
+		}
+		plan.Foreign += len(rp.Foreign)
+		if p.cfg.DryRun {
+			// Exactly what the real run deletes: backups, debris and opted-in foreign objects.
+			n, b := rp.planned()
+			plan.Deleted += n
+			plan.BytesFreed += b
 		}
 		plan.Rules = append(plan.Rules, rp)
 	}
 	res := Result{Phases: tm.Phases(), Report: plan.Text()}
 	res.ReportJSON, _ = json.MarshalIndent(plan, "", "  ")
-	res.Prune = &PruneStats{Deleted: plan.Deleted, Kept: plan.Kept, Refused: plan.Refused, BytesFreed: plan.BytesFreed, DryRun: plan.DryRun}
+	res.Prune = &PruneStats{Deleted: plan.Deleted, Kept: plan.Kept, Refused: plan.Refused, BytesFreed: plan.BytesFreed, DryRun: plan.DryRun, Foreign: plan.Foreign}
 	verb := "deleted"
 	if plan.DryRun {
 		verb = "would delete"
 	}
-	res.Summary = fmt.Sprintf("%s %d objects (%d bytes), kept %d backups, refused %d targets", verb, plan.Deleted, plan.BytesFreed, plan.Kept, plan.Refused)
+	res.Summary = fmt.Sprintf("%s %d objects (%d bytes), kept %d backups and %d foreign objects, refused %d targets", verb, plan.Deleted, plan.BytesFreed, plan.Kept, plan.Foreign, plan.Refused)
 	var errs []error
 	for _, e := range plan.Errors {
 		errs = append(errs, errors.New(e))
@@ -238,15 +279,31 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 	sort.Strings(keys)
 	for _, k := range keys {
 		o := objs[k]
+		old := now.Sub(o.ModTime) > p.cfg.Grace
+		if rp.sizes[k] == -1 {
+			continue // a recovery's staging object (a dry run still sees it)
+		}
 		if artifact.IsManifest(k) {
-			if _, ok := objs[strings.TrimSuffix(k, artifact.ManifestSuffix)]; !ok && now.Sub(o.ModTime) > p.cfg.Grace {
+			if _, ok := objs[strings.TrimSuffix(k, artifact.ManifestSuffix)]; !ok && old {
 				rp.Debris = append(rp.Debris, k) // a manifest whose artifact is gone
+				rp.sizes[k] = o.Size
 			}
 			continue
 		}
 		if _, ok := objs[artifact.ManifestKey(k)]; !ok {
-			if now.Sub(o.ModTime) > p.cfg.Grace {
-				rp.Debris = append(rp.Debris, k) // never finished: not a backup
+			switch own, err := p.opsdUpload(ctx, k); {
+			case err != nil:
+				return err
+			case own && old:
+				rp.Debris = append(rp.Debris, k) // opsd started it and never finished: not a backup
+				rp.sizes[k] = o.Size
+			case own:
+				// An upload may still be running: left alone until the grace time passed.
+			case rule.DeleteForeign && old:
+				rp.ForeignDelete = append(rp.ForeignDelete, k)
+				rp.sizes[k] = o.Size
+			default:
+				rp.Foreign = append(rp.Foreign, k)
 			}
 			continue
 		}
@@ -325,6 +382,22 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 	return nil
 }
 
+// opsdUpload reports whether an object without a manifest is one opsd started uploading: a
+// staging key, or (on stores that keep metadata) an object carrying opsd's upload marker.
+func (p *Prune) opsdUpload(ctx context.Context, key string) (bool, error) {
+	if storage.IsStaging(key) {
+		return true, nil
+	}
+	st, err := p.store.Stat(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil // removed since the listing
+	}
+	if err != nil {
+		return false, fmt.Errorf("prune: %w", err)
+	}
+	return st.Metadata[storage.UploadMetaKey] != "", nil
+}
+
 func tierPolicyFor(kind string, t Tier, minKeep int) Policy {
 	if kind == "on_demand" {
 		if t.OnDemandMax == 0 {
@@ -341,6 +414,9 @@ func (p *Prune) execute(ctx context.Context, rp *RulePlan, plan *PrunePlan) erro
 	tick := time.NewTicker(time.Second / time.Duration(p.cfg.DeletesPerSecond))
 	defer tick.Stop()
 	del := func(key string, size int64) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -367,8 +443,8 @@ func (p *Prune) execute(ctx context.Context, rp *RulePlan, plan *PrunePlan) erro
 			}
 		}
 	}
-	for _, k := range rp.Debris {
-		if err := del(k, 0); err != nil {
+	for _, k := range append(append([]string{}, rp.Debris...), rp.ForeignDelete...) {
+		if err := del(k, rp.sizes[k]); err != nil {
 			return err
 		}
 	}
@@ -406,10 +482,19 @@ func (plan *PrunePlan) Text() string {
 				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes)\n", verb, d.ID, len(d.Keys), d.Size)
 			}
 		}
+		for _, k := range r.Recovered {
+			fmt.Fprintf(&b, "  recover         %s  (published, manifest missing: written from the staged one)\n", k)
+		}
 		for _, k := range r.Debris {
-			fmt.Fprintf(&b, "  %-14s  %s  (no manifest: an upload that never finished)\n", verb+" debris", k)
+			fmt.Fprintf(&b, "  %-14s  %s  (opsd's upload that never finished)\n", verb+" debris", k)
+		}
+		for _, k := range r.ForeignDelete {
+			fmt.Fprintf(&b, "  %-14s  %s  (not written by opsd; delete_foreign is set for %s)\n", verb+" foreign", k, r.Prefix)
+		}
+		for _, k := range r.Foreign {
+			fmt.Fprintf(&b, "  keep foreign    %s  (not written by opsd: kept; `opsd adopt` verifies it and brings it under retention)\n", k)
 		}
 	}
-	fmt.Fprintf(&b, "Result: %s %d objects (%d bytes), kept %d backups, refused %d targets\n", map[bool]string{true: "would delete", false: "deleted"}[plan.DryRun], plan.Deleted, plan.BytesFreed, plan.Kept, plan.Refused)
+	fmt.Fprintf(&b, "Result: %s %d objects (%d bytes), kept %d backups and %d foreign objects, refused %d targets\n", map[bool]string{true: "would delete", false: "deleted"}[plan.DryRun], plan.Deleted, plan.BytesFreed, plan.Kept, plan.Foreign, plan.Refused)
 	return b.String()
 }

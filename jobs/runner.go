@@ -360,6 +360,7 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 		m.PruneBytesFreed.WithLabelValues(j.Name()).Add(float64(p.BytesFreed))
 		m.PruneKept.WithLabelValues(j.Name()).Set(float64(p.Kept))
 		m.PruneRefused.WithLabelValues(j.Name()).Set(float64(p.Refused))
+		m.PruneForeign.WithLabelValues(j.Name()).Set(float64(p.Foreign))
 	}
 	if len(res.ReportJSON) > 0 {
 		err := r.State.SaveReport(ctx, state.Report{RunID: runID, Job: j.Name(), Kind: j.Kind(), CreatedAt: at, Passed: outcome == state.OutcomeSuccess, Body: string(res.ReportJSON)})

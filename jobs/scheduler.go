@@ -132,6 +132,9 @@ func (s *Scheduler) Apply(specs []Spec) error {
 				s.runner.Metrics.JobSkipped.WithLabelValues(name, sp.Job.Kind(), r)
 			}
 		}
+		if sp.Job.Kind() == "prune" {
+			s.runner.Metrics.PruneForeign.WithLabelValues(name) // 0 until a run counts them
+		}
 	}
 	if s.started {
 		sort.Strings(added)

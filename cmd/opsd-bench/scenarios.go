@@ -517,6 +517,19 @@ func (m *memStore) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+func (m *memStore) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, error) {
+	m.mu.Lock()
+	b, ok := m.objs[src]
+	if ok {
+		m.put(dst, b)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return storage.ObjectInfo{}, storage.ErrNotFound
+	}
+	return storage.ObjectInfo{Key: dst, Size: int64(len(b))}, nil
+}
+
 func (m *memStore) AbortIncompleteUploads(context.Context, string, time.Duration) (int, error) {
 	return 0, nil
 }

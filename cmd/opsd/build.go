@@ -167,7 +167,7 @@ func pruneJob(jc config.Job, d deps) *jobs.Prune {
 		if r.MinKeep != nil {
 			minKeep = *r.MinKeep
 		}
-		rules[i] = jobs.PruneRule{Prefix: r.Prefix, Sets: r.Sets, Depth: r.Depth, TierPolicy: r.TierPolicy, Policy: jobs.Policy{
+		rules[i] = jobs.PruneRule{Prefix: r.Prefix, Sets: r.Sets, Depth: r.Depth, TierPolicy: r.TierPolicy, DeleteForeign: r.DeleteForeign, Policy: jobs.Policy{
 			KeepLast: r.KeepLast, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepWithin: r.KeepWithin.D(), MinKeep: minKeep}}
 	}
 	dps := 1000

@@ -33,6 +33,7 @@ Usage:
   opsd restore container -c FILE NAME [--key K | --date D | --latest]
   opsd restore snapshot -c FILE INSTANCE [--key K]
   opsd backups list -c FILE [--prefix P] [--target T] [-o json]
+  opsd adopt -c FILE [--prefix P] [--dry-run]  verify backups opsd did not write; manifest those that pass
   opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
   opsd version                     print the version
 
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRestore(rest, stdout, stderr)
 	case "backups":
 		return cmdBackups(rest, stdout, stderr)
+	case "adopt":
+		return cmdAdopt(rest, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(rest, stdout, stderr)
 	case "version", "--version":

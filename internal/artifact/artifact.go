@@ -77,6 +77,9 @@ type Manifest struct {
 	// Spec is a container export's create spec (docker.Spec as JSON), sealed like the archive:
 	// encrypted to the same age recipients when the archive is, and checksummed.
 	Spec *Sealed `json:"spec,omitempty"`
+	// Adopted marks a backup opsd did not write: `opsd adopt` verified it and wrote this
+	// manifest, so drills, restores, verification and retention use it.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // SQLiteInfo describes a database backup.
@@ -150,8 +153,13 @@ func (c *counter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 
 // Upload streams src through compression and encryption into the store at key, hashing the raw
 // and the stored bytes on the way. Memory stays bounded whatever the size. On any error nothing
-// is left at key (the store aborts the upload).
+// is left at key (the store aborts the upload). It writes key directly: artifacts go through
+// Store, which stages, checks and publishes.
 func Upload(ctx context.Context, store storage.Store, key string, src io.Reader, o Options) (Uploaded, error) {
+	return upload(ctx, store, key, src, o, nil)
+}
+
+func upload(ctx context.Context, store storage.Store, key string, src io.Reader, o Options, meta map[string]string) (Uploaded, error) {
 	raw := newCounter()
 	stored := newCounter()
 	pr, pw := io.Pipe()
@@ -161,12 +169,13 @@ func Upload(ctx context.Context, store storage.Store, key string, src io.Reader,
 		pw.CloseWithError(err)
 		encodeErr <- err
 	}()
-	info, err := store.Put(ctx, key, pr, storage.PutOptions{Size: -1})
+	info, err := store.Put(ctx, key, pr, storage.PutOptions{Size: -1, Metadata: meta})
 	pr.CloseWithError(errUploadEnded) // unblocks the encoder when Put returned early
 	eerr := <-encodeErr
 	switch {
 	case eerr != nil && !errors.Is(eerr, errUploadEnded):
-		// The source or the encoder failed: that is the cause, whatever Put said.
+		// The source or the encoder failed: that is the cause, whatever Put said. (Put fails
+		// on every read error, so it cannot have stored anything; the delete is a safety net.)
 		if err == nil {
 			store.Delete(context.WithoutCancel(ctx), key)
 		}
@@ -233,12 +242,16 @@ func encode(w io.Writer, src io.Reader, o Options) error {
 
 // WriteManifest stores the manifest beside its artifact.
 func WriteManifest(ctx context.Context, store storage.Store, m Manifest) error {
+	return writeManifestAt(ctx, store, ManifestKey(m.Key), m)
+}
+
+func writeManifestAt(ctx context.Context, store storage.Store, at string, m Manifest) error {
 	m.Version = 1
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write manifest of %s: %w", m.Key, err)
 	}
-	if _, err := store.Put(ctx, ManifestKey(m.Key), bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), ContentType: "application/json"}); err != nil {
+	if _, err := store.Put(ctx, at, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), ContentType: "application/json"}); err != nil {
 		return fmt.Errorf("write manifest of %s: %w", m.Key, err)
 	}
 	return nil
@@ -246,7 +259,11 @@ func WriteManifest(ctx context.Context, store storage.Store, m Manifest) error {
 
 // ReadManifest reads an artifact's manifest; storage.ErrNotFound when it has none.
 func ReadManifest(ctx context.Context, store storage.Store, key string) (Manifest, error) {
-	rc, _, err := store.Get(ctx, ManifestKey(key))
+	return readManifestAt(ctx, store, ManifestKey(key), key)
+}
+
+func readManifestAt(ctx context.Context, store storage.Store, at, key string) (Manifest, error) {
+	rc, _, err := store.Get(ctx, at)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("read manifest of %s: %w", key, err)
 	}
@@ -261,12 +278,60 @@ func ReadManifest(ctx context.Context, store storage.Store, key string) (Manifes
 	return m, nil
 }
 
-// Store uploads an artifact and then its manifest (filled with size and checksums). When the
-// manifest cannot be written the artifact is deleted again: it must never look like a backup.
+// Hooks let tests stop Store between its steps (nil in production).
+type Hooks struct {
+	// Staged runs after the artifact is stored and checked under its staging key, before it is
+	// published at its key.
+	Staged func(staging string)
+	// Published runs after the artifact is published at its key, before its manifest is written.
+	Published func(key string)
+}
+
+type hooksKey struct{}
+
+// WithHooks returns a context that makes Store call h.
+func WithHooks(ctx context.Context, h Hooks) context.Context {
+	return context.WithValue(ctx, hooksKey{}, h)
+}
+
+// Store uploads an artifact and its manifest without ever putting a good backup at risk:
+//
+//  1. the stream goes to a unique staging key beside the artifact's ("<key>.opsd-staging-<id>",
+//     with the upload marker storage.UploadMetaKey=<id> set when the upload starts); any read
+//     error of the source fails the upload;
+//  2. the staged object's size (and, where the store keeps metadata, its marker) is checked
+//     against what was read; the store has already checked its content (ETag or re-read);
+//  3. the manifest is written beside it under a staging key too (the material to finish the
+//     job if opsd dies between the next two steps: see Recover);
+//  4. it is published at the key by a server-side copy (local store: a link and rename), which
+//     replaces the previous object at once or not at all, and checked again;
+//  5. the manifest (size and SHA-256 of the stored bytes) is written at the manifest key;
+//  6. the staging objects are deleted.
+//
+// A failure in steps 1-4 leaves the previous object and manifest at the key untouched (and
+// removes the staging objects when the store answers). A failure between 4 and 5 leaves the new,
+// verified object under the old manifest, which readers reject on its checksum until Recover
+// (run by prune) writes the staged manifest. Prune removes staging objects a crash left behind.
 func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m Manifest) (Manifest, error) {
-	up, err := Upload(ctx, store, m.Key, src, o)
+	hooks, _ := ctx.Value(hooksKey{}).(Hooks)
+	id := storage.NewUploadID()
+	staging := storage.StagingKey(m.Key, id)
+	stagedManifest := storage.StagingKey(ManifestKey(m.Key), id)
+	cleanup := func() {
+		// Best effort (the store may be what failed): prune removes what is left.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		store.Delete(cctx, staging)
+		store.Delete(cctx, stagedManifest)
+	}
+	up, err := upload(ctx, store, staging, src, o, map[string]string{storage.UploadMetaKey: id})
 	if err != nil {
-		return Manifest{}, err
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: %w", m.Key, err)
+	}
+	if err := checkStored(ctx, store, staging, id, up.Size); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: staged object: %w", m.Key, err)
 	}
 	m.Size, m.SHA256, m.RawSize, m.RawSHA256 = up.Size, up.SHA256, up.RawSize, up.RawSHA256
 	m.Compression = o.Compression
@@ -277,11 +342,146 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = time.Now().UTC()
 	}
-	if err := WriteManifest(ctx, store, m); err != nil {
-		store.Delete(context.WithoutCancel(ctx), m.Key)
-		return Manifest{}, err
+	if err := writeManifestAt(ctx, store, stagedManifest, m); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: stage manifest: %w", m.Key, err)
 	}
+	if hooks.Staged != nil {
+		hooks.Staged(staging)
+	}
+	if err := ctx.Err(); err != nil {
+		cleanup()
+		return Manifest{}, fmt.Errorf("store %s: %w", m.Key, err)
+	}
+	// Once publishing starts it is finished, also when the run is cancelled meanwhile: a copy
+	// cancelled mid-request may still complete on the server.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	if _, err := store.Copy(pctx, staging, m.Key); err != nil {
+		// The request may have failed after the server completed the copy: look.
+		if done, herr := holds(pctx, store, m.Key, id, m); herr != nil || !done {
+			cleanup()
+			return Manifest{}, fmt.Errorf("store %s: publish: %w", m.Key, err)
+		}
+	}
+	if err := checkStored(pctx, store, m.Key, id, up.Size); err != nil {
+		// Another writer replaced the object meanwhile: keep the staged copy for the operator.
+		return Manifest{}, fmt.Errorf("store %s: published object (staged copy kept at %s): %w", m.Key, staging, err)
+	}
+	if hooks.Published != nil {
+		hooks.Published(m.Key)
+	}
+	var merr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if merr = WriteManifest(context.WithoutCancel(ctx), store, m); merr == nil {
+			break
+		}
+	}
+	if merr != nil {
+		return Manifest{}, fmt.Errorf("store %s: published, but the manifest could not be written (prune's recovery writes it from %s): %w", m.Key, stagedManifest, merr)
+	}
+	cleanup()
 	return m, nil
+}
+
+// Recover finishes uploads that were published but died before their manifest was written:
+// for every staged manifest under prefix written before cutoff whose artifact key holds the
+// object it describes (same upload marker and size where the store keeps metadata, else same
+// size and SHA-256), it writes the manifest and removes the staging objects. Staged uploads that
+// were never published are left for prune to delete as debris. It returns what it finished (with
+// dryRun, what it would finish: nothing is written or deleted).
+func Recover(ctx context.Context, store storage.Store, prefix string, cutoff time.Time, dryRun bool) ([]Recovered, error) {
+	objs, err := storage.ListAll(ctx, store, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("recover %s: %w", prefix, err)
+	}
+	var repaired []Recovered
+	for _, o := range objs {
+		i := strings.LastIndex(o.Key, ManifestSuffix+storage.StagingMarker)
+		if i < 0 || !storage.IsStaging(o.Key) || o.ModTime.After(cutoff) {
+			continue
+		}
+		key, id := o.Key[:i], o.Key[i+len(ManifestSuffix)+len(storage.StagingMarker):]
+		staged, err := readManifestAt(ctx, store, o.Key, key)
+		if err != nil {
+			continue // unreadable: debris
+		}
+		ok, err := holds(ctx, store, key, id, staged)
+		if err != nil {
+			return repaired, fmt.Errorf("recover %s: %w", key, err)
+		}
+		if !ok {
+			continue
+		}
+		r := Recovered{Key: key, Staging: []string{storage.StagingKey(key, id), o.Key}}
+		cur, err := ReadManifest(ctx, store, key)
+		r.Wrote = err != nil || cur.SHA256 != staged.SHA256 || cur.Size != staged.Size
+		repaired = append(repaired, r)
+		if dryRun {
+			continue
+		}
+		if r.Wrote {
+			if err := WriteManifest(ctx, store, staged); err != nil {
+				return repaired, fmt.Errorf("recover %s: %w", key, err)
+			}
+		}
+		for _, k := range r.Staging {
+			store.Delete(ctx, k)
+		}
+	}
+	return repaired, nil
+}
+
+// Recovered is an upload Recover finished.
+type Recovered struct {
+	Key string
+	// Wrote is set when the manifest at the key had to be written (it was missing or stale).
+	Wrote bool
+	// Staging are the staging objects the recovery removes.
+	Staging []string
+}
+
+// holds reports whether key holds the object a staged manifest describes.
+func holds(ctx context.Context, store storage.Store, key, id string, m Manifest) (bool, error) {
+	st, err := store.Stat(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if st.Size != m.Size {
+		return false, nil
+	}
+	if st.Metadata != nil {
+		return st.Metadata[storage.UploadMetaKey] == id, nil
+	}
+	rc, _, err := store.Get(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return false, err
+	}
+	return hex.EncodeToString(h.Sum(nil)) == m.SHA256, nil
+}
+
+// checkStored checks the object at key has the size that was sent and, where the store keeps
+// metadata, the upload's marker.
+func checkStored(ctx context.Context, store storage.Store, key, id string, size int64) error {
+	st, err := store.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	if st.Size != size {
+		return fmt.Errorf("%s holds %d bytes, %d were sent", key, st.Size, size)
+	}
+	if st.Metadata != nil && st.Metadata[storage.UploadMetaKey] != id {
+		return fmt.Errorf("%s carries upload marker %q, not this upload's %q", key, st.Metadata[storage.UploadMetaKey], id)
+	}
+	return nil
 }
 
 // ErrChecksum is returned when downloaded bytes do not match the manifest.

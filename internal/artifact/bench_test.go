@@ -25,6 +25,9 @@ func (discard) Stat(context.Context, string) (storage.ObjectInfo, error) {
 }
 func (discard) List(context.Context, string, func(storage.ObjectInfo) error) error { return nil }
 func (discard) Delete(context.Context, string) error                               { return nil }
+func (discard) Copy(context.Context, string, string) (storage.ObjectInfo, error) {
+	return storage.ObjectInfo{}, nil
+}
 func (discard) AbortIncompleteUploads(context.Context, string, time.Duration) (int, error) {
 	return 0, nil
 }

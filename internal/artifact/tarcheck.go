@@ -8,8 +8,9 @@ import (
 )
 
 // TarVerifier passes a tar stream through unchanged while parsing it; at EOF it fails when the
-// stream was not a complete tar archive (truncated, corrupt, or without its end marker), so a
-// cut-off `docker export` never becomes a backup.
+// stream was not a complete tar archive (truncated, corrupt, or without its end-of-archive marker
+// of two zero blocks), so a cut-off `docker export` never becomes a backup, not even one cut
+// exactly between two files.
 type TarVerifier struct {
 	r    io.Reader
 	pw   *io.PipeWriter
@@ -23,9 +24,16 @@ func NewTarVerifier(r io.Reader) *TarVerifier {
 	pr, pw := io.Pipe()
 	v := &TarVerifier{r: r, pw: pw, done: make(chan error, 1)}
 	go func() {
-		tr := tar.NewReader(pr)
+		er := &eofReader{r: pr}
+		tr := tar.NewReader(er)
 		for {
 			_, err := tr.Next()
+			if err == io.EOF && er.eof {
+				// archive/tar also reports io.EOF when the stream stops at a header boundary
+				// or after one zero block: only two zero blocks followed by more of the stream
+				// (or its end, read later) are the end marker.
+				err = errNoEndMarker
+			}
 			if err == io.EOF {
 				io.Copy(io.Discard, pr) // padding after the end marker
 				v.done <- nil
@@ -62,4 +70,30 @@ func (v *TarVerifier) Read(p []byte) (int, error) {
 		v.pw.CloseWithError(err)
 	}
 	return n, err
+}
+
+var errNoEndMarker = errors.New("no end-of-archive marker (two zero blocks)")
+
+// eofReader records whether its reader reached the end.
+type eofReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.eof = true
+	}
+	return n, err
+}
+
+// VerifyTar reads a whole tar stream and fails unless it is a complete archive with its end
+// marker; it returns the number of entries.
+func VerifyTar(r io.Reader) (int, error) {
+	v := NewTarVerifier(r)
+	if _, err := io.Copy(io.Discard, v); err != nil {
+		return 0, err
+	}
+	return v.Entries, nil
 }

@@ -219,7 +219,7 @@ func (l *Layout) Artifacts(ctx context.Context, store storage.Store, want Fields
 	}
 	var out []Artifact
 	for key, o := range objs {
-		if artifact.IsManifest(key) {
+		if artifact.IsManifest(key) || storage.IsStaging(key) {
 			continue
 		}
 		if _, ok := objs[artifact.ManifestKey(key)]; !ok {

@@ -25,6 +25,9 @@ func (l *Layout) Sets(ctx context.Context, store storage.Store) ([]Set, error) {
 	}
 	byDate := map[string]map[string]storage.ObjectInfo{}
 	for key, o := range objs {
+		if storage.IsStaging(key) {
+			continue // an upload in progress (or debris): not part of any set
+		}
 		a, ok := l.match(strings.TrimSuffix(key, artifact.ManifestSuffix), Fields{}, []Kind{SQLite})
 		if !ok || !IsDate(a.Date) {
 			continue

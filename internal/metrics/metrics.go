@@ -59,6 +59,9 @@ type Metrics struct {
 	PruneBytesFreed *prometheus.CounterVec
 	PruneKept       *prometheus.GaugeVec
 	PruneRefused    *prometheus.GaugeVec
+	// PruneForeign counts objects without an opsd upload marker or manifest that the last prune
+	// run found and kept (label job_name).
+	PruneForeign *prometheus.GaugeVec
 
 	// Backups tracks per-target freshness; staleness is computed at scrape time.
 	Backups *BackupTracker
@@ -117,13 +120,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		PruneBytesFreed:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_prune_bytes_freed_total", Help: "Bytes freed by pruning."}, []string{"job_name"}),
 		PruneKept:           g("opsd_prune_kept_backups", "Backups the last prune run kept.", "job_name"),
 		PruneRefused:        g("opsd_prune_refused_targets", "Targets the last prune run refused to prune (it would have deleted every backup).", "job_name"),
+		PruneForeign:        g("opsd_prune_foreign_objects", "Objects under the pruned prefixes that opsd did not write (no upload marker, no manifest), found and kept by the last prune run.", "job_name"),
 	}
 	reg.MustRegister(m.BuildInfo, m.JobRuns, m.JobDuration, m.JobLastDuration, m.JobLastSuccess, m.JobLastRun,
 		m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning, m.JobSkipped, m.JobPhase, m.BytesUploaded,
 		m.BackupPhase, m.TargetSkipped, m.Throughput, reloadOK, reloadTS, m.ConfigReloads, m.StorageOps, m.Backups,
 		m.DrillRTO, m.DrillRTOTarget, m.DrillPhase, m.DrillLastResult, m.DrillLastSuccess,
 		m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified,
-		m.PruneDeleted, m.PruneBytesFreed, m.PruneKept, m.PruneRefused,
+		m.PruneDeleted, m.PruneBytesFreed, m.PruneKept, m.PruneRefused, m.PruneForeign,
 		m.AlertFiring, m.AlertValue, m.AlertThreshold, m.NotificationsSent, m.NotificationsFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
@@ -172,6 +176,7 @@ func (m *Metrics) ForgetJob(job, kind string) {
 		v.DeletePartialMatch(l)
 	}
 	m.JobDuration.DeletePartialMatch(l)
+	m.PruneForeign.DeleteLabelValues(job)
 }
 
 // TargetState is what the tracker knows about one backup target.

@@ -48,6 +48,12 @@ func (i *instrumented) Put(ctx context.Context, key string, r io.Reader, o PutOp
 	return info, err
 }
 
+func (i *instrumented) Copy(ctx context.Context, src, dst string) (ObjectInfo, error) {
+	info, err := i.s.Copy(ctx, src, dst)
+	i.count("copy", err)
+	return info, err
+}
+
 func (i *instrumented) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
 	rc, info, err := i.s.Get(ctx, key)
 	i.count("get", err)

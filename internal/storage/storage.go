@@ -5,8 +5,12 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -18,6 +22,9 @@ type ObjectInfo struct {
 	Key     string    `json:"key"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"modTime"`
+	// Metadata is the object's user metadata (S3 x-amz-meta-*, lower-case keys), filled by Stat
+	// on backends that keep it (the local backend keeps none).
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // PutOptions tune one upload.
@@ -25,12 +32,20 @@ type PutOptions struct {
 	// Size is the stream's length, or -1 when unknown (exports, compressed streams).
 	Size        int64
 	ContentType string
+	// Metadata is stored with the object where the backend supports it (S3 user metadata; keys
+	// lower-case, e.g. UploadMetaKey). It is sent when the upload starts, so an unfinished
+	// multipart upload already carries it.
+	Metadata map[string]string
 }
 
 // Store is an object store. Put writes a stream of unknown length; the object appears at the key
-// only when the whole stream was stored (a failed or cancelled upload leaves nothing there).
+// only when the whole stream was stored (a failed or cancelled upload leaves nothing there), and
+// a read error of the stream (io.ErrUnexpectedEOF included) fails the upload, never ends it.
 type Store interface {
 	Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (ObjectInfo, error)
+	// Copy replaces dst with the bytes and metadata of src (an S3 server-side copy; the local
+	// backend links), atomically: dst holds either its old object or the whole of src. src stays.
+	Copy(ctx context.Context, src, dst string) (ObjectInfo, error)
 	// Get opens an object for reading; the caller closes it.
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
@@ -54,4 +69,58 @@ func ListAll(ctx context.Context, s Store, prefix string) ([]ObjectInfo, error) 
 		return nil
 	})
 	return out, err
+}
+
+// UploadMetaKey is the object metadata key opsd sets on every artifact upload when it starts (its
+// value is the upload's id): objects carrying it were written by opsd.
+const UploadMetaKey = "opsd-upload"
+
+// StagingMarker is part of every staging key: artifacts are uploaded to
+// "<key>.opsd-staging-<id>", checked, then copied to <key>. A staging object that is still there
+// is an upload opsd started and never finished (prune removes it after its grace time).
+const StagingMarker = ".opsd-staging-"
+
+// NewUploadID returns a random id for one upload (16 hex digits).
+func NewUploadID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// StagingKey returns the staging key of an upload of key.
+func StagingKey(key, id string) string { return key + StagingMarker + id }
+
+// IsStaging reports whether key is a staging key (an upload opsd has not published).
+func IsStaging(key string) bool {
+	i := strings.LastIndex(key, StagingMarker)
+	return i > 0 && !strings.Contains(key[i:], "/")
+}
+
+// ReadError is a failure of the stream an upload reads from. Backends wrap every read error in
+// it before the S3 client sees it: minio-go takes io.ErrUnexpectedEOF (what a cut HTTP body or
+// Docker stream returns) for the end of the stream and would complete a truncated upload.
+type ReadError struct{ Err error }
+
+func (e *ReadError) Error() string { return "read source: " + e.Err.Error() }
+
+// Unwrap returns the reader's error.
+func (e *ReadError) Unwrap() error { return e.Err }
+
+// StrictReader returns r with every error other than io.EOF wrapped in a *ReadError, so that no
+// consumer can mistake a failed stream for a finished one.
+func StrictReader(r io.Reader) io.Reader { return strictReader{r} }
+
+type strictReader struct{ r io.Reader }
+
+func (s strictReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		var re *ReadError
+		if !errors.As(err, &re) {
+			err = &ReadError{Err: err}
+		}
+	}
+	return n, err
 }

@@ -113,6 +113,43 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, _ storage.PutO
 	return storage.ObjectInfo{Key: key, Size: n, ModTime: st.ModTime().UTC()}, nil
 }
 
+// Copy replaces dst with src: a hard link (a byte copy where links fail) under a temporary name
+// beside dst, renamed into place, so dst holds either its old file or the whole of src.
+func (s *Store) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, error) {
+	sp, err := s.path(src)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	dp, err := s.path(dst)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	if _, err := os.Stat(sp); errors.Is(err, fs.ErrNotExist) {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, storage.ErrNotFound)
+	}
+	if err := os.MkdirAll(filepath.Dir(dp), 0o750); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	tmp := filepath.Join(filepath.Dir(dp), tmpPrefix+"copy-"+storage.NewUploadID())
+	if err := os.Link(sp, tmp); err != nil {
+		in, err := os.Open(sp)
+		if err != nil {
+			return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+		}
+		defer in.Close()
+		if _, err := s.Put(ctx, dst, in, storage.PutOptions{Size: -1}); err != nil {
+			return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+		}
+		return s.Stat(ctx, dst)
+	}
+	if err := os.Rename(tmp, dp); err != nil {
+		os.Remove(tmp)
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	syncDir(filepath.Dir(dp))
+	return s.Stat(ctx, dst)
+}
+
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()

@@ -8,10 +8,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -45,6 +48,9 @@ type Config struct {
 	// Parallel is how many parts of one upload are in flight (default 2): filling a part overlaps
 	// the upload of the others. Memory per upload is about Parallel x PartSize.
 	Parallel int
+	// MultipartCopyAbove: Copy uses a multipart copy (UploadPartCopy, parts of PartSize) for
+	// objects larger than this (default 5 GiB, S3's limit for a single copy; tests lower it).
+	MultipartCopyAbove int64
 }
 
 // Store is an S3 bucket.
@@ -55,6 +61,7 @@ type Store struct {
 	endpoint string
 	partSize uint64
 	threads  uint
+	copyMax  int64
 }
 
 // New connects to the endpoint and checks the bucket exists (creating it when asked).
@@ -98,7 +105,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Parallel < 1 {
 		cfg.Parallel = 2
 	}
-	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel)}
+	if cfg.MultipartCopyAbove <= 0 {
+		cfg.MultipartCopyAbove = 5 << 30
+	}
+	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel), copyMax: cfg.MultipartCopyAbove}
 	ok, err := client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: check bucket %s: %w", cfg.Endpoint, cfg.Bucket, err)
@@ -125,8 +135,12 @@ func notFound(err error) bool {
 }
 
 // Put uploads the stream. Unknown sizes go up in parts of the configured size; a failed or
-// cancelled upload is aborted by minio-go, so nothing appears at the key.
+// cancelled upload is aborted by minio-go, so nothing appears at the key. Every read error of r
+// fails the upload (see storage.ReadError). The stored object is checked against the bytes sent:
+// its ETag must be the MD5 (or, for a multipart upload, the MD5 of the parts' MD5s) of what was
+// read; a store whose ETags follow another scheme is re-read instead.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
+	r = storage.StrictReader(r)
 	size := opts.Size
 	if size < 0 {
 		// Some S3-compatible stores reject an empty stream of unknown length: look ahead one byte.
@@ -150,21 +164,147 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 			part = min
 		}
 	}
-	info, err := s.client.PutObject(ctx, s.bucket, key, r, size, minio.PutObjectOptions{
+	// minio-go sends streams of unknown length, and known sizes above one part, as multipart
+	// uploads cut every part bytes; smaller known sizes as one PUT.
+	multipart := size < 0 || uint64(size) > part
+	sent := newPartHasher(r, int64(part))
+	info, err := s.client.PutObject(ctx, s.bucket, key, sent, size, minio.PutObjectOptions{
 		PartSize:              part,
 		SendContentMd5:        true,
 		ContentType:           ct,
+		UserMetadata:          opts.Metadata,
 		NumThreads:            s.threads,
 		ConcurrentStreamParts: size < 0 && s.threads > 1,
 	})
 	if err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
 	}
+	if info.Size != sent.n {
+		s.Delete(context.WithoutCancel(ctx), key)
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: store reports %d bytes, %d were read", key, info.Size, sent.n)
+	}
+	if want := sent.etag(multipart); !strings.EqualFold(strings.Trim(info.ETag, `"`), want) {
+		// Not the AWS scheme, or not these bytes: read the object back to tell which.
+		if err := s.reread(ctx, key, sent); err != nil {
+			s.Delete(context.WithoutCancel(ctx), key)
+			return storage.ObjectInfo{}, fmt.Errorf("put %s: stored object differs from the bytes sent (etag %s, want %s): %w", key, info.ETag, want, err)
+		}
+	}
 	mod := info.LastModified
 	if mod.IsZero() {
 		mod = time.Now().UTC()
 	}
-	return storage.ObjectInfo{Key: key, Size: info.Size, ModTime: mod}, nil
+	return storage.ObjectInfo{Key: key, Size: info.Size, ModTime: mod, Metadata: opts.Metadata}, nil
+}
+
+// partHasher passes a stream through, hashing it in parts of a fixed size (as minio-go cuts them).
+type partHasher struct {
+	r     io.Reader
+	part  int64
+	cur   hash.Hash
+	inCur int64
+	sums  [][]byte
+	n     int64
+}
+
+func newPartHasher(r io.Reader, part int64) *partHasher {
+	return &partHasher{r: r, part: part, cur: md5.New()}
+}
+
+func (h *partHasher) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.write(p[:n])
+	return n, err
+}
+
+func (h *partHasher) write(p []byte) {
+	h.n += int64(len(p))
+	for len(p) > 0 {
+		take := h.part - h.inCur
+		if int64(len(p)) < take {
+			take = int64(len(p))
+		}
+		h.cur.Write(p[:take])
+		h.inCur += take
+		p = p[take:]
+		if h.inCur == h.part {
+			h.sums = append(h.sums, h.cur.Sum(nil))
+			h.cur.Reset()
+			h.inCur = 0
+		}
+	}
+}
+
+// etag is the AWS ETag of the bytes seen: the MD5, or for a multipart upload the MD5 of the
+// parts' MD5s and "-N".
+func (h *partHasher) etag(multipart bool) string {
+	sums := h.sums
+	if h.inCur > 0 || len(sums) == 0 {
+		sums = append(sums[:len(sums):len(sums)], h.cur.Sum(nil))
+	}
+	if !multipart {
+		return hex.EncodeToString(sums[0])
+	}
+	all := md5.New()
+	for _, s := range sums {
+		all.Write(s)
+	}
+	return fmt.Sprintf("%s-%d", hex.EncodeToString(all.Sum(nil)), len(sums))
+}
+
+// reread downloads key and checks it holds exactly the bytes sent.
+func (s *Store) reread(ctx context.Context, key string, sent *partHasher) error {
+	rc, _, err := s.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	got := newPartHasher(nil, sent.part)
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := rc.Read(buf)
+		got.write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+	}
+	if got.n != sent.n || got.etag(true) != sent.etag(true) {
+		return fmt.Errorf("read back %d bytes, sent %d, content differs", got.n, sent.n)
+	}
+	return nil
+}
+
+// Copy replaces dst with src by a server-side copy (multipart copy above 5 GiB), keeping src's
+// metadata. S3 makes the new object visible at dst only when the copy completed.
+func (s *Store) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, error) {
+	from, err := s.Stat(ctx, src)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	dstOpts := minio.CopyDestOptions{Bucket: s.bucket, Object: dst}
+	srcOpts := minio.CopySrcOptions{Bucket: s.bucket, Object: src}
+	if from.Size <= s.copyMax {
+		_, err = s.client.CopyObject(ctx, dstOpts, srcOpts)
+	} else {
+		// Multipart copy; S3 allows 10,000 parts of at least 5 MiB.
+		part := max(s.partSize, uint64(from.Size/9000)+1, 5<<20)
+		dstOpts.PartSize = part
+		_, err = s.client.ComposeObject(ctx, dstOpts, srcOpts)
+	}
+	if err != nil {
+		if notFound(err) {
+			return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, storage.ErrNotFound)
+		}
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	st, err := s.Stat(ctx, dst)
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return st, nil
 }
 
 // Get opens the object. The stat is done first so a missing key is reported here, not on Read.
@@ -193,7 +333,19 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 		}
 		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
 	}
-	return storage.ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified.UTC()}, nil
+	return storage.ObjectInfo{Key: key, Size: st.Size, ModTime: st.LastModified.UTC(), Metadata: userMeta(st.UserMetadata)}, nil
+}
+
+// userMeta returns user metadata with lower-case keys (servers differ in the case they return).
+func userMeta(m minio.StringMap) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
 }
 
 // List pages through the bucket (ListObjectsV2, 1,000 keys a page).

@@ -125,15 +125,21 @@ func (r *randReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// failingReader returns err after n bytes.
+// failingReader returns err after n bytes (with the last bytes when withData is set).
 type failingReader struct {
-	r     io.Reader
-	left  int64
-	err   error
-	onHit func()
+	r        io.Reader
+	left     int64
+	err      error
+	withData bool
+	onHit    func()
 }
 
 func (f *failingReader) Read(p []byte) (int, error) {
+	if f.withData && f.left > 0 && int64(len(p)) >= f.left {
+		n, _ := f.r.Read(p[:f.left])
+		f.left = 0
+		return n, f.err
+	}
 	if f.left <= 0 {
 		if f.onHit != nil {
 			f.onHit()
@@ -278,6 +284,90 @@ func Run(t *testing.T, s storage.Store, opt Options) {
 		cancel()
 		if _, err := s.Stat(ctx, "cancel/object.bin"); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("stat after cancelled put: %v, want ErrNotFound", err)
+		}
+	})
+
+	// A cut HTTP body or Docker stream returns io.ErrUnexpectedEOF: minio-go takes that for the
+	// end of a stream of unknown length. Under a multipart upload over a key holding a good
+	// object, every variant must fail the upload and leave the old object as it was.
+	for _, tc := range []struct {
+		name     string
+		err      error
+		withData bool
+	}{
+		{"unexpected EOF alone", io.ErrUnexpectedEOF, false},
+		{"unexpected EOF with the last bytes", io.ErrUnexpectedEOF, true},
+		{"wrapped unexpected EOF", fmt.Errorf("docker export: %w", io.ErrUnexpectedEOF), false},
+		{"other error", errors.New("connection reset by peer"), false},
+	} {
+		t.Run("reader error mid-stream keeps the old object: "+tc.name, func(t *testing.T) {
+			key := "cutover/" + strings.ReplaceAll(tc.name, " ", "-") + ".bin"
+			want, wantN := sum(t, Stream(3, 3<<20))
+			if _, err := s.Put(ctx, key, Stream(3, 3<<20), storage.PutOptions{Size: -1}); err != nil {
+				t.Fatalf("put the good object: %v", err)
+			}
+			r := &failingReader{r: Stream(9, 1<<30), left: 12 << 20, err: tc.err, withData: tc.withData}
+			_, err := s.Put(ctx, key, r, storage.PutOptions{Size: -1})
+			if err == nil {
+				t.Fatal("put of a stream that failed with " + tc.err.Error() + " succeeded")
+			}
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("put error %v does not name the reader's error %v", err, tc.err)
+			}
+			rc, _, err := s.Get(ctx, key)
+			if err != nil {
+				t.Fatalf("get the good object after the failed put: %v", err)
+			}
+			got, n := sum(t, rc)
+			rc.Close()
+			if got != want || n != wantN {
+				t.Fatalf("the good object was replaced: %d bytes, want %d", n, wantN)
+			}
+		})
+	}
+
+	t.Run("copy replaces the destination and keeps the source and its metadata", func(t *testing.T) {
+		meta := map[string]string{storage.UploadMetaKey: "abc123"}
+		if _, err := s.Put(ctx, "copy/dst", strings.NewReader("old"), storage.PutOptions{Size: 3}); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+		want, wantN := sum(t, Stream(5, 7<<20))
+		if _, err := s.Put(ctx, "copy/src", Stream(5, 7<<20), storage.PutOptions{Size: -1, Metadata: meta}); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+		st, err := s.Stat(ctx, "copy/src")
+		if err != nil {
+			t.Fatalf("stat: %v", err)
+		}
+		if st.Metadata != nil && st.Metadata[storage.UploadMetaKey] != "abc123" {
+			t.Fatalf("metadata = %v, want %s=abc123", st.Metadata, storage.UploadMetaKey)
+		}
+		info, err := s.Copy(ctx, "copy/src", "copy/dst")
+		if err != nil {
+			t.Fatalf("copy: %v", err)
+		}
+		if info.Size != wantN {
+			t.Fatalf("copy size = %d, want %d", info.Size, wantN)
+		}
+		if st.Metadata != nil && info.Metadata[storage.UploadMetaKey] != "abc123" {
+			t.Fatalf("copied metadata = %v, want %s=abc123", info.Metadata, storage.UploadMetaKey)
+		}
+		for _, k := range []string{"copy/src", "copy/dst"} {
+			rc, _, err := s.Get(ctx, k)
+			if err != nil {
+				t.Fatalf("get %s: %v", k, err)
+			}
+			got, n := sum(t, rc)
+			rc.Close()
+			if got != want || n != wantN {
+				t.Fatalf("%s: %d bytes, not the source's %d", k, n, wantN)
+			}
+		}
+		if _, err := s.Copy(ctx, "copy/missing", "copy/dst2"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("copy of a missing key: %v, want ErrNotFound", err)
+		}
+		if _, err := s.Stat(ctx, "copy/dst2"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("failed copy left %s: %v", "copy/dst2", err)
 		}
 	})
 
