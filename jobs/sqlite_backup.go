@@ -20,6 +20,8 @@ type SQLiteDatabase struct {
 	Name     string
 	Path     string
 	Optional bool
+	// Tables must exist in the copy (REFERENCE.md's table); a copy without them is not uploaded.
+	Tables []string
 }
 
 // SQLiteBackupConfig configures a SQLiteBackup.
@@ -138,6 +140,11 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 		}
 		return fail(fmt.Errorf("database file not found: %s", db.Path))
 	}
+	// SQLite treats a 0-byte file as a new empty database: without this gate an empty or
+	// truncated source would be "backed up" as OK and later restored over the real one.
+	if err := sqlite.CheckFile(db.Path); err != nil {
+		return fail(fmt.Errorf("source %w (nothing uploaded)", err))
+	}
 	dir := b.cfg.TempDir
 	if dir == "" {
 		dir = os.TempDir()
@@ -158,12 +165,9 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 	}
 
 	tm.Start("check")
-	if err := sqlite.Check(ctx, tmp); err != nil {
-		return fail(fmt.Errorf("copy of %s: %w (nothing uploaded)", db.Path, err))
-	}
-	info, err := sqlite.Inspect(ctx, tmp)
+	info, err := sqlite.Verify(ctx, tmp, db.Tables)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("copy of %s: %w (nothing uploaded)", db.Path, err))
 	}
 
 	tm.Start("upload")

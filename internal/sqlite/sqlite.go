@@ -235,3 +235,76 @@ func CountRows(ctx context.Context, path, table string) (int64, error) {
 func TempPath(dir, name string) string {
 	return filepath.Join(dir, fmt.Sprintf(".opsd-%s-%d.db", name, time.Now().UnixNano()))
 }
+
+// header is the first 16 bytes of every SQLite 3 database file.
+const header = "SQLite format 3\x00"
+
+// ErrEmpty is returned (wrapped) when a database file has no bytes or no tables.
+var ErrEmpty = errors.New("database is empty")
+
+// ErrNotSQLite is returned (wrapped) when a file is not a SQLite 3 database.
+var ErrNotSQLite = errors.New("not a SQLite database")
+
+// CheckFile fails unless the file at path is a non-empty SQLite 3 database: it exists, has
+// bytes, starts with the SQLite header. It opens nothing (SQLite would treat a 0-byte file as
+// a new empty database and happily "back it up").
+func CheckFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", path, ErrNotExist)
+		}
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%s: %w (0 bytes)", path, ErrEmpty)
+	}
+	buf := make([]byte, len(header))
+	if n, _ := f.Read(buf); n < len(header) || string(buf) != header {
+		return fmt.Errorf("%s: %w (no SQLite header)", path, ErrNotSQLite)
+	}
+	return nil
+}
+
+// Verify is the gate every copy must pass before it counts as a database: a non-empty SQLite
+// file (CheckFile) whose integrity_check says exactly "ok", that holds at least one table and
+// every table in want. It returns what Inspect returns.
+func Verify(ctx context.Context, path string, want []string) (Info, error) {
+	if err := CheckFile(path); err != nil {
+		return Info{}, err
+	}
+	if err := Check(ctx, path); err != nil {
+		return Info{}, err
+	}
+	info, err := Inspect(ctx, path)
+	if err != nil {
+		return Info{}, err
+	}
+	if len(info.Tables) == 0 {
+		return info, fmt.Errorf("%s: %w (no tables)", path, ErrEmpty)
+	}
+	if missing := MissingTables(info.Tables, want); len(missing) > 0 {
+		return info, fmt.Errorf("%s: missing tables: %s (has: %s)", path, strings.Join(missing, ", "), strings.Join(info.Tables, ", "))
+	}
+	return info, nil
+}
+
+// MissingTables returns the names in want that are not in have.
+func MissingTables(have, want []string) []string {
+	set := map[string]bool{}
+	for _, t := range have {
+		set[t] = true
+	}
+	var missing []string
+	for _, t := range want {
+		if !set[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing
+}
