@@ -195,6 +195,9 @@ func gatewaySummary(ctx context.Context, path string, now time.Time) (map[string
 	return map[string]any{"last5m": l5, "last60m": l60}, nil
 }
 
+// runContainerRestore runs a container restore (tests hold it with a hook to prove overlap handling).
+var runContainerRestore = restore.RestoreContainer
+
 // startRestore validates an admin restore request and runs the container restore in the
 // background, recording it; the id lets GET /api/admin/restores/{id} follow it.
 func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode string) (int64, error) {
@@ -208,21 +211,31 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 	if _, err := artifact.ReadManifest(ctx, m.objStore(), key); err != nil {
 		return 0, fmt.Errorf("%w: %s has no manifest: not a backup", httpapi.ErrNotFound, key)
 	}
+	// One restore of a container at a time: a second would stop and rename the container the
+	// first is replacing.
+	if other, busy := m.restoring.LoadOrStore(containerID, int64(0)); busy {
+		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, containerID, other)
+	}
+	unmark := func() { m.restoring.Delete(containerID) }
 	release, err := m.locks.TryAcquire(strings.SplitN(key, "/", 2)[0]+"/", false, "restore of "+containerID)
 	if err != nil {
-		return 0, err
+		unmark()
+		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
 	}
 	id, err := m.state.StartRestore(ctx, state.Restore{Kind: "container", Target: containerID, Key: key, RequestedBy: "api", StartedAt: time.Now()})
 	if err != nil {
 		release()
+		unmark()
 		return 0, err
 	}
+	m.restoring.Store(containerID, id)
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
+		defer unmark()
 		defer release()
 		rctx := context.WithoutCancel(m.runCtx)
-		res, err := restore.RestoreContainer(rctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
+		res, err := runContainerRestore(rctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
 			Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
 		fin := time.Now()
 		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}

@@ -145,6 +145,9 @@ type Main struct {
 	evaluator *alerts.Evaluator
 	dispatch  *alerts.Dispatcher
 	stops     *alerts.UnexpectedStops
+
+	// restoring holds the containers an admin restore is running for (name → restore id).
+	restoring sync.Map
 }
 
 // NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
