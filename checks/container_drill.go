@@ -17,6 +17,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
 )
@@ -169,7 +170,7 @@ func (d *ContainerDrill) Run(ctx context.Context) (jobs.Result, error) {
 		names = names[:d.cfg.Sample]
 		sort.Strings(names)
 	}
-	scratch, err := os.MkdirTemp(d.cfg.TempDir, "opsd-container-drill-")
+	scratch, err := os.MkdirTemp(d.cfg.TempDir, scratch.Pattern("container-drill"))
 	if err != nil {
 		return jobs.Result{}, err
 	}

@@ -73,6 +73,18 @@ func (b *SQLiteBackup) Name() string { return b.name }
 // Kind returns "sqlite_backup".
 func (b *SQLiteBackup) Kind() string { return "sqlite_backup" }
 
+// TrackedTargets returns the databases whose status the job records (optional ones are only
+// tracked once they exist).
+func (b *SQLiteBackup) TrackedTargets() []TrackedTarget {
+	var out []TrackedTarget
+	for _, d := range b.cfg.Databases {
+		if !d.Optional {
+			out = append(out, TrackedTarget{Name: d.Name, StatusKind: "sqlite"})
+		}
+	}
+	return out
+}
+
 // Only returns a copy of the job restricted to the named databases (the CLI's --db).
 func (b *SQLiteBackup) Only(names []string) (*SQLiteBackup, error) {
 	if len(names) == 0 {

@@ -19,6 +19,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -186,13 +187,13 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 			cleanup()
 			return res, fmt.Errorf("restore %s: %w", d.Name, err)
 		}
-		dl := filepath.Join(dir, fmt.Sprintf(".opsd-restore-%s-%s.download", d.Name, ts))
+		dl := filepath.Join(dir, scratch.Name("restore-"+d.Name, ".download"))
 		say("%s: downloading %s", d.Name, m.Key)
 		if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: %w (nothing was changed)", d.Name, err)
 		}
-		temp := filepath.Join(dir, fmt.Sprintf(".opsd-restore-%s-%s.db", d.Name, ts))
+		temp := filepath.Join(dir, scratch.Name("restore-"+d.Name, ".db"))
 		if err := artifact.DecodeFile(dl, temp, m, o.Identities); err != nil {
 			os.Remove(dl)
 			cleanup()

@@ -114,7 +114,7 @@ func TestRestoreDBReplacesAndKeepsSafetyCopies(t *testing.T) {
 	if _, err := artifact.ReadManifest(context.Background(), store, b.SafetyKey); err != nil || !strings.HasPrefix(b.SafetyKey, "pre-restore/n1/billing/") {
 		t.Fatalf("uploaded safety copy %s: %v", b.SafetyKey, err)
 	}
-	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(billing), ".opsd-restore-*")); len(entries) != 0 {
+	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(billing), "opsd-tmp-*")); len(entries) != 0 {
 		t.Fatalf("temp files left: %v", entries)
 	}
 }

@@ -103,7 +103,7 @@ func TestRestoreDBGatesRefuseWrongBackups(t *testing.T) {
 			if after := sums(t, dbs); len(after) != len(before) || after["auth"] != before["auth"] || after["billing"] != before["billing"] {
 				t.Fatal("a refused restore changed a database")
 			}
-			if m, _ := filepath.Glob(filepath.Join(filepath.Dir(dbs[0].Path), ".opsd-restore-*")); len(m) != 0 {
+			if m, _ := filepath.Glob(filepath.Join(filepath.Dir(dbs[0].Path), "opsd-tmp-*")); len(m) != 0 {
 				t.Fatalf("temp files left: %v", m)
 			}
 			assertManifestsMatchObjects(t, store)

@@ -19,9 +19,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"modernc.org/sqlite"
+
+	"github.com/wopr-network/opsd/internal/scratch"
 )
 
 // chunkPages is how many pages one backup step copies (4 MiB at the default page size).
@@ -231,9 +232,10 @@ func CountRows(ctx context.Context, path, table string) (int64, error) {
 	return n, nil
 }
 
-// TempPath returns a fresh temp path for a copy of a database named name in dir.
+// TempPath returns a fresh temp path for a copy of a database named name in dir, named so that
+// a crashed process's copies are removed at the next start (scratch.Clean).
 func TempPath(dir, name string) string {
-	return filepath.Join(dir, fmt.Sprintf(".opsd-%s-%d.db", name, time.Now().UnixNano()))
+	return filepath.Join(dir, scratch.Name(name, ".db"))
 }
 
 // header is the first 16 bytes of every SQLite 3 database file.
