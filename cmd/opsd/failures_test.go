@@ -163,7 +163,7 @@ jobs:
 	keep := []string{
 		filepath.Join(tmp, "operator-notes.db"),
 		filepath.Join(tmp, fmt.Sprintf("opsd-tmp-%d-live-1.db", os.Getpid())), // a live process's
-		filepath.Join(tmp, ".opsd-billing-fresh.db"),                            // legacy but recent
+		filepath.Join(tmp, ".opsd-billing-fresh.db"),                          // legacy but recent
 	}
 	for _, k := range keep {
 		os.WriteFile(k, []byte("keep"), 0o600)
