@@ -79,7 +79,13 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		return nil, err
 	}
 	problems := &health.Problems{}
-	store, err := openStore(ctx, cfg.Storage)
+	octx, cancel := ctx, context.CancelFunc(func() {})
+	if o.daemon {
+		// Do not hold the daemon's start (and /health) for the client's retries.
+		octx, cancel = context.WithTimeout(ctx, 3*time.Second)
+	}
+	store, err := openStore(octx, cfg.Storage)
+	cancel()
 	var lazy *lazyStore
 	if err != nil {
 		if !o.daemon {

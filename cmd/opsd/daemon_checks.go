@@ -216,7 +216,10 @@ func (m *Main) checkDeps(ctx context.Context) {
 		m.problems.Clear("docker")
 	}
 	if m.lazy != nil {
-		if _, err := m.lazy.get(ctx, true); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := m.lazy.get(sctx, true)
+		cancel()
+		if err != nil {
 			m.problems.Set("store", m.redactor.Redact(err.Error()))
 			m.log.Error().Err(err).Msg("object store still unreachable; retrying")
 		} else if m.problems.Clear("store") {

@@ -20,6 +20,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/storage"
+	s3store "github.com/wopr-network/opsd/internal/storage/s3"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
@@ -144,12 +145,21 @@ func newSwitchProxy(t *testing.T, target string) *switchProxy {
 // /health, /metrics and the API answer, /health is degraded naming the store, and when the
 // store comes back it is used without a restart (a backup run succeeds, /health is ok again).
 func TestStartsWithoutObjectStore(t *testing.T) {
-	fake := storagetest.NewFakeS3(t)
-	storagetest.NewS3(t, fake.Config) // creates the bucket
-	proxy := newSwitchProxy(t, fake.Config.Endpoint)
+	// The integration tier's S3 engine when it runs, else the in-process one (over TLS).
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fake.Server.Certificate().Raw}), 0o600)
+	var s3cfg s3store.Config
+	tls := "tls: false"
+	if os.Getenv("OPSD_TEST_S3_ENDPOINT") != "" {
+		s3cfg = storagetest.RealS3(t)
+	} else {
+		fake := storagetest.NewFakeS3(t)
+		s3cfg = fake.Config
+		ca := filepath.Join(dir, "ca.pem")
+		os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fake.Server.Certificate().Raw}), 0o600)
+		tls = fmt.Sprintf("tls: true, ca_file: %q", ca)
+	}
+	store := storagetest.NewS3(t, s3cfg) // creates the bucket
+	proxy := newSwitchProxy(t, s3cfg.Endpoint)
 	paths, err := demo.Create(context.Background(), dir, 20)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +173,7 @@ state:
   path: %s/state.db
 storage:
   backend: s3
-  s3: {endpoint: %q, bucket: %s, region: us-east-1, access_key: test-access, secret_key: test-secret, tls: true, ca_file: %q}
+  s3: {endpoint: %q, bucket: %s, region: us-east-1, access_key: %q, secret_key: %q, %s}
 alerts:
   interval: 1h
   rules: []
@@ -173,7 +183,7 @@ jobs:
     schedule: "0 3 * * *"
     databases:
       - {name: auth, path: %q}
-`, token, dir, proxy.ln.Addr().String(), fake.Config.Bucket, ca, db))
+`, token, dir, proxy.ln.Addr().String(), s3cfg.Bucket, s3cfg.AccessKey, s3cfg.SecretKey, tls, db))
 	cfgLoaded, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -211,8 +221,8 @@ jobs:
 		t.Fatalf("/health once the store is back and a backup succeeded: %s", body)
 	}
 	key := "platform/" + time.Now().UTC().Format("20060102") + "/auth-" + time.Now().UTC().Format("20060102") + ".db"
-	if !fake.HasObject(key) || !fake.HasObject(artifact.ManifestKey(key)) {
-		t.Fatalf("%s was not uploaded", key)
+	if _, err := artifact.ReadManifest(ctx, store, key); err != nil {
+		t.Fatalf("%s was not uploaded: %v", key, err)
 	}
-	assertManifestsMatchObjects(t, storagetest.NewS3(t, fake.Config))
+	assertManifestsMatchObjects(t, store)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage/local"
+	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
 func sumFile(t *testing.T, p string) string {
@@ -131,4 +132,64 @@ func TestRestoreDBCLIRefusals(t *testing.T) {
 			t.Fatalf("%v of a wrong backup: exit %d\n%s\n%s", extra, code, out.String(), errb.String())
 		}
 	}
+}
+
+// TestRestoreDBGatesOnSeaweedFS: on the integration tier's S3 engine, a 0-byte backup and
+// another database's backup stored as billing (both with valid checksums) are refused by
+// `restore db --dry-run` and by the real restore with the same reason; the live database is
+// unchanged and every manifest in the bucket still matches its object.
+func TestRestoreDBGatesOnSeaweedFS(t *testing.T) {
+	s3cfg := storagetest.RealS3(t)
+	store := storagetest.NewS3(t, s3cfg)
+	dir := t.TempDir()
+	paths, err := demo.Create(context.Background(), dir, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbs strings.Builder
+	for _, n := range demo.Names {
+		fmt.Fprintf(&dbs, "      - {name: %s, path: %q}\n", n, paths[n])
+	}
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: gates3
+state:
+  path: %s/state.db
+storage:
+  backend: s3
+  s3: {endpoint: %s, bucket: %s, region: us-east-1, access_key: "${OPSD_TEST_S3_ACCESS_KEY}", secret_key: "${OPSD_TEST_S3_SECRET_KEY}", tls: false}
+jobs:
+  - name: platform-db-backup
+    kind: sqlite_backup
+    schedule: "0 3 * * *"
+    databases:
+%s`, dir, s3cfg.Endpoint, s3cfg.Bucket, dbs.String())), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"backup", "db", "-c", cfgPath}, &out, &errb); code != 0 {
+		t.Fatalf("backup: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	date := time.Now().UTC().Format("20060102")
+	audit, _ := os.ReadFile(paths["audit"])
+	before := sumFile(t, paths["billing"])
+	for i, c := range []struct {
+		content []byte
+		want    string
+	}{{nil, "is empty (0 bytes)"}, {audit, "missing tables: meter_events"}} {
+		key := fmt.Sprintf("platform/%s/billing-%s-manual%d.db", date, date, i)
+		if _, err := artifact.Store(context.Background(), store, bytes.NewReader(c.content), artifact.Options{}, artifact.Manifest{
+			Key: key, Kind: "sqlite", Target: "billing", CreatedAt: time.Now().Add(time.Duration(i+1) * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, extra := range [][]string{{"--dry-run"}, {"--live", "--yes"}} {
+			out.Reset()
+			errb.Reset()
+			code := run(append([]string{"restore", "db", "-c", cfgPath, "--db", "billing"}, extra...), &out, &errb)
+			if code != 1 || !strings.Contains(errb.String()+out.String(), c.want) || !strings.Contains(errb.String()+out.String(), key) {
+				t.Fatalf("%v of %s: exit %d, want %q\n%s\n%s", extra, key, code, c.want, out.String(), errb.String())
+			}
+		}
+	}
+	if sumFile(t, paths["billing"]) != before {
+		t.Fatal("a refused restore changed billing")
+	}
+	assertManifestsMatchObjects(t, store)
 }
