@@ -177,7 +177,7 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 	}
 
 	tm.Start("check")
-	info, err := sqlite.Verify(ctx, tmp, db.Tables)
+	info, err := sqlite.VerifyCopy(ctx, tmp, db.Tables)
 	if err != nil {
 		return fail(fmt.Errorf("copy of %s: %w (nothing uploaded)", db.Path, err))
 	}

@@ -201,7 +201,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		}
 		os.Remove(dl)
 		ready = append(ready, prepared{d, m, temp})
-		if _, err := sqlite.Verify(ctx, temp, d.Tables); err != nil {
+		if _, err := sqlite.VerifyCopy(ctx, temp, d.Tables); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: the backup %s: %w (nothing was changed)", d.Name, m.Key, err)
 		}

@@ -251,24 +251,32 @@ var ErrNotSQLite = errors.New("not a SQLite database")
 // bytes, starts with the SQLite header. It opens nothing (SQLite would treat a 0-byte file as
 // a new empty database and happily "back it up").
 func CheckFile(path string) error {
+	if err := checkFile(path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// checkFile is CheckFile with errors that do not name the file.
+func checkFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%s: %w", path, ErrNotExist)
+			return ErrNotExist
 		}
-		return fmt.Errorf("open %s: %w", path, err)
+		return err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
+		return err
 	}
 	if st.Size() == 0 {
-		return fmt.Errorf("%s: %w (0 bytes)", path, ErrEmpty)
+		return fmt.Errorf("%w (0 bytes)", ErrEmpty)
 	}
 	buf := make([]byte, len(header))
 	if n, _ := f.Read(buf); n < len(header) || string(buf) != header {
-		return fmt.Errorf("%s: %w (no SQLite header)", path, ErrNotSQLite)
+		return fmt.Errorf("%w (no SQLite header)", ErrNotSQLite)
 	}
 	return nil
 }
@@ -277,7 +285,17 @@ func CheckFile(path string) error {
 // file (CheckFile) whose integrity_check says exactly "ok", that holds at least one table and
 // every table in want. It returns what Inspect returns.
 func Verify(ctx context.Context, path string, want []string) (Info, error) {
-	if err := CheckFile(path); err != nil {
+	info, err := VerifyCopy(ctx, path, want)
+	if err != nil && !strings.HasPrefix(err.Error(), path) {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	return info, err
+}
+
+// VerifyCopy is Verify for a temporary copy whose path means nothing to the reader: its errors
+// do not name the file (the caller names what it is a copy of).
+func VerifyCopy(ctx context.Context, path string, want []string) (Info, error) {
+	if err := checkFile(path); err != nil {
 		return Info{}, err
 	}
 	if err := Check(ctx, path); err != nil {
@@ -288,10 +306,10 @@ func Verify(ctx context.Context, path string, want []string) (Info, error) {
 		return Info{}, err
 	}
 	if len(info.Tables) == 0 {
-		return info, fmt.Errorf("%s: %w (no tables)", path, ErrEmpty)
+		return info, fmt.Errorf("%w (no tables)", ErrEmpty)
 	}
 	if missing := MissingTables(info.Tables, want); len(missing) > 0 {
-		return info, fmt.Errorf("%s: missing tables: %s (has: %s)", path, strings.Join(missing, ", "), strings.Join(info.Tables, ", "))
+		return info, fmt.Errorf("missing tables: %s (has: %s)", strings.Join(missing, ", "), strings.Join(info.Tables, ", "))
 	}
 	return info, nil
 }
