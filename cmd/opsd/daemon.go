@@ -57,6 +57,7 @@ type env struct {
 	runner   *jobs.Runner
 	locks    *prefixlock.Locks
 	docker   *docker.Client
+	cliLock  *state.Lock
 	// problems make /health degraded besides stale targets.
 	problems *health.Problems
 	// lazy is set when the object store could not be opened at start (daemon only).
@@ -74,8 +75,19 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		level = o.LogLevel
 	}
 	log := telemetry.NewLogger(o.Stderr, level, cfg.Log.Format, red).With().Str("node", cfg.NodeID).Logger()
+	var cliLock *state.Lock
+	if !o.daemon {
+		// Say a CLI command uses the state database, so a daemon starting meanwhile does not
+		// take this command's runs for interrupted ones.
+		l, err := state.AcquireCLILock(ctx, cfg.State.Path)
+		if err != nil {
+			return nil, err
+		}
+		cliLock = l
+	}
 	st, err := state.Open(ctx, cfg.State.Path)
 	if err != nil {
+		cliLock.Release()
 		return nil, err
 	}
 	problems := &health.Problems{}
@@ -90,6 +102,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	if err != nil {
 		if !o.daemon {
 			st.Close()
+			cliLock.Release()
 			return nil, err
 		}
 		// The daemon starts anyway: /health, metrics and alerts stay up, /health says degraded,
@@ -103,6 +116,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		Release: "opsd@" + version, Node: cfg.NodeID, SampleRate: cfg.Sentry.SampleRate}, red)
 	if err != nil {
 		st.Close()
+		cliLock.Release()
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
@@ -110,15 +124,17 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	m.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	if err := loadTracker(ctx, st, m); err != nil {
 		st.Close()
+		cliLock.Release()
 		return nil, err
 	}
 	dc, err := docker.New(cfg.Docker.Host)
 	if err != nil {
 		st.Close()
+		cliLock.Release()
 		return nil, err
 	}
 	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New(), docker: dc,
-		problems: problems, lazy: lazy}
+		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	e.runner.Problems = problems
 	return e, nil
@@ -148,6 +164,7 @@ func (e *env) close(ctx context.Context) {
 	e.sentry.Flush(ctx)
 	e.docker.Close()
 	e.state.Close()
+	e.cliLock.Release()
 }
 
 func (e *env) deps(cfg *config.Config, store storage.Store) deps {

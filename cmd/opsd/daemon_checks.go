@@ -13,6 +13,7 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/scratch"
+	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
 )
@@ -147,7 +148,18 @@ func (m *Main) cleanTemp(cfg *config.Config) {
 // markInterrupted marks the runs a previous process left "running" as interrupted and counts
 // each as a failed run (metrics, /health, Sentry).
 func (m *Main) markInterrupted(ctx context.Context, specs []jobs.Spec) error {
-	runs, err := m.state.MarkInterruptedRuns(ctx, time.Now())
+	// A CLI command (opsd backup db, jobs run) may be running against this state database: its
+	// runs are live, not interrupted.
+	cli, release, err := state.CLIsRunning(m.state.Path())
+	if err != nil {
+		return err
+	}
+	defer release()
+	var keep []string
+	if cli {
+		keep = []string{jobs.TriggerCLI}
+	}
+	runs, err := m.state.MarkInterruptedRuns(ctx, time.Now(), keep...)
 	if err != nil {
 		return err
 	}

@@ -228,3 +228,48 @@ jobs:
 		t.Fatalf("/health after the catch-up run: %s", body)
 	}
 }
+
+// TestDaemonStartLeavesRunningCLIRunsAlone: a daemon starting while a CLI command (here an
+// `opsd jobs run`-style env with a run in progress) uses the same state database does not mark
+// that command's run interrupted; once no CLI command runs, a leftover CLI run is.
+func TestDaemonStartLeavesRunningCLIRunsAlone(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: cli
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+alerts:
+  interval: 1h
+  rules: []
+jobs:
+  - {name: tick, kind: noop, schedule: "0 4 * * *"}
+`, dir, dir))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cli, err := newEnv(ctx, cfg, Options{Stderr: &syncBuffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := cli.state.StartRun(ctx, "tick", "noop", "cli", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := startDaemon(t, cfgPath)
+	if r, _ := m.state.LastRun(ctx, "tick"); r.ID != id || r.Outcome != state.OutcomeRunning {
+		t.Fatalf("the CLI's run after a daemon started: %+v", r)
+	}
+	m.Close(ctx)
+	cli.close(ctx) // the CLI process is gone; its run was left running
+
+	m2, _ := startDaemon(t, cfgPath)
+	if r, _ := m2.state.LastRun(ctx, "tick"); r.ID != id || r.Outcome != state.OutcomeInterrupted {
+		t.Fatalf("a CLI run left running by a dead command: %+v", r)
+	}
+}

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -11,7 +12,8 @@ const InterruptedError = "interrupted: opsd stopped during the run"
 
 // MarkInterruptedRuns marks the runs left "running" by a previous process as interrupted, in
 // one transaction, and returns them (so the caller can count each as a failed run everywhere).
-func (s *Store) MarkInterruptedRuns(ctx context.Context, at time.Time) ([]Run, error) {
+// Runs started with a trigger in keep (those of CLI commands still running) are left alone.
+func (s *Store) MarkInterruptedRuns(ctx context.Context, at time.Time, keep ...string) ([]Run, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("mark interrupted runs: %w", err)
@@ -28,7 +30,9 @@ func (s *Store) MarkInterruptedRuns(ctx context.Context, at time.Time) ([]Run, e
 			rows.Close()
 			return nil, fmt.Errorf("mark interrupted runs: %w", err)
 		}
-		runs = append(runs, r)
+		if !slices.Contains(keep, r.Trigger) {
+			runs = append(runs, r)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // ErrLocked is returned (wrapped) when another daemon holds the state database's lock.
@@ -68,4 +70,63 @@ func (l *Lock) Release() error {
 	err := l.f.Close()
 	l.f = nil
 	return err
+}
+
+// CLILockPath returns the file CLI commands hold a shared lock on while they use the state
+// database at dbPath.
+func CLILockPath(dbPath string) string { return dbPath + ".cli.lock" }
+
+func openLockFile(p string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+}
+
+// AcquireCLILock takes a shared lock that says "a CLI command is using this state database"
+// (its runs are live even though no daemon owns them). It waits only while a starting daemon
+// briefly holds the lock exclusively.
+func AcquireCLILock(ctx context.Context, dbPath string) (*Lock, error) {
+	p := CLILockPath(dbPath)
+	f, err := openLockFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("lock state: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			return &Lock{f: f, path: p}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock state %s: %w", p, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock state %s: %w", p, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// CLIsRunning reports whether a CLI command holds the shared lock on the state database at
+// dbPath. While it answers false, release must be called once the caller is done (it holds the
+// lock exclusively so that no CLI command starts meanwhile).
+func CLIsRunning(dbPath string) (running bool, release func(), err error) {
+	f, err := openLockFile(CLILockPath(dbPath))
+	if err != nil {
+		return false, nil, fmt.Errorf("lock state: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return true, func() {}, nil
+		}
+		return false, nil, fmt.Errorf("lock state: %w", err)
+	}
+	return false, func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
