@@ -255,7 +255,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Ready:      m.ready.Load,
 		Log:        e.log,
 		Problems:   e.problems,
-		ListJobs:   func(ctx context.Context) any { return m.sched.Jobs(ctx) },
+		ListJobs:   m.listJobs,
 		TriggerJob: m.trigger,
 		Reload:     m.Reload,
 	})

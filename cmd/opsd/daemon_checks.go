@@ -239,3 +239,21 @@ func (m *Main) checkDeps(ctx context.Context) {
 		}
 	}
 }
+
+// listJobs is /api/jobs: the scheduler's view, except that a job whose last run could not be
+// recorded (the state database's disk is full) shows that failure, not the last recorded run.
+func (m *Main) listJobs(ctx context.Context) any {
+	infos := m.sched.Jobs(ctx)
+	byName := map[string]string{}
+	for _, p := range m.problems.List() {
+		if job, ok := strings.CutPrefix(p.Name, "record:"); ok {
+			byName[job] = p.Error
+		}
+	}
+	for i := range infos {
+		if msg, ok := byName[infos[i].Name]; ok {
+			infos[i].LastOutcome, infos[i].LastError = "failure", msg
+		}
+	}
+	return infos
+}

@@ -116,6 +116,9 @@ jobs:
 	eventually(t, "a Sentry event", 10*time.Second, func() bool {
 		return strings.Contains(sentry.All(), "record the run in the state database")
 	})
+	if _, body := get(t, base+"/api/jobs"); !strings.Contains(body, `"lastOutcome":"failure"`) || !strings.Contains(body, "cannot record runs of tick") {
+		t.Fatalf("/api/jobs with the state disk full: %s", body)
+	}
 	if log := m.opts.Stderr.(*syncBuffer).String(); !strings.Contains(log, "cannot record run") {
 		t.Fatalf("the failure was not logged:\n%s", log)
 	}
