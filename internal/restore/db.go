@@ -19,6 +19,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -158,6 +159,14 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 	}
 	if o.StopContainer != "" && o.Docker == nil {
 		return res, fmt.Errorf("restore: --stop-container %s needs a Docker engine (nothing was changed)", o.StopContainer)
+	}
+	// The container to stop must exist (the dry run finds out too, not only the real restore).
+	if in, ok := o.Docker.(interface {
+		Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
+	}); ok && o.StopContainer != "" {
+		if _, err := in.Inspect(ctx, o.StopContainer, false); err != nil {
+			return res, fmt.Errorf("restore: the container to stop: %w (nothing was changed)", err)
+		}
 	}
 
 	// 1. Prepare every new file beside its target and prove it, before touching anything.

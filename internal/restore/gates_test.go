@@ -10,12 +10,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -180,5 +182,23 @@ func TestRestoreDBKeepsOwnerModeAndAcceptsDegraded(t *testing.T) {
 			t.Fatalf("the safety copy in the store: %v", err)
 		}
 		assertManifestsMatchObjects(t, store)
+	}
+}
+
+// TestRestoreDBDryRunChecksTheContainer: a --stop-container that does not exist fails the dry
+// run as it fails the real restore, before anything is touched.
+func TestRestoreDBDryRunChecksTheContainer(t *testing.T) {
+	dc := dockertest.Client(t)
+	store, dbs, _ := backedUp(t)
+	before := sums(t, dbs)
+	for _, dry := range []bool{true, false} {
+		_, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Only: []string{"billing"}, Node: "n1", DryRun: dry,
+			StopContainer: "opsd_no_such_platform_api_" + strconv.Itoa(os.Getpid()), Docker: dc})
+		if err == nil || !strings.Contains(err.Error(), "the container to stop") || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Fatalf("dry run %v: err = %v", dry, err)
+		}
+	}
+	if after := sums(t, dbs); after["billing"] != before["billing"] {
+		t.Fatal("changed billing")
 	}
 }
