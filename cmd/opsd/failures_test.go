@@ -227,6 +227,7 @@ jobs:
 	if _, body := get(t, base+"/health"); !strings.Contains(body, `"status":"ok"`) {
 		t.Fatalf("/health after the catch-up run: %s", body)
 	}
+	assertManifestsMatchObjects(t, m.objStore())
 }
 
 // TestDaemonStartLeavesRunningCLIRunsAlone: a daemon starting while a CLI command (here an
