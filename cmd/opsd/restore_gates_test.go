@@ -121,7 +121,7 @@ func TestRestoreDBCLIRefusals(t *testing.T) {
 	st, _ := local.New(storeDir)
 	date := filepath.Base(filepath.Dir(audit[0]))
 	if _, err := artifact.Store(context.Background(), st, bytes.NewReader(b), artifact.Options{}, artifact.Manifest{
-		Key: "platform/" + date + "/billing-" + date + "-manual.db", Kind: "sqlite", Target: "billing", CreatedAt: time.Now().Add(time.Hour)}); err != nil {
+		Key: "platform/" + date + "/billing-" + date + ".db", Kind: "sqlite", Target: "billing", CreatedAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, extra := range [][]string{{"--dry-run"}, {"--live", "--yes"}} {
@@ -174,7 +174,7 @@ jobs:
 		content []byte
 		want    string
 	}{{nil, "is empty (0 bytes)"}, {audit, "missing tables: meter_events"}} {
-		key := fmt.Sprintf("platform/%s/billing-%s-manual%d.db", date, date, i)
+		key := fmt.Sprintf("platform/%s/billing-%s.db", date, date) // overwritten in place
 		if _, err := artifact.Store(context.Background(), store, bytes.NewReader(c.content), artifact.Options{}, artifact.Manifest{
 			Key: key, Kind: "sqlite", Target: "billing", CreatedAt: time.Now().Add(time.Duration(i+1) * time.Hour)}); err != nil {
 			t.Fatal(err)

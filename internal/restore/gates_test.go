@@ -54,10 +54,10 @@ func assertManifestsMatchObjects(t *testing.T, store storage.Store) {
 	}
 }
 
-// replaceBackup stores content as the day1 backup of target (a newer manifest wins the set).
+// replaceBackup overwrites the day1 backup of target (object and manifest) with content.
 func replaceBackup(t *testing.T, store storage.Store, target string, content []byte) string {
 	t.Helper()
-	key := "platform/20261125/" + target + "-20261125-replaced.db"
+	key := "platform/20261125/" + target + "-20261125.db" // the key the layout expects, overwritten
 	if _, err := artifact.Store(context.Background(), store, bytes.NewReader(content), artifact.Options{}, artifact.Manifest{Key: key, Kind: "sqlite", Target: target, CreatedAt: day1.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
