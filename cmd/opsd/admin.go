@@ -195,8 +195,12 @@ func gatewaySummary(ctx context.Context, path string, now time.Time) (map[string
 	return map[string]any{"last5m": l5, "last60m": l60}, nil
 }
 
-// runContainerRestore runs a container restore (tests hold it with a hook to prove overlap handling).
-var runContainerRestore = restore.RestoreContainer
+// adminRestore performs the container restore an admin request started (id is its record).
+// Tests replace it to hold a restore open and prove overlapping requests are refused.
+var adminRestore = func(ctx context.Context, m *Main, id int64, containerID, key string) (restore.ContainerResult, error) {
+	return restore.RestoreContainer(ctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: m.cfg().NodeID,
+		Progress: func(s string) { m.state.RestoreProgress(ctx, id, s) }})
+}
 
 // startRestore validates an admin restore request and runs the container restore in the
 // background, recording it; the id lets GET /api/admin/restores/{id} follow it.
@@ -235,8 +239,7 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 		defer unmark()
 		defer release()
 		rctx := context.WithoutCancel(m.runCtx)
-		res, err := runContainerRestore(rctx, restore.ContainerOptions{Store: m.objStore(), Engine: m.docker, Name: containerID, Key: key, Node: cfg.NodeID,
-			Progress: func(s string) { m.state.RestoreProgress(rctx, id, s) }})
+		res, err := adminRestore(rctx, m, id, containerID, key)
 		fin := time.Now()
 		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}
 		if err != nil {

@@ -40,10 +40,10 @@ jobs:
 		t.Fatal(err)
 	}
 	entered, hold := make(chan string, 4), make(chan struct{})
-	old := runContainerRestore
-	defer func() { runContainerRestore = old }()
-	runContainerRestore = func(ctx context.Context, o restore.ContainerOptions) (restore.ContainerResult, error) {
-		entered <- o.Name
+	old := adminRestore
+	defer func() { adminRestore = old }()
+	adminRestore = func(ctx context.Context, m *Main, id int64, containerID, key string) (restore.ContainerResult, error) {
+		entered <- containerID
 		<-hold
 		return restore.ContainerResult{}, nil
 	}
