@@ -219,8 +219,9 @@ func (m *Main) checkDeps(ctx context.Context) {
 		err := m.docker.Ping(cctx)
 		cancel()
 		if err != nil {
-			m.problems.Set("docker", fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err))
-			m.log.Error().Err(err).Strs("jobs", need).Msg("docker engine unreachable")
+			if m.problems.Set("docker", fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err)) {
+				m.log.Error().Err(err).Strs("jobs", need).Msg("docker engine unreachable")
+			}
 		} else if m.problems.Clear("docker") {
 			m.log.Info().Msg("docker engine reachable again")
 		}
@@ -233,7 +234,7 @@ func (m *Main) checkDeps(ctx context.Context) {
 		cancel()
 		if err != nil {
 			m.problems.Set("store", m.redactor.Redact(err.Error()))
-			m.log.Error().Err(err).Msg("object store still unreachable; retrying")
+			m.log.Debug().Err(err).Msg("object store still unreachable; retrying")
 		} else if m.problems.Clear("store") {
 			m.log.Info().Str("store", m.lazy.String()).Msg("object store reachable")
 		}

@@ -24,7 +24,8 @@ type Problems struct {
 }
 
 // Set records (or updates the message of) a problem; Since stays from the first time it was set.
-func (p *Problems) Set(name, msg string) {
+// It reports whether the problem is new.
+func (p *Problems) Set(name, msg string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
@@ -36,6 +37,7 @@ func (p *Problems) Set(name, msg string) {
 		since = old.Since
 	}
 	p.m[name] = Problem{Name: name, Error: msg, Since: since}
+	return !ok
 }
 
 // Clear removes a problem; it reports whether there was one.
