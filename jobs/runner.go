@@ -232,9 +232,6 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		}
 	}
 
-	if monitored {
-		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
-	}
 	// A run that cannot be recorded is a failed run: its status would otherwise keep saying what
 	// the last recorded run said (a success) while every backup fails.
 	recErr = errors.Join(recErr, r.recordTargets(rec, log, j, res, finished))
@@ -256,6 +253,9 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 				run.Outcome, run.Error = outcome, runErr.Error()
 			}
 		}
+	}
+	if monitored {
+		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
 	}
 	r.recordChecks(rec, log, j, id, res, outcome, finished)
 	r.retire(rec, log, res, finished)
