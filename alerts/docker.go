@@ -31,6 +31,9 @@ type UnexpectedStops struct {
 	ResolveAfter time.Duration
 	Kick         func()
 	Log          zerolog.Logger
+	// Check, when set, says whether the engine answers; while it does not, Evaluate fails (the
+	// rule cannot know, so it must not report the fleet as fine).
+	Check func(ctx context.Context) error
 
 	mu      sync.Mutex
 	pending map[string]*time.Timer
@@ -155,6 +158,11 @@ func (u *UnexpectedStops) handle(ev docker.Event) {
 
 // Evaluate reports the containers that stopped unexpectedly.
 func (u *UnexpectedStops) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
+	if u.Check != nil {
+		if err := u.Check(ctx); err != nil {
+			return Eval{}, fmt.Errorf("docker engine unreachable: %w", err)
+		}
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.init()

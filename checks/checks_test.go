@@ -194,7 +194,7 @@ func TestPlatformDrillMissingTableAndEmptyCriticalTable(t *testing.T) {
 	store, _ := local.New(t.TempDir())
 	dir := t.TempDir()
 	paths, _ := demo.Create(context.Background(), dir, 200)
-	for _, q := range []struct{ db, sql string }{{"audit", "DROP TABLE audit_log"}, {"billing", "DELETE FROM meter_events"}} {
+	for _, q := range []struct{ db, sql string }{{"audit", "CREATE TABLE audit_archive (id INTEGER)"}, {"audit", "DROP TABLE audit_log"}, {"billing", "DELETE FROM meter_events"}} {
 		db, _ := demo.Open(paths[q.db])
 		if _, err := db.Exec(q.sql); err != nil {
 			t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
 )
@@ -148,7 +149,7 @@ func (d *ContainerDrill) Run(ctx context.Context) (jobs.Result, error) {
 		names = names[:d.cfg.Sample]
 		sort.Strings(names)
 	}
-	scratch, err := os.MkdirTemp(d.cfg.TempDir, "opsd-container-drill-")
+	scratch, err := os.MkdirTemp(d.cfg.TempDir, scratch.Pattern("container-drill"))
 	if err != nil {
 		return jobs.Result{}, err
 	}

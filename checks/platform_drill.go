@@ -16,6 +16,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
@@ -149,7 +150,7 @@ func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
 	}
 	report.Set = set
 
-	scratch, err := os.MkdirTemp(d.cfg.TempDir, "opsd-drill-")
+	scratch, err := os.MkdirTemp(d.cfg.TempDir, scratch.Pattern("drill"))
 	if err != nil {
 		return jobs.Result{}, fmt.Errorf("drill %s: scratch dir: %w", d.name, err)
 	}

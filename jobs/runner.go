@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/internal/health"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry"
@@ -40,6 +41,9 @@ type Runner struct {
 	Sentry  *telemetry.Sentry
 	Log     zerolog.Logger
 	NodeID  string
+	// Problems receives "record:<job>" when a run could not be recorded in the state database
+	// (a disk full): such a run is a failed run, and /health is degraded until one is recorded.
+	Problems *health.Problems
 
 	sem      chan struct{}
 	mu       sync.Mutex
@@ -191,9 +195,9 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	started := time.Now()
 	// Recording must outlive a cancelled run context.
 	rec := context.WithoutCancel(ctx)
-	id, err := r.State.StartRun(rec, name, kind, trigger, started)
-	if err != nil {
-		log.Error().Err(err).Msg("cannot record run start")
+	id, recErr := r.State.StartRun(rec, name, kind, trigger, started)
+	if recErr != nil {
+		log.Error().Err(recErr).Msg("cannot record run start")
 	}
 	r.Metrics.JobRunning.WithLabelValues(name, kind).Set(1)
 	defer r.Metrics.JobRunning.WithLabelValues(name, kind).Set(0)
@@ -228,8 +232,11 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		}
 	}
 
-	if monitored {
-		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
+	// A run that cannot be recorded is a failed run: its status would otherwise keep saying what
+	// the last recorded run said (a success) while every backup fails.
+	recErr = errors.Join(recErr, r.recordTargets(rec, log, j, res, finished))
+	if recErr != nil && outcome == state.OutcomeSuccess {
+		outcome, runErr = state.OutcomeFailure, fmt.Errorf("record the run in the state database: %w", recErr)
 	}
 	phases, _ := json.Marshal(phaseMap(res.Phases))
 	run := state.Run{ID: id, Job: name, Kind: kind, Trigger: trigger, StartedAt: started, FinishedAt: &finished,
@@ -240,11 +247,28 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if id != 0 {
 		if err := r.State.FinishRun(rec, run); err != nil {
 			log.Error().Err(err).Msg("cannot record run end")
+			recErr = errors.Join(recErr, err)
+			if outcome == state.OutcomeSuccess {
+				outcome, runErr = state.OutcomeFailure, fmt.Errorf("record the run in the state database: %w", err)
+				run.Outcome, run.Error = outcome, runErr.Error()
+			}
 		}
 	}
-	r.recordTargets(rec, log, j, res, finished)
+	if monitored {
+		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
+	}
 	r.recordChecks(rec, log, j, id, res, outcome, finished)
 	r.retire(rec, log, res, finished)
+	if r.Problems != nil {
+		if outcome == state.OutcomeSuccess {
+			r.Problems.Clear("interrupted:" + name)
+		}
+		if recErr != nil {
+			r.Problems.Set("record:"+name, "cannot record runs of "+name+" in the state database: "+recErr.Error())
+		} else if r.Problems.Clear("record:" + name) {
+			log.Info().Msg("runs are recorded again")
+		}
+	}
 
 	m := r.Metrics
 	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
@@ -287,7 +311,9 @@ func (r *Runner) report(j Job, res Result, runErr error) {
 	}
 }
 
-func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, res Result, at time.Time) {
+// recordTargets records each tracked target's attempt; it returns the state database's errors.
+func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, res Result, at time.Time) error {
+	var errs []error
 	for _, t := range res.Targets {
 		for _, p := range t.Phases {
 			if res.Drill == nil {
@@ -318,6 +344,8 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		}
 		if err := r.State.RecordBackup(ctx, a); err != nil {
 			tl.Error().Err(err).Msg("cannot record backup status")
+			errs = append(errs, err)
+			a.Success = false // an attempt that cannot be recorded is not a success
 		}
 		prev, _ := r.Metrics.Backups.Get(t.Name)
 		ts := metrics.TargetState{Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
@@ -326,6 +354,7 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		}
 		r.Metrics.Backups.Set(t.Name, ts)
 	}
+	return errors.Join(errs...)
 }
 
 // recordChecks exports drill and verification results and stores their reports.

@@ -243,7 +243,8 @@ func (s *Scheduler) Start(ctx context.Context) {
 		}
 		if sp.CatchUp {
 			last, err := s.runner.State.LastRun(ctx, name)
-			if err == nil && sp.Schedule.Missed(last.StartedAt.In(loc(sp)), now) {
+			// An interrupted run (opsd killed during it) did not happen: run it again once.
+			if err == nil && (last.Outcome == state.OutcomeInterrupted || sp.Schedule.Missed(last.StartedAt.In(loc(sp)), now)) {
 				s.runner.Log.Info().Str("job", name).Time("last_run", last.StartedAt).Msg("catching up a missed scheduled run")
 				s.startRun(sp, TriggerCatchUp)
 			}

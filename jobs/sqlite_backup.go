@@ -20,6 +20,8 @@ type SQLiteDatabase struct {
 	Name     string
 	Path     string
 	Optional bool
+	// Tables must exist in the copy (REFERENCE.md's table); a copy without them is not uploaded.
+	Tables []string
 }
 
 // SQLiteBackupConfig configures a SQLiteBackup.
@@ -72,6 +74,18 @@ func (b *SQLiteBackup) Name() string { return b.name }
 
 // Kind returns "sqlite_backup".
 func (b *SQLiteBackup) Kind() string { return "sqlite_backup" }
+
+// TrackedTargets returns the databases whose status the job records (optional ones are only
+// tracked once they exist).
+func (b *SQLiteBackup) TrackedTargets() []TrackedTarget {
+	var out []TrackedTarget
+	for _, d := range b.cfg.Databases {
+		if !d.Optional {
+			out = append(out, TrackedTarget{Name: d.Name, StatusKind: "sqlite"})
+		}
+	}
+	return out
+}
 
 // Only returns a copy of the job restricted to the named databases (the CLI's --db).
 func (b *SQLiteBackup) Only(names []string) (*SQLiteBackup, error) {
@@ -141,6 +155,11 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 		}
 		return fail(fmt.Errorf("database file not found: %s", db.Path))
 	}
+	// SQLite treats a 0-byte file as a new empty database: without this gate an empty or
+	// truncated source would be "backed up" as OK and later restored over the real one.
+	if err := sqlite.CheckFile(db.Path); err != nil {
+		return fail(fmt.Errorf("source %w (nothing uploaded)", err))
+	}
 	dir := b.cfg.TempDir
 	if dir == "" {
 		dir = os.TempDir()
@@ -161,12 +180,9 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 	}
 
 	tm.Start("check")
-	if err := sqlite.Check(ctx, tmp); err != nil {
-		return fail(fmt.Errorf("copy of %s: %w (nothing uploaded)", db.Path, err))
-	}
-	info, err := sqlite.Inspect(ctx, tmp)
+	info, err := sqlite.VerifyCopy(ctx, tmp, db.Tables)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("copy of %s: %w (nothing uploaded)", db.Path, err))
 	}
 
 	tm.Start("upload")

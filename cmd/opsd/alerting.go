@@ -36,7 +36,7 @@ func (m *Main) buildAlerts(cfg *config.Config) ([]alerts.Spec, error) {
 			rule = &alerts.HTTPJSONRule{RuleName: r.Name, URL: r.URL.Value(), Token: r.Token.Value(), Path: r.Path, Op: r.Op, Threshold: threshold}
 		case "docker_events":
 			if m.stops == nil {
-				m.stops = &alerts.UnexpectedStops{RuleName: r.Name, Source: m.docker, Prefix: r.NamePrefix, ResolveAfter: r.ResolveAfter.D(), Log: m.log}
+				m.stops = &alerts.UnexpectedStops{RuleName: r.Name, Source: m.docker, Prefix: r.NamePrefix, ResolveAfter: r.ResolveAfter.D(), Log: m.log, Check: m.docker.Ping}
 			}
 			rule = m.stops
 		case "system":

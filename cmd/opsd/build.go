@@ -120,7 +120,7 @@ func sqliteBackupJob(jc config.Job, d deps) (*jobs.SQLiteBackup, error) {
 	}
 	dbs := make([]jobs.SQLiteDatabase, len(s.Databases))
 	for i, db := range s.Databases {
-		dbs[i] = jobs.SQLiteDatabase{Name: db.Name, Path: db.Path, Optional: db.Optional}
+		dbs[i] = jobs.SQLiteDatabase{Name: db.Name, Path: db.Path, Optional: db.Optional, Tables: db.Tables}
 	}
 	return jobs.NewSQLiteBackup(jc.Name, jobs.SQLiteBackupConfig{
 		Databases:   dbs,

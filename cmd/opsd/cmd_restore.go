@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -133,15 +134,38 @@ func (r *restoreEnv) record(kind, target, key string, run func() (safety string,
 	return 0
 }
 
+// stdin and stdinIsTerminal are where confirmations are read (tests replace them).
+var (
+	stdin           io.Reader = os.Stdin
+	stdinIsTerminal           = func() bool { return isatty.IsTerminal(os.Stdin.Fd()) }
+)
+
+// confirm asks a yes/no question on a terminal. Without a terminal it refuses: a restore
+// started from a script must say --yes.
+func confirm(stdout io.Writer, question string) (bool, string) {
+	if !stdinIsTerminal() {
+		return false, "refusing to restore without confirmation: stdin is not a terminal; pass --yes to confirm"
+	}
+	fmt.Fprintf(stdout, "%s Type yes to continue: ", question)
+	line, _ := bufio.NewReader(stdin).ReadString('\n')
+	if strings.TrimSpace(strings.ToLower(line)) != "yes" {
+		return false, "not confirmed"
+	}
+	return true, ""
+}
+
 func restoreDB(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("restore db", "opsd restore db -c FILE [--date YYYYMMDD] [--db NAME]... [--dry-run] [--stop-container C] [--health-url URL]", stdout, stderr)
+	fs := newFlags("restore db", "opsd restore db -c FILE [--date YYYYMMDD] [--db NAME]... [--dry-run] (--stop-container C | --live) [--health-url URL] [--yes] [--remove-safety-copies]", stdout, stderr)
 	cfgPath := configFlag(fs)
 	date := fs.String("date", "", "the set to restore (default: the newest complete one)")
 	var dbs multiFlag
 	fs.Var(&dbs, "db", "restore only this database (repeatable)")
-	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
+	dry := fs.Bool("dry-run", false, "download and verify every backup (checksums, integrity, target, tables), print the plan, change nothing")
 	stopC := fs.String("stop-container", "", "stop this container (the platform API) during the swap and start it after")
-	health := fs.String("health-url", "", `poll this URL after the swap until it answers {"status":"ok"} (e.g. http://127.0.0.1:3100/health)`)
+	live := fs.Bool("live", false, "swap the files without stopping a container (nothing uses them)")
+	yes := fs.Bool("yes", false, "do not ask for confirmation (needed when stdin is not a terminal)")
+	removeSafety := fs.Bool("remove-safety-copies", false, "remove the local NAME.db.pre-restore-{ts} copies after a successful restore (the store's copies stay)")
+	health := fs.String("health-url", "", `poll this URL after the swap until it answers 200 with status "ok" or "degraded" (e.g. http://127.0.0.1:3100/health)`)
 	identity := fs.String("identity", "", "age identity file for encrypted backups")
 	jobName := fs.String("job", "", "the sqlite_backup job whose databases (names and paths) are restored")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
@@ -168,15 +192,23 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	}
 	var list []restore.Database
 	for _, d := range jc.SQLiteBackup.Databases {
-		list = append(list, restore.Database{Name: d.Name, Path: d.Path})
+		list = append(list, restore.Database{Name: d.Name, Path: d.Path, Tables: d.Tables})
+	}
+	if !*dry && *stopC == "" && !*live {
+		fmt.Fprintln(stderr, "opsd: restore db replaces the live database files: pass --stop-container NAME to stop the platform API during the swap, or --live when nothing uses them (nothing was changed)")
+		return 2
+	}
+	if *stopC != "" && *live {
+		fmt.Fprintln(stderr, "opsd: --stop-container and --live exclude each other")
+		return 2
 	}
 	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.SQLite), false, "restore")
 	if err != nil {
 		return 1
 	}
 	defer release()
-	o := restore.DBOptions{Store: r.store, Layout: r.keys, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC,
-		Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
+	o := restore.DBOptions{Store: r.store, Layout: r.keys, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC, Live: *live,
+		RemoveSafetyCopies: *removeSafety, Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
 	if *dry {
 		res, err := restore.RestoreDB(r.ctx, o)
 		if err != nil {
@@ -184,7 +216,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprint(stdout, res.Plan)
-		fmt.Fprintln(stdout, "DRY RUN: nothing was changed")
+		fmt.Fprintln(stdout, "DRY RUN: every backup verified; nothing was changed")
 		return 0
 	}
 	target := "platform"
@@ -192,14 +224,20 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 		target = strings.Join(dbs, ",")
 	}
 	// The plan first: what will be replaced, from which set, and where the safety copies go.
-	o.DryRun = true
+	o.PlanOnly = true
 	plan, err := restore.RestoreDB(r.ctx, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
 	fmt.Fprint(stdout, plan.Plan)
-	o.DryRun, o.Date = false, plan.Set
+	if !*yes {
+		if ok, msg := confirm(stdout, "Replace these databases?"); !ok {
+			fmt.Fprintf(stderr, "opsd: %s (nothing was changed)\n", msg)
+			return 1
+		}
+	}
+	o.PlanOnly, o.Date = false, plan.Set
 	return r.record("db", target, r.keys.SetPrefix(plan.Set), func() (string, time.Duration, error) {
 		res, err := restore.RestoreDB(r.ctx, o)
 		var safety []string

@@ -20,6 +20,7 @@ import (
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/internal/docker"
+	"github.com/wopr-network/opsd/internal/health"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
@@ -36,6 +37,12 @@ type Options struct {
 	Listen string
 	// LogLevel overrides log.level.
 	LogLevel string
+	// CheckInterval is how often the daemon checks the dependencies its jobs need (the Docker
+	// engine, an object store that was unreachable at start); default 30s.
+	CheckInterval time.Duration
+
+	// daemon: an unreachable object store does not stop the start (it is retried).
+	daemon bool
 }
 
 // env is what every command needs: config, logging, state, store, metrics, Sentry and a runner.
@@ -51,6 +58,11 @@ type env struct {
 	runner   *jobs.Runner
 	locks    *prefixlock.Locks
 	docker   *docker.Client
+	cliLock  *state.Lock
+	// problems make /health degraded besides stale targets.
+	problems *health.Problems
+	// lazy is set when the object store could not be opened at start (daemon only).
+	lazy *lazyStore
 }
 
 // newEnv opens everything a command needs from the config.
@@ -64,19 +76,48 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		level = o.LogLevel
 	}
 	log := telemetry.NewLogger(o.Stderr, level, cfg.Log.Format, red).With().Str("node", cfg.NodeID).Logger()
+	var cliLock *state.Lock
+	if !o.daemon {
+		// Say a CLI command uses the state database, so a daemon starting meanwhile does not
+		// take this command's runs for interrupted ones.
+		l, err := state.AcquireCLILock(ctx, cfg.State.Path)
+		if err != nil {
+			return nil, err
+		}
+		cliLock = l
+	}
 	st, err := state.Open(ctx, cfg.State.Path)
 	if err != nil {
+		cliLock.Release()
 		return nil, err
 	}
-	store, err := openStore(ctx, cfg.Storage)
+	problems := &health.Problems{}
+	octx, cancel := ctx, context.CancelFunc(func() {})
+	if o.daemon {
+		// Do not hold the daemon's start (and /health) for the client's retries.
+		octx, cancel = context.WithTimeout(ctx, 3*time.Second)
+	}
+	store, err := openStore(octx, cfg.Storage)
+	cancel()
+	var lazy *lazyStore
 	if err != nil {
-		st.Close()
-		return nil, err
+		if !o.daemon {
+			st.Close()
+			cliLock.Release()
+			return nil, err
+		}
+		// The daemon starts anyway: /health, metrics and alerts stay up, /health says degraded,
+		// and the store is opened again on use and every CheckInterval.
+		lazy = newLazyStore(cfg.Storage, err)
+		store = lazy
+		problems.Set("store", "object store unreachable: "+red.Redact(err.Error()))
+		log.Error().Err(err).Msg("object store unreachable at start; starting anyway and retrying")
 	}
 	sn, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: cfg.Sentry.DSN.Value(), Environment: cfg.Sentry.Environment,
 		Release: "opsd@" + version, Node: cfg.NodeID, SampleRate: cfg.Sentry.SampleRate}, red)
 	if err != nil {
 		st.Close()
+		cliLock.Release()
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
@@ -84,15 +125,19 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	m.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	if err := loadTracker(ctx, st, m); err != nil {
 		st.Close()
+		cliLock.Release()
 		return nil, err
 	}
 	dc, err := docker.New(cfg.Docker.Host)
 	if err != nil {
 		st.Close()
+		cliLock.Release()
 		return nil, err
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New(), docker: dc}
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New(), docker: dc,
+		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
+	e.runner.Problems = problems
 	return e, nil
 }
 
@@ -120,6 +165,7 @@ func (e *env) close(ctx context.Context) {
 	e.sentry.Flush(ctx)
 	e.docker.Close()
 	e.state.Close()
+	e.cliLock.Release()
 }
 
 func (e *env) deps(cfg *config.Config, store storage.Store) deps {
@@ -149,35 +195,55 @@ type Main struct {
 
 	coord *coord.Postgres // fleet coordination (nil without coordination.postgres)
 	fleet *metrics.Fleet
+
+	// restoring holds the containers an admin restore is running for (name → restore id).
+	restoring sync.Map
+	// lock is the exclusive lock on the state database (one daemon per state database).
+	lock *state.Lock
 }
 
 // NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
 // the scheduler with every job, and the HTTP server (not yet listening).
 func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) {
-	e, err := newEnv(ctx, cfg, o)
+	// One daemon per state database, decided before anything is touched: a second daemon must
+	// not mark the first one's running jobs interrupted.
+	lock, err := state.AcquireLock(cfg.State.Path)
 	if err != nil {
 		return nil, err
 	}
-	m := &Main{env: e, opts: o}
+	o.daemon = true
+	e, err := newEnv(ctx, cfg, o)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	m := &Main{env: e, opts: o, lock: lock}
+	fail := func(err error) (*Main, error) {
+		e.close(ctx)
+		lock.Release()
+		return nil, err
+	}
 	m.cfgPtr.Store(cfg)
+	m.cleanTemp(cfg)
 	m.sched, err = jobs.NewScheduler(e.runner)
 	if err != nil {
-		e.close(ctx)
-		return nil, err
+		return fail(err)
 	}
 	specs, err := buildSpecs(cfg, m.deps(cfg, e.store))
 	if err != nil {
-		e.close(ctx)
-		return nil, err
+		return fail(err)
+	}
+	// Runs a killed process left "running" are failed runs: marked before the scheduler seeds
+	// the metrics from job_runs, so opsd_job_last_run_success says 0 for them.
+	if err := m.markInterrupted(ctx, specs); err != nil {
+		return fail(err)
 	}
 	if err := m.sched.Apply(specs); err != nil {
-		e.close(ctx)
-		return nil, err
+		return fail(err)
 	}
 	alertSpecs, err := m.buildAlerts(cfg)
 	if err != nil {
-		e.close(ctx)
-		return nil, err
+		return fail(err)
 	}
 	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.metrics, e.log)
 	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
@@ -192,7 +258,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		AdminToken: func() string { return m.cfg().HTTP.AdminToken.Value() },
 		Ready:      m.ready.Load,
 		Log:        e.log,
-		ListJobs:   func(ctx context.Context) any { return m.sched.Jobs(ctx) },
+		Problems:   e.problems,
+		ListJobs:   m.listJobs,
 		TriggerJob: m.trigger,
 		JobExists: func(name string) bool {
 			_, ok := m.sched.Spec(name)
@@ -244,11 +311,6 @@ func (m *Main) Addr() net.Addr { return m.addr }
 // a context that Close cancels when the shutdown grace period ends.
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.cfg()
-	if n, err := m.state.MarkInterrupted(ctx, time.Now()); err != nil {
-		return err
-	} else if n > 0 {
-		m.log.Warn().Int64("runs", n).Msg("marked runs left running by a previous process as interrupted")
-	}
 	listen := cfg.HTTP.Listen
 	if m.opts.Listen != "" {
 		listen = m.opts.Listen
@@ -277,6 +339,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.startAlerts(bgCtx)
 	m.heartbeats(bgCtx)
+	m.startChecks(bgCtx)
 	m.ready.Store(true)
 	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {
@@ -415,5 +478,6 @@ func (m *Main) Close(ctx context.Context) error {
 		m.coord.Close()
 	}
 	m.env.close(hctx)
+	m.lock.Release()
 	return nil
 }

@@ -71,7 +71,7 @@ jobs:
 	db, _ := demo.Open(paths["billing"])
 	db.Exec(`DELETE FROM meter_events`)
 	db.Close()
-	o := mustRun("restore", "db", "-c", cfgPath, "--stop-container", procAPIPrefix+"platform_api", "--health-url", health.URL)
+	o := mustRun("restore", "db", "-c", cfgPath, "--yes", "--stop-container", procAPIPrefix+"platform_api", "--health-url", health.URL)
 	if !strings.Contains(o, "OK  db platform restored") {
 		t.Fatalf("restore db output:\n%s", o)
 	}

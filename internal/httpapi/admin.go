@@ -28,7 +28,8 @@ type AdminOptions struct {
 	// Health returns the /admin/health body.
 	Health func(ctx context.Context) any
 	// Restore starts a container restore and returns its id; errors wrap ErrForbidden (the key
-	// is not that container's), ErrNotFound or ErrBadRequest.
+	// is not that container's), ErrNotFound, ErrBadRequest or ErrConflict (a restore of that
+	// container is already running).
 	Restore func(ctx context.Context, containerID, remotePath, targetNode string) (int64, error)
 	// NodeRestore starts restoring every container a (lost) node backed up onto this node and
 	// returns its id; errors wrap ErrNotFound or ErrBadRequest.
@@ -86,6 +87,8 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 			WriteError(w, http.StatusNotFound, err.Error())
 		case errors.Is(err, ErrBadRequest):
 			WriteError(w, http.StatusBadRequest, err.Error())
+		case errors.Is(err, ErrConflict):
+			WriteError(w, http.StatusConflict, err.Error())
 		case err != nil:
 			WriteError(w, http.StatusInternalServerError, err.Error())
 		default:

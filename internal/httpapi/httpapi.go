@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/internal/health"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	AdminToken func() string
 	Ready      func() bool
 	Log        zerolog.Logger
+	// Problems are reasons to be degraded besides stale targets (an unreachable dependency a
+	// job needs, a run that could not be recorded); nil means none.
+	Problems *health.Problems
 
 	// ListJobs returns the jobs (any JSON-marshalable slice).
 	ListJobs func(ctx context.Context) any
@@ -139,6 +143,8 @@ type Health struct {
 	Status  string        `json:"status"`
 	Service string        `json:"service"`
 	Backups HealthBackups `json:"backups"`
+	// Problems is present only when something besides stale targets makes opsd degraded.
+	Problems []health.Problem `json:"problems,omitempty"`
 }
 
 // HealthBackups counts tracked and stale targets.
@@ -147,14 +153,15 @@ type HealthBackups struct {
 	TotalTracked int `json:"totalTracked"`
 }
 
-// health always answers 200 (uptime monitors read the body): "degraded" iff any target is stale.
+// health always answers 200 (uptime monitors read the body): "degraded" iff any target is stale
+// or a problem is set (a dependency a job needs is unreachable, a run could not be recorded).
 // When the state cannot be read it says "degraded" with the error, never "ok".
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	h := Health{Status: "ok", Service: s.opts.Service}
 	all, err := s.opts.State.ListBackups(r.Context(), time.Now(), s.opts.StaleAfter())
 	if err != nil {
 		s.opts.Log.Error().Err(err).Msg("health: cannot read backup status")
-		WriteJSON(w, http.StatusOK, map[string]any{"status": "degraded", "service": s.opts.Service, "error": "backup status unavailable"})
+		WriteJSON(w, http.StatusOK, map[string]any{"status": "degraded", "service": s.opts.Service, "error": "backup status unavailable", "problems": s.opts.Problems.List()})
 		return
 	}
 	for _, b := range all {
@@ -163,7 +170,8 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 			h.Backups.StaleCount++
 		}
 	}
-	if h.Backups.StaleCount > 0 {
+	h.Problems = s.opts.Problems.List()
+	if h.Backups.StaleCount > 0 || len(h.Problems) > 0 {
 		h.Status = "degraded"
 	}
 	WriteJSON(w, http.StatusOK, h)

@@ -18,6 +18,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
@@ -122,7 +123,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 		return res, fmt.Errorf("restore %s: the container to replace: %w", o.Name, err)
 	}
 	res.OldID = old.ID
-	scratch, err := os.MkdirTemp(o.TempDir, "opsd-restore-")
+	scratch, err := os.MkdirTemp(o.TempDir, scratch.Pattern("restore"))
 	if err != nil {
 		return res, err
 	}

@@ -13,12 +13,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -33,6 +36,8 @@ type Stopper interface {
 type Database struct {
 	Name string
 	Path string
+	// Tables must all exist in a backup for it to be accepted (REFERENCE.md's table per database).
+	Tables []string
 }
 
 // DBOptions configure a database restore.
@@ -44,13 +49,24 @@ type DBOptions struct {
 	Only       []string
 	Date       string // YYYYMMDD; empty: the newest complete set
 	Identities []age.Identity
-	DryRun     bool
+	// DryRun runs every verification step (download, SHA-256, decode, integrity_check, target,
+	// tables) and changes nothing: it fails exactly when the real restore would fail before the swap.
+	DryRun bool
+	// PlanOnly returns the plan without downloading anything.
+	PlanOnly bool
+	// Live allows swapping the files without stopping a container (nothing uses them, or the
+	// operator accepts the risk). Without it, StopContainer is required.
+	Live bool
+	// RemoveSafetyCopies removes the local NAME.db.pre-restore-{ts} copies after a successful
+	// restore (the copies in the store stay). By default they are kept.
+	RemoveSafetyCopies bool
 	// StopContainer is stopped before the swap and started after it (and after a rollback).
 	StopContainer string
 	Docker        Stopper
 	// StopTimeout is how long the container gets to stop before it is killed (default 30s).
 	StopTimeout time.Duration
-	// HealthURL is polled after the swap until it answers {"status":"ok"} or HealthTimeout ends.
+	// HealthURL is polled after the swap until it answers HTTP 200 with status "ok" or
+	// "degraded" (the runbook's definition of up), or HealthTimeout ends.
 	HealthURL     string
 	HealthTimeout time.Duration
 	Node          string
@@ -135,11 +151,25 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		fmt.Fprintf(&plan, "  stop container %s before the swap, start it after\n", o.StopContainer)
 	}
 	if o.HealthURL != "" {
-		fmt.Fprintf(&plan, "  wait for %s to answer {\"status\":\"ok\"}\n", o.HealthURL)
+		fmt.Fprintf(&plan, "  wait for %s to answer 200 with status ok or degraded\n", o.HealthURL)
 	}
 	res.Plan = plan.String()
-	if o.DryRun {
+	if o.PlanOnly {
 		return res, nil
+	}
+	if !o.DryRun && o.StopContainer == "" && !o.Live {
+		return res, errors.New("restore: refusing to replace database files under a running API: pass --stop-container NAME (stop it during the swap) or --live (nothing uses these files) (nothing was changed)")
+	}
+	if o.StopContainer != "" && o.Docker == nil {
+		return res, fmt.Errorf("restore: --stop-container %s needs a Docker engine (nothing was changed)", o.StopContainer)
+	}
+	// The container to stop must exist (the dry run finds out too, not only the real restore).
+	if in, ok := o.Docker.(interface {
+		Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
+	}); ok && o.StopContainer != "" {
+		if _, err := in.Inspect(ctx, o.StopContainer, false); err != nil {
+			return res, fmt.Errorf("restore: the container to stop: %w (nothing was changed)", err)
+		}
 	}
 
 	// 1. Prepare every new file beside its target and prove it, before touching anything.
@@ -156,18 +186,26 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 	}
 	for _, d := range dbs {
 		m := manifests[d.Name]
+		if m.Target != d.Name {
+			cleanup()
+			return res, fmt.Errorf("restore %s: the backup %s is of %q, not %q (nothing was changed)", d.Name, m.Key, m.Target, d.Name)
+		}
+		if m.Size == 0 {
+			cleanup()
+			return res, fmt.Errorf("restore %s: the backup %s is empty (0 bytes) (nothing was changed)", d.Name, m.Key)
+		}
 		dir := filepath.Dir(d.Path)
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: %w", d.Name, err)
 		}
-		dl := filepath.Join(dir, fmt.Sprintf(".opsd-restore-%s-%s.download", d.Name, ts))
+		dl := filepath.Join(dir, scratch.Name("restore-"+d.Name, ".download"))
 		say("%s: downloading %s", d.Name, m.Key)
 		if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: %w (nothing was changed)", d.Name, err)
 		}
-		temp := filepath.Join(dir, fmt.Sprintf(".opsd-restore-%s-%s.db", d.Name, ts))
+		temp := filepath.Join(dir, scratch.Name("restore-"+d.Name, ".db"))
 		if err := artifact.DecodeFile(dl, temp, m, o.Identities); err != nil {
 			os.Remove(dl)
 			cleanup()
@@ -175,11 +213,20 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		}
 		os.Remove(dl)
 		ready = append(ready, prepared{d, m, temp})
-		if err := sqlite.Check(ctx, temp); err != nil {
+		if _, err := sqlite.VerifyCopy(ctx, temp, d.Tables); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: the backup %s: %w (nothing was changed)", d.Name, m.Key, err)
 		}
-		say("%s: verified (sha256, integrity_check ok)", d.Name)
+		if err := matchOwner(temp, d.Path); err != nil {
+			cleanup()
+			return res, fmt.Errorf("restore %s: %w (nothing was changed)", d.Name, err)
+		}
+		say("%s: verified (sha256, integrity_check ok, target %s, tables present)", d.Name, m.Target)
+	}
+	if o.DryRun {
+		cleanup()
+		say("dry run: every backup verified; nothing was changed")
+		return res, nil
 	}
 
 	// 2. Safety copies of what is there now: local and in the store.
@@ -283,8 +330,38 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 			return res, rollback(fmt.Errorf("restore: %w", err))
 		}
 	}
+	if o.RemoveSafetyCopies {
+		for _, r := range restored {
+			if r.SafetyPath != "" {
+				sqlite.RemoveDB(r.SafetyPath)
+				say("%s: removed local safety copy %s (the copy in the store stays: %s)", r.Name, r.SafetyPath, r.SafetyKey)
+			}
+		}
+	}
 	say("restored set %s", set)
 	return res, nil
+}
+
+// matchOwner gives the new file the owner, group and mode of the file it replaces (a database
+// restored as root must stay readable by the service that owns it). Without a current file,
+// nothing changes.
+func matchOwner(newFile, current string) error {
+	st, err := os.Stat(current)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", current, err)
+	}
+	if err := os.Chmod(newFile, st.Mode().Perm()); err != nil {
+		return fmt.Errorf("keep mode of %s: %w", current, err)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if err := os.Lchown(newFile, int(sys.Uid), int(sys.Gid)); err != nil {
+			return fmt.Errorf("keep owner of %s (uid %d, gid %d): %w", current, sys.Uid, sys.Gid, err)
+		}
+	}
+	return nil
 }
 
 func safetyList(rs []DBRestored) string {
@@ -316,6 +393,10 @@ func swapIn(temp, target string) error {
 func putBack(safety, target string) error {
 	tmp := target + ".opsd-rollback"
 	if err := copyFile(safety, tmp); err != nil {
+		return err
+	}
+	if err := matchOwner(tmp, target); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return swapIn(tmp, target)
@@ -354,7 +435,8 @@ func syncDir(dir string) {
 	}
 }
 
-// waitHealthy polls url until it answers 200 with {"status":"ok"}.
+// waitHealthy polls url until it answers 200 with status "ok" or "degraded": degraded means the
+// API is up and serving (the runbook's definition), so a good restore is not rolled back for it.
 func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -367,14 +449,14 @@ func waitHealthy(ctx context.Context, url string, timeout time.Duration) error {
 			}
 			json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && body.Status == "ok" {
+			if resp.StatusCode == http.StatusOK && (body.Status == "ok" || body.Status == "degraded") {
 				return nil
 			}
 			last = fmt.Sprintf("status %d, %q", resp.StatusCode, body.Status)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("health check %s did not say ok within %s (last: %s)", url, timeout, last)
+			return fmt.Errorf("health check %s did not say ok or degraded within %s (last: %s)", url, timeout, last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

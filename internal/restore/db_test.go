@@ -24,6 +24,12 @@ import (
 
 var day1 = time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)
 
+// expectedTables is REFERENCE.md's table of the tables each platform database must hold.
+var expectedTables = map[string][]string{
+	"auth": {"user", "session", "account"}, "billing": {"meter_events"}, "credits": {"credit_transactions"},
+	"audit": {"audit_log"}, "quotas": {"quota_limits"}, "tenant-keys": {"tenant_keys"}, "snapshots": {"snapshots", "restore_log"},
+}
+
 // backedUp makes the demo databases, backs them up for day1, then writes more rows (the live
 // databases move on after the backup). It returns the store, the databases and the rows each
 // backup holds.
@@ -38,7 +44,7 @@ func backedUp(t *testing.T) (storage.Store, []Database, map[string]int64) {
 	var dbs []Database
 	rows := map[string]int64{}
 	for _, n := range demo.Names {
-		dbs = append(dbs, Database{Name: n, Path: paths[n]})
+		dbs = append(dbs, Database{Name: n, Path: paths[n], Tables: expectedTables[n]})
 	}
 	for _, d := range dbs {
 		tmp := d.Path + ".copy"
@@ -82,7 +88,7 @@ func TestRestoreDBReplacesAndKeepsSafetyCopies(t *testing.T) {
 	}))
 	defer api.Close()
 	var lines []string
-	res, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1", HealthURL: api.URL, Progress: func(s string) { lines = append(lines, s) }})
+	res, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1", Live: true, HealthURL: api.URL, Progress: func(s string) { lines = append(lines, s) }})
 	if err != nil {
 		t.Fatalf("restore: %v\n%s", err, strings.Join(lines, "\n"))
 	}
@@ -108,7 +114,7 @@ func TestRestoreDBReplacesAndKeepsSafetyCopies(t *testing.T) {
 	if _, err := artifact.ReadManifest(context.Background(), store, b.SafetyKey); err != nil || !strings.HasPrefix(b.SafetyKey, "pre-restore/n1/billing/") {
 		t.Fatalf("uploaded safety copy %s: %v", b.SafetyKey, err)
 	}
-	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(billing), ".opsd-restore-*")); len(entries) != 0 {
+	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(billing), "opsd-tmp-*")); len(entries) != 0 {
 		t.Fatalf("temp files left: %v", entries)
 	}
 }
@@ -127,7 +133,7 @@ func TestRestoreDBCorruptBackupTouchesNothing(t *testing.T) {
 	for _, d := range dbs {
 		before[d.Name] = fileSum(t, d.Path)
 	}
-	_, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1"})
+	_, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1", Live: true})
 	if err == nil || !errors.Is(err, artifact.ErrChecksum) || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("err = %v", err)
 	}
@@ -173,11 +179,11 @@ func TestRestoreDBFailureAfterFirstSwapPutsEverythingBack(t *testing.T) {
 func TestRestoreDBUnhealthyAfterSwapRollsBack(t *testing.T) {
 	store, dbs, rows := backedUp(t)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"status":"degraded"}`))
+		w.Write([]byte(`{"status":"starting"}`))
 	}))
 	defer api.Close()
-	_, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Only: []string{"billing"}, Node: "n1", HealthURL: api.URL, HealthTimeout: time.Second})
-	if err == nil || !strings.Contains(err.Error(), `last: status 200, "degraded"`) || !strings.Contains(err.Error(), "rolled back") {
+	_, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Only: []string{"billing"}, Node: "n1", Live: true, HealthURL: api.URL, HealthTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), `last: status 200, "starting"`) || !strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("err = %v", err)
 	}
 	if n, _ := sqlite.CountRows(context.Background(), dbs[1].Path, "meter_events"); n != rows["billing"]+50 {
@@ -188,7 +194,7 @@ func TestRestoreDBUnhealthyAfterSwapRollsBack(t *testing.T) {
 func TestRestoreDBDryRun(t *testing.T) {
 	store, dbs, _ := backedUp(t)
 	before := fileSum(t, dbs[0].Path)
-	res, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1", DryRun: true, StopContainer: "platform-api"})
+	res, err := RestoreDB(context.Background(), DBOptions{Store: store, Databases: dbs, Node: "n1", PlanOnly: true, StopContainer: "platform-api"})
 	if err != nil || !strings.Contains(res.Plan, "auth         platform/20261125/auth-20261125.db") || !strings.Contains(res.Plan, "stop container platform-api") {
 		t.Fatalf("plan: %v\n%s", err, res.Plan)
 	}

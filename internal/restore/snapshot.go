@@ -131,6 +131,11 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	return res, nil
 }
 
+// within reports whether the cleaned relative path p is top or lies under it.
+func within(p, top string) bool {
+	return p == top || strings.HasPrefix(p, top+"/")
+}
+
 // extract unpacks a tar into dir, keeping each entry's mode, owner (uid/gid, when run as root)
 // and modification time. Every entry must lie under top/; absolute paths, "..", and links
 // pointing outside the tree are refused.
@@ -152,7 +157,7 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			return n, fmt.Errorf("read snapshot: %w", err)
 		}
 		name := filepath.Clean(h.Name)
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") || (name != top && !strings.HasPrefix(name, top+"/")) {
+		if filepath.IsAbs(name) || !within(name, top) {
 			return n, fmt.Errorf("snapshot entry %q is outside %s/", h.Name, top)
 		}
 		target := filepath.Join(dir, name)
@@ -181,8 +186,9 @@ func extract(r io.Reader, dir, top string) (int, error) {
 				return n, err
 			}
 		case tar.TypeSymlink:
+			// Compare cleaned paths by whole components: "bot-10/x" is not inside "bot-1".
 			resolved := filepath.Clean(filepath.Join(filepath.Dir(name), h.Linkname))
-			if filepath.IsAbs(h.Linkname) || (resolved != top && !strings.HasPrefix(resolved, top+"/")) {
+			if filepath.IsAbs(h.Linkname) || !within(resolved, top) {
 				return n, fmt.Errorf("snapshot link %q points outside %s/", h.Name, top)
 			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {

@@ -80,6 +80,10 @@ func TestRestoreSnapshotRefusesTraversal(t *testing.T) {
 		{map[string]string{"/etc/evil": "x"}, nil},
 		{map[string]string{"bot-2/file": "x"}, nil},
 		{map[string]string{"bot-1/ok": "x"}, map[string]string{"bot-1/escape": "../../etc/passwd"}},
+		// A sibling instance whose name starts with this one's: bot-10 is not inside bot-1.
+		{map[string]string{"bot-1/ok": "x"}, map[string]string{"bot-1/sibling": "../bot-10/secrets"}},
+		{map[string]string{"bot-1/ok": "x"}, map[string]string{"bot-1/deep/sibling": "../../bot-1x"}},
+		{map[string]string{"bot-10/file": "x"}, nil},
 	} {
 		key := "on-demand/bot-1/bad" + string(rune('a'+i)) + ".tar.gz"
 		snapshotOf(t, store, key, bad.entries, bad.links)

@@ -20,9 +20,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"modernc.org/sqlite"
+
+	"github.com/wopr-network/opsd/internal/scratch"
 )
 
 // chunkPages is how many pages one backup step copies (4 MiB at the default page size).
@@ -251,7 +252,99 @@ func CountRows(ctx context.Context, path, table string) (int64, error) {
 	return n, nil
 }
 
-// TempPath returns a fresh temp path for a copy of a database named name in dir.
+// TempPath returns a fresh temp path for a copy of a database named name in dir, named so that
+// a crashed process's copies are removed at the next start (scratch.Clean).
 func TempPath(dir, name string) string {
-	return filepath.Join(dir, fmt.Sprintf(".opsd-%s-%d.db", name, time.Now().UnixNano()))
+	return filepath.Join(dir, scratch.Name(name, ".db"))
+}
+
+// header is the first 16 bytes of every SQLite 3 database file.
+const header = "SQLite format 3\x00"
+
+// ErrEmpty is returned (wrapped) when a database file has no bytes or no tables.
+var ErrEmpty = errors.New("database is empty")
+
+// ErrNotSQLite is returned (wrapped) when a file is not a SQLite 3 database.
+var ErrNotSQLite = errors.New("not a SQLite database")
+
+// CheckFile fails unless the file at path is a non-empty SQLite 3 database: it exists, has
+// bytes, starts with the SQLite header. It opens nothing (SQLite would treat a 0-byte file as
+// a new empty database and happily "back it up").
+func CheckFile(path string) error {
+	if err := checkFile(path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// checkFile is CheckFile with errors that do not name the file.
+func checkFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return ErrNotExist
+		}
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%w (0 bytes)", ErrEmpty)
+	}
+	buf := make([]byte, len(header))
+	if n, _ := f.Read(buf); n < len(header) || string(buf) != header {
+		return fmt.Errorf("%w (no SQLite header)", ErrNotSQLite)
+	}
+	return nil
+}
+
+// Verify is the gate every copy must pass before it counts as a database: a non-empty SQLite
+// file (CheckFile) whose integrity_check says exactly "ok", that holds at least one table and
+// every table in want. It returns what Inspect returns.
+func Verify(ctx context.Context, path string, want []string) (Info, error) {
+	info, err := VerifyCopy(ctx, path, want)
+	if err != nil && !strings.HasPrefix(err.Error(), path) {
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	return info, err
+}
+
+// VerifyCopy is Verify for a temporary copy whose path means nothing to the reader: its errors
+// do not name the file (the caller names what it is a copy of).
+func VerifyCopy(ctx context.Context, path string, want []string) (Info, error) {
+	if err := checkFile(path); err != nil {
+		return Info{}, err
+	}
+	if err := Check(ctx, path); err != nil {
+		return Info{}, err
+	}
+	info, err := Inspect(ctx, path)
+	if err != nil {
+		return Info{}, err
+	}
+	if len(info.Tables) == 0 {
+		return info, fmt.Errorf("%w (no tables)", ErrEmpty)
+	}
+	if missing := MissingTables(info.Tables, want); len(missing) > 0 {
+		return info, fmt.Errorf("missing tables: %s (has: %s)", strings.Join(missing, ", "), strings.Join(info.Tables, ", "))
+	}
+	return info, nil
+}
+
+// MissingTables returns the names in want that are not in have.
+func MissingTables(have, want []string) []string {
+	set := map[string]bool{}
+	for _, t := range have {
+		set[t] = true
+	}
+	var missing []string
+	for _, t := range want {
+		if !set[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestSIGKILLInterruptedRunIsAFailedRun: the real binary is SIGKILLed during a run of a
+// catch_up job and started again. The killed run is a failed run in /metrics
+// (opsd_job_last_run_success 0, present), /health (degraded, interrupted:<job>) and Sentry, and
+// the job runs again once at start; a temp file the killed process left is removed.
+func TestSIGKILLInterruptedRunIsAFailedRun(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	sentry := sentrytest.New(t)
+	addr := freeAddr(t)
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: kill
+http:
+  listen: %s
+  admin_token: %s
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+sentry:
+  dsn: %s
+alerts:
+  interval: 1h
+  rules: []
+scheduler:
+  shutdown_timeout: 1s
+jobs:
+  - name: nightly-export
+    kind: noop
+    schedule: "0 3 * * *"
+    catch_up: true
+    sleep: 10m
+`, addr, token, dir, dir, sentry.DSN()))
+	base := "http://" + addr
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "run", "-c", cfgPath)
+		cmd.Stderr = io.Discard
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "opsd to answer", 20*time.Second, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return cmd
+	}
+	cmd := start()
+	if code, body := post(t, base+"/api/jobs/nightly-export/run", token); code != 202 {
+		t.Fatalf("trigger: %d %s", code, body)
+	}
+	eventually(t, "the run to start", 10*time.Second, func() bool {
+		return strings.HasSuffix(metricLine(t, base, `opsd_job_running{`), " 1")
+	})
+	// What a killed process leaves behind in the temp dir.
+	leftover := filepath.Join(os.TempDir(), fmt.Sprintf("opsd-tmp-%d-nightly-1.db", cmd.Process.Pid))
+	os.WriteFile(leftover, []byte("partial copy"), 0o600)
+	t.Cleanup(func() { os.Remove(leftover) })
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	cmd = start()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	if l := metricLine(t, base, `opsd_job_last_run_success{`); !strings.Contains(l, "nightly-export") || !strings.HasSuffix(l, " 0") {
+		t.Fatalf("opsd_job_last_run_success after the restart: %q", l)
+	}
+	if _, body := get(t, base+"/health"); !strings.Contains(body, `"status":"degraded"`) || !strings.Contains(body, "interrupted:nightly-export") {
+		t.Fatalf("/health after the restart: %s", body)
+	}
+	eventually(t, "a Sentry event for the interrupted run", 10*time.Second, func() bool {
+		return strings.Contains(sentry.All(), "interrupted: opsd stopped during the run")
+	})
+	_, body := get(t, base+"/api/jobs/nightly-export/runs")
+	if strings.Count(body, `"outcome":"interrupted"`) != 1 || !strings.Contains(body, `"trigger":"catch-up"`) {
+		t.Fatalf("runs after the restart: want the interrupted run and one catch-up run: %s", body)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("the killed process's temp file %s is still there", leftover)
+	}
+}
