@@ -28,16 +28,27 @@ type PruneRule struct {
 	Policy     Policy
 }
 
-// Tier is a retention tier.
+// Tier is a retention tier, as the platform defines it: KeepDaily and KeepWeekly are counts of
+// nightly archives (the newest, then one per ISO week before them); RetentionDays is only the
+// expiry of on-demand snapshots and OnDemandMax caps how many are kept (0: unlimited).
 type Tier struct {
 	KeepDaily, KeepWeekly, OnDemandMax, RetentionDays int
 }
 
+// String lists the tier's numbers with the names of the job file.
+func (t Tier) String() string {
+	odm := fmt.Sprint(t.OnDemandMax)
+	if t.OnDemandMax == 0 {
+		odm = "unlimited"
+	}
+	return fmt.Sprintf("keep_daily=%d keep_weekly=%d on_demand_max=%s retention_days=%d", t.KeepDaily, t.KeepWeekly, odm, t.RetentionDays)
+}
+
 // PruneConfig configures a Prune.
 type PruneConfig struct {
-	Rules       []PruneRule
-	Tiers       map[string]Tier
-	DefaultTier string
+	Rules []PruneRule
+	// Tiers: the tier table; a target's tier is the one its newest manifest records.
+	Tiers map[string]Tier
 	// Grace: artifacts without a manifest younger than this are left alone (an upload may be in
 	// progress); older ones are removed as debris.
 	Grace time.Duration
@@ -72,9 +83,6 @@ func NewPrune(name string, cfg PruneConfig, store storage.Store) *Prune {
 	}
 	if cfg.LockWait == 0 {
 		cfg.LockWait = 10 * time.Minute
-	}
-	if cfg.DefaultTier == "" {
-		cfg.DefaultTier = "free"
 	}
 	if cfg.Locks == nil {
 		cfg.Locks = prefixlock.New()
@@ -117,22 +125,29 @@ type RulePlan struct {
 	Skipped string       `json:"skipped,omitempty"`
 	Targets []TargetPlan `json:"targets"`
 	Debris  []string     `json:"debris"`
+	// Errors are per-target problems (an unknown tier): those targets are not pruned.
+	Errors []string `json:"errors,omitempty"`
 }
 
 // TargetPlan is the plan for one target.
 type TargetPlan struct {
-	Target  string     `json:"target"`
-	Tier    string     `json:"tier,omitempty"`
-	Policy  string     `json:"policy"`
-	Refused string     `json:"refused,omitempty"`
-	Keep    []KeepItem `json:"keep"`
-	Delete  []DelItem  `json:"delete"`
+	Target string `json:"target"`
+	Tier   string `json:"tier,omitempty"`
+	// TierFrom is the artifact whose manifest gave the tier; TierRule the tier's numbers.
+	TierFrom string     `json:"tierFrom,omitempty"`
+	TierRule string     `json:"tierRule,omitempty"`
+	Policy   string     `json:"policy"`
+	Refused  string     `json:"refused,omitempty"`
+	Keep     []KeepItem `json:"keep"`
+	Delete   []DelItem  `json:"delete"`
 }
 
 // KeepItem is a kept backup and the rules that keep it.
 type KeepItem struct {
 	ID      string   `json:"id"`
 	Reasons []string `json:"reasons"`
+	// ExpiresAt is when an on-demand snapshot expires (created + the tier's retention_days).
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
 // DelItem is a backup to delete with every object it consists of.
@@ -140,9 +155,27 @@ type DelItem struct {
 	ID   string   `json:"id"`
 	Keys []string `json:"keys"`
 	Size int64    `json:"size"`
+	Why  string   `json:"why,omitempty"`
 }
 
-var keyDate = regexp.MustCompile(`(\d{8})`)
+var keyDate = regexp.MustCompile(`(\d{8})(?:[T_-]?(\d{6}))?`)
+
+// keyTime is the creation time a key's file name records: its last YYYYMMDD, with the HHMMSS
+// that may follow it ({date}_{time}), UTC.
+func keyTime(key string) (time.Time, bool) {
+	m := keyDate.FindAllStringSubmatch(key[strings.LastIndexByte(key, '/')+1:], -1)
+	if len(m) == 0 {
+		return time.Time{}, false
+	}
+	last := m[len(m)-1]
+	if last[2] != "" {
+		if t, err := time.Parse("20060102150405", last[1]+last[2]); err == nil {
+			return t, true
+		}
+	}
+	t, err := time.Parse("20060102", last[1])
+	return t, err == nil
+}
 
 // Run plans every rule and, unless a dry run, deletes what the plan says.
 func (p *Prune) Run(ctx context.Context) (Result, error) {
@@ -176,6 +209,7 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("prune %s: %w", rule.Prefix, err)
 		}
+		plan.Errors = append(plan.Errors, rp.Errors...)
 		for _, t := range rp.Targets {
 			plan.Kept += len(t.Keep)
 			if t.Refused != "" {
@@ -268,10 +302,8 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			if d, err := time.Parse("20060102", date); err == nil {
 				t = d
 			}
-		} else if m := keyDate.FindAllString(k[strings.LastIndexByte(k, '/')+1:], -1); len(m) > 0 {
-			if d, err := time.Parse("20060102", m[len(m)-1]); err == nil {
-				t = d
-			}
+		} else if kt, ok := keyTime(k); ok {
+			t = kt
 		}
 		if _, seen := g.keys[id]; !seen {
 			g.backups = append(g.backups, Backup{ID: id, Time: t, Verified: true})
@@ -296,16 +328,20 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		tp := TargetPlan{Target: name, Keep: []KeepItem{}, Delete: []DelItem{}}
 		policy := rule.Policy
 		if rule.TierPolicy != "" {
-			tier := p.cfg.DefaultTier
-			if m, err := artifact.ReadManifest(ctx, p.store, g.newestKey); err == nil && m.Tier != "" {
-				tier = m.Tier
+			tier, t, err := p.targetTier(ctx, g.newestKey)
+			tp.Tier, tp.TierFrom = tier, g.newestKey
+			if err != nil {
+				// Never a silent default: the target keeps everything and the run reports it.
+				tp.Refused = fmt.Sprintf("%s: nothing pruned", err)
+				rp.Errors = append(rp.Errors, fmt.Sprintf("%s: %v", name, err))
+				for _, b := range g.backups {
+					tp.Keep = append(tp.Keep, KeepItem{ID: b.ID, Reasons: []string{"refused"}})
+				}
+				rp.Targets = append(rp.Targets, tp)
+				continue
 			}
-			t, ok := p.cfg.Tiers[tier]
-			if !ok {
-				tier, t = p.cfg.DefaultTier, p.cfg.Tiers[p.cfg.DefaultTier]
-			}
-			tp.Tier = tier
-			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep)
+			tp.TierRule = t.String()
+			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep, now)
 		}
 		tp.Policy = policy.String()
 		ds, err := PlanTarget(g.backups, policy)
@@ -319,9 +355,20 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		for _, d := range ds {
 			if d.Keep {
-				tp.Keep = append(tp.Keep, KeepItem{ID: d.Backup.ID, Reasons: d.Reasons})
+				k := KeepItem{ID: d.Backup.ID, Reasons: d.Reasons}
+				if policy.ExpireAfter > 0 {
+					exp := d.Backup.Time.Add(policy.ExpireAfter).UTC()
+					k.ExpiresAt = &exp
+				}
+				tp.Keep = append(tp.Keep, k)
 			} else {
-				tp.Delete = append(tp.Delete, DelItem{ID: d.Backup.ID, Keys: g.keys[d.Backup.ID], Size: d.Backup.Size})
+				why := "kept by no rule"
+				if policy.ExpireAfter > 0 && now.Sub(d.Backup.Time) > policy.ExpireAfter {
+					why = "expired " + d.Backup.Time.Add(policy.ExpireAfter).UTC().Format(time.RFC3339)
+				} else if policy.KeepLast > 0 && policy.KeepLast < Unlimited {
+					why = fmt.Sprintf("beyond the newest %d", policy.KeepLast)
+				}
+				tp.Delete = append(tp.Delete, DelItem{ID: d.Backup.ID, Keys: g.keys[d.Backup.ID], Size: d.Backup.Size, Why: why})
 			}
 		}
 		rp.Targets = append(rp.Targets, tp)
@@ -329,14 +376,48 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 	return nil
 }
 
-func tierPolicyFor(kind string, t Tier, minKeep int) Policy {
-	if kind == "on_demand" {
-		if t.OnDemandMax == 0 {
-			return Policy{KeepWithin: 1 << 62, MinKeep: minKeep} // unlimited
-		}
-		return Policy{KeepLast: t.OnDemandMax, MinKeep: minKeep}
+// targetTier is the tier of a target: the one its newest manifest records. A manifest without a
+// tier, or with one the tier table does not define, is an error for that target (never free).
+func (p *Prune) targetTier(ctx context.Context, newestKey string) (string, Tier, error) {
+	m, err := artifact.ReadManifest(ctx, p.store, newestKey)
+	if err != nil {
+		return "", Tier{}, fmt.Errorf("read the tier of %s: %w", newestKey, err)
 	}
-	return Policy{KeepDaily: t.KeepDaily, KeepWeekly: t.KeepWeekly, KeepWithin: time.Duration(t.RetentionDays) * 24 * time.Hour, MinKeep: minKeep}
+	if m.Tier == "" {
+		return "", Tier{}, fmt.Errorf("%s records no tier", artifact.ManifestKey(newestKey))
+	}
+	t, ok := p.cfg.Tiers[m.Tier]
+	if !ok {
+		return m.Tier, Tier{}, fmt.Errorf("unknown tier %q in %s (known: %s)", m.Tier, artifact.ManifestKey(newestKey), strings.Join(sortedKeys(p.cfg.Tiers), ", "))
+	}
+	return m.Tier, t, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// tierPolicyFor is what a tier means, as the platform defines it. Nightly archives are counts
+// only: the keep_daily newest, then the newest of each ISO week for keep_weekly weeks before
+// them. On-demand snapshots expire retention_days after they were created (measured from now:
+// it is an absolute expiry) and at most on_demand_max of them are kept (0: unlimited).
+func tierPolicyFor(kind string, t Tier, minKeep int, now time.Time) Policy {
+	if kind == "on_demand" {
+		p := Policy{KeepLast: t.OnDemandMax, MinKeep: minKeep, Now: now}
+		if t.OnDemandMax == 0 {
+			p.KeepLast = Unlimited
+		}
+		if t.RetentionDays > 0 {
+			p.ExpireAfter = time.Duration(t.RetentionDays) * 24 * time.Hour
+		}
+		return p
+	}
+	return Policy{KeepDaily: t.KeepDaily, KeepWeekly: t.KeepWeekly, WeeklyAfterDaily: true, MinKeep: minKeep}
 }
 
 // execute deletes the planned objects, manifest first (the backup stops counting at once),
@@ -395,19 +476,27 @@ func (plan *PrunePlan) Text() string {
 			continue
 		}
 		for _, t := range r.Targets {
-			tier := ""
-			if t.Tier != "" {
-				tier = " tier " + t.Tier
+			fmt.Fprintf(&b, "  %s: keep %d, %s %d\n", t.Target, len(t.Keep), verb, len(t.Delete))
+			if t.Tier != "" || t.TierFrom != "" {
+				tier := t.Tier
+				if tier == "" {
+					tier = "?"
+				}
+				fmt.Fprintf(&b, "    tier %s (%s) from %s\n", tier, t.TierRule, t.TierFrom)
 			}
-			fmt.Fprintf(&b, "  %s%s (%s): keep %d, %s %d\n", t.Target, tier, t.Policy, len(t.Keep), verb, len(t.Delete))
+			fmt.Fprintf(&b, "    policy %s\n", t.Policy)
 			if t.Refused != "" {
 				fmt.Fprintf(&b, "    REFUSED  %s\n", t.Refused)
 			}
 			for _, k := range t.Keep {
-				fmt.Fprintf(&b, "    keep          %s  (%s)\n", k.ID, strings.Join(k.Reasons, ", "))
+				exp := ""
+				if k.ExpiresAt != nil {
+					exp = "  expires " + k.ExpiresAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(&b, "    keep          %s  (%s)%s\n", k.ID, strings.Join(k.Reasons, ", "), exp)
 			}
 			for _, d := range t.Delete {
-				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes)\n", verb, d.ID, len(d.Keys), d.Size)
+				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes; %s)\n", verb, d.ID, len(d.Keys), d.Size, d.Why)
 			}
 		}
 		for _, k := range r.Debris {
