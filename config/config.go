@@ -325,8 +325,10 @@ type ContainerExportSettings struct {
 	Encryption  Encryption `yaml:"encryption"`
 	ChangedOnly bool       `yaml:"changed_only"`
 	TierLabel   string     `yaml:"tier_label"`
-	Parallel    int        `yaml:"parallel"`
-	Pause       bool       `yaml:"pause"`
+	// TierSource: where each container's tier comes from (config/tiers.go; default the label).
+	TierSource *TierSource `yaml:"tier_source"`
+	Parallel   int         `yaml:"parallel"`
+	Pause      bool        `yaml:"pause"`
 }
 
 // DirSnapshotSettings configures the `dir_snapshot` kind (WOPR_HOME directories).
@@ -336,7 +338,9 @@ type DirSnapshotSettings struct {
 	Compression string     `yaml:"compression"`
 	Encryption  Encryption `yaml:"encryption"`
 	Tier        string     `yaml:"tier"`
-	Parallel    int        `yaml:"parallel"`
+	// TierSource: each instance's tier from a map or a query (config/tiers.go) instead of Tier.
+	TierSource *TierSource `yaml:"tier_source"`
+	Parallel   int         `yaml:"parallel"`
 }
 
 // PruneSettings configures the `prune` kind.
@@ -351,6 +355,10 @@ type PruneSettings struct {
 	// Rules default to REFERENCE.md: platform/ 30 days of sets, nightly/ per tier,
 	// on-demand/ at most the tier's maximum, pre-restore/ 30 days.
 	Rules []PruneRule `yaml:"rules"`
+	// OrphanKeep: a tier-policy target whose tenant is gone from the platform's tenant record
+	// (the container_export job's map or query tier source) and whose newest backup is older
+	// than this is deleted whole. Unset: orphans are kept forever.
+	OrphanKeep *Duration `yaml:"orphan_keep"`
 }
 
 // PruneRule is retention for one key prefix.
@@ -490,6 +498,7 @@ func (c *Config) Secrets() []string {
 			out = append(out, string(j.HTTPPing.URL))
 		}
 	}
+	out = append(out, c.tierSecrets()...)
 	for _, s := range []Secret{c.Alerts.Notify.PagerDuty.RoutingKey, c.Alerts.Notify.Webhook.URL, c.Alerts.Notify.Webhook.Token} {
 		if s != "" {
 			out = append(out, string(s))

@@ -46,7 +46,9 @@ type ContainerExportConfig struct {
 	ChangedOnly bool
 	TierLabel   string
 	DefaultTier string
-	Parallel    int
+	// Tiers is where each container's tier comes from (default: the TierLabel label).
+	Tiers    *TierSource
+	Parallel int
 	// Pause freezes a running container during its export; it is always unpaused after.
 	Pause bool
 	Node  string
@@ -62,6 +64,7 @@ type ContainerExport struct {
 	engine Engine
 	fps    Fingerprints
 	store  storage.Store
+	tiers  runTiers // this run's tier lookup
 }
 
 // NewContainerExport returns the job.
@@ -83,6 +86,9 @@ func NewContainerExport(name string, cfg ContainerExportConfig, engine Engine, f
 	}
 	if cfg.DefaultTier == "" {
 		cfg.DefaultTier = "free"
+	}
+	if cfg.Tiers == nil {
+		cfg.Tiers = &TierSource{Kind: "label", Label: cfg.TierLabel, Default: cfg.DefaultTier, TenantFrom: cfg.NamePrefix + "{id}"}
 	}
 	if cfg.Parallel < 1 {
 		cfg.Parallel = 2
@@ -151,8 +157,10 @@ func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 		list = sel
 	}
 	now := c.cfg.Now()
+	run := *c
+	run.tiers = loadRunTiers(ctx, c.cfg.Tiers)
 	results := make([]TargetResult, len(list))
-	ForEach(ctx, len(list), c.cfg.Parallel, func(i int) { results[i] = c.exportOne(ctx, list[i], now) }, func(i int) {
+	ForEach(ctx, len(list), c.cfg.Parallel, func(i int) { results[i] = run.exportOne(ctx, list[i], now) }, func(i int) {
 		results[i] = TargetResult{Name: list[i].Name, Status: TargetFailed, Tracked: true, StatusKind: "container", Err: ctx.Err()}
 	})
 	res := Result{Targets: results}
@@ -232,12 +240,9 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		return fail(err)
 	}
 	defer rc.Close()
-	tier := d.Labels[c.cfg.TierLabel]
-	if tier == "" {
-		tier = c.cfg.DefaultTier
-	}
+	tier, tierErr := c.tiers.resolve(ct.Name, d.Labels)
 	m, err := artifact.Store(ctx, c.store, artifact.NewTarVerifier(rc), artifact.Options{Compression: c.cfg.Compression, Recipients: c.cfg.Recipients}, artifact.Manifest{
-		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier,
+		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier.Tier, Tenant: tier.Tenant, TierSource: tier.Source,
 		Container: &artifact.ContainerInfo{ID: d.ID, Name: ct.Name, Image: d.Image}, Labels: d.Labels,
 		Note: "docker export holds the container's filesystem only: volumes and bind mounts are not part of it",
 	})
@@ -253,6 +258,9 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		}
 	}
 	t.Status, t.Bytes = TargetOK, m.Size
+	if tierErr != nil {
+		t.Status, t.Err = TargetFailed, tierError(t.Key, tierErr)
+	}
 	if d := time.Since(start).Seconds(); d > 0 {
 		t.Note = fmt.Sprintf("%.1f MB/s raw", float64(m.RawSize)/1e6/d)
 	}

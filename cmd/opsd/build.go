@@ -49,8 +49,12 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		if err != nil {
 			return nil, err
 		}
+		tiers, err := tierSource(s.ResolvedTierSource(), d.cfg)
+		if err != nil {
+			return nil, err
+		}
 		return jobs.NewContainerExport(jc.Name, jobs.ContainerExportConfig{NamePrefix: s.NamePrefix, Labels: s.Labels, KeyTemplate: s.Key,
-			Compression: s.Compression, Recipients: recipients, ChangedOnly: s.ChangedOnly, TierLabel: s.TierLabel, Parallel: s.Parallel,
+			Compression: s.Compression, Recipients: recipients, ChangedOnly: s.ChangedOnly, TierLabel: s.TierLabel, Tiers: tiers, Parallel: s.Parallel,
 			Pause: s.Pause, Node: d.cfg.NodeID}, d.docker, d.state, d.store), nil
 	case "dir_snapshot":
 		s := jc.DirSnapshot
@@ -58,8 +62,12 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		if err != nil {
 			return nil, err
 		}
+		tiers, err := tierSource(s.ResolvedTierSource(), d.cfg)
+		if err != nil {
+			return nil, err
+		}
 		return jobs.NewDirSnapshot(jc.Name, jobs.DirSnapshotConfig{BaseDir: s.BaseDir, KeyTemplate: s.Key, Compression: s.Compression,
-			Recipients: recipients, Tier: s.Tier, Parallel: s.Parallel, Node: d.cfg.NodeID}, d.store), nil
+			Recipients: recipients, Tier: s.Tier, Tiers: tiers, Parallel: s.Parallel, Node: d.cfg.NodeID}, d.store), nil
 	case "container_drill":
 		s := jc.ContainerDrill
 		ids, err := readIdentities(s.IdentityFile)
