@@ -60,14 +60,21 @@ type PruneConfig struct {
 	LockWait time.Duration
 	Locks    *prefixlock.Locks
 	Now      func() time.Time
+	// OrphanKeep (0: forever) and Tenants: a target (its last path element) whose tenant the
+	// Tenants source no longer knows and whose newest backup is older than OrphanKeep is an
+	// expired orphan: every backup of it is deleted. Nightly exports stop when a container is
+	// gone, so an old newest backup also says the container no longer exists.
+	OrphanKeep time.Duration
+	Tenants    *TierSource
 }
 
 // Prune is the `prune` kind: retention per prefix with guards that make it impossible to prune
 // away the last good backup.
 type Prune struct {
-	name  string
-	cfg   PruneConfig
-	store storage.Store
+	name    string
+	cfg     PruneConfig
+	store   storage.Store
+	tenants *TierLookup // this run's view of the platform's tenants (orphan policy)
 }
 
 // NewPrune returns the job.
@@ -116,7 +123,9 @@ type PrunePlan struct {
 	BytesFreed int64      `json:"bytesFreed"`
 	Aborted    int        `json:"abortedUploads"`
 	Errors     []string   `json:"errors"`
+	Orphans    int        `json:"orphans"`
 	byKey      map[string]int
+	orphanErr  error
 }
 
 // RulePlan is the plan for one prefix.
@@ -134,12 +143,14 @@ type TargetPlan struct {
 	Target string `json:"target"`
 	Tier   string `json:"tier,omitempty"`
 	// TierFrom is the artifact whose manifest gave the tier; TierRule the tier's numbers.
-	TierFrom string     `json:"tierFrom,omitempty"`
-	TierRule string     `json:"tierRule,omitempty"`
-	Policy   string     `json:"policy"`
-	Refused  string     `json:"refused,omitempty"`
-	Keep     []KeepItem `json:"keep"`
-	Delete   []DelItem  `json:"delete"`
+	TierFrom string `json:"tierFrom,omitempty"`
+	TierRule string `json:"tierRule,omitempty"`
+	Policy   string `json:"policy"`
+	// Orphan says why every backup of the target goes (an expired orphan).
+	Orphan  string     `json:"orphan,omitempty"`
+	Refused string     `json:"refused,omitempty"`
+	Keep    []KeepItem `json:"keep"`
+	Delete  []DelItem  `json:"delete"`
 }
 
 // KeepItem is a kept backup and the rules that keep it.
@@ -181,6 +192,14 @@ func keyTime(key string) (time.Time, bool) {
 func (p *Prune) Run(ctx context.Context) (Result, error) {
 	plan := &PrunePlan{DryRun: p.cfg.DryRun, Errors: []string{}}
 	var tm Timer
+	if p.cfg.OrphanKeep > 0 && p.cfg.Tenants != nil {
+		run := *p
+		if run.tenants, plan.orphanErr = p.cfg.Tenants.Load(ctx); plan.orphanErr != nil {
+			// Without the tenant record no target is an orphan this run; the rest still runs.
+			plan.Errors = append(plan.Errors, fmt.Sprintf("orphan policy off this run: %v", plan.orphanErr))
+		}
+		p = &run
+	}
 	for _, rule := range p.cfg.Rules {
 		tm.Start("plan " + rule.Prefix)
 		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}}
@@ -214,6 +233,9 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			plan.Kept += len(t.Keep)
 			if t.Refused != "" {
 				plan.Refused++
+			}
+			if t.Orphan != "" {
+				plan.Orphans++
 			}
 			if p.cfg.DryRun {
 				for _, d := range t.Delete {
@@ -326,6 +348,14 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 	for _, name := range names {
 		g := groups[name]
 		tp := TargetPlan{Target: name, Keep: []KeepItem{}, Delete: []DelItem{}}
+		if why := p.expiredOrphan(name, g.newestTime, now, rule); why != "" {
+			tp.Orphan = why
+			for _, b := range g.backups {
+				tp.Delete = append(tp.Delete, DelItem{ID: b.ID, Keys: g.keys[b.ID], Size: b.Size, Why: "orphan"})
+			}
+			rp.Targets = append(rp.Targets, tp)
+			continue
+		}
 		policy := rule.Policy
 		if rule.TierPolicy != "" {
 			tier, t, err := p.targetTier(ctx, g.newestKey)
@@ -374,6 +404,21 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		rp.Targets = append(rp.Targets, tp)
 	}
 	return nil
+}
+
+// expiredOrphan says why a target is an expired orphan ("" when it is not): its tenant is gone
+// from the platform's tenant record and its newest backup is older than orphan_keep.
+func (p *Prune) expiredOrphan(target string, newest, now time.Time, rule PruneRule) string {
+	if p.tenants == nil || p.cfg.OrphanKeep <= 0 || rule.Sets {
+		return ""
+	}
+	name := target[strings.LastIndexByte(strings.TrimSuffix(target, "/"), '/')+1:]
+	exists, known := p.tenants.TenantExists(name)
+	if !known || exists || now.Sub(newest) <= p.cfg.OrphanKeep {
+		return ""
+	}
+	tenant, _ := p.tenants.src.TenantOf(name)
+	return fmt.Sprintf("orphan: tenant %q is gone from %s and the newest backup (%s) is older than orphan_keep %s", tenant, p.tenants.src, newest.UTC().Format("2006-01-02"), days(p.cfg.OrphanKeep))
 }
 
 // targetTier is the tier of a target: the one its newest manifest records. A manifest without a
@@ -484,7 +529,11 @@ func (plan *PrunePlan) Text() string {
 				}
 				fmt.Fprintf(&b, "    tier %s (%s) from %s\n", tier, t.TierRule, t.TierFrom)
 			}
-			fmt.Fprintf(&b, "    policy %s\n", t.Policy)
+			if t.Orphan != "" {
+				fmt.Fprintf(&b, "    ORPHAN   %s\n", t.Orphan)
+			} else {
+				fmt.Fprintf(&b, "    policy %s\n", t.Policy)
+			}
 			if t.Refused != "" {
 				fmt.Fprintf(&b, "    REFUSED  %s\n", t.Refused)
 			}

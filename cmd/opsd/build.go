@@ -78,7 +78,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 			ProbeTimeout: s.ProbeTimeout.D(), ProbeStaysUp: s.ProbeStaysUp, Identities: ids, RTOTarget: s.RTOTarget.D(),
 			FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks}, d.docker, d.store), nil
 	case "prune":
-		return pruneJob(jc, d), nil
+		return pruneJob(jc, d)
 	case "sqlite_drill":
 		return platformDrillJob(jc, d)
 	case "offsite_verify":
@@ -151,7 +151,7 @@ func platformDrillJob(jc config.Job, d deps) (*checks.PlatformDrill, error) {
 	}, d.store), nil
 }
 
-func pruneJob(jc config.Job, d deps) *jobs.Prune {
+func pruneJob(jc config.Job, d deps) (*jobs.Prune, error) {
 	s := jc.Prune
 	tiers := map[string]jobs.Tier{}
 	for name, t := range d.cfg.Tiers {
@@ -170,8 +170,16 @@ func pruneJob(jc config.Job, d deps) *jobs.Prune {
 	if d.cfg.Storage.Backend == "s3" {
 		dps = d.cfg.Storage.S3.DeletesPerSec
 	}
-	return jobs.NewPrune(jc.Name, jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
-		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}, d.store)
+	pc := jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
+		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
+	if s.OrphanKeep != nil {
+		tenants, err := tenantSource(d.cfg)
+		if err != nil {
+			return nil, err
+		}
+		pc.OrphanKeep, pc.Tenants = s.OrphanKeep.D(), tenants
+	}
+	return jobs.NewPrune(jc.Name, pc, d.store), nil
 }
 
 // readIdentities reads an age identity file ("" means none).
