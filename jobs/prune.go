@@ -522,16 +522,20 @@ func (plan *PrunePlan) Text() string {
 		}
 		for _, t := range r.Targets {
 			fmt.Fprintf(&b, "  %s: keep %d, %s %d\n", t.Target, len(t.Keep), verb, len(t.Delete))
-			if t.Tier != "" || t.TierFrom != "" {
-				tier := t.Tier
-				if tier == "" {
-					tier = "?"
+			switch {
+			case t.TierRule != "":
+				fmt.Fprintf(&b, "    tier %s (%s) from %s\n", t.Tier, t.TierRule, t.TierFrom)
+			case t.TierFrom != "":
+				tier := "unknown"
+				if t.Tier != "" {
+					tier = "unknown: " + t.Tier
 				}
-				fmt.Fprintf(&b, "    tier %s (%s) from %s\n", tier, t.TierRule, t.TierFrom)
+				fmt.Fprintf(&b, "    tier %s from %s\n", tier, t.TierFrom)
 			}
-			if t.Orphan != "" {
+			switch {
+			case t.Orphan != "":
 				fmt.Fprintf(&b, "    ORPHAN   %s\n", t.Orphan)
-			} else {
+			case t.Policy != "":
 				fmt.Fprintf(&b, "    policy %s\n", t.Policy)
 			}
 			if t.Refused != "" {
