@@ -372,4 +372,21 @@ func tierRetentionYear(t *testing.T, store storage.Store) {
 	if got := storeKeys(t, store, "on-demand/tenant_pro1/"); len(got) != 2 || got[0] != od {
 		t.Fatalf("after the downgrade, pro1's on-demand snapshots: %v, want only %s", got, od)
 	}
+
+	// Forget starter1: every object of it goes, every other tenant's stays.
+	before := storeKeys(t, store, "")
+	var keep []string
+	for _, k := range before {
+		if !strings.Contains(k, "/tenant_starter1/") {
+			keep = append(keep, k)
+		}
+	}
+	places := []ForgetPlace{{"nightly/", 2}, {"on-demand/", 1}, {"pre-restore/", 1}, {"latest/", 1}}
+	res, err = NewForget(ForgetConfig{Tenant: "starter1", Names: []string{"starter1", "tenant_starter1"}, Places: places, DeletesPerSecond: 100000}, store).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := storeKeys(t, store, ""); strings.Join(got, "\n") != strings.Join(keep, "\n") || len(before)-len(keep) != 2*(11+5) {
+		t.Fatalf("forget starter1 (%s): %d keys left, want %d\n%s", res.Summary, len(got), len(keep), diff(got, keep))
+	}
 }
