@@ -273,15 +273,22 @@ func TestTierRetentionYear(t *testing.T) {
 		{"local", func(t *testing.T) storage.Store { s, _ := local.New(t.TempDir()); return s }},
 		{"in-process-s3", func(t *testing.T) storage.Store { return storagetest.NewS3(t, storagetest.NewFakeS3(t).Config) }},
 	} {
-		t.Run(tt.name, func(t *testing.T) { tierRetentionYear(t, tt.store(t)) })
+		t.Run(tt.name, func(t *testing.T) {
+			path := platformDB(t, yearTenants)
+			tierRetentionYear(t, tt.store(t), querySource(path), func(id, tier string) { setTier(t, path, id, tier) })
+		})
 	}
 }
 
-func tierRetentionYear(t *testing.T, store storage.Store) {
+// yearTenants are the platform's tenant records of TestTierRetentionYear (gone1 and left1 are
+// gone from it).
+var yearTenants = map[string]string{"free1": "free", "starter1": "starter", "pro1": "pro", "ent1": "enterprise",
+	"sparse1": "starter", "lapsed1": "starter", "plat1": "platinum"}
+
+// tierRetentionYear runs the year against a platform database: src reads its tenants' tiers and
+// setTier changes one.
+func tierRetentionYear(t *testing.T, store storage.Store, src *TierSource, setTier func(id, tier string)) {
 	ctx := context.Background()
-	dbPath := platformDB(t, map[string]string{"free1": "free", "starter1": "starter", "pro1": "pro", "ent1": "enterprise",
-		"sparse1": "starter", "lapsed1": "starter", "plat1": "platinum"})
-	src := querySource(dbPath)
 	look, err := src.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +320,7 @@ func tierRetentionYear(t *testing.T, store storage.Store) {
 		"policy last=unlimited expire=365d min=1",
 		"tier unknown from nightly/n1/tenant_plat1/tenant_plat1_20261126.tar.gz",
 		"REFUSED  nightly/n1/tenant_plat1/tenant_plat1_20261126.tar.gz.manifest.json records no tier: nothing pruned",
-		`ORPHAN   orphan: tenant "gone1" is gone from query on ` + dbPath + ` and the newest backup (2026-09-27) is older than orphan_keep 30d`,
+		`ORPHAN   orphan: tenant "gone1" is gone from ` + src.String() + ` and the newest backup (2026-09-27) is older than orphan_keep 30d`,
 		"on-demand/tenant_lapsed1: keep 1, would delete 10",
 		"keep          on-demand/tenant_lapsed1/snap-20260818T120000.tar.gz  (min_keep)",
 	} {
@@ -338,7 +345,7 @@ func tierRetentionYear(t *testing.T, store storage.Store) {
 
 	// Next night: pro1 is downgraded to free in the platform database. The export records the
 	// new tier and the next prune applies it.
-	setTier(t, dbPath, "pro1", "free")
+	setTier("pro1", "free")
 	look, err = src.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
