@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
@@ -395,5 +396,40 @@ func tierRetentionYear(t *testing.T, store storage.Store, src *TierSource, setTi
 	}
 	if got := storeKeys(t, store, ""); strings.Join(got, "\n") != strings.Join(keep, "\n") || len(before)-len(keep) != 2*(11+5) {
 		t.Fatalf("forget starter1 (%s): %d keys left, want %d\n%s", res.Summary, len(got), len(keep), diff(got, keep))
+	}
+}
+
+// TestContainerExportTierFromQuery: real containers whose tier the platform database gives (the
+// label is ignored), one of them unknown to it: backed up all the same, the target fails with a
+// clear error and its manifest records no tier.
+func TestContainerExportTierFromQuery(t *testing.T) {
+	dc := dockertest.Client(t)
+	r := newRig(t)
+	store, _ := local.New(t.TempDir())
+	sfx := fmt.Sprintf("opsdtq%d", time.Now().UnixNano()%1e9)
+	prefix := "tenant_" + sfx + "_"
+	dockertest.Run(t, dc, prefix+"ent", map[string]string{"wopr.tier": "free"}, "echo e > /data/e.txt; exit 0")
+	dockertest.Run(t, dc, prefix+"new", nil, "echo n > /data/n.txt; exit 0")
+	path := platformDB(t, map[string]string{sfx + "_ent": "enterprise"})
+	exp := newExport(t, dc, r.state, store, func(c *ContainerExportConfig) {
+		c.NamePrefix, c.Tiers = prefix, querySource(path)
+	})
+	o := r.runner.Run(context.Background(), exp, time.Minute, TriggerManual)
+	if o.OK() {
+		t.Fatal("the container the platform does not know did not fail")
+	}
+	key := func(c string) string { return fmt.Sprintf("nightly/n1/%s/%s_20261125.tar.gz", c, c) }
+	m, err := artifact.ReadManifest(context.Background(), store, key(prefix+"ent"))
+	if err != nil || m.Tier != "enterprise" || m.Tenant != sfx+"_ent" || !strings.HasPrefix(m.TierSource, "query on ") {
+		t.Fatalf("manifest of %sent: tier %q tenant %q source %q, %v", prefix, m.Tier, m.Tenant, m.TierSource, err)
+	}
+	m, err = artifact.ReadManifest(context.Background(), store, key(prefix+"new"))
+	if err != nil || m.Tier != "" {
+		t.Fatalf("manifest of %snew: tier %q, %v (backed up, no tier)", prefix, m.Tier, err)
+	}
+	for _, tr := range o.Result.Targets {
+		if tr.Name == prefix+"new" && (tr.Status != TargetFailed || !strings.Contains(tr.Err.Error(), `not found in the tier source`)) {
+			t.Fatalf("%s: %+v", tr.Name, tr)
+		}
 	}
 }
