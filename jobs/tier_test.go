@@ -273,6 +273,7 @@ func TestTierRetentionYear(t *testing.T) {
 	}{
 		{"local", func(t *testing.T) storage.Store { s, _ := local.New(t.TempDir()); return s }},
 		{"in-process-s3", func(t *testing.T) storage.Store { return storagetest.NewS3(t, storagetest.NewFakeS3(t).Config) }},
+		{"seaweedfs", func(t *testing.T) storage.Store { return storagetest.NewS3(t, storagetest.RealS3(t)) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := platformDB(t, yearTenants)
