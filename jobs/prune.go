@@ -169,7 +169,7 @@ type DelItem struct {
 	Why  string   `json:"why,omitempty"`
 }
 
-var keyDate = regexp.MustCompile(`(\d{8})(?:[T_-]?(\d{6}))?`)
+var keyDate = regexp.MustCompile(`(\d{8})(?:[T_-]?(\d{6}))?(?:\D|$)`)
 
 // keyTime is the creation time a key's file name records: its last YYYYMMDD, with the HHMMSS
 // that may follow it ({date}_{time}), UTC.

@@ -196,3 +196,20 @@ func TestNoPolicyDeletesTheNewestBackup(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyTime(t *testing.T) {
+	for key, want := range map[string]string{
+		"nightly/n1/tenant_a/tenant_a_20261126.tar.gz":       "2026-11-26T00:00:00Z",
+		"on-demand/abc/20261126030405.tar.gz":                "2026-11-26T03:04:05Z",
+		"on-demand/tenant_a/snap-20261125T120000.tar.gz":     "2026-11-25T12:00:00Z",
+		"pre-restore/tenant_a/tenant_a_20261120_101010.tar":  "2026-11-20T10:10:10Z",
+		"x/tenant_20250101/range-20261126-20261127.tar.gz":   "2026-11-27T00:00:00Z",
+		"on-demand/abc/1732600000000.tar.gz":                 "",
+		"on-demand/abc/3f9c1e2a-0000-4000-8000-1a2b3c4d.tgz": "",
+	} {
+		got, ok := keyTime(key)
+		if s := got.Format(time.RFC3339); (ok && s != want) || (!ok && want != "") {
+			t.Errorf("%s: %s %v, want %s", key, s, ok, want)
+		}
+	}
+}
