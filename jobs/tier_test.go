@@ -434,3 +434,25 @@ func TestContainerExportTierFromQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestOrphanPolicyOffWithoutTenantRecord: when the platform database cannot be read, no target is
+// an orphan that run (nothing of a tenant is deleted for being "gone"), and the run says why.
+func TestOrphanPolicyOffWithoutTenantRecord(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	var objs []seedObj
+	for d := 60; d < 70; d++ {
+		objs = append(objs, seedObj{nightlyKey("gone1", d), "free", "container"})
+	}
+	seed(t, store, objs)
+	src := querySource(filepath.Join(t.TempDir(), "moved-away.db"))
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 100000,
+		OrphanKeep: 30 * 24 * time.Hour, Tenants: src, Now: func() time.Time { return pruneNow }}, store)
+	res, err := p.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "orphan policy off this run: tier query: open platform database") {
+		t.Fatalf("run error: %v", err)
+	}
+	// The free tier's 3 newest stay: pruned by its tier, not deleted as an orphan.
+	if got := storeKeys(t, store, "nightly/"); len(got) != 6 || strings.Contains(res.Report, "ORPHAN") {
+		t.Fatalf("kept %v\n%s", got, res.Report)
+	}
+}

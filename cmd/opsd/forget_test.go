@@ -186,3 +186,56 @@ func TestForgetRemovesOneTenantAndNothingElse(t *testing.T) {
 		t.Fatalf("a path as tenant: exit %d", code)
 	}
 }
+
+// TestPruneCLITierSourceAndOrphans: the job file's tier_source and orphan_keep reach prune: the
+// dry run prints each target's tier and marks a gone tenant's old backups as an orphan.
+func TestPruneCLITierSourceAndOrphans(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: n1
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+jobs:
+  - name: nightly
+    kind: container_export
+    schedule: "@daily"
+    tier_source:
+      kind: map
+      map: {abc: pro}
+  - name: prune
+    kind: prune
+    schedule: "@daily"
+    orphan_keep: 30d
+`, dir, dir))
+	store, _ := local.New(filepath.Join(dir, "store"))
+	ctx := context.Background()
+	put := func(c, date string) {
+		key := fmt.Sprintf("nightly/n1/%s/%s_%s.tar.gz", c, c, date)
+		store.Put(ctx, key, strings.NewReader("x"), storage.PutOptions{Size: 1})
+		artifact.WriteManifest(ctx, store, artifact.Manifest{Key: key, Tier: "pro", Size: 1, SHA256: "00"})
+	}
+	put("tenant_abc", "20200101")
+	put("tenant_gone", "20200101")
+	var out, errb bytes.Buffer
+	if code := run([]string{"prune", "-c", cfgPath, "--dry-run"}, &out, &errb); code != 0 {
+		t.Fatalf("prune --dry-run: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{
+		"nightly/n1/tenant_abc: keep 1, would delete 0",
+		"tier pro (keep_daily=7 keep_weekly=4 on_demand_max=20 retention_days=90) from nightly/n1/tenant_abc/tenant_abc_20200101.tar.gz",
+		"nightly/n1/tenant_gone: keep 0, would delete 1",
+		`ORPHAN   orphan: tenant "gone" is gone from map and the newest backup (2020-01-01) is older than orphan_keep 30d`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the dry run does not say %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if code := run([]string{"forget", "--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Usage: opsd forget") {
+		t.Errorf("forget --help: exit %d %q", code, out.String())
+	}
+}
