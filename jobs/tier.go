@@ -205,6 +205,9 @@ func (l *TierLookup) Resolve(name string, labels map[string]string) (TierOf, err
 		if r.Tier == "" {
 			r.Tier = s.Default
 		}
+		if r.Tier == "" {
+			return r, fmt.Errorf("tier: %s has no %s label (and the tier source has no default)", name, s.Label)
+		}
 	default:
 		if !ok && !(len(s.Map) == 0 && s.Kind == "map") {
 			return r, fmt.Errorf("tier: %s does not match tenant_from %q", name, s.TenantFrom)

@@ -456,3 +456,34 @@ func TestOrphanPolicyOffWithoutTenantRecord(t *testing.T) {
 		t.Fatalf("kept %v\n%s", got, res.Report)
 	}
 }
+
+func TestTierFromLabel(t *testing.T) {
+	look, err := (&TierSource{Kind: "label", Label: "wopr.tier", Default: "free", TenantFrom: "tenant_{id}", Tiers: tierNames}).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		labels map[string]string
+		tier   string
+		err    string
+	}{
+		{map[string]string{"wopr.tier": "pro"}, "pro", ""},
+		{nil, "free", ""}, // no label: the default, as before
+		{map[string]string{"wopr.tier": "gold"}, "", `tier: unknown tier "gold" for tenant_abc from label wopr.tier`},
+	} {
+		r, err := look.Resolve("tenant_abc", tt.labels)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%v: %v, want %q", tt.labels, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || r.Tier != tt.tier || r.Tenant != "abc" {
+			t.Errorf("%v: %+v %v", tt.labels, r, err)
+		}
+	}
+	look, _ = (&TierSource{Kind: "label", Label: "wopr.tier", Tiers: tierNames}).Load(context.Background())
+	if _, err := look.Resolve("tenant_abc", nil); err == nil || !strings.Contains(err.Error(), "tenant_abc has no wopr.tier label") {
+		t.Fatalf("no label, no default: %v", err)
+	}
+}
