@@ -67,16 +67,17 @@ type Manifest struct {
 	Compression string    `json:"compression"`
 	Encryption  string    `json:"encryption"` // "" or "age"
 	// RawSize and RawSHA256 describe the content before compression and encryption.
-	RawSize   int64  `json:"rawSize"`
-	RawSHA256 string `json:"rawSha256"`
-	Tier      string `json:"tier,omitempty"`
+	RawSize   int64             `json:"rawSize"`
+	RawSHA256 string            `json:"rawSha256"`
+	Tier      string            `json:"tier,omitempty"`
+	SQLite    *SQLiteInfo       `json:"sqlite,omitempty"`
+	Container *ContainerInfo    `json:"container,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Note      string            `json:"note,omitempty"`
+
 	// Tenant and TierSource say whose artifact it is and where its tier came from.
-	Tenant     string            `json:"tenant,omitempty"`
-	TierSource string            `json:"tierSource,omitempty"`
-	SQLite     *SQLiteInfo       `json:"sqlite,omitempty"`
-	Container  *ContainerInfo    `json:"container,omitempty"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Note       string            `json:"note,omitempty"`
+	Tenant     string `json:"tenant,omitempty"`
+	TierSource string `json:"tierSource,omitempty"`
 }
 
 // SQLiteInfo describes a database backup.
