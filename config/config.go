@@ -325,10 +325,11 @@ type ContainerExportSettings struct {
 	Encryption  Encryption `yaml:"encryption"`
 	ChangedOnly bool       `yaml:"changed_only"`
 	TierLabel   string     `yaml:"tier_label"`
+	Parallel    int        `yaml:"parallel"`
+	Pause       bool       `yaml:"pause"`
+
 	// TierSource: where each container's tier comes from (config/tiers.go; default the label).
 	TierSource *TierSource `yaml:"tier_source"`
-	Parallel   int         `yaml:"parallel"`
-	Pause      bool        `yaml:"pause"`
 }
 
 // DirSnapshotSettings configures the `dir_snapshot` kind (WOPR_HOME directories).
@@ -338,9 +339,10 @@ type DirSnapshotSettings struct {
 	Compression string     `yaml:"compression"`
 	Encryption  Encryption `yaml:"encryption"`
 	Tier        string     `yaml:"tier"`
+	Parallel    int        `yaml:"parallel"`
+
 	// TierSource: each instance's tier from a map or a query (config/tiers.go) instead of Tier.
 	TierSource *TierSource `yaml:"tier_source"`
-	Parallel   int         `yaml:"parallel"`
 }
 
 // PruneSettings configures the `prune` kind.

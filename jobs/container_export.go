@@ -46,13 +46,14 @@ type ContainerExportConfig struct {
 	ChangedOnly bool
 	TierLabel   string
 	DefaultTier string
-	// Tiers is where each container's tier comes from (default: the TierLabel label).
-	Tiers    *TierSource
-	Parallel int
+	Parallel    int
 	// Pause freezes a running container during its export; it is always unpaused after.
 	Pause bool
 	Node  string
 	Now   func() time.Time
+
+	// Tiers is where each container's tier comes from (default: the TierLabel label).
+	Tiers *TierSource
 }
 
 // ContainerExport is the `container_export` kind: docker export → compression → optional

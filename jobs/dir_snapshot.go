@@ -28,12 +28,13 @@ type DirSnapshotConfig struct {
 	Compression string
 	Recipients  []age.Recipient
 	Tier        string
+	Parallel    int
+	Node        string
+	Only        []string
+	Now         func() time.Time
+
 	// Tiers is where each instance's tier comes from (default: Tier for every instance).
-	Tiers    *TierSource
-	Parallel int
-	Node     string
-	Only     []string
-	Now      func() time.Time
+	Tiers *TierSource
 }
 
 // DirSnapshot is the `dir_snapshot` kind: each instance directory → tar.gz (top directory = the
