@@ -60,7 +60,7 @@ type PruneConfig struct {
 	LockWait time.Duration
 	Locks    *prefixlock.Locks
 	Now      func() time.Time
-	// OrphanKeep (0: forever) and Tenants: a target (its last path element) whose tenant the
+	// OrphanKeep (0: forever) and Tenants: a tier-policy target (its last path element) whose tenant the
 	// Tenants source no longer knows and whose newest backup is older than OrphanKeep is an
 	// expired orphan: every backup of it is deleted. Nightly exports stop when a container is
 	// gone, so an old newest backup also says the container no longer exists.
@@ -409,7 +409,9 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 // expiredOrphan says why a target is an expired orphan ("" when it is not): its tenant is gone
 // from the platform's tenant record and its newest backup is older than orphan_keep.
 func (p *Prune) expiredOrphan(target string, newest, now time.Time, rule PruneRule) string {
-	if p.tenants == nil || p.cfg.OrphanKeep <= 0 || rule.Sets {
+	// Only tier-policy targets are tenants' (nightly/{node}/{container}/, on-demand/{tenant}/);
+	// other prefixes (platform sets, pre-restore copies) keep their own rules and guards.
+	if p.tenants == nil || p.cfg.OrphanKeep <= 0 || rule.Sets || rule.TierPolicy == "" {
 		return ""
 	}
 	name := target[strings.LastIndexByte(strings.TrimSuffix(target, "/"), '/')+1:]

@@ -487,3 +487,24 @@ func TestTierFromLabel(t *testing.T) {
 		t.Fatalf("no label, no default: %v", err)
 	}
 }
+
+// TestOrphansOnlyOnTierTargets: an expired orphan loses its nightlies, but a prefix with its own
+// rules (pre-restore copies) keeps its guards: the newest copy stays.
+func TestOrphansOnlyOnTierTargets(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	seed(t, store, []seedObj{
+		{nightlyKey("gone1", 100), "pro", "container"}, {nightlyKey("gone1", 101), "pro", "container"},
+		{"pre-restore/tenant_gone1/tenant_gone1_20260801.tar.gz", "", "container"},
+		{"pre-restore/tenant_gone1/tenant_gone1_20260601.tar.gz", "", "container"},
+	})
+	src := &TierSource{Kind: "map", Map: map[string]string{"other": "pro"}, TenantFrom: "tenant_{id}", Tiers: tierNames}
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 100000,
+		OrphanKeep: 30 * 24 * time.Hour, Tenants: src, Now: func() time.Time { return pruneNow }}, store)
+	if _, err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pre-restore/tenant_gone1/tenant_gone1_20260801.tar.gz", "pre-restore/tenant_gone1/tenant_gone1_20260801.tar.gz.manifest.json"}
+	if got := storeKeys(t, store, ""); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("after prune: %v, want %v", got, want)
+	}
+}
