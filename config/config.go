@@ -338,6 +338,9 @@ type ContainerExportSettings struct {
 	TierLabel   string     `yaml:"tier_label"`
 	Parallel    int        `yaml:"parallel"`
 	Pause       bool       `yaml:"pause"`
+
+	// TierSource: where each container's tier comes from (config/tiers.go; default the label).
+	TierSource *TierSource `yaml:"tier_source"`
 }
 
 // DirSnapshotSettings configures the `dir_snapshot` kind (WOPR_HOME directories).
@@ -348,6 +351,9 @@ type DirSnapshotSettings struct {
 	Encryption  Encryption `yaml:"encryption"`
 	Tier        string     `yaml:"tier"`
 	Parallel    int        `yaml:"parallel"`
+
+	// TierSource: each instance's tier from a map or a query (config/tiers.go) instead of Tier.
+	TierSource *TierSource `yaml:"tier_source"`
 }
 
 // PruneSettings configures the `prune` kind.
@@ -362,6 +368,10 @@ type PruneSettings struct {
 	// Rules default to REFERENCE.md: platform/ 30 days of sets, nightly/ per tier,
 	// on-demand/ at most the tier's maximum, pre-restore/ 30 days.
 	Rules []PruneRule `yaml:"rules"`
+	// OrphanKeep: a tier-policy target whose tenant is gone from the platform's tenant record
+	// (the container_export job's map or query tier source) and whose newest backup is older
+	// than this is deleted whole. Unset: orphans are kept forever.
+	OrphanKeep *Duration `yaml:"orphan_keep"`
 }
 
 // PruneRule is retention for one key prefix.
@@ -504,6 +514,7 @@ func (c *Config) Secrets() []string {
 			out = append(out, string(j.HTTPPing.URL))
 		}
 	}
+	out = append(out, c.tierSecrets()...)
 	for _, s := range []Secret{c.Alerts.Notify.PagerDuty.RoutingKey, c.Alerts.Notify.Webhook.URL, c.Alerts.Notify.Webhook.Token} {
 		if s != "" {
 			out = append(out, string(s))

@@ -241,6 +241,8 @@ func (c *Config) Validate() []FieldError {
 			bad(p+".timeout", "must be positive")
 		}
 		errs = append(errs, c.validateKind(p, j)...)
+		errs = append(errs, c.validateTierSources(p, j)...)
+		errs = append(errs, c.validateOrphanKeep(p, j)...)
 	}
 	return errs
 }

@@ -33,6 +33,10 @@ type AdoptConfig struct {
 	TenantPrefix string
 	// Node is recorded in the manifests of archives whose key names no node.
 	Node string
+	// Tier is recorded in the manifests of adopted archives (container exports and snapshots):
+	// retention prunes a tenant by the tier its newest manifest records, and refuses (keeps
+	// everything of) a target whose newest manifest has none.
+	Tier string
 	// TempDir receives database downloads while they are checked (default os.TempDir()).
 	TempDir string
 	Now     func() time.Time
@@ -158,7 +162,7 @@ func Adopt(ctx context.Context, store storage.Store, cfg AdoptConfig) (AdoptRepo
 func adoptOne(ctx context.Context, store storage.Store, cfg AdoptConfig, o storage.ObjectInfo) (artifact.Manifest, string) {
 	base := o.Key[strings.LastIndexByte(o.Key, '/')+1:]
 	parts := strings.Split(o.Key, "/")
-	m := artifact.Manifest{Key: o.Key, Source: "adopted", Node: cfg.Node, CreatedAt: o.ModTime.UTC(), Adopted: true,
+	m := artifact.Manifest{Key: o.Key, Source: "adopted", Node: cfg.Node, CreatedAt: o.ModTime.UTC(), Adopted: true, Tier: cfg.Tier,
 		Note: "not written by opsd: verified and adopted by opsd adopt at " + cfg.Now().UTC().Format(time.RFC3339)}
 	if d := dateInName.FindStringSubmatch(base); d != nil {
 		if t, err := time.Parse("20060102", d[2]); err == nil {

@@ -96,7 +96,7 @@ func TestAdoptVerifiesOldBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 	tables := map[string][]string{"auth": {"user", "session", "account"}, "billing": {"meter_events"}, "credits": {"credit_transactions"}, "audit": {"audit_log"}, "quotas": {"quota_limits"}}
-	cfg := AdoptConfig{Tables: tables, Node: "api-1", DryRun: true}
+	cfg := AdoptConfig{Tables: tables, Node: "api-1", DryRun: true, Tier: "free"}
 
 	rep, err := Adopt(ctx, store, cfg)
 	if !errors.Is(err, ErrAdoptFailed) {

@@ -55,6 +55,9 @@ type ContainerExportConfig struct {
 	Pause bool
 	Node  string
 	Now   func() time.Time
+
+	// Tiers is where each container's tier comes from (default: the TierLabel label).
+	Tiers *TierSource
 }
 
 // ContainerExport is the `container_export` kind: docker export → compression → optional
@@ -67,7 +70,8 @@ type ContainerExport struct {
 	fps    Fingerprints
 	store  storage.Store
 	tpl    layout.Template
-	err    error // a bad key template, reported by Run
+	err    error    // a bad key template, reported by Run
+	tiers  runTiers // this run's tier lookup
 }
 
 // NewContainerExport returns the job.
@@ -89,6 +93,9 @@ func NewContainerExport(name string, cfg ContainerExportConfig, engine Engine, f
 	}
 	if cfg.DefaultTier == "" {
 		cfg.DefaultTier = "free"
+	}
+	if cfg.Tiers == nil {
+		cfg.Tiers = &TierSource{Kind: "label", Label: cfg.TierLabel, Default: cfg.DefaultTier, TenantFrom: cfg.NamePrefix + "{id}"}
 	}
 	if cfg.Parallel < 1 {
 		cfg.Parallel = 2
@@ -153,8 +160,10 @@ func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 		list = sel
 	}
 	now := c.cfg.Now()
+	run := *c
+	run.tiers = loadRunTiers(ctx, c.cfg.Tiers)
 	results := make([]TargetResult, len(list))
-	ForEach(ctx, len(list), c.cfg.Parallel, func(i int) { results[i] = c.exportOne(ctx, list[i], now) }, func(i int) {
+	ForEach(ctx, len(list), c.cfg.Parallel, func(i int) { results[i] = run.exportOne(ctx, list[i], now) }, func(i int) {
 		results[i] = TargetResult{Name: list[i].Name, Status: TargetFailed, Tracked: true, StatusKind: "container", Err: ctx.Err()}
 	})
 	res := Result{Targets: results}
@@ -238,12 +247,9 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 	if err != nil {
 		return fail(err)
 	}
-	tier := d.Labels[c.cfg.TierLabel]
-	if tier == "" {
-		tier = c.cfg.DefaultTier
-	}
+	tier, tierErr := c.tiers.resolve(ct.Name, d.Labels)
 	m, err := artifact.Store(ctx, c.store, artifact.NewTarVerifier(rc), artifact.Options{Compression: c.cfg.Compression, Recipients: c.cfg.Recipients}, artifact.Manifest{
-		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier,
+		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier.Tier, Tenant: tier.Tenant, TierSource: tier.Source,
 		Container: &artifact.ContainerInfo{ID: d.ID, Name: ct.Name, Image: d.Image}, Labels: d.Labels,
 		Note: "docker export holds the container's filesystem only: volumes and bind mounts are not part of it",
 		Spec: spec,
@@ -260,6 +266,9 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		}
 	}
 	t.Status, t.Bytes = TargetOK, m.Size
+	if tierErr != nil {
+		t.Status, t.Err = TargetFailed, tierError(t.Key, tierErr)
+	}
 	if d := time.Since(start).Seconds(); d > 0 {
 		t.Note = fmt.Sprintf("%.1f MB/s raw", float64(m.RawSize)/1e6/d)
 	}

@@ -34,6 +34,9 @@ type DirSnapshotConfig struct {
 	Node        string
 	Only        []string
 	Now         func() time.Time
+
+	// Tiers is where each instance's tier comes from (default: Tier for every instance).
+	Tiers *TierSource
 }
 
 // DirSnapshot is the `dir_snapshot` kind: each instance directory → tar.gz (top directory = the
@@ -44,7 +47,8 @@ type DirSnapshot struct {
 	cfg   DirSnapshotConfig
 	store storage.Store
 	tpl   layout.Template
-	err   error // a bad key template, reported by Run
+	err   error    // a bad key template, reported by Run
+	tiers runTiers // this run's tier lookup
 }
 
 // NewDirSnapshot returns the job.
@@ -60,6 +64,9 @@ func NewDirSnapshot(name string, cfg DirSnapshotConfig, store storage.Store) *Di
 	}
 	if cfg.Tier == "" {
 		cfg.Tier = "free"
+	}
+	if cfg.Tiers == nil {
+		cfg.Tiers = FixedTier(cfg.Tier)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -101,8 +108,10 @@ func (d *DirSnapshot) Run(ctx context.Context) (Result, error) {
 		}
 	}
 	now := d.cfg.Now()
+	run := *d
+	run.tiers = loadRunTiers(ctx, d.cfg.Tiers)
 	results := make([]TargetResult, len(names))
-	ForEach(ctx, len(names), d.cfg.Parallel, func(i int) { results[i] = d.snapshotOne(ctx, names[i], now) }, func(i int) {
+	ForEach(ctx, len(names), d.cfg.Parallel, func(i int) { results[i] = run.snapshotOne(ctx, names[i], now) }, func(i int) {
 		results[i] = TargetResult{Name: names[i], Status: TargetFailed, Tracked: true, StatusKind: "snapshot", Err: ctx.Err()}
 	})
 	res := Result{Targets: results}
@@ -134,8 +143,10 @@ func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time
 		warnings, err = writeTree(ctx, pw, d.cfg.BaseDir, instance)
 		pw.CloseWithError(err)
 	}()
+	tier, tierErr := d.tiers.resolve(instance, nil)
 	m, err := artifact.Store(ctx, d.store, pr, artifact.Options{Compression: d.cfg.Compression, Recipients: d.cfg.Recipients}, artifact.Manifest{
-		Key: t.Key, Kind: "snapshot", Target: instance, Source: filepath.Join(d.cfg.BaseDir, instance), Node: d.cfg.Node, CreatedAt: now.UTC(), Tier: d.cfg.Tier,
+		Key: t.Key, Kind: "snapshot", Target: instance, Source: filepath.Join(d.cfg.BaseDir, instance), Node: d.cfg.Node, CreatedAt: now.UTC(),
+		Tier: tier.Tier, Tenant: tier.Tenant, TierSource: tier.Source,
 	})
 	pr.Close()
 	t.Phases, t.Duration = tm.Phases(), time.Since(start)
@@ -144,6 +155,9 @@ func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time
 		return t
 	}
 	t.Status, t.Bytes = TargetOK, m.Size
+	if tierErr != nil {
+		t.Status, t.Err = TargetFailed, tierError(t.Key, tierErr)
+	}
 	if len(warnings) > 0 {
 		sort.Strings(warnings)
 		t.Note = fmt.Sprintf("%d files changed while read: %s", len(warnings), strings.Join(warnings, "; "))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -31,16 +32,27 @@ type PruneRule struct {
 	DeleteForeign bool
 }
 
-// Tier is a retention tier.
+// Tier is a retention tier, as the platform defines it: KeepDaily and KeepWeekly are counts of
+// nightly archives (the newest, then one per ISO week before them); RetentionDays is only the
+// expiry of on-demand snapshots and OnDemandMax caps how many are kept (0: unlimited).
 type Tier struct {
 	KeepDaily, KeepWeekly, OnDemandMax, RetentionDays int
 }
 
+// String lists the tier's numbers with the names of the job file.
+func (t Tier) String() string {
+	odm := fmt.Sprint(t.OnDemandMax)
+	if t.OnDemandMax == 0 {
+		odm = "unlimited"
+	}
+	return fmt.Sprintf("keep_daily=%d keep_weekly=%d on_demand_max=%s retention_days=%d", t.KeepDaily, t.KeepWeekly, odm, t.RetentionDays)
+}
+
 // PruneConfig configures a Prune.
 type PruneConfig struct {
-	Rules       []PruneRule
-	Tiers       map[string]Tier
-	DefaultTier string
+	Rules []PruneRule
+	// Tiers: the tier table; a target's tier is the one its newest manifest records.
+	Tiers map[string]Tier
 	// Grace: opsd's unfinished uploads (staging objects) younger than this are left alone (an
 	// upload may be in progress); older ones are removed as debris. Objects opsd did not write
 	// are foreign: kept and listed, unless their rule sets DeleteForeign.
@@ -53,14 +65,21 @@ type PruneConfig struct {
 	LockWait time.Duration
 	Locks    *prefixlock.Locks
 	Now      func() time.Time
+	// OrphanKeep (0: forever) and Tenants: a tier-policy target (its last path element) whose tenant the
+	// Tenants source no longer knows and whose newest backup is older than OrphanKeep is an
+	// expired orphan: every backup of it is deleted. Nightly exports stop when a container is
+	// gone, so an old newest backup also says the container no longer exists.
+	OrphanKeep time.Duration
+	Tenants    *TierSource
 }
 
 // Prune is the `prune` kind: retention per prefix with guards that make it impossible to prune
 // away the last good backup.
 type Prune struct {
-	name  string
-	cfg   PruneConfig
-	store storage.Store
+	name    string
+	cfg     PruneConfig
+	store   storage.Store
+	tenants *TierLookup // this run's view of the platform's tenants (orphan policy)
 }
 
 // NewPrune returns the job.
@@ -76,9 +95,6 @@ func NewPrune(name string, cfg PruneConfig, store storage.Store) *Prune {
 	}
 	if cfg.LockWait == 0 {
 		cfg.LockWait = 10 * time.Minute
-	}
-	if cfg.DefaultTier == "" {
-		cfg.DefaultTier = "free"
 	}
 	if cfg.Locks == nil {
 		cfg.Locks = prefixlock.New()
@@ -112,8 +128,11 @@ type PrunePlan struct {
 	BytesFreed int64      `json:"bytesFreed"`
 	Aborted    int        `json:"abortedUploads"`
 	// Foreign counts objects found that opsd did not write and kept.
-	Foreign int      `json:"foreign"`
-	Errors  []string `json:"errors"`
+	Foreign   int      `json:"foreign"`
+	Errors    []string `json:"errors"`
+	Orphans   int      `json:"orphans"`
+	byKey     map[string]int
+	orphanErr error
 }
 
 // RulePlan is the plan for one prefix.
@@ -130,7 +149,9 @@ type RulePlan struct {
 	ForeignDelete []string `json:"foreignDelete"`
 	// Recovered are uploads published without their manifest, finished from their staged one.
 	Recovered []string `json:"recovered,omitempty"`
-	sizes     map[string]int64
+	// Errors are per-target problems (an unknown tier): those targets are not pruned.
+	Errors []string `json:"errors,omitempty"`
+	sizes  map[string]int64
 }
 
 // planned counts the objects and bytes the rule's plan deletes.
@@ -150,9 +171,14 @@ func (rp *RulePlan) planned() (n int, bytes int64) {
 
 // TargetPlan is the plan for one target.
 type TargetPlan struct {
-	Target  string     `json:"target"`
-	Tier    string     `json:"tier,omitempty"`
-	Policy  string     `json:"policy"`
+	Target string `json:"target"`
+	Tier   string `json:"tier,omitempty"`
+	// TierFrom is the artifact whose manifest gave the tier; TierRule the tier's numbers.
+	TierFrom string `json:"tierFrom,omitempty"`
+	TierRule string `json:"tierRule,omitempty"`
+	Policy   string `json:"policy"`
+	// Orphan says why every backup of the target goes (an expired orphan).
+	Orphan  string     `json:"orphan,omitempty"`
 	Refused string     `json:"refused,omitempty"`
 	Keep    []KeepItem `json:"keep"`
 	Delete  []DelItem  `json:"delete"`
@@ -162,6 +188,8 @@ type TargetPlan struct {
 type KeepItem struct {
 	ID      string   `json:"id"`
 	Reasons []string `json:"reasons"`
+	// ExpiresAt is when an on-demand snapshot expires (created + the tier's retention_days).
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
 // DelItem is a backup to delete with every object it consists of.
@@ -169,12 +197,40 @@ type DelItem struct {
 	ID   string   `json:"id"`
 	Keys []string `json:"keys"`
 	Size int64    `json:"size"`
+	Why  string   `json:"why,omitempty"`
+}
+
+var keyDate = regexp.MustCompile(`(\d{8})(?:[T_-]?(\d{6}))?(?:\D|$)`)
+
+// keyTime is the creation time a key's file name records: its last YYYYMMDD, with the HHMMSS
+// that may follow it ({date}_{time}), UTC.
+func keyTime(key string) (time.Time, bool) {
+	m := keyDate.FindAllStringSubmatch(key[strings.LastIndexByte(key, '/')+1:], -1)
+	if len(m) == 0 {
+		return time.Time{}, false
+	}
+	last := m[len(m)-1]
+	if last[2] != "" {
+		if t, err := time.Parse("20060102150405", last[1]+last[2]); err == nil {
+			return t, true
+		}
+	}
+	t, err := time.Parse("20060102", last[1])
+	return t, err == nil
 }
 
 // Run plans every rule and, unless a dry run, deletes what the plan says.
 func (p *Prune) Run(ctx context.Context) (Result, error) {
 	plan := &PrunePlan{DryRun: p.cfg.DryRun, Errors: []string{}}
 	var tm Timer
+	if p.cfg.OrphanKeep > 0 && p.cfg.Tenants != nil {
+		run := *p
+		if run.tenants, plan.orphanErr = p.cfg.Tenants.Load(ctx); plan.orphanErr != nil {
+			// Without the tenant record no target is an orphan this run; the rest still runs.
+			plan.Errors = append(plan.Errors, fmt.Sprintf("orphan policy off this run: %v", plan.orphanErr))
+		}
+		p = &run
+	}
 	for _, rule := range p.cfg.Rules {
 		tm.Start("plan " + rule.Prefix)
 		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}, Foreign: []string{}, ForeignDelete: []string{}, sizes: map[string]int64{}}
@@ -214,10 +270,14 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("prune %s: %w", rule.Prefix, err)
 		}
+		plan.Errors = append(plan.Errors, rp.Errors...)
 		for _, t := range rp.Targets {
 			plan.Kept += len(t.Keep)
 			if t.Refused != "" {
 				plan.Refused++
+			}
+			if t.Orphan != "" {
+				plan.Orphans++
 			}
 		}
 		plan.Foreign += len(rp.Foreign)
@@ -323,8 +383,8 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			if d, err := layout.ParseDate(date); err == nil {
 				t = d
 			}
-		} else if d, ok := layout.KeyDate(k); ok {
-			t = d
+		} else if kt, ok := keyTime(k); ok {
+			t = kt
 		}
 		if _, seen := g.keys[id]; !seen {
 			g.backups = append(g.backups, Backup{ID: id, Time: t, Verified: true})
@@ -347,18 +407,30 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 	for _, name := range names {
 		g := groups[name]
 		tp := TargetPlan{Target: name, Keep: []KeepItem{}, Delete: []DelItem{}}
+		if why := p.expiredOrphan(name, g.newestTime, now, rule); why != "" {
+			tp.Orphan = why
+			for _, b := range g.backups {
+				tp.Delete = append(tp.Delete, DelItem{ID: b.ID, Keys: g.keys[b.ID], Size: b.Size, Why: "orphan"})
+			}
+			rp.Targets = append(rp.Targets, tp)
+			continue
+		}
 		policy := rule.Policy
 		if rule.TierPolicy != "" {
-			tier := p.cfg.DefaultTier
-			if m, err := artifact.ReadManifest(ctx, p.store, g.newestKey); err == nil && m.Tier != "" {
-				tier = m.Tier
+			tier, t, err := p.targetTier(ctx, g.newestKey)
+			tp.Tier, tp.TierFrom = tier, g.newestKey
+			if err != nil {
+				// Never a silent default: the target keeps everything and the run reports it.
+				tp.Refused = fmt.Sprintf("%s: nothing pruned", err)
+				rp.Errors = append(rp.Errors, fmt.Sprintf("%s: %v", name, err))
+				for _, b := range g.backups {
+					tp.Keep = append(tp.Keep, KeepItem{ID: b.ID, Reasons: []string{"refused"}})
+				}
+				rp.Targets = append(rp.Targets, tp)
+				continue
 			}
-			t, ok := p.cfg.Tiers[tier]
-			if !ok {
-				tier, t = p.cfg.DefaultTier, p.cfg.Tiers[p.cfg.DefaultTier]
-			}
-			tp.Tier = tier
-			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep)
+			tp.TierRule = t.String()
+			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep, now)
 		}
 		tp.Policy = policy.String()
 		ds, err := PlanTarget(g.backups, policy)
@@ -372,9 +444,20 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		for _, d := range ds {
 			if d.Keep {
-				tp.Keep = append(tp.Keep, KeepItem{ID: d.Backup.ID, Reasons: d.Reasons})
+				k := KeepItem{ID: d.Backup.ID, Reasons: d.Reasons}
+				if policy.ExpireAfter > 0 {
+					exp := d.Backup.Time.Add(policy.ExpireAfter).UTC()
+					k.ExpiresAt = &exp
+				}
+				tp.Keep = append(tp.Keep, k)
 			} else {
-				tp.Delete = append(tp.Delete, DelItem{ID: d.Backup.ID, Keys: g.keys[d.Backup.ID], Size: d.Backup.Size})
+				why := "kept by no rule"
+				if policy.ExpireAfter > 0 && now.Sub(d.Backup.Time) > policy.ExpireAfter {
+					why = "expired " + d.Backup.Time.Add(policy.ExpireAfter).UTC().Format(time.RFC3339)
+				} else if policy.KeepLast > 0 && policy.KeepLast < Unlimited {
+					why = fmt.Sprintf("beyond the newest %d", policy.KeepLast)
+				}
+				tp.Delete = append(tp.Delete, DelItem{ID: d.Backup.ID, Keys: g.keys[d.Backup.ID], Size: d.Backup.Size, Why: why})
 			}
 		}
 		rp.Targets = append(rp.Targets, tp)
@@ -398,14 +481,65 @@ func (p *Prune) opsdUpload(ctx context.Context, key string) (bool, error) {
 	return st.Metadata[storage.UploadMetaKey] != "", nil
 }
 
-func tierPolicyFor(kind string, t Tier, minKeep int) Policy {
-	if kind == "on_demand" {
-		if t.OnDemandMax == 0 {
-			return Policy{KeepWithin: 1 << 62, MinKeep: minKeep} // unlimited
-		}
-		return Policy{KeepLast: t.OnDemandMax, MinKeep: minKeep}
+// expiredOrphan says why a target is an expired orphan ("" when it is not): its tenant is gone
+// from the platform's tenant record and its newest backup is older than orphan_keep.
+func (p *Prune) expiredOrphan(target string, newest, now time.Time, rule PruneRule) string {
+	// Only tier-policy targets are tenants' (nightly/{node}/{container}/, on-demand/{tenant}/);
+	// other prefixes (platform sets, pre-restore copies) keep their own rules and guards.
+	if p.tenants == nil || p.cfg.OrphanKeep <= 0 || rule.Sets || rule.TierPolicy == "" {
+		return ""
 	}
-	return Policy{KeepDaily: t.KeepDaily, KeepWeekly: t.KeepWeekly, KeepWithin: time.Duration(t.RetentionDays) * 24 * time.Hour, MinKeep: minKeep}
+	name := target[strings.LastIndexByte(strings.TrimSuffix(target, "/"), '/')+1:]
+	exists, known := p.tenants.TenantExists(name)
+	if !known || exists || now.Sub(newest) <= p.cfg.OrphanKeep {
+		return ""
+	}
+	tenant, _ := p.tenants.src.TenantOf(name)
+	return fmt.Sprintf("orphan: tenant %q is gone from %s and the newest backup (%s) is older than orphan_keep %s", tenant, p.tenants.src, newest.UTC().Format("2006-01-02"), days(p.cfg.OrphanKeep))
+}
+
+// targetTier is the tier of a target: the one its newest manifest records. A manifest without a
+// tier, or with one the tier table does not define, is an error for that target (never free).
+func (p *Prune) targetTier(ctx context.Context, newestKey string) (string, Tier, error) {
+	m, err := artifact.ReadManifest(ctx, p.store, newestKey)
+	if err != nil {
+		return "", Tier{}, fmt.Errorf("read the tier of %s: %w", newestKey, err)
+	}
+	if m.Tier == "" {
+		return "", Tier{}, fmt.Errorf("%s records no tier", artifact.ManifestKey(newestKey))
+	}
+	t, ok := p.cfg.Tiers[m.Tier]
+	if !ok {
+		return m.Tier, Tier{}, fmt.Errorf("unknown tier %q in %s (known: %s)", m.Tier, artifact.ManifestKey(newestKey), strings.Join(sortedKeys(p.cfg.Tiers), ", "))
+	}
+	return m.Tier, t, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// tierPolicyFor is what a tier means, as the platform defines it. Nightly archives are counts
+// only: the keep_daily newest, then the newest of each ISO week for keep_weekly weeks before
+// them. On-demand snapshots expire retention_days after they were created (measured from now:
+// it is an absolute expiry) and at most on_demand_max of them are kept (0: unlimited).
+func tierPolicyFor(kind string, t Tier, minKeep int, now time.Time) Policy {
+	if kind == "on_demand" {
+		p := Policy{KeepLast: t.OnDemandMax, MinKeep: minKeep, Now: now}
+		if t.OnDemandMax == 0 {
+			p.KeepLast = Unlimited
+		}
+		if t.RetentionDays > 0 {
+			p.ExpireAfter = time.Duration(t.RetentionDays) * 24 * time.Hour
+		}
+		return p
+	}
+	return Policy{KeepDaily: t.KeepDaily, KeepWeekly: t.KeepWeekly, WeeklyAfterDaily: true, MinKeep: minKeep}
 }
 
 // execute deletes the planned objects, manifest first (the backup stops counting at once),
@@ -467,19 +601,35 @@ func (plan *PrunePlan) Text() string {
 			continue
 		}
 		for _, t := range r.Targets {
-			tier := ""
-			if t.Tier != "" {
-				tier = " tier " + t.Tier
+			fmt.Fprintf(&b, "  %s: keep %d, %s %d\n", t.Target, len(t.Keep), verb, len(t.Delete))
+			switch {
+			case t.TierRule != "":
+				fmt.Fprintf(&b, "    tier %s (%s) from %s\n", t.Tier, t.TierRule, t.TierFrom)
+			case t.TierFrom != "":
+				tier := "unknown"
+				if t.Tier != "" {
+					tier = "unknown: " + t.Tier
+				}
+				fmt.Fprintf(&b, "    tier %s from %s\n", tier, t.TierFrom)
 			}
-			fmt.Fprintf(&b, "  %s%s (%s): keep %d, %s %d\n", t.Target, tier, t.Policy, len(t.Keep), verb, len(t.Delete))
+			switch {
+			case t.Orphan != "":
+				fmt.Fprintf(&b, "    ORPHAN   %s\n", t.Orphan)
+			case t.Policy != "":
+				fmt.Fprintf(&b, "    policy %s\n", t.Policy)
+			}
 			if t.Refused != "" {
 				fmt.Fprintf(&b, "    REFUSED  %s\n", t.Refused)
 			}
 			for _, k := range t.Keep {
-				fmt.Fprintf(&b, "    keep          %s  (%s)\n", k.ID, strings.Join(k.Reasons, ", "))
+				exp := ""
+				if k.ExpiresAt != nil {
+					exp = "  expires " + k.ExpiresAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(&b, "    keep          %s  (%s)%s\n", k.ID, strings.Join(k.Reasons, ", "), exp)
 			}
 			for _, d := range t.Delete {
-				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes)\n", verb, d.ID, len(d.Keys), d.Size)
+				fmt.Fprintf(&b, "    %-12s  %s  (%d objects, %d bytes; %s)\n", verb, d.ID, len(d.Keys), d.Size, d.Why)
 			}
 		}
 		for _, k := range r.Recovered {

@@ -71,14 +71,22 @@ func seed(t *testing.T, store storage.Store, objs []seedObj) {
 }
 
 func yearOfBackups() (objs []seedObj, want []string) {
-	keepDays := map[string]int{"free": 8, "starter": 31, "pro": 91, "enterprise": 365}
+	// pruneNow is a Thursday: the 7 newest are Nov 20-26, then the newest of the 4 ISO weeks
+	// before them: Nov 19, 15, 8 and 1 (days back 7, 11, 18, 25).
+	keep := map[string]map[int]bool{"free": {0: true, 1: true, 2: true}}
+	for _, tier := range []string{"starter", "pro", "enterprise"} {
+		keep[tier] = map[int]bool{7: true, 11: true, 18: true, 25: true}
+		for d := 0; d < 7; d++ {
+			keep[tier][d] = true
+		}
+	}
 	for _, tier := range []string{"free", "starter", "pro", "enterprise"} {
 		c := "tenant_" + tier
 		for d := 0; d < 365; d++ {
 			date := pruneNow.AddDate(0, 0, -d).Format("20060102")
 			key := fmt.Sprintf("nightly/n1/%s/%s_%s.tar.gz", c, c, date)
 			objs = append(objs, seedObj{key, tier, "container"})
-			if d < keepDays[tier] {
+			if keep[tier][d] {
 				want = append(want, key, artifact.ManifestKey(key))
 			}
 		}
@@ -184,9 +192,11 @@ func TestPruneDebrisGraceAndDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DRY RUN", "on-demand/tenant_x tier free (last=1", "keep          on-demand/tenant_x/snap" + now.Format("20060102") + ".tar.gz  (keep_last)",
+	for _, want := range []string{"DRY RUN", "on-demand/tenant_x: keep 1, would delete 9", "tier free (keep_daily=3 keep_weekly=0 on_demand_max=1 retention_days=7) from on-demand/tenant_x/snap",
+		"policy last=1 expire=7d min=1", "keep          on-demand/tenant_x/snap" + now.Format("20060102") + ".tar.gz  (keep_last)  expires ",
+		"expired ", "beyond the newest 1",
 		"would delete debris  " + oldStaging, "would delete debris  on-demand/tenant_x/gone.tar.gz.manifest.json",
-		"keep foreign    " + foreign, "kept 1 backups and 1 foreign objects"} {
+		"keep foreign    " + foreign} {
 		if !strings.Contains(dry.Report, want) {
 			t.Fatalf("dry-run report lacks %q:\n%s", want, dry.Report)
 		}
@@ -358,7 +368,7 @@ func TestPrunePlanOf10000Objects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Prune.Kept != 50*91 || res.Prune.Deleted != 50*9*2 {
+	if res.Prune.Kept != 50*11 || res.Prune.Deleted != 50*89*2 {
 		t.Fatalf("plan: %+v", res.Prune)
 	}
 	t.Logf("planned 10,000 objects in %s", time.Since(start))
@@ -372,13 +382,13 @@ func TestPruneRecoversUploadCrashedBeforeManifest(t *testing.T) {
 	store, _ := local.New(t.TempDir())
 	ctx := context.Background()
 	key := "on-demand/tenant_z/snap20261120.tar.gz"
-	if _, err := artifact.Store(ctx, store, strings.NewReader("old backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot"}); err != nil {
+	if _, err := artifact.Store(ctx, store, strings.NewReader("old backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot", Tier: "free"}); err != nil {
 		t.Fatal(err)
 	}
 	func() {
 		defer func() { recover() }()
 		hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { panic("opsd killed") }})
-		artifact.Store(hctx, store, strings.NewReader("the new backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot"})
+		artifact.Store(hctx, store, strings.NewReader("the new backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot", Tier: "free"})
 		t.Fatal("the crash hook did not run")
 	}()
 	if problems, _, _ := artifacttest.Problems(ctx, store, ""); len(problems) != 1 {

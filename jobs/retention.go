@@ -3,25 +3,70 @@ package jobs
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
+// Unlimited as KeepLast keeps every backup the other limits (ExpireAfter) allow.
+const Unlimited = 1 << 30
+
 // Policy says which backups of one target to keep. Keep rules are a union: a backup is kept when
-// any rule keeps it. Ages are measured from the newest backup of the target, never from now, so a
-// stalled backup job never ages everything out.
+// any rule keeps it. Ages (KeepWithin) are measured from the newest backup of the target, never
+// from now, so a stalled backup job never ages everything out. ExpireAfter is the one absolute
+// age: measured from Now, it stops every keep rule from keeping an older backup (the on-demand
+// snapshots' expiresAt); the guards (MinKeep, the newest verified backup) still hold.
 type Policy struct {
 	KeepLast    int
 	KeepDaily   int // newest backup of each of the N newest days that have backups (UTC)
 	KeepWeekly  int // ... of each of the N newest ISO weeks that have backups
 	KeepMonthly int // ... of each of the N newest months that have backups
 	KeepWithin  time.Duration
+	// WeeklyAfterDaily counts the weekly buckets only among the backups older than the oldest
+	// one KeepDaily keeps, so the weeks add to the days (the platform's nightly policy: 7 newest
+	// plus the newest of each of the 4 ISO weeks before them, 11 in all).
+	WeeklyAfterDaily bool
+	// ExpireAfter (with Now): a backup created more than this before Now is expired.
+	ExpireAfter time.Duration
+	Now         time.Time
 	// MinKeep is the floor: never fewer backups than this (at least 1).
 	MinKeep int
 }
 
-// String describes the policy.
+// String describes the policy: only the rules it uses.
 func (p Policy) String() string {
-	return fmt.Sprintf("last=%d daily=%d weekly=%d monthly=%d within=%s min=%d", p.KeepLast, p.KeepDaily, p.KeepWeekly, p.KeepMonthly, p.KeepWithin, p.MinKeep)
+	var parts []string
+	add := func(name string, n int) {
+		switch {
+		case n >= Unlimited:
+			parts = append(parts, name+"=unlimited")
+		case n > 0:
+			parts = append(parts, fmt.Sprintf("%s=%d", name, n))
+		}
+	}
+	add("last", p.KeepLast)
+	add("daily", p.KeepDaily)
+	if p.KeepWeekly > 0 && p.WeeklyAfterDaily {
+		parts = append(parts, fmt.Sprintf("weekly=%d(after daily)", p.KeepWeekly))
+	} else {
+		add("weekly", p.KeepWeekly)
+	}
+	add("monthly", p.KeepMonthly)
+	if p.KeepWithin > 0 {
+		parts = append(parts, "within="+days(p.KeepWithin))
+	}
+	if p.ExpireAfter > 0 {
+		parts = append(parts, "expire="+days(p.ExpireAfter))
+	}
+	parts = append(parts, fmt.Sprintf("min=%d", max(p.MinKeep, 1)))
+	return strings.Join(parts, " ")
+}
+
+// days prints whole days as "30d", anything else as a duration.
+func days(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 // Backup is one backup of a target, as retention sees it.
@@ -70,7 +115,13 @@ func PlanTarget(backups []Backup, p Policy) ([]Decision, error) {
 		ds[i].Reasons = append(ds[i].Reasons, why)
 	}
 	newest := bs[0].Time
+	// Expired backups are kept by no rule, only by the guards below; they stay in the order,
+	// so "the N newest" counts them (a cap counts what exists, not what is left).
+	expired := func(i int) bool { return p.ExpireAfter > 0 && p.Now.Sub(bs[i].Time) > p.ExpireAfter }
 	for i := range bs {
+		if expired(i) {
+			continue
+		}
 		if i < p.KeepLast {
 			keep(i, ReasonLast)
 		}
@@ -78,22 +129,32 @@ func PlanTarget(backups []Backup, p Policy) ([]Decision, error) {
 			keep(i, ReasonWithin)
 		}
 	}
-	bucket := func(n int, why string, key func(time.Time) string) {
+	// bucket keeps the newest backup of each of the n newest buckets among bs[from:] and
+	// returns the index of the first backup older than those n buckets.
+	bucket := func(from, n int, why string, key func(time.Time) string) int {
 		seen := map[string]bool{}
-		for i := range bs {
-			if len(seen) >= n {
-				return
-			}
+		for i := from; i < len(bs); i++ {
 			k := key(bs[i].Time.UTC())
-			if !seen[k] {
-				seen[k] = true
+			if seen[k] {
+				continue
+			}
+			if len(seen) >= n {
+				return i
+			}
+			seen[k] = true
+			if !expired(i) {
 				keep(i, why)
 			}
 		}
+		return len(bs)
 	}
-	bucket(p.KeepDaily, ReasonDaily, func(t time.Time) string { return t.Format("2006-01-02") })
-	bucket(p.KeepWeekly, ReasonWeekly, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%d-W%02d", y, w) })
-	bucket(p.KeepMonthly, ReasonMonthly, func(t time.Time) string { return t.Format("2006-01") })
+	afterDaily := bucket(0, p.KeepDaily, ReasonDaily, func(t time.Time) string { return t.Format("2006-01-02") })
+	weeklyFrom := 0
+	if p.WeeklyAfterDaily {
+		weeklyFrom = afterDaily
+	}
+	bucket(weeklyFrom, p.KeepWeekly, ReasonWeekly, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%d-W%02d", y, w) })
+	bucket(0, p.KeepMonthly, ReasonMonthly, func(t time.Time) string { return t.Format("2006-01") })
 	minKeep := max(p.MinKeep, 1)
 	for i := 0; i < len(bs) && i < minKeep; i++ {
 		if !ds[i].Keep {

@@ -29,9 +29,9 @@ func kept(ds []Decision) []string {
 	return out
 }
 
-// tierPolicy is the nightly policy of a REFERENCE.md tier.
-func tierPolicy(daily, weekly, days int) Policy {
-	return Policy{KeepDaily: daily, KeepWeekly: weekly, KeepWithin: time.Duration(days) * 24 * time.Hour, MinKeep: 1}
+// tierPolicy is the nightly policy of a REFERENCE.md tier: counts only.
+func tierPolicy(daily, weekly int) Policy {
+	return tierPolicyFor("nightly", Tier{KeepDaily: daily, KeepWeekly: weekly}, 1, time.Time{})
 }
 
 func TestTiersOn400DaysOfDailyBackups(t *testing.T) {
@@ -43,13 +43,15 @@ func TestTiersOn400DaysOfDailyBackups(t *testing.T) {
 		want   int
 		oldest string
 	}{
-		// free: 3 daily, no weekly, 7 days: everything within 7 days of the newest (8 backups: day 0..7).
-		{"free", tierPolicy(3, 0, 7), 8, "20261119"},
-		// starter: 30 days (31 backups) cover 7 daily and 4 weekly.
-		{"starter", tierPolicy(7, 4, 30), 31, "20261027"},
-		{"pro", tierPolicy(7, 4, 90), 91, "20260828"},
-		{"enterprise", tierPolicy(7, 4, 365), 366, "20251126"},
-		// Without keep_within: 7 daily (Nov 20-26) + the newest of each of the 4 newest ISO weeks:
+		// free: the 3 newest, no weekly.
+		{"free", tierPolicy(3, 0), 3, "20261124"},
+		// starter, pro, enterprise: the 7 newest (Nov 20-26), then the newest of each of the 4 ISO
+		// weeks before them: Thu Nov 19 (W47, the rest of the week of Nov 20), Sun Nov 15, Sun
+		// Nov 8, Sun Nov 1. 11 in all, whatever retention_days says.
+		{"starter", tierPolicy(7, 4), 11, "20261101"},
+		{"pro", tierPolicy(7, 4), 11, "20261101"},
+		{"enterprise", tierPolicy(7, 4), 11, "20261101"},
+		// A plain union (not the tier policy): the 4 newest weeks include the dailies' weeks:
 		// Nov 26 and Nov 22 are already kept, Nov 15 and Nov 8 (Sundays) are added.
 		{"weekly-only", Policy{KeepDaily: 7, KeepWeekly: 4, MinKeep: 1}, 9, "20261108"},
 	} {
@@ -61,6 +63,42 @@ func TestTiersOn400DaysOfDailyBackups(t *testing.T) {
 		if len(k) != tt.want || k[len(k)-1] != tt.oldest {
 			t.Errorf("%s: kept %d (oldest %s), want %d (oldest %s)", tt.tier, len(k), k[len(k)-1], tt.want, tt.oldest)
 		}
+	}
+}
+
+func TestOnDemandExpiryAndCap(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	// One on-demand snapshot every 2 days for 200 days; the newest one 5 days ago.
+	var bs []Backup
+	for i := 0; i < 100; i++ {
+		at := now.AddDate(0, 0, -5-2*i)
+		bs = append(bs, Backup{ID: at.Format("20060102"), Time: at, Verified: true})
+	}
+	for _, tt := range []struct {
+		tier   Tier
+		want   int
+		oldest string
+	}{
+		{Tier{OnDemandMax: 1, RetentionDays: 7}, 1, "20261121"},     // free: the cap
+		{Tier{OnDemandMax: 5, RetentionDays: 30}, 5, "20261113"},    // starter: the cap (all 13 of 30 days)
+		{Tier{OnDemandMax: 20, RetentionDays: 30}, 13, "20261028"},  // expiry before the cap: created within 30 days
+		{Tier{OnDemandMax: 0, RetentionDays: 365}, 100, "20260507"}, // enterprise: unlimited, all within a year
+		{Tier{OnDemandMax: 0, RetentionDays: 100}, 48, "20260819"},  // unlimited count, 100 days
+	} {
+		ds, err := PlanTarget(bs, tierPolicyFor("on_demand", tt.tier, 1, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := kept(ds)
+		if len(k) != tt.want || k[len(k)-1] != tt.oldest {
+			t.Errorf("%s: kept %d (oldest %s), want %d (oldest %s)", tt.tier, len(k), k[len(k)-1], tt.want, tt.oldest)
+		}
+	}
+	// Everything expired: the guards keep the newest one, nothing else.
+	old := []Backup{{ID: "a", Time: now.AddDate(0, 0, -40), Verified: true}, {ID: "b", Time: now.AddDate(0, 0, -50), Verified: true}}
+	ds, err := PlanTarget(old, tierPolicyFor("on_demand", Tier{OnDemandMax: 5, RetentionDays: 30}, 1, now))
+	if err != nil || strings.Join(kept(ds), ",") != "a" || ds[0].Reasons[0] != ReasonMinKeep {
+		t.Fatalf("all expired: kept %v (%+v), %v", kept(ds), ds, err)
 	}
 }
 
@@ -83,7 +121,7 @@ func TestGapKeepsTheDailyCount(t *testing.T) {
 	newest := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	// Backups stopped for 20 days before the newest one.
 	bs := daily(newest, 60, func(i int) bool { return i > 0 && i <= 20 })
-	ds, err := PlanTarget(bs, tierPolicy(7, 0, 7))
+	ds, err := PlanTarget(bs, tierPolicy(7, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +171,10 @@ func TestNoPolicyDeletesTheNewestBackup(t *testing.T) {
 			bs = append(bs, Backup{ID: string(rune('a' + i%26)), Time: base.Add(-time.Duration(r.IntN(5000)) * time.Hour), Verified: r.IntN(3) > 0})
 		}
 		p := Policy{KeepLast: r.IntN(3), KeepDaily: r.IntN(3), KeepWeekly: r.IntN(3), KeepMonthly: r.IntN(2),
-			KeepWithin: time.Duration(r.IntN(3)) * time.Hour, MinKeep: r.IntN(3) - 1}
+			KeepWithin: time.Duration(r.IntN(3)) * time.Hour, MinKeep: r.IntN(3) - 1, WeeklyAfterDaily: r.IntN(2) == 0}
+		if r.IntN(2) == 0 { // an on-demand expiry, often past every backup
+			p.ExpireAfter, p.Now = time.Duration(1+r.IntN(5000))*time.Hour, base.Add(time.Duration(r.IntN(5000))*time.Hour)
+		}
 		ds, err := PlanTarget(bs, p)
 		if err != nil {
 			t.Fatalf("policy %v refused: %v", p, err)
@@ -152,6 +193,23 @@ func TestNoPolicyDeletesTheNewestBackup(t *testing.T) {
 		}
 		if newestVerified != nil && !newestVerified.Keep {
 			t.Fatalf("policy %v deleted the newest verified backup", p)
+		}
+	}
+}
+
+func TestKeyTime(t *testing.T) {
+	for key, want := range map[string]string{
+		"nightly/n1/tenant_a/tenant_a_20261126.tar.gz":       "2026-11-26T00:00:00Z",
+		"on-demand/abc/20261126030405.tar.gz":                "2026-11-26T03:04:05Z",
+		"on-demand/tenant_a/snap-20261125T120000.tar.gz":     "2026-11-25T12:00:00Z",
+		"pre-restore/tenant_a/tenant_a_20261120_101010.tar":  "2026-11-20T10:10:10Z",
+		"x/tenant_20250101/range-20261126-20261127.tar.gz":   "2026-11-27T00:00:00Z",
+		"on-demand/abc/1732600000000.tar.gz":                 "",
+		"on-demand/abc/3f9c1e2a-0000-4000-8000-1a2b3c4d.tgz": "",
+	} {
+		got, ok := keyTime(key)
+		if s := got.Format(time.RFC3339); (ok && s != want) || (!ok && want != "") {
+			t.Errorf("%s: %s %v, want %s", key, s, ok, want)
 		}
 	}
 }

@@ -54,8 +54,12 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		if err != nil {
 			return nil, err
 		}
+		tiers, err := tierSource(s.ResolvedTierSource(), d.cfg)
+		if err != nil {
+			return nil, err
+		}
 		return jobs.NewContainerExport(jc.Name, jobs.ContainerExportConfig{NamePrefix: s.NamePrefix, Labels: s.Labels, KeyTemplate: s.Key,
-			Compression: s.Compression, Recipients: recipients, ChangedOnly: s.ChangedOnly, TierLabel: s.TierLabel, Parallel: s.Parallel,
+			Compression: s.Compression, Recipients: recipients, ChangedOnly: s.ChangedOnly, TierLabel: s.TierLabel, Tiers: tiers, Parallel: s.Parallel,
 			Pause: s.Pause, Node: d.cfg.NodeID}, d.docker, d.state, d.store), nil
 	case "dir_snapshot":
 		s := jc.DirSnapshot
@@ -63,8 +67,12 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		if err != nil {
 			return nil, err
 		}
+		tiers, err := tierSource(s.ResolvedTierSource(), d.cfg)
+		if err != nil {
+			return nil, err
+		}
 		return jobs.NewDirSnapshot(jc.Name, jobs.DirSnapshotConfig{BaseDir: s.BaseDir, KeyTemplate: s.Key, Compression: s.Compression,
-			Recipients: recipients, Tier: s.Tier, Parallel: s.Parallel, Node: d.cfg.NodeID}, d.store), nil
+			Recipients: recipients, Tier: s.Tier, Tiers: tiers, Parallel: s.Parallel, Node: d.cfg.NodeID}, d.store), nil
 	case "container_drill":
 		s := jc.ContainerDrill
 		ids, err := readIdentities(s.IdentityFile)
@@ -83,7 +91,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return checks.NewNodeDrill(jc.Name, checks.NodeDrillConfig{FromNode: s.FromNode, Sample: s.Sample, Parallel: s.Parallel, Probe: s.Probe.D(),
 			Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail", TempDir: s.TempDir, Locks: d.locks, Layout: keys}, d.docker, d.store), nil
 	case "prune":
-		return pruneJob(jc, d), nil
+		return pruneJob(jc, d)
 	case "sqlite_drill":
 		return platformDrillJob(jc, d, keys)
 	case "offsite_verify":
@@ -155,7 +163,7 @@ func platformDrillJob(jc config.Job, d deps, keys *layout.Layout) (*checks.Platf
 	}, d.store), nil
 }
 
-func pruneJob(jc config.Job, d deps) *jobs.Prune {
+func pruneJob(jc config.Job, d deps) (*jobs.Prune, error) {
 	s := jc.Prune
 	tiers := map[string]jobs.Tier{}
 	for name, t := range d.cfg.Tiers {
@@ -174,8 +182,16 @@ func pruneJob(jc config.Job, d deps) *jobs.Prune {
 	if d.cfg.Storage.Backend == "s3" {
 		dps = d.cfg.Storage.S3.DeletesPerSec
 	}
-	return jobs.NewPrune(jc.Name, jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
-		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}, d.store)
+	pc := jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
+		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
+	if s.OrphanKeep != nil {
+		tenants, err := tenantSource(d.cfg)
+		if err != nil {
+			return nil, err
+		}
+		pc.OrphanKeep, pc.Tenants = s.OrphanKeep.D(), tenants
+	}
+	return jobs.NewPrune(jc.Name, pc, d.store), nil
 }
 
 // readIdentities reads an age identity file ("" means none).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/jobs"
@@ -20,6 +21,7 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 	cfgPath := configFlag(fs)
 	prefix := fs.String("prefix", "", "only objects under this prefix (e.g. platform/ or nightly/node-1/)")
 	dry := fs.Bool("dry-run", false, "verify and report, write no manifest")
+	tier := fs.String("tier", "", "tier recorded in adopted archives' manifests (retention keeps every backup of a target whose newest manifest has no tier)")
 	out := fs.String("o", "text", "output: text or json")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -33,6 +35,10 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if _, ok := cfg.Tiers[*tier]; *tier != "" && !ok {
+		fmt.Fprintf(stderr, "opsd adopt: --tier %q is not a tier of the job file (%s)\n", *tier, strings.Join(cfg.TierNames(), ", "))
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	store, err := openStore(ctx, cfg.Storage)
@@ -40,7 +46,7 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
-	rep, err := jobs.Adopt(ctx, store, jobs.AdoptConfig{Prefix: *prefix, DryRun: *dry, Tables: expectedTables(cfg), Node: cfg.NodeID})
+	rep, err := jobs.Adopt(ctx, store, jobs.AdoptConfig{Prefix: *prefix, DryRun: *dry, Tables: expectedTables(cfg), Node: cfg.NodeID, Tier: *tier})
 	if *out == "json" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(stdout, string(b))

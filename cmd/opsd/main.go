@@ -29,6 +29,8 @@ Usage:
   opsd drill containers -c FILE [TENANT]  import and start the newest nightly archive(s), then clean up
   opsd verify -c FILE [--deep]     check the object store holds every expected backup
   opsd prune -c FILE [--dry-run]   apply retention; --dry-run prints the plan with each rule
+  opsd forget -c FILE --tenant ID [--dry-run] [--yes]
+                                   delete every backup of one tenant (asks on a terminal)
   opsd restore db -c FILE [--date D] [--db N]... [--dry-run] [--stop-container C] [--health-url U]
   opsd restore container -c FILE NAME [--key K | --date D | --latest]
   opsd restore snapshot -c FILE INSTANCE [--key K]
@@ -62,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDrill(rest, stdout, stderr)
 	case "prune":
 		return cmdPrune(rest, stdout, stderr)
+	case "forget":
+		return cmdForget(rest, stdout, stderr)
 	case "verify":
 		return cmdVerify(rest, stdout, stderr)
 	case "restore":

@@ -80,6 +80,10 @@ type Manifest struct {
 	// Adopted marks a backup opsd did not write: `opsd adopt` verified it and wrote this
 	// manifest, so drills, restores, verification and retention use it.
 	Adopted bool `json:"adopted,omitempty"`
+
+	// Tenant and TierSource say whose artifact it is and where its tier came from.
+	Tenant     string `json:"tenant,omitempty"`
+	TierSource string `json:"tierSource,omitempty"`
 }
 
 // SQLiteInfo describes a database backup.
