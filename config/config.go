@@ -134,6 +134,10 @@ type Alerts struct {
 	// CreditsDB and CreditsQuery give /admin/health's billing.creditsConsumed24h (:now in ms).
 	CreditsDB    string `yaml:"credits_db"`
 	CreditsQuery string `yaml:"credits_query"`
+	// PostgresDSN, when set, makes the gateway presets and /admin/health read gateway_metrics and
+	// credit_transactions from the platform's PostgreSQL database instead (or PostgresDSNFile).
+	PostgresDSN     Secret `yaml:"postgres_dsn"`
+	PostgresDSNFile string `yaml:"postgres_dsn_file"`
 	// Rules default to the built-ins (stale backups, failing jobs, drills, offsite, system), the
 	// gateway presets when gateway_db is set, and fleet-unexpected-stop when containers are exported.
 	Rules  []AlertRule `yaml:"rules"`
@@ -224,6 +228,8 @@ type Job struct {
 	ContainerExport *ContainerExportSettings `yaml:"-" kind:"container_export"`
 	DirSnapshot     *DirSnapshotSettings     `yaml:"-" kind:"dir_snapshot"`
 	ContainerDrill  *ContainerDrillSettings  `yaml:"-" kind:"container_drill"`
+	PostgresBackup  *PostgresBackupSettings  `yaml:"-" kind:"postgres_backup"`
+	PostgresDrill   *PostgresDrillSettings   `yaml:"-" kind:"postgres_drill"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).
@@ -495,6 +501,7 @@ func (c *Config) Secrets() []string {
 			out = append(out, string(s))
 		}
 	}
+	out = append(out, c.postgresSecrets()...)
 	for _, r := range c.Alerts.Rules {
 		for _, s := range []Secret{r.URL, r.Token} {
 			if s != "" {

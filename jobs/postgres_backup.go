@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/postgres"
@@ -119,53 +118,11 @@ func (b *PostgresBackup) dump(ctx context.Context) TargetResult {
 		return t
 	}
 
-	tm.Start("snapshot")
-	conn, err := b.cfg.DSN.Connect(ctx)
+	m, err := postgres.Backup{DSN: b.cfg.DSN, Tools: b.cfg.Tools, Store: b.store, Key: t.Key,
+		Options: artifact.Options{Compression: b.cfg.Compression, Recipients: b.cfg.Recipients}, Node: b.cfg.Node, CreatedAt: now,
+		AtSnapshot: b.cfg.AtSnapshot, OnStart: b.cfg.OnDumpStart, Phase: tm.Start}.Run(ctx)
 	if err != nil {
 		return fail(err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	// The transaction stays open until pg_dump finished: the snapshot lives as long as it does.
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return fail(fmt.Errorf("begin snapshot transaction: %w", err))
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	var snapshot string
-	if err := tx.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&snapshot); err != nil {
-		return fail(fmt.Errorf("export snapshot: %w", err))
-	}
-	info, err := postgres.Inspect(ctx, tx)
-	if err != nil {
-		return fail(err)
-	}
-	dumpVersion, err := b.cfg.Tools.CheckDumpVersion(ctx, info.Major)
-	if err != nil {
-		return fail(err)
-	}
-	if b.cfg.AtSnapshot != nil {
-		if err := b.cfg.AtSnapshot(ctx, snapshot); err != nil {
-			return fail(err)
-		}
-	}
-
-	tm.Start("dump")
-	stream, err := b.cfg.Tools.Dump(ctx, b.cfg.DSN, postgres.DumpOptions{Snapshot: snapshot, OnStart: b.cfg.OnDumpStart})
-	if err != nil {
-		return fail(err)
-	}
-	defer stream.Close()
-	tables := make([]artifact.PostgresTable, len(info.Tables))
-	for i, tb := range info.Tables {
-		tables[i] = artifact.PostgresTable{Schema: tb.Schema, Name: tb.Name, RowsEstimate: tb.RowsEstimate}
-	}
-	m, err := artifact.Store(ctx, b.store, stream, artifact.Options{Compression: b.cfg.Compression, Recipients: b.cfg.Recipients}, artifact.Manifest{
-		Key: t.Key, Kind: "postgres", Target: b.cfg.DSN.Database(), Source: b.cfg.DSN.String(), Node: b.cfg.Node, CreatedAt: now.UTC(),
-		Postgres: &artifact.PostgresInfo{Database: b.cfg.DSN.Database(), ServerVersion: info.Version, ServerVersionNum: info.VersionNum,
-			DumpVersion: dumpVersion, Format: "custom", DatabaseSize: info.DatabaseSize, Tables: tables},
-	})
-	if err != nil {
-		return fail(fmt.Errorf("%w (nothing published)", err))
 	}
 	t.Status, t.Bytes, t.Phases, t.Duration = TargetOK, m.Size, tm.Phases(), time.Since(start)
 	return t
