@@ -3,8 +3,6 @@ package checks
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,50 +97,6 @@ func (d *PostgresDrill) WithDate(date string) *PostgresDrill {
 	return &c
 }
 
-// NewestDump finds the newest dump of database with a manifest under prefix (within lookback
-// dates, or on date exactly when given).
-func NewestDump(ctx context.Context, store storage.Store, prefix, database string, lookback int, date string) (string, artifact.Manifest, error) {
-	sets, err := artifact.ListSets(ctx, store, prefix)
-	if err != nil {
-		return "", artifact.Manifest{}, err
-	}
-	for i, s := range sets {
-		if date != "" && s.Date != date {
-			continue
-		}
-		if date == "" && i >= lookback {
-			break
-		}
-		ms, err := s.Manifests(ctx, store, "postgres")
-		if err != nil {
-			return "", artifact.Manifest{}, err
-		}
-		if m, ok := ms[database]; ok {
-			return s.Date, m, nil
-		}
-	}
-	if date != "" {
-		return "", artifact.Manifest{}, fmt.Errorf("no dump of %s with a manifest under %s%s/", database, prefix, date)
-	}
-	return "", artifact.Manifest{}, fmt.Errorf("no dump of %s with a manifest in the newest %d dates under %s", database, lookback, prefix)
-}
-
-// ScratchName returns a unique database name for a drill or restore of database.
-func ScratchName(prefix, database string) string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	clean := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
-			return r
-		}
-		return '_'
-	}, strings.ToLower(database))
-	if len(clean) > 30 {
-		clean = clean[:30]
-	}
-	return fmt.Sprintf("%s_%s_%s_%s", prefix, clean, time.Now().UTC().Format("20060102"), hex.EncodeToString(b))
-}
-
 // Run performs the drill.
 func (d *PostgresDrill) Run(ctx context.Context) (jobs.Result, error) {
 	started := time.Now()
@@ -153,7 +107,7 @@ func (d *PostgresDrill) Run(ctx context.Context) (jobs.Result, error) {
 	defer release()
 
 	report := DrillReport{Drill: d.name, Node: d.cfg.Node, StartedAt: started.UTC(), RTOTargetSeconds: d.cfg.RTOTarget.Seconds(), Notes: []string{}}
-	set, m, err := NewestDump(ctx, d.store, d.cfg.Prefix, d.cfg.Database, d.cfg.Lookback, d.cfg.Date)
+	set, m, err := postgres.NewestDump(ctx, d.store, d.cfg.Prefix, d.cfg.Database, d.cfg.Lookback, d.cfg.Date)
 	if err != nil {
 		return jobs.Result{}, fmt.Errorf("drill %s: %w", d.name, err)
 	}
@@ -257,7 +211,7 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 		return finish(err)
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
-	scratch := ScratchName("opsd_drill", d.cfg.Database)
+	scratch := postgres.ScratchName("opsd_drill", d.cfg.Database)
 	if err := postgres.CreateDatabase(ctx, admin, scratch, ""); err != nil {
 		return finish(err)
 	}
