@@ -354,7 +354,7 @@ type PruneSettings struct {
 	AbortUploadsAfter Duration `yaml:"abort_uploads_after"`
 	// LockWait: how long to wait for a drill or restore on the same prefix (default 10m).
 	LockWait Duration `yaml:"lock_wait"`
-	// Rules default to REFERENCE.md: platform/ 30 days of sets, nightly/ per tier,
+	// Rules default to REFERENCE.md: platform/ and postgres/ 30 days of sets, nightly/ per tier,
 	// on-demand/ at most the tier's maximum, pre-restore/ 30 days.
 	Rules []PruneRule `yaml:"rules"`
 }
@@ -381,6 +381,7 @@ func DefaultPruneRules() []PruneRule {
 	days30 := Duration(30 * 24 * time.Hour)
 	return []PruneRule{
 		{Prefix: "platform/", Sets: true, KeepWithin: days30},
+		{Prefix: "postgres/", Sets: true, KeepWithin: days30},
 		{Prefix: "nightly/", Depth: 2, TierPolicy: "nightly"},
 		{Prefix: "on-demand/", Depth: 1, TierPolicy: "on_demand"},
 		{Prefix: "pre-restore/", Depth: 1, KeepWithin: days30},

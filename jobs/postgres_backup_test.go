@@ -97,7 +97,7 @@ func TestPostgresBackupWhileWriterCommits(t *testing.T) {
 			default:
 			}
 			err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, `INSERT INTO credit_transactions (tenant, amount_credits, type, created_at) VALUES ('tenant_w', -1, 'deduction', $1)`, time.Now().UnixMilli()); err != nil {
+				if _, err := tx.Exec(ctx, `INSERT INTO credit_transactions (tenant, amount, reason, at) VALUES ('tenant_w', -1, 'deduction', $1)`, time.Now().Unix()); err != nil {
 					return err
 				}
 				_, err := tx.Exec(ctx, `INSERT INTO meter_events (tenant, capability, units, cost_credits) VALUES ('tenant_w', 'chat', 1, 1)`)

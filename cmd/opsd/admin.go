@@ -79,7 +79,10 @@ func (m *Main) adminHealth(ctx context.Context) any {
 	cfg := m.cfg()
 	now := time.Now()
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339), "gateway": nil, "fleet": nil, "billing": nil}
-	if cfg.Alerts.GatewayDB != "" {
+	if cfg.Alerts.PostgresDSN != "" {
+		m.postgresHealth(ctx, cfg, now, out)
+	}
+	if cfg.Alerts.GatewayDB != "" && cfg.Alerts.PostgresDSN == "" {
 		if g, err := gatewaySummary(ctx, cfg.Alerts.GatewayDB, now); err == nil {
 			out["gateway"] = g
 		} else {
@@ -97,7 +100,7 @@ func (m *Main) adminHealth(ctx context.Context) any {
 			out["fleet"] = map[string]any{"activeBots": active}
 		}
 	}
-	if cfg.Alerts.CreditsDB != "" {
+	if cfg.Alerts.CreditsDB != "" && cfg.Alerts.PostgresDSN == "" {
 		q := cfg.Alerts.CreditsQuery
 		if q == "" {
 			q = `SELECT COALESCE(-SUM(amount), 0) FROM credit_transactions WHERE amount < 0 AND at > :now / 1000 - 86400`

@@ -379,7 +379,7 @@ func TestConfigCheckCommand(t *testing.T) {
 	t.Setenv("DO_SPACES_ACCESS_KEY", "AK")
 	t.Setenv("DO_SPACES_SECRET_KEY", "SK")
 	out.Reset()
-	if code := run([]string{"config", "check", "-c", "../../config/example.yaml"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "ok (10 jobs") {
+	if code := run([]string{"config", "check", "-c", "../../config/example.yaml"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "ok (12 jobs") {
 		t.Fatalf("example: exit %d, %s %s", code, out.String(), errb.String())
 	}
 }

@@ -96,15 +96,16 @@ CREATE TABLE gateway_metrics (minute_key bigint NOT NULL, capability text NOT NU
 CREATE TABLE fleet_events (id bigserial PRIMARY KEY, node_id text NOT NULL, container text NOT NULL, event text NOT NULL, at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE meter_events (id bigserial PRIMARY KEY, tenant text NOT NULL, capability text NOT NULL, units bigint NOT NULL, cost_credits bigint NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(), payload jsonb);
-CREATE TABLE credit_transactions (id bigserial PRIMARY KEY, tenant text NOT NULL, amount_credits bigint NOT NULL, type text NOT NULL,
-  reference text, created_at bigint NOT NULL);
-CREATE INDEX credit_transactions_created ON credit_transactions (created_at);
+CREATE TABLE credit_transactions (id bigserial PRIMARY KEY, tenant text NOT NULL, amount bigint NOT NULL, reason text NOT NULL,
+  reference text, at bigint NOT NULL);
+CREATE INDEX credit_transactions_at ON credit_transactions (at);
 CREATE TABLE audit_log (id bigserial PRIMARY KEY, actor text NOT NULL, action text NOT NULL, target text, details jsonb, at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE bot_instances (id text PRIMARY KEY, tenant text NOT NULL, node_id text NOT NULL, container text NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE tenant_api_keys (id text PRIMARY KEY, tenant text NOT NULL, key_hash text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
 `
 
-// Fill creates the platform's tables in db and fills them: n rows in each of the large tables
+// Fill creates the platform's tables in db and fills them (credit_transactions(amount, at in
+// seconds) and gateway_metrics(minute_key in ms) as the alert sources read them): n rows in each of the large tables
 // (meter_events, credit_transactions, audit_log, each row a few hundred bytes), fewer elsewhere.
 func Fill(ctx context.Context, db postgres.DSN, n int) error {
 	c, err := db.Connect(ctx)
@@ -128,8 +129,8 @@ func Fill(ctx context.Context, db postgres.DSN, n int) error {
 		fmt.Sprintf(`INSERT INTO meter_events (tenant, capability, units, cost_credits, payload)
 		 SELECT 'tenant_' || (i %% 50), 'chat', i %% 1000, i %% 17, jsonb_build_object('model', 'm' || (i %% 7), 'prompt', repeat(md5(i::text), 4))
 		 FROM generate_series(1, %d) i`, n),
-		fmt.Sprintf(`INSERT INTO credit_transactions (tenant, amount_credits, type, reference, created_at)
-		 SELECT 'tenant_' || (i %% 50), -(i %% 100), 'deduction', md5(i::text) || md5((i + 1)::text), extract(epoch FROM now())::bigint * 1000 - i * 1000
+		fmt.Sprintf(`INSERT INTO credit_transactions (tenant, amount, reason, reference, at)
+		 SELECT 'tenant_' || (i %% 50), -(1 + i %% 100), 'deduction', md5(i::text) || md5((i + 1)::text), extract(epoch FROM now())::bigint - i
 		 FROM generate_series(1, %d) i`, n),
 		fmt.Sprintf(`INSERT INTO audit_log (actor, action, target, details)
 		 SELECT 'u' || (i %% 200), 'bot.update', 'bot' || (i %% 50), jsonb_build_object('note', repeat(md5(i::text), 3)) FROM generate_series(1, %d) i`, n),
