@@ -25,6 +25,7 @@ import (
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 	"github.com/wopr-network/opsd/internal/telemetry"
+	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
 )
 
 // pgRows is how many rows the large tables get: a few MB by default, a few hundred MB with
@@ -297,7 +298,7 @@ func TestPostgresBackupNeverPublishesABadDump(t *testing.T) {
 	}
 }
 
-// TestPostgresBackupPasswordNeverLeaks: runs through the Runner (logs, run records) with a wrong
+// TestPostgresBackupPasswordNeverLeaks: runs through the Runner (logs, run records, Sentry) with a wrong
 // password (the error path) and the right one; neither password appears in the log or the
 // recorded runs.
 func TestPostgresBackupPasswordNeverLeaks(t *testing.T) {
@@ -323,7 +324,12 @@ func TestPostgresBackupPasswordNeverLeaks(t *testing.T) {
 	}
 	defer st.Close()
 	var logs bytes.Buffer
-	sn, _ := telemetry.NewSentry(telemetry.SentryOptions{}, nil)
+	// Sentry without any secret to redact: the password must not be in the events at all.
+	srv := sentrytest.New(t)
+	sn, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: srv.DSN(), Node: "n1"}, telemetry.NewRedactor())
+	if err != nil {
+		t.Fatal(err)
+	}
 	runner := NewRunner(st, metrics.New(prometheus.NewRegistry(), "test"), sn, zerolog.New(&logs), "n1", 2)
 	fake := storagetest.NewFakeS3(t)
 	store := storagetest.NewS3(t, fake.Config)
@@ -341,7 +347,14 @@ func TestPostgresBackupPasswordNeverLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	recorded, _ := json.Marshal(runs)
-	all := logs.String() + string(recorded) + fmt.Sprint(bad.Err)
+	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+	sn.Flush(fctx)
+	fcancel()
+	events := srv.All()
+	if !strings.Contains(events, "password authentication failed") {
+		t.Fatalf("the failure did not reach Sentry: %s", events)
+	}
+	all := logs.String() + string(recorded) + fmt.Sprint(bad.Err) + events
 	for _, pw := range []string{wrongPW, server.Password()} {
 		if strings.Contains(all, pw) {
 			t.Fatalf("password %q leaked:\n%s", pw, all)
