@@ -38,7 +38,7 @@ func TestPostgresKindsDefaultsAndSecrets(t *testing.T) {
 	if b == nil || d == nil {
 		t.Fatalf("settings: %+v", c.Jobs)
 	}
-	if b.Key != "postgres/{date}/{database}-{date}.dump" || b.Compression != "none" || b.DSN.Value() != "postgresql://wopr:file-s3cret@postgres:5432/wopr_platform" {
+	if b.Key != "postgres/{date}/{database}-{date}.dump" || b.Compression != "zstd" || b.DSN.Value() != "postgresql://wopr:file-s3cret@postgres:5432/wopr_platform" {
 		t.Fatalf("backup: %+v", b)
 	}
 	if d.Database != "wopr_platform" || d.Prefix != "postgres/" || d.Jobs != 2 || len(d.Tables) != 10 || d.RTOBreach != "fail" || d.ReportKey != "drills/{date}/postgres.json" {

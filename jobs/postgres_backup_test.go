@@ -174,7 +174,7 @@ func TestPostgresBackupWhileWriterCommits(t *testing.T) {
 	if pw == "" || strings.Contains(argv, pw) || strings.Contains(environ, pw) {
 		t.Fatalf("password in pg_dump's argv or environment:\nargv: %s", argv)
 	}
-	if !strings.Contains(argv, "--format=custom") || !strings.Contains(environ, "PGPASSFILE=") {
+	if !strings.Contains(argv, "--format=custom") || !strings.Contains(argv, "--compress=0") || !strings.Contains(environ, "PGPASSFILE=") {
 		t.Fatalf("pg_dump argv %q, env has PGPASSFILE: %v", argv, strings.Contains(environ, "PGPASSFILE="))
 	}
 
@@ -185,6 +185,8 @@ func TestPostgresBackupWhileWriterCommits(t *testing.T) {
 		!strings.Contains(p.DumpVersion, "pg_dump (PostgreSQL)") || p.DatabaseSize <= 0 || strings.Contains(m.Source, pw) {
 		t.Fatalf("manifest: %+v %+v", m, p)
 	}
+	t.Logf("database %d MB, dump %d MB raw, %d MB stored (zstd); %d transactions committed during the run",
+		p.DatabaseSize>>20, m.RawSize>>20, m.Size>>20, commits.Load()-before)
 	est := map[string]int64{}
 	for _, tb := range p.Tables {
 		est[tb.Name] = tb.RowsEstimate

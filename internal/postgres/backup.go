@@ -16,7 +16,8 @@ import (
 // opsd exported (so the manifest's table list is the dump's), streamed through the artifact
 // pipeline with no temp file. The stream ends cleanly only when pg_dump exited 0 and
 // pg_restore --list read the archive as it passed; otherwise the upload fails and no manifest is
-// written, so the object never counts as a backup.
+// written, so the object never counts as a backup. With zstd in Options, pg_dump runs with
+// --compress=0 and the pipeline's parallel zstd compresses instead.
 type Backup struct {
 	DSN     DSN
 	Tools   Tools
@@ -73,7 +74,9 @@ func (b Backup) Run(ctx context.Context) (artifact.Manifest, error) {
 	}
 
 	phase("dump")
-	stream, err := b.Tools.Dump(ctx, b.DSN, DumpOptions{Snapshot: snapshot, OnStart: b.OnStart})
+	// With the pipeline's zstd, pg_dump does not compress too.
+	uncompressed := b.Options.Compression == artifact.Zstd
+	stream, err := b.Tools.Dump(ctx, b.DSN, DumpOptions{Snapshot: snapshot, Uncompressed: uncompressed, OnStart: b.OnStart})
 	if err != nil {
 		return artifact.Manifest{}, err
 	}
