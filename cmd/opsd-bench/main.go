@@ -25,15 +25,16 @@ func main() { os.Exit(run()) }
 // sizes per profile: tiny is the CI smoke run, full the README's numbers.
 type sizes struct {
 	sqliteMB, uploadMB, exportMB, exportSmallMB, drillMB int
+	postgresMB                                           int
 	idle                                                 time.Duration
 	targets, objects                                     int
 	timeLimit                                            time.Duration
 }
 
 var profiles = map[string]sizes{
-	"tiny":  {sqliteMB: 20, uploadMB: 16, exportMB: 16, exportSmallMB: 8, drillMB: 4, idle: 3 * time.Second, targets: 1000, objects: 5000, timeLimit: 30 * time.Second},
-	"small": {sqliteMB: 200, uploadMB: 256, exportMB: 512, exportSmallMB: 128, drillMB: 50, idle: 20 * time.Second, targets: 10000, objects: 100000, timeLimit: 2 * time.Minute},
-	"full":  {sqliteMB: 1024, uploadMB: 1024, exportMB: 2048, exportSmallMB: 512, drillMB: 200, idle: 60 * time.Second, targets: 10000, objects: 100000, timeLimit: 5 * time.Minute},
+	"tiny":  {sqliteMB: 20, uploadMB: 16, exportMB: 16, exportSmallMB: 8, drillMB: 4, postgresMB: 20, idle: 3 * time.Second, targets: 1000, objects: 5000, timeLimit: 30 * time.Second},
+	"small": {sqliteMB: 200, uploadMB: 256, exportMB: 512, exportSmallMB: 128, drillMB: 50, postgresMB: 256, idle: 20 * time.Second, targets: 10000, objects: 100000, timeLimit: 2 * time.Minute},
+	"full":  {sqliteMB: 1024, uploadMB: 1024, exportMB: 2048, exportSmallMB: 512, drillMB: 200, postgresMB: 1024, idle: 60 * time.Second, targets: 10000, objects: 100000, timeLimit: 5 * time.Minute},
 }
 
 type bench struct {
@@ -49,7 +50,7 @@ func run() int {
 	keep := flag.Bool("keep", false, "keep the work directory")
 	limit := flag.Duration("time-limit", 0, "give up on a peer run after this long and report \"did not finish\" (default per size)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune]\n\n")
+		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune postgres]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -58,7 +59,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "opsd-bench: unknown size %q\n", *size)
 		return 2
 	}
-	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune"}
+	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune", "postgres"}
 	scen := flag.Args()
 	if len(scen) == 0 || (len(scen) == 1 && scen[0] == "all") {
 		scen = all
@@ -82,7 +83,7 @@ func run() int {
 	}
 	b := &bench{sz: sz, rounds: *rounds, dir: dir}
 	ctx := context.Background()
-	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill")
+	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill") || contains(scen, "postgres")
 	if needS3 {
 		stop, err := b.startS3(ctx)
 		if err != nil {
@@ -110,6 +111,8 @@ func run() int {
 			err = b.scrapeScenario(ctx)
 		case "prune":
 			err = b.pruneScenario(ctx)
+		case "postgres":
+			err = b.postgresScenario(ctx)
 		}
 		if err != nil {
 			fmt.Printf("**%s: failed: %v**\n\n", s, err)
