@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
@@ -193,5 +195,42 @@ func TestPostgresDrillFails(t *testing.T) {
 				t.Fatalf("scratch databases left: %v", left)
 			}
 		})
+	}
+}
+
+// TestPostgresDrillEncryptedDump: a zstd + age dump drills with the identity, and fails with a
+// reason naming identity_file without it.
+func TestPostgresDrillEncryptedDump(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	ctx := context.Background()
+	db := pgtest.NewDatabase(t, server, "opsd_age")
+	if err := pgtest.Fill(ctx, db, 300); err != nil {
+		t.Fatal(err)
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	j := jobs.NewPostgresBackup("pg", jobs.PostgresBackupConfig{DSN: db, Tools: tools, Compression: "zstd", Recipients: []age.Recipient{id.Recipient()},
+		Now: func() time.Time { return pgDay }}, store)
+	res, err := j.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := res.Targets[0].Key; !strings.HasSuffix(key, ".dump.zst.age") {
+		t.Fatalf("key %s", key)
+	}
+	d := pgDrill(server, tools, db.Database(), store)
+	if _, err := d.Run(ctx); err == nil || !strings.Contains(err.Error(), "identity_file") {
+		t.Fatalf("without identity: %v", err)
+	}
+	d.cfg.Identities = []age.Identity{id}
+	if res, err := d.Run(ctx); err != nil {
+		t.Fatalf("with identity: %v\n%s", err, res.Report)
+	}
+	if left := scratchLeft(t, server, db.Database()); len(left) != 0 {
+		t.Fatalf("scratch databases left: %v", left)
 	}
 }

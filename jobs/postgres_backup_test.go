@@ -366,3 +366,36 @@ func TestPostgresBackupPasswordNeverLeaks(t *testing.T) {
 		t.Fatalf("run records do not say why: %s", recorded)
 	}
 }
+
+// TestPostgresBackupStoreGoesAwayMidUpload: the S3 server stops mid-upload; the run fails naming
+// the key, nothing is at the key, and pg_dump is not left running.
+func TestPostgresBackupStoreGoesAwayMidUpload(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	db := pgtest.NewDatabase(t, server, "opsd_dead")
+	if err := pgtest.Fill(ctx, db, 20000); err != nil {
+		t.Fatal(err)
+	}
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	var pid int
+	j := pgBackupJob(server, db, tools, &dyingStore{Store: store, after: 1 << 20, kill: fake.Stop}, func(c *PostgresBackupConfig) {
+		c.Compression = "none"
+		c.OnDumpStart = func(cmd *exec.Cmd) { pid = cmd.Process.Pid }
+	})
+	res, err := j.Run(ctx)
+	key := "postgres/20261125/" + db.Database() + "-20261125.dump"
+	if err == nil || res.Targets[0].Status != TargetFailed || !strings.Contains(err.Error(), "upload "+key) {
+		t.Fatalf("upload to a dead store: %v", err)
+	}
+	if fake.HasObject(key) || fake.HasObject(key+".manifest.json") {
+		t.Fatal("a partial object or manifest exists at the key")
+	}
+	if pid == 0 {
+		t.Fatal("pg_dump never started")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Fatalf("pg_dump (pid %d) still exists after the run", pid)
+	}
+}
