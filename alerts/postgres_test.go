@@ -3,10 +3,12 @@ package alerts
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
+	"github.com/wopr-network/opsd/internal/state"
 )
 
 // TestPresetsReadPostgresLikeSQLite: with the same gateway_metrics rows in a SQLite file and in
@@ -80,5 +82,17 @@ func TestPresetsReadPostgresLikeSQLite(t *testing.T) {
 				t.Errorf("%s %s: firing %v", sc.name, name, got.Firing)
 			}
 		}
+	}
+}
+
+// TestDrillFailedCoversPostgresDrills: a failed postgres_drill report fires drill-failed.
+func TestDrillFailedCoversPostgresDrills(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	now := time.Now()
+	drill := &StateRule{RuleName: "drill-failed", Kind: "drill_failed", State: e.st}
+	e.st.SaveReport(ctx, state.Report{Job: "platform-postgres-drill", Kind: "postgres_drill", CreatedAt: now, Passed: false, Body: `{"passed":false}`})
+	if ev, _ := drill.Evaluate(ctx, now); !ev.Firing || !strings.Contains(ev.Message, "platform-postgres-drill failed") {
+		t.Fatalf("drill: %+v", ev)
 	}
 }

@@ -296,7 +296,7 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		return Eval{Value: float64(worst), Threshold: float64(n), Firing: len(failing) > 0, Message: msg}, nil
 	case "drill_failed":
 		var bad []string
-		for _, kind := range []string{"sqlite_drill", "container_drill"} {
+		for _, kind := range []string{"sqlite_drill", "container_drill", "postgres_drill"} {
 			rep, err := r.State.LatestReport(ctx, kind)
 			if errors.Is(err, state.ErrNotFound) {
 				continue
