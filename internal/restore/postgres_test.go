@@ -235,3 +235,25 @@ func TestRestorePostgresSideBySideAndDryRun(t *testing.T) {
 		t.Fatal("a bad dump changed something")
 	}
 }
+
+// TestRestorePostgresOntoANewServer: the live database is gone (a replaced server); restoring
+// with --target-db set to its name creates it from the dump.
+func TestRestorePostgresOntoANewServer(t *testing.T) {
+	r := newPGRig(t)
+	ctx := context.Background()
+	pgtest.DropDatabase(t, r.server, r.live.Database())
+	o := r.opts()
+	o.TargetDB = r.live.Database()
+	res, err := RestorePostgres(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Restored != r.live.Database() || r.markers(t, r.live) != 0 {
+		t.Fatalf("restore onto a new server: %+v", res)
+	}
+	c := r.conn(t, r.live)
+	defer c.Close(ctx)
+	if n, _ := postgres.CountRows(ctx, c, "credit_transactions"); n != r.dumped["credit_transactions"] {
+		t.Fatalf("credit_transactions: %d rows, the dump has %d", n, r.dumped["credit_transactions"])
+	}
+}
