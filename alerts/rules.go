@@ -57,18 +57,18 @@ func queryNumber(ctx context.Context, db *sql.DB, q string, now time.Time) (floa
 
 // Evaluate runs the queries.
 func (r *SQLRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
-	db, err := openReadOnly(r.DB)
+	db, err := openNumbers(ctx, r.DB)
 	if err != nil {
 		return Eval{}, err
 	}
-	defer db.Close()
-	num, err := queryNumber(ctx, db, r.Query, now)
+	defer db.close()
+	num, err := db.number(ctx, r.Query, now)
 	if err != nil {
 		return Eval{}, fmt.Errorf("%s: query: %w", r.RuleName, err)
 	}
 	v, den := num, 0.0
 	if r.Denom != "" {
-		if den, err = queryNumber(ctx, db, r.Denom, now); err != nil {
+		if den, err = db.number(ctx, r.Denom, now); err != nil {
 			return Eval{}, fmt.Errorf("%s: query: %w", r.RuleName, err)
 		}
 		if den == 0 {
@@ -97,7 +97,8 @@ const (
 // Presets are the platform's gateway_metrics rules (REFERENCE.md), by name.
 var Presets = []string{"gateway-error-rate", "credit-deduction-spike", "sev1-billing-pipeline", "sev1-payment-processing", "sev1-inference-gateway-down"}
 
-// Preset returns a platform rule reading gateway_metrics in db.
+// Preset returns a platform rule reading gateway_metrics in db (a SQLite file, or the platform's
+// PostgreSQL database when db is a postgresql:// URL).
 func Preset(name, db string) (Rule, error) {
 	errorRate := func(threshold float64) Rule {
 		return &SQLRule{RuleName: name, DB: db, Query: sumErrs + notCF + " AND " + window5, Denom: sumReqs + notCF + " AND " + window5, Op: ">", Threshold: threshold,
@@ -132,16 +133,16 @@ type gatewayDown struct{ db string }
 func (g *gatewayDown) Name() string { return "sev1-inference-gateway-down" }
 
 func (g *gatewayDown) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
-	db, err := openReadOnly(g.db)
+	db, err := openNumbers(ctx, g.db)
 	if err != nil {
 		return Eval{}, err
 	}
-	defer db.Close()
-	r5, err := queryNumber(ctx, db, sumReqs+notCF+" AND "+window5, now)
+	defer db.close()
+	r5, err := db.number(ctx, sumReqs+notCF+" AND "+window5, now)
 	if err != nil {
 		return Eval{}, err
 	}
-	r1, err := queryNumber(ctx, db, sumReqs+notCF+" AND "+window1, now)
+	r1, err := db.number(ctx, sumReqs+notCF+" AND "+window1, now)
 	if err != nil {
 		return Eval{}, err
 	}
@@ -295,7 +296,7 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		return Eval{Value: float64(worst), Threshold: float64(n), Firing: len(failing) > 0, Message: msg}, nil
 	case "drill_failed":
 		var bad []string
-		for _, kind := range []string{"sqlite_drill", "container_drill"} {
+		for _, kind := range []string{"sqlite_drill", "container_drill", "postgres_drill"} {
 			rep, err := r.State.LatestReport(ctx, kind)
 			if errors.Is(err, state.ErrNotFound) {
 				continue

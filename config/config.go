@@ -136,6 +136,10 @@ type Alerts struct {
 	// CreditsDB and CreditsQuery give /admin/health's billing.creditsConsumed24h (:now in ms).
 	CreditsDB    string `yaml:"credits_db"`
 	CreditsQuery string `yaml:"credits_query"`
+	// PostgresDSN, when set, makes the gateway presets and /admin/health read gateway_metrics and
+	// credit_transactions from the platform's PostgreSQL database instead (or PostgresDSNFile).
+	PostgresDSN     Secret `yaml:"postgres_dsn"`
+	PostgresDSNFile string `yaml:"postgres_dsn_file"`
 	// Rules default to the built-ins (stale backups, failing jobs, drills, offsite, system), the
 	// gateway presets when gateway_db is set, and fleet-unexpected-stop when containers are exported.
 	Rules  []AlertRule `yaml:"rules"`
@@ -229,6 +233,8 @@ type Job struct {
 	DirSnapshot     *DirSnapshotSettings     `yaml:"-" kind:"dir_snapshot"`
 	ContainerDrill  *ContainerDrillSettings  `yaml:"-" kind:"container_drill"`
 	NodeDrill       *NodeDrillSettings       `yaml:"-" kind:"node_drill"`
+	PostgresBackup  *PostgresBackupSettings  `yaml:"-" kind:"postgres_backup"`
+	PostgresDrill   *PostgresDrillSettings   `yaml:"-" kind:"postgres_drill"`
 }
 
 // IsEnabled reports whether the job is scheduled (the default).
@@ -365,7 +371,7 @@ type PruneSettings struct {
 	AbortUploadsAfter Duration `yaml:"abort_uploads_after"`
 	// LockWait: how long to wait for a drill or restore on the same prefix (default 10m).
 	LockWait Duration `yaml:"lock_wait"`
-	// Rules default to REFERENCE.md: platform/ 30 days of sets, nightly/ per tier,
+	// Rules default to REFERENCE.md: platform/ and postgres/ 30 days of sets, nightly/ per tier,
 	// on-demand/ at most the tier's maximum, pre-restore/ 30 days.
 	Rules []PruneRule `yaml:"rules"`
 	// OrphanKeep: a tier-policy target whose tenant is gone from the platform's tenant record
@@ -399,6 +405,7 @@ func DefaultPruneRules() []PruneRule {
 	days30 := Duration(30 * 24 * time.Hour)
 	return []PruneRule{
 		{Prefix: "platform/", Sets: true, KeepWithin: days30},
+		{Prefix: "postgres/", Sets: true, KeepWithin: days30},
 		{Prefix: "nightly/", Depth: 2, TierPolicy: "nightly"},
 		{Prefix: "on-demand/", Depth: 1, TierPolicy: "on_demand"},
 		{Prefix: "pre-restore/", Depth: 1, KeepWithin: days30},
@@ -520,6 +527,7 @@ func (c *Config) Secrets() []string {
 			out = append(out, string(s))
 		}
 	}
+	out = append(out, c.postgresSecrets()...)
 	for _, r := range c.Alerts.Rules {
 		for _, s := range []Secret{r.URL, r.Token} {
 			if s != "" {

@@ -142,6 +142,7 @@ func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
 		}
 	}
 	readSecret("alerts.notify.pagerduty.routing_key", &c.Alerts.Notify.PagerDuty.RoutingKey, c.Alerts.Notify.PagerDuty.RoutingKeyFile)
+	c.resolvePostgres(readSecret)
 
 	s3 := &c.Storage.S3
 	get := func(name string) string { v, _ := env(name); return v }
@@ -190,7 +191,7 @@ func (c *Config) DefaultAlertRules() []AlertRule {
 	if _, err := os.Stat("/data"); err != nil {
 		rules[len(rules)-1].DiskPath = "/"
 	}
-	if c.Alerts.GatewayDB != "" {
+	if c.Alerts.GatewayDB != "" || c.Alerts.PostgresDSN != "" {
 		for _, p := range []string{"gateway-error-rate", "credit-deduction-spike", "sev1-billing-pipeline", "sev1-payment-processing", "sev1-inference-gateway-down"} {
 			rules = append(rules, AlertRule{Name: p, Kind: "preset", Preset: p})
 		}
@@ -356,6 +357,7 @@ func (c *Config) applyDefaults() {
 		if p := j.Prune; p != nil && p.Rules == nil {
 			p.Rules = DefaultPruneRules()
 		}
+		c.postgresDefaults(j)
 		if p := j.HTTPPing; p != nil && p.Method == "" {
 			p.Method = "GET"
 		}

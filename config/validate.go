@@ -141,6 +141,7 @@ func (c *Config) Validate() []FieldError {
 	if c.Alerts.Interval < Duration(time.Second) {
 		bad("alerts.interval", "must be at least 1s")
 	}
+	errs = append(errs, c.validatePostgresAlerts()...)
 	presets := []string{"gateway-error-rate", "credit-deduction-spike", "sev1-billing-pipeline", "sev1-payment-processing", "sev1-inference-gateway-down"}
 	alertNames := map[string]bool{}
 	for i, r := range c.Alerts.Rules {
@@ -166,8 +167,8 @@ func (c *Config) Validate() []FieldError {
 			if !slices.Contains(presets, r.Preset) {
 				bad(p+".preset", "unknown preset %q (one of %s)", r.Preset, strings.Join(presets, ", "))
 			}
-			if c.Alerts.GatewayDB == "" && r.DB == "" {
-				bad(p+".db", "presets read gateway_metrics: set alerts.gateway_db or db")
+			if c.Alerts.GatewayDB == "" && r.DB == "" && c.Alerts.PostgresDSN == "" {
+				bad(p+".db", "presets read gateway_metrics: set alerts.gateway_db, alerts.postgres_dsn or db")
 			}
 		case "sql":
 			if r.DB == "" {
@@ -254,6 +255,8 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
+	case j.PostgresBackup != nil || j.PostgresDrill != nil:
+		errs = append(errs, c.validatePostgres(p, j)...)
 	case j.HTTPPing != nil:
 		s := j.HTTPPing
 		if s.URL == "" {

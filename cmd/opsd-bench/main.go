@@ -25,6 +25,7 @@ func main() { os.Exit(run()) }
 // sizes per profile: tiny is the CI smoke run, full the README's numbers.
 type sizes struct {
 	sqliteMB, uploadMB, exportMB, exportSmallMB, drillMB int
+	postgresMB                                           int
 	idle                                                 time.Duration
 	targets, objects                                     int
 	nodeContainers, nodeMB                               int
@@ -32,9 +33,9 @@ type sizes struct {
 }
 
 var profiles = map[string]sizes{
-	"tiny":  {sqliteMB: 20, uploadMB: 16, exportMB: 16, exportSmallMB: 8, drillMB: 4, idle: 3 * time.Second, targets: 1000, objects: 5000, timeLimit: 30 * time.Second, nodeContainers: 3, nodeMB: 4},
-	"small": {sqliteMB: 200, uploadMB: 256, exportMB: 512, exportSmallMB: 128, drillMB: 50, idle: 20 * time.Second, targets: 10000, objects: 100000, timeLimit: 2 * time.Minute, nodeContainers: 10, nodeMB: 50},
-	"full":  {sqliteMB: 1024, uploadMB: 1024, exportMB: 2048, exportSmallMB: 512, drillMB: 200, idle: 60 * time.Second, targets: 10000, objects: 100000, timeLimit: 5 * time.Minute, nodeContainers: 50, nodeMB: 100},
+	"tiny":  {sqliteMB: 20, uploadMB: 16, exportMB: 16, exportSmallMB: 8, drillMB: 4, idle: 3 * time.Second, targets: 1000, objects: 5000, postgresMB: 20, timeLimit: 30 * time.Second, nodeContainers: 3, nodeMB: 4},
+	"small": {sqliteMB: 200, uploadMB: 256, exportMB: 512, exportSmallMB: 128, drillMB: 50, idle: 20 * time.Second, targets: 10000, objects: 100000, postgresMB: 256, timeLimit: 2 * time.Minute, nodeContainers: 10, nodeMB: 50},
+	"full":  {sqliteMB: 1024, uploadMB: 1024, exportMB: 2048, exportSmallMB: 512, drillMB: 200, idle: 60 * time.Second, targets: 10000, objects: 100000, postgresMB: 1024, timeLimit: 5 * time.Minute, nodeContainers: 50, nodeMB: 100},
 }
 
 type bench struct {
@@ -50,7 +51,7 @@ func run() int {
 	keep := flag.Bool("keep", false, "keep the work directory")
 	limit := flag.Duration("time-limit", 0, "give up on a peer run after this long and report \"did not finish\" (default per size)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune node-restore]\n\n")
+		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune node-restore postgres]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -59,7 +60,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "opsd-bench: unknown size %q\n", *size)
 		return 2
 	}
-	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune", "node-restore"}
+	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune", "node-restore", "postgres"}
 	scen := flag.Args()
 	if len(scen) == 0 || (len(scen) == 1 && scen[0] == "all") {
 		scen = all
@@ -83,7 +84,7 @@ func run() int {
 	}
 	b := &bench{sz: sz, rounds: *rounds, dir: dir}
 	ctx := context.Background()
-	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill") || contains(scen, "node-restore")
+	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill") || contains(scen, "node-restore") || contains(scen, "postgres")
 	if needS3 {
 		stop, err := b.startS3(ctx)
 		if err != nil {
@@ -113,6 +114,8 @@ func run() int {
 			err = b.pruneScenario(ctx)
 		case "node-restore":
 			err = b.nodeRestoreScenario(ctx)
+		case "postgres":
+			err = b.postgresScenario(ctx)
 		}
 		if err != nil {
 			fmt.Printf("**%s: failed: %v**\n\n", s, err)

@@ -55,7 +55,10 @@ func (m *Main) adminHealth(ctx context.Context) any {
 	cfg := m.cfg()
 	now := time.Now()
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339), "gateway": nil, "fleet": nil, "billing": nil}
-	if cfg.Alerts.GatewayDB != "" {
+	if cfg.Alerts.PostgresDSN != "" {
+		m.postgresHealth(ctx, cfg, now, out)
+	}
+	if cfg.Alerts.GatewayDB != "" && cfg.Alerts.PostgresDSN == "" {
 		if g, err := alerts.GatewaySummary(ctx, cfg.Alerts.GatewayDB, now); err == nil {
 			out["gateway"] = g
 		} else {
@@ -75,7 +78,7 @@ func (m *Main) adminHealth(ctx context.Context) any {
 			out["fleet"] = map[string]any{"activeBots": active}
 		}
 	}
-	if cfg.Alerts.CreditsDB != "" {
+	if cfg.Alerts.CreditsDB != "" && cfg.Alerts.PostgresDSN == "" {
 		if v, err := alerts.CreditsConsumed(ctx, cfg.Alerts.CreditsDB, cfg.Alerts.CreditsQuery, now); err == nil {
 			out["billing"] = map[string]any{"creditsConsumed24h": v}
 		} else {

@@ -25,6 +25,9 @@ func (m *Main) buildAlerts(cfg *config.Config) ([]alerts.Spec, error) {
 			if db == "" {
 				db = cfg.Alerts.GatewayDB
 			}
+			if r.DB == "" && cfg.Alerts.PostgresDSN != "" {
+				db = cfg.Alerts.PostgresDSN.Value() // the platform's PostgreSQL database wins
+			}
 			p, err := alerts.Preset(r.Preset, db)
 			if err != nil {
 				return nil, fmt.Errorf("alerts.rules[%d]: %w", i, err)

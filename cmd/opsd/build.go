@@ -94,6 +94,10 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return pruneJob(jc, d)
 	case "sqlite_drill":
 		return platformDrillJob(jc, d, keys)
+	case "postgres_backup":
+		return postgresBackupJob(jc, d)
+	case "postgres_drill":
+		return postgresDrillJob(jc, d)
 	case "offsite_verify":
 		v := jc.OffsiteVerify
 		vc := checks.OffsiteVerifyConfig{Layout: keys, Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}

@@ -14,9 +14,10 @@ func cmdBackup(args []string, stdout, stderr io.Writer) int {
 		"db":         backupDB.run,
 		"containers": backupContainers(false).run,
 		"hot":        backupContainers(true).run,
+		"postgres":   backupPostgres.run,
 		"snapshots": oneJob{name: "backup snapshots", synopsis: "opsd backup snapshots -c FILE [--job NAME] [INSTANCE...]", kind: "dir_snapshot",
 			flags: onlyNamed(func(j jobs.Job, names []string) jobs.Job { return j.(*jobs.DirSnapshot).WithOnly(names) })}.run,
-	}, "opsd backup db|containers|hot|snapshots -c FILE ... (see --help of each)")
+	}, "opsd backup db|containers|hot|snapshots|postgres -c FILE ... (see --help of each)")
 }
 
 // backupDB runs the config's sqlite_backup job once and prints one line per database: status,

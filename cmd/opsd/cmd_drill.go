@@ -30,6 +30,7 @@ func cmdDrill(args []string, stdout, stderr io.Writer) int {
 					}, 0
 				}
 			}}.run,
+		"postgres": drillPostgres.run,
 		"containers": oneJob{name: "drill containers", synopsis: "opsd drill containers -c FILE [--job NAME] [TENANT]", kind: "container_drill", fallback: "container-drill", print: printReport,
 			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
 				return func(_ *config.Config, _ *config.Job, args []string) (adapter, int) {
@@ -58,7 +59,7 @@ func cmdDrill(args []string, stdout, stderr io.Writer) int {
 					return nil, 0
 				}
 			}}.run,
-	}, "opsd drill db -c FILE [--date YYYYMMDD] | opsd drill containers -c FILE [TENANT] | opsd drill node -c FILE [--from NODE]")
+	}, "opsd drill db -c FILE [--date YYYYMMDD] | opsd drill containers -c FILE [TENANT] | opsd drill node -c FILE [--from NODE] | opsd drill postgres -c FILE [--date YYYYMMDD]")
 }
 
 func cmdVerify(args []string, stdout, stderr io.Writer) int {

@@ -25,8 +25,8 @@ import (
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
 	return subcommands("restore", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
-		"db": restoreDB, "container": restoreContainer, "snapshot": restoreSnapshot, "node": restoreNode,
-	}, "opsd restore db|container|snapshot|node -c FILE ... (see --help of each)")
+		"db": restoreDB, "container": restoreContainer, "snapshot": restoreSnapshot, "node": restoreNode, "postgres": restorePostgres,
+	}, "opsd restore db|container|snapshot|node|postgres -c FILE ... (see --help of each)")
 }
 
 // restoreEnv opens what a restore needs and records the restore in the state database.

@@ -57,7 +57,7 @@ func Suffix(compression string, encrypted bool) string {
 type Manifest struct {
 	Version     int       `json:"version"`
 	Key         string    `json:"key"`
-	Kind        string    `json:"kind"`   // sqlite, container, snapshot
+	Kind        string    `json:"kind"`   // sqlite, container, snapshot, postgres
 	Target      string    `json:"target"` // database name, container name, instance id
 	Source      string    `json:"source"` // file path or container id
 	Node        string    `json:"node"`
@@ -72,6 +72,7 @@ type Manifest struct {
 	Tier      string            `json:"tier,omitempty"`
 	SQLite    *SQLiteInfo       `json:"sqlite,omitempty"`
 	Container *ContainerInfo    `json:"container,omitempty"`
+	Postgres  *PostgresInfo     `json:"postgres,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Note      string            `json:"note,omitempty"`
 	// Spec is a container export's create spec (docker.Spec as JSON), sealed like the archive:

@@ -1,0 +1,236 @@
+package checks
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/postgres"
+	"github.com/wopr-network/opsd/internal/postgres/pgtest"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/storage/storagetest"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+var pgDay = time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)
+
+// pgBackup fills a fresh database, lets mutate break it, and backs it up with postgres_backup.
+func pgBackup(t *testing.T, store storage.Store, compression string, mutate string) (postgres.DSN, postgres.Tools, string) {
+	t.Helper()
+	server, tools := pgtest.Server(t)
+	ctx := context.Background()
+	db := pgtest.NewDatabase(t, server, "opsd_dr")
+	if err := pgtest.Fill(ctx, db, 500); err != nil {
+		t.Fatal(err)
+	}
+	if mutate != "" {
+		c, err := db.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, mutate); err != nil {
+			t.Fatal(err)
+		}
+		c.Close(ctx)
+	}
+	j := jobs.NewPostgresBackup("pg", jobs.PostgresBackupConfig{DSN: db, Tools: tools, Compression: compression, Node: "n1", Now: func() time.Time { return pgDay }}, store)
+	res, err := j.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server, tools, res.Targets[0].Key
+}
+
+func pgDrill(server postgres.DSN, tools postgres.Tools, database string, store storage.Store) *PostgresDrill {
+	return NewPostgresDrill("pg-drill", PostgresDrillConfig{Server: server, Tools: tools, Database: database, Tables: pgtest.PlatformTables,
+		Critical: []string{"credit_transactions", "meter_events"}, Jobs: 2, ReportKey: "drills/{date}/postgres.json", Node: "n1"}, store)
+}
+
+// scratchLeft lists the drill's scratch databases still on the server.
+func scratchLeft(t *testing.T, server postgres.DSN, database string) []string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := server.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE $1", "opsd_drill_"+database+"%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestPostgresDrillPasses: a good dump (zstd) restores into a scratch database that is dropped
+// after; the report has sqlite_drill's lines, phases and the RTO, and is uploaded.
+func TestPostgresDrillPasses(t *testing.T) {
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	server, tools, key := pgBackup(t, store, "zstd", "")
+	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+	var seen []string
+	d := pgDrill(server, tools, database, store)
+	d.cfg.AfterRestore = func(ctx context.Context, scratch postgres.DSN) error {
+		seen = scratchLeft(t, server, database)
+		return nil
+	}
+	res, err := d.Run(context.Background())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Report)
+	}
+	for _, want := range []string{"PostgreSQL restore drill: set 20261125 (postgres/)", "PASS  " + database + " — restored, tables present",
+		"Result: 1 passed, 0 failed, 0 skipped", "RTO (drill time): ", "restore"} {
+		if !strings.Contains(res.Report, want) {
+			t.Fatalf("report lacks %q:\n%s", want, res.Report)
+		}
+	}
+	if res.Drill == nil || !res.Drill.Passed || res.Drill.RTO <= 0 || res.Drill.RTOTarget != 15*time.Minute {
+		t.Fatalf("drill stats %+v", res.Drill)
+	}
+	var rep DrillReport
+	if err := json.Unmarshal(res.ReportJSON, &rep); err != nil || len(rep.Databases) != 1 || rep.Databases[0].Phases["restore"] <= 0 || rep.Databases[0].Key != key {
+		t.Fatalf("report json %s (%v)", res.ReportJSON, err)
+	}
+	if len(seen) != 1 {
+		t.Fatalf("scratch databases during the drill: %v", seen)
+	}
+	if left := scratchLeft(t, server, database); len(left) != 0 {
+		t.Fatalf("scratch databases left: %v", left)
+	}
+	if !fake.HasObject("drills/20261125/postgres.json") && len(res.Artifacts) != 1 {
+		t.Fatalf("report not uploaded: %v", res.Artifacts)
+	}
+}
+
+// rewrite replaces a stored artifact with body, and when fixManifest, updates its manifest's
+// checksum so only pg_restore can tell.
+func rewrite(t *testing.T, store storage.Store, key string, mutate func([]byte) []byte, fixManifest bool) {
+	t.Helper()
+	ctx := context.Background()
+	rc, _, err := store.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(rc)
+	rc.Close()
+	body = mutate(body)
+	if _, err := store.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	if fixManifest {
+		m, err := artifact.ReadManifest(ctx, store, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(body)
+		m.Size, m.SHA256 = int64(len(body)), hex.EncodeToString(sum[:])
+		if err := artifact.WriteManifest(ctx, store, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPostgresDrillFails: a dump with a table removed, one with an empty critical table, an
+// object corrupted in the store, and an archive corrupted with a matching manifest each fail the
+// drill with a clear reason, and no scratch database is left behind.
+func TestPostgresDrillFails(t *testing.T) {
+	cases := []struct {
+		name    string
+		mutate  string
+		corrupt func(t *testing.T, store storage.Store, key string)
+		want    string
+	}{
+		{name: "table removed", mutate: "DROP TABLE audit_log", want: "missing table: audit_log"},
+		{name: "empty critical table", mutate: "TRUNCATE credit_transactions", want: "critical table credit_transactions is empty"},
+		{name: "corrupted object", corrupt: func(t *testing.T, store storage.Store, key string) {
+			rewrite(t, store, key, func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b }, false)
+		}, want: "sha256"},
+		{name: "corrupted archive", corrupt: func(t *testing.T, store storage.Store, key string) {
+			// Keep the header and table of contents, garble the data blocks.
+			rewrite(t, store, key, func(b []byte) []byte {
+				for i := len(b) / 2; i < len(b); i += 7 {
+					b[i] ^= 0x5a
+				}
+				return b
+			}, true)
+		}, want: "pg_restore into opsd_drill_"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := storagetest.NewFakeS3(t)
+			store := storagetest.NewS3(t, fake.Config)
+			server, tools, key := pgBackup(t, store, "none", tc.mutate)
+			if tc.corrupt != nil {
+				tc.corrupt(t, store, key)
+			}
+			database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+			res, err := pgDrill(server, tools, database, store).Run(context.Background())
+			t.Log(res.Report)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q\n%s", err, tc.want, res.Report)
+			}
+			if !strings.Contains(res.Report, "FAIL  "+database+" — ") || !strings.Contains(res.Report, "Result: 0 passed, 1 failed, 0 skipped") {
+				t.Fatalf("report:\n%s", res.Report)
+			}
+			if res.Drill == nil || res.Drill.Passed {
+				t.Fatalf("drill stats %+v", res.Drill)
+			}
+			if left := scratchLeft(t, server, database); len(left) != 0 {
+				t.Fatalf("scratch databases left: %v", left)
+			}
+		})
+	}
+}
+
+// TestPostgresDrillEncryptedDump: a zstd + age dump drills with the identity, and fails with a
+// reason naming identity_file without it.
+func TestPostgresDrillEncryptedDump(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	ctx := context.Background()
+	db := pgtest.NewDatabase(t, server, "opsd_age")
+	if err := pgtest.Fill(ctx, db, 300); err != nil {
+		t.Fatal(err)
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	j := jobs.NewPostgresBackup("pg", jobs.PostgresBackupConfig{DSN: db, Tools: tools, Compression: "zstd", Recipients: []age.Recipient{id.Recipient()},
+		Now: func() time.Time { return pgDay }}, store)
+	res, err := j.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := res.Targets[0].Key; !strings.HasSuffix(key, ".dump.zst.age") {
+		t.Fatalf("key %s", key)
+	}
+	d := pgDrill(server, tools, db.Database(), store)
+	if _, err := d.Run(ctx); err == nil || !strings.Contains(err.Error(), "identity_file") {
+		t.Fatalf("without identity: %v", err)
+	}
+	d.cfg.Identities = []age.Identity{id}
+	if res, err := d.Run(ctx); err != nil {
+		t.Fatalf("with identity: %v\n%s", err, res.Report)
+	}
+	if left := scratchLeft(t, server, db.Database()); len(left) != 0 {
+		t.Fatalf("scratch databases left: %v", left)
+	}
+}

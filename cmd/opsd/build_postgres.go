@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/wopr-network/opsd/checks"
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/postgres"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// postgresBackupJob builds a postgres_backup job and checks, when the server answers within
+// connect_timeout, that pg_dump is at least the server's major version (a config error
+// otherwise). When the server cannot be reached now, the same check runs at the start of every
+// run, so the first run fails with the reason instead.
+func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
+	s := jc.PostgresBackup
+	dsn, err := postgres.ParseDSN(s.DSN.Value())
+	if err != nil {
+		return nil, err
+	}
+	tools, err := postgres.FindTools(s.PgBinDir)
+	if err != nil {
+		return nil, err
+	}
+	recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
+	if err != nil {
+		return nil, err
+	}
+	j := jobs.NewPostgresBackup(jc.Name, jobs.PostgresBackupConfig{DSN: dsn, Tools: tools, KeyTemplate: s.Key, Compression: s.Compression,
+		Recipients: recipients, Node: d.cfg.NodeID, Location: d.cfg.Location()}, d.store)
+	ctx, cancel := context.WithTimeout(context.Background(), s.ConnectTimeout.D())
+	defer cancel()
+	if err := j.CheckVersion(ctx); errors.Is(err, jobs.ErrServerUnreachable) {
+		d.log.Warn().Str("job", jc.Name).Str("target", dsn.String()).Err(err).Msg("postgres server unreachable at config time: pg_dump's version is checked at the first run")
+	} else if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
+	s := jc.PostgresDrill
+	dsn, err := postgres.ParseDSN(s.DSN.Value())
+	if err != nil {
+		return nil, err
+	}
+	tools, err := postgres.FindTools(s.PgBinDir)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := readIdentities(s.IdentityFile)
+	if err != nil {
+		return nil, err
+	}
+	report := s.ReportKey
+	if report == "none" {
+		report = ""
+	}
+	return checks.NewPostgresDrill(jc.Name, checks.PostgresDrillConfig{Server: dsn, Tools: tools, Database: s.Database, Prefix: s.Prefix,
+		Tables: s.Tables, Critical: s.Critical, Jobs: s.Jobs, Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail",
+		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks}, d.store), nil
+}

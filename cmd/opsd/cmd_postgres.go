@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/wopr-network/opsd/checks"
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/postgres"
+	"github.com/wopr-network/opsd/internal/restore"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// backupPostgres runs the config's postgres_backup job once.
+var backupPostgres = oneJob{name: "backup postgres", synopsis: "opsd backup postgres -c FILE [--job NAME]", kind: "postgres_backup"}
+
+// drillPostgres runs the config's postgres_drill job once (optionally on one date's dump).
+var drillPostgres = oneJob{name: "drill postgres", synopsis: "opsd drill postgres -c FILE [--date YYYYMMDD] [--job NAME]", kind: "postgres_drill", print: printReport,
+	flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+		date := fs.String("date", "", "drill this date's dump instead of the newest")
+		return func(_ *config.Config, _ *config.Job, _ []string) (adapter, int) {
+			if *date != "" && !layout.IsDate(*date) {
+				fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
+				return nil, 2
+			}
+			return func(j jobs.Job) (jobs.Job, error) {
+				if *date != "" {
+					return j.(*checks.PostgresDrill).WithDate(*date), nil
+				}
+				return j, nil
+			}, 0
+		}
+	}}
+
+// restorePostgres is `opsd restore postgres`: the database of the config's postgres_backup job
+// from its newest (or --date) dump, swapped in by renaming, or side by side with --target-db.
+func restorePostgres(args []string, stdout, stderr io.Writer) int {
+	const syn = "opsd restore postgres -c FILE [--date YYYYMMDD] [--target-db NAME] [--dry-run] [--yes] [--job NAME]"
+	fs := newFlags("restore postgres", syn, stdout, stderr)
+	cfgPath := configFlag(fs)
+	date := fs.String("date", "", "restore this date's dump (default: the newest)")
+	target := fs.String("target-db", "", "restore into this new database beside the live one, which is not touched")
+	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
+	yes := fs.Bool("yes", false, "replace the live database without asking")
+	identity := fs.String("identity", "", "age identity file for encrypted dumps")
+	jobName := fs.String("job", "", "the postgres_backup job whose database is restored (default: the first)")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	if *date != "" && !layout.IsDate(*date) {
+		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+		return 2
+	}
+	r, code := openRestore(*cfgPath, stdout, stderr)
+	if r == nil {
+		return code
+	}
+	defer r.close()
+	jc, err := findJob(r.cfg, "postgres_backup", *jobName)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v (its dsn says which database is restored)\n", err)
+		return 1
+	}
+	s := jc.PostgresBackup
+	dsn, err := postgres.ParseDSN(s.DSN.Value())
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: job %s: %v\n", jc.Name, err)
+		return 1
+	}
+	tools, err := postgres.FindTools(s.PgBinDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	ids, err := readIdentities(*identity)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	o := restore.PostgresOptions{Store: r.store, Tools: tools, DSN: dsn, Date: *date, TargetDB: *target, Identities: ids, Jobs: 2,
+		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
+	// The drill's expectations, when the config has a drill of this database, are checked too.
+	for _, j := range r.cfg.Jobs {
+		if d := j.PostgresDrill; d != nil && d.Database == dsn.Database() {
+			o.Tables, o.Critical, o.Jobs = d.Tables, d.Critical, d.Jobs
+			break
+		}
+	}
+	release, err := r.locks.Acquire(r.ctx, "postgres/", false, "restore")
+	if err != nil {
+		return 1
+	}
+	defer release()
+	o.DryRun = true
+	plan, err := restore.RestorePostgres(r.ctx, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %s\n", r.redactor.Redact(err.Error()))
+		return 1
+	}
+	fmt.Fprint(stdout, plan.Plan)
+	if *dry {
+		fmt.Fprintln(stdout, "DRY RUN: nothing was changed")
+		return 0
+	}
+	if *target == "" && !*yes {
+		if !isatty.IsTerminal(os.Stdin.Fd()) {
+			fmt.Fprintf(stderr, "opsd: this replaces the live database %s: add --yes (stdin is not a terminal to ask)\n", dsn.Database())
+			return 1
+		}
+		fmt.Fprintf(stdout, "Type the database name (%s) to replace it: ", dsn.Database())
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if strings.TrimSpace(line) != dsn.Database() {
+			fmt.Fprintln(stderr, "opsd: not confirmed; nothing was changed")
+			return 1
+		}
+	}
+	o.DryRun, o.Date = false, plan.Set
+	return r.record("postgres", dsn.Database(), plan.Key, func() (string, time.Duration, error) {
+		res, err := restore.RestorePostgres(r.ctx, o)
+		return res.SafetyKey, res.Downtime, err
+	})
+}

@@ -1,0 +1,73 @@
+package postgres
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestParseDSN: the password comes out of the URL (user info or ?password=), String never shows
+// it, and errors never repeat the DSN.
+func TestParseDSN(t *testing.T) {
+	cases := []struct {
+		in, str, db, pw string
+	}{
+		{"postgresql://wopr:s3cr%3At@postgres:5432/wopr_platform", "postgresql://wopr@postgres:5432/wopr_platform", "wopr_platform", "s3cr:t"},
+		{"postgres://wopr@db/x?sslmode=require&password=p%40ss", "postgres://wopr@db/x?sslmode=require", "x", "p@ss"},
+		{"postgresql://wopr@db:5432/x", "postgresql://wopr@db:5432/x", "x", ""},
+	}
+	for _, c := range cases {
+		d, err := ParseDSN(c.in)
+		if err != nil {
+			t.Fatalf("%s: %v", c.in, err)
+		}
+		if d.String() != c.str || d.Database() != c.db || d.Password() != c.pw {
+			t.Errorf("%s: string %q db %q password %q", c.in, d.String(), d.Database(), d.Password())
+		}
+		if o := d.WithDatabase("other"); o.Database() != "other" || o.Password() != c.pw || d.Database() != c.db {
+			t.Errorf("WithDatabase: %q %q", o.String(), d.String())
+		}
+	}
+	for _, bad := range []string{"", "mysql://root:hunter2@db/x", "postgresql://root:hunter2@/x", "postgresql://root:hunter2@db/", "host=db password=hunter2"} {
+		_, err := ParseDSN(bad)
+		if err == nil {
+			t.Errorf("%q parsed", bad)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: error shows the password: %v", bad, err)
+		}
+	}
+}
+
+// TestChildEnv: children get a pgpass file with the escaped password and no PG* or other
+// variables of opsd's.
+func TestChildEnv(t *testing.T) {
+	t.Setenv("PGPASSWORD", "from-env")
+	t.Setenv("OPSD_SECRET", "x")
+	d, _ := ParseDSN(`postgresql://u:a%3Ab%5Cc@h/db`)
+	env, cleanup, err := d.childEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pgpass string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PGPASSWORD=") || strings.HasPrefix(kv, "OPSD_SECRET=") {
+			t.Fatalf("leaked %s", kv)
+		}
+		if p, ok := strings.CutPrefix(kv, "PGPASSFILE="); ok {
+			pgpass = p
+		}
+	}
+	b, err := os.ReadFile(pgpass)
+	if err != nil || string(b) != `*:*:*:*:a\:b\\c`+"\n" {
+		t.Fatalf("pgpass %q: %v", b, err)
+	}
+	if st, _ := os.Stat(pgpass); st.Mode().Perm() != 0o600 {
+		t.Fatalf("pgpass mode %v", st.Mode())
+	}
+	cleanup()
+	if _, err := os.Stat(pgpass); err == nil {
+		t.Fatal("pgpass file left behind")
+	}
+}

@@ -1,0 +1,360 @@
+package postgres
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Tools locates the PostgreSQL client programs (pg_dump, pg_restore).
+type Tools struct {
+	// BinDir holds pg_dump and pg_restore ("" means found on PATH).
+	BinDir string
+}
+
+// FindTools returns the tools in binDir, or when binDir is "", in the newest Debian
+// /usr/lib/postgresql/N/bin that has pg_dump, or else on PATH.
+func FindTools(binDir string) (Tools, error) {
+	if binDir != "" {
+		if _, err := os.Stat(filepath.Join(binDir, "pg_dump")); err != nil {
+			return Tools{}, fmt.Errorf("find pg_dump: %w", err)
+		}
+		return Tools{BinDir: binDir}, nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	best, bestV := "", -1
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, "pg_dump")); err == nil && v > bestV {
+			best, bestV = d, v
+		}
+	}
+	if best != "" {
+		return Tools{BinDir: best}, nil
+	}
+	p, err := exec.LookPath("pg_dump")
+	if err != nil {
+		return Tools{}, errors.New("find pg_dump: not on PATH nor under /usr/lib/postgresql/*/bin (install postgresql-client)")
+	}
+	return Tools{BinDir: filepath.Dir(p)}, nil
+}
+
+// Path returns the path of a tool.
+func (t Tools) Path(name string) string {
+	if t.BinDir == "" {
+		return name
+	}
+	return filepath.Join(t.BinDir, name)
+}
+
+var versionRe = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.(\d+))?`)
+
+// Version runs `TOOL --version` and returns its major version and full version line.
+func (t Tools) Version(ctx context.Context, tool string) (int, string, error) {
+	out, err := exec.CommandContext(ctx, t.Path(tool), "--version").Output()
+	if err != nil {
+		return 0, "", fmt.Errorf("%s --version: %w", tool, err)
+	}
+	line := strings.TrimSpace(string(out))
+	m := versionRe.FindStringSubmatch(line)
+	if m == nil {
+		return 0, line, fmt.Errorf("%s --version: cannot read a version in %q", tool, line)
+	}
+	major, _ := strconv.Atoi(m[1])
+	return major, line, nil
+}
+
+// CheckDumpVersion fails when pg_dump's major version is older than the server's (pg_dump refuses
+// to dump a newer server, and an older dump could not be trusted).
+func (t Tools) CheckDumpVersion(ctx context.Context, serverMajor int) (string, error) {
+	major, line, err := t.Version(ctx, "pg_dump")
+	if err != nil {
+		return "", err
+	}
+	if major < serverMajor {
+		return line, fmt.Errorf("pg_dump %d (%s) is older than the server (PostgreSQL %d): install postgresql-client-%d or set pg_bin_dir", major, t.Path("pg_dump"), serverMajor, serverMajor)
+	}
+	return line, nil
+}
+
+// tail keeps the last bytes written to it (a child's stderr for error messages).
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}
+
+func (t *tail) reason(err error) error {
+	if s := t.String(); s != "" {
+		return fmt.Errorf("%w: %s", err, s)
+	}
+	return err
+}
+
+// DumpOptions tune Dump.
+type DumpOptions struct {
+	// Snapshot makes pg_dump use a snapshot exported by the caller's open transaction.
+	Snapshot string
+	// Uncompressed passes --compress=0: the caller compresses the stream itself (parallel zstd is
+	// several times faster than pg_dump's single-threaded gzip).
+	Uncompressed bool
+	// OnStart is called with pg_dump's command once it started (tests read its argv and env).
+	OnStart func(*exec.Cmd)
+}
+
+// DumpStream is pg_dump's custom-format output. Reading it to the end returns io.EOF only when
+// pg_dump exited 0 and `pg_restore --list`, fed the same bytes as they passed, read the archive;
+// otherwise the last read returns the reason. Close stops both processes.
+type DumpStream struct {
+	dump, list       *exec.Cmd
+	out              io.ReadCloser
+	listIn           io.WriteCloser
+	listDead         bool
+	dumpErr, listErr *tail
+	listOut          *bytes.Buffer
+	cancel           context.CancelFunc
+	cleanup          func()
+	n                int64
+	done             bool
+	err              error
+	closeOnce        sync.Once
+	dsn              DSN
+}
+
+// Dump starts `pg_dump --format=custom` of the DSN's database and `pg_restore --list` beside it.
+func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, error) {
+	env, cleanup, err := dsn.childEnv()
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	args := []string{"--format=custom", "--no-password"}
+	if o.Snapshot != "" {
+		args = append(args, "--snapshot="+o.Snapshot)
+	}
+	if o.Uncompressed {
+		args = append(args, "--compress=0")
+	}
+	args = append(args, "--dbname="+dsn.String())
+	s := &DumpStream{dsn: dsn, cancel: cancel, cleanup: cleanup, dumpErr: &tail{max: 4096}, listErr: &tail{max: 4096}, listOut: &bytes.Buffer{}}
+	s.dump = exec.CommandContext(cctx, t.Path("pg_dump"), args...)
+	s.dump.Env = env
+	s.dump.Stderr = s.dumpErr
+	if s.out, err = s.dump.StdoutPipe(); err != nil {
+		s.abort()
+		return nil, fmt.Errorf("pg_dump: %w", err)
+	}
+	s.list = exec.CommandContext(cctx, t.Path("pg_restore"), "--list")
+	s.list.Env = env
+	s.list.Stderr = s.listErr
+	s.list.Stdout = &limitWriter{w: s.listOut, n: 1 << 20}
+	if s.listIn, err = s.list.StdinPipe(); err != nil {
+		s.abort()
+		return nil, fmt.Errorf("pg_restore --list: %w", err)
+	}
+	if err := s.list.Start(); err != nil {
+		s.abort()
+		return nil, fmt.Errorf("start pg_restore --list: %w", err)
+	}
+	if err := s.dump.Start(); err != nil {
+		s.listIn.Close()
+		s.list.Wait()
+		s.abort()
+		return nil, fmt.Errorf("start pg_dump: %w", err)
+	}
+	if o.OnStart != nil {
+		o.OnStart(s.dump)
+	}
+	return s, nil
+}
+
+func (s *DumpStream) abort() {
+	s.cancel()
+	s.cleanup()
+}
+
+// Read reads the dump, passing every byte to pg_restore --list until it has read what it needs.
+func (s *DumpStream) Read(p []byte) (int, error) {
+	if s.done {
+		return 0, s.err
+	}
+	n, err := s.out.Read(p)
+	if n > 0 {
+		s.n += int64(n)
+		if !s.listDead {
+			if _, werr := s.listIn.Write(p[:n]); werr != nil {
+				// pg_restore --list stops reading once it has the table of contents.
+				s.listDead = true
+				s.listIn.Close()
+			}
+		}
+	}
+	if err == io.EOF {
+		s.finish()
+		return n, s.err
+	}
+	if err != nil {
+		s.finishWith(fmt.Errorf("read pg_dump output: %w", err))
+		return n, s.err
+	}
+	return n, nil
+}
+
+func (s *DumpStream) finishWith(err error) {
+	s.done, s.err = true, err
+	s.cancel()
+	s.listIn.Close()
+	s.dump.Wait()
+	s.list.Wait()
+	s.cleanup()
+}
+
+func (s *DumpStream) finish() {
+	s.done = true
+	s.listIn.Close()
+	derr := s.dump.Wait()
+	lerr := s.list.Wait()
+	s.cancel()
+	s.cleanup()
+	switch {
+	case derr != nil:
+		s.err = fmt.Errorf("pg_dump of %s: %w", s.dsn, redactErr(s.dumpErr.reason(derr), s.dsn.password))
+	case s.n == 0:
+		s.err = errors.New("pg_dump wrote nothing")
+	case lerr != nil:
+		s.err = fmt.Errorf("pg_restore --list cannot read the dump: %w", s.listErr.reason(lerr))
+	case !strings.Contains(s.listOut.String(), "Format: CUSTOM"):
+		s.err = errors.New("pg_restore --list did not recognise a custom-format archive")
+	default:
+		s.err = io.EOF
+	}
+}
+
+// Close stops pg_dump and pg_restore when the stream was not read to its end.
+func (s *DumpStream) Close() error {
+	s.closeOnce.Do(func() {
+		if !s.done {
+			s.finishWith(errors.New("dump closed before its end"))
+		}
+	})
+	return nil
+}
+
+// Bytes is how many bytes pg_dump wrote so far.
+func (s *DumpStream) Bytes() int64 { return s.n }
+
+type limitWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
+}
+
+// TOCEntry is one line of `pg_restore --list`.
+type TOCEntry struct {
+	Type   string // e.g. "TABLE", "TABLE DATA", "INDEX"
+	Schema string
+	Name   string
+}
+
+// List runs `pg_restore --list FILE` and returns its entries.
+func (t Tools) List(ctx context.Context, file string) ([]TOCEntry, error) {
+	errs := &tail{max: 4096}
+	cmd := exec.CommandContext(ctx, t.Path("pg_restore"), "--list", file)
+	cmd.Stderr = errs
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pg_restore --list: %w", errs.reason(err))
+	}
+	var entries []TOCEntry
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == ';' {
+			continue
+		}
+		// "214; 1259 16384 TABLE public t opsd"
+		_, rest, ok := strings.Cut(line, "; ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 4 {
+			continue
+		}
+		f = f[2:]
+		for _, typ := range []string{"TABLE DATA", "SEQUENCE SET", "MATERIALIZED VIEW DATA", "TABLE", "INDEX", "SEQUENCE", "SCHEMA"} {
+			words := strings.Fields(typ)
+			if len(f) >= len(words)+2 && strings.Join(f[:len(words)], " ") == typ {
+				entries = append(entries, TOCEntry{Type: typ, Schema: f[len(words)], Name: f[len(words)+1]})
+				break
+			}
+		}
+	}
+	return entries, nil
+}
+
+// RestoreOptions tune Restore.
+type RestoreOptions struct {
+	Jobs int
+	// NoOwner skips ownership and privileges (a drill on a server without the platform's roles).
+	NoOwner bool
+}
+
+// Restore runs `pg_restore --exit-on-error --jobs N --dbname DSN FILE`.
+func (t Tools) Restore(ctx context.Context, dsn DSN, file string, o RestoreOptions) error {
+	env, cleanup, err := dsn.childEnv()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	args := []string{"--exit-on-error", "--no-password", fmt.Sprintf("--jobs=%d", max(o.Jobs, 1))}
+	if o.NoOwner {
+		args = append(args, "--no-owner", "--no-privileges")
+	}
+	args = append(args, "--dbname="+dsn.String(), file)
+	errs := &tail{max: 4096}
+	cmd := exec.CommandContext(ctx, t.Path("pg_restore"), args...)
+	cmd.Env, cmd.Stderr = env, errs
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("pg_restore into %s: %w", dsn.Database(), redactErr(errs.reason(err), dsn.password))
+	}
+	return nil
+}
