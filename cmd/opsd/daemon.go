@@ -175,7 +175,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		e.close(ctx)
 		return nil, err
 	}
-	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.metrics, e.log)
+	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.state, e.metrics, e.log)
 	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
 	m.evaluator.SetRules(alertSpecs)
 	e.metrics.ConfigReloadSuccessful.Set(1)

@@ -62,6 +62,11 @@ type Metrics struct {
 
 	// Backups tracks per-target freshness; staleness is computed at scrape time.
 	Backups *BackupTracker
+
+	// Alert outbox (at-least-once delivery).
+	NotificationsPending        *prometheus.GaugeVec
+	NotificationsGivenUp        *prometheus.GaugeVec
+	NotificationAttemptFailures *prometheus.CounterVec
 }
 
 // New creates every metric and registers it (with the Go and process collectors) on reg.
@@ -127,7 +132,19 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.AlertFiring, m.AlertValue, m.AlertThreshold, m.NotificationsSent, m.NotificationsFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	m.newOutboxMetrics(reg)
 	return m
+}
+
+// newOutboxMetrics creates the alert outbox's metrics.
+func (m *Metrics) newOutboxMetrics(reg prometheus.Registerer) {
+	m.NotificationsPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_alert_notifications_pending",
+		Help: "Alert notifications in the outbox that no receiver has accepted yet (they are retried with backoff, across restarts), by notifier."}, []string{"notifier"})
+	m.NotificationsGivenUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_alert_notifications_failed",
+		Help: "Alert notifications in the outbox that were given up after every retry, by notifier."}, []string{"notifier"})
+	m.NotificationAttemptFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notification_attempt_failures_total",
+		Help: "Alert notification attempts the receiver did not accept (each is retried until the last attempt), by notifier."}, []string{"notifier"})
+	reg.MustRegister(m.NotificationsPending, m.NotificationsGivenUp, m.NotificationAttemptFailures)
 }
 
 // ForgetJob removes a job's series (the job was removed from the config).
