@@ -285,6 +285,8 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("reload: %w", err)
 	}
 	if cfg.Hash == old.Hash {
+		// The file on disk is valid again (e.g. a bad edit reverted): it is what runs.
+		m.metrics.ConfigReloadSuccessful.Set(1)
 		m.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
 		return false, nil
 	}
@@ -353,6 +355,9 @@ func restartOnly(old, cfg *config.Config) []string {
 	}
 	if old.Scheduler.MaxConcurrent != cfg.Scheduler.MaxConcurrent {
 		out = append(out, "scheduler.max_concurrent")
+	}
+	if old.Docker.Host != cfg.Docker.Host {
+		out = append(out, "docker.host") // the Docker client is built once, at start
 	}
 	return out
 }

@@ -45,6 +45,10 @@ type Config struct {
 	// Parallel is how many parts of one upload are in flight (default 2): filling a part overlaps
 	// the upload of the others. Memory per upload is about Parallel x PartSize.
 	Parallel int
+	// RequestTimeout bounds how long one request may wait for the server: for the response
+	// headers, and for any read or write on the connection to make progress (a server that
+	// accepts and never answers fails the request instead of hanging the run). 0: 2 minutes.
+	RequestTimeout time.Duration
 }
 
 // Store is an S3 bucket.
@@ -65,6 +69,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 2 * time.Minute
+	if cfg.RequestTimeout > 0 {
+		tr.ResponseHeaderTimeout = cfg.RequestTimeout
+		tr.DialContext = idleTimeoutDialer(cfg.RequestTimeout)
+	}
 	tr.MaxIdleConnsPerHost = 16
 	if cfg.Secure {
 		pool := cfg.RootCAs
