@@ -244,7 +244,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	}
 	r.recordTargets(rec, log, j, res, finished)
 	r.recordChecks(rec, log, j, id, res, outcome, finished)
-	r.retire(rec, log, res, finished)
+	r.retire(rec, log, j.Name(), res, finished)
 
 	m := r.Metrics
 	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
@@ -312,15 +312,15 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		if !t.Tracked || t.Status == TargetSkipped {
 			continue
 		}
-		a := state.BackupAttempt{Target: t.Name, NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK, SizeBytes: t.Bytes, Path: t.Key}
+		a := state.BackupAttempt{Target: t.Name, Job: j.Name(), NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK, SizeBytes: t.Bytes, Path: t.Key}
 		if t.Err != nil {
 			a.Error = t.Err.Error()
 		}
 		if err := r.State.RecordBackup(ctx, a); err != nil {
 			tl.Error().Err(err).Msg("cannot record backup status")
 		}
-		prev, _ := r.Metrics.Backups.Get(t.Name)
-		ts := metrics.TargetState{Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
+		prev, _ := r.Metrics.Backups.GetFor(j.Name(), t.Name)
+		ts := metrics.TargetState{Job: j.Name(), Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
 		if a.Success {
 			ts.LastSuccess, ts.SizeBytes = at, t.Bytes
 		}
@@ -370,16 +370,17 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 }
 
 // retire stops tracking targets that no longer exist.
-func (r *Runner) retire(ctx context.Context, log zerolog.Logger, res Result, at time.Time) {
+func (r *Runner) retire(ctx context.Context, log zerolog.Logger, job string, res Result, at time.Time) {
 	if res.Retire == nil {
 		return
 	}
-	gone, err := r.State.RetireMissing(ctx, res.Retire.Kind, res.Retire.Present, at)
+	gone, err := r.State.RetireMissing(ctx, job, res.Retire.Kind, res.Retire.Present, at)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot retire vanished targets")
 	}
 	for _, name := range gone {
-		r.Metrics.Backups.Delete(name)
+		r.Metrics.Backups.DeleteFor(job, name)
+		r.Metrics.Backups.DeleteFor("", name)
 		log.Info().Str("target", name).Msg("target no longer exists; stopped tracking it")
 	}
 }

@@ -103,7 +103,7 @@ func loadTracker(ctx context.Context, st *state.Store, m *metrics.Metrics) error
 		return err
 	}
 	for _, b := range all {
-		ts := metrics.TargetState{Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
+		ts := metrics.TargetState{Job: b.Job, Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
 		if b.LastBackupAt != nil {
 			ts.LastSuccess = *b.LastBackupAt
 		}
@@ -170,6 +170,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		e.close(ctx)
 		return nil, err
 	}
+	m.retireRemovedJobs(ctx, cfg)
 	alertSpecs, err := m.buildAlerts(cfg)
 	if err != nil {
 		e.close(ctx)
@@ -320,6 +321,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.store = store
 	m.storeMu.Unlock()
 	m.evaluator.SetRules(alertSpecs)
+	m.retireRemovedJobs(ctx, cfg)
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	m.cfgPtr.Store(cfg)
@@ -328,6 +330,23 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	m.log.Info().Int("jobs", len(cfg.Jobs)).Msg("config reloaded")
 	return true, nil
+}
+
+// retireRemovedJobs stops tracking the backup status of jobs no longer in the config, so their
+// targets do not stay stale forever.
+func (m *Main) retireRemovedJobs(ctx context.Context, cfg *config.Config) {
+	names := make([]string, 0, len(cfg.Jobs))
+	for _, j := range cfg.Jobs {
+		names = append(names, j.Name)
+	}
+	gone, err := m.state.RetireJobsExcept(ctx, names, time.Now())
+	if err != nil {
+		m.log.Error().Err(err).Msg("cannot retire the backup status of removed jobs")
+	}
+	for _, b := range gone {
+		m.metrics.Backups.DeleteFor(b.Job, b.ContainerID)
+		m.log.Info().Str("job", b.Job).Str("target", b.ContainerID).Msg("job removed from the config; stopped tracking its target")
+	}
 }
 
 func restartOnly(old, cfg *config.Config) []string {

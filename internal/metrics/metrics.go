@@ -156,8 +156,11 @@ func (m *Metrics) ForgetJob(job, kind string) {
 	m.BackupPhase.DeletePartialMatch(prometheus.Labels{"job": job})
 }
 
-// TargetState is what the tracker knows about one backup target.
+// TargetState is what the tracker knows about one backup target of one job.
 type TargetState struct {
+	// Job is the job backing the target up (label job_name): a target backed up by two jobs
+	// (nightly and hot exports) has two series, so one cannot hide the other's failure.
+	Job         string
 	Kind        string
 	Node        string
 	LastSuccess time.Time // zero: never
@@ -181,7 +184,7 @@ type BackupTracker struct {
 
 // NewBackupTracker returns an empty tracker.
 func NewBackupTracker(staleAfter time.Duration) *BackupTracker {
-	l := []string{"target", "kind", "node"}
+	l := []string{"target", "kind", "node", "job_name"}
 	return &BackupTracker{
 		targets:     map[string]TargetState{},
 		staleAfter:  staleAfter,
@@ -201,40 +204,75 @@ func (t *BackupTracker) SetStaleAfter(d time.Duration) {
 	t.mu.Unlock()
 }
 
-// Set records a target's state.
+// trackKey is the tracker's key of a (job, target); it sorts by target, then job.
+func trackKey(job, target string) string { return target + "\x00" + job }
+
+func splitKey(k string) (target, job string) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return k[:i], k[i+1:]
+		}
+	}
+	return k, ""
+}
+
+// Set records the state of a target of the job s.Job.
 func (t *BackupTracker) Set(target string, s TargetState) {
+	k := trackKey(s.Job, target)
 	t.mu.Lock()
-	if _, ok := t.targets[target]; !ok {
+	if _, ok := t.targets[k]; !ok {
 		t.sorted = nil
 	}
-	t.targets[target] = s
+	t.targets[k] = s
 	t.cache = nil
 	t.mu.Unlock()
 }
 
-// Get returns a target's state.
+// Get returns the state of a target, of the first job (by name) that backs it up (see GetFor).
 func (t *BackupTracker) Get(target string) (TargetState, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	s, ok := t.targets[target]
+	var best string
+	found := false
+	for k := range t.targets {
+		if name, _ := splitKey(k); name == target && (!found || k < best) {
+			best, found = k, true
+		}
+	}
+	return t.targets[best], found
+}
+
+// GetFor returns the state of a job's target.
+func (t *BackupTracker) GetFor(job, target string) (TargetState, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s, ok := t.targets[trackKey(job, target)]
 	return s, ok
 }
 
-// Delete stops exporting a target (retired).
-func (t *BackupTracker) Delete(target string) {
+// Delete stops exporting a target of no particular job (see DeleteFor).
+func (t *BackupTracker) Delete(target string) { t.DeleteFor("", target) }
+
+// DeleteFor stops exporting a job's target (retired, or the job was removed).
+func (t *BackupTracker) DeleteFor(job, target string) {
 	t.mu.Lock()
-	delete(t.targets, target)
+	delete(t.targets, trackKey(job, target))
 	t.sorted, t.cache = nil, nil
 	t.mu.Unlock()
 }
 
-// Targets returns the tracked target names, sorted.
+// Targets returns the tracked target names, sorted (a target of two jobs once).
 func (t *BackupTracker) Targets() []string {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	seen := map[string]bool{}
 	out := make([]string, 0, len(t.targets))
 	for k := range t.targets {
-		out = append(out, k)
+		name, _ := splitKey(k)
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -276,8 +314,9 @@ func (t *BackupTracker) rebuild(now time.Time) {
 	out := make([]prometheus.Metric, 0, 3*len(t.sorted)+2)
 	next := now.Add(time.Hour)
 	var nStale, nFresh float64
-	for _, name := range t.sorted {
-		s := t.targets[name]
+	for _, k := range t.sorted {
+		s := t.targets[k]
+		name, _ := splitKey(k)
 		isStale := s.LastSuccess.IsZero() || !s.LastOK || now.Sub(s.LastSuccess) > t.staleAfter
 		v := 0.0
 		if isStale {
@@ -289,11 +328,11 @@ func (t *BackupTracker) rebuild(now time.Time) {
 				next = flip
 			}
 		}
-		out = append(out, prometheus.MustNewConstMetric(t.stale, prometheus.GaugeValue, v, name, s.Kind, s.Node))
+		out = append(out, prometheus.MustNewConstMetric(t.stale, prometheus.GaugeValue, v, name, s.Kind, s.Node, s.Job))
 		if !s.LastSuccess.IsZero() {
 			out = append(out,
-				prometheus.MustNewConstMetric(t.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixMilli())/1000, name, s.Kind, s.Node),
-				prometheus.MustNewConstMetric(t.size, prometheus.GaugeValue, float64(s.SizeBytes), name, s.Kind, s.Node))
+				prometheus.MustNewConstMetric(t.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixMilli())/1000, name, s.Kind, s.Node, s.Job),
+				prometheus.MustNewConstMetric(t.size, prometheus.GaugeValue, float64(s.SizeBytes), name, s.Kind, s.Node, s.Job))
 		}
 	}
 	out = append(out, prometheus.MustNewConstMetric(t.count, prometheus.GaugeValue, nStale, "true"),
