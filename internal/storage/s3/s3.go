@@ -234,7 +234,17 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 func (s *Store) AbortIncompleteUploads(ctx context.Context, prefix string, olderThan time.Duration) (int, error) {
 	cutoff := time.Now().Add(-olderThan)
 	n := 0
-	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, prefix, true) {
+	// Returning early must stop minio-go's listing goroutine, which is blocked sending the next
+	// upload (and, once cancelled, sends the context's error): cancel it and drain the channel
+	// on every way out.
+	ctx, cancel := context.WithCancel(ctx)
+	uploads := s.client.ListIncompleteUploads(ctx, s.bucket, prefix, true)
+	defer func() {
+		cancel()
+		for range uploads {
+		}
+	}()
+	for u := range uploads {
 		if u.Err != nil {
 			var resp minio.ErrorResponse
 			if errors.As(u.Err, &resp) && (resp.Code == "NoSuchUpload" || resp.Code == "NotImplemented") {
