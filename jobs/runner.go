@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,7 +49,12 @@ type Runner struct {
 	idle     chan struct{} // closed while no run is active
 	stopping bool
 	monitors map[string]telemetry.Monitor
+
+	keepRuns atomic.Int64 // history bound per job (SetKeepRuns)
 }
+
+// SetKeepRuns bounds each job's history of runs and reports to its newest n (0: unbounded).
+func (r *Runner) SetKeepRuns(n int) { r.keepRuns.Store(int64(n)) }
 
 // SetMonitor registers (or, with a zero Monitor, removes) the Sentry cron monitor of a scheduled
 // job; its scheduled runs check in.
@@ -245,6 +251,9 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	r.recordTargets(rec, log, j, res, finished)
 	r.recordChecks(rec, log, j, id, res, outcome, finished)
 	r.retire(rec, log, j.Name(), res, finished)
+	if err := r.State.PruneHistory(rec, name, int(r.keepRuns.Load())); err != nil {
+		log.Warn().Err(err).Msg("cannot prune run history")
+	}
 
 	m := r.Metrics
 	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()

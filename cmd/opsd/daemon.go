@@ -92,6 +92,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	}
 	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New(), docker: dc}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
+	e.runner.SetKeepRuns(cfg.State.KeepRuns)
 	return e, nil
 }
 
@@ -324,6 +325,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.retireRemovedJobs(ctx, cfg)
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
+	m.runner.SetKeepRuns(cfg.State.KeepRuns)
 	m.cfgPtr.Store(cfg)
 	m.metrics.ConfigReloadSuccessful.Set(1)
 	m.metrics.ConfigReloadTimestamp.SetToCurrentTime()
