@@ -190,7 +190,18 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		AdminToken: func() string { return m.cfg().HTTP.AdminToken.Value() },
 		Ready:      m.ready.Load,
 		Log:        e.log,
-		ListJobs:   func(ctx context.Context) any { return m.sched.Jobs(ctx) },
+		ListJobs: func(ctx context.Context, full bool) any {
+			list := m.sched.Jobs(ctx)
+			for i := range list {
+				if full {
+					list[i].LastError = m.redactor.Redact(list[i].LastError)
+				} else {
+					list[i].LastError = m.http.PublicError(list[i].LastError)
+				}
+			}
+			return list
+		},
+		Redact:     func(s string) string { return m.redactor.Redact(s) },
 		TriggerJob: m.trigger,
 		Reload:     m.Reload,
 	})
