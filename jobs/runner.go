@@ -388,7 +388,7 @@ func (r *Runner) retire(ctx context.Context, log zerolog.Logger, job string, res
 		log.Error().Err(err).Msg("cannot retire vanished targets")
 	}
 	for _, name := range gone {
-		r.Metrics.Backups.DeleteFor(job, name)
+		r.Metrics.ForgetTarget(job, name)
 		r.Metrics.Backups.DeleteFor("", name)
 		log.Info().Str("target", name).Msg("target no longer exists; stopped tracking it")
 	}

@@ -124,6 +124,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 			}
 			if !keep {
 				s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
+				s.runner.Metrics.ForgetJobSeries(name)
 				s.runner.SetMonitor(name, telemetry.Monitor{})
 			}
 			delete(s.entries, name)
