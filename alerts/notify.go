@@ -119,15 +119,17 @@ func (d *Dispatcher) Wake() {
 	}
 }
 
-// Start delivers pending notifications until Close; what was pending at the last stop is
-// delivered first.
+// Start delivers pending notifications until Close. What was pending at the last stop is tried
+// at once, whatever its backoff said (the receiver may have come back meanwhile).
 func (d *Dispatcher) Start(ctx context.Context) {
 	ctx, d.cancel = context.WithCancel(ctx)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		first := true
 		for {
-			next := d.Deliver(ctx)
+			next := d.deliver(ctx, first)
+			first = false
 			wait := time.Minute // refresh the gauges at least this often
 			if !next.IsZero() {
 				wait = min(wait, max(next.Sub(d.now()), time.Millisecond))
@@ -169,7 +171,10 @@ func (d *Dispatcher) Close(timeout time.Duration) {
 
 // Deliver makes one delivery pass over the outbox: every pending notification that is due is
 // tried once. It returns when the next retry is due (zero when nothing is pending).
-func (d *Dispatcher) Deliver(ctx context.Context) time.Time {
+func (d *Dispatcher) Deliver(ctx context.Context) time.Time { return d.deliver(ctx, false) }
+
+// deliver is Deliver; with all, pending notifications are tried whatever their backoff says.
+func (d *Dispatcher) deliver(ctx context.Context, all bool) time.Time {
 	items, err := d.state.PendingOutbox(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -186,7 +191,7 @@ func (d *Dispatcher) Deliver(ctx context.Context) time.Time {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.deliverTo(ctx, name, list)
+			d.deliverTo(ctx, name, list, all)
 		}()
 	}
 	wg.Wait()
@@ -209,7 +214,7 @@ func (d *Dispatcher) Deliver(ctx context.Context) time.Time {
 
 // deliverTo tries one notifier's pending rows in queue order; a row not delivered blocks the
 // later rows of the same alert (a resolution never reaches a receiver before its firing).
-func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.OutboxItem) {
+func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.OutboxItem, all bool) {
 	n, ok := d.notifiers[name]
 	blocked := map[string]bool{}
 	policy := d.retry()
@@ -222,7 +227,7 @@ func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.O
 			d.giveUp(ctx, it, it.Attempts, now, "notifier "+name+" is no longer configured")
 			continue
 		}
-		if blocked[it.Alert] || it.NextAttemptAt.After(now) {
+		if blocked[it.Alert] || (!all && it.NextAttemptAt.After(now)) {
 			blocked[it.Alert] = true
 			continue
 		}
