@@ -265,7 +265,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.bg.Add(1)
 		go func() {
 			defer m.bg.Done()
-			config.Watch(bgCtx, cfg.File, cfg.Reload.Interval.D(), func() {
+			config.WatchSince(bgCtx, cfg.File, cfg.Hash, cfg.Reload.Interval.D(), func() {
 				if _, err := m.Reload(bgCtx); err != nil {
 					m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
 				}
