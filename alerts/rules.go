@@ -280,7 +280,11 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		}
 		var names []string
 		for _, s := range stale {
-			names = append(names, s.ContainerID)
+			if s.Job != "" {
+				names = append(names, s.ContainerID+" ("+s.Job+")")
+			} else {
+				names = append(names, s.ContainerID)
+			}
 		}
 		msg := "no stale backups"
 		if len(names) > 0 {
