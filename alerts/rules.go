@@ -279,8 +279,12 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 			return Eval{}, err
 		}
 		var names []string
+		count := map[string]int{}
 		for _, s := range stale {
-			if s.Job != "" {
+			count[s.ContainerID]++
+		}
+		for _, s := range stale {
+			if count[s.ContainerID] > 1 { // stale for more than one job: say which
 				names = append(names, s.ContainerID+" ("+s.Job+")")
 			} else {
 				names = append(names, s.ContainerID)
