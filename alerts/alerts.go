@@ -39,6 +39,9 @@ type Spec struct {
 	For time.Duration
 	// Severity: critical or error (PagerDuty); default critical for sev1-* names, else error.
 	Severity string
+	// PerNode: the condition is about this node (host resources, its containers, its own jobs),
+	// so each node's firing is its own incident: notifications carry the node in their key.
+	PerNode bool
 }
 
 // Event is a firing or a resolution, handed to notifiers.
@@ -51,6 +54,17 @@ type Event struct {
 	Threshold float64   `json:"threshold"`
 	At        time.Time `json:"at"`
 	Node      string    `json:"node"`
+	// PerNode: the alert is about Node (the receiver's dedup key includes it).
+	PerNode bool `json:"perNode,omitempty"`
+}
+
+// key is the alert's identity at the receivers: "<alert>" for platform-wide alerts,
+// "<alert>:<node>" for per-node ones.
+func (e Event) key() string {
+	if e.PerNode && e.Node != "" {
+		return e.Alert + ":" + e.Node
+	}
+	return e.Alert
 }
 
 // Status is an alert's current state, for the API.
@@ -205,8 +219,15 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			st.PendingSince = nil
 			st.Message = ev.Message
 		}
-		if err := e.State.SaveAlert(ctx, st); err != nil {
+		if transition != nil {
+			transition.Severity, transition.Value, transition.Threshold, transition.At, transition.Node, transition.PerNode = severity(s), ev.Value, ev.Threshold, now, e.Node, s.PerNode
+		}
+		if err := e.save(ctx, st, transition); err != nil {
+			// Nothing was stored: the next evaluation sees the same transition and tries again.
 			e.Log.Error().Err(err).Str("alert", name).Msg("cannot save alert state")
+			status.Error = err.Error()
+			e.setStatus(status)
+			continue
 		}
 		fire := 0.0
 		if st.Firing {
@@ -215,17 +236,29 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		e.Metrics.AlertFiring.WithLabelValues(name).Set(fire)
 		e.setStatus(Status{Name: name, Firing: st.Firing, Message: st.Message, Value: ev.Value, Threshold: ev.Threshold, Since: st.FiredAt})
 		if transition != nil {
-			transition.Severity, transition.Value, transition.Threshold, transition.At, transition.Node = severity(s), ev.Value, ev.Threshold, now, e.Node
 			verb := "alert resolved"
 			if transition.Firing {
 				verb = "alert firing"
 			}
 			e.Log.Warn().Str("alert", name).Str("alert_message", transition.Message).Msg(verb) // "message" is the log line's own key
 			if e.Notify != nil {
-				e.Notify.Send(*transition)
+				e.Notify.Wake()
 			}
 		}
 	}
+}
+
+// save stores the alert's state and, on a transition, its notifications in the outbox, in one
+// transaction.
+func (e *Evaluator) save(ctx context.Context, st state.AlertState, transition *Event) error {
+	if transition == nil || e.Notify == nil {
+		return e.State.SaveAlert(ctx, st)
+	}
+	items, err := e.Notify.Items(*transition)
+	if err != nil {
+		return err
+	}
+	return e.State.SaveAlertAndEnqueue(ctx, st, items)
 }
 
 func (e *Evaluator) setStatus(s Status) {

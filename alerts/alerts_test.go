@@ -76,7 +76,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { st.Close() })
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	pd := newPagerDuty(t)
-	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk-secret"}}, m, zerolog.Nop())
+	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk-secret"}}, st, m, zerolog.Nop())
 	d.SetRetry(4, 10*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

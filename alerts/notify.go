@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/getsentry/sentry-go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry"
 )
 
@@ -24,72 +26,137 @@ type Notifier interface {
 	Notify(ctx context.Context, e Event) error
 }
 
-// Dispatcher queues events for every notifier and delivers them in the background with
-// exponential backoff, so a slow or failing endpoint never blocks evaluation.
+// RetryPolicy is how the dispatcher retries a notification the receiver did not accept: the
+// wait doubles from Backoff up to MaxBackoff, and delivery is given up after Attempts attempts.
+type RetryPolicy struct {
+	Attempts   int
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+}
+
+// DefaultRetry retries for about a day: 10s, 20s, 40s ... then every 15 minutes.
+var DefaultRetry = RetryPolicy{Attempts: 100, Backoff: 10 * time.Second, MaxBackoff: 15 * time.Minute}
+
+func (p RetryPolicy) wait(attempts int) time.Duration {
+	w := p.Backoff
+	for i := 1; i < attempts && w < p.MaxBackoff; i++ {
+		w *= 2
+	}
+	return min(w, p.MaxBackoff)
+}
+
+// Dispatcher delivers alert notifications at least once. The evaluator writes every notification
+// into the state database's outbox in the same transaction as the alert's new state; the
+// dispatcher delivers what is pending in the background, one notifier at a time in queue order
+// (a resolution never overtakes its firing), marks a row sent only when the receiver accepted it,
+// and otherwise retries with exponential backoff. The outbox survives restarts, so a
+// notification owed when opsd stopped is delivered after it starts again.
 type Dispatcher struct {
-	notifiers []Notifier
+	notifiers map[string]Notifier
+	names     []string
+	state     *state.Store
 	metrics   *metrics.Metrics
 	log       zerolog.Logger
-	queue     chan Event
-	attempts  int
-	backoff   time.Duration
-	wg        sync.WaitGroup
-	stop      chan struct{}
-	cancel    context.CancelFunc
+	now       func() time.Time
+
+	mu     sync.Mutex
+	policy RetryPolicy
+
+	wake   chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
 }
 
-// NewDispatcher returns a dispatcher; Start it to deliver.
-func NewDispatcher(ns []Notifier, m *metrics.Metrics, log zerolog.Logger) *Dispatcher {
+// NewDispatcher returns a dispatcher over the state database's outbox; Start it to deliver.
+func NewDispatcher(ns []Notifier, st *state.Store, m *metrics.Metrics, log zerolog.Logger) *Dispatcher {
+	d := &Dispatcher{notifiers: map[string]Notifier{}, state: st, metrics: m, log: log, now: time.Now, policy: DefaultRetry,
+		wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	for _, n := range ns {
+		d.notifiers[n.Name()] = n
+		d.names = append(d.names, n.Name())
 		m.NotificationsSent.WithLabelValues(n.Name())
 		m.NotificationsFailed.WithLabelValues(n.Name())
+		m.NotificationsPending.WithLabelValues(n.Name())
+		m.NotificationsGivenUp.WithLabelValues(n.Name())
+		m.NotificationAttemptFailures.WithLabelValues(n.Name())
 	}
-	return &Dispatcher{notifiers: ns, metrics: m, log: log, queue: make(chan Event, 256), attempts: 6, backoff: time.Second, stop: make(chan struct{})}
+	return d
 }
 
-// SetRetry changes the retry policy (tests).
+// SetRetry changes the retry policy: attempts before giving up and the first wait (doubling,
+// up to 15 minutes).
 func (d *Dispatcher) SetRetry(attempts int, backoff time.Duration) {
-	d.attempts, d.backoff = attempts, backoff
+	d.mu.Lock()
+	d.policy = RetryPolicy{Attempts: max(attempts, 1), Backoff: backoff, MaxBackoff: max(DefaultRetry.MaxBackoff, backoff)}
+	d.mu.Unlock()
 }
 
-// Send queues an event; when the queue is full the event is dropped and logged.
-func (d *Dispatcher) Send(e Event) {
+func (d *Dispatcher) retry() RetryPolicy {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policy
+}
+
+// Items returns the outbox rows an event owes: one per notifier.
+func (d *Dispatcher) Items(e Event) ([]state.OutboxItem, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode notification: %w", err)
+	}
+	out := make([]state.OutboxItem, 0, len(d.names))
+	for _, n := range d.names {
+		out = append(out, state.OutboxItem{Notifier: n, Alert: e.key(), Payload: string(b), CreatedAt: e.At})
+	}
+	return out, nil
+}
+
+// Wake asks for a delivery pass now (something was queued).
+func (d *Dispatcher) Wake() {
 	select {
-	case d.queue <- e:
+	case d.wake <- struct{}{}:
 	default:
-		d.log.Error().Str("alert", e.Alert).Msg("notification queue full: event dropped")
 	}
 }
 
-// Start delivers queued events until Close.
+// Start delivers pending notifications until Close. What was pending at the last stop is tried
+// at once, whatever its backoff said (the receiver may have come back meanwhile).
 func (d *Dispatcher) Start(ctx context.Context) {
 	ctx, d.cancel = context.WithCancel(ctx)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		first := true
 		for {
+			next := d.deliver(ctx, first)
+			first = false
+			wait := time.Minute // refresh the gauges at least this often
+			if !next.IsZero() {
+				wait = min(wait, max(next.Sub(d.now()), time.Millisecond))
+			}
+			t := time.NewTimer(wait)
 			select {
-			case e := <-d.queue:
-				d.deliver(ctx, e)
+			case <-d.wake:
+			case <-t.C:
 			case <-d.stop:
-				// Drain what is queued, bounded by ctx.
-				for {
-					select {
-					case e := <-d.queue:
-						d.deliver(ctx, e)
-					default:
-						return
-					}
-				}
+				t.Stop()
+				d.Deliver(ctx) // a last pass for what is due, bounded by Close
+				return
 			case <-ctx.Done():
+				t.Stop()
 				return
 			}
+			t.Stop()
 		}
 	}()
 }
 
-// Close delivers what is queued, giving up (and cancelling deliveries) after timeout.
+// Close makes a last delivery pass, cancelling it after timeout; what is still pending stays in
+// the outbox for the next start.
 func (d *Dispatcher) Close(timeout time.Duration) {
+	if d.cancel == nil {
+		return
+	}
 	close(d.stop)
 	done := make(chan struct{})
 	go func() { d.wg.Wait(); close(done) }()
@@ -99,35 +166,129 @@ func (d *Dispatcher) Close(timeout time.Duration) {
 		d.cancel()
 		<-done
 	}
+	d.cancel()
 }
 
-func (d *Dispatcher) deliver(ctx context.Context, e Event) {
+// Deliver makes one delivery pass over the outbox: every pending notification that is due is
+// tried once. It returns when the next retry is due (zero when nothing is pending).
+func (d *Dispatcher) Deliver(ctx context.Context) time.Time { return d.deliver(ctx, false) }
+
+// deliver is Deliver; with all, pending notifications are tried whatever their backoff says.
+func (d *Dispatcher) deliver(ctx context.Context, all bool) time.Time {
+	items, err := d.state.PendingOutbox(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error().Err(err).Msg("cannot read the alert outbox")
+		}
+		return d.now().Add(time.Minute)
+	}
+	byNotifier := map[string][]state.OutboxItem{}
+	for _, it := range items {
+		byNotifier[it.Notifier] = append(byNotifier[it.Notifier], it)
+	}
 	var wg sync.WaitGroup
-	for _, n := range d.notifiers {
+	for name, list := range byNotifier {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wait := d.backoff
-			for attempt := 1; ; attempt++ {
-				err := n.Notify(ctx, e)
-				if err == nil {
-					d.metrics.NotificationsSent.WithLabelValues(n.Name()).Inc()
-					return
-				}
-				if attempt >= d.attempts || ctx.Err() != nil {
-					d.metrics.NotificationsFailed.WithLabelValues(n.Name()).Inc()
-					d.log.Error().Err(err).Str("alert", e.Alert).Str("notifier", n.Name()).Msg("notification failed")
-					return
-				}
-				select {
-				case <-time.After(wait):
-				case <-ctx.Done():
-				}
-				wait *= 2
-			}
+			d.deliverTo(ctx, name, list, all)
 		}()
 	}
 	wg.Wait()
+	d.refresh(ctx)
+	if err := d.state.PruneOutbox(ctx, 1000); err != nil && ctx.Err() == nil {
+		d.log.Warn().Err(err).Msg("cannot prune the alert outbox")
+	}
+	items, err = d.state.PendingOutbox(ctx)
+	if err != nil {
+		return d.now().Add(time.Minute)
+	}
+	var next time.Time
+	for _, it := range items {
+		if next.IsZero() || it.NextAttemptAt.Before(next) {
+			next = it.NextAttemptAt
+		}
+	}
+	return next
+}
+
+// deliverTo tries one notifier's pending rows in queue order; a row not delivered blocks the
+// later rows of the same alert (a resolution never reaches a receiver before its firing).
+func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.OutboxItem, all bool) {
+	n, ok := d.notifiers[name]
+	blocked := map[string]bool{}
+	policy := d.retry()
+	for _, it := range items {
+		if ctx.Err() != nil {
+			return
+		}
+		now := d.now()
+		if !ok {
+			d.giveUp(ctx, it, it.Attempts, now, "notifier "+name+" is no longer configured")
+			continue
+		}
+		if blocked[it.Alert] || (!all && it.NextAttemptAt.After(now)) {
+			blocked[it.Alert] = true
+			continue
+		}
+		var e Event
+		if err := json.Unmarshal([]byte(it.Payload), &e); err != nil {
+			d.giveUp(ctx, it, it.Attempts, now, "unreadable notification: "+err.Error())
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := n.Notify(actx, e)
+		cancel()
+		if ctx.Err() != nil {
+			return // shutting down: the row stays pending as it was
+		}
+		attempts := it.Attempts + 1
+		if err == nil {
+			if err := d.state.MarkOutboxSent(ctx, it.ID, attempts, d.now()); err != nil {
+				// Not recorded: it will be sent again (at least once).
+				d.log.Error().Err(err).Str("alert", e.Alert).Str("notifier", name).Msg("cannot record a delivered notification")
+				blocked[it.Alert] = true
+				continue
+			}
+			d.metrics.NotificationsSent.WithLabelValues(name).Inc()
+			continue
+		}
+		blocked[it.Alert] = true
+		d.metrics.NotificationAttemptFailures.WithLabelValues(name).Inc()
+		if attempts >= policy.Attempts {
+			d.giveUp(ctx, it, attempts, d.now(), err.Error())
+			continue
+		}
+		next := d.now().Add(policy.wait(attempts))
+		d.log.Warn().Err(err).Str("alert", e.Alert).Str("notifier", name).Int("attempt", attempts).Time("retry_at", next).Msg("notification not accepted; will retry")
+		if err := d.state.MarkOutboxRetry(ctx, it.ID, attempts, next, err.Error()); err != nil {
+			d.log.Error().Err(err).Str("alert", e.Alert).Str("notifier", name).Msg("cannot record a notification attempt")
+		}
+	}
+}
+
+func (d *Dispatcher) giveUp(ctx context.Context, it state.OutboxItem, attempts int, now time.Time, reason string) {
+	d.metrics.NotificationsFailed.WithLabelValues(it.Notifier).Inc()
+	d.log.Error().Str("alert", it.Alert).Str("notifier", it.Notifier).Int("attempts", attempts).Str("error", reason).Msg("notification failed: giving up")
+	if err := d.state.MarkOutboxFailed(ctx, it.ID, attempts, now, reason); err != nil {
+		d.log.Error().Err(err).Str("alert", it.Alert).Msg("cannot record a failed notification")
+	}
+}
+
+// refresh sets the pending and failed gauges from the outbox.
+func (d *Dispatcher) refresh(ctx context.Context) {
+	for status, g := range map[string]*prometheus.GaugeVec{state.OutboxPending: d.metrics.NotificationsPending, state.OutboxFailed: d.metrics.NotificationsGivenUp} {
+		counts, err := d.state.OutboxCounts(ctx, status)
+		if err != nil {
+			return
+		}
+		for _, n := range d.names {
+			g.WithLabelValues(n).Set(float64(counts[n]))
+		}
+		for n, c := range counts {
+			g.WithLabelValues(n).Set(float64(c))
+		}
+	}
 }
 
 // SentryNotifier sends firings as warning messages "Alert: <name> — <message>" with a per-alert
@@ -141,18 +302,14 @@ func (SentryNotifier) Name() string { return "sentry" }
 func (s SentryNotifier) Notify(ctx context.Context, e Event) error {
 	tags := map[string]string{"alert": e.Alert, "severity": e.Severity}
 	if e.Firing {
-		s.Sentry.CaptureMessage(sentry.LevelWarning, fmt.Sprintf("Alert: %s — %s", e.Alert, e.Message), tags, []string{"opsd-alert", e.Alert})
-	} else {
-		s.Sentry.CaptureMessage(sentry.LevelInfo, fmt.Sprintf("Resolved: %s — %s", e.Alert, e.Message), tags, []string{"opsd-alert-resolved", e.Alert})
+		return s.Sentry.DeliverMessage(ctx, sentry.LevelWarning, fmt.Sprintf("Alert: %s — %s", e.Alert, e.Message), tags, []string{"opsd-alert", e.key()})
 	}
-	if !s.Sentry.Flush(ctx) {
-		return errors.New("sentry: flush timed out")
-	}
-	return nil
+	return s.Sentry.DeliverMessage(ctx, sentry.LevelInfo, fmt.Sprintf("Resolved: %s — %s", e.Alert, e.Message), tags, []string{"opsd-alert-resolved", e.key()})
 }
 
 // PagerDuty sends Events API v2 trigger and resolve events with the dedup key
-// "wopr-platform:<alert>".
+// "wopr-platform:<alert>", or "wopr-platform:<alert>:<node>" for a per-node alert (each node's
+// incident is its own).
 type PagerDuty struct {
 	URL        string // default https://events.pagerduty.com/v2/enqueue
 	RoutingKey string
@@ -171,7 +328,7 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 	body := map[string]any{
 		"routing_key":  p.RoutingKey,
 		"event_action": action,
-		"dedup_key":    "wopr-platform:" + e.Alert,
+		"dedup_key":    "wopr-platform:" + e.key(),
 	}
 	if e.Firing {
 		body["payload"] = map[string]any{
@@ -230,7 +387,7 @@ func postJSON(ctx context.Context, c *http.Client, url, token string, v any) err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode >= 300 {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("post notification: status %d", resp.StatusCode)
 	}
 	return nil

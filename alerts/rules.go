@@ -247,6 +247,25 @@ type StateRule struct {
 	StaleAfter func() time.Duration
 	// Failures is how many failed runs in a row fire (job_failing; default 3).
 	Failures int
+	// Jobs returns the names of the jobs in the running config: history of removed jobs neither
+	// fires nor keeps an alert firing (job_failing, drill_failed, offsite_missing). Nil: every
+	// job in the history counts.
+	Jobs func() []string
+}
+
+// DrillKinds are the job kinds whose reports drill_failed reads.
+var DrillKinds = []string{"sqlite_drill", "container_drill", "postgres_drill", "node_drill"}
+
+// configured reports whether job is in the running config.
+func (r *StateRule) configured() func(string) bool {
+	if r.Jobs == nil {
+		return func(string) bool { return true }
+	}
+	set := map[string]bool{}
+	for _, j := range r.Jobs() {
+		set[j] = true
+	}
+	return func(j string) bool { return set[j] }
 }
 
 // Name returns the rule's name.
@@ -261,8 +280,16 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 			return Eval{}, err
 		}
 		var names []string
+		count := map[string]int{}
 		for _, s := range stale {
-			names = append(names, s.ContainerID)
+			count[s.ContainerID]++
+		}
+		for _, s := range stale {
+			if count[s.ContainerID] > 1 { // stale for more than one job: say which
+				names = append(names, s.ContainerID+" ("+s.Job+")")
+			} else {
+				names = append(names, s.ContainerID)
+			}
 		}
 		msg := "no stale backups"
 		if len(names) > 0 {
@@ -279,7 +306,11 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 			return Eval{}, err
 		}
 		worst, failing := 0, []string{}
+		known := r.configured()
 		for _, j := range jobs {
+			if !known(j) {
+				continue
+			}
 			f, err := r.State.ConsecutiveFailures(ctx, j)
 			if err != nil {
 				return Eval{}, err
@@ -295,21 +326,24 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		}
 		return Eval{Value: float64(worst), Threshold: float64(n), Firing: len(failing) > 0, Message: msg}, nil
 	case "drill_failed":
+		reps, err := r.State.LatestReportsByJob(ctx, DrillKinds...)
+		if err != nil {
+			return Eval{}, err
+		}
 		var bad []string
-		for _, kind := range []string{"sqlite_drill", "container_drill", "postgres_drill"} {
-			rep, err := r.State.LatestReport(ctx, kind)
-			if errors.Is(err, state.ErrNotFound) {
+		known := r.configured()
+		for _, rep := range reps {
+			if !known(rep.Job) {
 				continue
-			}
-			if err != nil {
-				return Eval{}, err
 			}
 			var body struct {
 				Passed           bool    `json:"passed"`
 				RTOSeconds       float64 `json:"rtoSeconds"`
 				RTOTargetSeconds float64 `json:"rtoTargetSeconds"`
 			}
-			json.Unmarshal([]byte(rep.Body), &body)
+			if err := json.Unmarshal([]byte(rep.Body), &body); err != nil {
+				return Eval{}, fmt.Errorf("report %d of %s is unreadable: %w", rep.ID, rep.Job, err)
+			}
 			switch {
 			case !rep.Passed || !body.Passed:
 				bad = append(bad, rep.Job+" failed")
@@ -323,22 +357,45 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		}
 		return Eval{Value: float64(len(bad)), Firing: len(bad) > 0, Message: msg}, nil
 	case "offsite_missing":
-		rep, err := r.State.LatestReport(ctx, "offsite_verify")
-		if errors.Is(err, state.ErrNotFound) {
-			return Eval{Message: "no verification yet"}, nil
-		}
+		reps, err := r.State.LatestReportsByJob(ctx, "offsite_verify")
 		if err != nil {
 			return Eval{}, err
 		}
-		var body struct {
-			Problems []struct{ Kind, Key string } `json:"problems"`
+		known := r.configured()
+		var problems int
+		var msgs []string
+		seen := false
+		for _, rep := range reps {
+			if !known(rep.Job) {
+				continue
+			}
+			seen = true
+			var body struct {
+				Problems *[]struct{ Kind, Key string } `json:"problems"`
+			}
+			if err := json.Unmarshal([]byte(rep.Body), &body); err != nil {
+				return Eval{}, fmt.Errorf("report %d of %s is unreadable: %w", rep.ID, rep.Job, err)
+			}
+			if body.Problems == nil {
+				// Not a verification report: "clean" must be said, never assumed.
+				return Eval{}, fmt.Errorf("report %d of %s has no problems list", rep.ID, rep.Job)
+			}
+			if n := len(*body.Problems); n == 0 && !rep.Passed {
+				problems++
+				msgs = append(msgs, rep.Job+" did not pass")
+			} else if n > 0 {
+				problems += n
+				msgs = append(msgs, fmt.Sprintf("%s found %d problems, first: %s", rep.Job, n, (*body.Problems)[0].Key))
+			}
 		}
-		json.Unmarshal([]byte(rep.Body), &body)
+		if !seen {
+			return Eval{Message: "no verification yet"}, nil
+		}
 		msg := "the offsite copy verified clean"
-		if n := len(body.Problems); n > 0 {
-			msg = fmt.Sprintf("offsite verification found %d problems, first: %s", n, body.Problems[0].Key)
+		if problems > 0 {
+			msg = "offsite verification: " + strings.Join(msgs, "; ")
 		}
-		return Eval{Value: float64(len(body.Problems)), Firing: len(body.Problems) > 0, Message: msg}, nil
+		return Eval{Value: float64(problems), Firing: problems > 0, Message: msg}, nil
 	}
 	return Eval{}, fmt.Errorf("unknown built-in rule %q", r.Kind)
 }

@@ -253,6 +253,7 @@ func (d *ContainerDrill) drillOne(ctx context.Context, name string, m artifact.M
 	}
 	ref := fmt.Sprintf("opsd-drill/%s:%d", strings.ToLower(name), time.Now().UnixNano())
 	verified := artifact.NewTarVerifier(rc)
+	defer verified.Close()
 	image, err := d.engine.Import(ctx, verified, ref)
 	rc.Close()
 	if image != "" {

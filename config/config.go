@@ -63,6 +63,9 @@ type State struct {
 	Path string `yaml:"path"`
 	// StaleAfter: a target whose last successful backup is older than this is stale (strictly).
 	StaleAfter Duration `yaml:"stale_after"`
+	// KeepRuns bounds the history: each job keeps its newest keep_runs runs and reports
+	// (default 1000; 0 keeps everything).
+	KeepRuns int `yaml:"keep_runs"`
 }
 
 // Storage selects and configures the object store.
@@ -466,7 +469,7 @@ func Default() *Config {
 		Timezone: "UTC",
 		Log:      Log{Level: "info", Format: "auto"},
 		HTTP:     HTTP{Listen: "127.0.0.1:9100"},
-		State:    State{Path: "/var/lib/opsd/state.db", StaleAfter: Duration(24 * time.Hour)},
+		State:    State{Path: "/var/lib/opsd/state.db", StaleAfter: Duration(24 * time.Hour), KeepRuns: 1000},
 		Storage: Storage{
 			Backend: "local",
 			Local:   LocalFS{Path: "/var/lib/opsd/store"},

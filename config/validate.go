@@ -75,6 +75,9 @@ func (c *Config) Validate() []FieldError {
 	if c.State.StaleAfter <= 0 {
 		bad("state.stale_after", "must be positive")
 	}
+	if c.State.KeepRuns < 0 {
+		bad("state.keep_runs", "must be 0 (keep everything) or more, got %d", c.State.KeepRuns)
+	}
 	switch c.Storage.Backend {
 	case "local":
 		if c.Storage.Local.Path == "" {

@@ -248,7 +248,9 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		return fail(err)
 	}
 	tier, tierErr := c.tiers.resolve(ct.Name, d.Labels)
-	m, err := artifact.Store(ctx, c.store, artifact.NewTarVerifier(rc), artifact.Options{Compression: c.cfg.Compression, Recipients: c.cfg.Recipients}, artifact.Manifest{
+	tv := artifact.NewTarVerifier(rc)
+	defer tv.Close() // an upload that fails half way abandons the stream
+	m, err := artifact.Store(ctx, c.store, tv, artifact.Options{Compression: c.cfg.Compression, Recipients: c.cfg.Recipients}, artifact.Manifest{
 		Key: t.Key, Kind: "container", Target: ct.Name, Source: d.ID, Node: c.cfg.Node, CreatedAt: now.UTC(), Tier: tier.Tier, Tenant: tier.Tenant, TierSource: tier.Source,
 		Container: &artifact.ContainerInfo{ID: d.ID, Name: ct.Name, Image: d.Image}, Labels: d.Labels,
 		Note: "docker export holds the container's filesystem only: volumes and bind mounts are not part of it",

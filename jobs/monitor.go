@@ -17,6 +17,9 @@ var platformKinds = map[string]bool{
 	"offsite_verify":  true,
 	"prune":           true,
 	"container_drill": true,
+	"node_drill":      true,
+	"postgres_backup": true,
+	"postgres_drill":  true,
 }
 
 // NodeScoped reports whether jobs of the kind work on the node they run on.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -52,7 +53,12 @@ type Runner struct {
 	idle     chan struct{} // closed while no run is active
 	stopping bool
 	monitors map[string]telemetry.Monitor
+
+	keepRuns atomic.Int64 // history bound per job (SetKeepRuns)
 }
+
+// SetKeepRuns bounds each job's history of runs and reports to its newest n (0: unbounded).
+func (r *Runner) SetKeepRuns(n int) { r.keepRuns.Store(int64(n)) }
 
 // SetMonitor registers (or, with a zero Monitor, removes) the Sentry cron monitor of a scheduled
 // job; its scheduled runs check in.
@@ -258,7 +264,10 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
 	}
 	r.recordChecks(rec, log, j, id, res, outcome, finished)
-	r.retire(rec, log, res, finished)
+	r.retire(rec, log, j.Name(), res, finished)
+	if err := r.State.PruneHistory(rec, name, int(r.keepRuns.Load())); err != nil {
+		log.Warn().Err(err).Msg("cannot prune run history")
+	}
 	if r.Problems != nil {
 		if outcome == state.OutcomeSuccess {
 			r.Problems.Clear("interrupted:" + name)
@@ -338,7 +347,7 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		if !t.Tracked || t.Status == TargetSkipped {
 			continue
 		}
-		a := state.BackupAttempt{Target: t.Name, NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK, SizeBytes: t.Bytes, Path: t.Key}
+		a := state.BackupAttempt{Target: t.Name, Job: j.Name(), NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK, SizeBytes: t.Bytes, Path: t.Key}
 		if t.Err != nil {
 			a.Error = t.Err.Error()
 		}
@@ -347,8 +356,8 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 			errs = append(errs, err)
 			a.Success = false // an attempt that cannot be recorded is not a success
 		}
-		prev, _ := r.Metrics.Backups.Get(t.Name)
-		ts := metrics.TargetState{Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
+		prev, _ := r.Metrics.Backups.GetFor(j.Name(), t.Name)
+		ts := metrics.TargetState{Job: j.Name(), Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
 		if a.Success {
 			ts.LastSuccess, ts.SizeBytes = at, t.Bytes
 		}
@@ -400,16 +409,17 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 }
 
 // retire stops tracking targets that no longer exist.
-func (r *Runner) retire(ctx context.Context, log zerolog.Logger, res Result, at time.Time) {
+func (r *Runner) retire(ctx context.Context, log zerolog.Logger, job string, res Result, at time.Time) {
 	if res.Retire == nil {
 		return
 	}
-	gone, err := r.State.RetireMissing(ctx, res.Retire.Kind, res.Retire.Present, at)
+	gone, err := r.State.RetireMissing(ctx, job, res.Retire.Kind, res.Retire.Present, at)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot retire vanished targets")
 	}
 	for _, name := range gone {
-		r.Metrics.Backups.Delete(name)
+		r.Metrics.ForgetTarget(job, name)
+		r.Metrics.Backups.DeleteFor("", name)
 		log.Info().Str("target", name).Msg("target no longer exists; stopped tracking it")
 	}
 }

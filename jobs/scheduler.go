@@ -81,8 +81,10 @@ func NewScheduler(runner *Runner) (*Scheduler, error) {
 }
 
 // Apply makes the scheduled set equal to specs: new jobs are added, removed ones stop being
-// scheduled (a run in progress finishes), changed ones are replaced. It is all-or-nothing: specs
-// were built and validated before.
+// scheduled (a run in progress finishes), changed ones are replaced. It is all-or-nothing: every
+// new or changed job is registered with gocron (which runs its own checks, e.g. a cron day that
+// never exists) before anything is removed, and when one is refused the ones registered so far
+// are taken back, so a failed Apply leaves the running schedule exactly as it was.
 func (s *Scheduler) Apply(specs []Spec) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -90,38 +92,64 @@ func (s *Scheduler) Apply(specs []Spec) error {
 	for _, sp := range specs {
 		want[sp.Job.Name()] = sp
 	}
-	for name, e := range s.entries {
-		if sp, ok := want[name]; ok && sp.Fingerprint == e.spec.Fingerprint {
-			continue
-		}
-		if e.id != uuid.Nil {
-			if err := s.gs.RemoveJob(e.id); err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
-				return fmt.Errorf("unschedule %s: %w", name, err)
-			}
-		}
-		if _, ok := want[name]; !ok {
-			s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
-			s.runner.SetMonitor(name, telemetry.Monitor{})
-		}
-		delete(s.entries, name)
+	// Register every new or changed job first.
+	fresh := map[string]*entry{}
+	var names []string
+	for name := range want {
+		names = append(names, name)
 	}
-	var added []string
-	for name, sp := range want {
-		if e, ok := s.entries[name]; ok {
-			e.spec = sp // same configuration; keep its place in the schedule
+	sort.Strings(names)
+	for _, name := range names {
+		sp := want[name]
+		if e, ok := s.entries[name]; ok && sp.Fingerprint == e.spec.Fingerprint {
 			continue
 		}
 		e := &entry{spec: sp}
 		if sp.Enabled {
 			id, err := s.register(name, sp)
 			if err != nil {
+				for _, f := range fresh {
+					if f.id != uuid.Nil {
+						_ = s.gs.RemoveJob(f.id)
+					}
+				}
 				return err
 			}
 			e.id = id
-			s.runner.SetMonitor(name, telemetry.Monitor{Slug: MonitorSlug(name, sp.Job.Kind(), s.runner.NodeID), Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
 		}
+		fresh[name] = e
+	}
+	// Nothing can fail past this point: swap.
+	for name, e := range s.entries {
+		sp, keep := want[name]
+		if _, replaced := fresh[name]; !keep || replaced {
+			if e.id != uuid.Nil {
+				if err := s.gs.RemoveJob(e.id); err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
+					s.runner.Log.Error().Err(err).Str("job", name).Msg("cannot unschedule a replaced job")
+				}
+			}
+			if !keep {
+				s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
+				s.runner.Metrics.ForgetJobSeries(name)
+				s.runner.SetMonitor(name, telemetry.Monitor{})
+			}
+			delete(s.entries, name)
+			continue
+		}
+		// Same configuration: keep its place in the schedule. A new entry, never a write into
+		// the old one, which a run may be reading.
+		s.entries[name] = &entry{spec: sp, id: e.id}
+	}
+	var added []string
+	for name, e := range fresh {
+		sp := e.spec
 		s.entries[name] = e
 		added = append(added, name)
+		if sp.Enabled {
+			s.runner.SetMonitor(name, telemetry.Monitor{Slug: MonitorSlug(name, sp.Job.Kind(), s.runner.NodeID), Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
+		} else {
+			s.runner.SetMonitor(name, telemetry.Monitor{})
+		}
 		iv := sp.Schedule.Interval(time.Now().In(loc(sp)))
 		s.runner.Metrics.JobExpectedInterval.WithLabelValues(name, sp.Job.Kind()).Set(iv.Seconds())
 		s.seedMetrics(name, sp.Job.Kind())
@@ -193,16 +221,20 @@ func (s *Scheduler) register(name string, sp Spec) (uuid.UUID, error) {
 func (s *Scheduler) fire(name string) {
 	s.mu.Lock()
 	e, ok := s.entries[name]
+	var sp Spec
+	if ok {
+		sp = e.spec // copied under the lock: Apply may replace the entry meanwhile
+	}
 	ctx := s.ctx
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
-	if s.platform(e.spec) {
-		s.runPlatform(ctx, e.spec, TriggerSchedule, time.Now())
+	if s.platform(sp) {
+		s.runPlatform(ctx, sp, TriggerSchedule, time.Now())
 		return
 	}
-	s.runner.Run(ctx, e.spec.Job, e.spec.Timeout, TriggerSchedule)
+	s.runner.Run(ctx, sp.Job, sp.Timeout, TriggerSchedule)
 }
 
 // platform reports whether a job runs once across the fleet.
@@ -256,18 +288,22 @@ func (s *Scheduler) Start(ctx context.Context) {
 func (s *Scheduler) Trigger(name string) error {
 	s.mu.Lock()
 	e, ok := s.entries[name]
+	var sp Spec
+	if ok {
+		sp = e.spec
+	}
 	ctx := s.ctx
 	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("trigger %s: %w", name, ErrUnknownJob)
 	}
-	if s.platform(e.spec) {
+	if s.platform(sp) {
 		if s.runner.IsRunning(name) {
 			return fmt.Errorf("run %s: %w", name, ErrAlreadyRunning)
 		}
-		return s.triggerPlatform(ctx, e.spec)
+		return s.triggerPlatform(ctx, sp)
 	}
-	return s.runner.Start(ctx, e.spec.Job, e.spec.Timeout, TriggerManual, nil)
+	return s.runner.Start(ctx, sp.Job, sp.Timeout, TriggerManual, nil)
 }
 
 // Spec returns the named job's spec.

@@ -49,6 +49,8 @@ type SQLiteBackup struct {
 	store storage.Store
 	tpl   layout.Template
 	err   error // a bad key template, reported by Run
+	// only: restricted to some databases (Only); such a run retires nothing.
+	only bool
 }
 
 // NewSQLiteBackup returns the job.
@@ -105,7 +107,7 @@ func (b *SQLiteBackup) Only(names []string) (*SQLiteBackup, error) {
 		}
 		cfg.Databases = append(cfg.Databases, d)
 	}
-	return &SQLiteBackup{name: b.name, cfg: cfg, store: b.store, tpl: b.tpl, err: b.err}, nil
+	return &SQLiteBackup{name: b.name, cfg: cfg, store: b.store, tpl: b.tpl, err: b.err, only: true}, nil
 }
 
 // Key returns the object key of a database's backup on the given day.
@@ -135,6 +137,14 @@ func (b *SQLiteBackup) Run(ctx context.Context) (Result, error) {
 		}
 	}
 	res.Summary = fmt.Sprintf("%d of %d databases backed up", ok, len(results))
+	if !b.only && ctx.Err() == nil {
+		// Databases removed from the job stop being tracked (and stale).
+		present := make([]string, len(dbs))
+		for i, d := range dbs {
+			present[i] = d.Name
+		}
+		res.Retire = &Retire{Kind: "sqlite", Present: present}
+	}
 	return res, res.TargetsError("databases")
 }
 

@@ -46,9 +46,19 @@ func (m *Main) buildAlerts(cfg *config.Config) ([]alerts.Spec, error) {
 			rule = &alerts.SystemRule{RuleName: r.Name, Kind: r.Resource, Path: r.DiskPath, Threshold: threshold}
 		default: // the built-ins over opsd's own state
 			rule = &alerts.StateRule{RuleName: r.Name, Kind: r.Kind, State: m.state, Failures: r.Failures,
-				StaleAfter: func() time.Duration { return m.cfg().State.StaleAfter.D() }}
+				StaleAfter: func() time.Duration { return m.cfg().State.StaleAfter.D() },
+				Jobs: func() []string {
+					var names []string
+					for _, j := range m.cfg().Jobs {
+						names = append(names, j.Name)
+					}
+					return names
+				}}
 		}
-		specs = append(specs, alerts.Spec{Rule: rule, For: r.For.D(), Severity: r.Severity})
+		// Gateway rules watch the platform as a whole; the others watch this node (its host, its
+		// containers, its own jobs and backups), so each node's firing is its own incident.
+		perNode := r.Kind != "preset" && r.Kind != "sql" && r.Kind != "http_json"
+		specs = append(specs, alerts.Spec{Rule: rule, For: r.For.D(), Severity: r.Severity, PerNode: perNode})
 	}
 	return specs, nil
 }

@@ -252,6 +252,8 @@ func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
 			CAFile:    c.S3.CAFile,
 			PartSize:  int64(c.S3.PartSize),
 			Parallel:  c.S3.Parallel,
+			// A reload that changes it reopens the store, so it applies to the next runs.
+			RequestTimeout: c.S3.RequestTimeout.D(),
 		})
 	default:
 		return local.New(c.Local.Path)

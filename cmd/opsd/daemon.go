@@ -138,6 +138,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	e.runner.Problems = problems
+	e.runner.SetKeepRuns(cfg.State.KeepRuns)
 	return e, nil
 }
 
@@ -149,7 +150,7 @@ func loadTracker(ctx context.Context, st *state.Store, m *metrics.Metrics) error
 		return err
 	}
 	for _, b := range all {
-		ts := metrics.TargetState{Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
+		ts := metrics.TargetState{Job: b.Job, Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
 		if b.LastBackupAt != nil {
 			ts.LastSuccess = *b.LastBackupAt
 		}
@@ -241,11 +242,12 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 	if err := m.sched.Apply(specs); err != nil {
 		return fail(err)
 	}
+	m.retireRemovedJobs(ctx, cfg)
 	alertSpecs, err := m.buildAlerts(cfg)
 	if err != nil {
 		return fail(err)
 	}
-	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.metrics, e.log)
+	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.state, e.metrics, e.log)
 	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
 	m.evaluator.SetRules(alertSpecs)
 	e.metrics.ConfigReloadSuccessful.Set(1)
@@ -259,7 +261,18 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Ready:      m.ready.Load,
 		Log:        e.log,
 		Problems:   e.problems,
-		ListJobs:   m.listJobs,
+		ListJobs: func(ctx context.Context, full bool) any {
+			list := m.listJobs(ctx)
+			for i := range list {
+				if full {
+					list[i].LastError = m.redactor.Redact(list[i].LastError)
+				} else {
+					list[i].LastError = m.http.PublicError(list[i].LastError)
+				}
+			}
+			return list
+		},
+		Redact:     func(s string) string { return m.redactor.Redact(s) },
 		TriggerJob: m.trigger,
 		JobExists: func(name string) bool {
 			_, ok := m.sched.Spec(name)
@@ -330,7 +343,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.bg.Add(1)
 		go func() {
 			defer m.bg.Done()
-			config.Watch(bgCtx, cfg.File, cfg.Reload.Interval.D(), func() {
+			config.WatchSince(bgCtx, cfg.File, cfg.Hash, cfg.Reload.Interval.D(), func() {
 				if _, err := m.Reload(bgCtx); err != nil {
 					m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
 				}
@@ -365,6 +378,8 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("reload: %w", err)
 	}
 	if cfg.Hash == old.Hash {
+		// The file on disk is valid again (e.g. a bad edit reverted): it is what runs.
+		m.metrics.ConfigReloadSuccessful.Set(1)
 		m.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
 		return false, nil
 	}
@@ -401,14 +416,33 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		alertSpecs = append(alertSpecs, m.nodeLostRule())
 	}
 	m.evaluator.SetRules(alertSpecs)
+	m.retireRemovedJobs(ctx, cfg)
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
+	m.runner.SetKeepRuns(cfg.State.KeepRuns)
 	m.cfgPtr.Store(cfg)
 	m.metrics.ConfigReloadSuccessful.Set(1)
 	m.metrics.ConfigReloadTimestamp.SetToCurrentTime()
 	m.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	m.log.Info().Int("jobs", len(cfg.Jobs)).Msg("config reloaded")
 	return true, nil
+}
+
+// retireRemovedJobs stops tracking the backup status of jobs no longer in the config, so their
+// targets do not stay stale forever.
+func (m *Main) retireRemovedJobs(ctx context.Context, cfg *config.Config) {
+	names := make([]string, 0, len(cfg.Jobs))
+	for _, j := range cfg.Jobs {
+		names = append(names, j.Name)
+	}
+	gone, err := m.state.RetireJobsExcept(ctx, names, time.Now())
+	if err != nil {
+		m.log.Error().Err(err).Msg("cannot retire the backup status of removed jobs")
+	}
+	for _, b := range gone {
+		m.metrics.Backups.DeleteFor(b.Job, b.ContainerID)
+		m.log.Info().Str("job", b.Job).Str("target", b.ContainerID).Msg("job removed from the config; stopped tracking its target")
+	}
 }
 
 func restartOnly(old, cfg *config.Config) []string {
@@ -439,6 +473,9 @@ func restartOnly(old, cfg *config.Config) []string {
 	}
 	if old.Scheduler.MaxConcurrent != cfg.Scheduler.MaxConcurrent {
 		out = append(out, "scheduler.max_concurrent")
+	}
+	if old.Docker.Host != cfg.Docker.Host {
+		out = append(out, "docker.host") // the Docker client is built once, at start
 	}
 	return out
 }

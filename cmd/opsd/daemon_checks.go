@@ -251,7 +251,7 @@ func (m *Main) checkDeps(ctx context.Context) {
 
 // listJobs is /api/jobs: the scheduler's view, except that a job whose last run could not be
 // recorded (the state database's disk is full) shows that failure, not the last recorded run.
-func (m *Main) listJobs(ctx context.Context) any {
+func (m *Main) listJobs(ctx context.Context) []jobs.Info {
 	infos := m.sched.Jobs(ctx)
 	byName := map[string]string{}
 	for _, p := range m.problems.List() {

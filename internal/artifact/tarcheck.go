@@ -97,3 +97,14 @@ func VerifyTar(r io.Reader) (int, error) {
 	}
 	return v.Entries, nil
 }
+
+// errAbandoned ends the parser of a stream that was not read to its end.
+var errAbandoned = errors.New("tar stream abandoned before its end")
+
+// Close releases the parsing goroutine of a stream abandoned before its end (an upload or
+// import that failed half way); without it the goroutine would wait for bytes forever. It is
+// safe after EOF and more than once.
+func (v *TarVerifier) Close() error {
+	v.pw.CloseWithError(errAbandoned)
+	return nil
+}

@@ -42,8 +42,11 @@ type Options struct {
 	// job needs, a run that could not be recorded); nil means none.
 	Problems *health.Problems
 
-	// ListJobs returns the jobs (any JSON-marshalable slice).
-	ListJobs func(ctx context.Context) any
+	// ListJobs returns the jobs (any JSON-marshalable slice); with full false, error texts are
+	// to be shortened with PublicError (the caller is not an admin).
+	ListJobs func(ctx context.Context, full bool) any
+	// Redact removes secrets from text served by the API (nil: none known).
+	Redact func(string) string
 	// TriggerJob starts a run now; ErrNotFound for an unknown job, ErrConflict when running.
 	TriggerJob func(name string) error
 	// JobExists reports whether a job of that name is configured (nil: every name is).
@@ -186,9 +189,11 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]any{"jobs": s.opts.ListJobs(r.Context())})
+	WriteJSON(w, http.StatusOK, map[string]any{"jobs": s.opts.ListJobs(r.Context(), s.isAdmin(r))})
 }
 
+// jobRuns serves a job's newest runs. Without the admin token an error is its first line,
+// shortened and redacted (no panic stacks, no internal detail); with it, the whole text.
 func (s *Server) jobRuns(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	runs, err := s.opts.State.Runs(r.Context(), name, 50)
@@ -204,7 +209,42 @@ func (s *Server) jobRuns(w http.ResponseWriter, r *http.Request) {
 	if runs == nil {
 		runs = []state.Run{}
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"job": name, "runs": runs})
+	full := s.isAdmin(r)
+	for i := range runs {
+		if full {
+			runs[i].Error = s.redact(runs[i].Error)
+		} else {
+			runs[i].Error = s.PublicError(runs[i].Error)
+		}
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"job": r.PathValue("name"), "runs": runs})
+}
+
+// isAdmin reports whether the request carries the admin token.
+func (s *Server) isAdmin(r *http.Request) bool {
+	want := s.opts.AdminToken()
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && want != "" && token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(want)) == 1
+}
+
+func (s *Server) redact(text string) string {
+	if s.opts.Redact == nil {
+		return text
+	}
+	return s.opts.Redact(text)
+}
+
+// PublicError is the short form of an error text served without authentication: its first line,
+// redacted, at most 160 characters.
+func (s *Server) PublicError(text string) string {
+	if i := strings.IndexByte(text, '\n'); i >= 0 {
+		text = text[:i]
+	}
+	text = s.redact(strings.TrimSpace(text))
+	if r := []rune(text); len(r) > 160 {
+		text = string(r[:159]) + "…"
+	}
+	return text
 }
 
 func (s *Server) runJob(w http.ResponseWriter, r *http.Request) {

@@ -65,6 +65,11 @@ type Metrics struct {
 
 	// Backups tracks per-target freshness; staleness is computed at scrape time.
 	Backups *BackupTracker
+
+	// Alert outbox (at-least-once delivery).
+	NotificationsPending        *prometheus.GaugeVec
+	NotificationsGivenUp        *prometheus.GaugeVec
+	NotificationAttemptFailures *prometheus.CounterVec
 }
 
 // New creates every metric and registers it (with the Go and process collectors) on reg.
@@ -136,6 +141,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, o := range []string{"success", "failure", "unchanged"} {
 		m.ConfigReloads.WithLabelValues(o)
 	}
+	m.newOutboxMetrics(reg)
 	return m
 }
 
@@ -163,6 +169,17 @@ func (m *Metrics) InitJob(job, kind string, outcomes []string, c JobCounters) {
 	}
 }
 
+// newOutboxMetrics creates the alert outbox's metrics.
+func (m *Metrics) newOutboxMetrics(reg prometheus.Registerer) {
+	m.NotificationsPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_alert_notifications_pending",
+		Help: "Alert notifications in the outbox that no receiver has accepted yet (they are retried with backoff, across restarts), by notifier."}, []string{"notifier"})
+	m.NotificationsGivenUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsd_alert_notifications_failed",
+		Help: "Alert notifications in the outbox that were given up after every retry, by notifier."}, []string{"notifier"})
+	m.NotificationAttemptFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notification_attempt_failures_total",
+		Help: "Alert notification attempts the receiver did not accept (each is retried until the last attempt), by notifier."}, []string{"notifier"})
+	reg.MustRegister(m.NotificationsPending, m.NotificationsGivenUp, m.NotificationAttemptFailures)
+}
+
 // ForgetJob removes a job's series (the job was removed from the config or renamed).
 func (m *Metrics) ForgetJob(job, kind string) {
 	for _, v := range []*prometheus.GaugeVec{m.JobLastDuration, m.JobLastSuccess, m.JobLastRun, m.JobLastRunSuccess, m.JobExpectedInterval, m.JobRunning} {
@@ -179,8 +196,11 @@ func (m *Metrics) ForgetJob(job, kind string) {
 	m.PruneForeign.DeleteLabelValues(job)
 }
 
-// TargetState is what the tracker knows about one backup target.
+// TargetState is what the tracker knows about one backup target of one job.
 type TargetState struct {
+	// Job is the job backing the target up (label job_name): a target backed up by two jobs
+	// (nightly and hot exports) has two series, so one cannot hide the other's failure.
+	Job         string
 	Kind        string
 	Node        string
 	LastSuccess time.Time // zero: never
@@ -204,7 +224,7 @@ type BackupTracker struct {
 
 // NewBackupTracker returns an empty tracker.
 func NewBackupTracker(staleAfter time.Duration) *BackupTracker {
-	l := []string{"target", "kind", "node"}
+	l := []string{"target", "kind", "node", "job_name"}
 	return &BackupTracker{
 		targets:     map[string]TargetState{},
 		staleAfter:  staleAfter,
@@ -224,40 +244,75 @@ func (t *BackupTracker) SetStaleAfter(d time.Duration) {
 	t.mu.Unlock()
 }
 
-// Set records a target's state.
+// trackKey is the tracker's key of a (job, target); it sorts by target, then job.
+func trackKey(job, target string) string { return target + "\x00" + job }
+
+func splitKey(k string) (target, job string) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return k[:i], k[i+1:]
+		}
+	}
+	return k, ""
+}
+
+// Set records the state of a target of the job s.Job.
 func (t *BackupTracker) Set(target string, s TargetState) {
+	k := trackKey(s.Job, target)
 	t.mu.Lock()
-	if _, ok := t.targets[target]; !ok {
+	if _, ok := t.targets[k]; !ok {
 		t.sorted = nil
 	}
-	t.targets[target] = s
+	t.targets[k] = s
 	t.cache = nil
 	t.mu.Unlock()
 }
 
-// Get returns a target's state.
+// Get returns the state of a target, of the first job (by name) that backs it up (see GetFor).
 func (t *BackupTracker) Get(target string) (TargetState, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	s, ok := t.targets[target]
+	var best string
+	found := false
+	for k := range t.targets {
+		if name, _ := splitKey(k); name == target && (!found || k < best) {
+			best, found = k, true
+		}
+	}
+	return t.targets[best], found
+}
+
+// GetFor returns the state of a job's target.
+func (t *BackupTracker) GetFor(job, target string) (TargetState, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s, ok := t.targets[trackKey(job, target)]
 	return s, ok
 }
 
-// Delete stops exporting a target (retired).
-func (t *BackupTracker) Delete(target string) {
+// Delete stops exporting a target of no particular job (see DeleteFor).
+func (t *BackupTracker) Delete(target string) { t.DeleteFor("", target) }
+
+// DeleteFor stops exporting a job's target (retired, or the job was removed).
+func (t *BackupTracker) DeleteFor(job, target string) {
 	t.mu.Lock()
-	delete(t.targets, target)
+	delete(t.targets, trackKey(job, target))
 	t.sorted, t.cache = nil, nil
 	t.mu.Unlock()
 }
 
-// Targets returns the tracked target names, sorted.
+// Targets returns the tracked target names, sorted (a target of two jobs once).
 func (t *BackupTracker) Targets() []string {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	seen := map[string]bool{}
 	out := make([]string, 0, len(t.targets))
 	for k := range t.targets {
-		out = append(out, k)
+		name, _ := splitKey(k)
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -299,8 +354,9 @@ func (t *BackupTracker) rebuild(now time.Time) {
 	out := make([]prometheus.Metric, 0, 3*len(t.sorted)+2)
 	next := now.Add(time.Hour)
 	var nStale, nFresh float64
-	for _, name := range t.sorted {
-		s := t.targets[name]
+	for _, k := range t.sorted {
+		s := t.targets[k]
+		name, _ := splitKey(k)
 		isStale := s.LastSuccess.IsZero() || !s.LastOK || now.Sub(s.LastSuccess) > t.staleAfter
 		v := 0.0
 		if isStale {
@@ -312,11 +368,11 @@ func (t *BackupTracker) rebuild(now time.Time) {
 				next = flip
 			}
 		}
-		out = append(out, prometheus.MustNewConstMetric(t.stale, prometheus.GaugeValue, v, name, s.Kind, s.Node))
+		out = append(out, prometheus.MustNewConstMetric(t.stale, prometheus.GaugeValue, v, name, s.Kind, s.Node, s.Job))
 		if !s.LastSuccess.IsZero() {
 			out = append(out,
-				prometheus.MustNewConstMetric(t.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixMilli())/1000, name, s.Kind, s.Node),
-				prometheus.MustNewConstMetric(t.size, prometheus.GaugeValue, float64(s.SizeBytes), name, s.Kind, s.Node))
+				prometheus.MustNewConstMetric(t.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixMilli())/1000, name, s.Kind, s.Node, s.Job),
+				prometheus.MustNewConstMetric(t.size, prometheus.GaugeValue, float64(s.SizeBytes), name, s.Kind, s.Node, s.Job))
 		}
 	}
 	out = append(out, prometheus.MustNewConstMetric(t.count, prometheus.GaugeValue, nStale, "true"),

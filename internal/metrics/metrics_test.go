@@ -39,13 +39,13 @@ func TestTrackerStaleness(t *testing.T) {
 	resp, _ := http.Get(srv.URL)
 	b, _ := io.ReadAll(resp.Body)
 	body := string(b)
-	for _, want := range []string{`opsd_backup_stale{kind="sqlite",node="",target="fresh"} 0`, `opsd_backup_stale{kind="sqlite",node="",target="old"} 1`,
-		`opsd_backup_stale{kind="sqlite",node="",target="failed"} 1`, `opsd_backup_stale{kind="sqlite",node="",target="never"} 1`, `opsd_backup_targets{stale="true"} 3`} {
+	for _, want := range []string{`opsd_backup_stale{job_name="",kind="sqlite",node="",target="fresh"} 0`, `opsd_backup_stale{job_name="",kind="sqlite",node="",target="old"} 1`,
+		`opsd_backup_stale{job_name="",kind="sqlite",node="",target="failed"} 1`, `opsd_backup_stale{job_name="",kind="sqlite",node="",target="never"} 1`, `opsd_backup_targets{stale="true"} 3`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %s", want)
 		}
 	}
-	if strings.Contains(body, `opsd_backup_last_success_timestamp_seconds{kind="sqlite",node="",target="never"}`) {
+	if strings.Contains(body, `opsd_backup_last_success_timestamp_seconds{job_name="",kind="sqlite",node="",target="never"}`) {
 		t.Error("a target never backed up has a last-success timestamp")
 	}
 }

@@ -146,7 +146,9 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	if err != nil {
 		return res, fmt.Errorf("restore %s: safety export: %w (nothing was changed)", o.Name, err)
 	}
-	_, err = artifact.Store(ctx, o.Store, artifact.NewTarVerifier(rc), artifact.Options{Compression: artifact.Gzip}, artifact.Manifest{
+	safety := artifact.NewTarVerifier(rc)
+	defer safety.Close()
+	_, err = artifact.Store(ctx, o.Store, safety, artifact.Options{Compression: artifact.Gzip}, artifact.Manifest{
 		Key: res.SafetyKey, Kind: "container", Target: o.Name, Source: old.ID, Node: o.Node, Labels: old.Labels,
 		Container: &artifact.ContainerInfo{ID: old.ID, Name: o.Name, Image: old.Image}, Note: "safety export taken before restoring " + o.Key})
 	rc.Close()
@@ -205,7 +207,9 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	if err != nil {
 		return rollback(fmt.Errorf("restore %s: %w", o.Name, err))
 	}
-	image, err = e.Import(ctx, artifact.NewTarVerifier(dec), fmt.Sprintf("opsd-restore/%s:%s", strings.ToLower(o.Name), strings.ToLower(ts)))
+	imported := artifact.NewTarVerifier(dec)
+	defer imported.Close()
+	image, err = e.Import(ctx, imported, fmt.Sprintf("opsd-restore/%s:%s", strings.ToLower(o.Name), strings.ToLower(ts)))
 	dec.Close()
 	if err != nil {
 		return rollback(fmt.Errorf("restore %s: import: %w", o.Name, err))

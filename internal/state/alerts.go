@@ -22,13 +22,17 @@ type AlertState struct {
 
 // SaveAlert records an alert's state.
 func (s *Store) SaveAlert(ctx context.Context, a AlertState) error {
+	return saveAlert(ctx, s.db, a)
+}
+
+func saveAlert(ctx context.Context, db execer, a AlertState) error {
 	opt := func(t *time.Time) sql.NullInt64 {
 		if t == nil {
 			return sql.NullInt64{}
 		}
 		return ms(*t)
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at)
+	_, err := db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET firing=excluded.firing, pending_since=excluded.pending_since, fired_at=excluded.fired_at,
 			resolved_at=excluded.resolved_at, value=excluded.value, threshold=excluded.threshold, message=excluded.message, updated_at=excluded.updated_at`,

@@ -8,10 +8,13 @@ import (
 	"time"
 )
 
-// BackupStatus is one tracked target (REFERENCE.md "BackupStatusStore"); JSON names match the
-// platform's admin API.
+// BackupStatus is one tracked target of one job (REFERENCE.md "BackupStatusStore"); JSON names
+// match the platform's admin API: containerId is the target, job the opsd job that backs it up
+// (a container exported nightly and hot has two rows, so one cannot hide the other's failure;
+// "" for rows recorded before opsd kept them per job).
 type BackupStatus struct {
 	ContainerID       string     `json:"containerId"`
+	Job               string     `json:"job"`
 	NodeID            string     `json:"nodeId"`
 	Kind              string     `json:"kind,omitempty"`
 	LastBackupAt      *time.Time `json:"lastBackupAt"`
@@ -28,6 +31,7 @@ type BackupStatus struct {
 // BackupAttempt is the outcome of one backup of one target.
 type BackupAttempt struct {
 	Target    string
+	Job       string
 	NodeID    string
 	Kind      string
 	At        time.Time
@@ -41,26 +45,40 @@ type BackupAttempt struct {
 // records the error and keeps the previous good time and path. Recording un-retires a target.
 func (s *Store) RecordBackup(ctx context.Context, a BackupAttempt) error {
 	now := a.At.UnixMilli()
-	var err error
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record backup of %s: %w", a.Target, err)
+	}
+	defer tx.Rollback()
+	if a.Job != "" {
+		// A row from before status was kept per job becomes this job's.
+		if _, err := tx.ExecContext(ctx, `UPDATE backup_status SET job=? WHERE container_id=? AND job='' AND NOT EXISTS
+			(SELECT 1 FROM backup_status WHERE container_id=? AND job=?)`, a.Job, a.Target, a.Target, a.Job); err != nil {
+			return fmt.Errorf("record backup of %s: %w", a.Target, err)
+		}
+	}
 	if a.Success {
-		_, err = s.db.ExecContext(ctx, `INSERT INTO backup_status
-			(container_id, node_id, kind, last_backup_at, last_backup_size_mb, last_backup_path, last_backup_success, last_backup_error, total_backups, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, 1, NULL, 1, ?, ?)
-			ON CONFLICT(container_id) DO UPDATE SET node_id=excluded.node_id, kind=excluded.kind,
+		_, err = tx.ExecContext(ctx, `INSERT INTO backup_status
+			(container_id, job, node_id, kind, last_backup_at, last_backup_size_mb, last_backup_path, last_backup_success, last_backup_error, total_backups, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, 1, NULL, 1, ?, ?)
+			ON CONFLICT(container_id, job) DO UPDATE SET node_id=excluded.node_id, kind=excluded.kind,
 				last_backup_at=excluded.last_backup_at, last_backup_size_mb=excluded.last_backup_size_mb,
 				last_backup_path=excluded.last_backup_path, last_backup_success=1, last_backup_error=NULL,
 				total_backups=total_backups+1, updated_at=excluded.updated_at, retired_at=NULL`,
-			a.Target, a.NodeID, a.Kind, now, float64(a.SizeBytes)/(1024*1024), a.Path, now, now)
+			a.Target, a.Job, a.NodeID, a.Kind, now, float64(a.SizeBytes)/(1024*1024), a.Path, now, now)
 	} else {
-		_, err = s.db.ExecContext(ctx, `INSERT INTO backup_status
-			(container_id, node_id, kind, last_backup_success, last_backup_error, total_backups, created_at, updated_at)
-			VALUES (?, ?, ?, 0, ?, 0, ?, ?)
-			ON CONFLICT(container_id) DO UPDATE SET node_id=excluded.node_id, kind=excluded.kind,
+		_, err = tx.ExecContext(ctx, `INSERT INTO backup_status
+			(container_id, job, node_id, kind, last_backup_success, last_backup_error, total_backups, created_at, updated_at)
+			VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?)
+			ON CONFLICT(container_id, job) DO UPDATE SET node_id=excluded.node_id, kind=excluded.kind,
 				last_backup_success=0, last_backup_error=excluded.last_backup_error,
 				updated_at=excluded.updated_at, retired_at=NULL`,
-			a.Target, a.NodeID, a.Kind, a.Error, now, now)
+			a.Target, a.Job, a.NodeID, a.Kind, a.Error, now, now)
 	}
 	if err != nil {
+		return fmt.Errorf("record backup of %s: %w", a.Target, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("record backup of %s: %w", a.Target, err)
 	}
 	return nil
@@ -72,11 +90,12 @@ func IsStale(b BackupStatus, now time.Time, staleAfter time.Duration) bool {
 	return b.LastBackupAt == nil || !b.LastBackupSuccess || now.Sub(*b.LastBackupAt) > staleAfter
 }
 
-// ListBackups returns every tracked (not retired) target with its stale flag, by target name.
+// ListBackups returns every tracked (not retired) (target, job) with its stale flag, by target
+// name then job.
 func (s *Store) ListBackups(ctx context.Context, now time.Time, staleAfter time.Duration) ([]BackupStatus, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT container_id, node_id, kind, last_backup_at, last_backup_size_mb,
+	rows, err := s.db.QueryContext(ctx, `SELECT container_id, job, node_id, kind, last_backup_at, last_backup_size_mb,
 		last_backup_path, last_backup_success, last_backup_error, total_backups, created_at, updated_at
-		FROM backup_status WHERE retired_at IS NULL ORDER BY container_id`)
+		FROM backup_status WHERE retired_at IS NULL ORDER BY container_id, job`)
 	if err != nil {
 		return nil, fmt.Errorf("list backups: %w", err)
 	}
@@ -89,7 +108,7 @@ func (s *Store) ListBackups(ctx context.Context, now time.Time, staleAfter time.
 			size              sql.NullFloat64
 			path, errText     sql.NullString
 		)
-		if err := rows.Scan(&b.ContainerID, &b.NodeID, &b.Kind, &last, &size, &path, &b.LastBackupSuccess, &errText, &b.TotalBackups, &created, &up); err != nil {
+		if err := rows.Scan(&b.ContainerID, &b.Job, &b.NodeID, &b.Kind, &last, &size, &path, &b.LastBackupSuccess, &errText, &b.TotalBackups, &created, &up); err != nil {
 			return nil, fmt.Errorf("list backups: %w", err)
 		}
 		b.LastBackupAt = fromMS(last)
@@ -124,7 +143,7 @@ func (s *Store) ListStale(ctx context.Context, now time.Time, staleAfter time.Du
 	return out, nil
 }
 
-// GetBackup returns one target (retired or not).
+// GetBackup returns a tracked target's status (its first job's row when several jobs back it up).
 func (s *Store) GetBackup(ctx context.Context, target string, now time.Time, staleAfter time.Duration) (BackupStatus, error) {
 	all, err := s.ListBackups(ctx, now, staleAfter)
 	if err != nil {
@@ -139,7 +158,8 @@ func (s *Store) GetBackup(ctx context.Context, target string, now time.Time, sta
 }
 
 // Retire stops tracking a target that no longer exists (removed from the config, container gone),
-// so it does not stay stale forever. Its history is kept; a later backup un-retires it.
+// for every job, so it does not stay stale forever. Its history is kept; a later backup
+// un-retires it.
 func (s *Store) Retire(ctx context.Context, target string, at time.Time) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE backup_status SET retired_at=?, updated_at=? WHERE container_id=? AND retired_at IS NULL`, at.UnixMilli(), at.UnixMilli(), target)
 	if err != nil {
@@ -151,9 +171,9 @@ func (s *Store) Retire(ctx context.Context, target string, at time.Time) error {
 	return nil
 }
 
-// RetireMissing retires every tracked target of the given kind that is not in keep; it returns
-// the names retired.
-func (s *Store) RetireMissing(ctx context.Context, kind string, keep []string, at time.Time) ([]string, error) {
+// RetireMissing retires the targets of the given job and kind that are not in keep (rows from
+// before status was kept per job count as the job's); it returns the names retired.
+func (s *Store) RetireMissing(ctx context.Context, job, kind string, keep []string, at time.Time) ([]string, error) {
 	all, err := s.ListBackups(ctx, at, time.Hour)
 	if err != nil {
 		return nil, err
@@ -164,14 +184,45 @@ func (s *Store) RetireMissing(ctx context.Context, kind string, keep []string, a
 	}
 	var retired []string
 	for _, b := range all {
-		if b.Kind == kind && !want[b.ContainerID] {
-			if err := s.Retire(ctx, b.ContainerID, at); err != nil && !errors.Is(err, ErrNotFound) {
+		if b.Kind == kind && (b.Job == job || b.Job == "") && !want[b.ContainerID] {
+			if err := s.retireRow(ctx, b.ContainerID, b.Job, at); err != nil {
 				return retired, err
 			}
 			retired = append(retired, b.ContainerID)
 		}
 	}
 	return retired, nil
+}
+
+// RetireJobsExcept retires the rows of every job not in jobs (jobs removed from the config), so
+// their targets stop being stale; it returns the rows retired.
+func (s *Store) RetireJobsExcept(ctx context.Context, jobs []string, at time.Time) ([]BackupStatus, error) {
+	all, err := s.ListBackups(ctx, at, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, j := range jobs {
+		want[j] = true
+	}
+	var retired []BackupStatus
+	for _, b := range all {
+		if b.Job != "" && !want[b.Job] {
+			if err := s.retireRow(ctx, b.ContainerID, b.Job, at); err != nil {
+				return retired, err
+			}
+			retired = append(retired, b)
+		}
+	}
+	return retired, nil
+}
+
+func (s *Store) retireRow(ctx context.Context, target, job string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE backup_status SET retired_at=?, updated_at=? WHERE container_id=? AND job=? AND retired_at IS NULL`,
+		at.UnixMilli(), at.UnixMilli(), target, job); err != nil {
+		return fmt.Errorf("retire %s of %s: %w", target, job, err)
+	}
+	return nil
 }
 
 // Fingerprint returns the change fingerprint recorded at a container's last successful hot

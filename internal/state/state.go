@@ -94,6 +94,30 @@ var migrations = []string{
 		progress     TEXT,
 		error        TEXT
 	);`,
+	// One status row per (job, target): a good hot export must not hide a failed nightly of the
+	// same container. Rows from before keep job '' until their target's next backup adopts them.
+	`CREATE TABLE backup_status_v2 (
+		container_id        TEXT NOT NULL,
+		job                 TEXT NOT NULL DEFAULT '',
+		node_id             TEXT NOT NULL,
+		kind                TEXT NOT NULL DEFAULT '',
+		last_backup_at      INTEGER,
+		last_backup_size_mb REAL,
+		last_backup_path    TEXT,
+		last_backup_success INTEGER NOT NULL DEFAULT 0,
+		last_backup_error   TEXT,
+		total_backups       INTEGER NOT NULL DEFAULT 0,
+		created_at          INTEGER NOT NULL,
+		updated_at          INTEGER NOT NULL,
+		retired_at          INTEGER,
+		PRIMARY KEY (container_id, job)
+	);
+	INSERT INTO backup_status_v2 (container_id, job, node_id, kind, last_backup_at, last_backup_size_mb, last_backup_path,
+		last_backup_success, last_backup_error, total_backups, created_at, updated_at, retired_at)
+		SELECT container_id, '', node_id, kind, last_backup_at, last_backup_size_mb, last_backup_path,
+		last_backup_success, last_backup_error, total_backups, created_at, updated_at, retired_at FROM backup_status;
+	DROP TABLE backup_status;
+	ALTER TABLE backup_status_v2 RENAME TO backup_status;`,
 }
 
 // Open opens (creating if needed) the state database at path and migrates it.
@@ -113,6 +137,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxOpenConns(4)
 	s := &Store{db: db, path: path}
 	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	if err := s.ensureOutbox(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}

@@ -71,7 +71,7 @@ func TestBackupStatusRules(t *testing.T) {
 	}
 	// RetireMissing retires only the given kind.
 	s.RecordBackup(ctx, BackupAttempt{Target: "auth", Kind: "sqlite", At: t0, Success: true})
-	got, err := s.RetireMissing(ctx, "container", nil, t0)
+	got, err := s.RetireMissing(ctx, "", "container", nil, t0)
 	if err != nil || len(got) != 1 || got[0] != "tenant_a" {
 		t.Fatalf("RetireMissing = %v, %v", got, err)
 	}

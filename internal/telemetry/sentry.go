@@ -20,8 +20,9 @@ type SentryOptions struct {
 // Sentry reports job failures and alerts. The zero value and a Sentry built without a DSN are
 // no-ops. Every event passes through the redactor before it is sent.
 type Sentry struct {
-	hub  *sentry.Hub
-	node string
+	hub   *sentry.Hub
+	node  string
+	alert *alertClient // synchronous delivery of alert notifications
 }
 
 // NewSentry creates a Sentry client; with an empty DSN it returns a no-op.
@@ -48,7 +49,11 @@ func NewSentry(o SentryOptions, r *Redactor) (*Sentry, error) {
 		// The DSN itself must not appear in the error.
 		return nil, fmt.Errorf("init sentry: invalid DSN")
 	}
-	return &Sentry{hub: sentry.NewHub(client, sentry.NewScope()), node: o.Node}, nil
+	alert, err := newAlertClient(o, r)
+	if err != nil {
+		return nil, err
+	}
+	return &Sentry{hub: sentry.NewHub(client, sentry.NewScope()), node: o.Node, alert: alert}, nil
 }
 
 // Enabled reports whether events are sent.

@@ -51,6 +51,10 @@ type Config struct {
 	// MultipartCopyAbove: Copy uses a multipart copy (UploadPartCopy, parts of PartSize) for
 	// objects larger than this (default 5 GiB, S3's limit for a single copy; tests lower it).
 	MultipartCopyAbove int64
+	// RequestTimeout bounds how long one request may wait for the server: for the response
+	// headers, and for any read or write on the connection to make progress (a server that
+	// accepts and never answers fails the request instead of hanging the run). 0: 2 minutes.
+	RequestTimeout time.Duration
 }
 
 // Store is an S3 bucket.
@@ -72,6 +76,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.ResponseHeaderTimeout = 2 * time.Minute
+	if cfg.RequestTimeout > 0 {
+		tr.ResponseHeaderTimeout = cfg.RequestTimeout
+		tr.DialContext = idleTimeoutDialer(cfg.RequestTimeout)
+	}
 	tr.MaxIdleConnsPerHost = 16
 	if cfg.Secure {
 		pool := cfg.RootCAs
@@ -378,7 +386,17 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 func (s *Store) AbortIncompleteUploads(ctx context.Context, prefix string, olderThan time.Duration) (int, error) {
 	cutoff := time.Now().Add(-olderThan)
 	n := 0
-	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, prefix, true) {
+	// Returning early must stop minio-go's listing goroutine, which is blocked sending the next
+	// upload (and, once cancelled, sends the context's error): cancel it and drain the channel
+	// on every way out.
+	ctx, cancel := context.WithCancel(ctx)
+	uploads := s.client.ListIncompleteUploads(ctx, s.bucket, prefix, true)
+	defer func() {
+		cancel()
+		for range uploads {
+		}
+	}()
+	for u := range uploads {
 		if u.Err != nil {
 			var resp minio.ErrorResponse
 			if errors.As(u.Err, &resp) && (resp.Code == "NoSuchUpload" || resp.Code == "NotImplemented") {
