@@ -60,7 +60,7 @@ func TestInvalidFiles(t *testing.T) {
 
 func TestExampleLoads(t *testing.T) {
 	env := map[string]string{"DO_SPACES_REGION": "nyc3", "DO_SPACES_ACCESS_KEY": "AKEXAMPLE", "DO_SPACES_SECRET_KEY": "SKEXAMPLE",
-		"OPSD_ADMIN_TOKEN": "token-example", "SENTRY_DSN": "https://abc@o1.ingest.sentry.io/2"}
+		"OPSD_ADMIN_TOKEN": "token-example-0123456789", "SENTRY_DSN": "https://abc@o1.ingest.sentry.io/2"}
 	data, err := os.ReadFile("example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -87,12 +87,12 @@ func TestExampleLoads(t *testing.T) {
 }
 
 func TestEnvExpansion(t *testing.T) {
-	yaml := "node_id: ${NODE}\nstate:\n  path: ${STATE_DIR:-/var/lib/opsd}/state.db\nhttp:\n  admin_token: \"$${literal}\"\n"
+	yaml := "node_id: ${NODE}\nstate:\n  path: ${STATE_DIR:-/var/lib/opsd}/state.db\nhttp:\n  admin_token: \"$${literal}-0123456789\"\n"
 	cfg, err := parse([]byte(yaml), "", envOf(map[string]string{"NODE": "fleet-7"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NodeID != "fleet-7" || cfg.State.Path != "/var/lib/opsd/state.db" || cfg.HTTP.AdminToken.Value() != "${literal}" {
+	if cfg.NodeID != "fleet-7" || cfg.State.Path != "/var/lib/opsd/state.db" || cfg.HTTP.AdminToken.Value() != "${literal}-0123456789" {
 		t.Fatalf("got node=%q state=%q token=%q", cfg.NodeID, cfg.State.Path, cfg.HTTP.AdminToken.Value())
 	}
 }

@@ -1,12 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -159,6 +161,10 @@ func (d *decoder) decodeScalar(path string, n *yaml.Node, v reflect.Value) {
 			d.fail(path, n.Line, "%v", err)
 			return
 		}
+		if dur < 0 {
+			d.fail(path, n.Line, "duration %q must not be negative", s)
+			return
+		}
 		v.SetInt(int64(dur))
 	case v.Type() == byteSizeType:
 		b, err := ParseByteSize(s)
@@ -178,6 +184,10 @@ func (d *decoder) decodeScalar(path string, n *yaml.Node, v reflect.Value) {
 		v.SetBool(b)
 	case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
 		i, err := strconv.ParseInt(s, 10, 64)
+		if errors.Is(err, strconv.ErrRange) || err == nil && (i > math.MaxInt32 || i < math.MinInt32) {
+			d.fail(path, n.Line, "number %s is out of range", s)
+			return
+		}
 		if err != nil {
 			d.fail(path, n.Line, "expected a whole number, got %q", s)
 			return
@@ -312,7 +322,9 @@ func describe(n *yaml.Node) string {
 }
 
 // expandEnv replaces ${VAR} and ${VAR:-default}; $$ is a literal $. An unset variable without a
-// default is an error, so a typo never silently becomes an empty bucket name or token.
+// default is an error, so a typo never silently becomes an empty bucket name or token; so is a
+// variable that is set but empty (write ${VAR:-} to allow an empty value). Errors never quote
+// the value, which may be a secret.
 func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 	if !strings.Contains(s, "$") {
 		return s, nil
@@ -335,19 +347,21 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		}
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return "", fmt.Errorf("unterminated ${ in %q", s)
+			return "", fmt.Errorf("unterminated ${ at character %d (write $$ for a literal $)", i+1)
 		}
 		expr := s[i+2 : i+end]
 		name, def, hasDef := strings.Cut(expr, ":-")
 		if !validEnvName(name) {
-			return "", fmt.Errorf("invalid environment variable name %q", name)
+			return "", fmt.Errorf("invalid environment variable name in ${...} at character %d (letters, digits and _; write $$ for a literal $)", i+1)
 		}
 		val, ok := lookup(name)
 		switch {
-		case ok && (val != "" || !hasDef):
+		case ok && val != "":
 			b.WriteString(val)
 		case hasDef:
 			b.WriteString(def)
+		case ok:
+			return "", fmt.Errorf("environment variable %s is set but empty (use ${%s:-} to allow an empty value)", name, name)
 		default:
 			return "", fmt.Errorf("environment variable %s is not set (use ${%s:-default} for a default)", name, name)
 		}
@@ -368,23 +382,33 @@ func validEnvName(s string) bool {
 	return true
 }
 
-// ParseByteSize parses "16MiB", "512KiB", "1GiB", "5MB", "1024".
+// MaxByteSize is the largest size a job file may write (1TiB).
+const MaxByteSize = 1 << 40
+
+// ParseByteSize parses "16MiB", "512KiB", "1GiB", "5MB", "1024": at most MaxByteSize.
 func ParseByteSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	units := []struct {
 		suffix string
 		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"TB", 1000 * 1000 * 1000 * 1000}, {"B", 1}}
 	for _, u := range units {
 		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
-			if err != nil || v < 0 {
+			n = strings.TrimSpace(n)
+			v, err := strconv.ParseFloat(n, 64)
+			if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || n == "" || !unicode.IsDigit(rune(n[0])) {
 				return 0, fmt.Errorf("invalid size %q (use e.g. 16MiB)", s)
+			}
+			if v*float64(u.mult) > MaxByteSize {
+				return 0, fmt.Errorf("size %q is larger than the 1TiB limit", s)
 			}
 			return int64(v * float64(u.mult)), nil
 		}
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil && errors.Is(err, strconv.ErrRange) || err == nil && v > MaxByteSize {
+		return 0, fmt.Errorf("size %q is larger than the 1TiB limit", s)
+	}
 	if err != nil || v < 0 {
 		return 0, fmt.Errorf("invalid size %q (use e.g. 16MiB)", s)
 	}
