@@ -14,6 +14,20 @@ var update = flag.Bool("update", false, "rewrite testdata/invalid/*.want from th
 
 func noEnv(string) (string, bool) { return "", false }
 
+// fileEnv is the environment a test file asks for in leading `# env: NAME=VALUE` lines.
+func fileEnv(data []byte) func(string) (string, bool) {
+	m := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		kv, ok := strings.CutPrefix(l, "# env: ")
+		if !ok {
+			break
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return envOf(m)
+}
+
 func envOf(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
@@ -31,7 +45,7 @@ func TestInvalidFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = parse(data, "", noEnv)
+			_, err = parse(data, "", fileEnv(data))
 			var ce *Errors
 			if !errors.As(err, &ce) {
 				t.Fatalf("parse succeeded or failed oddly: %v", err)

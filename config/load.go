@@ -83,11 +83,18 @@ func parse(data []byte, file string, env func(string) (string, bool)) (*Config, 
 	d.decode("", doc, reflect.ValueOf(cfg).Elem())
 	cfg.resolve(d, env)
 	cfg.applyDefaults()
-	// A value that failed to decode is reported once, not again by validation.
+	// A value that failed to decode is reported once, not again by validation: neither the
+	// value, nor the rule holding it ("has no keep rule"), nor the secret its *_file was for.
 	errs := d.errs
 	failed := map[string]bool{}
 	for _, e := range d.errs {
 		failed[e.Path] = true
+		if i := strings.LastIndexByte(e.Path, '.'); i > 0 {
+			failed[e.Path[:i]] = true
+		}
+		if p, ok := strings.CutSuffix(e.Path, "_file"); ok {
+			failed[p] = true
+		}
 	}
 	for _, e := range cfg.Validate() {
 		if !failed[e.Path] {
@@ -231,8 +238,11 @@ func checkTree(root *yaml.Node) (FieldError, bool) {
 // sortByLine orders problems by line (those without a line last), keeping the order of problems
 // on one line. It is O(n log n): a file with 80,000 problems sorts at once.
 func sortByLine(errs []FieldError) {
-	sort.SliceStable(errs, func(i, j int) bool { return lineKey(errs[i]) < lineKey(errs[j]) })
+	sort.SliceStable(errs, func(i, j int) bool { return lineLess(errs[i], errs[j]) })
 }
+
+// lineLess orders two problems by line; a variable so a test can count the comparisons.
+var lineLess = func(a, b FieldError) bool { return lineKey(a) < lineKey(b) }
 
 func lineKey(e FieldError) int {
 	if e.Line == 0 {

@@ -224,6 +224,7 @@ func (c *Config) Validate() []FieldError {
 	}
 
 	names := map[string]int{}
+	known := Kinds()
 	for i, j := range c.Jobs {
 		p := fmt.Sprintf("jobs[%d]", i)
 		switch {
@@ -238,7 +239,6 @@ func (c *Config) Validate() []FieldError {
 				names[j.Name] = i
 			}
 		}
-		known := Kinds()
 		switch {
 		case j.Kind == "":
 			bad(p+".kind", "is required (one of %s)", strings.Join(known, ", "))
