@@ -326,11 +326,11 @@ jobs:
 // mapping or list around it.
 func TestSyntaxErrorLines(t *testing.T) {
 	for yaml, line := range map[string]int{
-		"node_id: n1\n- b\n":                              2,
-		"a:\n  b: 1\n c: 2\n":                             3,
-		"jobs:\n  - name: x\n    kind: noop\n  bad\n":     4,
-		"node_id: n1\nstate:\n  path: x\n\tbad: 1\n":      4,
-		"a: 1\nb: *nope\n":                                2,
+		"node_id: n1\n- b\n":                             2,
+		"a:\n  b: 1\n c: 2\n":                            3,
+		"jobs:\n  - name: x\n    kind: noop\n  bad\n":    4,
+		"node_id: n1\nstate:\n  path: x\n\tbad: 1\n":     4,
+		"a: 1\nb: *nope\n":                               2,
 		"a:\n  - 1\n  - 2\n  - 3\n  - 4\n  - 5\n c: 3\n": 7,
 	} {
 		_, err := parse([]byte(yaml), "", noEnv)
