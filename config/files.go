@@ -8,6 +8,16 @@ import (
 	"syscall"
 )
 
+// ReadSecretFile reads a secret or key file the way the job file's *_file settings are read: a
+// regular file of at most MaxSecretFileSize bytes, never blocking on a FIFO or reading a device.
+func ReadSecretFile(path string) ([]byte, error) {
+	b, err := readRegular(path, MaxSecretFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return b, nil
+}
+
 // readRegular reads a regular file of at most limit bytes. It opens without blocking (a FIFO
 // would otherwise hang the reload until a writer appears) and refuses FIFOs, devices (/dev/zero
 // would be read until memory runs out), sockets and directories before reading a byte.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -100,6 +101,13 @@ func (c *Config) Validate() []FieldError {
 			bad("storage.s3.endpoint", "must be host[:port] without a scheme or path, got %q (TLS is set with storage.s3.tls)", s.Endpoint)
 		} else if msg := checkEndpoint(s.Endpoint); msg != "" {
 			bad("storage.s3.endpoint", "%s, got %q", msg, s.Endpoint)
+		}
+		if s.CAFile != "" {
+			if b, err := readRegular(s.CAFile, 1<<20); err != nil {
+				bad("storage.s3.ca_file", "cannot read %s: %v", s.CAFile, err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+				bad("storage.s3.ca_file", "%s holds no PEM certificate", s.CAFile)
+			}
 		}
 		if s.AccessKey == "" {
 			bad("storage.s3.access_key", "is required (or set DO_SPACES_ACCESS_KEY or access_key_file)")
