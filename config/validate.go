@@ -488,9 +488,20 @@ func (c *Config) validateKey(path, key string, required, allowed []string) []Fie
 	}
 	if strings.HasPrefix(key, "/") || strings.Contains(key, "..") || strings.Contains(key, "//") {
 		bad("key template %q must be a relative key without '..' or '//'", key)
+	} else if key == "." || strings.HasPrefix(key, "./") || strings.Contains(key, "/./") || strings.HasSuffix(key, "/.") || strings.HasSuffix(key, "/") {
+		bad("key template %q has an empty or '.' path element", key)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		bad("key template %q holds a control character", key)
+	}
+	if len(key) > MaxKeyTemplate {
+		bad("key template is %d bytes, more than %d (S3 keys end at 1024)", len(key), MaxKeyTemplate)
 	}
 	return errs
 }
+
+// MaxKeyTemplate is the longest key template accepted, in bytes.
+const MaxKeyTemplate = 512
 
 func (c *Config) validateEncryption(path string, e Encryption) []FieldError {
 	var errs []FieldError
