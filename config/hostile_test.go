@@ -265,6 +265,10 @@ func TestNoSecretInErrors(t *testing.T) {
 			}
 		}
 	}
+	// An unquoted secret that starts with * is a YAML alias: the error does not name it.
+	if _, err := parse([]byte("node_id: n1\nhttp:\n  admin_token: *"+secret+"\n"), "", noEnv); err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("alias-looking secret: %v", err)
+	}
 	// Valid-looking but wrong secrets: a DSN or URL that does not parse is not quoted either.
 	for f, v := range map[string]string{"sentry:\n  dsn: %q\n": "https://host/" + secret, "jobs:\n  - name: p\n    kind: http_ping\n    schedule: \"@daily\"\n    url: %q\n": "ftp://" + secret + "@host/"} {
 		yaml := "node_id: n1\nstate:\n  path: /tmp/s.db\n" + fmt.Sprintf(f, v)

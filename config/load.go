@@ -122,7 +122,12 @@ func syntaxError(data []byte, err error) FieldError {
 	if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "EOF") {
 		return FieldError{Msg: "the file is empty"}
 	}
-	return FieldError{Line: problemLine(data, line, msg), Msg: msg}
+	fe := FieldError{Line: problemLine(data, line, msg), Msg: msg}
+	if strings.HasPrefix(msg, "unknown anchor ") {
+		// The anchor's name is whatever followed a '*': it may be an unquoted secret.
+		fe.Msg = "an alias (*name) refers to an anchor that is not defined (quote a value that starts with *)"
+	}
+	return fe
 }
 
 // problemLine binary-searches the lines from reported on for the first whose prefix of data
