@@ -344,3 +344,37 @@ func TestSyntaxErrorLines(t *testing.T) {
 		}
 	}
 }
+
+// bigJobFile is a job file just under MaxFileSize: 70,000-odd valid jobs, then tail.
+func bigJobFile(tail string) []byte {
+	var b strings.Builder
+	b.WriteString("node_id: n1\nstate:\n  path: /tmp/s.db\njobs:\n")
+	for i := 0; b.Len() < MaxFileSize-len(tail)-64; i++ {
+		fmt.Fprintf(&b, "  - name: job%d\n    kind: noop\n    schedule: \"@daily\"\n", i)
+	}
+	b.WriteString(tail)
+	return []byte(b.String())
+}
+
+// TestLargestFilesCheckedWithinBounds: a valid file at the size limit, and one with a syntax
+// error on its last line, are checked with bounded allocation (the syntax error's line is not
+// refined by re-parsing prefixes of a file this big).
+func TestLargestFilesCheckedWithinBounds(t *testing.T) {
+	for name, c := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"valid":        {bigJobFile(""), ""},
+		"syntax error": {bigJobFile("   bad: 1\n"), "did not find expected '-' indicator"},
+	} {
+		var err error
+		alloc := bounded(t, name, func() { _, err = parse(c.data, "", noEnv) })
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if alloc > 512<<20 {
+			t.Fatalf("%s: checking a %d-byte file allocated %d MiB", name, len(c.data), alloc>>20)
+		}
+		t.Logf("%s: %d MiB allocated", name, alloc>>20)
+	}
+}

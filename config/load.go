@@ -130,10 +130,18 @@ func syntaxError(data []byte, err error) FieldError {
 	return fe
 }
 
+// maxRefineSize is the largest file whose syntax error line is refined by re-parsing prefixes
+// (about 17 parses at most); a bigger file keeps the line the YAML library names, so a hostile
+// 4 MiB file cannot make the check parse 70 MiB.
+const maxRefineSize = 256 << 10
+
 // problemLine binary-searches the lines from reported on for the first whose prefix of data
 // fails to parse with the message msg (parsing is left to right, so every longer prefix fails
 // the same way). It parses O(log lines) prefixes.
 func problemLine(data []byte, reported int, msg string) int {
+	if len(data) > maxRefineSize {
+		return reported
+	}
 	var ends []int // ends[i] is the offset just after line i+1
 	for i, c := range data {
 		if c == '\n' {
