@@ -200,10 +200,13 @@ func documentLine(data []byte, n *yaml.Node) int {
 // MaxAliasExpansion values, before anything walks the expanded document.
 func checkTree(root *yaml.Node) (FieldError, bool) {
 	var deep *yaml.Node
-	nodes := 0
+	nodes, aliases := 0, 0
 	var walk func(n *yaml.Node, depth int)
 	walk = func(n *yaml.Node, depth int) {
 		nodes++
+		if n.Kind == yaml.AliasNode {
+			aliases++
+		}
 		if depth > MaxDepth && deep == nil {
 			deep = n
 		}
@@ -215,7 +218,11 @@ func checkTree(root *yaml.Node) (FieldError, bool) {
 	if deep != nil {
 		return FieldError{Line: deep.Line, Msg: fmt.Sprintf("nested deeper than %d levels", MaxDepth)}, false
 	}
-	// size is the number of values n stands for once aliases are expanded, saturating at limit.
+	if aliases == 0 {
+		return FieldError{}, true
+	}
+	// size is the number of values n stands for once aliases are expanded, saturating at limit;
+	// it is remembered for anchored nodes (the ones aliases point at), so each is sized once.
 	limit := nodes + MaxAliasExpansion
 	memo := map[*yaml.Node]int{}
 	var firstAlias *yaml.Node
@@ -230,7 +237,9 @@ func checkTree(root *yaml.Node) (FieldError, bool) {
 		if s, ok := memo[n]; ok {
 			return s
 		}
-		memo[n] = limit // a node that contains itself is as big as the limit
+		if n.Anchor != "" {
+			memo[n] = limit // a node that contains itself is as big as the limit
+		}
 		s := 1
 		for _, c := range n.Content {
 			s += size(c)
@@ -239,7 +248,9 @@ func checkTree(root *yaml.Node) (FieldError, bool) {
 				break
 			}
 		}
-		memo[n] = s
+		if n.Anchor != "" {
+			memo[n] = s
+		}
 		return s
 	}
 	if size(root) >= limit && firstAlias != nil {
