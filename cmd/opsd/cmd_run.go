@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/wopr-network/opsd/config"
@@ -49,6 +50,11 @@ func serveUntil(cfg *config.Config, o Options, done <-chan struct{}, started fun
 	if started != nil {
 		started(m)
 	}
+	// SIGHUP reloads run beside the signal loop, so a reload waiting on I/O (an unreachable S3
+	// endpoint) never keeps SIGTERM from being handled; shutdown cancels and waits for them.
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	defer stopReloads()
+	var reloads sync.WaitGroup
 wait:
 	for {
 		select {
@@ -57,11 +63,15 @@ wait:
 			break wait
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				if changed, err := m.Reload(ctx); err != nil {
-					m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
-				} else if !changed {
-					m.log.Info().Msg("config unchanged")
-				}
+				reloads.Add(1)
+				go func() {
+					defer reloads.Done()
+					if changed, err := m.Reload(reloadCtx); err != nil {
+						m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
+					} else if !changed {
+						m.log.Info().Msg("config unchanged")
+					}
+				}()
 				continue
 			}
 			m.log.Info().Str("signal", sig.String()).Dur("timeout", m.cfg().Scheduler.ShutdownTimeout.D()).
@@ -69,6 +79,7 @@ wait:
 			break wait
 		}
 	}
+	stopReloads()
 	sctx, cancel := context.WithTimeout(ctx, m.cfg().Scheduler.ShutdownTimeout.D())
 	defer cancel()
 	go func() {
@@ -81,5 +92,6 @@ wait:
 		}
 	}()
 	m.Close(sctx)
+	reloads.Wait() // canceled above; Close stopped the watcher that might hold the reload lock
 	return 0
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -185,6 +186,33 @@ func TestHostileReloadsRefused(t *testing.T) {
 	eventually(t, "the SIGHUP reload refused", 30*time.Second, func() bool {
 		return strings.Count(logs.String(), "a named pipe (FIFO)") > fifoErrors
 	})
+	// An S3 endpoint that accepts connections and never answers: the watcher's reload and a
+	// SIGHUP reload both wait on it (the bucket check), and SIGTERM must still stop opsd.
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	rev++
+	s3 := fmt.Sprintf("storage:\n  backend: s3\n  s3:\n    endpoint: %s\n    bucket: wopr-backups\n    tls: false\n    access_key: AK\n    secret_key: SK\n", hole.Addr())
+	writeConfig(t, cfgPath, strings.Replace(hostileConfig(dir, "", rev), "storage:\n  backend: local\n  local:\n    path: "+dir+"/store\n", s3, 1))
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the reload never reached the S3 endpoint:\n%s", logs.String())
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
