@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -409,7 +408,7 @@ func ParseByteSize(s string) (int64, error) {
 		if n, ok := strings.CutSuffix(s, u.suffix); ok {
 			n = strings.TrimSpace(n)
 			v, err := strconv.ParseFloat(n, 64)
-			if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || n == "" || !unicode.IsDigit(rune(n[0])) {
+			if err != nil || v < 0 || n == "" || strings.Trim(n, "0123456789.") != "" {
 				return 0, fmt.Errorf("invalid size %q (use e.g. 16MiB)", s)
 			}
 			if v*float64(u.mult) > MaxByteSize {

@@ -378,3 +378,18 @@ func TestLargestFilesCheckedWithinBounds(t *testing.T) {
 		t.Logf("%s: %d MiB allocated", name, alloc>>20)
 	}
 }
+
+// TestByteSizes: sizes parse with units and fractions; NaN, Inf, hex floats, negatives and
+// sizes past 1TiB are refused, never wrapped.
+func TestByteSizes(t *testing.T) {
+	for in, want := range map[string]int64{"16MiB": 16 << 20, "1.5KiB": 1536, ".5MiB": 512 << 10, "1024": 1024, "1TiB": 1 << 40, "5MB": 5e6} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"NaNMiB", "InfGiB", "0x1p3MiB", "-1KiB", "1e3KiB", "MiB", "1.1TiB", "9999999999999999999999", "2000GB", "1099511627777"} {
+		if got, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
