@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/wopr-network/opsd/internal/schedule"
 )
 
 // FuzzParse: no job file, however broken, panics the parser or fails without *Errors; every
@@ -34,9 +36,30 @@ func FuzzParse(f *testing.F) {
 			if _, err := j.ParsedSchedule(); err != nil {
 				t.Fatalf("accepted job %q has a schedule that does not parse: %v", j.Name, err)
 			}
-			if j.Timeout <= 0 {
+			if j.Timeout <= 0 || j.Timeout.D() > schedule.MaxDuration {
 				t.Fatalf("accepted job %q has timeout %v", j.Name, j.Timeout)
 			}
+			if p := j.Prune; p != nil {
+				if p.Grace < 0 || p.AbortUploadsAfter < 0 {
+					t.Fatalf("accepted prune job %q with a negative grace", j.Name)
+				}
+				for _, r := range p.Rules {
+					if r.KeepWithin < 0 || r.KeepWithin.D() > schedule.MaxDuration || r.KeepLast > MaxKeep {
+						t.Fatalf("accepted prune rule out of range: %+v", r)
+					}
+				}
+			}
+		}
+		for name, tier := range cfg.Tiers {
+			if tier.RetentionDays < 0 || tier.RetentionDays > MaxDays {
+				t.Fatalf("accepted tier %s with retention_days %d", name, tier.RetentionDays)
+			}
+		}
+		if s := cfg.Storage.S3; cfg.Storage.Backend == "s3" && (s.DeletesPerSec < 1 || s.DeletesPerSec > 1000 || checkBucket(s.Bucket) != "") {
+			t.Fatalf("accepted S3 settings out of range: %+v", s)
+		}
+		if tok := cfg.HTTP.AdminToken.Value(); tok != "" && len(tok) < MinAdminToken {
+			t.Fatalf("accepted a %d-byte admin token", len(tok))
 		}
 	})
 }
