@@ -265,6 +265,12 @@ func TestNoSecretInErrors(t *testing.T) {
 			}
 		}
 	}
+	// A secret that also reaches a plain field is not echoed by that field's error.
+	env := envOf(map[string]string{"DO_SPACES_SECRET_KEY": secret + "/+="})
+	yaml := "node_id: ${DO_SPACES_SECRET_KEY}\nstate:\n  path: /tmp/s.db\nstorage:\n  backend: s3\n  s3:\n    endpoint: minio:9000\n    access_key: AK\n"
+	if _, err := parse([]byte(yaml), "", env); err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), `node_id (line 1): "[redacted]" may only hold`) {
+		t.Errorf("secret in node_id: %v", err)
+	}
 	// An unquoted secret that starts with * is a YAML alias: the error does not name it.
 	if _, err := parse([]byte("node_id: n1\nhttp:\n  admin_token: *"+secret+"\n"), "", noEnv); err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("alias-looking secret: %v", err)

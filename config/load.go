@@ -103,9 +103,28 @@ func parse(data []byte, file string, env func(string) (string, bool)) (*Config, 
 	}
 	if len(errs) > 0 {
 		sortByLine(errs)
+		redactSecrets(errs, cfg.Secrets())
 		return nil, &Errors{File: file, List: errs}
 	}
 	return cfg, nil
+}
+
+// redactSecrets replaces every secret value (of 6 bytes or more) quoted in a message: a secret
+// that also reached a plain field (node_id: ${DO_SPACES_SECRET_KEY}) is never echoed.
+func redactSecrets(errs []FieldError, secrets []string) {
+	var pairs []string
+	for _, s := range secrets {
+		if len(s) >= 6 {
+			pairs = append(pairs, s, "[redacted]")
+		}
+	}
+	if len(pairs) == 0 {
+		return
+	}
+	r := strings.NewReplacer(pairs...)
+	for i := range errs {
+		errs[i].Msg = r.Replace(errs[i].Msg)
+	}
 }
 
 // syntaxError turns a YAML syntax error into a FieldError on the line of the problem. The YAML
