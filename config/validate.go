@@ -233,6 +233,7 @@ func (c *Config) Validate() []FieldError {
 
 	names := map[string]int{}
 	known := Kinds()
+	schedules := map[string]error{}
 	for i, j := range c.Jobs {
 		p := fmt.Sprintf("jobs[%d]", i)
 		switch {
@@ -255,8 +256,14 @@ func (c *Config) Validate() []FieldError {
 		}
 		if j.Schedule == "" {
 			bad(p+".schedule", "is required (cron, @daily, @every 6h, ...)")
-		} else if _, err := schedule.Parse(j.Schedule); err != nil {
+		} else if err, seen := schedules[j.Schedule]; seen && err != nil {
 			bad(p+".schedule", "%v", err)
+		} else if !seen {
+			_, err := schedule.Parse(j.Schedule)
+			schedules[j.Schedule] = err // many jobs share a schedule: parse each one once
+			if err != nil {
+				bad(p+".schedule", "%v", err)
+			}
 		}
 		if j.Timeout <= 0 {
 			bad(p+".timeout", "must be positive")
