@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/wopr-network/opsd/config"
 )
@@ -92,6 +93,13 @@ wait:
 		}
 	}()
 	m.Close(sctx)
-	reloads.Wait() // canceled above; Close stopped the watcher that might hold the reload lock
+	// The SIGHUP reloads were canceled above and Close stopped the watcher that might hold the
+	// reload lock; a POST /-/reload still waiting on the network must not keep opsd alive.
+	waited := make(chan struct{})
+	go func() { reloads.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+	}
 	return 0
 }
