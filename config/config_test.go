@@ -14,6 +14,20 @@ var update = flag.Bool("update", false, "rewrite testdata/invalid/*.want from th
 
 func noEnv(string) (string, bool) { return "", false }
 
+// fileEnv is the environment a test file asks for in leading `# env: NAME=VALUE` lines.
+func fileEnv(data []byte) func(string) (string, bool) {
+	m := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		kv, ok := strings.CutPrefix(l, "# env: ")
+		if !ok {
+			break
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return envOf(m)
+}
+
 func envOf(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
@@ -31,7 +45,7 @@ func TestInvalidFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = parse(data, "", noEnv)
+			_, err = parse(data, "", fileEnv(data))
 			var ce *Errors
 			if !errors.As(err, &ce) {
 				t.Fatalf("parse succeeded or failed oddly: %v", err)
@@ -60,7 +74,7 @@ func TestInvalidFiles(t *testing.T) {
 
 func TestExampleLoads(t *testing.T) {
 	env := map[string]string{"DO_SPACES_REGION": "nyc3", "DO_SPACES_ACCESS_KEY": "AKEXAMPLE", "DO_SPACES_SECRET_KEY": "SKEXAMPLE",
-		"OPSD_ADMIN_TOKEN": "token-example", "SENTRY_DSN": "https://abc@o1.ingest.sentry.io/2"}
+		"OPSD_ADMIN_TOKEN": "token-example-0123456789", "SENTRY_DSN": "https://abc@o1.ingest.sentry.io/2"}
 	data, err := os.ReadFile("example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -87,12 +101,12 @@ func TestExampleLoads(t *testing.T) {
 }
 
 func TestEnvExpansion(t *testing.T) {
-	yaml := "node_id: ${NODE}\nstate:\n  path: ${STATE_DIR:-/var/lib/opsd}/state.db\nhttp:\n  admin_token: \"$${literal}\"\n"
+	yaml := "node_id: ${NODE}\nstate:\n  path: ${STATE_DIR:-/var/lib/opsd}/state.db\nhttp:\n  admin_token: \"$${literal}-0123456789\"\n"
 	cfg, err := parse([]byte(yaml), "", envOf(map[string]string{"NODE": "fleet-7"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NodeID != "fleet-7" || cfg.State.Path != "/var/lib/opsd/state.db" || cfg.HTTP.AdminToken.Value() != "${literal}" {
+	if cfg.NodeID != "fleet-7" || cfg.State.Path != "/var/lib/opsd/state.db" || cfg.HTTP.AdminToken.Value() != "${literal}-0123456789" {
 		t.Fatalf("got node=%q state=%q token=%q", cfg.NodeID, cfg.State.Path, cfg.HTTP.AdminToken.Value())
 	}
 }

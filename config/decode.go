@@ -1,12 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 
@@ -159,6 +161,10 @@ func (d *decoder) decodeScalar(path string, n *yaml.Node, v reflect.Value) {
 			d.fail(path, n.Line, "%v", err)
 			return
 		}
+		if dur < 0 {
+			d.fail(path, n.Line, "duration %q must not be negative", s)
+			return
+		}
 		v.SetInt(int64(dur))
 	case v.Type() == byteSizeType:
 		b, err := ParseByteSize(s)
@@ -178,6 +184,10 @@ func (d *decoder) decodeScalar(path string, n *yaml.Node, v reflect.Value) {
 		v.SetBool(b)
 	case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
 		i, err := strconv.ParseInt(s, 10, 64)
+		if errors.Is(err, strconv.ErrRange) || err == nil && (i > math.MaxInt32 || i < math.MinInt32) {
+			d.fail(path, n.Line, "number %s is out of range", s)
+			return
+		}
 		if err != nil {
 			d.fail(path, n.Line, "expected a whole number, got %q", s)
 			return
@@ -202,17 +212,7 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value, extra
 		d.fail(path, n.Line, "expected a mapping, got %s", describe(n))
 		return
 	}
-	fields := map[string]int{}
-	var known []string
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-		if tag == "" || tag == "-" {
-			continue
-		}
-		fields[tag] = i
-		known = append(known, tag)
-	}
+	fields, known := structFields(v.Type())
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -252,14 +252,8 @@ func (d *decoder) decodeJob(path string, n *yaml.Node, v reflect.Value) {
 		return
 	}
 	kind := v.FieldByName("Kind").String()
-	t := v.Type()
-	settings := -1
-	for i := 0; i < t.NumField(); i++ {
-		if t.Field(i).Tag.Get("kind") == kind && kind != "" {
-			settings = i
-		}
-	}
-	if settings < 0 {
+	settings, ok := kindFields()[kind]
+	if !ok {
 		// Validate reports the unknown or missing kind; its keys cannot be checked.
 		return
 	}
@@ -270,22 +264,13 @@ func (d *decoder) decodeJob(path string, n *yaml.Node, v reflect.Value) {
 		sub.Content = append(sub.Content, n.Content[i], n.Content[i+1])
 	}
 	st := field.Elem()
-	fields := map[string]bool{}
-	var known []string
-	for i := 0; i < st.NumField(); i++ {
-		tag := strings.Split(st.Type().Field(i).Tag.Get("yaml"), ",")[0]
-		fields[tag] = true
-		known = append(known, tag)
-	}
-	for i := 0; i < t.NumField(); i++ {
-		if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "-" {
-			known = append(known, tag)
-		}
-	}
+	fields, kindKnown := structFields(st.Type())
+	_, jobKnown := structFields(v.Type())
 	clean := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line}
 	for i := 0; i+1 < len(sub.Content); i += 2 {
 		k := sub.Content[i]
-		if !fields[k.Value] {
+		if _, ok := fields[k.Value]; !ok {
+			known := append(append([]string{}, kindKnown...), jobKnown...)
 			p := join(path, k.Value)
 			if s := closest(k.Value, known); s != "" {
 				d.fail(p, k.Line, "unknown key %q for kind %s (did you mean %q?)", k.Value, kind, s)
@@ -298,6 +283,43 @@ func (d *decoder) decodeJob(path string, n *yaml.Node, v reflect.Value) {
 	}
 	d.decodeStruct(path, clean, st, nil)
 }
+
+type fieldSet struct {
+	index map[string]int
+	names []string
+}
+
+var fieldCache sync.Map // reflect.Type -> fieldSet
+
+// structFields returns a struct's fields by yaml tag and the tags in order, computed once per
+// type (a file with 40,000 jobs decodes 40,000 of each).
+func structFields(t reflect.Type) (map[string]int, []string) {
+	if fs, ok := fieldCache.Load(t); ok {
+		return fs.(fieldSet).index, fs.(fieldSet).names
+	}
+	fs := fieldSet{index: map[string]int{}}
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fs.index[tag] = i
+		fs.names = append(fs.names, tag)
+	}
+	fieldCache.Store(t, fs)
+	return fs.index, fs.names
+}
+
+// kindFields maps each job kind to the index of its settings field in Job.
+var kindFields = sync.OnceValue(func() map[string]int {
+	m := map[string]int{}
+	for i := 0; i < jobType.NumField(); i++ {
+		if k := jobType.Field(i).Tag.Get("kind"); k != "" {
+			m[k] = i
+		}
+	}
+	return m
+})
 
 func describe(n *yaml.Node) string {
 	switch n.Kind {
@@ -312,7 +334,9 @@ func describe(n *yaml.Node) string {
 }
 
 // expandEnv replaces ${VAR} and ${VAR:-default}; $$ is a literal $. An unset variable without a
-// default is an error, so a typo never silently becomes an empty bucket name or token.
+// default is an error, so a typo never silently becomes an empty bucket name or token; so is a
+// variable that is set but empty (write ${VAR:-} to allow an empty value). Errors never quote
+// the value, which may be a secret.
 func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 	if !strings.Contains(s, "$") {
 		return s, nil
@@ -335,19 +359,21 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 		}
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return "", fmt.Errorf("unterminated ${ in %q", s)
+			return "", fmt.Errorf("unterminated ${ at character %d (write $$ for a literal $)", i+1)
 		}
 		expr := s[i+2 : i+end]
 		name, def, hasDef := strings.Cut(expr, ":-")
 		if !validEnvName(name) {
-			return "", fmt.Errorf("invalid environment variable name %q", name)
+			return "", fmt.Errorf("invalid environment variable name in ${...} at character %d (letters, digits and _; write $$ for a literal $)", i+1)
 		}
 		val, ok := lookup(name)
 		switch {
-		case ok && (val != "" || !hasDef):
+		case ok && val != "":
 			b.WriteString(val)
 		case hasDef:
 			b.WriteString(def)
+		case ok:
+			return "", fmt.Errorf("environment variable %s is set but empty (use ${%s:-} to allow an empty value)", name, name)
 		default:
 			return "", fmt.Errorf("environment variable %s is not set (use ${%s:-default} for a default)", name, name)
 		}
@@ -368,23 +394,33 @@ func validEnvName(s string) bool {
 	return true
 }
 
-// ParseByteSize parses "16MiB", "512KiB", "1GiB", "5MB", "1024".
+// MaxByteSize is the largest size a job file may write (1TiB).
+const MaxByteSize = 1 << 40
+
+// ParseByteSize parses "16MiB", "512KiB", "1GiB", "5MB", "1024": at most MaxByteSize.
 func ParseByteSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	units := []struct {
 		suffix string
 		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"TB", 1000 * 1000 * 1000 * 1000}, {"B", 1}}
 	for _, u := range units {
 		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
-			if err != nil || v < 0 {
+			n = strings.TrimSpace(n)
+			v, err := strconv.ParseFloat(n, 64)
+			if err != nil || v < 0 || n == "" || strings.Trim(n, "0123456789.") != "" {
 				return 0, fmt.Errorf("invalid size %q (use e.g. 16MiB)", s)
+			}
+			if v*float64(u.mult) > MaxByteSize {
+				return 0, fmt.Errorf("size %q is larger than the 1TiB limit", s)
 			}
 			return int64(v * float64(u.mult)), nil
 		}
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil && errors.Is(err, strconv.ErrRange) || err == nil && v > MaxByteSize {
+		return 0, fmt.Errorf("size %q is larger than the 1TiB limit", s)
+	}
 	if err != nil || v < 0 {
 		return 0, fmt.Errorf("invalid size %q (use e.g. 16MiB)", s)
 	}

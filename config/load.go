@@ -6,21 +6,38 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 )
 
+// Limits on a job file. A job file is a few kilobytes; these bound what a hostile or broken one
+// can cost to check (memory and time) and are documented in the README.
+const (
+	// MaxFileSize is the largest job file opsd reads.
+	MaxFileSize = 4 << 20
+	// MaxSecretFileSize is the largest *_file secret (tokens, keys, DSNs) or identity file.
+	MaxSecretFileSize = 64 << 10
+	// MaxDepth is the deepest nesting of mappings and lists a job file may have.
+	MaxDepth = 32
+	// MaxAliasExpansion is how many values YAML aliases (*name) may add to the document once
+	// expanded, so an anchor/alias "billion laughs" file cannot grow without bound.
+	MaxAliasExpansion = 100_000
+)
+
 // Load reads, decodes and validates a job file. Every problem found is returned at once as
-// *Errors, each naming the YAML path and line.
+// *Errors, each naming the YAML path and line. The file must be a regular file of at most
+// MaxFileSize bytes; Load never blocks on a FIFO or device.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readRegular(path, MaxFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config %s: %w", path, err)
 	}
 	return Parse(data, path)
 }
@@ -33,6 +50,9 @@ func Parse(data []byte, file string) (*Config, error) {
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 func parse(data []byte, file string, env func(string) (string, bool)) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, &Errors{File: file, List: []FieldError{{Msg: fmt.Sprintf("the file is %d bytes, more than the %s limit for a job file", len(data), formatSize(MaxFileSize))}}}
+	}
 	cfg := Default()
 	cfg.File = file
 	sum := sha256.Sum256(data)
@@ -42,14 +62,17 @@ func parse(data []byte, file string, env func(string) (string, bool)) (*Config, 
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
-		fe := FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-			fmt.Sscan(m[1], &fe.Line)
-			fe.Msg = m[2]
+		return nil, &Errors{File: file, List: []FieldError{syntaxError(data, err)}}
+	}
+	var second yaml.Node
+	if err := dec.Decode(&second); !errors.Is(err, io.EOF) {
+		fe := FieldError{Line: documentLine(data, &second), Msg: "a second YAML document (after ---) is not allowed: opsd reads one document per file"}
+		if err != nil {
+			fe = syntaxError(data, err)
 		}
-		if errors.Is(err, errEOF) || strings.Contains(err.Error(), "EOF") {
-			fe.Msg = "the file is empty"
-		}
+		return nil, &Errors{File: file, List: []FieldError{fe}}
+	}
+	if fe, ok := checkTree(&root); !ok {
 		return nil, &Errors{File: file, List: []FieldError{fe}}
 	}
 	doc := &root
@@ -60,11 +83,18 @@ func parse(data []byte, file string, env func(string) (string, bool)) (*Config, 
 	d.decode("", doc, reflect.ValueOf(cfg).Elem())
 	cfg.resolve(d, env)
 	cfg.applyDefaults()
-	// A value that failed to decode is reported once, not again by validation.
+	// A value that failed to decode is reported once, not again by validation: neither the
+	// value, nor the rule holding it ("has no keep rule"), nor the secret its *_file was for.
 	errs := d.errs
 	failed := map[string]bool{}
 	for _, e := range d.errs {
 		failed[e.Path] = true
+		if i := strings.LastIndexByte(e.Path, '.'); i > 0 {
+			failed[e.Path[:i]] = true
+		}
+		if p, ok := strings.CutSuffix(e.Path, "_file"); ok {
+			failed[p] = true
+		}
 	}
 	for _, e := range cfg.Validate() {
 		if !failed[e.Path] {
@@ -73,21 +103,189 @@ func parse(data []byte, file string, env func(string) (string, bool)) (*Config, 
 	}
 	if len(errs) > 0 {
 		sortByLine(errs)
+		redactSecrets(errs, cfg.Secrets())
 		return nil, &Errors{File: file, List: errs}
 	}
 	return cfg, nil
 }
 
-var errEOF = errors.New("EOF")
-
-func sortByLine(errs []FieldError) {
-	// Stable insertion sort: file order, keeping the order of problems on one line.
-	for i := 1; i < len(errs); i++ {
-		for j := i; j > 0 && lineKey(errs[j]) < lineKey(errs[j-1]); j-- {
-			errs[j], errs[j-1] = errs[j-1], errs[j]
+// redactSecrets replaces every secret value (of 6 bytes or more) quoted in a message: a secret
+// that also reached a plain field (node_id: ${DO_SPACES_SECRET_KEY}) is never echoed.
+func redactSecrets(errs []FieldError, secrets []string) {
+	var pairs []string
+	for _, s := range secrets {
+		if len(s) >= 6 {
+			pairs = append(pairs, s, "[redacted]")
 		}
 	}
+	if len(pairs) == 0 {
+		return
+	}
+	r := strings.NewReplacer(pairs...)
+	for i := range errs {
+		errs[i].Msg = r.Replace(errs[i].Msg)
+	}
 }
+
+// syntaxError turns a YAML syntax error into a FieldError on the line of the problem. The YAML
+// library names the line where the enclosing mapping or list started (a missing key on line 9 of
+// a mapping from line 3 says "line 3"); the first line whose prefix of the file fails with the
+// same message is the line of the problem.
+func syntaxError(data []byte, err error) FieldError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		fmt.Sscan(m[1], &line)
+		msg = m[2]
+	}
+	if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "EOF") {
+		return FieldError{Msg: "the file is empty"}
+	}
+	fe := FieldError{Line: problemLine(data, line, msg), Msg: msg}
+	if strings.HasPrefix(msg, "unknown anchor ") {
+		// The anchor's name is whatever followed a '*': it may be an unquoted secret.
+		fe.Msg = "an alias (*name) refers to an anchor that is not defined (quote a value that starts with *)"
+	}
+	return fe
+}
+
+// maxRefineSize is the largest file whose syntax error line is refined by re-parsing prefixes
+// (about 17 parses at most); a bigger file keeps the line the YAML library names, so a hostile
+// 4 MiB file cannot make the check parse 70 MiB.
+const maxRefineSize = 256 << 10
+
+// problemLine binary-searches the lines from reported on for the first whose prefix of data
+// fails to parse with the message msg (parsing is left to right, so every longer prefix fails
+// the same way). It parses O(log lines) prefixes.
+func problemLine(data []byte, reported int, msg string) int {
+	if len(data) > maxRefineSize {
+		return reported
+	}
+	var ends []int // ends[i] is the offset just after line i+1
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	fails := func(line int) bool {
+		dec := yaml.NewDecoder(bytes.NewReader(data[:ends[line-1]]))
+		for {
+			var n yaml.Node
+			err := dec.Decode(&n)
+			if err == nil {
+				continue
+			}
+			m := strings.TrimPrefix(err.Error(), "yaml: ")
+			if sm := yamlLine.FindStringSubmatch(err.Error()); sm != nil {
+				m = sm[2]
+			}
+			return m == msg
+		}
+	}
+	lo, hi := max(reported, 1), len(ends)
+	if lo > hi || !fails(hi) {
+		return reported
+	}
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// documentLine is the line of the --- that starts the document n (or of its first value).
+func documentLine(data []byte, n *yaml.Node) int {
+	line := n.Line
+	if len(n.Content) > 0 {
+		line = n.Content[0].Line
+	}
+	lines := strings.Split(string(data), "\n")
+	for l := min(line, len(lines)); l >= 1; l-- {
+		if strings.HasPrefix(lines[l-1], "---") {
+			return l
+		}
+	}
+	return line
+}
+
+// checkTree refuses nesting deeper than MaxDepth and aliases that expand to more than
+// MaxAliasExpansion values, before anything walks the expanded document.
+func checkTree(root *yaml.Node) (FieldError, bool) {
+	var deep *yaml.Node
+	nodes, aliases := 0, 0
+	var walk func(n *yaml.Node, depth int)
+	walk = func(n *yaml.Node, depth int) {
+		nodes++
+		if n.Kind == yaml.AliasNode {
+			aliases++
+		}
+		if depth > MaxDepth && deep == nil {
+			deep = n
+		}
+		for _, c := range n.Content {
+			walk(c, depth+1)
+		}
+	}
+	walk(root, 0)
+	if deep != nil {
+		return FieldError{Line: deep.Line, Msg: fmt.Sprintf("nested deeper than %d levels", MaxDepth)}, false
+	}
+	if aliases == 0 {
+		return FieldError{}, true
+	}
+	// size is the number of values n stands for once aliases are expanded, saturating at limit;
+	// it is remembered for anchored nodes (the ones aliases point at), so each is sized once.
+	limit := nodes + MaxAliasExpansion
+	memo := map[*yaml.Node]int{}
+	var firstAlias *yaml.Node
+	var size func(n *yaml.Node) int
+	size = func(n *yaml.Node) int {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			if firstAlias == nil {
+				firstAlias = n
+			}
+			n = n.Alias
+		}
+		if s, ok := memo[n]; ok {
+			return s
+		}
+		if n.Anchor != "" {
+			memo[n] = limit // a node that contains itself is as big as the limit
+		}
+		s := 1
+		for _, c := range n.Content {
+			s += size(c)
+			if s >= limit {
+				s = limit
+				break
+			}
+		}
+		if n.Anchor != "" {
+			memo[n] = s
+		}
+		return s
+	}
+	if size(root) >= limit && firstAlias != nil {
+		return FieldError{Line: firstAlias.Line, Msg: fmt.Sprintf("YAML aliases expand to more than %d values (an alias/anchor bomb?): write the values out instead", MaxAliasExpansion)}, false
+	}
+	return FieldError{}, true
+}
+
+// sortByLine orders problems by line (those without a line last), keeping the order of problems
+// on one line. It is O(n log n): a file with 80,000 problems sorts at once.
+func sortByLine(errs []FieldError) {
+	sort.SliceStable(errs, func(i, j int) bool { return lineLess(errs[i], errs[j]) })
+}
+
+// lineLess orders two problems by line; a variable so a test can count the comparisons.
+var lineLess = func(a, b FieldError) bool { return lineKey(a) < lineKey(b) }
 
 func lineKey(e FieldError) int {
 	if e.Line == 0 {
@@ -124,12 +322,17 @@ func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
 			d.fail(path, c.line(path), "set either %s or %s_file, not both", lastKey(path), lastKey(path))
 			return
 		}
-		b, err := os.ReadFile(file)
+		b, err := readRegular(file, MaxSecretFileSize)
 		if err != nil {
-			d.fail(path+"_file", c.line(path+"_file"), "cannot read secret file: %v", errors.Unwrap(err))
+			d.fail(path+"_file", c.line(path+"_file"), "cannot read secret file: %v", err)
 			return
 		}
-		*inline = Secret(strings.TrimRight(string(b), "\r\n"))
+		v := strings.TrimRight(string(b), "\r\n")
+		if strings.TrimSpace(v) == "" {
+			d.fail(path+"_file", c.line(path+"_file"), "secret file %s is empty", file)
+			return
+		}
+		*inline = Secret(v)
 	}
 	readSecret("http.admin_token", &c.HTTP.AdminToken, c.HTTP.AdminTokenFile)
 	readSecret("storage.s3.access_key", &c.Storage.S3.AccessKey, c.Storage.S3.AccessKeyFile)
@@ -146,6 +349,9 @@ func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
 
 	s3 := &c.Storage.S3
 	get := func(name string) string { v, _ := env(name); return v }
+	if v, set := env("S3_BUCKET"); s3.Bucket == "" && set && strings.TrimSpace(v) == "" && c.Storage.Backend == "s3" {
+		d.fail("storage.s3.bucket", c.line("storage.s3"), "S3_BUCKET is set but empty: set it to the bucket, unset it, or set storage.s3.bucket")
+	}
 	if s3.Bucket == "" {
 		s3.Bucket = get("S3_BUCKET")
 	}

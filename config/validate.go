@@ -1,15 +1,16 @@
 package config
 
 import (
-	"errors"
+	"bytes"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,11 @@ func (c *Config) Validate() []FieldError {
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
 	}
+	between := func(path string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(path, "must be between %d and %d, got %d", lo, hi, v)
+		}
+	}
 
 	c.validateCoordination(bad)
 	if c.NodeID == "" {
@@ -52,6 +58,9 @@ func (c *Config) Validate() []FieldError {
 	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
 		bad("memory_limit", "must be 0 (no limit) or at least 16MiB, got %d bytes", c.MemoryLimit)
+	}
+	if len(c.Jobs) > MaxJobs {
+		bad("jobs", "must list at most %d jobs, got %d", MaxJobs, len(c.Jobs))
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
 		bad("timezone", "unknown time zone %q", c.Timezone)
@@ -66,8 +75,13 @@ func (c *Config) Validate() []FieldError {
 	default:
 		bad("log.format", "must be auto, json or console, got %q", c.Log.Format)
 	}
-	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil && c.HTTP.Listen != "" {
+	if _, port, err := net.SplitHostPort(c.HTTP.Listen); err != nil && c.HTTP.Listen != "" {
 		bad("http.listen", "invalid listen address %q (use host:port, e.g. 127.0.0.1:9100)", c.HTTP.Listen)
+	} else if err == nil && !validPort(port, 0) {
+		bad("http.listen", "port %q must be a number between 0 and 65535", port)
+	}
+	if t := c.HTTP.AdminToken.Value(); t != "" && len(t) < MinAdminToken {
+		bad("http.admin_token", "is %d bytes; an admin token must be at least %d (e.g. openssl rand -hex 24)", len(t), MinAdminToken)
 	}
 	if c.State.Path == "" {
 		bad("state.path", "is required")
@@ -89,6 +103,15 @@ func (c *Config) Validate() []FieldError {
 			bad("storage.s3.endpoint", "is required (or set DO_SPACES_REGION)")
 		} else if strings.Contains(s.Endpoint, "://") || strings.Contains(s.Endpoint, "/") {
 			bad("storage.s3.endpoint", "must be host[:port] without a scheme or path, got %q (TLS is set with storage.s3.tls)", s.Endpoint)
+		} else if msg := checkEndpoint(s.Endpoint); msg != "" {
+			bad("storage.s3.endpoint", "%s, got %q", msg, s.Endpoint)
+		}
+		if s.CAFile != "" {
+			if b, err := readRegular(s.CAFile, 1<<20); err != nil {
+				bad("storage.s3.ca_file", "cannot read %s: %v", s.CAFile, err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+				bad("storage.s3.ca_file", "%s holds no PEM certificate", s.CAFile)
+			}
 		}
 		if s.AccessKey == "" {
 			bad("storage.s3.access_key", "is required (or set DO_SPACES_ACCESS_KEY or access_key_file)")
@@ -96,8 +119,8 @@ func (c *Config) Validate() []FieldError {
 		if s.SecretKey == "" {
 			bad("storage.s3.secret_key", "is required (or set DO_SPACES_SECRET_KEY or secret_key_file)")
 		}
-		if !validBucket(s.Bucket) {
-			bad("storage.s3.bucket", "invalid bucket name %q", s.Bucket)
+		if msg := checkBucket(s.Bucket); msg != "" {
+			bad("storage.s3.bucket", "invalid bucket name %q: %s", s.Bucket, msg)
 		}
 		if s.PartSize < 5<<20 || s.PartSize > 5<<30 {
 			bad("storage.s3.part_size", "must be between 5MiB and 5GiB, got %d bytes", s.PartSize)
@@ -105,9 +128,7 @@ func (c *Config) Validate() []FieldError {
 		if s.Parallel < 1 || s.Parallel > 16 {
 			bad("storage.s3.parallel", "must be between 1 and 16, got %d", s.Parallel)
 		}
-		if s.DeletesPerSec <= 0 {
-			bad("storage.s3.deletes_per_second", "must be positive")
-		}
+		between("storage.s3.deletes_per_second", s.DeletesPerSec, 1, 1000)
 	default:
 		bad("storage.backend", "must be local or s3, got %q", c.Storage.Backend)
 	}
@@ -119,9 +140,7 @@ func (c *Config) Validate() []FieldError {
 	if c.Sentry.SampleRate < 0 || c.Sentry.SampleRate > 1 {
 		bad("sentry.sample_rate", "must be between 0 and 1")
 	}
-	if c.Scheduler.MaxConcurrent < 1 {
-		bad("scheduler.max_concurrent", "must be at least 1")
-	}
+	between("scheduler.max_concurrent", c.Scheduler.MaxConcurrent, 1, 64)
 	if c.Scheduler.ShutdownTimeout <= 0 {
 		bad("scheduler.shutdown_timeout", "must be positive")
 	}
@@ -135,6 +154,11 @@ func (c *Config) Validate() []FieldError {
 		}
 		if t.KeepDaily < 0 || t.KeepWeekly < 0 || t.OnDemandMax < 0 || t.RetentionDays < 0 {
 			bad(p, "counts and days must not be negative")
+		} else {
+			between(p+".keep_daily", t.KeepDaily, 0, MaxKeep)
+			between(p+".keep_weekly", t.KeepWeekly, 0, MaxKeep)
+			between(p+".on_demand_max", t.OnDemandMax, 0, MaxKeep)
+			between(p+".retention_days", t.RetentionDays, 0, MaxDays)
 		}
 	}
 	if _, ok := c.Tiers["free"]; !ok {
@@ -198,9 +222,7 @@ func (c *Config) Validate() []FieldError {
 				bad(p+".resource", "must be cpu, memory or disk, got %q", r.Resource)
 			}
 		case "job_failing":
-			if r.Failures < 0 {
-				bad(p+".failures", "must not be negative")
-			}
+			between(p+".failures", r.Failures, 0, 1000)
 		}
 	}
 	if pd := c.Alerts.Notify.PagerDuty; pd.URL != "" {
@@ -215,6 +237,8 @@ func (c *Config) Validate() []FieldError {
 	}
 
 	names := map[string]int{}
+	known := Kinds()
+	schedules := map[string]error{}
 	for i, j := range c.Jobs {
 		p := fmt.Sprintf("jobs[%d]", i)
 		switch {
@@ -229,7 +253,6 @@ func (c *Config) Validate() []FieldError {
 				names[j.Name] = i
 			}
 		}
-		known := Kinds()
 		switch {
 		case j.Kind == "":
 			bad(p+".kind", "is required (one of %s)", strings.Join(known, ", "))
@@ -238,8 +261,14 @@ func (c *Config) Validate() []FieldError {
 		}
 		if j.Schedule == "" {
 			bad(p+".schedule", "is required (cron, @daily, @every 6h, ...)")
-		} else if _, err := schedule.Parse(j.Schedule); err != nil {
+		} else if err, seen := schedules[j.Schedule]; seen && err != nil {
 			bad(p+".schedule", "%v", err)
+		} else if !seen {
+			_, err := schedule.Parse(j.Schedule)
+			schedules[j.Schedule] = err // many jobs share a schedule: parse each one once
+			if err != nil {
+				bad(p+".schedule", "%v", err)
+			}
 		}
 		if j.Timeout <= 0 {
 			bad(p+".timeout", "must be positive")
@@ -257,6 +286,11 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
 	}
+	between := func(path string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(path, "must be between %d and %d, got %d", lo, hi, v)
+		}
+	}
 	switch {
 	case j.PostgresBackup != nil || j.PostgresDrill != nil:
 		errs = append(errs, c.validatePostgres(p, j)...)
@@ -271,6 +305,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			bad(p+".method", "must be GET, POST or HEAD, got %q", s.Method)
 		}
 		if s.ExpectedStatus != 0 && (s.ExpectedStatus < 100 || s.ExpectedStatus > 599) {
+
 			bad(p+".expected_status", "must be an HTTP status code, got %d", s.ExpectedStatus)
 		}
 	case j.Noop != nil:
@@ -296,8 +331,8 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			seen[db.Name] = true
 		}
 		if d.IdentityFile != "" {
-			if _, err := os.Stat(d.IdentityFile); err != nil {
-				bad(p+".identity_file", "cannot read %s: %v", d.IdentityFile, errors.Unwrap(err))
+			if msg := checkIdentityFile(d.IdentityFile); msg != "" {
+				bad(p+".identity_file", "%s", msg)
 			}
 		}
 		if d.RTOBreach != "fail" && d.RTOBreach != "warn" {
@@ -309,9 +344,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		if d.RTOTargetDB <= 0 || d.RTOTargetTotal <= 0 {
 			bad(p+".rto_target_total", "objectives must be positive")
 		}
-		if d.Lookback < 1 {
-			bad(p+".lookback", "must be at least 1")
-		}
+		between(p+".lookback", d.Lookback, 1, MaxDays)
 	case j.OffsiteVerify != nil:
 		v := j.OffsiteVerify
 		if v.Prefix != "" && !strings.HasSuffix(v.Prefix, "/") {
@@ -320,9 +353,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		if len(v.Databases) == 0 {
 			bad(p+".databases", "must list at least one database")
 		}
-		if v.Dates < 1 {
-			bad(p+".dates", "must be at least 1")
-		}
+		between(p+".dates", v.Dates, 1, MaxDays)
 		if v.MaxAge <= 0 {
 			bad(p+".max_age", "must be positive")
 		}
@@ -345,6 +376,9 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			bad(p+".compression", "must be gzip or zstd, got %q", d.Compression)
 		}
 		errs = append(errs, c2.validateKey(p+".key", d.Key, []string{"{instance}"}, []string{"{instance}", "{date}", "{time}", "{node}"})...)
+		if !strings.Contains(d.Key, "{date}") && !strings.Contains(d.Key, "{time}") {
+			bad(p+".key", "a snapshot key template must contain {date} or {time}, or every run overwrites the last")
+		}
 		errs = append(errs, c2.validateEncryption(p+".encryption", d.Encryption)...)
 		if _, ok := c2.Tiers[d.Tier]; !ok {
 			bad(p+".tier", "unknown tier %q (known: %s)", d.Tier, strings.Join(c2.TierNames(), ", "))
@@ -359,9 +393,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 		if d.Prefix != "" && !strings.HasSuffix(d.Prefix, "/") {
 			bad(p+".prefix", "must end with /, got %q", d.Prefix)
 		}
-		if d.Sample < 0 {
-			bad(p+".sample", "must not be negative")
-		}
+		between(p+".sample", d.Sample, 0, MaxKeep)
 		if len(d.ProbeCmd) == 0 {
 			bad(p+".probe_cmd", "must not be empty")
 		}
@@ -369,8 +401,8 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			bad(p+".rto_breach", "must be fail or warn, got %q", d.RTOBreach)
 		}
 		if d.IdentityFile != "" {
-			if _, err := os.Stat(d.IdentityFile); err != nil {
-				bad(p+".identity_file", "cannot read %s: %v", d.IdentityFile, errors.Unwrap(err))
+			if msg := checkIdentityFile(d.IdentityFile); msg != "" {
+				bad(p+".identity_file", "%s", msg)
 			}
 		}
 	case j.Prune != nil:
@@ -385,9 +417,7 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			if r.Sets && r.Depth != 0 {
 				bad(rp+".depth", "sets and depth exclude each other")
 			}
-			if r.Depth < 0 {
-				bad(rp+".depth", "must not be negative")
-			}
+			between(rp+".depth", r.Depth, 0, 16)
 			switch r.TierPolicy {
 			case "", "nightly", "on_demand":
 			default:
@@ -395,9 +425,16 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			}
 			if r.KeepLast < 0 || r.KeepDaily < 0 || r.KeepWeekly < 0 || r.KeepMonthly < 0 || r.KeepWithin < 0 {
 				bad(rp, "keep counts and keep_within must not be negative")
+			} else {
+				between(rp+".keep_last", r.KeepLast, 0, MaxKeep)
+				between(rp+".keep_daily", r.KeepDaily, 0, MaxKeep)
+				between(rp+".keep_weekly", r.KeepWeekly, 0, MaxKeep)
+				between(rp+".keep_monthly", r.KeepMonthly, 0, MaxKeep)
 			}
 			if r.MinKeep != nil && *r.MinKeep < 1 {
 				bad(rp+".min_keep", "must be at least 1: a target is never pruned empty")
+			} else if r.MinKeep != nil {
+				between(rp+".min_keep", *r.MinKeep, 1, MaxKeep)
 			}
 			if r.TierPolicy == "" && r.KeepLast+r.KeepDaily+r.KeepWeekly+r.KeepMonthly == 0 && r.KeepWithin == 0 {
 				bad(rp, "has no keep rule (keep_last, keep_daily, keep_weekly, keep_monthly, keep_within or tier_policy): it would keep only min_keep backups")
@@ -433,6 +470,9 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			}
 		}
 		errs = append(errs, c.validateKey(p+".key", s.Key, []string{"{db}"}, []string{"{db}", "{date}", "{node}"})...)
+		if !strings.Contains(s.Key, "{date}") {
+			bad(p+".key", "a backup key template must contain {date}, or every run overwrites the last")
+		}
 		if s.Compression != "none" && s.Compression != "zstd" {
 			bad(p+".compression", "must be none or zstd, got %q", s.Compression)
 		}
@@ -466,9 +506,20 @@ func (c *Config) validateKey(path, key string, required, allowed []string) []Fie
 	}
 	if strings.HasPrefix(key, "/") || strings.Contains(key, "..") || strings.Contains(key, "//") {
 		bad("key template %q must be a relative key without '..' or '//'", key)
+	} else if key == "." || strings.HasPrefix(key, "./") || strings.Contains(key, "/./") || strings.HasSuffix(key, "/.") || strings.HasSuffix(key, "/") {
+		bad("key template %q has an empty or '.' path element", key)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		bad("key template %q holds a control character", key)
+	}
+	if len(key) > MaxKeyTemplate {
+		bad("key template is %d bytes, more than %d (S3 keys end at 1024)", len(key), MaxKeyTemplate)
 	}
 	return errs
 }
+
+// MaxKeyTemplate is the longest key template accepted, in bytes.
+const MaxKeyTemplate = 512
 
 func (c *Config) validateEncryption(path string, e Encryption) []FieldError {
 	var errs []FieldError
@@ -478,17 +529,98 @@ func (c *Config) validateEncryption(path string, e Encryption) []FieldError {
 			errs = append(errs, FieldError{Path: p, Line: c.line(p), Msg: "not an age recipient (expected age1...)"})
 		}
 	}
+	if e.IdentityFile != "" {
+		if msg := checkIdentityFile(e.IdentityFile); msg != "" {
+			p := path + ".identity_file"
+			errs = append(errs, FieldError{Path: p, Line: c.line(p), Msg: msg})
+		}
+	}
 	return errs
 }
 
-func validBucket(b string) bool {
-	if len(b) < 3 || len(b) > 63 {
-		return false
+var ageLine = regexp.MustCompile(`line (\d+)`)
+
+// checkIdentityFile reads an age identity file (a regular file of at most MaxSecretFileSize) and
+// parses it. The message never quotes the file's content: it is a private key.
+func checkIdentityFile(path string) string {
+	b, err := readRegular(path, MaxSecretFileSize)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", path, err)
 	}
-	for _, r := range b {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return false
+	if _, err := age.ParseIdentities(bytes.NewReader(b)); err != nil {
+		if m := ageLine.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Sprintf("%s is not an age identity file: line %s is not an AGE-SECRET-KEY-1... identity", path, m[1])
+		}
+		return fmt.Sprintf("%s is not an age identity file (expected AGE-SECRET-KEY-1... lines)", path)
+	}
+	return ""
+}
+
+// Ranges of the numbers a job file holds (README: Limits and ranges).
+const (
+	// MinAdminToken is the shortest admin token accepted, in bytes.
+	MinAdminToken = 16
+	// MaxJobs is the most jobs one file may list.
+	MaxJobs = 100_000
+	// MaxKeep bounds every retention count (keep_*, on_demand_max, min_keep, sample).
+	MaxKeep = 100_000
+	// MaxDays bounds every count of days (retention_days, lookback, dates): 100 years.
+	MaxDays = 36_500
+)
+
+// checkBucket applies S3's bucket naming rules; it returns what is wrong, or "".
+func checkBucket(b string) string {
+	switch {
+	case len(b) < 3 || len(b) > 63:
+		return "must be 3 to 63 characters long"
+	case strings.IndexFunc(b, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') }) >= 0:
+		return "may only hold lowercase letters, digits, '.' and '-'"
+	case !alnum(b[0]) || !alnum(b[len(b)-1]):
+		return "must begin and end with a letter or digit"
+	case strings.Contains(b, "..") || strings.Contains(b, ".-") || strings.Contains(b, "-."):
+		return "must not hold '..', '.-' or '-.'"
+	case net.ParseIP(b) != nil:
+		return "must not be formatted as an IP address"
+	case strings.HasPrefix(b, "xn--") || strings.HasPrefix(b, "sthree-"):
+		return "must not begin with xn-- or sthree-"
+	case strings.HasSuffix(b, "-s3alias") || strings.HasSuffix(b, "--ol-s3"):
+		return "must not end with -s3alias or --ol-s3"
+	}
+	return ""
+}
+
+func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+var hostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// checkEndpoint checks an S3 endpoint is host[:port] with a valid DNS name or IP address and a
+// port between 1 and 65535; it returns what is wrong, or "".
+func checkEndpoint(ep string) string {
+	host, port := ep, ""
+	if h, p, err := net.SplitHostPort(ep); err == nil {
+		host, port = h, p
+		if !validPort(port, 1) {
+			return "port must be a number between 1 and 65535"
+		}
+	} else if strings.Count(ep, ":") == 1 || strings.HasPrefix(ep, "[") {
+		return "must be host or host:port"
+	}
+	if net.ParseIP(host) != nil {
+		return ""
+	}
+	if len(host) > 253 {
+		return "host name is longer than 253 characters"
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if !hostLabel.MatchString(l) {
+			return "host must be a DNS name (letters, digits, '-' and '.') or an IP address"
 		}
 	}
-	return true
+	return ""
+}
+
+// validPort reports whether p is a decimal port number between lo and 65535.
+func validPort(p string, lo int) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= lo && n <= 65535 && p == strconv.Itoa(n)
 }

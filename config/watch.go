@@ -56,8 +56,10 @@ func statKey(path string) stat {
 	return k
 }
 
+// fileSum hashes the file; it never blocks on a FIFO nor reads a device or an oversized file
+// (those hash as zero, and the reload that follows refuses them).
 func fileSum(path string) [32]byte {
-	b, err := os.ReadFile(path)
+	b, err := readRegular(path, MaxFileSize)
 	if err != nil {
 		return [32]byte{}
 	}

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"os"
 
 	"filippo.io/age"
 
@@ -203,12 +203,11 @@ func readIdentities(path string) ([]age.Identity, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, err := os.Open(path)
+	b, err := config.ReadSecretFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read identity file: %w", err)
 	}
-	defer f.Close()
-	return artifact.ReadIdentities(f)
+	return artifact.ReadIdentities(bytes.NewReader(b))
 }
 
 // buildSpecs builds every job of the config with its scheduling settings.

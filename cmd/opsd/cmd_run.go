@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/wopr-network/opsd/config"
 )
@@ -52,6 +54,11 @@ func serveUntil(cfg *config.Config, o Options, done <-chan struct{}, started fun
 	if started != nil {
 		started(m)
 	}
+	// SIGHUP reloads run beside the signal loop, so a reload waiting on I/O (an unreachable S3
+	// endpoint) never keeps SIGTERM from being handled; shutdown cancels and waits for them.
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	defer stopReloads()
+	var reloads sync.WaitGroup
 wait:
 	for {
 		select {
@@ -60,11 +67,15 @@ wait:
 			break wait
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				if changed, err := m.Reload(ctx); err != nil {
-					m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
-				} else if !changed {
-					m.log.Info().Msg("config unchanged")
-				}
+				reloads.Add(1)
+				go func() {
+					defer reloads.Done()
+					if changed, err := m.Reload(reloadCtx); err != nil {
+						m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
+					} else if !changed {
+						m.log.Info().Msg("config unchanged")
+					}
+				}()
 				continue
 			}
 			m.log.Info().Str("signal", sig.String()).Int64("timeout_ms", m.cfg().Scheduler.ShutdownTimeout.D().Milliseconds()).
@@ -72,6 +83,7 @@ wait:
 			break wait
 		}
 	}
+	stopReloads()
 	sctx, cancel := context.WithTimeout(ctx, m.cfg().Scheduler.ShutdownTimeout.D())
 	defer cancel()
 	go func() {
@@ -84,5 +96,13 @@ wait:
 		}
 	}()
 	m.Close(sctx)
+	// The SIGHUP reloads were canceled above and Close stopped the watcher that might hold the
+	// reload lock; a POST /-/reload still waiting on the network must not keep opsd alive.
+	waited := make(chan struct{})
+	go func() { reloads.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+	}
 	return 0
 }

@@ -367,6 +367,9 @@ func (m *Main) Run(ctx context.Context) error {
 func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.reload.Lock()
 	defer m.reload.Unlock()
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("reload: %w", err) // shutting down, or the caller left
+	}
 	old := m.cfg()
 	if old.File == "" {
 		return false, errors.New("reload: the config was not loaded from a file")

@@ -375,7 +375,7 @@ func TestConfigCheckCommand(t *testing.T) {
 			}
 		}
 	}
-	t.Setenv("OPSD_ADMIN_TOKEN", "x")
+	t.Setenv("OPSD_ADMIN_TOKEN", "example-admin-token-0123")
 	t.Setenv("DO_SPACES_REGION", "nyc3")
 	t.Setenv("DO_SPACES_ACCESS_KEY", "AK")
 	t.Setenv("DO_SPACES_SECRET_KEY", "SK")

@@ -4,6 +4,7 @@
 package schedule
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -76,11 +77,73 @@ func Parse(spec string) (Schedule, error) {
 	if err := checkFields(expr); err != nil {
 		return Schedule{}, fmt.Errorf("invalid cron expression %q: %w", spec, err)
 	}
-	sched, err := cron.ParseStandard(expr)
+	sched, err := cron.ParseStandard(sundaySeven(expr))
 	if err != nil {
 		return Schedule{}, fmt.Errorf("invalid cron expression %q: %w", spec, err)
 	}
+	// A day that does not exist (February 30, April 31) never fires: refuse it here, so
+	// `opsd config check` names the line instead of the scheduler silently never running it.
+	if sched.Next(neverFiresFrom).IsZero() {
+		return Schedule{}, fmt.Errorf("invalid cron expression %q: it never fires (no such date, e.g. February 30 or April 31)", spec)
+	}
 	return Schedule{Spec: spec, Cron: expr, sched: sched}, nil
+}
+
+// neverFiresFrom is where the never-fires check starts: the library searches five years, which
+// holds a February 29 from here.
+var neverFiresFrom = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// sundaySeven rewrites day-of-week 7 (Sunday, as Vixie cron accepts) to 0, which the cron
+// library requires. Items without a 7 are kept as written.
+func sundaySeven(expr string) string {
+	parts := strings.Fields(expr)
+	if len(parts) != 5 {
+		return expr
+	}
+	items := strings.Split(parts[4], ",")
+	changed := false
+	for i, item := range items {
+		rng, stepS, hasStep := strings.Cut(item, "/")
+		if rng == "*" || rng == "?" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(rng, "-")
+		a, b := dowNumber(lo), dowNumber(lo)
+		if isRange {
+			b = dowNumber(hi)
+		}
+		if !isRange && hasStep {
+			b = 7 // "n/step" runs from n to the end of the range, 7 included
+		}
+		if b != 7 || a < 0 {
+			continue
+		}
+		step := 1
+		if hasStep {
+			step, _ = strconv.Atoi(stepS)
+		}
+		var vals []string
+		for v := a; v <= b && step > 0; v += step {
+			vals = append(vals, strconv.Itoa(v%7))
+		}
+		items[i] = strings.Join(vals, ",")
+		changed = true
+	}
+	if !changed {
+		return expr
+	}
+	parts[4] = strings.Join(items, ",")
+	return strings.Join(parts, " ")
+}
+
+func dowNumber(s string) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	if n, ok := fields[4].names[strings.ToLower(s)]; ok {
+		return n
+	}
+	return -1
 }
 
 func checkFields(expr string) error {
@@ -162,16 +225,25 @@ func (s Schedule) Missed(last, now time.Time) bool {
 	return !next.IsZero() && next.Before(now)
 }
 
+// MaxDuration is the longest duration accepted: 100 years (36500d). Longer ones would be
+// meaningless and, past ~292 years, wrap int64 nanoseconds.
+const MaxDuration = 36500 * 24 * time.Hour
+
 // ParseDuration parses a Go duration and also accepts a whole number of days ("7d") and weeks
-// ("2w"), which retention settings use.
+// ("2w"), which retention settings use. Durations longer than MaxDuration are refused, never
+// wrapped.
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, fmt.Errorf("empty duration")
 	}
+	tooLong := fmt.Errorf("duration %q is longer than the limit of 36500d (100 years)", s)
 	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
 		if n, ok := strings.CutSuffix(s, suffix); ok {
-			v, err := strconv.Atoi(n)
+			v, err := strconv.ParseInt(n, 10, 64)
+			if errors.Is(err, strconv.ErrRange) || err == nil && v > int64(MaxDuration/unit) {
+				return 0, tooLong
+			}
 			if err != nil || v < 0 {
 				return 0, fmt.Errorf("invalid duration %q", s)
 			}
@@ -180,7 +252,13 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
+		if strings.Contains(err.Error(), "overflow") {
+			return 0, tooLong
+		}
 		return 0, fmt.Errorf("invalid duration %q (use e.g. 90s, 30m, 6h, 7d)", s)
+	}
+	if d > MaxDuration || d < -MaxDuration {
+		return 0, tooLong
 	}
 	return d, nil
 }

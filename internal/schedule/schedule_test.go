@@ -89,3 +89,58 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestSundaySeven: day-of-week 7 is Sunday, as in Vixie cron, alone, in ranges and in lists.
+func TestSundaySeven(t *testing.T) {
+	at := time.Date(2026, 11, 26, 13, 22, 0, 0, time.UTC) // a Thursday
+	sunday := time.Date(2026, 11, 29, 4, 0, 0, 0, time.UTC)
+	for spec, want := range map[string]time.Time{
+		"0 4 * * 7":     sunday,
+		"0 4 * * 5-7":   time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC),
+		"0 4 * * 6-7":   time.Date(2026, 11, 28, 4, 0, 0, 0, time.UTC),
+		"0 4 * * 1,7":   sunday,
+		"0 4 * * 0":     sunday,
+		"0 4 * * sun":   sunday,
+		"0 4 * * 7/7":   sunday,
+		"0 4 * * mon-7": time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC),
+	} {
+		s, err := Parse(spec)
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		if got := s.Next(at); !got.Equal(want) {
+			t.Errorf("%s: next = %v, want %v", spec, got, want)
+		}
+		if s.Cron != spec {
+			t.Errorf("%s: Cron = %q, want the expression as written", spec, s.Cron)
+		}
+	}
+}
+
+// TestNeverFires: a date that does not exist is refused at parse time; February 29 is not.
+func TestNeverFires(t *testing.T) {
+	for _, spec := range []string{"0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"} {
+		if _, err := Parse(spec); err == nil || !strings.Contains(err.Error(), "it never fires") {
+			t.Errorf("Parse(%q) = %v, want never fires", spec, err)
+		}
+	}
+	if _, err := Parse("0 0 29 2 *"); err != nil {
+		t.Errorf("February 29: %v", err)
+	}
+}
+
+// TestParseDurationRange: durations past 36500d are refused, never wrapped (213504d wraps
+// int64 nanoseconds to ~25 minutes).
+func TestParseDurationRange(t *testing.T) {
+	for _, in := range []string{"213504d", "36501d", "5215w", "99999999999999999999d", "876001h", "2562047h"} {
+		if d, err := ParseDuration(in); err == nil || !strings.Contains(err.Error(), "longer than the limit of 36500d") {
+			t.Errorf("ParseDuration(%q) = %v, %v; want the limit error", in, d, err)
+		}
+	}
+	if d, err := ParseDuration("36500d"); err != nil || d != MaxDuration {
+		t.Errorf("36500d = %v, %v", d, err)
+	}
+	if _, err := Parse("@every 213504d"); err == nil || !strings.Contains(err.Error(), "longer than the limit") {
+		t.Errorf("@every 213504d: %v", err)
+	}
+}
