@@ -127,7 +127,14 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 	if d, ok := j.(jobs.DryRunner); ok && d.IsDryRun() {
 		o = e.runner.Plan(ctx, j, jc.Timeout.D()) // a plan is not a run: not recorded
 	} else {
+		// A platform-scoped job takes the same fleet-wide lock as the daemons' runs: it never
+		// runs on two nodes at once.
+		release, code := cliPlatformLock(ctx, cfg, jc, stderr)
+		if code != 0 {
+			return code
+		}
 		o = e.runner.Run(ctx, j, jc.Timeout.D(), jobs.TriggerCLI)
+		release()
 	}
 	if print == nil {
 		print = printOutcome

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,4 +197,152 @@ func fleetFiring(body string) bool {
 		rest = rest[:j]
 	}
 	return strings.Contains(rest, `"firing":true`)
+}
+
+// tcpProxy forwards a loopback port to target until cut (every connection closed, new ones
+// refused) and can be resumed on the same port: a network failure between opsd and PostgreSQL.
+type tcpProxy struct {
+	t      *testing.T
+	target string
+	addr   string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	p := &tcpProxy{t: t, target: target}
+	p.listen("127.0.0.1:0")
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *tcpProxy) listen(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) resume() { p.listen(p.addr) }
+
+// viaProxy rewrites the DSN's host:port to the proxy's.
+func viaProxy(t *testing.T, dsn string, p *tcpProxy) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.addr
+	return u.String()
+}
+
+// TestLostSessionCancelsThePlatformRun: a daemon runs a long platform job; its connection to
+// the coordination database is cut; the run is cancelled (fencing: no two nodes ever run it at
+// once), /health says degraded, the job is skipped while the database is unreachable (counted),
+// and it runs again once the database answers. Meanwhile a second node, whose connection is
+// fine, runs the job: the two runs never overlap. The CLI and the API refuse a run while another
+// node holds the job.
+func TestLostSessionCancelsThePlatformRun(t *testing.T) {
+	dsn := pgDSN(t)
+	u, _ := url.Parse(dsn)
+	proxy := newTCPProxy(t, u.Host)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	job := `  - name: long
+    kind: noop
+    schedule: "0 3 * * *"
+    scope: platform
+    sleep: 10m
+`
+	mA, baseA := startDaemon(t, fleetConfig(t, dir, "node-a", schema, viaProxy(t, dsn, proxy), job))
+	cfgB := fleetConfig(t, dir, "node-b", schema, dsn, job)
+	mB, baseB := startDaemon(t, cfgB)
+	t.Cleanup(func() { // the runs sleep 10m: stop them rather than wait
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		mA.Close(ctx)
+		mB.Close(ctx)
+	})
+	if code, b := post(t, baseA+"/api/jobs/long/run", token); code != 202 {
+		t.Fatalf("start the platform run on node-a: %d %s", code, b)
+	}
+	eventually(t, "the run on node-a", 30*time.Second, func() bool { return mA.runner.IsRunning("long") })
+	// Node-b sees the job held elsewhere: the API answers 409 and the CLI refuses.
+	if code, b := post(t, baseB+"/api/jobs/long/run", token); code != 409 || !strings.Contains(b, "another node") {
+		t.Fatalf("a second platform run on node-b: %d %s", code, b)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"jobs", "run", "-c", cfgB, "long"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "running on another node") {
+		t.Fatalf("CLI run while node-a holds the job: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	// Node-a's session is lost: its run is cancelled and /health is degraded.
+	proxy.cut()
+	eventually(t, "node-a's run to be cancelled", time.Minute, func() bool { return !mA.runner.IsRunning("long") })
+	eventually(t, "node-a degraded", time.Minute, func() bool {
+		_, b := get(t, baseA+"/health")
+		return strings.Contains(b, `"degraded"`)
+	})
+	runsA, _ := mA.state.Runs(context.Background(), "long", 10)
+	if len(runsA) == 0 || runsA[0].Outcome == "success" || runsA[0].FinishedAt == nil {
+		t.Fatalf("node-a's run after losing its session: %+v", runsA)
+	}
+	// Node-b can take the job now (the lock went with node-a's session), and did not run
+	// while node-a did.
+	eventually(t, "node-b to take the job", time.Minute, func() bool {
+		code, _ := post(t, baseB+"/api/jobs/long/run", token)
+		return code == 202
+	})
+	stB, _ := state.Open(context.Background(), filepath.Join(dir, "node-b-state.db"))
+	defer stB.Close()
+	var runsB []state.Run
+	eventually(t, "node-b's run recorded", time.Minute, func() bool {
+		runsB, _ = stB.Runs(context.Background(), "long", 10)
+		return len(runsB) > 0
+	})
+	if runsB[0].StartedAt.Before(runsA[0].StartedAt) || (runsA[0].FinishedAt != nil && runsB[0].StartedAt.Before(*runsA[0].FinishedAt)) {
+		t.Fatalf("runs overlap: node-a %v-%v, node-b from %v", runsA[0].StartedAt, runsA[0].FinishedAt, runsB[0].StartedAt)
+	}
+	// While node-a cannot reach the database its platform runs are refused, not run uncoordinated.
+	if code, b := post(t, baseA+"/api/jobs/long/run", token); code == 202 || mA.runner.IsRunning("long") {
+		t.Fatalf("node-a started a platform run without the coordination database: %d %s", code, b)
+	}
+	proxy.resume()
+	eventually(t, "node-a healthy again", time.Minute, func() bool {
+		_, b := get(t, baseA+"/health")
+		return !strings.Contains(b, "coordination")
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -118,6 +119,11 @@ func (m *Main) heartbeat(ctx context.Context) {
 	up := 0.0
 	if err == nil && nerr == nil {
 		up = 1
+		if m.problems.Clear("coordination") {
+			m.log.Info().Msg("the coordination database answers again: platform-scoped jobs run")
+		}
+	} else {
+		m.problems.Set("coordination", "coordination database unavailable: platform-scoped jobs are skipped until it answers")
 	}
 	m.fleet.Up.Set(up)
 	if nerr != nil {
@@ -194,4 +200,32 @@ func lostNodes(nodes []coord.NodeInfo, after time.Duration) []string {
 func (m *Main) nodeLostRule() alerts.Spec {
 	return alerts.Spec{Rule: &alerts.NodeLost{RuleName: "node-lost", Nodes: m.coord.Nodes,
 		LostAfter: func() time.Duration { return m.cfg().Coordination.NodeLostAfter.D() }}}
+}
+
+// cliPlatformLock takes a platform-scoped job's fleet-wide lock for a CLI run (a no-op without
+// coordination): a clear message and exit 1 when the job runs on another node or the
+// coordination database cannot be reached (a platform job never runs uncoordinated).
+func cliPlatformLock(ctx context.Context, cfg *config.Config, jc config.Job, stderr io.Writer) (func(), int) {
+	if !cfg.Coordination.Enabled() || cfg.Scope(jc) != jobs.ScopePlatform {
+		return func() {}, 0
+	}
+	p, err := coord.Open(ctx, coord.Options{DSN: cfg.Coordination.Postgres.DSN.Value(), Schema: cfg.Coordination.Postgres.Schema, Node: cfg.NodeID})
+	if err != nil {
+		if p != nil {
+			p.Close()
+		}
+		fmt.Fprintf(stderr, "opsd: %s is a platform job and the coordination database cannot be reached: %v\n", jc.Name, err)
+		return nil, 1
+	}
+	lease, err := p.TryLock(ctx, "job:"+jc.Name)
+	if err != nil {
+		p.Close()
+		if errors.Is(err, coord.ErrHeld) {
+			fmt.Fprintf(stderr, "opsd: %s is running on another node right now (platform job, fleet-wide lock held); try again when it finishes\n", jc.Name)
+		} else {
+			fmt.Fprintf(stderr, "opsd: %s: %v\n", jc.Name, err)
+		}
+		return nil, 1
+	}
+	return func() { lease.Release(); p.Close() }, 0
 }
