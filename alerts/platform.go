@@ -4,6 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wopr-network/opsd/internal/postgres"
 )
 
 // DefaultCreditsQuery is the credits consumed in the last 24 hours (credit_transactions.at is in
@@ -32,34 +36,87 @@ func GatewaySummary(ctx context.Context, path string, now time.Time) (map[string
 		return nil, err
 	}
 	defer db.Close()
-	window := func(minutes int) (map[string]any, error) {
+	return gatewaySummary(func(minutes int, each func(capability string, requests, errors int64) error) error {
 		rows, err := db.QueryContext(ctx, `SELECT capability, COALESCE(SUM(requests),0), COALESCE(SUM(errors),0) FROM gateway_metrics
 			WHERE minute_key > :now - :span AND capability != '__credit_failures__' GROUP BY capability ORDER BY capability`,
 			sql.Named("now", now.UnixMilli()), sql.Named("span", int64(minutes)*60000))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer rows.Close()
-		var reqs, errs int64
-		by := map[string]any{}
 		for rows.Next() {
 			var c string
 			var r, e int64
 			if err := rows.Scan(&c, &r, &e); err != nil {
-				return nil, err
+				return err
 			}
+			if err := each(c, r, e); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// GatewaySummaryPostgres is GatewaySummary over the platform's PostgreSQL database (same JSON),
+// in a read-only transaction.
+func GatewaySummaryPostgres(ctx context.Context, raw string, now time.Time) (map[string]any, error) {
+	dsn, err := postgres.ParseDSN(raw)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dsn.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	tx, err := c.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	return gatewaySummary(func(minutes int, each func(capability string, requests, errors int64) error) error {
+		rows, err := tx.Query(ctx, `SELECT capability, COALESCE(SUM(requests),0)::bigint, COALESCE(SUM(errors),0)::bigint FROM gateway_metrics
+			WHERE minute_key > $1::bigint - $2::bigint AND capability != '__credit_failures__' GROUP BY capability ORDER BY capability`,
+			now.UnixMilli(), int64(minutes)*60000)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c string
+			var r, e int64
+			if err := rows.Scan(&c, &r, &e); err != nil {
+				return err
+			}
+			if err := each(c, r, e); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// capabilityRows calls each for every capability's requests and errors over the last minutes.
+type capabilityRows func(minutes int, each func(capability string, requests, errors int64) error) error
+
+// gatewaySummary totals the last 5 and 60 minutes, in total and per capability.
+func gatewaySummary(rows capabilityRows) (map[string]any, error) {
+	rate := func(e, r int64) float64 {
+		if r > 0 {
+			return float64(e) / float64(r)
+		}
+		return 0
+	}
+	window := func(minutes int) (map[string]any, error) {
+		var reqs, errs int64
+		by := map[string]any{}
+		err := rows(minutes, func(c string, r, e int64) error {
 			reqs, errs = reqs+r, errs+e
-			rate := 0.0
-			if r > 0 {
-				rate = float64(e) / float64(r)
-			}
-			by[c] = map[string]any{"requests": r, "errors": e, "errorRate": rate}
-		}
-		rate := 0.0
-		if reqs > 0 {
-			rate = float64(errs) / float64(reqs)
-		}
-		return map[string]any{"totalRequests": reqs, "totalErrors": errs, "errorRate": rate, "byCapability": by}, rows.Err()
+			by[c] = map[string]any{"requests": r, "errors": e, "errorRate": rate(e, r)}
+			return nil
+		})
+		return map[string]any{"totalRequests": reqs, "totalErrors": errs, "errorRate": rate(errs, reqs), "byCapability": by}, err
 	}
 	l5, err := window(5)
 	if err != nil {

@@ -24,19 +24,11 @@ func (b *bench) nodeRestoreScenario(ctx context.Context) error {
 			return err
 		}
 	}
-	dc, err := docker.New("")
+	dc, img, err := benchDocker(ctx)
 	if err != nil {
 		return err
 	}
 	defer dc.Close()
-	rootfs, err := docker.BusyboxRootFS()
-	if err != nil {
-		return err
-	}
-	img, err := dc.Import(ctx, bytes.NewReader(rootfs), "opsd-bench/busybox:latest")
-	if err != nil {
-		return err
-	}
 	n, sizeMB := b.sz.nodeContainers, b.sz.nodeMB
 	prefix := "tenant_benchnode_"
 	var names []string
@@ -132,4 +124,21 @@ jobs:
 	table(fmt.Sprintf("node-restore: %d containers of %d MiB from a lost node", n, sizeMB),
 		"Goal: at least 3x faster than the loop; on 2 cores the whole node in under 5 minutes. Peak RSS is the `opsd restore node` process's.", rows)
 	return nil
+}
+
+// benchDocker connects to the Docker engine and imports the busybox image the scenarios run.
+func benchDocker(ctx context.Context) (*docker.Client, string, error) {
+	dc, err := docker.New("")
+	if err != nil {
+		return nil, "", err
+	}
+	rootfs, err := docker.BusyboxRootFS()
+	if err == nil {
+		var img string
+		if img, err = dc.Import(ctx, bytes.NewReader(rootfs), "opsd-bench/busybox:latest"); err == nil {
+			return dc, img, nil
+		}
+	}
+	dc.Close()
+	return nil, "", err
 }

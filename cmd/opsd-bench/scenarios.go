@@ -27,7 +27,6 @@ import (
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
-	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/sqlite"
@@ -197,19 +196,11 @@ func (b *bench) exportScenario(ctx context.Context) error {
 			return err
 		}
 	}
-	dc, err := docker.New("")
+	dc, img, err := benchDocker(ctx)
 	if err != nil {
 		return err
 	}
 	defer dc.Close()
-	rootfs, err := docker.BusyboxRootFS()
-	if err != nil {
-		return err
-	}
-	img, err := dc.Import(ctx, bytes.NewReader(rootfs), "opsd-bench/busybox:latest")
-	if err != nil {
-		return err
-	}
 	var rows []row
 	for _, sizeMB := range []int{b.sz.exportSmallMB, b.sz.exportMB} {
 		name := fmt.Sprintf("tenant_bench_%d", sizeMB)

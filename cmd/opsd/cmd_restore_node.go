@@ -45,25 +45,17 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
 		return 2
 	}
-	r, code := openRestore(*cfgPath, stdout, stderr)
+	r, ids, code := openDockerRestore("restore container", *cfgPath, *identity, stdout, stderr)
 	if r == nil {
 		return code
 	}
 	defer r.close()
-	if r.docker == nil {
-		fmt.Fprintln(stderr, "opsd: restore container needs the Docker engine (docker.host)")
-		return 1
-	}
-	ids, err := readIdentities(*identity)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
 	node := *fromNode
 	if node == "" {
 		node = r.cfg.NodeID
 	}
 	var k string
+	var err error
 	switch {
 	case *key != "" || *date != "" || *latest:
 		k, err = restore.ContainerKey(r.ctx, r.store, r.keys, node, name, *key, *date, *latest)
@@ -143,20 +135,11 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: --parallel %d: want 1 to 64\n", *parallel)
 		return 2
 	}
-	r, code := openRestore(*cfgPath, stdout, stderr)
+	r, ids, code := openDockerRestore("restore node", *cfgPath, *identity, stdout, stderr)
 	if r == nil {
 		return code
 	}
 	defer r.close()
-	if r.docker == nil {
-		fmt.Fprintln(stderr, "opsd: restore node needs the Docker engine (docker.host)")
-		return 1
-	}
-	ids, err := readIdentities(*identity)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
 	var baseDir string
 	if *withSnaps {
 		jc, err := findJob(r.cfg, "dir_snapshot", "")
@@ -321,4 +304,25 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// openDockerRestore opens what a container or node restore needs: the restore environment with
+// a Docker engine, and the age identities (nil r: exit with code).
+func openDockerRestore(what, cfgPath, identity string, stdout, stderr io.Writer) (r *restoreEnv, ids []age.Identity, code int) {
+	r, code = openRestore(cfgPath, stdout, stderr)
+	if r == nil {
+		return nil, nil, code
+	}
+	if r.docker == nil {
+		r.close()
+		fmt.Fprintf(stderr, "opsd: %s needs the Docker engine (docker.host)\n", what)
+		return nil, nil, 1
+	}
+	ids, err := readIdentities(identity)
+	if err != nil {
+		r.close()
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return nil, nil, 1
+	}
+	return r, ids, 0
 }
