@@ -11,6 +11,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,9 +101,24 @@ func Run(t testing.TB, c *docker.Client, name string, labels map[string]string, 
 	if err != nil {
 		t.Fatalf("create test container %s: %v (a container of that name that this test did not create is left alone: name test containers with dockertest.Unique)", name, err)
 	}
-	t.Cleanup(func() { c.Remove(context.Background(), id) })
+	t.Cleanup(func() {
+		c.Remove(context.Background(), id)
+		removeRestoredImages(c, name)
+	})
 	if err := c.Start(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// removeRestoredImages removes the images restores of the container created (opsd-restore/NAME:*),
+// so that restore tests leave no images behind on a shared engine.
+func removeRestoredImages(c *docker.Client, name string) {
+	out, err := exec.Command("docker", "images", "-q", "--filter", "reference=opsd-restore/"+strings.ToLower(name)).Output()
+	if err != nil {
+		return
+	}
+	for _, img := range strings.Fields(string(out)) {
+		c.RemoveImage(context.Background(), img)
+	}
 }
