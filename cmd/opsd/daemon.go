@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"runtime/debug"
 	"sync"
@@ -134,7 +135,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		cliLock.Release()
 		return nil, err
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.New(), docker: dc,
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.NewShared(filepath.Dir(cfg.State.Path)), docker: dc,
 		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	e.runner.Problems = problems

@@ -16,6 +16,9 @@ type Locks struct {
 	changed chan struct{}
 	held    map[int]hold
 	next    int
+	// dir, when set, holds lock files that keep other processes on this host (the CLI and the
+	// daemon) apart too: see NewShared.
+	dir string
 }
 
 type hold struct {
@@ -24,8 +27,19 @@ type hold struct {
 	owner     string
 }
 
-// New returns an empty set.
+// New returns an empty set for this process.
 func New() *Locks { return &Locks{held: map[int]hold{}, changed: make(chan struct{})} }
+
+// NewShared returns a set whose holds are also visible to other processes using the same
+// directory (opsd's state directory): every hold also takes a flock, shared or exclusive, on a
+// lock file per top-level prefix (platform/, nightly/, ...), so `opsd prune` from the CLI waits
+// for the daemon's drill and the other way round. Across processes prefixes conflict by their
+// first path element, a coarser rule than within one process.
+func NewShared(dir string) *Locks {
+	l := New()
+	l.dir = dir
+	return l
+}
 
 func overlap(a, b string) bool { return strings.HasPrefix(a, b) || strings.HasPrefix(b, a) }
 
@@ -49,7 +63,7 @@ func (l *Locks) Acquire(ctx context.Context, prefix string, exclusive bool, owne
 			l.held[id] = hold{prefix, exclusive, owner}
 			l.mu.Unlock()
 			var once sync.Once
-			return func() {
+			release := func() {
 				once.Do(func() {
 					l.mu.Lock()
 					delete(l.held, id)
@@ -57,6 +71,15 @@ func (l *Locks) Acquire(ctx context.Context, prefix string, exclusive bool, owne
 					l.changed = make(chan struct{})
 					l.mu.Unlock()
 				})
+			}
+			files, err := l.lockFiles(ctx, prefix, exclusive)
+			if err != nil {
+				release()
+				return nil, err
+			}
+			return func() {
+				unlockFiles(files)
+				release()
 			}, nil
 		}
 		wait := l.changed
@@ -77,5 +100,11 @@ func (l *Locks) TryAcquire(prefix string, exclusive bool, owner string) (func(),
 	if busy {
 		return nil, fmt.Errorf("%s is in use by %s", prefix, h.owner)
 	}
-	return l.Acquire(context.Background(), prefix, exclusive, owner)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // try once: never wait
+	rel, err := l.Acquire(ctx, prefix, exclusive, owner)
+	if err != nil {
+		return nil, fmt.Errorf("%s is in use by another opsd process on this host", prefix)
+	}
+	return rel, nil
 }

@@ -53,3 +53,53 @@ func TestSharedAndExclusive(t *testing.T) {
 		t.Fatal("acquired through a held lock")
 	}
 }
+
+// TestSharedLocksKeepProcessesApart: two lock sets on one directory stand for the daemon and
+// the CLI (flock locks belong to open files, so two sets conflict as two processes would): a
+// drill's shared hold keeps prune's exclusive hold of the same top-level prefix waiting, other
+// prefixes stay free, and prune gets the lock once the drill lets go.
+func TestSharedLocksKeepProcessesApart(t *testing.T) {
+	dir := t.TempDir()
+	daemon, cli := NewShared(dir), NewShared(dir)
+	drill, err := daemon.TryAcquire("nightly/node-1/", false, "drill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.TryAcquire("nightly/", true, "prune"); err == nil {
+		t.Fatal("the CLI's prune got nightly/ while the daemon's drill reads it")
+	}
+	other, err := cli.TryAcquire("platform/", true, "prune")
+	if err != nil {
+		t.Fatalf("platform/ is free: %v", err)
+	}
+	other()
+	reader, err := cli.TryAcquire("nightly/", false, "verify")
+	if err != nil {
+		t.Fatalf("two readers share a prefix across processes: %v", err)
+	}
+	reader()
+	got := make(chan error, 1)
+	go func() {
+		rel, err := cli.Acquire(context.Background(), "nightly/", true, "prune")
+		if err == nil {
+			rel()
+		}
+		got <- err
+	}()
+	drill()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("prune never got the lock after the drill released it")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hold, _ := daemon.TryAcquire("nightly/", false, "drill")
+	defer hold()
+	cancel()
+	if _, err := cli.Acquire(ctx, "nightly/", true, "prune"); err == nil {
+		t.Fatal("a cancelled wait got the lock")
+	}
+}
