@@ -118,7 +118,12 @@ func startDaemon(t *testing.T, cfgPath string) (*Main, string) {
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close(context.Background()) })
+	t.Cleanup(func() {
+		// Bounded: a test that fails while a long run is in progress must not wait for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
 	return m, "http://" + m.Addr().String()
 }
 

@@ -70,10 +70,20 @@ jobs:
   - {name: slow, kind: noop, schedule: "0 4 * * *", sleep: 10m}
 `, token, dir, dir))
 	m, base := startDaemon(t, cfgPath)
+	t.Cleanup(func() { // the run sleeps 10m: cancel it rather than wait
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
 	if code, _ := post(t, base+"/api/jobs/slow/run", token); code != 202 {
 		t.Fatalf("trigger: %d", code)
 	}
-	eventually(t, "the slow run", 10*time.Second, func() bool { return m.runner.IsRunning("slow") })
+	// Wait for the run's row, not only the in-memory claim: the row is what a second daemon
+	// must not touch.
+	eventually(t, "the slow run recorded as running", time.Minute, func() bool {
+		r, err := m.state.LastRun(context.Background(), "slow")
+		return err == nil && r.Outcome == state.OutcomeRunning
+	})
 
 	var out, errb bytes.Buffer
 	code := run([]string{"run", "-c", cfgPath, "--listen", "127.0.0.1:0"}, &out, &errb)
