@@ -2,9 +2,6 @@ package jobs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,42 +9,17 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
-// assertManifestsMatchObjects downloads every object that has a manifest and compares its size
-// and SHA-256 with the manifest: after a fault no manifest may point at a missing or different
-// object.
+// assertManifestsMatchObjects fails the test unless every manifest's object exists and matches
+// its size and SHA-256 (the shared checker of the fault tests).
 func assertManifestsMatchObjects(t *testing.T, store storage.Store) {
 	t.Helper()
-	ctx := context.Background()
-	objs, err := storage.ListAll(ctx, store, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if !artifact.IsManifest(o.Key) {
-			continue
-		}
-		m, err := artifact.ReadManifest(ctx, store, strings.TrimSuffix(o.Key, artifact.ManifestSuffix))
-		if err != nil {
-			t.Errorf("manifest %s: %v", o.Key, err)
-			continue
-		}
-		rc, _, err := store.Get(ctx, m.Key)
-		if err != nil {
-			t.Errorf("manifest %s points at a missing object: %v", o.Key, err)
-			continue
-		}
-		h := sha256.New()
-		n, err := io.Copy(h, rc)
-		rc.Close()
-		if err != nil || n != m.Size || hex.EncodeToString(h.Sum(nil)) != m.SHA256 {
-			t.Errorf("object %s: %d bytes (%v), manifest says %d bytes sha256 %s", m.Key, n, err, m.Size, m.SHA256)
-		}
-	}
+	artifacttest.Check(t, store, "")
 }
 
 // TestSQLiteBackupSourceGates: an empty source, a source that is not SQLite, and a database
