@@ -71,6 +71,8 @@ type Result struct {
 	Verify *VerifyStats
 	// Prune is set by prune runs; the Runner exports its counts.
 	Prune *PruneStats
+	// Restore is set by restores; the Runner exports the opsd_restore_* metrics from it.
+	Restore *RestoreStats
 	// Retire, when set, makes the Runner stop tracking targets of this kind that are not in
 	// Present (a container that is gone must not stay stale forever).
 	Retire *Retire
@@ -89,6 +91,25 @@ type PruneStats struct {
 	Foreign    int
 	BytesFreed int64
 	DryRun     bool
+}
+
+// RestoreStats are a restore's figures.
+type RestoreStats struct {
+	Kind, Target string
+	// Outcome is the restore's own (success, failure, rolled_back, rollback_failed, canceled,
+	// timeout), classified from its typed errors; empty: the run's outcome.
+	Outcome  string
+	RTO      time.Duration
+	Downtime time.Duration
+}
+
+// OneOff is implemented by runs that are not configured jobs (restores). They are recorded in
+// the run history, timed, bounded and reported to Sentry like every run, but do not wait for
+// the shared limit on concurrent runs (an operator's restore does not queue behind a nightly
+// export), and their metrics are their own (Result.Restore), not the per-job series the
+// "job failing" alert rules cover.
+type OneOff interface {
+	OneOff()
 }
 
 // DrillStats are a drill's timings against its objective.

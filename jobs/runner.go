@@ -190,13 +190,16 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	name, kind := j.Name(), j.Kind()
 	log := r.Log.With().Str("job", name).Str("kind", kind).Str("trigger", trigger).Logger()
 
-	// Wait for a slot under the shared limit.
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		return Outcome{Err: fmt.Errorf("run %s: %w", name, ctx.Err())}
+	// Wait for a slot under the shared limit (one-off runs do not).
+	_, oneOff := j.(OneOff)
+	if !oneOff {
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			return Outcome{Err: fmt.Errorf("run %s: %w", name, ctx.Err())}
+		}
+		defer func() { <-r.sem }()
 	}
-	defer func() { <-r.sem }()
 
 	started := time.Now()
 	// Recording must outlive a cancelled run context.
@@ -205,8 +208,10 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if recErr != nil {
 		log.Error().Err(recErr).Msg("cannot record run start")
 	}
-	r.Metrics.JobRunning.WithLabelValues(name, kind).Set(1)
-	defer r.Metrics.JobRunning.WithLabelValues(name, kind).Set(0)
+	if !oneOff {
+		r.Metrics.JobRunning.WithLabelValues(name, kind).Set(1)
+		defer r.Metrics.JobRunning.WithLabelValues(name, kind).Set(0)
+	}
 	log.Info().Msg("run started")
 
 	r.mu.Lock()
@@ -217,7 +222,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if monitored {
 		checkIn = r.Sentry.CheckInStart(mon)
 	}
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	runCtx, cancel := context.WithTimeout(state.WithRunID(ctx, id), timeout)
 	defer cancel()
 	res, runErr := safeRun(runCtx, j)
 	finished := time.Now()
@@ -280,28 +285,56 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	}
 
 	m := r.Metrics
-	m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
-	m.JobDuration.WithLabelValues(name, kind).Observe(dur.Seconds())
-	m.JobLastDuration.WithLabelValues(name, kind).Set(dur.Seconds())
-	m.JobLastRun.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
-	for _, p := range res.Phases {
-		m.JobPhase.WithLabelValues(name, kind, p.Name).Set(p.seconds())
+	if rs := res.Restore; rs != nil {
+		r.recordRestore(*rs, outcome, dur, res.Phases)
 	}
-	if res.Bytes > 0 {
-		m.BytesUploaded.WithLabelValues(name, kind).Add(float64(res.Bytes))
+	if !oneOff {
+		m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
+		m.JobDuration.WithLabelValues(name, kind).Observe(dur.Seconds())
+		m.JobLastDuration.WithLabelValues(name, kind).Set(dur.Seconds())
+		m.JobLastRun.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
+		for _, p := range res.Phases {
+			m.JobPhase.WithLabelValues(name, kind, p.Name).Set(p.seconds())
+		}
+		if res.Bytes > 0 {
+			m.BytesUploaded.WithLabelValues(name, kind).Add(float64(res.Bytes))
+		}
 	}
 	if outcome == state.OutcomeSuccess {
-		m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
-		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)
+		if !oneOff {
+			m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
+			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)
+		}
 		log.Info().Int64("duration_ms", dur.Milliseconds()).Int64("bytes", res.Bytes).Str("summary", res.Summary).Msg("run succeeded")
 	} else {
-		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(0)
+		if !oneOff {
+			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(0)
+		}
 		log.Error().Err(runErr).Str("outcome", outcome).Int64("duration_ms", dur.Milliseconds()).Msg("run failed")
 		if outcome != state.OutcomeCanceled {
 			r.report(j, res, runErr)
 		}
 	}
 	return Outcome{Run: run, Result: res, Err: runErr}
+}
+
+// recordRestore exports a restore's metrics: its run by outcome, its duration and phases, and
+// after a success its recovery time and downtime.
+func (r *Runner) recordRestore(rs RestoreStats, outcome string, dur time.Duration, phases []Phase) {
+	m := r.Metrics.Restore
+	if rs.Outcome != "" {
+		outcome = rs.Outcome
+	}
+	m.Runs.WithLabelValues(rs.Kind, outcome).Inc()
+	m.Duration.WithLabelValues(rs.Kind).Observe(dur.Seconds())
+	m.Phase.DeletePartialMatch(map[string]string{"kind": rs.Kind})
+	for p, secs := range phaseMap(phases) {
+		m.Phase.WithLabelValues(rs.Kind, p).Set(secs)
+	}
+	if outcome == state.OutcomeSuccess {
+		m.LastRTO.WithLabelValues(rs.Kind, rs.Target).Set(rs.RTO.Seconds())
+		m.LastDowntime.WithLabelValues(rs.Kind, rs.Target).Set(rs.Downtime.Seconds())
+	}
 }
 
 // report sends one Sentry event per failed target, or one for the run when no target failed.

@@ -9,11 +9,9 @@ import (
 
 	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/internal/artifact"
-	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
-	"github.com/wopr-network/opsd/internal/state"
 )
 
 // snapshots lists a target's stored backups (artifacts with manifests) of every kind the key
@@ -107,31 +105,15 @@ func (m *Main) hasContainerJobs() bool {
 	return false
 }
 
-// adminRestore performs the container restore an admin request started (id is its record): a
-// container that does not exist here (a lost node's tenant) is recreated from the archive and
-// its spec, an existing one is replaced. Tests replace it to hold a restore open and prove
-// overlapping requests are refused.
-var adminRestore = func(ctx context.Context, m *Main, id int64, containerID, key string) (restore.ContainerResult, error) {
-	var res restore.ContainerResult
-	if _, ierr := m.docker.Inspect(ctx, containerID, false); docker.IsNotFound(ierr) {
-		m.state.RestoreProgress(ctx, id, containerID+" does not exist here: recreating it from "+key)
-		rr := restore.Recreate(ctx, restore.RecreateOptions{Store: m.objStore(), Engine: m.docker, Key: key})
-		res.NewID = rr.ID
-		if rr.Outcome == "failed" {
-			return res, fmt.Errorf("restore %s: %s", containerID, rr.Error)
-		}
-		return res, nil
-	}
-	keys, err := keyLayout(m.cfg())
-	if err != nil {
-		return res, err
-	}
-	return restore.RestoreContainer(ctx, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Engine: m.docker, Name: containerID, Key: key, Node: m.cfg().NodeID,
-		Progress: func(s string) { m.state.RestoreProgress(ctx, id, s) }})
+// containerRestore builds the run of an admin container restore: over the existing container,
+// or recreated from the archive and its spec when it does not exist here (a lost node's tenant).
+// Tests replace it to hold a restore open.
+var containerRestore = func(m *Main, keys *layout.Layout, containerID, key string) *restore.Run {
+	return restore.ContainerRun(m.state, m.docker, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Name: containerID, Key: key, Node: m.cfg().NodeID}, "api")
 }
 
-// startRestore validates an admin restore request and runs the container restore in the
-// background, recording it; the id lets GET /api/admin/restores/{id} follow it.
+// startRestore validates an admin restore request and starts the container restore through the
+// Runner; the id lets GET /api/admin/restores/{id} follow it and DELETE cancel it.
 func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode string) (int64, error) {
 	cfg := m.cfg()
 	if targetNode != "" && targetNode != cfg.NodeID {
@@ -147,43 +129,11 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 	if _, err := artifact.ReadManifest(ctx, m.objStore(), key); err != nil {
 		return 0, fmt.Errorf("%w: %s has no manifest: not a backup", httpapi.ErrNotFound, key)
 	}
-	// One restore of a container at a time: a second would stop and rename the container the
-	// first is replacing.
-	if other, busy := m.restoring.LoadOrStore(containerID, int64(0)); busy {
-		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, containerID, other)
-	}
-	unmark := func() { m.restoring.Delete(containerID) }
 	release, err := m.locks.TryAcquire(strings.SplitN(key, "/", 2)[0]+"/", false, "restore of "+containerID)
 	if err != nil {
-		unmark()
 		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
 	}
-	id, err := m.state.StartRestore(ctx, state.Restore{Kind: "container", Target: containerID, Key: key, RequestedBy: "api", StartedAt: time.Now()})
-	if err != nil {
-		release()
-		unmark()
-		return 0, err
-	}
-	m.restoring.Store(containerID, id)
-	m.bg.Add(1)
-	go func() {
-		defer m.bg.Done()
-		defer unmark()
-		defer release()
-		rctx := context.WithoutCancel(m.runCtx)
-		res, err := adminRestore(rctx, m, id, containerID, key)
-		fin := time.Now()
-		rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: res.Downtime.Milliseconds(), Outcome: "success", Safety: res.SafetyKey}
-		if err != nil {
-			rec.Outcome, rec.Error = "failure", m.redactor.Redact(err.Error())
-			if strings.Contains(err.Error(), "rolled back") {
-				rec.Outcome = "rolled_back"
-			}
-			m.log.Error().Err(err).Str("target", containerID).Str("key", key).Msg("restore failed")
-		} else {
-			m.log.Info().Str("target", containerID).Str("key", key).Msg("restore succeeded")
-		}
-		m.state.FinishRestore(rctx, rec)
-	}()
-	return id, nil
+	// One restore of a container at a time: a second would stop and rename the container the
+	// first is replacing.
+	return m.startRestoreRun(ctx, containerRestore(m, keys, containerID, key), release)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/mattn/go-isatty"
 
@@ -92,7 +91,7 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	o := restore.PostgresOptions{Store: r.store, Tools: tools, DSN: dsn, Date: *date, TargetDB: *target, Identities: ids, Jobs: 2,
-		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
+		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.redactedProgress, OnBytes: r.onBytes()}
 	// The drill's expectations, when the config has a drill of this database, are checked too.
 	for _, j := range r.cfg.Jobs {
 		if d := j.PostgresDrill; d != nil && d.Database == dsn.Database() {
@@ -129,8 +128,5 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	o.DryRun, o.Date = false, plan.Set
-	return r.record("postgres", dsn.Database(), plan.Key, func() (string, time.Duration, error) {
-		res, err := restore.RestorePostgres(r.ctx, o)
-		return res.SafetyKey, res.Downtime, err
-	})
+	return r.runRestore(restore.PostgresRun(r.state, o, plan.Key, who()))
 }

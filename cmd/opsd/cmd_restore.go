@@ -19,17 +19,18 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
-	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
 	return subcommands("restore", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
 		"db": restoreDB, "container": restoreContainer, "snapshot": restoreSnapshot, "node": restoreNode, "postgres": restorePostgres,
-	}, "opsd restore db|container|snapshot|node|postgres -c FILE ... (see --help of each)")
+	}, "opsd restore db|container|snapshot|node|postgres -c FILE ... (see --help of each); SIGINT cancels a restore (rolled back); opsd restores lists them")
 }
 
-// restoreEnv opens what a restore needs and records the restore in the state database.
+// restoreEnv is what a restore command needs: the environment (state, store, Runner), the
+// signal context (SIGINT or SIGTERM cancels the restore, which then rolls back) and progress
+// output. Restores found interrupted are reported when it opens.
 type restoreEnv struct {
 	*env
 	ctx    context.Context
@@ -61,6 +62,9 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 	if f, ok := stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		bar = true
 	}
+	for _, r := range reportInterrupted(ctx, e) {
+		fmt.Fprintf(stderr, "warning: %s\n", e.redactor.Redact(r.Error))
+	}
 	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, bar: bar, keys: keys}, 0
 }
 
@@ -68,6 +72,9 @@ func (r *restoreEnv) close() {
 	r.env.close(context.Background())
 	r.stop()
 }
+
+// redactedProgress prints a progress line without secrets (dry runs and plans).
+func (r *restoreEnv) redactedProgress(s string) { r.progress(r.redactor.Redact(s)) }
 
 func (r *restoreEnv) progress(s string) {
 	if r.bar {
@@ -105,33 +112,6 @@ func who() string {
 		return "cli:" + u
 	}
 	return "cli"
-}
-
-// record runs a restore and records it (who, what, key, safety copy, downtime, outcome).
-func (r *restoreEnv) record(kind, target, key string, run func() (safety string, downtime time.Duration, err error)) int {
-	started := time.Now()
-	id, err := r.state.StartRestore(r.ctx, state.Restore{Kind: kind, Target: target, Key: key, RequestedBy: who(), StartedAt: started})
-	if err != nil {
-		fmt.Fprintf(r.stdout, "warning: %v\n", err)
-	}
-	safety, down, runErr := run()
-	fin := time.Now()
-	rec := state.Restore{ID: id, FinishedAt: &fin, DowntimeMS: down.Milliseconds(), Outcome: "success", Safety: safety}
-	if runErr != nil {
-		rec.Outcome, rec.Error = "failure", r.redactor.Redact(runErr.Error())
-		if strings.Contains(runErr.Error(), "rolled back") {
-			rec.Outcome = "rolled_back"
-		}
-	}
-	if id != 0 {
-		r.state.FinishRestore(context.WithoutCancel(r.ctx), rec)
-	}
-	if runErr != nil {
-		fmt.Fprintf(r.stdout, "FAILED  %s\n", rec.Error)
-		return 1
-	}
-	fmt.Fprintf(r.stdout, "OK  %s %s restored from %s in %s (downtime %s)\n", kind, target, key, fin.Sub(started).Round(time.Millisecond), down.Round(time.Millisecond))
-	return 0
 }
 
 // stdin and stdinIsTerminal are where confirmations are read (tests replace them).
@@ -208,7 +188,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	o := restore.DBOptions{Store: r.store, Layout: r.keys, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC, Live: *live,
-		RemoveSafetyCopies: *removeSafety, Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.progress, OnBytes: r.onBytes()}
+		RemoveSafetyCopies: *removeSafety, Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.redactedProgress, OnBytes: r.onBytes()}
 	if *dry {
 		res, err := restore.RestoreDB(r.ctx, o)
 		if err != nil {
@@ -218,10 +198,6 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, res.Plan)
 		fmt.Fprintln(stdout, "DRY RUN: every backup verified; nothing was changed")
 		return 0
-	}
-	target := "platform"
-	if len(dbs) > 0 {
-		target = strings.Join(dbs, ",")
 	}
 	// The plan first: what will be replaced, from which set, and where the safety copies go.
 	o.PlanOnly = true
@@ -238,16 +214,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	o.PlanOnly, o.Date = false, plan.Set
-	return r.record("db", target, r.keys.SetPrefix(plan.Set), func() (string, time.Duration, error) {
-		res, err := restore.RestoreDB(r.ctx, o)
-		var safety []string
-		for _, d := range res.Databases {
-			if d.SafetyKey != "" {
-				safety = append(safety, d.SafetyKey)
-			}
-		}
-		return strings.Join(safety, " "), res.Downtime, err
-	})
+	return r.runRestore(restore.DBRun(r.state, o, who()))
 }
 
 func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
@@ -289,10 +256,7 @@ func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	return r.record("snapshot", inst, k, func() (string, time.Duration, error) {
-		res, err := restore.RestoreSnapshot(r.ctx, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, Progress: r.progress, OnBytes: r.onBytes()})
-		return res.Previous, 0, err
-	})
+	return r.runRestore(restore.SnapshotRun(r.state, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, OnBytes: r.onBytes()}, who()))
 }
 
 // cmdBackups lists what is in the store: key, size, date, and whether it has a manifest.

@@ -1,22 +1,19 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"filippo.io/age"
 
-	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
-	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/jobs"
 )
 
 // restoreContainer restores one container: over an existing one of that name (--replace: safety
@@ -85,24 +82,8 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer release()
-	if exists {
-		return r.record("container", name, k, func() (string, time.Duration, error) {
-			res, err := restore.RestoreContainer(r.ctx, restore.ContainerOptions{Store: r.store, Layout: r.keys, Engine: r.docker, Name: name, Key: k, Identities: ids,
-				Node: r.cfg.NodeID, Probe: *probe, Progress: r.progress, OnBytes: r.onBytes()})
-			return res.SafetyKey, res.Downtime, err
-		})
-	}
-	r.progress(fmt.Sprintf("%s does not exist on this node: recreating it from %s and its captured spec", name, k))
-	return r.record("container", name, k, func() (string, time.Duration, error) {
-		res := restore.Recreate(r.ctx, restore.RecreateOptions{Store: r.store, Engine: r.docker, Key: k, Identities: ids, Probe: *probe, OnBytes: r.onBytes()})
-		for _, w := range res.Warnings {
-			r.progress("note: " + w)
-		}
-		if res.Outcome == "failed" {
-			return "", 0, fmt.Errorf("restore %s: %s", name, res.Error)
-		}
-		return "", time.Duration(res.Seconds * float64(time.Second)), nil
-	})
+	return r.runRestore(restore.ContainerRun(r.state, r.docker, restore.ContainerOptions{Store: r.store, Layout: r.keys, Name: name, Key: k, Identities: ids,
+		Node: r.cfg.NodeID, Probe: *probe, OnBytes: r.onBytes()}, who()))
 }
 
 // restoreNode restores every tenant container a (lost) node backed up onto this node: runbook
@@ -154,105 +135,32 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer release()
-	var total int64
-	if cands, err := restore.NodeCandidates(r.ctx, r.store, r.keys, *from); err == nil {
-		for _, k := range cands {
-			if m, err := artifact.ReadManifest(r.ctx, r.store, k); err == nil {
-				total += m.Size
+	run, rep := restore.NodeRun(r.state, restore.NodeRunOptions{NodeOptions: restore.NodeOptions{Store: r.store, Layout: r.keys, Engine: r.docker, FromNode: *from,
+		Identities: ids, Parallel: *parallel, Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe},
+		SnapshotBaseDir: baseDir, Node: r.cfg.NodeID}, who())
+	code = 0
+	if *dry {
+		// A dry run changes nothing: it is not a restore run.
+		if _, err := run.Do(r.ctx, restore.PrintTracker(r.redactedProgress)); err != nil {
+			code = 1
+		}
+	} else {
+		run.Redact, run.Print = r.redactor.Redact, r.progress
+		if o := r.runner.Run(r.ctx, restoreJob{run}, restoreTimeout, jobs.TriggerCLI); o.Err != nil {
+			if o.Run.ID == 0 {
+				run.Abort(r.ctx, o.Err)
 			}
+			code = 1
 		}
-	}
-	started := time.Now()
-	var done int64
-	n := 0
-	progress := func(c restore.RecreateResult) {
-		n++
-		done += c.Bytes
-		eta := ""
-		if el := time.Since(started).Seconds(); done > 0 && total > done {
-			eta = fmt.Sprintf(", ETA %s", time.Duration(float64(total-done)/(float64(done)/el)*float64(time.Second)).Round(time.Second))
-		}
-		line := fmt.Sprintf("[%d] %-8s %s (%s, %.1fs)  total %s of %s%s", n, c.Outcome, c.Name, humanBytes(c.Bytes), c.Seconds, humanBytes(done), humanBytes(total), eta)
-		if c.Error != "" {
-			line += ": " + r.redactor.Redact(c.Error)
-		}
-		r.progress(line)
-		if !*dry && c.Outcome != "skipped" {
-			recordContainer(r, c, *from)
-		}
-	}
-	id, _ := r.state.StartRestore(r.ctx, state.Restore{Kind: "node", Target: *from, Key: r.keys.Root(layout.Nightly) + " (node " + *from + ")", RequestedBy: who(), StartedAt: started})
-	rep, runErr := restore.RestoreNode(r.ctx, restore.NodeOptions{Store: r.store, Layout: r.keys, Engine: r.docker, FromNode: *from, Identities: ids, Parallel: *parallel,
-		Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe, Progress: progress})
-	var snapErrs []string
-	if *withSnaps {
-		snapErrs = restoreNodeSnapshots(r, *from, baseDir, ids, *dry)
-	}
-	if id != 0 && !*dry {
-		fin := time.Now()
-		rec := state.Restore{ID: id, FinishedAt: &fin, Outcome: "success", Progress: fmt.Sprintf("%d restored, %d skipped, %d failed", rep.Restored, rep.Skipped, rep.Failed)}
-		if runErr != nil || len(snapErrs) > 0 {
-			msg := strings.Join(snapErrs, "; ")
-			if runErr != nil {
-				msg = runErr.Error() + " " + msg
-			}
-			rec.Outcome, rec.Error = "failure", r.redactor.Redact(msg)
-		}
-		r.state.FinishRestore(context.WithoutCancel(r.ctx), rec)
 	}
 	if *out == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		printNodeReport(stdout, rep)
+		printNodeReport(stdout, *rep)
 	}
-	if runErr != nil || len(snapErrs) > 0 {
-		return 1
-	}
-	return 0
-}
-
-func recordContainer(r *restoreEnv, c restore.RecreateResult, from string) {
-	fin := time.Now()
-	id, err := r.state.StartRestore(r.ctx, state.Restore{Kind: "container", Target: c.Name, Key: c.Key, RequestedBy: who() + " (restore node --from " + from + ")",
-		StartedAt: fin.Add(-time.Duration(c.Seconds * float64(time.Second)))})
-	if err != nil || id == 0 {
-		return
-	}
-	rec := state.Restore{ID: id, FinishedAt: &fin, Outcome: "success"}
-	if c.Outcome == "failed" {
-		rec.Outcome, rec.Error = "failure", r.redactor.Redact(c.Error)
-	}
-	r.state.FinishRestore(context.WithoutCancel(r.ctx), rec)
-}
-
-// restoreNodeSnapshots restores the newest WOPR_HOME snapshot of every instance the node backed up.
-func restoreNodeSnapshots(r *restoreEnv, from, baseDir string, ids []age.Identity, dry bool) []string {
-	snaps, err := restore.NodeArtifacts(r.ctx, r.store, r.keys, from, "snapshot")
-	if err != nil {
-		return []string{err.Error()}
-	}
-	names := make([]string, 0, len(snaps))
-	for n := range snaps {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var errs []string
-	for _, inst := range names {
-		if dry {
-			r.progress(fmt.Sprintf("planned  snapshot %s from %s into %s", inst, snaps[inst], baseDir))
-			continue
-		}
-		_, err := restore.RestoreSnapshot(r.ctx, restore.SnapshotOptions{Store: r.store, BaseDir: baseDir, Instance: inst, Key: snaps[inst], Node: r.cfg.NodeID, Identities: ids, Progress: r.progress})
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("snapshot %s: %v", inst, err))
-			r.progress(fmt.Sprintf("failed   snapshot %s: %s", inst, r.redactor.Redact(err.Error())))
-			continue
-		}
-		r.progress(fmt.Sprintf("restored snapshot %s from %s", inst, snaps[inst]))
-	}
-	return errs
+	return code
 }
 
 func printNodeReport(w io.Writer, rep restore.NodeReport) {

@@ -198,8 +198,8 @@ type Main struct {
 	coord *coord.Postgres // fleet coordination (nil without coordination.postgres)
 	fleet *metrics.Fleet
 
-	// restoring holds the containers an admin restore is running for (name → restore id).
-	restoring sync.Map
+	// restores are the restores this daemon runs (admin API): cancellable, cancelled by Close.
+	restores runningRestores
 	// lock is the exclusive lock on the state database (one daemon per state database).
 	lock *state.Lock
 }
@@ -235,8 +235,10 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 	if err != nil {
 		return fail(err)
 	}
-	// Runs a killed process left "running" are failed runs: marked before the scheduler seeds
-	// the metrics from job_runs, so opsd_job_last_run_success says 0 for them.
+	// Restores a killed process left running are reported with their safety copies (their runs
+	// marked) first; then the other runs it left "running" are failed runs, marked before the
+	// scheduler seeds the metrics from job_runs, so opsd_job_last_run_success says 0 for them.
+	reportInterrupted(ctx, e)
 	if err := m.markInterrupted(ctx, specs); err != nil {
 		return fail(err)
 	}
@@ -285,8 +287,9 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Snapshots:   m.snapshots,
 		Alerts:      func() any { return m.evaluator.Statuses() },
 		Health:      m.adminHealth,
-		Restore:     m.startRestore,
-		NodeRestore: m.startNodeRestore,
+		Restore:       m.startRestore,
+		NodeRestore:   m.startNodeRestore,
+		CancelRestore: m.cancelRestore,
 	})
 	if err := m.openCoordination(ctx, cfg); err != nil {
 		e.close(ctx)
@@ -492,6 +495,7 @@ func (m *Main) Close(ctx context.Context) error {
 		return nil
 	}
 	m.ready.Store(false)
+	m.restores.stopAll() // a restore stops at its next step and rolls back; waited for below
 	if m.stopBg != nil {
 		m.stopBg()
 	}

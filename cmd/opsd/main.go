@@ -34,6 +34,7 @@ Usage:
   opsd restore db -c FILE [--date D] [--db N]... [--dry-run] [--stop-container C] [--health-url U]
   opsd restore container -c FILE NAME [--key K | --date D | --latest]
   opsd restore snapshot -c FILE INSTANCE [--key K]
+  opsd restores -c FILE [-o json]   list restores (outcome, safety copies); reports interrupted ones
   opsd backups list -c FILE [--prefix P] [--target T] [-o json]
   opsd adopt -c FILE [--prefix P] [--dry-run]  verify backups opsd did not write; manifest those that pass
   opsd healthcheck [--url URL]     exit 0 when opsd answers ready (Docker HEALTHCHECK)
@@ -70,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdVerify(rest, stdout, stderr)
 	case "restore":
 		return cmdRestore(rest, stdout, stderr)
+	case "restores":
+		return cmdRestores(rest, stdout, stderr)
 	case "backups":
 		return cmdBackups(rest, stdout, stderr)
 	case "adopt":

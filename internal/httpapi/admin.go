@@ -34,6 +34,9 @@ type AdminOptions struct {
 	// NodeRestore starts restoring every container a (lost) node backed up onto this node and
 	// returns its id; errors wrap ErrNotFound or ErrBadRequest.
 	NodeRestore func(ctx context.Context, node string, o NodeRestoreRequest) (int64, error)
+	// CancelRestore cancels a running restore (it rolls back); errors wrap ErrNotFound or
+	// ErrConflict (it is not running here).
+	CancelRestore func(ctx context.Context, id int64) error
 }
 
 // NodeRestoreRequest is the optional body of POST /api/admin/nodes/{node}/restore.
@@ -119,6 +122,38 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "running", "node": r.PathValue("node")})
 		}
 	}))
+	s.mux.HandleFunc("GET /api/admin/restores", s.admin(func(w http.ResponseWriter, r *http.Request) {
+		list, err := s.opts.State.Restores(r.Context(), 100)
+		if err != nil {
+			WriteError(w, http.StatusInternalServerError, "cannot read restores")
+			return
+		}
+		WriteJSON(w, http.StatusOK, map[string]any{"restores": list})
+	}))
+	cancel := func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "invalid restore id")
+			return
+		}
+		if o.CancelRestore == nil {
+			WriteError(w, http.StatusNotFound, "restores cannot be cancelled here")
+			return
+		}
+		err = o.CancelRestore(r.Context(), id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			WriteError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, ErrConflict):
+			WriteError(w, http.StatusConflict, err.Error())
+		case err != nil:
+			WriteError(w, http.StatusInternalServerError, err.Error())
+		default:
+			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "cancelling"})
+		}
+	}
+	s.mux.HandleFunc("DELETE /api/admin/restores/{id}", s.admin(cancel))
+	s.mux.HandleFunc("POST /api/admin/restores/{id}/cancel", s.admin(cancel))
 	s.mux.HandleFunc("GET /api/admin/restores/{id}", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 		if err != nil {

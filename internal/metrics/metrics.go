@@ -70,6 +70,9 @@ type Metrics struct {
 	NotificationsPending        *prometheus.GaugeVec
 	NotificationsGivenUp        *prometheus.GaugeVec
 	NotificationAttemptFailures *prometheus.CounterVec
+
+	// Restore holds the opsd_restore_* metrics.
+	Restore *Restores
 }
 
 // New creates every metric and registers it (with the Go and process collectors) on reg.
@@ -142,6 +145,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.ConfigReloads.WithLabelValues(o)
 	}
 	m.newOutboxMetrics(reg)
+	m.Restore = newRestores(reg)
 	return m
 }
 

@@ -56,6 +56,9 @@ type ContainerOptions struct {
 	Now       func() time.Time
 	// Layout names the safety export (nil: the default layout).
 	Layout *layout.Layout
+	// Tracker times the phases and records the safety export and the kept container before
+	// the original is touched (nil: not tracked).
+	Tracker *Tracker
 }
 
 // ContainerResult describes a container restore.
@@ -129,6 +132,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	}
 	defer os.RemoveAll(scratch)
 	file := filepath.Join(scratch, "backup")
+	o.Tracker.Phase("download")
 	say("downloading %s", o.Key)
 	if err := artifact.DownloadVerified(ctx, o.Store, m, file, o.OnBytes); err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Name, err)
@@ -141,6 +145,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	now := o.Now()
 	ts := layout.Stamp(now)
 	res.SafetyKey = o.Layout.PreRestoreKey(o.Node, o.Name, now, ".tar.gz")
+	o.Tracker.Phase("safety_copy")
 	say("safety export of %s to %s", o.Name, res.SafetyKey)
 	rc, err := e.Export(ctx, old.ID)
 	if err != nil {
@@ -155,11 +160,17 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	if err != nil {
 		return res, fmt.Errorf("restore %s: safety export: %w (nothing was changed)", o.Name, err)
 	}
+	keptName := fmt.Sprintf("%s-pre-restore-%s", o.Name, ts)
+	if err := o.Tracker.Safety(ctx, res.SafetyKey); err != nil {
+		return res, fmt.Errorf("restore %s: %w", o.Name, err)
+	}
+	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the original container %s (%s) is kept as %s until the restored one runs", o.Name, shortID(old.ID), keptName)); err != nil {
+		return res, fmt.Errorf("restore %s: %w", o.Name, err)
+	}
 
 	cleanup := context.WithoutCancel(ctx)
 	wasRunning := old.Running
 	downStart := time.Now()
-	keptName := fmt.Sprintf("%s-pre-restore-%s", o.Name, ts)
 	var renamed bool
 	var image, newID string
 	rollback := func(cause error) (ContainerResult, error) {
@@ -178,11 +189,12 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 		}
 		res.Downtime = time.Since(downStart)
 		if err := errors.Join(errs...); err != nil {
-			return res, fmt.Errorf("%w; ROLLBACK INCOMPLETE: %v (the original is container %s; its export is %s)", cause, err, old.ID[:12], res.SafetyKey)
+			return res, &RollbackFailedError{Err: cause, Rollback: err, Where: fmt.Sprintf("the original is container %s; its export is %s", shortID(old.ID), res.SafetyKey)}
 		}
 		say("rolled back: %s is the original container again", o.Name)
-		return res, fmt.Errorf("%w (rolled back: the original %s is back)", cause, o.Name)
+		return res, &RolledBackError{Err: cause, What: "the original " + o.Name + " is back"}
 	}
+	o.Tracker.Phase("stop")
 	if wasRunning {
 		say("stopping %s", o.Name)
 		if err := e.Stop(ctx, old.ID, o.StopTimeout); err != nil {
@@ -198,6 +210,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 			return rollback(fmt.Errorf("restore %s: %w", o.Name, err))
 		}
 	}
+	o.Tracker.Phase("import")
 	say("importing %s", o.Key)
 	f, err := os.Open(file)
 	if err != nil {
@@ -233,6 +246,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 			}
 		}
 	}
+	o.Tracker.Phase("create")
 	newID, err = e.CreateNetworked(ctx, o.Name, &cfg, host, nets)
 	if err != nil {
 		return rollback(fmt.Errorf("restore %s: create: %w", o.Name, err))
@@ -245,10 +259,12 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 	}
 	res.NewID = newID
 	if wasRunning {
+		o.Tracker.Phase("start")
 		say("starting the restored %s", o.Name)
 		if err := e.Start(ctx, newID); err != nil {
 			return rollback(fmt.Errorf("restore %s: start: %w", o.Name, err))
 		}
+		o.Tracker.Phase("probe")
 		select {
 		case <-time.After(o.Probe):
 		case <-ctx.Done():
@@ -261,7 +277,7 @@ func RestoreContainer(ctx context.Context, o ContainerOptions) (ContainerResult,
 		res.Downtime = time.Since(downStart)
 	}
 	if err := e.Remove(cleanup, old.ID); err != nil {
-		say("warning: the old container %s (%s) could not be removed: %v", keptName, old.ID[:12], err)
+		say("warning: the old container %s (%s) could not be removed: %v", keptName, shortID(old.ID), err)
 	}
 	say("restored %s from %s", o.Name, o.Key)
 	return res, nil
@@ -279,3 +295,5 @@ func endpoint(ep *network.EndpointSettings) *network.EndpointSettings {
 	}
 	return &network.EndpointSettings{IPAMConfig: ep.IPAMConfig, Links: ep.Links, Aliases: aliases, DriverOpts: ep.DriverOpts}
 }
+
+func shortID(id string) string { return id[:min(12, len(id))] }

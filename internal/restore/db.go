@@ -76,6 +76,8 @@ type DBOptions struct {
 	// AfterReplace is called after each database is swapped in (tests inject failures here).
 	AfterReplace func(db string) error
 	Now          func() time.Time
+	// Tracker times the phases and records the safety copies before the swap (nil: not tracked).
+	Tracker *Tracker
 }
 
 // DBResult describes a database restore.
@@ -200,12 +202,14 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 			return res, fmt.Errorf("restore %s: %w", d.Name, err)
 		}
 		dl := filepath.Join(dir, scratch.Name("restore-"+d.Name, ".download"))
+		o.Tracker.Phase("download")
 		say("%s: downloading %s", d.Name, m.Key)
 		if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 			cleanup()
 			return res, fmt.Errorf("restore %s: %w (nothing was changed)", d.Name, err)
 		}
 		temp := filepath.Join(dir, scratch.Name("restore-"+d.Name, ".db"))
+		o.Tracker.Phase("verify")
 		if err := artifact.DecodeFile(dl, temp, m, o.Identities); err != nil {
 			os.Remove(dl)
 			cleanup()
@@ -230,6 +234,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 	}
 
 	// 2. Safety copies of what is there now: local and in the store.
+	o.Tracker.Phase("safety_copy")
 	restored := make([]DBRestored, len(ready))
 	for i, p := range ready {
 		restored[i] = DBRestored{Name: p.db.Name, Path: p.db.Path, Key: p.m.Key}
@@ -256,6 +261,10 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 			return res, fmt.Errorf("restore %s: upload safety copy: %w (nothing was changed)", p.db.Name, err)
 		}
 		restored[i].SafetyPath, restored[i].SafetyKey = safety, key
+		if err := o.Tracker.Safety(ctx, safety+" (store: "+key+")"); err != nil {
+			cleanup()
+			return res, fmt.Errorf("restore %s: %w", p.db.Name, err)
+		}
 		say("%s: safety copy %s and %s", p.db.Name, safety, key)
 	}
 	res.Databases = restored
@@ -290,12 +299,13 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		errs = append(errs, start())
 		cleanup()
 		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("%w; ROLLBACK INCOMPLETE: %v (safety copies: %s)", cause, err, safetyList(restored))
+			return &RollbackFailedError{Err: cause, Rollback: err, Where: "safety copies: " + safetyList(restored)}
 		}
 		say("rolled back: every database is as it was")
-		return fmt.Errorf("%w (rolled back: every database is as it was)", cause)
+		return &RolledBackError{Err: cause, What: "every database is as it was"}
 	}
 	if o.StopContainer != "" {
+		o.Tracker.Phase("stop")
 		say("stopping container %s", o.StopContainer)
 		if err := o.Docker.Stop(ctx, o.StopContainer, o.StopTimeout); err != nil {
 			cleanup()
@@ -303,6 +313,7 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 		}
 		stopped, downStart = true, time.Now()
 	}
+	o.Tracker.Phase("replace")
 	for i, p := range ready {
 		if err := swapIn(p.temp, p.db.Path); err != nil {
 			return res, rollback(fmt.Errorf("restore %s: %w", p.db.Name, err))
@@ -315,10 +326,12 @@ func RestoreDB(ctx context.Context, o DBOptions) (DBResult, error) {
 			}
 		}
 	}
+	o.Tracker.Phase("start")
 	if err := start(); err != nil {
 		return res, rollback(fmt.Errorf("restore: start %s: %w", o.StopContainer, err))
 	}
 	if o.HealthURL != "" {
+		o.Tracker.Phase("probe")
 		say("waiting for %s", o.HealthURL)
 		if err := waitHealthy(ctx, o.HealthURL, o.HealthTimeout); err != nil {
 			if o.StopContainer != "" {

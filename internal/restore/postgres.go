@@ -48,6 +48,9 @@ type PostgresOptions struct {
 	// AfterSwap, when set, runs right after the swap, before the restored database is checked
 	// under its live name (tests inject a failure here to prove the rollback).
 	AfterSwap func(ctx context.Context) error
+	// Tracker times the phases and records the safety dump and the kept database before the
+	// swap (nil: not tracked).
+	Tracker *Tracker
 }
 
 // PostgresResult describes a PostgreSQL restore.
@@ -119,11 +122,13 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		return res, fmt.Errorf("restore: scratch dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	o.Tracker.Phase("download")
 	say("downloading %s", m.Key)
 	dl := filepath.Join(dir, "download")
 	if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 		return res, fmt.Errorf("restore: %w (nothing changed)", err)
 	}
+	o.Tracker.Phase("verify")
 	dump := filepath.Join(dir, "dump")
 	if err := artifact.DecodeFile(dl, dump, m, o.Identities); err != nil {
 		return res, fmt.Errorf("restore: decode %s: %w (nothing changed)", m.Key, err)
@@ -149,12 +154,16 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 
 	// 2. The safety dump of the live database.
 	if o.TargetDB == "" {
+		o.Tracker.Phase("safety_copy")
 		say("safety dump of %s → %s", live, safetyKey)
 		if _, err := (postgres.Backup{DSN: o.DSN, Tools: o.Tools, Store: o.Store, Key: safetyKey, Options: o.Safety, Node: o.Node,
 			Note: "safety dump before the restore of " + m.Key}).Run(ctx); err != nil {
 			return res, fmt.Errorf("restore: safety dump: %w (nothing changed)", err)
 		}
 		res.SafetyKey = safetyKey
+		if err := o.Tracker.Safety(ctx, safetyKey); err != nil {
+			return res, fmt.Errorf("restore: %w", err)
+		}
 	}
 
 	// 3. Restore into a new database and prove it.
@@ -164,6 +173,7 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 			return res, fmt.Errorf("restore: %w (nothing changed)", err)
 		}
 	}
+	o.Tracker.Phase("import")
 	say("restoring into %s (pg_restore --jobs %d)", newDB, max(o.Jobs, 1))
 	if err := postgres.CreateDatabase(ctx, admin, newDB, owner); err != nil {
 		return res, fmt.Errorf("restore: %w (nothing changed)", err)
@@ -189,6 +199,10 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 	}
 
 	// 4. Swap by renaming, then check under the live name; put the previous one back on failure.
+	o.Tracker.Phase("replace")
+	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the live database %s is kept as %s once swapped", live, prev)); err != nil {
+		return res, dropNew(err)
+	}
 	down := time.Now()
 	say("swapping: %s → %s, %s → %s", live, prev, newDB, live)
 	if err := swap(ctx, admin, live, newDB, prev); err != nil {
@@ -196,6 +210,7 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		return res, dropNew(err)
 	}
 	res.Previous = prev
+	o.Tracker.Phase("probe")
 	err = nil
 	if o.AfterSwap != nil {
 		err = o.AfterSwap(ctx)
@@ -209,11 +224,11 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		defer cancel()
 		if rerr := swap(rctx, admin, live, prev, failed); rerr != nil {
 			res.Downtime = time.Since(down)
-			return res, fmt.Errorf("restore: %w; rollback failed: %v (the previous database is %s, the safety dump %s)", err, rerr, prev, safetyKey)
+			return res, &RollbackFailedError{Err: fmt.Errorf("restore: %w", err), Rollback: rerr, Where: fmt.Sprintf("the previous database is %s, the safety dump %s", prev, safetyKey)}
 		}
 		postgres.AllowConnections(rctx, admin, live, true)
 		res.Downtime, res.Previous = time.Since(down), ""
-		return res, fmt.Errorf("restore: %w: rolled back, %s is the previous database again (the restored one is kept as %s)", err, live, failed)
+		return res, &RolledBackError{Err: fmt.Errorf("restore: %w", err), What: fmt.Sprintf("%s is the previous database again (the restored one is kept as %s)", live, failed)}
 	}
 	res.Downtime, res.Restored = time.Since(down), live
 	if err := postgres.AllowConnections(ctx, admin, prev, true); err != nil {

@@ -31,6 +31,9 @@ type SnapshotOptions struct {
 	// AfterSwap is called once the directories are swapped (tests inject failures here).
 	AfterSwap func() error
 	Now       func() time.Time
+	// Tracker times the phases and records where the previous directory is kept before the
+	// swap (nil: not tracked).
+	Tracker *Tracker
 }
 
 // SnapshotResult describes a WOPR_HOME restore.
@@ -79,10 +82,12 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	}
 	defer os.RemoveAll(staging)
 	dl := filepath.Join(staging, "download")
+	o.Tracker.Phase("download")
 	say("downloading %s", o.Key)
 	if err := artifact.DownloadVerified(ctx, o.Store, m, dl, o.OnBytes); err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
 	}
+	o.Tracker.Phase("extract")
 	f, err := os.Open(dl)
 	if err != nil {
 		return res, err
@@ -103,6 +108,12 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	}
 	live := filepath.Join(o.BaseDir, o.Instance)
 	prev := live + ".pre-restore-" + ts
+	o.Tracker.Phase("replace")
+	if _, err := os.Lstat(live); err == nil {
+		if err := o.Tracker.Safety(ctx, "the previous directory is kept at "+prev); err != nil {
+			return res, fmt.Errorf("restore %s: %w", o.Instance, err)
+		}
+	}
 	hadLive := true
 	if err := os.Rename(live, prev); errors.Is(err, os.ErrNotExist) {
 		hadLive = false
@@ -113,7 +124,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 		if hadLive {
 			os.Rename(prev, live)
 		}
-		return res, fmt.Errorf("restore %s: %w (rolled back)", o.Instance, err)
+		return res, &RolledBackError{Err: fmt.Errorf("restore %s: %w", o.Instance, err), What: "the directory is as it was"}
 	}
 	if o.AfterSwap != nil {
 		if err := o.AfterSwap(); err != nil {
@@ -121,7 +132,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 			if hadLive {
 				os.Rename(prev, live)
 			}
-			return res, fmt.Errorf("restore %s: %w (rolled back: the directory is as it was)", o.Instance, err)
+			return res, &RolledBackError{Err: fmt.Errorf("restore %s: %w", o.Instance, err), What: "the directory is as it was"}
 		}
 	}
 	if hadLive {

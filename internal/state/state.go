@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
@@ -20,6 +21,8 @@ import (
 type Store struct {
 	db   *sql.DB
 	path string
+	// restoreLocks are the liveness locks of this process's running restores (id → *os.File).
+	restoreLocks sync.Map
 }
 
 // migrations are applied in order; PRAGMA user_version records how many ran. Never edit one that
@@ -118,6 +121,9 @@ var migrations = []string{
 		last_backup_success, last_backup_error, total_backups, created_at, updated_at, retired_at FROM backup_status;
 	DROP TABLE backup_status;
 	ALTER TABLE backup_status_v2 RENAME TO backup_status;`,
+	// Restores are runs: linked to their job_runs row; an interrupted one is reported.
+	`ALTER TABLE restores ADD COLUMN run_id INTEGER;
+	CREATE INDEX restores_outcome ON restores(outcome);`,
 }
 
 // Open opens (creating if needed) the state database at path and migrates it.

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/restore"
+	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/telemetry"
+	"github.com/wopr-network/opsd/jobs"
+)
+
+// restoreTimeout bounds one restore (a whole node's restore included).
+const restoreTimeout = 24 * time.Hour
+
+// restoreJob runs a restore through the jobs Runner: recorded in the run history, timed by
+// phase, counted in the opsd_restore_* metrics, reported to Sentry when it fails, bounded.
+type restoreJob struct{ r *restore.Run }
+
+func (j restoreJob) Name() string { return j.r.Name() }
+func (j restoreJob) Kind() string { return j.r.JobKind() }
+func (j restoreJob) OneOff()      {}
+
+func (j restoreJob) Run(ctx context.Context) (jobs.Result, error) {
+	rep, err := j.r.Execute(ctx)
+	res := jobs.Result{Bytes: rep.Bytes, Summary: rep.Summary, Phases: phases(rep.Phases),
+		Restore: &jobs.RestoreStats{Kind: j.r.Kind, Target: j.r.Target, Outcome: rep.Outcome, RTO: rep.RTO, Downtime: rep.Downtime}}
+	if len(rep.Targets) == 0 {
+		t := jobs.TargetResult{Name: j.r.Target, Key: j.r.Key, Status: jobs.TargetOK, Phases: res.Phases, Duration: rep.RTO}
+		if err != nil {
+			t.Status, t.Err = jobs.TargetFailed, err
+		}
+		res.Targets = []jobs.TargetResult{t}
+	}
+	for _, t := range rep.Targets {
+		tr := jobs.TargetResult{Name: t.Name, Key: t.Key, Bytes: t.Bytes, Err: t.Err, Phases: phases(t.Phases), Duration: t.Duration, Status: jobs.TargetOK, Note: t.Outcome}
+		switch t.Outcome {
+		case "failed":
+			tr.Status = jobs.TargetFailed
+		case "skipped", "planned":
+			tr.Status = jobs.TargetSkipped
+		}
+		res.Targets = append(res.Targets, tr)
+	}
+	return res, err
+}
+
+func phases(ps []restore.Phase) []jobs.Phase {
+	out := make([]jobs.Phase, len(ps))
+	for i, p := range ps {
+		out[i] = jobs.Phase{Name: p.Name, Duration: p.Duration}
+	}
+	return out
+}
+
+// runRestore runs a restore in the foreground (SIGINT cancels it) and prints how it ended.
+func (r *restoreEnv) runRestore(run *restore.Run) int {
+	run.Redact, run.Print = r.redactor.Redact, r.progress
+	o := r.runner.Run(r.ctx, restoreJob{run}, restoreTimeout, jobs.TriggerCLI)
+	if o.Run.ID == 0 {
+		run.Abort(r.ctx, o.Err)
+	}
+	if o.Err != nil {
+		fmt.Fprintf(r.stdout, "FAILED  %s\n", r.redactor.Redact(o.Err.Error()))
+		if o.Result.Restore != nil && o.Result.Restore.Outcome != "" {
+			fmt.Fprintf(r.stdout, "outcome %s; the restore is recorded as %d (opsd restores -c FILE)\n", o.Result.Restore.Outcome, run.ID())
+		}
+		return 1
+	}
+	var down time.Duration
+	if o.Result.Restore != nil {
+		down = o.Result.Restore.Downtime
+	}
+	fmt.Fprintf(r.stdout, "OK  %s %s restored from %s in %s (downtime %s)\n", run.Kind, run.Target, run.Key, o.Run.FinishedAt.Sub(o.Run.StartedAt).Round(time.Millisecond), down.Round(time.Millisecond))
+	return 0
+}
+
+// reportInterrupted marks the restores a process that is gone left running as interrupted and
+// says so (log at warn; the message names the safety copies and how to finish or roll back).
+// It returns them.
+func reportInterrupted(ctx context.Context, e *env) []state.Restore {
+	rs, err := restore.Recover(ctx, e.state)
+	if err != nil {
+		e.log.Error().Err(err).Msg("cannot check for interrupted restores")
+	}
+	for _, r := range rs {
+		name := "restore_" + r.Kind + ":" + r.Target
+		e.log.Warn().Int64("restore", r.ID).Str("kind", r.Kind).Str("target", r.Target).Str("safety", r.Safety).Msg(r.Error)
+		e.metrics.Restore.Runs.WithLabelValues(r.Kind, state.OutcomeInterrupted).Inc()
+		// /health is degraded until the same restore succeeds (the Runner clears it) or opsd restarts.
+		e.problems.Set("interrupted:"+name, r.Error)
+		e.sentry.CaptureJobFailure(telemetry.JobFailure{Job: name, Kind: "restore_" + r.Kind, Target: r.Target, Err: errors.New(r.Error)})
+	}
+	return rs
+}
+
+// runningRestores are the daemon's restores in progress: one per restore name (kind and
+// target) at a time, each cancellable (admin API, Close).
+type runningRestores struct {
+	mu     sync.Mutex
+	byName map[string]int64
+	cancel map[int64]context.CancelFunc
+}
+
+// reserve claims name; when a restore of it runs, it returns that one's id and false.
+func (s *runningRestores) reserve(name string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byName == nil {
+		s.byName, s.cancel = map[string]int64{}, map[int64]context.CancelFunc{}
+	}
+	if id, busy := s.byName[name]; busy {
+		return id, false
+	}
+	s.byName[name] = 0
+	return 0, true
+}
+
+func (s *runningRestores) set(name string, id int64, cancel context.CancelFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byName[name], s.cancel[id] = id, cancel
+}
+
+func (s *runningRestores) done(name string, id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byName, name)
+	delete(s.cancel, id)
+}
+
+// stop cancels the restore id; false when it does not run here.
+func (s *runningRestores) stop(id int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.cancel[id]
+	if ok {
+		c()
+	}
+	return ok
+}
+
+// stopAll cancels every running restore (shutdown).
+func (s *runningRestores) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.cancel {
+		c()
+	}
+}
+
+// startRestoreRun starts a restore in the background through the Runner; release is called once
+// it ended. A restore of the same kind and target already running is a conflict.
+func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release func()) (int64, error) {
+	name := run.Name()
+	if other, ok := m.restores.reserve(name); !ok {
+		release()
+		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, run.Target, other)
+	}
+	run.Redact = m.redactor.Redact
+	id, err := run.Begin(ctx)
+	if err != nil {
+		m.restores.done(name, 0)
+		release()
+		return 0, err
+	}
+	rctx, cancel := context.WithCancel(m.runCtx)
+	m.restores.set(name, id, cancel)
+	finish := func(o jobs.Outcome) {
+		if o.Run.ID == 0 {
+			run.Abort(rctx, o.Err)
+		}
+		m.restores.done(name, id)
+		cancel()
+		release()
+	}
+	if err := m.runner.Start(rctx, restoreJob{run}, restoreTimeout, jobs.TriggerManual, finish); err != nil {
+		finish(jobs.Outcome{Err: err})
+		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
+	}
+	return id, nil
+}
+
+// cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}): it
+// stops at its next step and rolls back what it changed.
+func (m *Main) cancelRestore(ctx context.Context, id int64) error {
+	if m.restores.stop(id) {
+		m.log.Warn().Int64("restore", id).Msg("restore cancelled by an admin request")
+		return nil
+	}
+	r, err := m.state.GetRestore(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return fmt.Errorf("%w: no restore %d", httpapi.ErrNotFound, id)
+	}
+	if err != nil {
+		return err
+	}
+	if r.Outcome == state.OutcomeRunning {
+		return fmt.Errorf("%w: restore %d is run by another process (a CLI command: interrupt it there)", httpapi.ErrConflict, id)
+	}
+	return fmt.Errorf("%w: restore %d is not running (%s)", httpapi.ErrConflict, id, r.Outcome)
+}
+
+// cmdRestores lists the recorded restores, newest first; restores a process that is gone left
+// running are reported as interrupted first.
+func cmdRestores(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("restores", "opsd restores -c FILE [--limit N] [-o json]", stdout, stderr)
+	cfgPath := configFlag(fs)
+	limit := fs.Int("limit", 20, "how many restores to list")
+	out := outputFlag(fs, "table", "json")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	st, err := state.Open(ctx, cfg.State.Path)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	defer st.Close()
+	red := telemetry.NewRedactor(cfg.Secrets()...)
+	if rs, err := restore.Recover(ctx, st); err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+	} else {
+		for _, r := range rs {
+			fmt.Fprintf(stderr, "warning: %s\n", red.Redact(r.Error))
+		}
+	}
+	list, err := st.Restores(ctx, *limit)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
+	}
+	if *out == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(map[string]any{"restores": list})
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tTARGET\tOUTCOME\tSTARTED\tDURATION\tBY\tSAFETY COPIES")
+	for _, r := range list {
+		dur := "-"
+		if r.FinishedAt != nil {
+			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Target, r.Outcome, r.StartedAt.Format(time.RFC3339), dur, r.RequestedBy, r.Safety)
+	}
+	tw.Flush()
+	for _, r := range list {
+		if r.Error != "" && r.Outcome != state.OutcomeSuccess {
+			fmt.Fprintf(stdout, "\n%s %d: %s\n", r.Outcome, r.ID, red.Redact(r.Error))
+		}
+	}
+	return 0
+}
