@@ -284,9 +284,9 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Reload: m.Reload,
 	})
 	m.http.EnableAdmin(httpapi.AdminOptions{
-		Snapshots:   m.snapshots,
-		Alerts:      func() any { return m.evaluator.Statuses() },
-		Health:      m.adminHealth,
+		Snapshots:     m.snapshots,
+		Alerts:        func() any { return m.evaluator.Statuses() },
+		Health:        m.adminHealth,
 		Restore:       m.startRestore,
 		NodeRestore:   m.startNodeRestore,
 		CancelRestore: m.cancelRestore,
