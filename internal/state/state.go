@@ -159,8 +159,16 @@ func (s *Store) Path() string { return s.path }
 // DB returns the underlying database, for the packages that keep their own tables here.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database. Restores still running lose their liveness lock (as when the
+// process dies): the next start reports them interrupted.
+func (s *Store) Close() error {
+	s.restoreLocks.Range(func(id, f any) bool {
+		f.(interface{ Close() error }).Close()
+		s.restoreLocks.Delete(id)
+		return true
+	})
+	return s.db.Close()
+}
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
