@@ -19,6 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
@@ -259,4 +261,70 @@ func TestInterruptedRestoreReportedAtNextStart(t *testing.T) {
 		t.Fatalf("opsd restores: %d\n%s\n%s", code, out.String(), errb.String())
 	}
 	os.Remove(safety[0])
+}
+
+// TestAdminRestoreCancelKeepsTheOriginal: an admin restore of a real container cancelled while
+// the original is stopped and renamed rolls back: the original container is back under its
+// name, with its id, running; the restore is recorded canceled and names its safety export.
+func TestAdminRestoreCancelKeepsTheOriginal(t *testing.T) {
+	dc := dockertest.Client(t)
+	name := dockertest.Unique("tenant_opsdrrcancel_")
+	orig := dockertest.Run(t, dc, name, nil, "trap 'exit 0' TERM; echo a > /data/a.txt; sleep 3600 & wait")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: rrc
+http:
+  admin_token: %s
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+alerts:
+  interval: 1h
+  rules: []
+jobs:
+  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: %s}
+`, token, dir, dir, name))
+	stopped, release := make(chan struct{}), make(chan struct{})
+	old := containerRestore
+	t.Cleanup(func() { containerRestore = old })
+	containerRestore = func(m *Main, keys *layout.Layout, containerID, key string) *restore.Run {
+		return restore.ContainerRun(m.state, m.docker, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Name: containerID, Key: key, Node: "rrc",
+			AfterStop: func() error {
+				close(stopped)
+				<-release
+				return nil
+			}}, "api")
+	}
+	m, base := startDaemon(t, cfgPath)
+	ctx := context.Background()
+	spec, _ := m.sched.Spec("containers-nightly")
+	if o := m.runner.Run(ctx, spec.Job, time.Minute, "test"); !o.OK() {
+		t.Fatal(o.Err)
+	}
+	key := "nightly/rrc/" + name + "/" + name + "_" + time.Now().UTC().Format("20060102") + ".tar.gz"
+	code, b := postBody(t, base+"/api/admin/backups/"+name+"/restore", token, `{"remotePath":"`+key+`"}`)
+	if code != 202 {
+		t.Fatalf("restore: %d %s", code, b)
+	}
+	id := startedID(t, b)
+	<-stopped // the original is stopped and renamed now
+	if code, b := request(t, http.MethodDelete, fmt.Sprintf("%s/api/admin/restores/%d", base, id), token, ""); code != 202 {
+		t.Fatalf("cancel: %d %s", code, b)
+	}
+	close(release)
+	var rec state.Restore
+	eventually(t, "the restore to end", time.Minute, func() bool {
+		rec = restoreRecord(t, m, id)
+		return rec.Outcome != state.OutcomeRunning
+	})
+	if rec.Outcome != state.OutcomeCanceled || !strings.Contains(rec.Error, "rolled back: the original "+name+" is back") || !strings.Contains(rec.Safety, "pre-restore/rrc/"+name+"/") {
+		t.Fatalf("cancelled restore: %+v", rec)
+	}
+	d, err := dc.Inspect(ctx, name, false)
+	if err != nil || d.ID != orig || !d.Running {
+		t.Fatalf("the original container after a cancelled restore: %+v %v", d, err)
+	}
 }
