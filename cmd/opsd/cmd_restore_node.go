@@ -13,7 +13,6 @@ import (
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
-	"github.com/wopr-network/opsd/jobs"
 )
 
 // restoreContainer restores one container: over an existing one of that name (--replace: safety
@@ -51,20 +50,9 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 	if node == "" {
 		node = r.cfg.NodeID
 	}
-	var k string
-	var err error
-	switch {
-	case *key != "" || *date != "" || *latest:
-		k, err = restore.ContainerKey(r.ctx, r.store, r.keys, node, name, *key, *date, *latest)
-	default:
-		k, err = restore.NewestContainerKey(r.ctx, r.store, r.keys, node, name)
-	}
+	k, err := restore.ResolveContainerKey(r.ctx, r.store, r.keys, node, name, *key, *date, *latest)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if !r.keys.BelongsTo(k, name) {
-		fmt.Fprintf(stderr, "opsd: %s is not a backup of %s\n", k, name)
 		return 1
 	}
 	_, inspectErr := r.docker.Inspect(r.ctx, name, false)
@@ -144,14 +132,8 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		if _, err := run.Do(r.ctx, restore.PrintTracker(r.redactedProgress)); err != nil {
 			code = 1
 		}
-	} else {
-		run.Redact, run.Print = r.redactor.Redact, r.progress
-		if o := r.runner.Run(r.ctx, restoreJob{run}, restoreTimeout, jobs.TriggerCLI); o.Err != nil {
-			if o.Run.ID == 0 {
-				run.Abort(r.ctx, o.Err)
-			}
-			code = 1
-		}
+	} else if o := r.execRestore(run); o.Err != nil {
+		code = 1
 	}
 	if *out == "json" {
 		enc := json.NewEncoder(stdout)

@@ -61,13 +61,19 @@ func phases(ps []restore.Phase) []jobs.Phase {
 	return out
 }
 
-// runRestore runs a restore in the foreground (SIGINT cancels it) and prints how it ended.
-func (r *restoreEnv) runRestore(run *restore.Run) int {
+// execRestore runs a restore in the foreground through the Runner (SIGINT cancels it).
+func (r *restoreEnv) execRestore(run *restore.Run) jobs.Outcome {
 	run.Redact, run.Print = r.redactor.Redact, r.progress
 	o := r.runner.Run(r.ctx, restoreJob{run}, restoreTimeout, jobs.TriggerCLI)
 	if o.Run.ID == 0 {
-		run.Abort(r.ctx, o.Err)
+		run.Abort(r.ctx, o.Err) // never started
 	}
+	return o
+}
+
+// runRestore runs a restore in the foreground and prints how it ended.
+func (r *restoreEnv) runRestore(run *restore.Run) int {
+	o := r.execRestore(run)
 	if o.Err != nil {
 		fmt.Fprintf(r.stdout, "FAILED  %s\n", r.redactor.Redact(o.Err.Error()))
 		if o.Result.Restore != nil && o.Result.Restore.Outcome != "" {

@@ -12,6 +12,7 @@ import (
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/state"
+	"github.com/wopr-network/opsd/internal/storage"
 )
 
 // DBRun is the run of a database restore of the set o.Date (the one the plan chose).
@@ -202,3 +203,23 @@ func nodeSnapshots(ctx context.Context, o NodeRunOptions, keys *layout.Layout, t
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// ResolveContainerKey picks the archive a container restore uses: key, the nightly of date,
+// the newest hot backup (latest), or by default the newest verified archive node backed up;
+// the archive must belong to the container.
+func ResolveContainerKey(ctx context.Context, store storage.Store, keys *layout.Layout, node, name, key, date string, latest bool) (string, error) {
+	var k string
+	var err error
+	if key != "" || date != "" || latest {
+		k, err = ContainerKey(ctx, store, keys, node, name, key, date, latest)
+	} else {
+		k, err = NewestContainerKey(ctx, store, keys, node, name)
+	}
+	if err != nil {
+		return "", err
+	}
+	if keys != nil && !keys.BelongsTo(k, name) {
+		return "", fmt.Errorf("%s is not a backup of %s", k, name)
+	}
+	return k, nil
+}
