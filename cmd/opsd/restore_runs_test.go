@@ -18,6 +18,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
@@ -327,4 +328,59 @@ jobs:
 	if err != nil || d.ID != orig || !d.Running {
 		t.Fatalf("the original container after a cancelled restore: %+v %v", d, err)
 	}
+}
+
+// TestDaemonReportsARestoreThatDiesWhileItRuns: a CLI restore whose process dies while the
+// daemon runs (its liveness lock released, its row left running) is reported interrupted by
+// the daemon's next check, with its safety copy, on /health.
+func TestDaemonReportsARestoreThatDiesWhileItRuns(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: rw
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+alerts:
+  interval: 1h
+  rules: []
+jobs:
+  - {name: noop, kind: noop, schedule: "0 2 * * *"}
+`, dir, dir))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", CheckInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	base := "http://" + m.Addr().String()
+
+	// The "CLI": its own handle on the state database, a restore with a safety copy, then it dies.
+	cli, err := state.Open(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := cli.StartRestore(ctx, state.Restore{Kind: "db", Target: "platform", Key: "platform/20261130/", RequestedBy: "cli:test", StartedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.RestoreSafety(ctx, id, "/data/auth.db.pre-restore-20261130T010203Z (store: pre-restore/rw/auth/x.db)")
+	time.Sleep(200 * time.Millisecond) // several checks see it alive
+	if _, body := get(t, base+"/health"); strings.Contains(body, "interrupted:restore_db") {
+		t.Fatalf("a live restore was reported interrupted: %s", body)
+	}
+	cli.Close() // the process dies
+	eventually(t, "the daemon to report the dead restore", 10*time.Second, func() bool {
+		_, body := get(t, base+"/health")
+		return strings.Contains(body, "interrupted:restore_db:platform") && strings.Contains(body, "/data/auth.db.pre-restore-20261130T010203Z")
+	})
 }
