@@ -167,6 +167,10 @@ func (s *runningRestores) stopAll() {
 // it ended. A restore of the same kind and target already running is a conflict.
 func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release func()) (int64, error) {
 	name := run.Name()
+	if m.closing.Load() {
+		release()
+		return 0, fmt.Errorf("%w: opsd is shutting down", httpapi.ErrConflict)
+	}
 	if other, ok := m.restores.reserve(name); !ok {
 		release()
 		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, run.Target, other)
