@@ -357,7 +357,6 @@ func (m *Main) Run(ctx context.Context) error {
 	m.startAlerts(bgCtx)
 	m.heartbeats(bgCtx)
 	m.startChecks(bgCtx)
-	m.watchRestores(bgCtx)
 	m.ready.Store(true)
 	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {

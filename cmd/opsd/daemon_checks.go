@@ -222,6 +222,8 @@ func (m *Main) startChecks(ctx context.Context) {
 }
 
 func (m *Main) checkDeps(ctx context.Context) {
+	// A CLI restore whose process died while this daemon runs (its start saw only older ones).
+	reportInterrupted(ctx, m.env)
 	if need := dockerJobs(m.cfg()); len(need) > 0 {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := m.docker.Ping(cctx)

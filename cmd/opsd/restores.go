@@ -277,26 +277,3 @@ func cmdRestores(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
-// watchRestores reports, every check interval, restores whose process died while this daemon
-// runs (a CLI restore killed in a shell): the daemon's start only sees those left before it.
-func (m *Main) watchRestores(ctx context.Context) {
-	every := m.opts.CheckInterval
-	if every <= 0 {
-		every = 30 * time.Second
-	}
-	m.bg.Add(1)
-	go func() {
-		defer m.bg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				reportInterrupted(ctx, m.env)
-			}
-		}
-	}()
-}
