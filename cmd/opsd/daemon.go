@@ -25,6 +25,7 @@ import (
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
+	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/telemetry"
@@ -199,7 +200,7 @@ type Main struct {
 	fleet *metrics.Fleet
 
 	// restores are the restores this daemon runs (admin API): cancellable, cancelled by Close.
-	restores runningRestores
+	restores restore.Registry
 	// lock is the exclusive lock on the state database (one daemon per state database).
 	lock *state.Lock
 }
@@ -495,7 +496,7 @@ func (m *Main) Close(ctx context.Context) error {
 		return nil
 	}
 	m.ready.Store(false)
-	m.restores.stopAll() // a restore stops at its next step and rolls back; waited for below
+	m.restores.StopAll() // a restore stops at its next step and rolls back; waited for below
 	if m.stopBg != nil {
 		m.stopBg()
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -108,61 +107,6 @@ func reportInterrupted(ctx context.Context, e *env) []state.Restore {
 	return rs
 }
 
-// runningRestores are the daemon's restores in progress: one per restore name (kind and
-// target) at a time, each cancellable (admin API, Close).
-type runningRestores struct {
-	mu     sync.Mutex
-	byName map[string]int64
-	cancel map[int64]context.CancelFunc
-}
-
-// reserve claims name; when a restore of it runs, it returns that one's id and false.
-func (s *runningRestores) reserve(name string) (int64, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.byName == nil {
-		s.byName, s.cancel = map[string]int64{}, map[int64]context.CancelFunc{}
-	}
-	if id, busy := s.byName[name]; busy {
-		return id, false
-	}
-	s.byName[name] = 0
-	return 0, true
-}
-
-func (s *runningRestores) set(name string, id int64, cancel context.CancelFunc) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.byName[name], s.cancel[id] = id, cancel
-}
-
-func (s *runningRestores) done(name string, id int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.byName, name)
-	delete(s.cancel, id)
-}
-
-// stop cancels the restore id; false when it does not run here.
-func (s *runningRestores) stop(id int64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.cancel[id]
-	if ok {
-		c()
-	}
-	return ok
-}
-
-// stopAll cancels every running restore (shutdown).
-func (s *runningRestores) stopAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.cancel {
-		c()
-	}
-}
-
 // startRestoreRun starts a restore in the background through the Runner; release is called once
 // it ended. A restore of the same kind and target already running is a conflict.
 func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release func()) (int64, error) {
@@ -171,24 +115,24 @@ func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release fu
 		release()
 		return 0, fmt.Errorf("%w: opsd is shutting down", httpapi.ErrConflict)
 	}
-	if other, ok := m.restores.reserve(name); !ok {
+	if other, ok := m.restores.Reserve(name); !ok {
 		release()
 		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, run.Target, other)
 	}
 	run.Redact = m.redactor.Redact
 	id, err := run.Begin(ctx)
 	if err != nil {
-		m.restores.done(name, 0)
+		m.restores.Done(name, 0)
 		release()
 		return 0, err
 	}
 	rctx, cancel := context.WithCancel(m.runCtx)
-	m.restores.set(name, id, cancel)
+	m.restores.Set(name, id, cancel)
 	finish := func(o jobs.Outcome) {
 		if o.Run.ID == 0 {
 			run.Abort(rctx, o.Err)
 		}
-		m.restores.done(name, id)
+		m.restores.Done(name, id)
 		cancel()
 		release()
 	}
@@ -202,7 +146,7 @@ func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release fu
 // cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}): it
 // stops at its next step and rolls back what it changed.
 func (m *Main) cancelRestore(ctx context.Context, id int64) error {
-	if m.restores.stop(id) {
+	if m.restores.Stop(id) {
 		m.log.Warn().Int64("restore", id).Msg("restore cancelled by an admin request")
 		return nil
 	}
