@@ -356,9 +356,10 @@ func (r *Runner) report(j Job, res Result, runErr error) {
 // recordTargets records each tracked target's attempt; it returns the state database's errors.
 func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, res Result, at time.Time) error {
 	var errs []error
+	backup := res.Drill == nil && res.Restore == nil // drills and restores have their own metrics
 	for _, t := range res.Targets {
 		for _, p := range t.Phases {
-			if res.Drill == nil {
+			if backup {
 				r.Metrics.BackupPhase.WithLabelValues(j.Name(), t.Name, p.Name).Set(p.seconds())
 			}
 		}
@@ -371,7 +372,7 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		default:
 			tl.Info().Str("key", t.Key).Int64("bytes", t.Bytes).Int64("duration_ms", t.Duration.Milliseconds()).Msg("target done")
 		}
-		if t.Status == TargetOK && t.Bytes > 0 && t.Duration > 0 && res.Drill == nil {
+		if t.Status == TargetOK && t.Bytes > 0 && t.Duration > 0 && backup {
 			r.Metrics.Throughput.WithLabelValues(j.Name(), t.Name).Set(float64(t.Bytes) / t.Duration.Seconds())
 		}
 		if t.Status == TargetSkipped && t.SkipReason != "" {

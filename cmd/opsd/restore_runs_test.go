@@ -174,6 +174,7 @@ func TestRestoreDBIsARun(t *testing.T) {
 		{"opsd_restore_last_rto_seconds", map[string]string{"kind": "db", "target": "billing"}, func(v float64) bool { return v > 0 }},
 		{"opsd_restore_phase_seconds", map[string]string{"kind": "db", "phase": "safety_copy"}, func(v float64) bool { return v >= 0 }},
 		{"opsd_job_runs_total", map[string]string{"job_name": "restore_db:billing", "kind": "restore_db", "outcome": "success"}, func(v float64) bool { return v == -1 }},
+		{"opsd_backup_phase_seconds", map[string]string{"job_name": "restore_db:billing", "target": "billing", "phase": "download"}, func(v float64) bool { return v == -1 }},
 	} {
 		if v := sample(t, fams, c.name, c.labels); !c.want(v) {
 			t.Errorf("%s%v = %v", c.name, c.labels, v)
