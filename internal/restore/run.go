@@ -161,9 +161,6 @@ func (t *Tracker) Safety(ctx context.Context, note string) error {
 	if err := t.run.State.RestoreSafety(context.WithoutCancel(ctx), t.run.id, all); err != nil {
 		return fmt.Errorf("%w (nothing was changed)", err)
 	}
-	if t.run.beforeDestructive != nil {
-		t.run.beforeDestructive(note)
-	}
 	return nil
 }
 
@@ -210,9 +207,8 @@ type Run struct {
 	// Do performs the restore.
 	Do func(ctx context.Context, t *Tracker) (Report, error)
 
-	id                int64
-	once              sync.Once
-	beforeDestructive func(note string) // tests: called once a safety copy is recorded
+	id   int64
+	once sync.Once
 }
 
 // Name is the run's job name: "restore_KIND:TARGET".
@@ -255,7 +251,7 @@ func (r *Run) Execute(ctx context.Context) (Report, error) {
 	}
 	t := &Tracker{run: r}
 	rep, err := r.safeDo(ctx, t)
-	rep.Phases = t.Phases()
+	rep.Phases = append(t.Phases(), rep.Phases...) // tracked, then those Do measured itself
 	rep.Safety = t.safetyList()
 	rep.Outcome = Outcome(ctx, err)
 	if rep.RTO == 0 {
