@@ -24,6 +24,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
+	"github.com/wopr-network/opsd/internal/state"
 )
 
 // TestRestoreLostNode is runbook Procedure 3 on the real Docker engine: five tenant containers with
@@ -259,6 +260,20 @@ jobs:
 	}
 	if d, err := dc.Inspect(ctx, names[2], false); err != nil || !d.Running || !reflect.DeepEqual(d.Raw.Config.Env, originals[names[2]].Config.Env) {
 		t.Fatalf("%s was not recreated with its spec: %v", names[2], err)
+	}
+	// Both are runs in the history, with the recreate's phases and the node's outcomes.
+	if st, err := state.Open(ctx, filepath.Join(dir, "node-b-state.db")); err == nil {
+		one, _ := st.Runs(ctx, "restore_container:"+names[2], 1)
+		node, _ := st.Runs(ctx, "restore_node:node-a", 10)
+		st.Close()
+		if len(one) != 1 || one[0].Outcome != "success" || !strings.Contains(one[0].Phases, `"import"`) || !strings.Contains(one[0].Phases, `"probe"`) {
+			t.Fatalf("run of the container restore: %+v", one)
+		}
+		if len(node) != 3 || node[0].Outcome != "success" || node[1].Outcome != "failure" || node[2].Outcome != "interrupted" {
+			t.Fatalf("runs of the node restore (newest first: repaired, corrupt, killed): %+v", node)
+		}
+	} else {
+		t.Fatal(err)
 	}
 
 	// The admin API: POST /api/admin/nodes/node-a/restore on a daemon of node-b brings back a
