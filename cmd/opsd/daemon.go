@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime/debug"
 	"sync"
@@ -135,7 +134,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		cliLock.Release()
 		return nil, err
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.NewShared(filepath.Dir(cfg.State.Path)), docker: dc,
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: newLocks(cfg, log), docker: dc,
 		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	e.runner.Problems = problems
@@ -167,6 +166,7 @@ func (e *env) close(ctx context.Context) {
 	e.sentry.Flush(ctx)
 	e.docker.Close()
 	e.state.Close()
+	e.locks.Close()
 	e.cliLock.Release()
 }
 
@@ -196,7 +196,7 @@ type Main struct {
 	stops     *alerts.UnexpectedStops
 
 	coord *coord.Postgres // fleet coordination (nil without coordination.postgres)
-	fleet *metrics.Fleet
+	fleet *coord.Fleet
 
 	// restoring holds the containers an admin restore is running for (name → restore id).
 	restoring sync.Map
