@@ -68,6 +68,7 @@ type Postgres struct {
 	ok       bool // the last statement reached the database
 	migrated bool
 	queries  atomic.Int64
+	pings    atomic.Int64
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -116,6 +117,15 @@ func Open(ctx context.Context, o Options) (*Postgres, error) {
 	cfg.ConnConfig.RuntimeParams["application_name"] = "opsd " + o.Node
 	p := &Postgres{o: o}
 	cfg.ConnConfig.Tracer = counter{&p.queries}
+	// pgxpool's default: a connection idle for over a second is pinged before use (a database
+	// restart leaves dead connections in the pool); counted with the statements.
+	cfg.ShouldPing = func(_ context.Context, sp pgxpool.ShouldPingParams) bool {
+		if sp.IdleDuration > time.Second {
+			p.pings.Add(1)
+			return true
+		}
+		return false
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("coordination: %w", redact(err))
@@ -134,8 +144,12 @@ func Open(ctx context.Context, o Options) (*Postgres, error) {
 // Node is this coordinator's node id.
 func (p *Postgres) Node() string { return p.o.Node }
 
-// Queries is how many statements this coordinator sent (session checks included).
+// Queries is how many statements this coordinator sent.
 func (p *Postgres) Queries() int64 { return p.queries.Load() }
+
+// Pings is how many liveness checks this coordinator sent: leases' session checks and the
+// pool's pings of connections idle for over a second.
+func (p *Postgres) Pings() int64 { return p.pings.Load() }
 
 // ensure creates opsd's tables once the database answers.
 func (p *Postgres) ensure(ctx context.Context) error {
@@ -427,7 +441,7 @@ func (l *Lease) watch(every, timeout time.Duration) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			l.p.queries.Add(1)
+			l.p.pings.Add(1)
 			err := l.conn.Ping(ctx)
 			cancel()
 			if err != nil {
