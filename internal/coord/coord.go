@@ -244,6 +244,9 @@ func (p *Postgres) migrate(ctx context.Context) error {
 	return nil
 }
 
+// keepClaims is how long finished claims are kept (the table grows by one row per tick).
+const keepClaims = "30 days"
+
 // JobLock is the advisory lock a platform job's runs hold.
 func JobLock(job string) string { return "job:" + job }
 
@@ -251,7 +254,8 @@ func JobLock(job string) string { return "job:" + job }
 // already. The caller holds the job's lock (JobLock): claims are made under it, so an open
 // claim whose lock nobody holds is a lost run. The claim is durable: a node whose clock is late,
 // or that fires after another finished the tick, finds it claimed and does not run it again.
-// Older ticks of the job still open (lost runs: the lock is ours) are closed as lost.
+// Older ticks of the job still open (lost runs: the lock is ours) are closed as lost, and
+// finished claims older than keepClaims are deleted.
 func (p *Postgres) Claim(ctx context.Context, job string, scheduled time.Time) (bool, error) {
 	if err := p.ensure(ctx); err != nil {
 		return false, err
@@ -263,6 +267,7 @@ func (p *Postgres) Claim(ctx context.Context, job string, scheduled time.Time) (
 	err := p.pool.QueryRow(ctx, `WITH closed AS (
 			UPDATE `+s+`.claims SET finished_at = now(), outcome = '`+OutcomeLost+`', lost_node = node
 			WHERE job = $1 AND finished_at IS NULL AND scheduled_at < $2 RETURNING 1),
+		old AS (DELETE FROM `+s+`.claims WHERE job = $1 AND scheduled_at < $2 - interval '`+keepClaims+`' AND finished_at IS NOT NULL),
 		ins AS (INSERT INTO `+s+`.claims (job, scheduled_at, node, lock_key) VALUES ($1, $2, $3, $4)
 			ON CONFLICT DO NOTHING RETURNING 1)
 		SELECT EXISTS (SELECT 1 FROM ins)`, job, scheduled.UTC(), p.o.Node, lockID(JobLock(job))).Scan(&won)
