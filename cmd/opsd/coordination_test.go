@@ -318,7 +318,7 @@ func TestLostSessionCancelsThePlatformRun(t *testing.T) {
 		return strings.Contains(b, `"degraded"`)
 	})
 	runsA, _ := mA.state.Runs(context.Background(), "long", 10)
-	if len(runsA) == 0 || runsA[0].Outcome == "success" || runsA[0].FinishedAt == nil {
+	if len(runsA) == 0 || runsA[0].Outcome != state.OutcomeInterrupted || runsA[0].FinishedAt == nil {
 		t.Fatalf("node-a's run after losing its session: %+v", runsA)
 	}
 	// Node-b can take the job now (the lock went with node-a's session), and did not run
