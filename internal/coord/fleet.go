@@ -3,7 +3,6 @@ package coord
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -264,14 +263,15 @@ func (f *Fleet) retryLost(lost []LostTick) {
 }
 
 // Nodes returns the nodes of the last heartbeat (no query: the node-lost alert and
-// /admin/health read it), or that heartbeat's error.
+// /admin/health read it), or that heartbeat's error; before the first heartbeat it reads them.
 func (f *Fleet) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.beaten {
-		return nil, errors.New("no heartbeat yet")
+	beaten, nodes, err := f.beaten, f.last.Nodes, f.lastErr
+	f.mu.Unlock()
+	if !beaten {
+		return f.P.Nodes(ctx)
 	}
-	return f.last.Nodes, f.lastErr
+	return nodes, err
 }
 
 // ActiveBots is the whole fleet's running tenant containers (alive nodes' last heartbeats).
