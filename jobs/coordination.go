@@ -123,10 +123,12 @@ func (s *Scheduler) runClaimed(ctx context.Context, sp Spec, trigger string, tic
 	rec := context.WithoutCancel(ctx)
 	select {
 	case <-lease.Lost():
-		if err := s.Coord.Interrupted(rec, name, tick); err != nil {
-			s.runner.Log.Debug().Err(err).Str("job", name).Msg("cannot record the interrupted tick (another node retries it anyway)")
+		if o.Run.Outcome != state.OutcomeSuccess {
+			if err := s.Coord.Interrupted(rec, name, tick); err != nil {
+				s.runner.Log.Debug().Err(err).Str("job", name).Msg("cannot record the interrupted tick (another node retries it anyway)")
+			}
+			return
 		}
-		return
 	default:
 	}
 	outcome := o.Run.Outcome
