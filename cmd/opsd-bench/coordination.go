@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,8 +72,14 @@ func (b *bench) coordinationScenario(ctx context.Context) error {
 		runs = 20
 	}
 	tick := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	// One node: every tick is its own.
+	// One node: every tick is its own. CPU time, which a busy machine does not distort much, is
+	// read for this process and for the node's server processes (loopback: /proc).
 	var one []time.Duration
+	if _, _, err := coordTick(ctx, ps[0], "bench-one", tick); err != nil { // connect
+		return err
+	}
+	srv0, srvErr := serverCPU(ctx, dsn, "opsd bench-0")
+	cpu0 := selfCPU()
 	for i := 0; i < runs; i++ {
 		tick = tick.Add(time.Minute)
 		d, _, err := coordTick(ctx, ps[0], "bench-one", tick)
@@ -81,6 +88,9 @@ func (b *bench) coordinationScenario(ctx context.Context) error {
 		}
 		one = append(one, d)
 	}
+	cpuClient := (selfCPU() - cpu0) / time.Duration(runs)
+	srv1, _ := serverCPU(ctx, dsn, "opsd bench-0")
+	cpuServer := (srv1 - srv0) / time.Duration(runs)
 	// Ten nodes fire the same tick together: one wins, the others see the lock or the claim.
 	var mu sync.Mutex
 	var winners, losers []time.Duration
@@ -127,6 +137,11 @@ func (b *bench) coordinationScenario(ctx context.Context) error {
 		fmt.Printf("| %s | %s | %s | %s |\n", r.name, dur(p50), dur(p99), dur(mx))
 	}
 	fmt.Println()
+	if srvErr == nil {
+		fmt.Printf("CPU per tick, 1 node: %s in opsd, %s in PostgreSQL.\n\n", cpuStr(cpuClient), cpuStr(cpuServer))
+	} else {
+		fmt.Printf("CPU per tick, 1 node: %s in opsd (PostgreSQL's not read: %v).\n\n", cpuStr(cpuClient), srvErr)
+	}
 	return b.coordIdle(ctx, dsn, schema, ps)
 }
 
@@ -253,4 +268,44 @@ func pct(ds []time.Duration, p int) time.Duration {
 		i = len(s)
 	}
 	return s[i-1]
+}
+
+func cpuStr(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1000) }
+
+// selfCPU is this process's user and system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is the CPU time of the PostgreSQL backends serving application_name (same host).
+func serverCPU(ctx context.Context, dsn, app string) (time.Duration, error) {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+	if err != nil {
+		return 0, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, fmt.Errorf("read the backend's CPU time (is PostgreSQL on this host?): %w", err)
+		}
+		// Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		var ut, st int64
+		fmt.Sscan(f[11], &ut)
+		fmt.Sscan(f[12], &st)
+		total += time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	return total, nil
 }
