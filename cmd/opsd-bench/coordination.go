@@ -57,6 +57,12 @@ func (b *bench) coordinationScenario(ctx context.Context) error {
 	}
 	defer stop()
 	schema := fmt.Sprintf("opsd_bench%d", time.Now().UnixNano()%1e6)
+	defer func() { // the benchmark's tables go with it
+		if c, err := pgx.Connect(context.WithoutCancel(ctx), dsn); err == nil {
+			c.Exec(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
+			c.Close(ctx)
+		}
+	}()
 	const nodes = 10
 	var ps []*coord.Postgres
 	for i := 0; i < nodes; i++ {
