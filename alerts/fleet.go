@@ -3,7 +3,6 @@ package alerts
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -29,7 +28,7 @@ func (r *NodeLost) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 	if err != nil {
 		return Eval{}, fmt.Errorf("node-lost: %w", err)
 	}
-	lost := LostNodes(nodes, now, r.LostAfter())
+	lost := coord.LostNodes(nodes, now, r.LostAfter())
 	ev := Eval{Value: float64(len(lost)), Threshold: 0, Firing: len(lost) > 0}
 	if ev.Firing {
 		ev.Message = fmt.Sprintf("%d node(s) backing up tenant containers sent no heartbeat for over %s: %s", len(lost), r.LostAfter(), strings.Join(lost, ", "))
@@ -37,16 +36,4 @@ func (r *NodeLost) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		ev.Message = "every node that backs up tenant containers is alive"
 	}
 	return ev, nil
-}
-
-// LostNodes names the nodes that back up containers and were last seen more than after ago.
-func LostNodes(nodes []coord.NodeInfo, now time.Time, after time.Duration) []string {
-	var lost []string
-	for _, n := range nodes {
-		if n.BacksUpContainers && now.Sub(n.LastSeen) > after {
-			lost = append(lost, n.Node)
-		}
-	}
-	sort.Strings(lost)
-	return lost
 }

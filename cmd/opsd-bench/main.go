@@ -51,7 +51,7 @@ func run() int {
 	keep := flag.Bool("keep", false, "keep the work directory")
 	limit := flag.Duration("time-limit", 0, "give up on a peer run after this long and report \"did not finish\" (default per size)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune node-restore postgres]\n\n")
+		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune node-restore postgres coordination]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -60,7 +60,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "opsd-bench: unknown size %q\n", *size)
 		return 2
 	}
-	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune", "node-restore", "postgres"}
+	all := []string{"sqlite", "upload", "export", "drill", "idle", "scrape", "prune", "node-restore", "postgres", "coordination"}
 	scen := flag.Args()
 	if len(scen) == 0 || (len(scen) == 1 && scen[0] == "all") {
 		scen = all
@@ -116,6 +116,8 @@ func run() int {
 			err = b.nodeRestoreScenario(ctx)
 		case "postgres":
 			err = b.postgresScenario(ctx)
+		case "coordination":
+			err = b.coordinationScenario(ctx)
 		}
 		if err != nil {
 			fmt.Printf("**%s: failed: %v**\n\n", s, err)

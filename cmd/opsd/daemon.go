@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime/debug"
 	"sync"
@@ -136,7 +135,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		cliLock.Release()
 		return nil, err
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: prefixlock.NewShared(filepath.Dir(cfg.State.Path)), docker: dc,
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: newLocks(cfg, log), docker: dc,
 		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	e.runner.Problems = problems
@@ -168,6 +167,7 @@ func (e *env) close(ctx context.Context) {
 	e.sentry.Flush(ctx)
 	e.docker.Close()
 	e.state.Close()
+	e.locks.Close()
 	e.cliLock.Release()
 }
 
@@ -197,7 +197,7 @@ type Main struct {
 	stops     *alerts.UnexpectedStops
 
 	coord *coord.Postgres // fleet coordination (nil without coordination.postgres)
-	fleet *metrics.Fleet
+	fleet *coord.Fleet
 
 	// restores are the restores this daemon runs (admin API): cancellable, cancelled by Close.
 	restores restore.Registry

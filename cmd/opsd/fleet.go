@@ -6,60 +6,55 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/jobs"
 )
 
-// coordinator adapts the PostgreSQL coordinator to the scheduler's interface.
-type coordinator struct{ p *coord.Postgres }
-
-func (c coordinator) Claim(ctx context.Context, job string, at time.Time) (bool, error) {
-	ok, err := c.p.Claim(ctx, job, at)
-	return ok, mapCoordErr(err)
+// coordOptions are the coordination database's connection options for this node.
+func coordOptions(cfg *config.Config) coord.Options {
+	return coord.Options{DSN: cfg.Coordination.Postgres.DSN.Value(), Schema: cfg.Coordination.Postgres.Schema, Node: cfg.NodeID}
 }
 
-func (c coordinator) Finish(ctx context.Context, job string, at time.Time, outcome string) error {
-	return mapCoordErr(c.p.Finish(ctx, job, at, outcome))
-}
-
-func (c coordinator) Release(ctx context.Context, job string, at time.Time) error {
-	return mapCoordErr(c.p.Release(ctx, job, at))
-}
-
-func (c coordinator) TryLock(ctx context.Context, key string) (jobs.Lease, error) {
-	l, err := c.p.TryLock(ctx, key)
+// newLocks returns the prefix locks of a command or the daemon: flock files in the state
+// directory (the CLI and the daemon on one host), and with coordination also advisory locks in
+// the coordination database (across hosts).
+func newLocks(cfg *config.Config, log zerolog.Logger) *prefixlock.Locks {
+	files := prefixlock.Files(filepath.Dir(cfg.State.Path))
+	if !cfg.Coordination.Enabled() {
+		return prefixlock.With(files)
+	}
+	o := coordOptions(cfg)
+	o.NoMigrate, o.MaxConns = true, 16
+	p, err := coord.Open(context.Background(), o) // connects on first use
 	if err != nil {
-		return nil, mapCoordErr(err)
+		log.Error().Err(err).Msg("prefix locks across hosts unavailable; only this host's processes are kept apart")
+		return prefixlock.With(files)
 	}
-	return l, nil
-}
-
-func mapCoordErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, coord.ErrHeld):
-		return fmt.Errorf("%w: %w", jobs.ErrHeldElsewhere, err)
-	case errors.Is(err, coord.ErrUnavailable):
-		return fmt.Errorf("%w: %w", jobs.ErrCoordinationDown, err)
-	}
-	return err
+	l := prefixlock.With(files, coord.PrefixLocks{P: p, Degraded: func(err error) {
+		log.Warn().Err(err).Msg("coordination database unreachable: a reading hold (drill, verification, restore) goes ahead with this host's lock only")
+	}})
+	l.OnClose(p.Close)
+	return l
 }
 
 // openCoordination connects to the coordination database when one is configured. An
 // unreachable database is not fatal: opsd starts, platform-scoped jobs are skipped (counted) and
-// /health says degraded until it answers again.
+// /health says degraded until it answers.
 func (m *Main) openCoordination(ctx context.Context, cfg *config.Config) error {
 	if !cfg.Coordination.Enabled() {
 		return nil
 	}
-	p, err := coord.Open(ctx, coord.Options{DSN: cfg.Coordination.Postgres.DSN.Value(), Schema: cfg.Coordination.Postgres.Schema, Node: cfg.NodeID})
+	p, err := coord.Open(ctx, coordOptions(cfg))
 	if p == nil {
 		return err
 	}
@@ -67,33 +62,32 @@ func (m *Main) openCoordination(ctx context.Context, cfg *config.Config) error {
 		m.log.Error().Err(err).Msg("coordination database unavailable at start: platform-scoped jobs wait for it")
 	}
 	m.coord = p
-	m.fleet = metrics.NewFleet(m.reg)
-	m.sched.Coord = coordinator{p}
+	m.sched.Coord = jobs.PostgresCoordinator(p)
+	m.fleet = &coord.Fleet{P: p, Metrics: metrics.NewFleet(m.reg), Log: m.log, Problems: m.problems,
+		Interval:  func() time.Duration { return m.cfg().Coordination.HeartbeatInterval.D() },
+		LostAfter: func() time.Duration { return m.cfg().Coordination.NodeLostAfter.D() },
+		Info:      m.nodeInfo,
+		Retry:     m.sched.RetryLost,
+	}
 	m.http.Handle("GET /api/fleet", m.http.Admin(m.fleetView))
 	return nil
 }
 
-// heartbeats records this node in the coordination database every interval and refreshes the
-// fleet metrics from what every node recorded.
+// heartbeats runs the fleet's heartbeats in the background.
 func (m *Main) heartbeats(ctx context.Context) {
-	if m.coord == nil {
+	if m.fleet == nil {
 		return
 	}
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
-		for {
-			m.heartbeat(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(m.cfg().Coordination.HeartbeatInterval.D()):
-			}
-		}
+		m.fleet.Run(ctx)
 	}()
 }
 
-func (m *Main) heartbeat(ctx context.Context) {
+// nodeInfo is this node's heartbeat: version, each job's last success, the tenant containers it
+// backs up and how many run.
+func (m *Main) nodeInfo(ctx context.Context) coord.NodeInfo {
 	cfg := m.cfg()
 	info := coord.NodeInfo{Node: cfg.NodeID, Version: version, LastSuccess: map[string]time.Time{}, BacksUpContainers: m.hasContainerJobs()}
 	for _, j := range cfg.Jobs {
@@ -111,94 +105,30 @@ func (m *Main) heartbeat(ctx context.Context) {
 			}
 		}
 	}
-	err := m.coord.Heartbeat(ctx, info)
-	if err != nil {
-		m.log.Warn().Err(err).Msg("heartbeat to the coordination database failed")
-	}
-	nodes, nerr := m.coord.Nodes(ctx)
-	up := 0.0
-	if err == nil && nerr == nil {
-		up = 1
-		if m.problems.Clear("coordination") {
-			m.log.Info().Msg("the coordination database answers again: platform-scoped jobs run")
-		}
-	} else {
-		m.problems.Set("coordination", "coordination database unavailable: platform-scoped jobs are skipped until it answers")
-	}
-	m.fleet.Up.Set(up)
-	if nerr != nil {
-		return
-	}
-	lost := map[string]bool{}
-	for _, n := range lostNodes(nodes, cfg.Coordination.NodeLostAfter.D()) {
-		lost[n] = true
-	}
-	m.fleet.LastSeen.Reset()
-	for _, n := range nodes {
-		m.fleet.LastSeen.WithLabelValues(n.Node).Set(float64(n.LastSeen.UnixMilli()) / 1000)
-	}
-	m.fleet.Nodes.WithLabelValues("lost").Set(float64(len(lost)))
-	m.fleet.Nodes.WithLabelValues("alive").Set(float64(len(nodes) - len(lost)))
+	return info
 }
 
-// fleetView serves GET /api/fleet: every node with its last heartbeat, whether it is lost, and
-// its backup freshness (each job's last success).
+// fleetView serves GET /api/fleet.
 func (m *Main) fleetView(w http.ResponseWriter, r *http.Request) {
-	nodes, err := m.coord.Nodes(r.Context())
+	v, err := m.fleet.View(r.Context())
 	if err != nil {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "coordination database unavailable")
 		return
 	}
-	after := m.cfg().Coordination.NodeLostAfter.D()
-	lost := map[string]bool{}
-	for _, n := range lostNodes(nodes, after) {
-		lost[n] = true
-	}
-	type node struct {
-		coord.NodeInfo
-		Lost           bool    `json:"lost"`
-		SecondsSeenAgo float64 `json:"secondsSinceHeartbeat"`
-	}
-	out := []node{}
-	active := 0
-	for _, n := range nodes {
-		out = append(out, node{NodeInfo: n, Lost: lost[n.Node], SecondsSeenAgo: time.Since(n.LastSeen).Seconds()})
-		if !lost[n.Node] {
-			active += n.ActiveBots
-		}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"nodes": out, "count": len(out), "lost": len(lost), "activeBots": active, "nodeLostAfterSeconds": after.Seconds()})
+	httpapi.WriteJSON(w, http.StatusOK, v)
 }
 
 // fleetActiveBots is the whole fleet's running tenant containers (alive nodes' heartbeats).
-func (m *Main) fleetActiveBots(ctx context.Context) (int, bool) {
-	if m.coord == nil {
+func (m *Main) fleetActiveBots(context.Context) (int, bool) {
+	if m.fleet == nil {
 		return 0, false
 	}
-	nodes, err := m.coord.Nodes(ctx)
-	if err != nil {
-		return 0, false
-	}
-	lost := map[string]bool{}
-	for _, n := range lostNodes(nodes, m.cfg().Coordination.NodeLostAfter.D()) {
-		lost[n] = true
-	}
-	active := 0
-	for _, n := range nodes {
-		if !lost[n.Node] {
-			active += n.ActiveBots
-		}
-	}
-	return active, true
+	return m.fleet.ActiveBots()
 }
 
-func lostNodes(nodes []coord.NodeInfo, after time.Duration) []string {
-	return alerts.LostNodes(nodes, time.Now(), after)
-}
-
-// nodeLostRule is the built-in node-lost alert.
+// nodeLostRule is the built-in node-lost alert (on the last heartbeat's view: no query).
 func (m *Main) nodeLostRule() alerts.Spec {
-	return alerts.Spec{Rule: &alerts.NodeLost{RuleName: "node-lost", Nodes: m.coord.Nodes,
+	return alerts.Spec{Rule: &alerts.NodeLost{RuleName: "node-lost", Nodes: m.fleet.Nodes,
 		LostAfter: func() time.Duration { return m.cfg().Coordination.NodeLostAfter.D() }}}
 }
 
@@ -209,7 +139,7 @@ func cliPlatformLock(ctx context.Context, cfg *config.Config, jc config.Job, std
 	if !cfg.Coordination.Enabled() || cfg.Scope(jc) != jobs.ScopePlatform {
 		return func() {}, 0
 	}
-	p, err := coord.Open(ctx, coord.Options{DSN: cfg.Coordination.Postgres.DSN.Value(), Schema: cfg.Coordination.Postgres.Schema, Node: cfg.NodeID})
+	p, err := coord.Open(ctx, coordOptions(cfg))
 	if err != nil {
 		if p != nil {
 			p.Close()
@@ -217,15 +147,14 @@ func cliPlatformLock(ctx context.Context, cfg *config.Config, jc config.Job, std
 		fmt.Fprintf(stderr, "opsd: %s is a platform job and the coordination database cannot be reached: %v\n", jc.Name, err)
 		return nil, 1
 	}
-	lease, err := p.TryLock(ctx, "job:"+jc.Name)
-	if err != nil {
-		p.Close()
-		if errors.Is(err, coord.ErrHeld) {
-			fmt.Fprintf(stderr, "opsd: %s is running on another node right now (platform job, fleet-wide lock held); try again when it finishes\n", jc.Name)
-		} else {
-			fmt.Fprintf(stderr, "opsd: %s: %v\n", jc.Name, err)
-		}
+	release, err := jobs.PlatformLock(ctx, p, jc.Name)
+	switch {
+	case errors.Is(err, jobs.ErrHeldElsewhere):
+		fmt.Fprintf(stderr, "opsd: %s is running on another node right now (platform job, fleet-wide lock held); try again when it finishes\n", jc.Name)
+		return nil, 1
+	case err != nil:
+		fmt.Fprintf(stderr, "opsd: %s: %v\n", jc.Name, err)
 		return nil, 1
 	}
-	return func() { lease.Release(); p.Close() }, 0
+	return release, 0
 }

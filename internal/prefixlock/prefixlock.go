@@ -5,6 +5,7 @@ package prefixlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -16,9 +17,10 @@ type Locks struct {
 	changed chan struct{}
 	held    map[int]hold
 	next    int
-	// dir, when set, holds lock files that keep other processes on this host (the CLI and the
-	// daemon) apart too: see NewShared.
-	dir string
+	// shared keep other processes apart too: flock files on this host (NewShared), the
+	// coordination database's advisory locks across hosts (With).
+	shared  []Shared
+	closers []func()
 }
 
 type hold struct {
@@ -35,10 +37,26 @@ func New() *Locks { return &Locks{held: map[int]hold{}, changed: make(chan struc
 // lock file per top-level prefix (platform/, nightly/, ...), so `opsd prune` from the CLI waits
 // for the daemon's drill and the other way round. Across processes prefixes conflict by their
 // first path element, a coarser rule than within one process.
-func NewShared(dir string) *Locks {
+func NewShared(dir string) *Locks { return With(Files(dir)) }
+
+// With returns a set whose holds also take their locks in each shared backend, in order
+// (typically the state directory's files, then the coordination database, so that the CLI and
+// the daemon on one host stay apart even while the database is down).
+func With(backends ...Shared) *Locks {
 	l := New()
-	l.dir = dir
+	l.shared = backends
 	return l
+}
+
+// OnClose registers f to run on Close (a backend's connection pool).
+func (l *Locks) OnClose(f func()) { l.closers = append(l.closers, f) }
+
+// Close releases what the backends hold open (not the holds: their owners release them).
+func (l *Locks) Close() {
+	for _, f := range l.closers {
+		f()
+	}
+	l.closers = nil
 }
 
 func overlap(a, b string) bool { return strings.HasPrefix(a, b) || strings.HasPrefix(b, a) }
@@ -72,13 +90,13 @@ func (l *Locks) Acquire(ctx context.Context, prefix string, exclusive bool, owne
 					l.mu.Unlock()
 				})
 			}
-			files, err := l.lockFiles(ctx, prefix, exclusive)
+			unlock, err := l.lockShared(ctx, prefix, exclusive)
 			if err != nil {
 				release()
 				return nil, err
 			}
 			return func() {
-				unlockFiles(files)
+				unlock()
 				release()
 			}, nil
 		}
@@ -104,7 +122,10 @@ func (l *Locks) TryAcquire(prefix string, exclusive bool, owner string) (func(),
 	cancel() // try once: never wait
 	rel, err := l.Acquire(ctx, prefix, exclusive, owner)
 	if err != nil {
-		return nil, fmt.Errorf("%s is in use by another opsd process on this host", prefix)
+		if errors.Is(err, context.Canceled) {
+			return nil, fmt.Errorf("%s is in use by another opsd process (on this host or another node)", prefix)
+		}
+		return nil, err
 	}
 	return rel, nil
 }

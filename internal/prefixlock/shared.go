@@ -14,32 +14,67 @@ import (
 // pollInterval is how often a wait for another process's lock retries.
 const pollInterval = 100 * time.Millisecond
 
-// lockFiles takes the cross-process locks of a hold (nothing without a directory): a shared
-// lock on the "all" file (exclusive for the prefix "", which conflicts with everything), then
-// the prefix's top-level file, shared or exclusive. It waits, polling, until ctx ends.
-func (l *Locks) lockFiles(ctx context.Context, prefix string, exclusive bool) ([]*os.File, error) {
-	if l.dir == "" {
-		return nil, nil
-	}
-	type want struct {
-		name      string
-		exclusive bool
-	}
-	wants := []want{{"all", prefix == "" && exclusive}}
+// Name is one cross-process lock a hold takes: "all" (every hold takes it, shared; exclusive
+// for the prefix "", which conflicts with everything) or "root-<first path element>".
+type Name struct {
+	Key       string
+	Exclusive bool
+}
+
+// Shared holds named locks across processes: flock files in a directory (Files: the CLI and
+// the daemon on one host) or the coordination database's advisory locks (across hosts).
+type Shared interface {
+	// Lock takes every lock in order, waiting (polling) until ctx ends; release drops them.
+	Lock(ctx context.Context, names []Name) (release func(), err error)
+}
+
+// names lists the cross-process locks of a hold: across processes prefixes conflict by their
+// first path element.
+func names(prefix string, exclusive bool) []Name {
+	out := []Name{{"all", prefix == "" && exclusive}}
 	if prefix != "" {
 		root, _, _ := strings.Cut(prefix, "/")
-		wants = append(wants, want{"root-" + sanitize(root), exclusive})
+		out = append(out, Name{"root-" + sanitize(root), exclusive})
 	}
+	return out
+}
+
+// lockShared takes a hold's locks in every shared backend, in order.
+func (l *Locks) lockShared(ctx context.Context, prefix string, exclusive bool) (func(), error) {
+	var releases []func()
+	undo := func() {
+		for i := len(releases) - 1; i >= 0; i-- {
+			releases[i]()
+		}
+	}
+	for _, b := range l.shared {
+		rel, err := b.Lock(ctx, names(prefix, exclusive))
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("lock %s across processes: %w", prefix, err)
+		}
+		releases = append(releases, rel)
+	}
+	return undo, nil
+}
+
+// Files returns the flock backend: lock files opsd-prefix-<name>.lock in dir.
+func Files(dir string) Shared { return files(dir) }
+
+type files string
+
+// Lock flocks each name's file, shared or exclusive.
+func (d files) Lock(ctx context.Context, names []Name) (func(), error) {
 	var held []*os.File
-	for _, w := range wants {
-		f, err := lockFile(ctx, filepath.Join(l.dir, "opsd-prefix-"+w.name+".lock"), w.exclusive)
+	for _, n := range names {
+		f, err := lockFile(ctx, filepath.Join(string(d), "opsd-prefix-"+n.Key+".lock"), n.Exclusive)
 		if err != nil {
 			unlockFiles(held)
-			return nil, fmt.Errorf("lock %s across processes: %w", prefix, err)
+			return nil, err
 		}
 		held = append(held, f)
 	}
-	return held, nil
+	return func() { unlockFiles(held) }, nil
 }
 
 func sanitize(s string) string {

@@ -1,0 +1,189 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// fakeCoord is an in-memory Coordinator that records the order of calls.
+type fakeCoord struct {
+	mu      sync.Mutex
+	held    map[string]bool // locks held by other nodes
+	down    bool
+	claimed map[time.Time]bool
+	retake  bool
+	events  []string
+	lease   *fakeLease
+}
+
+type fakeLease struct {
+	c    *fakeCoord
+	lost chan struct{}
+	once sync.Once
+}
+
+func (l *fakeLease) Lost() <-chan struct{} { return l.lost }
+func (l *fakeLease) Release()              { l.once.Do(func() { l.c.event("release") }) }
+
+func (c *fakeCoord) event(e string) {
+	c.mu.Lock()
+	c.events = append(c.events, e)
+	c.mu.Unlock()
+}
+
+func (c *fakeCoord) TryLock(_ context.Context, key string) (Lease, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return nil, ErrCoordinationDown
+	}
+	if c.held[key] {
+		return nil, fmt.Errorf("lock %s: %w", key, ErrHeldElsewhere)
+	}
+	c.events = append(c.events, "lock")
+	c.lease = &fakeLease{c: c, lost: make(chan struct{})}
+	return c.lease, nil
+}
+
+func (c *fakeCoord) Claim(_ context.Context, _ string, at time.Time) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.events = append(c.events, "claim")
+	if c.claimed[at] {
+		return false, nil
+	}
+	c.claimed[at] = true
+	return true, nil
+}
+
+func (c *fakeCoord) Finish(_ context.Context, _ string, _ time.Time, outcome string) error {
+	c.event("finish " + outcome)
+	return nil
+}
+
+func (c *fakeCoord) Interrupted(context.Context, string, time.Time) error {
+	c.event("interrupted")
+	return nil
+}
+
+func (c *fakeCoord) Retake(context.Context, string, time.Time) (bool, error) {
+	c.event(fmt.Sprintf("retake %v", c.retake))
+	return c.retake, nil
+}
+
+func (c *fakeCoord) log() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.events...)
+}
+
+func platformRig(t *testing.T, sleep time.Duration) (*rig, *Scheduler, *fakeCoord, Spec) {
+	t.Helper()
+	r := newRig(t)
+	s, err := NewScheduler(r.runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &fakeCoord{held: map[string]bool{}, claimed: map[time.Time]bool{}}
+	s.Coord = c
+	sp := Spec{Job: &Noop{JobName: "prune", Sleep: sleep}, Schedule: mustSchedule(t, "0 3 * * *"), Timeout: time.Minute, Enabled: true, Scope: ScopePlatform}
+	if err := s.Apply([]Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	return r, s, c, sp
+}
+
+func equal(a, b []string) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
+
+// TestPlatformTickUnderTheJobLock: a platform tick takes the job's lock, then claims the tick,
+// runs, records the outcome, and only then releases the lock; a tick whose lock is held
+// elsewhere, or that another node claimed, is skipped (reason elsewhere) and one with the
+// database down is skipped (reason coordination), without running.
+func TestPlatformTickUnderTheJobLock(t *testing.T) {
+	r, s, c, sp := platformRig(t, 0)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+	s.runPlatform(ctx, sp, TriggerSchedule, at)
+	if got := c.log(); !equal(got, []string{"lock", "claim", "finish success", "release"}) {
+		t.Fatalf("calls: %v", got)
+	}
+	s.runPlatform(ctx, sp, TriggerSchedule, at.Add(10*time.Second)) // a late clock: the same tick
+	c.held["job:prune"] = true
+	s.runPlatform(ctx, sp, TriggerSchedule, at.Add(24*time.Hour))
+	c.held["job:prune"], c.down = false, true
+	s.runPlatform(ctx, sp, TriggerSchedule, at.Add(48*time.Hour))
+	runs, _ := r.state.Runs(ctx, "prune", 10)
+	if len(runs) != 1 {
+		t.Fatalf("%d runs for one tick run here", len(runs))
+	}
+	for reason, want := range map[string]float64{SkipElsewhere: 2, SkipCoordination: 1} {
+		if got := testutil.ToFloat64(r.metrics.JobSkipped.WithLabelValues("prune", "noop", reason)); got != want {
+			t.Errorf("skipped %s: %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// TestLostSessionInterruptsAndRetryRunsOnce: losing the lease cancels the run, which is recorded
+// interrupted, and the tick's claim is left open (Interrupted, no Finish); RetryLost runs a lost
+// tick only when the coordinator lets this node take it over.
+func TestLostSessionInterruptsAndRetryRunsOnce(t *testing.T) {
+	r, s, c, sp := platformRig(t, time.Hour)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+	done := make(chan struct{})
+	go func() { s.runPlatform(ctx, sp, TriggerSchedule, at); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !r.runner.IsRunning("prune") {
+		if time.Now().After(deadline) {
+			t.Fatal("the run did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.mu.Lock()
+	close(c.lease.lost)
+	c.mu.Unlock()
+	<-done
+	if got := c.log(); !equal(got, []string{"lock", "claim", "interrupted", "release"}) {
+		t.Fatalf("calls: %v", got)
+	}
+	if last, _ := r.state.LastRun(ctx, "prune"); last.Outcome != state.OutcomeInterrupted {
+		t.Fatalf("the cancelled run: %+v", last)
+	}
+
+	s.Start(ctx)
+	defer s.Shutdown(ctx)
+	sp.Job.(*Noop).Sleep = 0
+	c.events, c.retake = nil, false
+	s.RetryLost("prune", at)
+	waitFor(t, func() bool { return len(c.log()) == 3 })
+	if got := c.log(); !equal(got, []string{"lock", "retake false", "release"}) {
+		t.Fatalf("a tick that may not be retried: %v", got)
+	}
+	c.events, c.retake = nil, true
+	s.RetryLost("prune", at)
+	waitFor(t, func() bool { return len(c.log()) == 4 })
+	if got := c.log(); !equal(got, []string{"lock", "retake true", "finish success", "release"}) {
+		t.Fatalf("a retried tick: %v", got)
+	}
+	if last, _ := r.state.LastRun(ctx, "prune"); last.Trigger != TriggerRetry || last.Outcome != state.OutcomeSuccess {
+		t.Fatalf("the retry: %+v", last)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
