@@ -182,12 +182,8 @@ func pruneJob(jc config.Job, d deps) (*jobs.Prune, error) {
 		rules[i] = jobs.PruneRule{Prefix: r.Prefix, Sets: r.Sets, Depth: r.Depth, TierPolicy: r.TierPolicy, DeleteForeign: r.DeleteForeign, Policy: jobs.Policy{
 			KeepLast: r.KeepLast, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepWithin: r.KeepWithin.D(), MinKeep: minKeep}}
 	}
-	dps := 1000
-	if d.cfg.Storage.Backend == "s3" {
-		dps = d.cfg.Storage.S3.DeletesPerSec
-	}
 	pc := jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
-		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
+		DeletesPerSecond: d.cfg.Storage.DeletesPerSecond(), DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
 	if s.OrphanKeep != nil {
 		tenants, err := tenantSource(d.cfg)
 		if err != nil {
