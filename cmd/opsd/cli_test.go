@@ -84,4 +84,3 @@ func TestHealthcheckProbesConfiguredListen(t *testing.T) {
 		t.Fatalf("healthcheck with nothing on :%s: exit %d, %s", other, code, errb.String())
 	}
 }
-

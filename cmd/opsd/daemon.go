@@ -268,8 +268,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Reload: m.Reload,
 	})
 	m.http.EnableAdmin(httpapi.AdminOptions{
-		Snapshots:   m.snapshots,
-		Alerts:      func() any { return m.evaluator.Statuses() },
+		Snapshots: m.snapshots,
+		Alerts:    func() any { return m.evaluator.Statuses() },
 		Health: func(ctx context.Context) any {
 			return alerts.AdminHealth(ctx, m.cfg().Alerts, m.activeBots, m.evaluator.Statuses(), m.log)
 		},

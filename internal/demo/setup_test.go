@@ -35,4 +35,3 @@ func TestDemoRemovesItsImage(t *testing.T) {
 		t.Fatal(out.String())
 	}
 }
-
