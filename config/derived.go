@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -76,6 +77,19 @@ func (c *Config) DockerJobs() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ContainerExports returns the first nightly and the first hot (changed_only) container_export
+// settings; nil when there is none.
+func (c *Config) ContainerExports() (nightly, hot *ContainerExportSettings) {
+	for _, j := range c.Jobs {
+		if e := j.ContainerExport; e != nil && e.ChangedOnly && hot == nil {
+			hot = e
+		} else if e != nil && !e.ChangedOnly && nightly == nil {
+			nightly = e
+		}
+	}
+	return nightly, hot
 }
 
 // HasContainerExports reports whether a container_export job is configured.
@@ -280,4 +294,20 @@ func unescapeMountPath(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// DefaultJob builds a job of a kind with every default (a 2h timeout), for CLI use without a
+// configured job.
+func (c *Config) DefaultJob(name, kind string) Job {
+	text := fmt.Sprintf("node_id: %s\nstate:\n  path: /tmp/unused.db\njobs:\n  - name: %s\n    kind: %s\n    schedule: \"@monthly\"\n", c.NodeID, name, kind)
+	if kind == "node_drill" {
+		text += fmt.Sprintf("    from_node: %q\n", c.NodeID)
+	}
+	parsed, err := Parse([]byte(text), "defaults")
+	if err != nil {
+		panic(err) // the defaults always parse
+	}
+	j := parsed.Jobs[0]
+	j.Timeout = Duration(2 * time.Hour)
+	return j
 }

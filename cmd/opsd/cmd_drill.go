@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
@@ -98,26 +97,11 @@ func cmdPrune(args []string, stdout, stderr io.Writer) int {
 	return c.run(args, stdout, stderr)
 }
 
-// defaultJob builds a job of a kind with every default, for CLI use without a configured job.
-func defaultJob(cfg *config.Config, name, kind string) config.Job {
-	text := fmt.Sprintf("node_id: %s\nstate:\n  path: /tmp/unused.db\njobs:\n  - name: %s\n    kind: %s\n    schedule: \"@monthly\"\n", cfg.NodeID, name, kind)
-	if kind == "node_drill" {
-		text += fmt.Sprintf("    from_node: %q\n", cfg.NodeID)
-	}
-	parsed, err := config.Parse([]byte(text), "defaults")
-	if err != nil {
-		panic(err) // the defaults always parse
-	}
-	j := parsed.Jobs[0]
-	j.Timeout = config.Duration(2 * time.Hour)
-	return j
-}
-
 // printReport prints a drill's or verification's report.
 func printReport(w io.Writer, o jobs.Outcome) {
 	if o.Result.Report != "" {
 		fmt.Fprint(w, o.Result.Report)
 		return
 	}
-	printOutcome(w, o)
+	o.WriteText(w)
 }

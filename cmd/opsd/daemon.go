@@ -460,35 +460,23 @@ func (m *Main) startChecks(ctx context.Context) {
 	if every <= 0 {
 		every = 30 * time.Second
 	}
-	deps := []health.Dependency{{Name: "docker", Check: func(ctx context.Context) string {
-		need := m.cfg().DockerJobs()
-		if len(need) == 0 {
-			return ""
-		}
-		if err := m.docker.Ping(ctx); err != nil {
-			return fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err)
+	deps := []health.Dependency{{Name: "docker", What: "docker engine", Check: func(ctx context.Context) string {
+		if need := m.cfg().DockerJobs(); len(need) > 0 {
+			if err := m.docker.Ping(ctx); err != nil {
+				return fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err)
+			}
 		}
 		return ""
-	}, Changed: func(msg string) {
-		if msg != "" {
-			m.log.Error().Str("error", msg).Msg("docker engine unreachable")
-		} else {
-			m.log.Info().Msg("docker engine reachable again")
-		}
 	}}}
 	if m.lazy != nil {
-		deps = append(deps, health.Dependency{Name: "store", Check: func(ctx context.Context) string {
+		deps = append(deps, health.Dependency{Name: "store", What: "object store", Check: func(ctx context.Context) string {
 			if err := m.lazy.Retry(ctx); err != nil {
 				return m.redactor.Redact(err.Error())
 			}
 			return ""
-		}, Changed: func(msg string) {
-			if msg == "" {
-				m.log.Info().Str("store", m.lazy.String()).Msg("object store reachable")
-			}
 		}})
 	}
-	m.goBg(func() { m.problems.Watch(ctx, every, deps...) })
+	m.goBg(func() { m.problems.Watch(ctx, every, m.log, deps...) })
 }
 
 // goBg runs f in the background; Close waits for it.

@@ -60,7 +60,7 @@ func (c oneJob) run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: %s in %s\n", what, *cfgPath)
 		return 1
 	case !found:
-		jc = defaultJob(cfg, c.fallback, c.kind)
+		jc = cfg.DefaultJob(c.fallback, c.kind)
 	}
 	var adapt adapter
 	if prepare != nil {

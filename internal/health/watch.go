@@ -3,6 +3,8 @@ package health
 import (
 	"context"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // Dependency is something the configured jobs need (the Docker engine, an object store that was
@@ -12,14 +14,14 @@ type Dependency struct {
 	Name string
 	// Check returns the problem's message, or "" when the dependency answers or is not needed.
 	Check func(ctx context.Context) string
-	// Changed, when set, is told each time the dependency goes down (msg set) or comes back.
-	Changed func(msg string)
+	// What names it in the log lines said when it goes down and when it comes back.
+	What string
 	// Timeout bounds one check (default 10s).
 	Timeout time.Duration
 }
 
-// CheckNow checks every dependency once and sets or clears its problem.
-func (p *Problems) CheckNow(ctx context.Context, deps ...Dependency) {
+// CheckNow checks every dependency once, sets or clears its problem, and logs each change.
+func (p *Problems) CheckNow(ctx context.Context, log zerolog.Logger, deps ...Dependency) {
 	for _, d := range deps {
 		timeout := d.Timeout
 		if timeout <= 0 {
@@ -28,21 +30,17 @@ func (p *Problems) CheckNow(ctx context.Context, deps ...Dependency) {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		msg := d.Check(cctx)
 		cancel()
-		changed := false
-		if msg != "" {
-			changed = p.Set(d.Name, msg)
-		} else {
-			changed = p.Clear(d.Name)
-		}
-		if changed && d.Changed != nil {
-			d.Changed(msg)
+		if msg != "" && p.Set(d.Name, msg) {
+			log.Error().Str("error", msg).Msg(d.What + " unreachable")
+		} else if msg == "" && p.Clear(d.Name) {
+			log.Info().Msg(d.What + " reachable again")
 		}
 	}
 }
 
 // Watch checks the dependencies now and every interval until ctx ends.
-func (p *Problems) Watch(ctx context.Context, every time.Duration, deps ...Dependency) {
-	p.CheckNow(ctx, deps...)
+func (p *Problems) Watch(ctx context.Context, every time.Duration, log zerolog.Logger, deps ...Dependency) {
+	p.CheckNow(ctx, log, deps...)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -50,7 +48,7 @@ func (p *Problems) Watch(ctx context.Context, every time.Duration, deps ...Depen
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p.CheckNow(ctx, deps...)
+			p.CheckNow(ctx, log, deps...)
 		}
 	}
 }
