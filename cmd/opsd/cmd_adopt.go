@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"strings"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/jobs"
 )
 
@@ -22,13 +21,9 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 	dry := fs.Bool("dry-run", false, "verify and report, write no manifest")
 	tier := fs.String("tier", "", "tier recorded in adopted archives' manifests (retention keeps every backup of a target whose newest manifest has no tier)")
 	out := outputFlag(fs, "text", "json")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
 		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	if _, ok := cfg.Tiers[*tier]; *tier != "" && !ok {
 		fmt.Fprintf(stderr, "opsd adopt: --tier %q is not a tier of the job file (%s)\n", *tier, strings.Join(cfg.TierNames(), ", "))

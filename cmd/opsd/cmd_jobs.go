@@ -24,13 +24,9 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("jobs list", "opsd jobs list -c FILE [-o json]", stdout, stderr)
 	cfgPath := configFlag(fs)
 	out := outputFlag(fs, "table", "json")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
 		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	ctx := context.Background()
 	st, err := state.Open(ctx, cfg.State.Path)

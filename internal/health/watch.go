@@ -40,15 +40,12 @@ func (p *Problems) CheckNow(ctx context.Context, log zerolog.Logger, deps ...Dep
 
 // Watch checks the dependencies now and every interval until ctx ends.
 func (p *Problems) Watch(ctx context.Context, every time.Duration, log zerolog.Logger, deps ...Dependency) {
-	p.CheckNow(ctx, log, deps...)
-	t := time.NewTicker(every)
-	defer t.Stop()
 	for {
+		p.CheckNow(ctx, log, deps...)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			p.CheckNow(ctx, log, deps...)
+		case <-time.After(every):
 		}
 	}
 }
