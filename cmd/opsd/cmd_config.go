@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-
 )
 
 func cmdConfig(args []string, stdout, stderr io.Writer) int {
