@@ -26,7 +26,7 @@ func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 		return nil, err
 	}
 	j := jobs.NewPostgresBackup(jc.Name, jobs.PostgresBackupConfig{DSN: dsn, Tools: tools, KeyTemplate: s.Key, Compression: s.Compression,
-		Recipients: recipients, Node: d.cfg.NodeID, Location: d.cfg.Location()}, d.store)
+		Recipients: recipients, Node: d.cfg.NodeID}, d.store) // key dates are UTC, like every key
 	ctx, cancel := context.WithTimeout(context.Background(), s.ConnectTimeout.D())
 	defer cancel()
 	if err := j.CheckVersion(ctx); errors.Is(err, jobs.ErrServerUnreachable) {

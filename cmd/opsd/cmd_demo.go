@@ -15,6 +15,7 @@ import (
 
 type demoOptions struct {
 	dir, listen    string
+	container      string // the demo's tenant container (default tenant_demo)
 	rows, writes   int
 	duration       time.Duration
 	stdout, stderr io.Writer
@@ -60,10 +61,16 @@ func runDemo(o demoOptions) int {
 	} else {
 		ln.Close()
 	}
-	withDocker, cleanup := demo.StartContainer(ctx, o.stdout, "tenant_demo")
+	if o.container == "" {
+		o.container = "tenant_demo"
+	}
+	withDocker, cleanup := demo.StartContainer(ctx, o.stdout, o.container)
 	defer cleanup()
+	if !withDocker {
+		o.container = ""
+	}
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	if err := demo.WriteConfig(cfgPath, dir, listen, withDocker); err != nil {
+	if err := demo.WriteConfig(cfgPath, dir, listen, o.container); err != nil {
 		return fail(err)
 	}
 	cfg, err := config.Load(cfgPath)

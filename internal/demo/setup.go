@@ -72,27 +72,28 @@ jobs:
 {{containers}}`
 
 // containerJobs export the demo's tenant container when a Docker engine answers.
-const containerJobs = `  # Tenant containers (the demo runs tenant_demo from a tiny busybox image).
+const containerJobs = `  # Tenant containers (the demo runs {{container}} from a tiny busybox image).
   # name_prefix keeps the demo to its own container; on a fleet node it is tenant_.
   - name: containers-nightly
     kind: container_export
     schedule: "0 2 * * *"
     run_at_start: true
-    name_prefix: tenant_demo
+    name_prefix: {{container}}
   - name: containers-hot
     kind: container_export
     schedule: "0 */6 * * *"
     changed_only: true
-    name_prefix: tenant_demo
+    name_prefix: {{container}}
   - name: container-drill
     kind: container_drill
     schedule: "0 4 1 */3 *"
     probe_cmd: ["/bin/sh", "-c", "test -f /data/state.txt"]
 `
 
-// WriteConfig writes the demo's job file at path for the demo directory dir. An existing file
-// is kept (the operator may have edited it) except that its http.listen follows listen.
-func WriteConfig(path, dir, listen string, withDocker bool) error {
+// WriteConfig writes the demo's job file at path for the demo directory dir, with container
+// exports of the named container ("" for none). An existing file is kept (the operator may have
+// edited it) except that its http.listen follows listen.
+func WriteConfig(path, dir, listen, container string) error {
 	if b, err := os.ReadFile(path); err == nil {
 		lines := strings.Split(string(b), "\n")
 		for i, l := range lines {
@@ -111,8 +112,8 @@ func WriteConfig(path, dir, listen string, withDocker bool) error {
 		fmt.Fprintf(&dbs, "      - {name: %s, path: %q}\n", name, Path(dir, name))
 	}
 	containers := ""
-	if withDocker {
-		containers = containerJobs
+	if container != "" {
+		containers = strings.ReplaceAll(containerJobs, "{{container}}", container)
 	}
 	r := strings.NewReplacer("{{listen}}", listen, "{{token}}", hex.EncodeToString(tok), "{{dir}}", dir,
 		"{{databases}}", strings.TrimRight(dbs.String(), "\n"), "{{containers}}", containers)
@@ -136,6 +137,10 @@ func Instances(dir string) error {
 // ImageRef is the demo's busybox image for this process: a tag per process, removed at exit,
 // so no dangling image is left behind and two demos never share one.
 func ImageRef() string { return fmt.Sprintf("opsd-demo/busybox:run-%d", os.Getpid()) }
+
+// ContainerLabel marks the containers the demo creates: a leftover of a killed demo (same name,
+// this label) is replaced; a container of that name the demo did not create is left alone.
+const ContainerLabel = "opsd.demo"
 
 // StartContainer starts the demo's tenant container when a Docker engine answers and returns
 // its cleanup (remove the container and the image); it says on out why when it cannot.
@@ -161,8 +166,14 @@ func StartContainer(ctx context.Context, out io.Writer, name string) (bool, func
 	}
 	var id string
 	if err == nil {
-		dc.Remove(ctx, name)
-		id, err = dc.Create(ctx, name, &container.Config{Image: ref, Labels: map[string]string{"wopr.tier": "starter"},
+		if old, lerr := dc.List(ctx, name, map[string]string{ContainerLabel: ""}); lerr == nil {
+			for _, c := range old {
+				if c.Name == name {
+					dc.Remove(ctx, c.ID)
+				}
+			}
+		}
+		id, err = dc.Create(ctx, name, &container.Config{Image: ref, Labels: map[string]string{"wopr.tier": "starter", ContainerLabel: "1"},
 			Cmd: []string{"/bin/sh", "-c", "echo 'tenant state' > /data/state.txt; while true; do date >> /data/heartbeat.log; sleep 60; done"}}, &container.HostConfig{})
 	}
 	if err == nil {
