@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
 )
 
@@ -165,5 +168,42 @@ func TestCommandLineMistakes(t *testing.T) {
 		if c.code == 0 && errb != "" {
 			t.Errorf("opsd %s wrote to stderr: %s", strings.Join(c.args, " "), errb)
 		}
+	}
+}
+
+// TestServeReloadsOnSIGHUP: `opsd run` reloads the job file on SIGHUP (a job added to the file
+// is scheduled) and stops cleanly when told to.
+func TestServeReloadsOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	body := fmt.Sprintf("node_id: hup\nstate:\n  path: %[1]s/state.db\nstorage:\n  backend: local\n  local:\n    path: %[1]s/store\nreload:\n  watch: false\njobs:\n  - {name: a, kind: noop, schedule: \"@yearly\"}\n", dir)
+	writeConfig(t, cfgPath, body)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, code := make(chan struct{}), make(chan int, 1)
+	started := make(chan *Main, 1)
+	var logs syncBuffer
+	go func() { code <- serveUntil(cfg, Options{Stderr: &logs, Listen: "127.0.0.1:0"}, done, func(m *Main) { started <- m }) }()
+	var m *Main
+	select {
+	case m = <-started:
+	case c := <-code:
+		t.Fatalf("serve exited with %d: %s", c, logs.String())
+	}
+	writeConfig(t, cfgPath, body+"  - {name: b, kind: noop, schedule: \"@yearly\"}\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "job b scheduled after SIGHUP", 10*time.Second, func() bool {
+		_, ok := m.sched.Spec("b")
+		return ok
+	})
+	syscall.Kill(os.Getpid(), syscall.SIGHUP) // unchanged now: a no-op
+	eventually(t, "the unchanged reload logged", 10*time.Second, func() bool { return strings.Contains(logs.String(), "config unchanged") })
+	close(done)
+	if c := <-code; c != 0 || !strings.Contains(logs.String(), "opsd stopped") {
+		t.Fatalf("exit %d:\n%s", c, logs.String())
 	}
 }
