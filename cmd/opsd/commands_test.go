@@ -185,7 +185,9 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 	done, code := make(chan struct{}), make(chan int, 1)
 	started := make(chan *Main, 1)
 	var logs syncBuffer
-	go func() { code <- serveUntil(cfg, Options{Stderr: &logs, Listen: "127.0.0.1:0"}, done, func(m *Main) { started <- m }) }()
+	go func() {
+		code <- serveUntil(cfg, Options{Stderr: &logs, Listen: "127.0.0.1:0"}, done, func(m *Main) { started <- m })
+	}()
 	var m *Main
 	select {
 	case m = <-started:
