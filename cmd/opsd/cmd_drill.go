@@ -14,33 +14,11 @@ import (
 func cmdDrill(args []string, stdout, stderr io.Writer) int {
 	return subcommands("drill", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
 		"db": oneJob{name: "drill db", synopsis: "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME]", kind: "sqlite_drill", fallback: "platform-drill", print: printReport,
-			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
-				date := fs.String("date", "", "drill this date's set instead of the newest complete one")
-				return func(_ *config.Config, _ *config.Job, _ []string) (adapter, int) {
-					if *date != "" && !layout.IsDate(*date) {
-						fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
-						return nil, 2
-					}
-					return func(j jobs.Job) (jobs.Job, error) {
-						if *date != "" {
-							return j.(*checks.PlatformDrill).WithDate(*date), nil
-						}
-						return j, nil
-					}, 0
-				}
-			}}.run,
+			flags: dateFlag("drill this date's set instead of the newest complete one",
+				func(j jobs.Job, date string) jobs.Job { return j.(*checks.PlatformDrill).WithDate(date) })}.run,
 		"postgres": drillPostgres.run,
 		"containers": oneJob{name: "drill containers", synopsis: "opsd drill containers -c FILE [--job NAME] [TENANT]", kind: "container_drill", fallback: "container-drill", print: printReport,
-			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
-				return func(_ *config.Config, _ *config.Job, args []string) (adapter, int) {
-					return func(j jobs.Job) (jobs.Job, error) {
-						if len(args) > 0 {
-							return j.(*checks.ContainerDrill).WithTenant(args[0]), nil
-						}
-						return j, nil
-					}, 0
-				}
-			}}.run,
+			flags: onlyNamed(func(j jobs.Job, names []string) jobs.Job { return j.(*checks.ContainerDrill).WithTenant(names[0]) })}.run,
 		"node": oneJob{name: "drill node", synopsis: "opsd drill node -c FILE [--from NODE] [--sample N] [--job NAME]", kind: "node_drill", fallback: "node-drill", print: printReport,
 			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
 				from := fs.String("from", "", "the node whose backups are drilled (default: the job's from_node, or this node)")
@@ -95,6 +73,25 @@ func cmdPrune(args []string, stdout, stderr io.Writer) int {
 			}
 		}}
 	return c.run(args, stdout, stderr)
+}
+
+// dateFlag adds --date YYYYMMDD, refused when it is no date, and adapts the job to it with with.
+func dateFlag(usage string, with func(jobs.Job, string) jobs.Job) func(*flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+	return func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+		date := fs.String("date", "", usage)
+		return func(*config.Config, *config.Job, []string) (adapter, int) {
+			if *date != "" && !layout.IsDate(*date) {
+				fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
+				return nil, 2
+			}
+			return func(j jobs.Job) (jobs.Job, error) {
+				if *date != "" {
+					j = with(j, *date)
+				}
+				return j, nil
+			}, 0
+		}
+	}
 }
 
 // printReport prints a drill's or verification's report.
