@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/config"
 )
 
 // TestPlatformFigures: the /admin/health gateway and billing figures from real SQLite files.
@@ -44,5 +48,34 @@ func TestPlatformFigures(t *testing.T) {
 	}
 	if _, err := CreditsConsumed(context.Background(), filepath.Join(e.dir, "absent.db"), "", now); err == nil {
 		t.Fatal("a missing credits database gave no error")
+	}
+
+	// /admin/health from the SQLite sources: every figure present; the fleet's from activeBots.
+	bots := func(context.Context) (int, bool) { return 3, true }
+	h := AdminHealth(context.Background(), config.Alerts{GatewayDB: e.db, CreditsDB: credits}, bots,
+		[]Status{{Name: "stale", Firing: true, Message: "2 stale"}}, zerolog.Nop())
+	b, _ = json.Marshal(h)
+	var body struct {
+		Gateway *struct{ Last5m struct{ TotalRequests int64 } }
+		Fleet   struct{ ActiveBots int }
+		Billing struct{ CreditsConsumed24h float64 }
+		Alerts  []struct {
+			Name   string
+			Firing bool
+		}
+	}
+	json.Unmarshal(b, &body)
+	if body.Gateway == nil || body.Gateway.Last5m.TotalRequests != 500 || body.Fleet.ActiveBots != 3 || body.Billing.CreditsConsumed24h != 42 ||
+		len(body.Alerts) != 1 || !body.Alerts[0].Firing {
+		t.Fatalf("/admin/health: %s", b)
+	}
+	// No source configured, an unknown fleet: null figures, an empty alert list (not null).
+	h = AdminHealth(context.Background(), config.Alerts{CreditsDB: filepath.Join(e.dir, "absent.db")},
+		func(context.Context) (int, bool) { return 0, false }, nil, zerolog.Nop())
+	b, _ = json.Marshal(h)
+	var empty map[string]any
+	json.Unmarshal(b, &empty)
+	if empty["gateway"] != nil || empty["fleet"] != nil || empty["billing"] != nil || empty["alerts"] == nil {
+		t.Fatalf("/admin/health without sources: %s", b)
 	}
 }

@@ -167,7 +167,7 @@ func (d *ContainerDrill) Run(ctx context.Context) (jobs.Result, error) {
 	for _, t := range targets {
 		if t.Status == jobs.TargetOK {
 			passed++
-			fmt.Fprintf(&text, "PASS  %s — %s restored, imported and started in %s\n", t.Name, humanSize(t.Bytes), seconds(t.Duration))
+			fmt.Fprintf(&text, "PASS  %s — %s restored, imported and started in %s\n", t.Name, jobs.HumanBytes(t.Bytes), seconds(t.Duration))
 		} else {
 			failed++
 			fmt.Fprintf(&text, "FAIL  %s — %v\n", t.Name, t.Err)
@@ -289,14 +289,4 @@ func (d *ContainerDrill) drillOne(ctx context.Context, name string, m artifact.M
 		t.Err = fmt.Errorf("probe %q exited with code %d", strings.Join(d.cfg.ProbeCmd, " "), code)
 	}
 	return t
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 }

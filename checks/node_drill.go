@@ -141,7 +141,7 @@ func (d *NodeDrill) Run(ctx context.Context) (jobs.Result, error) {
 			passed++
 			sampledBytes += r.Bytes
 			sampledSeconds += r.Seconds
-			fmt.Fprintf(&text, "PASS  %s — %s downloaded, verified, imported, created from its spec and started in %s\n", r.Name, humanSize(r.Bytes), seconds(t.Duration))
+			fmt.Fprintf(&text, "PASS  %s — %s downloaded, verified, imported, created from its spec and started in %s\n", r.Name, jobs.HumanBytes(r.Bytes), seconds(t.Duration))
 		}
 		targets[i] = t
 	}
@@ -154,7 +154,7 @@ func (d *NodeDrill) Run(ctx context.Context) (jobs.Result, error) {
 	fmt.Fprintf(&text, "Result: %d passed, %d failed, 0 skipped\n", passed, failed)
 	fmt.Fprintf(&text, "RTO (drill time): %s\n", seconds(time.Since(started)))
 	fmt.Fprintf(&text, "Projected node RTO: %s for %d containers (%s) at %d in parallel; objective %s\n",
-		seconds(projected), len(cands), humanSize(total), d.cfg.Parallel, seconds(d.cfg.RTOTarget))
+		seconds(projected), len(cands), jobs.HumanBytes(total), d.cfg.Parallel, seconds(d.cfg.RTOTarget))
 	breach := projected > d.cfg.RTOTarget
 	if breach {
 		fmt.Fprintf(&text, "WARN  projected node restore %s exceeds the objective %s\n", seconds(projected), seconds(d.cfg.RTOTarget))

@@ -10,16 +10,14 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
 )
 
 // ForgetPlace is where targets live in the store: under Prefix, the Depth-th path element names
 // the target (nightly/{node}/{container}/: prefix nightly/, depth 2).
-type ForgetPlace struct {
-	Prefix string
-	Depth  int
-}
+type ForgetPlace = layout.TargetFolder
 
 // ForgetConfig configures a Forget.
 type ForgetConfig struct {

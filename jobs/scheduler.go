@@ -343,14 +343,7 @@ func (s *Scheduler) Jobs(ctx context.Context) []Info {
 			t := t.UTC()
 			info.NextRun = &t
 		}
-		if r, err := s.runner.State.LastRun(ctx, name); err == nil {
-			t := r.StartedAt
-			info.LastRun, info.LastOutcome, info.LastError = &t, r.Outcome, r.Error
-		}
-		if r, err := s.runner.State.LastSuccess(ctx, name); err == nil {
-			t := r.StartedAt
-			info.LastSuccess = &t
-		}
+		info.AddHistory(ctx, s.runner.State)
 		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

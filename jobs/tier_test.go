@@ -390,7 +390,7 @@ func tierRetentionYear(t *testing.T, store storage.Store, src *TierSource, setTi
 			keep = append(keep, k)
 		}
 	}
-	places := []ForgetPlace{{"nightly/", 2}, {"on-demand/", 1}, {"pre-restore/", 1}, {"latest/", 1}}
+	places := []ForgetPlace{{Prefix: "nightly/", Depth: 2}, {Prefix: "on-demand/", Depth: 1}, {Prefix: "pre-restore/", Depth: 1}, {Prefix: "latest/", Depth: 1}}
 	res, err = NewForget(ForgetConfig{Tenant: "starter1", Names: []string{"starter1", "tenant_starter1"}, Places: places, DeletesPerSecond: 100000}, store).Run(ctx)
 	if err != nil {
 		t.Fatal(err)

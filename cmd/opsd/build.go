@@ -50,11 +50,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 		return sqliteBackupJob(jc, d)
 	case "container_export":
 		s := jc.ContainerExport
-		recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
-		if err != nil {
-			return nil, err
-		}
-		tiers, err := tierSource(s.ResolvedTierSource(), d.cfg)
+		recipients, tiers, err := encryptionAndTiers(s.Encryption, s.ResolvedTierSource(), d.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -63,11 +59,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 			Pause: s.Pause, Node: d.cfg.NodeID}, d.docker, d.state, d.store), nil
 	case "dir_snapshot":
 		s := jc.DirSnapshot
-		recipients, err := artifact.ParseRecipients(s.Encryption.Recipients)
-		if err != nil {
-			return nil, err
-		}
-		tiers, err := tierSource(s.ResolvedTierSource(), d.cfg)
+		recipients, tiers, err := encryptionAndTiers(s.Encryption, s.ResolvedTierSource(), d.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -101,14 +93,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 	case "offsite_verify":
 		v := jc.OffsiteVerify
 		vc := checks.OffsiteVerifyConfig{Layout: keys, Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
-		var nightly, hot *config.ContainerExportSettings
-		for _, j := range d.cfg.Jobs {
-			if c := j.ContainerExport; c != nil && c.ChangedOnly && hot == nil {
-				hot = c
-			} else if c != nil && !c.ChangedOnly && nightly == nil {
-				nightly = c
-			}
-		}
+		nightly, hot := d.cfg.ContainerExports()
 		if (v.Containers == nil && nightly != nil) || (v.Containers != nil && *v.Containers) {
 			vc.Containers, vc.NamePrefix, vc.NightlyMaxAge = d.docker, "tenant_", v.NightlyMaxAge.D()
 			if nightly != nil {
@@ -122,6 +107,16 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 	default:
 		return nil, fmt.Errorf("unknown job kind %q", jc.Kind)
 	}
+}
+
+// encryptionAndTiers parses a backup job's age recipients and builds its tier source.
+func encryptionAndTiers(enc config.Encryption, ts config.TierSource, cfg *config.Config) ([]age.Recipient, *jobs.TierSource, error) {
+	recipients, err := artifact.ParseRecipients(enc.Recipients)
+	if err != nil {
+		return nil, nil, err
+	}
+	tiers, err := tierSource(ts, cfg)
+	return recipients, tiers, err
 }
 
 func sqliteBackupJob(jc config.Job, d deps) (*jobs.SQLiteBackup, error) {
@@ -156,14 +151,10 @@ func platformDrillJob(jc config.Job, d deps, keys *layout.Layout) (*checks.Platf
 	for i, db := range s.Databases {
 		dbs[i] = checks.DrillDatabase{Name: db.Name, Tables: db.Tables, Critical: db.Critical, Optional: db.Optional}
 	}
-	report := s.ReportKey
-	if report == "none" {
-		report = ""
-	}
 	return checks.NewPlatformDrill(jc.Name, checks.PlatformDrillConfig{
 		Layout: keys, Prefix: s.Prefix, Databases: dbs, Identities: ids, Parallel: s.Parallel,
 		RTOTargetDB: s.RTOTargetDB.D(), RTOTargetTotal: s.RTOTargetTotal.D(), FailOnRTOBreach: s.RTOBreach == "fail",
-		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks,
+		TempDir: s.TempDir, ReportKey: reportKey(s.ReportKey), Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks,
 	}, d.store), nil
 }
 
@@ -182,12 +173,8 @@ func pruneJob(jc config.Job, d deps) (*jobs.Prune, error) {
 		rules[i] = jobs.PruneRule{Prefix: r.Prefix, Sets: r.Sets, Depth: r.Depth, TierPolicy: r.TierPolicy, DeleteForeign: r.DeleteForeign, Policy: jobs.Policy{
 			KeepLast: r.KeepLast, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepWithin: r.KeepWithin.D(), MinKeep: minKeep}}
 	}
-	dps := 1000
-	if d.cfg.Storage.Backend == "s3" {
-		dps = d.cfg.Storage.S3.DeletesPerSec
-	}
 	pc := jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
-		DeletesPerSecond: dps, DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
+		DeletesPerSecond: d.cfg.Storage.DeletesPerSecond(), DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
 	if s.OrphanKeep != nil {
 		tenants, err := tenantSource(d.cfg)
 		if err != nil {
@@ -196,6 +183,14 @@ func pruneJob(jc config.Job, d deps) (*jobs.Prune, error) {
 		pc.OrphanKeep, pc.Tenants = s.OrphanKeep.D(), tenants
 	}
 	return jobs.NewPrune(jc.Name, pc, d.store), nil
+}
+
+// reportKey is a drill's report_key ("none": no report).
+func reportKey(k string) string {
+	if k == "none" {
+		return ""
+	}
+	return k
 }
 
 // readIdentities reads an age identity file ("" means none).

@@ -17,11 +17,7 @@ import (
 // run, so the first run fails with the reason instead.
 func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 	s := jc.PostgresBackup
-	dsn, err := postgres.ParseDSN(s.DSN.Value())
-	if err != nil {
-		return nil, err
-	}
-	tools, err := postgres.FindTools(s.PgBinDir)
+	dsn, tools, err := postgresServer(s.DSN, s.PgBinDir)
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +26,7 @@ func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 		return nil, err
 	}
 	j := jobs.NewPostgresBackup(jc.Name, jobs.PostgresBackupConfig{DSN: dsn, Tools: tools, KeyTemplate: s.Key, Compression: s.Compression,
-		Recipients: recipients, Node: d.cfg.NodeID, Location: d.cfg.Location()}, d.store)
+		Recipients: recipients, Node: d.cfg.NodeID}, d.store) // key dates are UTC, like every key
 	ctx, cancel := context.WithTimeout(context.Background(), s.ConnectTimeout.D())
 	defer cancel()
 	if err := j.CheckVersion(ctx); errors.Is(err, jobs.ErrServerUnreachable) {
@@ -43,11 +39,7 @@ func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 
 func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
 	s := jc.PostgresDrill
-	dsn, err := postgres.ParseDSN(s.DSN.Value())
-	if err != nil {
-		return nil, err
-	}
-	tools, err := postgres.FindTools(s.PgBinDir)
+	dsn, tools, err := postgresServer(s.DSN, s.PgBinDir)
 	if err != nil {
 		return nil, err
 	}
@@ -55,11 +47,17 @@ func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
 	if err != nil {
 		return nil, err
 	}
-	report := s.ReportKey
-	if report == "none" {
-		report = ""
-	}
 	return checks.NewPostgresDrill(jc.Name, checks.PostgresDrillConfig{Server: dsn, Tools: tools, Database: s.Database, Prefix: s.Prefix,
 		Tables: s.Tables, Critical: s.Critical, Jobs: s.Jobs, Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail",
-		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks}, d.store), nil
+		TempDir: s.TempDir, ReportKey: reportKey(s.ReportKey), Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks}, d.store), nil
+}
+
+// postgresServer parses a job's server DSN and finds its client tools.
+func postgresServer(dsn config.Secret, binDir string) (postgres.DSN, postgres.Tools, error) {
+	d, err := postgres.ParseDSN(dsn.Value())
+	if err != nil {
+		return postgres.DSN{}, postgres.Tools{}, err
+	}
+	tools, err := postgres.FindTools(binDir)
+	return d, tools, err
 }

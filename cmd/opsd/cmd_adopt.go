@@ -9,31 +9,21 @@ import (
 	"os/signal"
 	"strings"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/jobs"
 )
 
 // cmdAdopt verifies backups opsd did not write and writes manifests marked adopted for those
 // that pass (jobs.Adopt).
 func cmdAdopt(args []string, stdout, stderr io.Writer) int {
-	const synopsis = "opsd adopt -c FILE [--prefix P] [--dry-run] [-o text|json]"
-	fs := newFlags("adopt", synopsis, stdout, stderr)
+	fs := newFlags("adopt", "opsd adopt -c FILE [--prefix P] [--dry-run] [-o text|json]", stdout, stderr)
 	cfgPath := configFlag(fs)
 	prefix := fs.String("prefix", "", "only objects under this prefix (e.g. platform/ or nightly/node-1/)")
 	dry := fs.Bool("dry-run", false, "verify and report, write no manifest")
 	tier := fs.String("tier", "", "tier recorded in adopted archives' manifests (retention keeps every backup of a target whose newest manifest has no tier)")
-	out := fs.String("o", "text", "output: text or json")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	out := outputFlag(fs, "text", "json")
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
 		return code
-	}
-	if *out != "text" && *out != "json" {
-		fmt.Fprintf(stderr, "opsd adopt: -o %q: want text or json\n", *out)
-		return 2
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	if _, ok := cfg.Tiers[*tier]; *tier != "" && !ok {
 		fmt.Fprintf(stderr, "opsd adopt: --tier %q is not a tier of the job file (%s)\n", *tier, strings.Join(cfg.TierNames(), ", "))
@@ -46,7 +36,7 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
-	rep, err := jobs.Adopt(ctx, store, jobs.AdoptConfig{Prefix: *prefix, DryRun: *dry, Tables: expectedTables(cfg), Node: cfg.NodeID, Tier: *tier})
+	rep, err := jobs.Adopt(ctx, store, jobs.AdoptConfig{Prefix: *prefix, DryRun: *dry, Tables: cfg.ExpectedTables(), Node: cfg.NodeID, Tier: *tier})
 	if *out == "json" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(stdout, string(b))
@@ -58,24 +48,4 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// expectedTables maps each database to the tables it must hold: the configured sqlite_backup
-// databases, over REFERENCE.md's seven.
-func expectedTables(cfg *config.Config) map[string][]string {
-	out := map[string][]string{}
-	for _, db := range config.PlatformDatabases() {
-		out[db.Name] = db.Tables
-	}
-	for _, j := range cfg.Jobs {
-		if j.SQLiteBackup == nil {
-			continue
-		}
-		for _, db := range j.SQLiteBackup.Databases {
-			if len(db.Tables) > 0 {
-				out[db.Name] = db.Tables
-			}
-		}
-	}
-	return out
 }

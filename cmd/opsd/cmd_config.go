@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-
-	"github.com/wopr-network/opsd/config"
 )
 
 func cmdConfig(args []string, stdout, stderr io.Writer) int {
@@ -18,13 +16,9 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := newFlags("config check", "opsd config check -c FILE", stdout, stderr)
 	cfgPath := configFlag(fs)
-	if code, ok := parseFlags(fs, args[1:], stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, args[1:], stdout, stderr)
+	if cfg == nil {
 		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	enabled := 0
 	for _, j := range cfg.Jobs {

@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
@@ -15,33 +14,11 @@ import (
 func cmdDrill(args []string, stdout, stderr io.Writer) int {
 	return subcommands("drill", args, stdout, stderr, map[string]func([]string, io.Writer, io.Writer) int{
 		"db": oneJob{name: "drill db", synopsis: "opsd drill db -c FILE [--date YYYYMMDD] [--job NAME]", kind: "sqlite_drill", fallback: "platform-drill", print: printReport,
-			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
-				date := fs.String("date", "", "drill this date's set instead of the newest complete one")
-				return func(_ *config.Config, _ *config.Job, _ []string) (adapter, int) {
-					if *date != "" && !layout.IsDate(*date) {
-						fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
-						return nil, 2
-					}
-					return func(j jobs.Job) (jobs.Job, error) {
-						if *date != "" {
-							return j.(*checks.PlatformDrill).WithDate(*date), nil
-						}
-						return j, nil
-					}, 0
-				}
-			}}.run,
+			flags: dateFlag("drill this date's set instead of the newest complete one",
+				func(j jobs.Job, date string) jobs.Job { return j.(*checks.PlatformDrill).WithDate(date) })}.run,
 		"postgres": drillPostgres.run,
 		"containers": oneJob{name: "drill containers", synopsis: "opsd drill containers -c FILE [--job NAME] [TENANT]", kind: "container_drill", fallback: "container-drill", print: printReport,
-			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
-				return func(_ *config.Config, _ *config.Job, args []string) (adapter, int) {
-					return func(j jobs.Job) (jobs.Job, error) {
-						if len(args) > 0 {
-							return j.(*checks.ContainerDrill).WithTenant(args[0]), nil
-						}
-						return j, nil
-					}, 0
-				}
-			}}.run,
+			flags: onlyNamed(func(j jobs.Job, names []string) jobs.Job { return j.(*checks.ContainerDrill).WithTenant(names[0]) })}.run,
 		"node": oneJob{name: "drill node", synopsis: "opsd drill node -c FILE [--from NODE] [--sample N] [--job NAME]", kind: "node_drill", fallback: "node-drill", print: printReport,
 			flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
 				from := fs.String("from", "", "the node whose backups are drilled (default: the job's from_node, or this node)")
@@ -98,19 +75,23 @@ func cmdPrune(args []string, stdout, stderr io.Writer) int {
 	return c.run(args, stdout, stderr)
 }
 
-// defaultJob builds a job of a kind with every default, for CLI use without a configured job.
-func defaultJob(cfg *config.Config, name, kind string) config.Job {
-	text := fmt.Sprintf("node_id: %s\nstate:\n  path: /tmp/unused.db\njobs:\n  - name: %s\n    kind: %s\n    schedule: \"@monthly\"\n", cfg.NodeID, name, kind)
-	if kind == "node_drill" {
-		text += fmt.Sprintf("    from_node: %q\n", cfg.NodeID)
+// dateFlag adds --date YYYYMMDD, refused when it is no date, and adapts the job to it with with.
+func dateFlag(usage string, with func(jobs.Job, string) jobs.Job) func(*flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+	return func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
+		date := fs.String("date", "", usage)
+		return func(*config.Config, *config.Job, []string) (adapter, int) {
+			if *date != "" && !layout.IsDate(*date) {
+				fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
+				return nil, 2
+			}
+			return func(j jobs.Job) (jobs.Job, error) {
+				if *date != "" {
+					j = with(j, *date)
+				}
+				return j, nil
+			}, 0
+		}
 	}
-	parsed, err := config.Parse([]byte(text), "defaults")
-	if err != nil {
-		panic(err) // the defaults always parse
-	}
-	j := parsed.Jobs[0]
-	j.Timeout = config.Duration(2 * time.Hour)
-	return j
 }
 
 // printReport prints a drill's or verification's report.
@@ -119,5 +100,5 @@ func printReport(w io.Writer, o jobs.Outcome) {
 		fmt.Fprint(w, o.Result.Report)
 		return
 	}
-	printOutcome(w, o)
+	o.WriteText(w)
 }

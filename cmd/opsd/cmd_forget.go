@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -54,13 +53,13 @@ func cmdForget(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer e.close(context.Background())
-	d := e.deps(cfg, e.store)
-	dps := 1000
-	if cfg.Storage.Backend == "s3" {
-		dps = cfg.Storage.S3.DeletesPerSec
+	places, err := cfg.TargetFolders()
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return 1
 	}
-	job := jobs.NewForget(jobs.ForgetConfig{Tenant: *tenant, Names: forgetNames(cfg, *tenant), Places: forgetPlaces(cfg),
-		DeletesPerSecond: dps, Locks: d.locks}, e.store)
+	job := jobs.NewForget(jobs.ForgetConfig{Tenant: *tenant, Names: cfg.TenantNames(*tenant), Places: places,
+		DeletesPerSecond: cfg.Storage.DeletesPerSecond(), Locks: e.locks}, e.store)
 
 	plan, err := job.WithDryRun(true).Plan(ctx)
 	if err != nil {
@@ -100,85 +99,4 @@ func cmdForget(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// forgetNames are the target names that stand for a tenant: the id itself (instances,
-// on-demand folders) and every export's or snapshot's tenant_from pattern (tenant_{id}).
-func forgetNames(cfg *config.Config, id string) []string {
-	names := map[string]bool{id: true, "tenant_" + id: true}
-	for _, j := range cfg.Jobs {
-		var ts config.TierSource
-		switch {
-		case j.ContainerExport != nil:
-			ts = j.ContainerExport.ResolvedTierSource()
-		case j.DirSnapshot != nil:
-			ts = j.DirSnapshot.ResolvedTierSource()
-		default:
-			continue
-		}
-		names[strings.ReplaceAll(ts.TenantFrom, "{id}", id)] = true
-	}
-	out := make([]string, 0, len(names))
-	for n := range names {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// forgetPlaces are where per-target artifacts live: the prune rules' targets (platform sets are
-// shared and never a tenant's) and the folder each export's or snapshot's key template names
-// after its container or instance.
-func forgetPlaces(cfg *config.Config) []jobs.ForgetPlace {
-	var out []jobs.ForgetPlace
-	rules := config.DefaultPruneRules()
-	for _, j := range cfg.Jobs {
-		if j.Prune != nil {
-			rules = append(rules, j.Prune.Rules...)
-		}
-	}
-	for _, r := range rules {
-		if !r.Sets && r.Depth > 0 {
-			out = append(out, jobs.ForgetPlace{Prefix: r.Prefix, Depth: r.Depth})
-		}
-	}
-	for _, j := range cfg.Jobs {
-		switch {
-		case j.ContainerExport != nil:
-			if p, ok := templatePlace(j.ContainerExport.Key, "{container}"); ok {
-				out = append(out, p)
-			}
-		case j.DirSnapshot != nil:
-			if p, ok := templatePlace(j.DirSnapshot.Key, "{instance}"); ok {
-				out = append(out, p)
-			}
-		}
-	}
-	out = append(out, jobs.ForgetPlace{Prefix: "latest/", Depth: 1})
-	seen := map[jobs.ForgetPlace]bool{}
-	var uniq []jobs.ForgetPlace
-	for _, p := range out {
-		if !seen[p] {
-			seen[p] = true
-			uniq = append(uniq, p)
-		}
-	}
-	return uniq
-}
-
-// templatePlace finds the folder a key template names after a target: nightly/{node}/{container}/...
-// gives prefix nightly/, depth 2. A template that puts the target only in the file name gives none.
-func templatePlace(key, placeholder string) (jobs.ForgetPlace, bool) {
-	first := strings.IndexByte(key, '{')
-	if first < 0 {
-		return jobs.ForgetPlace{}, false
-	}
-	prefix := key[:strings.LastIndexByte(key[:first], '/')+1]
-	parts := strings.Split(strings.TrimPrefix(key, prefix), "/")
-	for i, p := range parts[:len(parts)-1] {
-		if p == placeholder {
-			return jobs.ForgetPlace{Prefix: prefix, Depth: i + 1}, prefix != ""
-		}
-	}
-	return jobs.ForgetPlace{}, false
 }

@@ -7,9 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/wopr-network/opsd/config"
@@ -26,13 +24,9 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("jobs list", "opsd jobs list -c FILE [-o json]", stdout, stderr)
 	cfgPath := configFlag(fs)
 	out := outputFlag(fs, "table", "json")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
 		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	ctx := context.Background()
 	st, err := state.Open(ctx, cfg.State.Path)
@@ -49,14 +43,7 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 			t := s.Next(now).UTC()
 			info.NextRun = &t
 		}
-		if r, err := st.LastRun(ctx, jc.Name); err == nil {
-			t := r.StartedAt
-			info.LastRun, info.LastOutcome, info.LastError = &t, r.Outcome, r.Error
-		}
-		if r, err := st.LastSuccess(ctx, jc.Name); err == nil {
-			t := r.StartedAt
-			info.LastSuccess = &t
-		}
+		info.AddHistory(ctx, st)
 		infos = append(infos, info)
 	}
 	if *out == "json" {
@@ -65,19 +52,7 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 		enc.Encode(map[string]any{"jobs": infos})
 		return 0
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tSCHEDULE\tNEXT RUN\tLAST RUN\tOUTCOME")
-	for _, i := range infos {
-		next, last, outcome := "disabled", "never", "-"
-		if i.NextRun != nil {
-			next = i.NextRun.Format(time.RFC3339)
-		}
-		if i.LastRun != nil {
-			last, outcome = i.LastRun.Format(time.RFC3339), i.LastOutcome
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Kind, i.Schedule, next, last, outcome)
-	}
-	tw.Flush()
+	jobs.WriteInfoTable(stdout, infos)
 	return 0
 }
 
@@ -137,9 +112,8 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 		release()
 	}
 	if print == nil {
-		print = printOutcome
+		print = func(w io.Writer, o jobs.Outcome) { o.WriteText(w) }
 	}
-
 	print(stdout, o)
 	if !o.OK() {
 		if o.Err != nil {
@@ -150,48 +124,5 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 	return 0
 }
 
-func printOutcome(w io.Writer, o jobs.Outcome) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, t := range o.Result.Targets {
-		detail := t.Key
-		if t.Err != nil {
-			detail = t.Err.Error()
-		} else if t.Note != "" {
-			detail = strings.TrimSpace(detail + "  (" + t.Note + ")")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", statusWord(t.Status), t.Name, humanBytes(t.Bytes), t.Duration.Round(time.Millisecond), detail)
-	}
-	tw.Flush()
-	if o.Result.Report != "" {
-		fmt.Fprint(w, o.Result.Report)
-	}
-	if o.Run.Outcome != "" {
-		fmt.Fprintf(w, "%s: %s in %s", o.Run.Job, o.Run.Outcome, o.Run.FinishedAt.Sub(o.Run.StartedAt).Round(time.Millisecond))
-		if o.Result.Summary != "" {
-			fmt.Fprintf(w, " (%s)", o.Result.Summary)
-		}
-		fmt.Fprintln(w)
-	}
-}
-
-func statusWord(s string) string {
-	switch s {
-	case jobs.TargetOK:
-		return "OK"
-	case jobs.TargetSkipped:
-		return "SKIP"
-	}
-	return "FAIL"
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
+// humanBytes formats a size (jobs.HumanBytes).
+func humanBytes(n int64) string { return jobs.HumanBytes(n) }

@@ -48,7 +48,7 @@ func serveUntil(cfg *config.Config, o Options, done <-chan struct{}, started fun
 		m.Close(ctx)
 		return 1
 	}
-	if w := configMountWarning(cfg.File); w != "" {
+	if w := config.MountWarning(cfg.File); w != "" {
 		m.log.Warn().Str("path", cfg.File).Msg(w)
 	}
 	if started != nil {

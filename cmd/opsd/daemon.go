@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/restore"
+	"github.com/wopr-network/opsd/internal/scratch"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/telemetry"
@@ -63,7 +65,7 @@ type env struct {
 	// problems make /health degraded besides stale targets.
 	problems *health.Problems
 	// lazy is set when the object store could not be opened at start (daemon only).
-	lazy *lazyStore
+	lazy *storage.Lazy
 }
 
 // newEnv opens everything a command needs from the config.
@@ -92,6 +94,11 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		cliLock.Release()
 		return nil, err
 	}
+	fail := func(err error) (*env, error) {
+		st.Close()
+		cliLock.Release()
+		return nil, err
+	}
 	problems := &health.Problems{}
 	octx, cancel := ctx, context.CancelFunc(func() {})
 	if o.daemon {
@@ -100,16 +107,14 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	}
 	store, err := openStore(octx, cfg.Storage)
 	cancel()
-	var lazy *lazyStore
+	var lazy *storage.Lazy
 	if err != nil {
 		if !o.daemon {
-			st.Close()
-			cliLock.Release()
-			return nil, err
+			return fail(err)
 		}
 		// The daemon starts anyway: /health, metrics and alerts stay up, /health says degraded,
 		// and the store is opened again on use and every CheckInterval.
-		lazy = newLazyStore(cfg.Storage, err)
+		lazy = storage.NewLazy(func(ctx context.Context) (storage.Store, error) { return openStore(ctx, cfg.Storage) }, cfg.Storage.Backend, err)
 		store = lazy
 		problems.Set("store", "object store unreachable: "+red.Redact(err.Error()))
 		log.Error().Err(err).Msg("object store unreachable at start; starting anyway and retrying")
@@ -117,23 +122,17 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	sn, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: cfg.Sentry.DSN.Value(), Environment: cfg.Sentry.Environment,
 		Release: "opsd@" + version, Node: cfg.NodeID, SampleRate: cfg.Sentry.SampleRate}, red)
 	if err != nil {
-		st.Close()
-		cliLock.Release()
-		return nil, err
+		return fail(err)
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	m.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
-	if err := loadTracker(ctx, st, m); err != nil {
-		st.Close()
-		cliLock.Release()
-		return nil, err
+	if err := jobs.SeedTargetMetrics(ctx, st, m); err != nil {
+		return fail(err)
 	}
 	dc, err := docker.New(cfg.Docker.Host)
 	if err != nil {
-		st.Close()
-		cliLock.Release()
-		return nil, err
+		return fail(err)
 	}
 	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: newLocks(cfg, log), docker: dc,
 		problems: problems, lazy: lazy, cliLock: cliLock}
@@ -141,26 +140,6 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	e.runner.Problems = problems
 	e.runner.SetKeepRuns(cfg.State.KeepRuns)
 	return e, nil
-}
-
-// loadTracker seeds the per-target metrics from the state database, so staleness survives a
-// restart.
-func loadTracker(ctx context.Context, st *state.Store, m *metrics.Metrics) error {
-	all, err := st.ListBackups(ctx, time.Now(), time.Hour)
-	if err != nil {
-		return err
-	}
-	for _, b := range all {
-		ts := metrics.TargetState{Job: b.Job, Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
-		if b.LastBackupAt != nil {
-			ts.LastSuccess = *b.LastBackupAt
-		}
-		if b.LastBackupSizeMB != nil {
-			ts.SizeBytes = int64(*b.LastBackupSizeMB * 1024 * 1024)
-		}
-		m.Backups.Set(b.ContainerID, ts)
-	}
-	return nil
 }
 
 func (e *env) close(ctx context.Context) {
@@ -194,7 +173,7 @@ type Main struct {
 	storeMu   sync.RWMutex // guards env.store, which a reload may replace
 	evaluator *alerts.Evaluator
 	dispatch  *alerts.Dispatcher
-	stops     *alerts.UnexpectedStops
+	alerts    *alerts.Builder
 
 	coord *coord.Postgres // fleet coordination (nil without coordination.postgres)
 	fleet *coord.Fleet
@@ -227,7 +206,14 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		return nil, err
 	}
 	m.cfgPtr.Store(cfg)
-	m.cleanTemp(cfg)
+	// Temp files a crashed opsd left behind (only opsd's own, whose process is gone).
+	if removed, err := scratch.Clean(cfg.TempDirs(), time.Now()); err != nil {
+		m.log.Warn().Err(err).Msg("cleaning temp files left by a previous run")
+	} else if len(removed.Paths) > 0 {
+		m.log.Warn().Int("files", len(removed.Paths)).Int64("bytes", removed.Bytes).Strs("paths", removed.Paths).
+			Msg("removed temp files left behind by a previous opsd")
+	}
+	m.alerts = &alerts.Builder{State: e.state, Docker: e.docker, Log: e.log, Config: m.cfg}
 	m.sched, err = jobs.NewScheduler(e.runner)
 	if err != nil {
 		return fail(err)
@@ -240,18 +226,18 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 	// marked) first; then the other runs it left "running" are failed runs, marked before the
 	// scheduler seeds the metrics from job_runs, so opsd_job_last_run_success says 0 for them.
 	reportInterrupted(ctx, e)
-	if err := m.markInterrupted(ctx, specs); err != nil {
+	if err := e.runner.RecoverInterrupted(ctx, specs); err != nil {
 		return fail(err)
 	}
 	if err := m.sched.Apply(specs); err != nil {
 		return fail(err)
 	}
-	m.retireRemovedJobs(ctx, cfg)
-	alertSpecs, err := m.buildAlerts(cfg)
+	e.runner.RetireRemovedJobs(ctx, jobNames(cfg))
+	alertSpecs, err := m.alerts.Specs(cfg)
 	if err != nil {
 		return fail(err)
 	}
-	m.dispatch = alerts.NewDispatcher(m.notifiers(cfg), e.state, e.metrics, e.log)
+	m.dispatch = alerts.NewDispatcher(alerts.Notifiers(cfg.Alerts.Notify, e.sentry), e.state, e.metrics, e.log)
 	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
 	m.evaluator.SetRules(alertSpecs)
 	e.metrics.ConfigReloadSuccessful.Set(1)
@@ -266,7 +252,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Log:        e.log,
 		Problems:   e.problems,
 		ListJobs: func(ctx context.Context, full bool) any {
-			list := m.listJobs(ctx)
+			list := jobs.WithRecordFailures(m.sched.Jobs(ctx), m.problems)
 			for i := range list {
 				if full {
 					list[i].LastError = m.redactor.Redact(list[i].LastError)
@@ -285,9 +271,11 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Reload: m.Reload,
 	})
 	m.http.EnableAdmin(httpapi.AdminOptions{
-		Snapshots:     m.snapshots,
-		Alerts:        func() any { return m.evaluator.Statuses() },
-		Health:        m.adminHealth,
+		Snapshots: m.snapshots,
+		Alerts:    func() any { return m.evaluator.Statuses() },
+		Health: func(ctx context.Context) any {
+			return alerts.AdminHealth(ctx, m.cfg().Alerts, m.activeBots, m.evaluator.Statuses(), m.log)
+		},
 		Restore:       m.startRestore,
 		NodeRestore:   m.startNodeRestore,
 		CancelRestore: m.cancelRestore,
@@ -345,17 +333,20 @@ func (m *Main) Run(ctx context.Context) error {
 	bgCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	m.stopBg = stop
 	if cfg.File != "" && cfg.Reload.Watching() {
-		m.bg.Add(1)
-		go func() {
-			defer m.bg.Done()
+		m.goBg(func() {
 			config.WatchSince(bgCtx, cfg.File, cfg.Hash, cfg.Reload.Interval.D(), func() {
 				if _, err := m.Reload(bgCtx); err != nil {
 					m.log.Error().Err(err).Msg("config reload failed; the previous config keeps running")
 				}
 			})
-		}()
+		})
 	}
-	m.startAlerts(bgCtx)
+	m.dispatch.Start(context.WithoutCancel(bgCtx)) // drains on Close, bounded there
+	if stops := m.alerts.Stops; stops != nil {
+		stops.Kick = m.evaluator.Kick
+		m.goBg(func() { stops.Watch(bgCtx) })
+	}
+	m.goBg(func() { m.evaluator.Run(bgCtx) })
 	m.heartbeats(bgCtx)
 	m.startChecks(bgCtx)
 	m.ready.Store(true)
@@ -379,11 +370,14 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	if old.File == "" {
 		return false, errors.New("reload: the config was not loaded from a file")
 	}
-	cfg, err := config.Load(old.File)
-	if err != nil {
+	fail := func(err error) (bool, error) {
 		m.metrics.ConfigReloadSuccessful.Set(0)
 		m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
 		return false, fmt.Errorf("reload: %w", err)
+	}
+	cfg, err := config.Load(old.File)
+	if err != nil {
+		return fail(err)
 	}
 	if cfg.Hash == old.Hash {
 		// The file on disk is valid again (e.g. a bad edit reverted): it is what runs.
@@ -395,26 +389,22 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	if !reflect.DeepEqual(cfg.Storage, old.Storage) {
 		s, err := openStore(ctx, cfg.Storage)
 		if err != nil {
-			m.metrics.ConfigReloadSuccessful.Set(0)
-			m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
-			return false, fmt.Errorf("reload: %w", err)
+			return fail(err)
 		}
 		store = instrument(s, m.metrics)
 	}
 	specs, err := buildSpecs(cfg, m.deps(cfg, store))
 	var alertSpecs []alerts.Spec
 	if err == nil {
-		alertSpecs, err = m.buildAlerts(cfg)
+		alertSpecs, err = m.alerts.Specs(cfg)
 	}
 	if err == nil {
 		err = m.sched.Apply(specs)
 	}
 	if err != nil {
-		m.metrics.ConfigReloadSuccessful.Set(0)
-		m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
-		return false, fmt.Errorf("reload: %w", err)
+		return fail(err)
 	}
-	for _, w := range restartOnly(old, cfg) {
+	for _, w := range config.RestartOnly(old, cfg) {
 		m.log.Warn().Str("field", w).Msg("changed in the config but only takes effect after a restart")
 	}
 	m.storeMu.Lock()
@@ -424,7 +414,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		alertSpecs = append(alertSpecs, m.nodeLostRule())
 	}
 	m.evaluator.SetRules(alertSpecs)
-	m.retireRemovedJobs(ctx, cfg)
+	m.runner.RetireRemovedJobs(ctx, jobNames(cfg))
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	m.runner.SetKeepRuns(cfg.State.KeepRuns)
@@ -436,56 +426,76 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// retireRemovedJobs stops tracking the backup status of jobs no longer in the config, so their
-// targets do not stay stale forever.
-func (m *Main) retireRemovedJobs(ctx context.Context, cfg *config.Config) {
+// jobNames returns the names of the config's jobs.
+func jobNames(cfg *config.Config) []string {
 	names := make([]string, 0, len(cfg.Jobs))
 	for _, j := range cfg.Jobs {
 		names = append(names, j.Name)
 	}
-	gone, err := m.state.RetireJobsExcept(ctx, names, time.Now())
-	if err != nil {
-		m.log.Error().Err(err).Msg("cannot retire the backup status of removed jobs")
-	}
-	for _, b := range gone {
-		m.metrics.Backups.DeleteFor(b.Job, b.ContainerID)
-		m.log.Info().Str("job", b.Job).Str("target", b.ContainerID).Msg("job removed from the config; stopped tracking its target")
-	}
+	return names
 }
 
-func restartOnly(old, cfg *config.Config) []string {
-	var out []string
-	if old.HTTP.Listen != cfg.HTTP.Listen {
-		out = append(out, "http.listen")
+// snapshots is GET /api/admin/snapshots/{target}.
+func (m *Main) snapshots(ctx context.Context, target string) ([]httpapi.Snapshot, error) {
+	keys, err := m.cfg().Layout()
+	if err != nil {
+		return nil, err
 	}
-	if old.State.Path != cfg.State.Path {
-		out = append(out, "state.path")
+	return httpapi.ListSnapshots(ctx, keys, m.objStore(), m.state, m.cfg().NodeID, target)
+}
+
+// activeBots is /admin/health's fleet figure: the whole fleet's running tenant containers from
+// the heartbeats, else this node's when it exports containers.
+func (m *Main) activeBots(ctx context.Context) (int, bool) {
+	if n, ok := m.fleetActiveBots(ctx); ok {
+		return n, true
 	}
-	if old.Sentry != cfg.Sentry {
-		out = append(out, "sentry")
+	if !m.cfg().HasContainerExports() {
+		return 0, false
 	}
-	if old.Log != cfg.Log {
-		out = append(out, "log")
+	return alerts.RunningContainers(ctx, m.docker, "tenant_")
+}
+
+// startChecks checks, now and every CheckInterval, the dependencies the configured jobs need:
+// the Docker engine (when a job uses it) and an object store that was unreachable at start.
+// Each unreachable one is a /health problem until it answers again.
+func (m *Main) startChecks(ctx context.Context) {
+	every := m.opts.CheckInterval
+	if every <= 0 {
+		every = 30 * time.Second
 	}
-	if old.NodeID != cfg.NodeID {
-		out = append(out, "node_id")
+	deps := []health.Dependency{{Name: "docker", What: "docker engine", Check: func(ctx context.Context) string {
+		if need := m.cfg().DockerJobs(); len(need) > 0 {
+			if err := m.docker.Ping(ctx); err != nil {
+				return fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err)
+			}
+		}
+		return ""
+	}}}
+	if m.lazy != nil {
+		deps = append(deps, health.Dependency{Name: "store", What: "object store", Check: func(ctx context.Context) string {
+			if err := m.lazy.Retry(ctx); err != nil {
+				return m.redactor.Redact(err.Error())
+			}
+			return ""
+		}})
 	}
-	if !reflect.DeepEqual(old.Alerts.Notify, cfg.Alerts.Notify) {
-		out = append(out, "alerts.notify")
-	}
-	if old.Alerts.Interval != cfg.Alerts.Interval {
-		out = append(out, "alerts.interval")
-	}
-	if old.Coordination.Postgres != cfg.Coordination.Postgres {
-		out = append(out, "coordination.postgres")
-	}
-	if old.Scheduler.MaxConcurrent != cfg.Scheduler.MaxConcurrent {
-		out = append(out, "scheduler.max_concurrent")
-	}
-	if old.Docker.Host != cfg.Docker.Host {
-		out = append(out, "docker.host") // the Docker client is built once, at start
-	}
-	return out
+	// A CLI restore whose process died while this daemon runs (its start saw only older ones):
+	// reportInterrupted sets its own problem, naming the safety copies.
+	deps = append(deps, health.Dependency{Name: "restores", What: "restore bookkeeping", Check: func(ctx context.Context) string {
+		reportInterrupted(ctx, m.env)
+		return ""
+	}})
+	m.goBg(func() { m.problems.Watch(ctx, every, m.log, deps...) })
+}
+
+// goBg runs f in the background; Close waits for it.
+func (m *Main) goBg(f func()) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		f()
+	}()
 }
 
 // Close stops the daemon gracefully: no new runs start, runs in progress get until ctx ends (the
@@ -527,3 +537,6 @@ func (m *Main) Close(ctx context.Context) error {
 	m.lock.Release()
 	return nil
 }
+
+// hasContainerJobs reports whether this node exports containers (fleet heartbeats count them).
+func (m *Main) hasContainerJobs() bool { return m.cfg().HasContainerExports() }

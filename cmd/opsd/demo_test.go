@@ -11,6 +11,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/storage/local"
 )
 
@@ -19,13 +20,14 @@ import (
 // platform backups with manifests.
 func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "opsd-demo")
+	tenant := strings.TrimSuffix(dockertest.Unique("tenant_demo_"), "_") // never another run's container
 	done := make(chan struct{})
 	var out, errb syncBuffer
 	code := make(chan int, 1)
 	var base string
 	ready := make(chan struct{})
 	go func() {
-		code <- runDemo(demoOptions{dir: dir, listen: "127.0.0.1:0", rows: 500, writes: 50, stdout: &out, stderr: &errb, done: done,
+		code <- runDemo(demoOptions{dir: dir, listen: "127.0.0.1:0", container: tenant, rows: 500, writes: 50, stdout: &out, stderr: &errb, done: done,
 			started: func(m *Main) { base = "http://" + m.Addr().String(); close(ready) }})
 	}()
 	select {
@@ -54,7 +56,7 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	if strings.Contains(out.String(), "Docker engine found") {
-		key := "nightly/demo-node/tenant_demo/tenant_demo_" + today + ".tar.gz"
+		key := "nightly/demo-node/" + tenant + "/" + tenant + "_" + today + ".tar.gz"
 		eventually(t, "the container export", 20*time.Second, func() bool {
 			_, err := artifact.ReadManifest(context.Background(), store, key)
 			return err == nil

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/wopr-network/opsd/config"
 )
 
 // newFlags returns a flag set whose --help prints the synopsis and flags to stdout.
@@ -54,6 +56,20 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 	}
 	_ = fs.Parse(append([]string{"--"}, pos...))
 	return 0, true
+}
+
+// loadConfig parses the flags (as parseFlags) and loads the job file cfgPath names; it returns a
+// nil config and the exit code when the command should stop.
+func loadConfig(fs *flag.FlagSet, cfgPath *string, args []string, stdout, stderr io.Writer) (*config.Config, int) {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return nil, code
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, 1
+	}
+	return cfg, 0
 }
 
 // configFlag adds -c/--config with the OPSD_CONFIG default.

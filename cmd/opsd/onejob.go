@@ -36,35 +36,20 @@ func (c oneJob) run(args []string, stdout, stderr io.Writer) int {
 	if c.flags != nil {
 		prepare = c.flags(fs)
 	}
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
 		return code
 	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	jc, found := config.Job{}, false
-	for _, j := range cfg.Jobs {
-		if j.Kind == c.kind && (*jobName == "" || j.Name == *jobName) && (c.match == nil || c.match(j)) {
-			jc, found = j, true
-			break
-		}
-	}
+	jc, err := findJob(cfg, c.kind, *jobName, c.match)
 	switch {
-	case !found && (*jobName != "" || c.fallback == ""):
-		what := "no " + c.kind + " job"
-		if *jobName != "" {
-			what += fmt.Sprintf(" named %q", *jobName)
-		}
-		fmt.Fprintf(stderr, "opsd: %s in %s\n", what, *cfgPath)
+	case err != nil && (*jobName != "" || c.fallback == ""):
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
-	case !found:
-		jc = defaultJob(cfg, c.fallback, c.kind)
+	case err != nil:
+		jc = cfg.DefaultJob(c.fallback, c.kind)
 	}
 	var adapt adapter
 	if prepare != nil {
-		var code int
 		if adapt, code = prepare(cfg, &jc, fs.Args()); code != 0 {
 			return code
 		}

@@ -268,3 +268,51 @@ func (l *Layout) NewestPerTarget(ctx context.Context, store storage.Store, want 
 	}
 	return out, nil
 }
+
+// TargetFolder is a folder whose Depth-th path element below Prefix names a target
+// (nightly/{node}/{container}/...: prefix nightly/, depth 2).
+type TargetFolder struct {
+	Prefix string
+	Depth  int
+}
+
+// defaults are the built-in template of each kind.
+var defaults = map[Kind]string{SQLite: DefaultSQLite, Nightly: DefaultNightly, Hot: DefaultHot, Snapshot: DefaultSnapshot,
+	OnDemand: DefaultOnDemand, PreRestore: DefaultPreRestore}
+
+// TargetFolders returns the folders that the templates of the kinds, configured and built-in,
+// name after their container or instance. A template that names the target only in the file
+// name gives none.
+func (l *Layout) TargetFolders(kinds ...Kind) []TargetFolder {
+	var out []TargetFolder
+	seen := map[TargetFolder]bool{}
+	for _, k := range kinds {
+		raws := []string{defaults[k]}
+		for _, t := range l.tpl[k] {
+			raws = append(raws, t.raw)
+		}
+		for _, raw := range raws {
+			if f, ok := targetFolder(raw); ok && !seen[f] {
+				seen[f] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// targetFolder finds the folder a template names after its target.
+func targetFolder(raw string) (TargetFolder, bool) {
+	first := strings.IndexByte(raw, '{')
+	if first < 0 {
+		return TargetFolder{}, false
+	}
+	prefix := raw[:strings.LastIndexByte(raw[:first], '/')+1]
+	parts := strings.Split(strings.TrimPrefix(raw, prefix), "/")
+	for i, p := range parts[:len(parts)-1] {
+		if p == "{container}" || p == "{instance}" {
+			return TargetFolder{Prefix: prefix, Depth: i + 1}, prefix != ""
+		}
+	}
+	return TargetFolder{}, false
+}

@@ -1,0 +1,93 @@
+package jobs
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/health"
+	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// RecoverInterrupted marks the runs a previous process left "running" as interrupted and counts
+// each as a failed run (RecordInterrupted). The runs of a CLI command that is running against
+// the same state database now are live, not interrupted: they are left alone. specs are the
+// configured jobs.
+func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
+	cli, release, err := state.CLIsRunning(r.State.Path())
+	if err != nil {
+		return err
+	}
+	defer release()
+	var keep []string
+	if cli {
+		keep = []string{TriggerCLI}
+	}
+	runs, err := r.State.MarkInterruptedRuns(ctx, time.Now(), keep...)
+	if err != nil {
+		return err
+	}
+	byName := map[string]Job{}
+	for _, sp := range specs {
+		byName[sp.Job.Name()] = sp.Job
+	}
+	for _, run := range runs {
+		r.RecordInterrupted(ctx, run, byName[run.Job])
+	}
+	if len(runs) > 0 {
+		r.Log.Warn().Int("runs", len(runs)).Msg("marked runs left running by a previous process as interrupted")
+	}
+	return nil
+}
+
+// WithRecordFailures returns infos where a job whose last run could not be recorded (the state
+// database's disk is full: a "record:<job>" problem) shows that failure, not its last recorded
+// run.
+func WithRecordFailures(infos []Info, p *health.Problems) []Info {
+	byName := map[string]string{}
+	for _, pr := range p.List() {
+		if job, ok := strings.CutPrefix(pr.Name, "record:"); ok {
+			byName[job] = pr.Error
+		}
+	}
+	for i := range infos {
+		if msg, ok := byName[infos[i].Name]; ok {
+			infos[i].LastOutcome, infos[i].LastError = "failure", msg
+		}
+	}
+	return infos
+}
+
+// SeedTargetMetrics seeds the per-target metrics from the state database, so staleness survives
+// a restart.
+func SeedTargetMetrics(ctx context.Context, st *state.Store, m *metrics.Metrics) error {
+	all, err := st.ListBackups(ctx, time.Now(), time.Hour)
+	if err != nil {
+		return err
+	}
+	for _, b := range all {
+		ts := metrics.TargetState{Job: b.Job, Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
+		if b.LastBackupAt != nil {
+			ts.LastSuccess = *b.LastBackupAt
+		}
+		if b.LastBackupSizeMB != nil {
+			ts.SizeBytes = int64(*b.LastBackupSizeMB * 1024 * 1024)
+		}
+		m.Backups.Set(b.ContainerID, ts)
+	}
+	return nil
+}
+
+// RetireRemovedJobs stops tracking the backup status of jobs not in names (removed from the
+// config), so their targets do not stay stale forever.
+func (r *Runner) RetireRemovedJobs(ctx context.Context, names []string) {
+	gone, err := r.State.RetireJobsExcept(ctx, names, time.Now())
+	if err != nil {
+		r.Log.Error().Err(err).Msg("cannot retire the backup status of removed jobs")
+	}
+	for _, b := range gone {
+		r.Metrics.Backups.DeleteFor(b.Job, b.ContainerID)
+		r.Log.Info().Str("job", b.Job).Str("target", b.ContainerID).Msg("job removed from the config; stopped tracking its target")
+	}
+}
