@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -55,6 +56,7 @@ func run() int {
 	rounds := flag.Int("rounds", 3, "rounds per scenario (opsd and peer alternate)")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	limit := flag.Duration("time-limit", 0, "give up on a peer run after this long and report \"did not finish\" (default per size)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (opsd's in-process scenarios) to this file")
 	slow := flag.Bool("slow-disk", false, "run on a throttled loop device (root; see slowdisk.go and the README)")
 	var sd slowDiskConfig
 	flag.IntVar(&sd.MBps, "slow-disk-mbps", 150, "--slow-disk: read and write bandwidth, MB/s")
@@ -115,6 +117,15 @@ func run() int {
 			return 1
 		}
 		defer stop()
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Printf("# opsd-bench (%s sizes, %d rounds, %s, %d cores)\n\n", *size, *rounds, time.Now().UTC().Format("2006-01-02"), numCPU())
 	if disk != nil {

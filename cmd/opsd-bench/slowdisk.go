@@ -6,21 +6,21 @@ package main
 // opsd and its peer read and write through the same slow device. The loop device does direct I/O
 // on its backing file (no second copy in the page cache) and its dirty page cache is capped
 // (strict per-device limit), so buffered writes cannot hide a slow disk in RAM the way they do on
-// a 24 GB machine. Everything here is reusable by any scenario: newSlowDisk, Dir, Evict, Close.
+// a 24 GB machine. Everything here is reusable by any scenario: newSlowDisk, Dir, String, Close.
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // slowDiskConfig describes the emulated disk.
@@ -42,6 +42,7 @@ type slowDisk struct {
 	method  string   // how the throttle is applied (for the report)
 	undo    []func() // run in reverse by Close
 	cgroup2 string   // the cgroup v2 directory this process was moved into, if any
+	closing sync.Once
 }
 
 // newSlowDisk creates, mounts and throttles the disk. It needs root, losetup, mkfs.ext4 and a
@@ -119,6 +120,15 @@ func newSlowDisk(ctx context.Context, cfg slowDiskConfig) (d *slowDisk, err erro
 			return nil, fmt.Errorf("slow disk: cap dirty cache: %w", err)
 		}
 	}
+	// An interrupted bench still unmounts and unthrottles (children get the signal too).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "opsd-bench: %v: removing the slow disk\n", s)
+		d.Close()
+		os.Exit(130)
+	}()
 	return d, nil
 }
 
@@ -195,33 +205,13 @@ func (d *slowDisk) String() string {
 	return s + ", " + d.method
 }
 
-// Evict writes back and drops the page cache of every file under the given paths, so the next
-// read comes from the (slow) device, as it would on a machine without spare RAM. Files elsewhere
-// are not touched (no global drop_caches: other processes share the machine).
-func (d *slowDisk) Evict(paths ...string) {
-	for _, root := range paths {
-		filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-			if err != nil || !e.Type().IsRegular() {
-				return nil
-			}
-			f, err := os.OpenFile(p, os.O_RDWR, 0)
-			if err != nil {
-				return nil
-			}
-			defer f.Close()
-			f.Sync()
-			unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-			return nil
-		})
-	}
-}
-
 // Close removes the throttle, unmounts and deletes the image. Safe on a half-built disk.
 func (d *slowDisk) Close() {
-	for i := len(d.undo) - 1; i >= 0; i-- {
-		d.undo[i]()
-	}
-	d.undo = nil
+	d.closing.Do(func() {
+		for i := len(d.undo) - 1; i >= 0; i-- {
+			d.undo[i]()
+		}
+	})
 }
 
 // writeSys writes one value to a sysfs or cgroup file.

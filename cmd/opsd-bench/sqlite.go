@@ -225,6 +225,6 @@ func (b *bench) sqliteScenario(ctx context.Context) error {
 		fmt.Printf("opsd copy / VACUUM INTO: %s durable, %s without fsync (goal: at most 1.0x)\n\n", ratio(rows[0], rows[1]), ratio(rows[2], rows[3]))
 	}()
 	table(fmt.Sprintf("sqlite: backup of a %d MB WAL database", size>>20),
-		fmt.Sprintf("The writer committed a median %.0f tx/s during opsd's backup runs (it aims at 250). Rows alternate opsd and its peer. Goal: opsd's copy takes at most 1.0x VACUUM INTO's time, durable against durable and no-fsync against no-fsync (the ratios below the table). CPU of opsd rows is the whole bench process's (the writer's commits included). opsd's backup row includes the integrity check and the upload to the S3 engine. Goal: opsd finishes every run under writes.", rates[len(rates)/2]), rows)
+		fmt.Sprintf("The writer committed a median %.0f tx/s during opsd's backup runs (it aims at 250). Rows alternate opsd and its peer. Goal: opsd's copy takes at most 1.0x VACUUM INTO's time, durable against durable and no-fsync against no-fsync (the ratios below the table). CPU of opsd rows is the bench process's (the writer runs in its own process); a sqlite3 row's is that process's. opsd's backup row includes the integrity check and the upload to the S3 engine. Goal: opsd finishes every run under writes.", rates[len(rates)/2]), rows)
 	return nil
 }
