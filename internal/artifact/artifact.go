@@ -105,7 +105,7 @@ type ContainerInfo struct {
 type Options struct {
 	Compression string
 	Recipients  []age.Recipient
-	// GzipBlockSize, GzipBlocks and GzipLevel tune parallel gzip (0: 1 MiB blocks, one per core
+	// GzipBlockSize, GzipBlocks and GzipLevel tune parallel gzip (0: 512 KiB blocks, one per core
 	// plus two, deflate level 1; see gzipWriter).
 	GzipBlockSize, GzipBlocks, GzipLevel int
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/flate"
+
+	"github.com/wopr-network/opsd/internal/membuf"
 )
 
 // gzipWriter compresses to a standard single-member .gz in parallel, from a fixed set of
@@ -35,12 +37,22 @@ type gzipWriter struct {
 	mu      sync.Mutex
 	err     error
 	closed  bool
+	all     []*gzBlock
+}
+
+// freeBlocks unmaps the blocks' memory; only once no goroutine uses them any more.
+func (z *gzipWriter) freeBlocks() {
+	for _, b := range z.all {
+		membuf.Free(b.mem)
+	}
+	z.all = nil
 }
 
 type gzBlock struct {
 	in   []byte
 	dict []byte
-	out  bytes.Buffer
+	out  *bytes.Buffer
+	mem  []byte // in, dict and out's initial buffer: one map outside the Go heap (membuf)
 	last bool
 	done chan error
 }
@@ -52,10 +64,10 @@ const gzipDict = 32 << 10
 const gzipLevel = 1
 
 // newGzipWriter starts the workers; level is a compress/flate level, blockSize the input per
-// block (default 1 MiB), blocks the buffers in all (default: workers + 2).
+// block (default 512 KiB), blocks the buffers in all (default: workers + 2).
 func newGzipWriter(dst io.Writer, level, blockSize, blocks int) (*gzipWriter, error) {
 	if blockSize <= 0 {
-		blockSize = 1 << 20
+		blockSize = 512 << 10
 	}
 	if blockSize < gzipDict {
 		return nil, errors.New("gzip block size below 32 KiB")
@@ -90,7 +102,7 @@ func (z *gzipWriter) work(level int) {
 	defer z.wg.Done()
 	fw, _ := flate.NewWriter(io.Discard, level)
 	for b := range z.jobs {
-		fw.ResetDict(&b.out, b.dict)
+		fw.ResetDict(b.out, b.dict)
 		_, err := fw.Write(b.in)
 		if err == nil {
 			if b.last {
@@ -142,8 +154,11 @@ func (z *gzipWriter) block() *gzBlock {
 	default:
 		if z.made < z.max {
 			z.made++
-			b = &gzBlock{in: make([]byte, 0, z.size), dict: make([]byte, 0, gzipDict), done: make(chan error, 1)}
-			b.out.Grow(z.size + z.size/16 + 1024)
+			outCap := z.size + z.size/16 + 4096
+			mem := membuf.Alloc(z.size + gzipDict + outCap)
+			b = &gzBlock{mem: mem, in: mem[:0:z.size], dict: mem[z.size : z.size : z.size+gzipDict], done: make(chan error, 1)}
+			b.out = bytes.NewBuffer(mem[z.size+gzipDict : z.size+gzipDict : len(mem)])
+			z.all = append(z.all, b)
 		} else {
 			b = <-z.free
 		}
@@ -209,6 +224,7 @@ func (z *gzipWriter) abort() {
 	close(z.order)
 	<-z.written
 	z.wg.Wait()
+	z.freeBlocks()
 }
 
 // Close writes the last block and the trailer, and stops the workers.
@@ -225,6 +241,7 @@ func (z *gzipWriter) Close() error {
 	close(z.order)
 	<-z.written
 	z.wg.Wait()
+	z.freeBlocks()
 	if err := z.failed(); err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package s3
 import (
 	"context"
 	"sync"
+
+	"github.com/wopr-network/opsd/internal/membuf"
 )
 
 // chunkSize is the unit the upload budget is handed out in: a part is a list of chunks, so parts
@@ -13,15 +15,17 @@ const chunkSize = 1 << 20
 // list of the chunks themselves. A part acquires the credits for all of its chunks before it
 // starts filling, so uploads running side by side can never each hold half a part and wait for
 // the rest (no deadlock), and the bytes held never exceed the budget, whatever the stream's size.
-// Chunks are allocated on first use and kept for the next part; when the last upload ends the
-// free list is dropped, so an idle daemon holds none of them.
+// Chunks are allocated on first use, outside the Go heap (membuf: the GC's headroom never
+// doubles them), and kept for the next part; when the last upload ends their pages go back to
+// the system (they stay mapped: a transport still holding a part's reader reads zeros, never
+// freed memory), so an idle daemon holds none of them.
 type budget struct {
 	mu     sync.Mutex
 	limit  int // credits (chunks)
 	used   int // credits taken
 	wake   chan struct{}
 	free   [][]byte
-	made   int // chunks that exist (held by parts or in the free list)
+	made   int // chunks that exist (held by parts or in the free list; never freed)
 	active int // uploads running
 	peak   int // most chunks that existed at once
 }
@@ -80,18 +84,19 @@ func (b *budget) chunk() []byte {
 	}
 	b.made++
 	b.peak = max(b.peak, b.made)
-	return make([]byte, chunkSize)
+	return membuf.Alloc(chunkSize)
 }
 
 // putChunks returns chunks to the free list (their credits are released separately).
 func (b *budget) putChunks(cs [][]byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.active == 0 {
-		b.made -= len(cs)
-		return
-	}
 	b.free = append(b.free, cs...)
+	if b.active == 0 {
+		for _, c := range cs {
+			membuf.Release(c)
+		}
+	}
 }
 
 // begin and end bracket an upload; the free list is dropped when no upload runs.
@@ -106,9 +111,9 @@ func (b *budget) end() {
 	defer b.mu.Unlock()
 	b.active--
 	if b.active == 0 {
-		b.made -= len(b.free)
-		clear(b.free)
-		b.free = b.free[:0:0]
+		for _, c := range b.free {
+			membuf.Release(c)
+		}
 	}
 }
 

@@ -44,7 +44,7 @@ type Config struct {
 	// Parallel is how many parts of one upload are in flight at most (default 2): filling a part
 	// overlaps the upload of the others.
 	Parallel int
-	// UploadMemory is the memory budget of all uploads of the store together (default 24 MiB, at
+	// UploadMemory is the memory budget of all uploads of the store together (default 16 MiB, at
 	// least two parts): part buffers come out of it, so part size times parts in flight (being
 	// filled or sent) stays inside it whatever the streams' sizes and however many run at once.
 	UploadMemory int64
@@ -125,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.MultipartCopyAbove = 5 << 30
 	}
 	if cfg.UploadMemory <= 0 {
-		cfg.UploadMemory = 24 << 20
+		cfg.UploadMemory = 16 << 20
 	}
 	cfg.UploadMemory = max(cfg.UploadMemory, 2*cfg.PartSize)
 	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel), copyMax: cfg.MultipartCopyAbove,

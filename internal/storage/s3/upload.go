@@ -146,7 +146,8 @@ func (r *chunkReader) Seek(offset int64, whence int) (int64, error) {
 
 // partChunks returns how many chunks part num holds: the configured part size, larger for large
 // known sizes (S3 allows 10,000 parts), doubling every 2,000 parts of an unknown-length stream,
-// and never more than half the budget (one part fills while another uploads).
+// and small enough that three parts fit in the budget (one filling while two upload), or two, but
+// never below S3's minimum of 5 MiB (a budget that small holds one part at a time).
 func (s *Store) partChunks(num int, size int64) int {
 	n := int((s.partSize + chunkSize - 1) / chunkSize)
 	if size > 0 {
@@ -154,9 +155,13 @@ func (s *Store) partChunks(num int, size int64) int {
 	} else {
 		n <<= min((num-1)/2000, 4)
 	}
-	limit := s.budget.limit / 2
-	if limit < int((5<<20)/chunkSize) {
-		limit = s.budget.limit // tiny budgets: one part at a time
+	const minPart = (5 << 20) / chunkSize
+	limit := s.budget.limit
+	for _, k := range []int{3, 2} {
+		if s.budget.limit/k >= minPart {
+			limit = s.budget.limit / k
+			break
+		}
 	}
 	return max(min(n, limit), 1)
 }
