@@ -154,11 +154,11 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-// TestUploadBufferBudget: three uploads of unknown length running at once, 6 GiB in all, never
+// TestUploadBufferBudget: three uploads of unknown length running at once, 3 GiB in all, never
 // hold more part buffers than the store's budget (counted by the budget itself, not timed).
 func TestUploadBufferBudget(t *testing.T) {
 	if testing.Short() {
-		t.Skip("streams 6 GiB")
+		t.Skip("streams 3 GiB")
 	}
 	d := &discardS3{}
 	srv := httptest.NewServer(d)
@@ -171,7 +171,7 @@ func TestUploadBufferBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const each = 2 << 30
+	const each = 1 << 30
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
