@@ -194,17 +194,21 @@ func (u *upload) failed() error {
 	return u.err
 }
 
-// unsupported reports whether err is a store refusing a checksum header it does not implement.
+// unsupported reports whether err may be a store refusing a checksum header it does not
+// implement (the codes differ between stores: NotImplemented, InvalidArgument, InvalidRequest, a
+// bare 400). Only the first request with the header is retried on it, with Content-MD5 instead:
+// a request that fails for another reason fails again and its error is returned. BadDigest is
+// never one: the store checked the header and the bytes did not match.
 func unsupported(err error) bool {
 	var resp minio.ErrorResponse
-	if !errors.As(err, &resp) {
+	if !errors.As(err, &resp) || resp.Code == "BadDigest" {
 		return false
 	}
 	switch resp.Code {
 	case "NotImplemented", "InvalidArgument", "InvalidRequest":
 		return true
 	}
-	return resp.StatusCode == http.StatusNotImplemented
+	return resp.StatusCode == http.StatusNotImplemented || resp.StatusCode == http.StatusBadRequest
 }
 
 // Put uploads the stream in parts cut from the store's memory budget (Config.UploadMemory):

@@ -3,8 +3,10 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -202,4 +204,87 @@ func TestUploadBufferBudget(t *testing.T) {
 		t.Fatalf("server received %d bytes, want %d", d.received, 3*each)
 	}
 	t.Logf("peak %d MiB of part buffers for 3 x %d GiB, budget %d MiB, %d parts", peak>>20, each>>30, limit>>20, d.parts)
+}
+
+// rejectingS3 refuses x-amz-checksum-* headers with 400 InvalidArgument (as some S3-compatible
+// stores do) and verifies Content-MD5; it keeps the object to read back.
+type rejectingS3 struct {
+	mu    sync.Mutex
+	parts map[string][]byte
+	obj   []byte
+}
+
+func (f *rejectingS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for k := range r.Header {
+		if strings.HasPrefix(strings.ToLower(k), "x-amz-checksum-") {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `<Error><Code>InvalidArgument</Code><Message>x-amz-checksum not supported</Message></Error>`)
+			return
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case r.Method == http.MethodHead:
+		w.WriteHeader(http.StatusOK)
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		f.parts = map[string][]byte{}
+		fmt.Fprint(w, `<InitiateMultipartUploadResult><Bucket>bucket</Bucket><Key>k</Key><UploadId>u1</UploadId></InitiateMultipartUploadResult>`)
+	case r.Method == http.MethodPut:
+		body, _ := io.ReadAll(r.Body)
+		sum := md5.Sum(body)
+		if r.Header.Get("Content-Md5") != base64.StdEncoding.EncodeToString(sum[:]) {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `<Error><Code>BadDigest</Code></Error>`)
+			return
+		}
+		if q.Has("partNumber") {
+			f.parts[q.Get("partNumber")] = body
+		} else {
+			f.obj = body
+		}
+		w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:])+`"`)
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		all := md5.New()
+		f.obj = nil
+		for i := 1; i <= len(f.parts); i++ {
+			p := f.parts[fmt.Sprint(i)]
+			s := md5.Sum(p)
+			all.Write(s[:])
+			f.obj = append(f.obj, p...)
+		}
+		fmt.Fprintf(w, `<CompleteMultipartUploadResult><Bucket>bucket</Bucket><Key>k</Key><ETag>"%s-%d"</ETag></CompleteMultipartUploadResult>`, hex.EncodeToString(all.Sum(nil)), len(f.parts))
+	case r.Method == http.MethodDelete:
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.Error(w, "unexpected "+r.Method+" "+r.URL.String(), http.StatusBadRequest)
+	}
+}
+
+// TestStoreRefusingChecksumsGetsMD5: a store that refuses the checksum headers (400) gets the
+// upload with Content-MD5 instead, multipart and single PUT, byte-exact.
+func TestStoreRefusingChecksumsGetsMD5(t *testing.T) {
+	for _, size := range []int64{11<<20 + 5, 300 << 10} {
+		f := &rejectingS3{}
+		srv := httptest.NewServer(f)
+		ctx := context.Background()
+		s, err := s3store.New(ctx, s3store.Config{Endpoint: strings.TrimPrefix(srv.URL, "http://"), Region: "us-east-1", Bucket: "bucket",
+			AccessKey: "a", SecretKey: "s", PartSize: 5 << 20, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, size)
+		io.ReadFull(storagetest.Stream(11, size), data)
+		if _, err := s.Put(ctx, "k", bytes.NewReader(data), storage.PutOptions{Size: -1}); err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		if got := s3store.Integrity(s); got != "md5" {
+			t.Fatalf("%d bytes: integrity header %q, want md5", size, got)
+		}
+		if !bytes.Equal(f.obj, data) {
+			t.Fatalf("%d bytes: the store holds %d bytes, not the ones sent", size, len(f.obj))
+		}
+		srv.Close()
+	}
 }
