@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moby/moby/api/types/container"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	_ "modernc.org/sqlite"
@@ -28,129 +26,6 @@ import (
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
 )
-
-// randomFile writes n bytes: half random, half a repeated binary, like mixed binaries.
-func randomFile(path string, n int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	r := rand.New(rand.NewPCG(1, 2))
-	buf := make([]byte, 1<<20)
-	bb, _ := os.ReadFile("/bin/busybox")
-	for written := int64(0); written < n; written += int64(len(buf)) {
-		if (written>>20)%2 == 0 || len(bb) == 0 {
-			for i := range buf {
-				buf[i] = byte(r.Uint32())
-			}
-		} else {
-			for i := 0; i < len(buf); i += len(bb) {
-				copy(buf[i:], bb)
-			}
-		}
-		if _, err := f.Write(buf); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (b *bench) uploadScenario(ctx context.Context) error {
-	if err := need("s3cmd", "s3cmd"); err != nil {
-		return err
-	}
-	path := filepath.Join(b.dir, "upload.bin")
-	size := int64(b.sz.uploadMB) << 20
-	if err := randomFile(path, size); err != nil {
-		return err
-	}
-	defer os.Remove(path)
-	store, bucket, err := b.store(ctx, "upload")
-	if err != nil {
-		return err
-	}
-	rows := []row{{name: "opsd storage layer (minio-go, 8 MiB parts, 4 in flight, SHA-256 on the way)"}, {name: "s3cmd put"}}
-	for r := 0; r < b.rounds; r++ {
-		rows[0].samples = append(rows[0].samples, timed(func() (int64, error) {
-			f, _ := os.Open(path)
-			defer f.Close()
-			_, err := artifact.Upload(ctx, store, fmt.Sprintf("upload/opsd-%d.bin", r), f, artifact.Options{})
-			return size, err
-		}))
-		cmd := b.s3cmd(ctx, "put", path, fmt.Sprintf("s3://%s/upload/s3cmd-%d.bin", bucket, r))
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		s := sample{d: time.Since(start), bytes: size}
-		if err != nil {
-			s.failed = "failed: " + lastLine(string(out))
-		}
-		rows[1].samples = append(rows[1].samples, s)
-	}
-	table(fmt.Sprintf("upload: %d MiB file to the S3 engine", b.sz.uploadMB), "Goal: at least 1.3x s3cmd.", rows)
-	return nil
-}
-
-func (b *bench) exportScenario(ctx context.Context) error {
-	for _, t := range [][2]string{{"docker", "docker.io"}, {"s3cmd", "s3cmd"}, {"gzip", "gzip"}} {
-		if err := need(t[0], t[1]); err != nil {
-			return err
-		}
-	}
-	dc, img, err := benchDocker(ctx)
-	if err != nil {
-		return err
-	}
-	defer dc.Close()
-	var rows []row
-	for _, sizeMB := range []int{b.sz.exportSmallMB, b.sz.exportMB} {
-		name := fmt.Sprintf("tenant_bench_%d", sizeMB)
-		dc.Remove(ctx, name)
-		half := sizeMB / 2
-		id, err := dc.Create(ctx, name, &container.Config{Image: img, Cmd: []string{"/bin/sh", "-c",
-			fmt.Sprintf("dd if=/dev/urandom of=/data/random bs=1M count=%d 2>/dev/null; i=0; while [ $i -lt %d ]; do cat /bin/busybox; i=$((i+1)); done | head -c %d > /data/binaries", half, half*2, half<<20)}}, &container.HostConfig{})
-		if err != nil {
-			return err
-		}
-		defer dc.Remove(context.Background(), id)
-		if err := dc.Start(ctx, id); err != nil {
-			return err
-		}
-		if _, err := dc.Wait(ctx, id); err != nil {
-			return err
-		}
-		_, bucket, err := b.store(ctx, "export") // creates the bucket
-		if err != nil {
-			return err
-		}
-		bin, err := b.opsdBinary(ctx)
-		if err != nil {
-			return err
-		}
-		opsd := row{name: fmt.Sprintf("opsd backup containers, %d MiB (parallel gzip, streaming multipart)", sizeMB)}
-		peer := row{name: fmt.Sprintf("docker export \\| gzip \\| s3cmd put - (%d MiB)", sizeMB)}
-		for r := 0; r < b.rounds; r++ {
-			cfg := filepath.Join(b.dir, fmt.Sprintf("export-%d-%d.yaml", sizeMB, r))
-			os.WriteFile(cfg, []byte(fmt.Sprintf(`node_id: bench
-log: {level: warn}
-state: {path: %s/export-state.db}
-storage:
-  backend: s3
-  s3: {endpoint: %q, bucket: %s, region: us-east-1, access_key: %q, secret_key: %q, tls: false}
-jobs:
-  - {name: export, kind: container_export, schedule: "0 2 * * *", name_prefix: %s, key: "%s-%d.tar.gz"}
-`, b.dir, b.s3.endpoint, bucket, b.s3.access, b.s3.secret, name, strings.TrimSuffix(layout.DefaultNightly, ".tar.gz"), r)), 0o600)
-			opsd.samples = append(opsd.samples, runProcess(ctx, int64(sizeMB)<<20, bin, "backup", "containers", "-c", cfg))
-			peer.samples = append(peer.samples, timedCmd(ctx, b.sz.timeLimit, int64(sizeMB)<<20, "bash", "-c",
-				fmt.Sprintf("set -o pipefail; docker export %s | gzip | s3cmd -c %s --no-progress --multipart-chunk-size-mb=16 put - s3://%s/peer-%d.tar.gz", id, b.s3.s3cfg, bucket, r)))
-		}
-		rows = append(rows, opsd, peer)
-	}
-	// Ratios per size: put each opsd row first in its own table.
-	table(fmt.Sprintf("export: container with %d MiB", b.sz.exportSmallMB), "Peak RSS is the `opsd backup containers` process's.", rows[:2])
-	table(fmt.Sprintf("export: container with %d MiB", b.sz.exportMB), "Goal: at least 3x the shell pipeline; memory flat (no growth with size) and at most 64 MiB.", rows[2:])
-	return nil
-}
 
 // opsdBinary builds the opsd binary once.
 func (b *bench) opsdBinary(ctx context.Context) (string, error) {
@@ -178,6 +53,9 @@ func runProcess(ctx context.Context, bytes int64, name string, args ...string) s
 	rs := sampleRSS(cmd.Process.Pid)
 	err := cmd.Wait()
 	s := sample{d: time.Since(start), rssMB: rs.Stop(), bytes: bytes}
+	if cmd.ProcessState != nil {
+		s.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if err != nil {
 		s.failed = fmt.Sprintf("failed: %v: %s", err, lastLine(out.String()))
 	}
