@@ -1,0 +1,161 @@
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"filippo.io/age"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/storage"
+)
+
+// ImageImporter is what a streamed, verified import needs from Docker.
+type ImageImporter interface {
+	Import(ctx context.Context, r io.Reader, ref string) (string, error)
+	RemoveImage(ctx context.Context, id string) error
+}
+
+// importHoldBack is how much of the decoded tar stream the engine only receives once the whole
+// artifact's SHA-256 matched: the end of the last entry and the end-of-archive marker, so the
+// engine cannot complete the image from unverified bytes.
+const importHoldBack = 64 << 10
+
+// errImportEnded stops the feeder's writes once the engine's import call returned.
+var errImportEnded = errors.New("the engine's import ended before it received the whole verified archive")
+
+// ImportVerified downloads an artifact and imports it as image ref in one pass: the stored bytes
+// are hashed as they arrive, decrypted and decompressed (in parallel with the engine's own work),
+// checked to form a complete tar, and fed to the engine's import. No temporary file, no second
+// read. The last importHoldBack bytes of the tar are sent only after the whole object was read
+// and its size and SHA-256 matched the manifest; on a mismatch the stream is cut instead, so the
+// engine's import fails on a truncated tar, and any image of ref is removed: a checksum failure
+// returns an error wrapping artifact.ErrChecksum and leaves no image behind. phase, when set, is
+// called with "verify" once the last stored byte arrived and with "import" once it verified
+// (the time before is the download, overlapped with the import).
+func ImportVerified(ctx context.Context, store storage.Store, e ImageImporter, m artifact.Manifest, ids []age.Identity, ref string, onBytes artifact.Progress, phase func(string)) (string, error) {
+	if phase == nil {
+		phase = func(string) {}
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rc, info, err := store.Get(gctx, m.Key)
+	if err != nil {
+		return "", fmt.Errorf("download %s: %w", m.Key, err)
+	}
+	if info.Size != m.Size {
+		rc.Close()
+		return "", fmt.Errorf("%s: %d bytes stored, manifest says %d: %w (nothing imported)", m.Key, info.Size, m.Size, artifact.ErrChecksum)
+	}
+	hr := &hashingReader{r: rc, h: sha256.New(), total: m.Size, progress: onBytes}
+	dec, err := artifact.Decode(hr, m, ids, rc)
+	if err != nil {
+		return "", err
+	}
+	defer dec.Close()
+	tv := artifact.NewTarVerifier(dec)
+	defer tv.Close()
+
+	pr, pw := io.Pipe()
+	fed := make(chan error, 1)
+	go func() {
+		err := feed(pw, tv, hr, m, phase)
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		fed <- err
+	}()
+	image, ierr := e.Import(ctx, pr, ref)
+	pr.CloseWithError(errImportEnded)
+	if ierr != nil {
+		cancel() // the feeder stops reading the store
+	}
+	ferr := <-fed
+	if ferr == nil && ierr == nil {
+		return image, nil
+	}
+	// The import is not trusted: whatever the engine made of the stream goes.
+	cleanup := context.WithoutCancel(ctx)
+	var rerr error
+	if image != "" {
+		rerr = e.RemoveImage(cleanup, image)
+	}
+	rerr = errors.Join(rerr, e.RemoveImage(cleanup, ref))
+	err = ferr
+	if err == nil || (ierr != nil && !errors.Is(ferr, artifact.ErrChecksum)) {
+		err = ierr
+	}
+	if rerr != nil {
+		return "", fmt.Errorf("import %s: %w; removing the unverified image %s failed: %v", m.Key, err, ref, rerr)
+	}
+	return "", fmt.Errorf("import %s: %w (no image kept)", m.Key, err)
+}
+
+// feed copies the verified tar stream into w, holding back its last importHoldBack bytes until
+// the stored object was read to its end and matched the manifest. When the engine stops reading
+// early (its import call returned), the rest is still read and checked, so a success always
+// means the whole object verified.
+func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.Manifest, phase func(string)) error {
+	buf := make([]byte, 0, 1<<20+importHoldBack)
+	sinkGone := false
+	for {
+		n, err := tv.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf) == cap(buf) {
+			send := len(buf) - importHoldBack
+			if !sinkGone {
+				if _, werr := w.Write(buf[:send]); werr != nil {
+					sinkGone = true
+				}
+			}
+			buf = buf[:copy(buf, buf[send:])]
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.Key, err)
+		}
+	}
+	// The decoder may stop before the stored stream's end (trailing bytes): hash those too.
+	if _, err := io.Copy(io.Discard, hr); err != nil {
+		return fmt.Errorf("download %s: %w", m.Key, err)
+	}
+	phase("verify")
+	if sum := hex.EncodeToString(hr.h.Sum(nil)); hr.n != m.Size || sum != m.SHA256 {
+		return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w", m.Key, sum, hr.n, m.SHA256, m.Size, artifact.ErrChecksum)
+	}
+	phase("import")
+	if sinkGone {
+		return errImportEnded
+	}
+	// Every byte is verified now: the engine's answer decides (an engine that stops reading at
+	// the end-of-archive marker makes this write fail, which is no error of the stream's).
+	w.Write(buf)
+	return nil
+}
+
+// hashingReader hashes and counts what it reads and reports progress.
+type hashingReader struct {
+	r        io.Reader
+	h        hash.Hash
+	n, total int64
+	progress artifact.Progress
+}
+
+func (r *hashingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.h.Write(p[:n])
+	r.n += int64(n)
+	if r.progress != nil && n > 0 {
+		r.progress(r.n, r.total)
+	}
+	return n, err
+}
