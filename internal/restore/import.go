@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
 	"filippo.io/age"
 
@@ -121,6 +122,11 @@ func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.M
 			break
 		}
 		if err != nil {
+			// Bytes that do not decode are most often bytes that changed in storage: when the
+			// object does not match its manifest either, that is the error to report.
+			if _, derr := io.Copy(io.Discard, hr); derr == nil && hr.mismatch(m) {
+				return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w (decoding failed: %v)", m.Key, hr.sum(), hr.count(), m.SHA256, m.Size, artifact.ErrChecksum, err)
+			}
 			return fmt.Errorf("%s: %w", m.Key, err)
 		}
 	}
@@ -129,8 +135,8 @@ func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.M
 		return fmt.Errorf("download %s: %w", m.Key, err)
 	}
 	phase("verify")
-	if sum := hex.EncodeToString(hr.h.Sum(nil)); hr.n != m.Size || sum != m.SHA256 {
-		return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w", m.Key, sum, hr.n, m.SHA256, m.Size, artifact.ErrChecksum)
+	if hr.mismatch(m) {
+		return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w", m.Key, hr.sum(), hr.count(), m.SHA256, m.Size, artifact.ErrChecksum)
 	}
 	phase("import")
 	if sinkGone {
@@ -142,8 +148,10 @@ func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.M
 	return nil
 }
 
-// hashingReader hashes and counts what it reads and reports progress.
+// hashingReader hashes and counts what it reads and reports progress. Reads are serialized: a
+// decoder's read-ahead goroutine and the drain after a decoding error may both read.
 type hashingReader struct {
+	mu       sync.Mutex
 	r        io.Reader
 	h        hash.Hash
 	n, total int64
@@ -151,6 +159,8 @@ type hashingReader struct {
 }
 
 func (r *hashingReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	n, err := r.r.Read(p)
 	r.h.Write(p[:n])
 	r.n += int64(n)
@@ -158,4 +168,21 @@ func (r *hashingReader) Read(p []byte) (int, error) {
 		r.progress(r.n, r.total)
 	}
 	return n, err
+}
+
+func (r *hashingReader) count() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+func (r *hashingReader) sum() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return hex.EncodeToString(r.h.Sum(nil))
+}
+
+// mismatch reports whether what was read differs from the manifest's size or SHA-256.
+func (r *hashingReader) mismatch(m artifact.Manifest) bool {
+	return r.count() != m.Size || r.sum() != m.SHA256
 }
