@@ -66,19 +66,28 @@ func ImportVerified(ctx context.Context, store storage.Store, e ImageImporter, m
 	fed := make(chan error, 1)
 	go func() {
 		err := feed(pw, tv, hr, m, phase)
+		fed <- err // before the engine can see the stream end, so a cut stream's cause is known
 		if err != nil {
 			pw.CloseWithError(err)
 		} else {
 			pw.Close()
 		}
-		fed <- err
 	}()
 	image, ierr := e.Import(ctx, pr, ref)
+	var ferr error
+	fedFirst := false
+	select {
+	case ferr = <-fed:
+		fedFirst = true
+	default:
+	}
 	pr.CloseWithError(errImportEnded)
 	if ierr != nil {
 		cancel() // the feeder stops reading the store
 	}
-	ferr := <-fed
+	if !fedFirst {
+		ferr = <-fed
+	}
 	if ferr == nil && ierr == nil {
 		return image, nil
 	}
@@ -89,9 +98,11 @@ func ImportVerified(ctx context.Context, store storage.Store, e ImageImporter, m
 		rerr = e.RemoveImage(cleanup, image)
 	}
 	rerr = errors.Join(rerr, e.RemoveImage(cleanup, ref))
-	err = ferr
-	if err == nil || (ierr != nil && !errors.Is(ferr, artifact.ErrChecksum)) {
-		err = ierr
+	// The cause: the stream's failure when it came first (the engine then saw a cut stream) or
+	// is a checksum mismatch, else the engine's.
+	err = ierr
+	if ferr != nil && (ierr == nil || fedFirst || errors.Is(ferr, artifact.ErrChecksum)) {
+		err = ferr
 	}
 	if rerr != nil {
 		return "", fmt.Errorf("import %s: %w; removing the unverified image %s failed: %v", m.Key, err, ref, rerr)
