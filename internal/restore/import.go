@@ -81,10 +81,9 @@ func ImportVerified(ctx context.Context, store storage.Store, e ImageImporter, m
 		fedFirst = true
 	default:
 	}
+	// The feeder still reads and hashes the rest of the object: a failed import of a changed
+	// object is reported as the checksum mismatch it is.
 	pr.CloseWithError(errImportEnded)
-	if ierr != nil {
-		cancel() // the feeder stops reading the store
-	}
 	if !fedFirst {
 		ferr = <-fed
 	}
@@ -111,21 +110,22 @@ func ImportVerified(ctx context.Context, store storage.Store, e ImageImporter, m
 }
 
 // feed copies the verified tar stream into w, holding back its last importHoldBack bytes until
-// the stored object was read to its end and matched the manifest. When the engine stops reading
-// early (its import call returned), the rest is still read and checked, so a success always
-// means the whole object verified.
+// the stored object was read to its end and matched the manifest. Whatever stops the stream (a
+// decoding error, the engine's import ending or failing), the rest of the stored object is still
+// read and hashed, so a changed object is always reported as a checksum mismatch and a success
+// always means the whole object verified.
 func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.Manifest, phase func(string)) error {
 	buf := make([]byte, 0, 1<<20+importHoldBack)
-	sinkGone := false
 	for {
 		n, err := tv.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if len(buf) == cap(buf) {
 			send := len(buf) - importHoldBack
-			if !sinkGone {
-				if _, werr := w.Write(buf[:send]); werr != nil {
-					sinkGone = true
+			if _, werr := w.Write(buf[:send]); werr != nil {
+				if cerr := checkRest(hr, m); cerr != nil {
+					return cerr
 				}
+				return errImportEnded
 			}
 			buf = buf[:copy(buf, buf[send:])]
 		}
@@ -135,27 +135,33 @@ func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.M
 		if err != nil {
 			// Bytes that do not decode are most often bytes that changed in storage: when the
 			// object does not match its manifest either, that is the error to report.
-			if _, derr := io.Copy(io.Discard, hr); derr == nil && hr.mismatch(m) {
-				return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w (decoding failed: %v)", m.Key, hr.sum(), hr.count(), m.SHA256, m.Size, artifact.ErrChecksum, err)
+			if cerr := checkRest(hr, m); errors.Is(cerr, artifact.ErrChecksum) {
+				return fmt.Errorf("%w (decoding failed: %v)", cerr, err)
 			}
 			return fmt.Errorf("%s: %w", m.Key, err)
 		}
 	}
-	// The decoder may stop before the stored stream's end (trailing bytes): hash those too.
-	if _, err := io.Copy(io.Discard, hr); err != nil {
-		return fmt.Errorf("download %s: %w", m.Key, err)
-	}
+	// The decoder may stop before the stored stream's end (trailing bytes): those are hashed too.
 	phase("verify")
-	if hr.mismatch(m) {
-		return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w", m.Key, hr.sum(), hr.count(), m.SHA256, m.Size, artifact.ErrChecksum)
+	if err := checkRest(hr, m); err != nil {
+		return err
 	}
 	phase("import")
-	if sinkGone {
-		return errImportEnded
-	}
 	// Every byte is verified now: the engine's answer decides (an engine that stops reading at
 	// the end-of-archive marker makes this write fail, which is no error of the stream's).
 	w.Write(buf)
+	return nil
+}
+
+// checkRest reads the rest of the stored object (not decoding it) and compares its size and
+// SHA-256 with the manifest.
+func checkRest(hr *hashingReader, m artifact.Manifest) error {
+	if _, err := io.Copy(io.Discard, hr); err != nil {
+		return fmt.Errorf("download %s: %w", m.Key, err)
+	}
+	if hr.mismatch(m) {
+		return fmt.Errorf("%s: sha256 %s (%d bytes), manifest says %s (%d bytes): %w", m.Key, hr.sum(), hr.count(), m.SHA256, m.Size, artifact.ErrChecksum)
+	}
 	return nil
 }
 

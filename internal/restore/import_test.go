@@ -222,3 +222,56 @@ func TestImportVerifiedHoldsTheEndBackUntilVerified(t *testing.T) {
 		t.Fatalf("the unverified reference was not removed: %v", e.removed)
 	}
 }
+
+// rejectingEngine fails the import after reading the first bytes of the stream.
+type rejectingEngine struct{ eagerEngine }
+
+var errRejected = errors.New("engine rejects the layer")
+
+func (e *rejectingEngine) Import(ctx context.Context, r io.Reader, ref string) (string, error) {
+	io.ReadFull(r, make([]byte, 512))
+	return "", errRejected
+}
+
+// ctxStore's readers fail once the context of their Get ends, as S3 downloads do.
+type ctxStore struct{ storage.Store }
+
+type ctxReader struct {
+	io.ReadCloser
+	ctx context.Context
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.ReadCloser.Read(p)
+}
+
+func (s ctxStore) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
+	rc, info, err := s.Store.Get(ctx, key)
+	if err != nil {
+		return nil, info, err
+	}
+	return ctxReader{rc, ctx}, info, nil
+}
+
+// When the engine fails first, the rest of the object is still hashed: a changed object is
+// reported as a checksum mismatch, an intact one with the engine's error; no image either way.
+func TestImportVerifiedEngineFailsFirst(t *testing.T) {
+	ctx := context.Background()
+	dir, _ := local.New(t.TempDir())
+	store := ctxStore{dir}
+	m := lostTenant(t, store, "tenant_node-perf_reject")
+	e := &rejectingEngine{}
+	if _, err := ImportVerified(ctx, store, e, m, nil, "opsd-restore/reject:1", nil, nil); !errors.Is(err, errRejected) || errors.Is(err, artifact.ErrChecksum) {
+		t.Fatalf("intact object: %v, want the engine's error", err)
+	}
+	m.SHA256 = strings.Repeat("0", 64)
+	if _, err := ImportVerified(ctx, store, e, m, nil, "opsd-restore/reject:2", nil, nil); !errors.Is(err, artifact.ErrChecksum) {
+		t.Fatalf("changed object: %v, want a checksum mismatch", err)
+	}
+	if !slices.Contains(e.removed, "opsd-restore/reject:1") || !slices.Contains(e.removed, "opsd-restore/reject:2") {
+		t.Fatalf("the references were not removed: %v", e.removed)
+	}
+}
