@@ -16,7 +16,7 @@ import (
 // cmdAdopt verifies backups opsd did not write and writes manifests marked adopted for those
 // that pass (jobs.Adopt).
 func cmdAdopt(args []string, stdout, stderr io.Writer) int {
-	const synopsis = "opsd adopt -c FILE [--prefix P] [--dry-run] [-o text|json]"
+	const synopsis = "opsd adopt -c FILE [--prefix P] [--tier T] [--dry-run] [-o text|json]"
 	fs := newFlags("adopt", synopsis, stdout, stderr)
 	cfgPath := configFlag(fs)
 	prefix := fs.String("prefix", "", "only objects under this prefix (e.g. platform/ or nightly/node-1/)")
