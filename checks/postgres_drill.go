@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -27,7 +28,7 @@ type PostgresDrillConfig struct {
 	Tools  postgres.Tools
 	// Database is whose dumps are drilled (the manifests' target).
 	Database string
-	Prefix   string // "postgres/"
+	Prefix   string // default layout.PostgresRoot
 	// Tables must exist in the restored database; Critical tables must hold rows.
 	Tables, Critical []string
 	// Jobs is pg_restore --jobs.
@@ -64,7 +65,7 @@ type PostgresDrill struct {
 // NewPostgresDrill returns the drill.
 func NewPostgresDrill(name string, cfg PostgresDrillConfig, store storage.Store) *PostgresDrill {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "postgres/"
+		cfg.Prefix = layout.PostgresRoot
 	}
 	if cfg.Jobs < 1 {
 		cfg.Jobs = 2
