@@ -101,6 +101,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 	case "offsite_verify":
 		v := jc.OffsiteVerify
 		vc := checks.OffsiteVerifyConfig{Layout: keys, Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
+		vc.PostgresDatabases = postgresDatabases(d.cfg) // every postgres_backup job's database
 		var nightly, hot *config.ContainerExportSettings
 		for _, j := range d.cfg.Jobs {
 			if c := j.ContainerExport; c != nil && c.ChangedOnly && hot == nil {

@@ -63,3 +63,20 @@ func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
 		Tables: s.Tables, Critical: s.Critical, Jobs: s.Jobs, Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail",
 		TempDir: s.TempDir, ReportKey: report, Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks}, d.store), nil
 }
+
+// postgresDatabases are the databases the enabled postgres_backup jobs dump (offsite
+// verification checks their dumps).
+func postgresDatabases(cfg *config.Config) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, j := range cfg.Jobs {
+		if j.PostgresBackup == nil || !j.IsEnabled() {
+			continue
+		}
+		if dsn, err := postgres.ParseDSN(j.PostgresBackup.DSN.Value()); err == nil && !seen[dsn.Database()] {
+			seen[dsn.Database()] = true
+			out = append(out, dsn.Database())
+		}
+	}
+	return out
+}
