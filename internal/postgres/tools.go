@@ -26,8 +26,10 @@ type Tools struct {
 // /usr/lib/postgresql/N/bin that has pg_dump, or else on PATH.
 func FindTools(binDir string) (Tools, error) {
 	if binDir != "" {
-		if _, err := os.Stat(filepath.Join(binDir, "pg_dump")); err != nil {
-			return Tools{}, fmt.Errorf("find pg_dump: %w", err)
+		for _, tool := range []string{"pg_dump", "pg_restore"} {
+			if _, err := os.Stat(filepath.Join(binDir, tool)); err != nil {
+				return Tools{}, fmt.Errorf("find %s: %w", tool, err)
+			}
 		}
 		return Tools{BinDir: binDir}, nil
 	}
@@ -38,7 +40,7 @@ func FindTools(binDir string) (Tools, error) {
 		if err != nil {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(d, "pg_dump")); err == nil && v > bestV {
+		if hasTools(d) && v > bestV {
 			best, bestV = d, v
 		}
 	}
@@ -46,10 +48,24 @@ func FindTools(binDir string) (Tools, error) {
 		return Tools{BinDir: best}, nil
 	}
 	p, err := exec.LookPath("pg_dump")
-	if err != nil {
-		return Tools{}, errors.New("find pg_dump: not on PATH nor under /usr/lib/postgresql/*/bin (install postgresql-client)")
+	if err != nil || !hasTools(filepath.Dir(p)) {
+		return Tools{}, ErrNoTools
 	}
 	return Tools{BinDir: filepath.Dir(p)}, nil
+}
+
+// ErrNoTools is FindTools' error when neither PATH nor /usr/lib/postgresql/*/bin holds pg_dump
+// and pg_restore.
+var ErrNoTools = errors.New("find pg_dump and pg_restore: not on PATH nor under /usr/lib/postgresql/*/bin " +
+	"(install postgresql-client of the server's major version or newer, set pg_bin_dir, or use the opsd image, which ships them)")
+
+func hasTools(dir string) bool {
+	for _, tool := range []string{"pg_dump", "pg_restore"} {
+		if _, err := os.Stat(filepath.Join(dir, tool)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Path returns the path of a tool.
