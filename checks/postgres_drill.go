@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,20 +192,18 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 	}
 	defer os.RemoveAll(scratchDir)
 
+	// Download, check and decode in one pass into the file pg_restore --jobs reads: the stored
+	// bytes are hashed as they stream and the copy fails at the end when they differ from the
+	// manifest, before pg_restore sees the file. (Downloading to a file and decoding it after
+	// wrote and read the compressed dump once more and could not overlap the two.)
 	tm.Start("download")
-	dl := filepath.Join(scratchDir, "download")
-	if err := artifact.DownloadVerified(ctx, d.store, m, dl, nil); err != nil {
-		return finish(err)
-	}
 	if m.Size == 0 {
 		return finish(errors.New("empty file"))
 	}
-	tm.Start("decode")
 	dump := filepath.Join(scratchDir, "dump")
-	if err := artifact.DecodeFile(dl, dump, m, d.cfg.Identities); err != nil {
-		return finish(fmt.Errorf("decode: %w", err))
+	if err := downloadDecoded(ctx, d.store, m, d.cfg.Identities, dump); err != nil {
+		return finish(err)
 	}
-	os.Remove(dl)
 
 	tm.Start("create")
 	admin, err := d.cfg.Server.Connect(ctx)
@@ -259,4 +258,30 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 	}
 	conn.Close(ctx)
 	return finish(nil)
+}
+
+// downloadDecoded writes an artifact's decoded content to a new file; the copy fails (and the
+// file is removed) when the stored bytes do not match the manifest's size and SHA-256.
+func downloadDecoded(ctx context.Context, store storage.Store, m artifact.Manifest, ids []age.Identity, to string) error {
+	rc, err := artifact.Open(ctx, store, m, ids)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", m.Key, err)
+	}
+	_, err = io.Copy(out, rc)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(to)
+		if errors.Is(err, artifact.ErrChecksum) {
+			return err
+		}
+		return fmt.Errorf("download and decode %s (corrupt or unreadable): %w", m.Key, err)
+	}
+	return nil
 }
