@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/alerts"
@@ -51,7 +50,7 @@ type env struct {
 	cfg      *config.Config
 	log      zerolog.Logger
 	redactor *telemetry.Redactor
-	reg      *prometheus.Registry
+	reg      *metrics.Registry
 	metrics  *metrics.Metrics
 	state    *state.Store
 	store    storage.Store
@@ -121,7 +120,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		cliLock.Release()
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry()
 	m := metrics.New(reg, version)
 	m.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	if err := loadTracker(ctx, st, m); err != nil {
