@@ -371,6 +371,15 @@ func (t *BackupTracker) refresh(now time.Time, all bool) {
 	t.setCounts()
 }
 
+// NextStale returns when the next fresh target turns stale with no event (zero: no target is
+// fresh): what changes between two looks without a backup recorded.
+func (t *BackupTracker) NextStale() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refresh(t.now(), false)
+	return t.nextFlip
+}
+
 // Get returns the state of a target, of the first job (by name) that backs it up (see GetFor).
 func (t *BackupTracker) Get(target string) (TargetState, bool) {
 	t.mu.Lock()
