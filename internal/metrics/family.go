@@ -19,13 +19,16 @@ import (
 // sorts them in (label values compared in label-name order), so a scrape writes the lines as
 // they are. Its owner locks it.
 type family struct {
-	name   string
-	help   string
-	typ    prometheus.ValueType
-	desc   *prometheus.Desc
-	labels []string // label names as declared: values are passed in this order
-	order  []int    // indexes into labels, sorted by label name: the exposition's sort key
-	header []byte   // "# HELP ...\n# TYPE ...\n"
+	name    string
+	help    string
+	typ     prometheus.ValueType
+	desc    *prometheus.Desc
+	labels  []string // label names as declared: values are passed in this order
+	order   []int    // indexes into labels, sorted by label name: the exposition's sort key
+	header  []byte   // "# HELP ...\n# TYPE ...\n"
+	zheader zpage    // header, compressed
+
+	pages []zpage // sorted in runs of pageSize series, compressed when first written after a change
 
 	series map[string]*series
 	sorted []*series // exposition order; may hold deleted series until the next tidy
@@ -39,6 +42,7 @@ type series struct {
 	value  float64
 	line   []byte // the rendered sample line, with its newline
 	gone   bool
+	page   int // index in pages (-1: not in sorted yet)
 }
 
 // newFamily returns an empty family of gauges or counters.
@@ -52,6 +56,7 @@ func newFamily(name, help string, typ prometheus.ValueType, labels ...string) *f
 	sort.Slice(f.order, func(i, j int) bool { return labels[f.order[i]] < labels[f.order[j]] })
 	text := f.render(make([]string, len(labels)), 0)
 	f.header = text[:headerLen(text)]
+	f.zheader.compress(f.header)
 	return f
 }
 
@@ -102,11 +107,14 @@ func (f *family) set(v float64, values ...string) {
 	k := f.key(values)
 	s := f.series[k]
 	if s == nil {
-		s = &series{values: slices.Clone(values)}
+		s = &series{values: slices.Clone(values), page: -1}
 		f.series[k] = s
 		f.added = append(f.added, s)
 	} else if s.value == v && s.line != nil {
 		return
+	}
+	if s.page >= 0 {
+		f.pages[s.page].ok = false
 	}
 	s.value = v
 	text := f.render(s.values, v)
@@ -217,6 +225,37 @@ func (f *family) tidy() {
 		f.sorted = merged
 	}
 	f.added, f.gone = nil, 0
+	f.pages = make([]zpage, (len(f.sorted)+pageSize-1)/pageSize)
+	for i, s := range f.sorted {
+		s.page = i / pageSize
+	}
+}
+
+// writeGzip writes the family into a gzip stream from its compressed pages, compressing those
+// that changed.
+func (f *family) writeGzip(g *gzipStream) error {
+	f.tidy()
+	if len(f.sorted) == 0 {
+		return nil
+	}
+	if err := g.page(&f.zheader); err != nil {
+		return err
+	}
+	var text []byte
+	for i := range f.pages {
+		p := &f.pages[i]
+		if !p.ok {
+			text = text[:0]
+			for _, s := range f.sorted[i*pageSize : min((i+1)*pageSize, len(f.sorted))] {
+				text = append(text, s.line...)
+			}
+			p.compress(text)
+		}
+		if err := g.page(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeText writes the family in the text format (nothing when it has no series, as the

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"bufio"
-	"compress/gzip"
 	"io"
 	"net/http"
 	"slices"
@@ -101,50 +100,83 @@ func (r *Registry) Gather() ([]*dto.MetricFamily, error) {
 // registry's order). The plain collectors' gathering error is returned after writing what was
 // gathered, as promhttp's ContinueOnError does.
 func (r *Registry) WriteText(w *bufio.Writer, format expfmt.Format) error {
+	enc := expfmt.NewEncoder(w, format)
+	return r.walk(enc.Encode, func(f *family) error { return f.writeText(w) })
+}
+
+// writeGzip writes what WriteText writes as one gzip member, the cached families' pages
+// copied as they were compressed.
+func (r *Registry) writeGzip(w io.Writer, format expfmt.Format) error {
+	out := bufPool.Get().(*bufio.Writer)
+	out.Reset(w)
+	g := newGzipStream(out)
+	bw := bufPool.Get().(*bufio.Writer)
+	bw.Reset(g)
+	defer func() {
+		bw.Reset(nil)
+		out.Reset(nil)
+		bufPool.Put(bw)
+		bufPool.Put(out)
+	}()
+	enc := expfmt.NewEncoder(bw, format)
+	err := r.walk(enc.Encode, func(f *family) error {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return f.writeGzip(g)
+	})
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if cerr := g.Close(); err == nil {
+		err = cerr
+	}
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// walk hands every family to plain or cached, in name order.
+func (r *Registry) walk(plain func(*dto.MetricFamily) error, cached func(*family) error) error {
 	mfs, gatherErr := r.plain.Gather()
 	r.mu.Lock()
-	cached := slices.Clone(r.cached)
+	ccs := slices.Clone(r.cached)
 	r.mu.Unlock()
 	now := time.Now()
 	var fams []*family
-	for _, c := range cached {
+	for _, c := range ccs {
 		fams = append(fams, c.lockFamilies(now)...)
 		defer c.unlockFamilies()
 	}
 	slices.SortFunc(fams, func(a, b *family) int { return strings.Compare(a.name, b.name) })
-	enc := expfmt.NewEncoder(w, format)
 	i := 0
 	for _, mf := range mfs {
 		for ; i < len(fams) && fams[i].name < mf.GetName(); i++ {
-			if err := fams[i].writeText(w); err != nil {
+			if err := cached(fams[i]); err != nil {
 				return err
 			}
 		}
-		if err := enc.Encode(mf); err != nil {
+		if err := plain(mf); err != nil {
 			return err
 		}
 	}
 	for ; i < len(fams); i++ {
-		if err := fams[i].writeText(w); err != nil {
+		if err := cached(fams[i]); err != nil {
 			return err
 		}
 	}
 	return gatherErr
 }
 
-var (
-	// gzipPool holds gzip writers at BestSpeed: 3.5x less CPU than the default level for a
-	// scrape 5% larger (measured on 10,000 targets: 4.5 ms and 149 KB against 16 ms and 142 KB).
-	gzipPool = sync.Pool{New: func() any {
-		w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
-		return w
-	}}
-	bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
-)
+// bufPool holds the write buffers of scrapes.
+var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // Handler serves /metrics from g. When g is a *Registry and the scraper takes the text format
-// (Prometheus' default), cached families are written from their rendered text through a pooled
-// gzip writer; anything else (protobuf, name[] filters, another gatherer) is promhttp's.
+// (Prometheus' default), cached families are written from their rendered text, and with gzip
+// from their pages compressed when they last changed (pooled BestSpeed compressors do the rest:
+// 3.5x less CPU than the default level for 5% more bytes); anything else (protobuf, name[]
+// filters, another gatherer) is promhttp's.
 func Handler(g prometheus.Gatherer) http.Handler {
 	slow := promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	r, ok := g.(*Registry)
@@ -161,20 +193,13 @@ func Handler(g prometheus.Gatherer) http.Handler {
 		h.Add("Vary", "Accept")
 		h.Add("Vary", "Accept-Encoding")
 		h.Set("Content-Type", string(format))
-		var out io.Writer = w
 		if acceptsGzip(req.Header.Values("Accept-Encoding")) {
 			h.Set("Content-Encoding", "gzip")
-			gz := gzipPool.Get().(*gzip.Writer)
-			gz.Reset(w)
-			defer func() {
-				_ = gz.Close()
-				gz.Reset(nil)
-				gzipPool.Put(gz)
-			}()
-			out = gz
+			_ = r.writeGzip(w, format) // as promhttp with ContinueOnError: what was gathered is served
+			return
 		}
 		bw := bufPool.Get().(*bufio.Writer)
-		bw.Reset(out)
+		bw.Reset(w)
 		defer func() {
 			bw.Reset(nil)
 			bufPool.Put(bw)
