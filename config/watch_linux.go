@@ -9,9 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// watchMask is every change to a directory entry or a file's content or metadata.
-const watchMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_MOVED_FROM |
-	unix.IN_MOVED_TO | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
+// watchMask is every change to a directory entry, and a file written and closed. Not IN_MODIFY:
+// a file kept open and written (a database, a log beside the config) would wake the watcher at
+// every write, and an edit ends with a close.
+const watchMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_CLOSE_WRITE | unix.IN_MOVED_FROM |
+	unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
 // watchEvents watches, with inotify, the directory holding path and the one holding the file it
 // resolves to (directories, not the file: editors save by renaming a new file over the old one,
