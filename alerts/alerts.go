@@ -5,8 +5,11 @@
 package alerts
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -91,7 +94,20 @@ type Evaluator struct {
 	specs  []Spec
 	status map[string]Status
 	kick   chan struct{}
+	force  bool // the rules changed: evaluate every one at the next evaluation
+
+	evalMu sync.Mutex // one evaluation at a time (Run's, and callers of EvaluateOnce)
+	// What lets an evaluation skip the rules whose inputs cannot have changed (see gated); only
+	// EvaluateOnce touches them, under evalMu.
+	stored    map[string]state.AlertState // the alerts table as last read or written
+	savedAt   map[string]time.Time        // when each alert's row was last written
+	token     []byte                      // the state database's change token after the last evaluation
+	tokenSeen bool                        // token is valid: no commit of ours came after it
 }
+
+// resaveEvery bounds how long an alert's stored value and message may lag (they are written
+// with every change of its state, and this often besides).
+const resaveEvery = time.Hour
 
 // NewEvaluator returns an evaluator.
 func NewEvaluator(st *state.Store, m *metrics.Metrics, log zerolog.Logger, d *Dispatcher, node string, interval time.Duration) *Evaluator {
@@ -118,6 +134,7 @@ func (e *Evaluator) SetRules(specs []Spec) {
 		}
 	}
 	e.specs = specs
+	e.force = true
 }
 
 // Kick asks for an evaluation now (event-driven rules call it).
@@ -170,18 +187,39 @@ func severity(s Spec) string {
 	return "error"
 }
 
-// EvaluateOnce evaluates every rule once at now and notifies transitions.
+// EvaluateOnce evaluates the rules at now and notifies transitions. A rule over opsd's own
+// records (job_failing, drill_failed, offsite_missing, stale_backups) is skipped while nothing
+// was committed to the state database since the last evaluation, it is not pending, its last
+// evaluation succeeded and (stale_backups) no tracked target has turned stale since: its value
+// cannot have changed. Rules over the outside world (system, docker, gateway) always run.
 func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
+	e.evalMu.Lock()
+	defer e.evalMu.Unlock()
 	e.mu.Lock()
 	specs := append([]Spec(nil), e.specs...)
+	force := e.force
+	e.force = false
 	e.mu.Unlock()
-	stored, err := e.State.Alerts(ctx)
-	if err != nil {
-		e.Log.Error().Err(err).Msg("cannot read alert state")
-		return
+	tok := stateToken(e.State)
+	changed := force || tok == nil || !e.tokenSeen || !bytes.Equal(tok, e.token)
+	if changed || e.stored == nil {
+		stored, err := e.State.Alerts(ctx)
+		if err != nil {
+			e.Log.Error().Err(err).Msg("cannot read alert state")
+			return
+		}
+		e.stored = stored
 	}
+	if e.savedAt == nil {
+		e.savedAt = map[string]time.Time{}
+	}
+	stored := e.stored
+	wrote := false
 	for _, s := range specs {
 		name := s.Rule.Name()
+		if !changed && e.unchanged(s, now) {
+			continue
+		}
 		ev, err := s.Rule.Evaluate(ctx, now)
 		st := stored[name]
 		st.Name = name
@@ -222,12 +260,21 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		if transition != nil {
 			transition.Severity, transition.Value, transition.Threshold, transition.At, transition.Node, transition.PerNode = severity(s), ev.Value, ev.Threshold, now, e.Node, s.PerNode
 		}
-		if err := e.save(ctx, st, transition); err != nil {
-			// Nothing was stored: the next evaluation sees the same transition and tries again.
-			e.Log.Error().Err(err).Str("alert", name).Msg("cannot save alert state")
-			status.Error = err.Error()
-			e.setStatus(status)
-			continue
+		if prev, ok := stored[name]; transition != nil || !ok || !sameState(prev, st) || now.Sub(e.savedAt[name]) >= resaveEvery {
+			wrote = true
+			if err := e.save(ctx, st, transition); err != nil {
+				// Nothing was stored: the next evaluation sees the same transition and tries again.
+				e.Log.Error().Err(err).Str("alert", name).Msg("cannot save alert state")
+				status.Error = err.Error()
+				e.setStatus(status)
+				delete(stored, name) // read it again
+				e.stored = nil
+				continue
+			}
+			if stored != nil {
+				stored[name] = st
+			}
+			e.savedAt[name] = now
 		}
 		fire := 0.0
 		if st.Firing {
@@ -246,6 +293,66 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			}
 		}
 	}
+	// A commit of ours hides whether another one came during the evaluation: look again.
+	e.token, e.tokenSeen = tok, tok != nil && !wrote
+}
+
+// unchanged reports whether a rule's value cannot have changed since its last evaluation, with
+// nothing committed to the state database since (see EvaluateOnce).
+func (e *Evaluator) unchanged(s Spec, now time.Time) bool {
+	r, ok := s.Rule.(*StateRule)
+	if !ok {
+		return false
+	}
+	name := r.Name()
+	if st, ok := e.stored[name]; !ok || st.PendingSince != nil {
+		return false
+	}
+	e.mu.Lock()
+	status, seen := e.status[name]
+	e.mu.Unlock()
+	if !seen || status.Error != "" {
+		return false
+	}
+	switch r.Kind {
+	case "job_failing", "drill_failed", "offsite_missing":
+		return true
+	case "stale_backups":
+		next := e.Metrics.Backups.NextStale()
+		return next.IsZero() || now.Before(next)
+	}
+	return false
+}
+
+// sameState reports whether two stored states agree on everything but the value, message and
+// time of evaluation.
+func sameState(a, b state.AlertState) bool {
+	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
+	return a.Firing == b.Firing && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+}
+
+// stateToken identifies the state database's committed content: the WAL index header (its
+// change counter moves with every transaction) and the database file's size and time. Nil when
+// it cannot be read (every evaluation is then a full one).
+func stateToken(st *state.Store) []byte {
+	path := st.Path()
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path + "-shm")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	tok := make([]byte, 48, 80)
+	if _, err := io.ReadFull(f, tok); err != nil {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	return fmt.Appendf(tok, "%d/%d", fi.Size(), fi.ModTime().UnixNano())
 }
 
 // save stores the alert's state and, on a transition, its notifications in the outbox, in one

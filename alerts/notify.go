@@ -130,9 +130,11 @@ func (d *Dispatcher) Start(ctx context.Context) {
 		for {
 			next := d.deliver(ctx, first)
 			first = false
-			wait := time.Minute // refresh the gauges at least this often
+			// Nothing pending: only Wake (an item queued) changes the outbox, so an idle daemon
+			// sleeps; the gauges are still refreshed hourly.
+			wait := time.Hour
 			if !next.IsZero() {
-				wait = min(wait, max(next.Sub(d.now()), time.Millisecond))
+				wait = min(time.Minute, max(next.Sub(d.now()), time.Millisecond)) // and at least every minute while pending
 			}
 			t := time.NewTimer(wait)
 			select {

@@ -9,7 +9,7 @@ import (
 // WatchSince is Watch with its starting point given: hash is the SHA-256 (hex, Config.Hash) of
 // the content the caller loaded. An edit made between that load and the watcher's first look
 // is then seen too (Watch compares with the file as it is when the watcher starts, so such an
-// edit was missed until the next one).
+// edit was missed until the next one): the file is looked at once as the watcher starts.
 func WatchSince(ctx context.Context, path, hash string, interval time.Duration, onChange func()) {
 	var last [32]byte
 	if b, err := hex.DecodeString(hash); err == nil && len(b) == len(last) {
@@ -17,23 +17,5 @@ func WatchSince(ctx context.Context, path, hash string, interval time.Duration, 
 	} else {
 		last = fileSum(path)
 	}
-	var lastStat stat // zero: the first look reads and compares the content
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			st := statKey(path)
-			if st == lastStat {
-				continue
-			}
-			lastStat = st
-			if sum := fileSum(path); sum != last {
-				last = sum
-				onChange()
-			}
-		}
-	}
+	watch(ctx, path, last, stat{}, interval, onChange)
 }

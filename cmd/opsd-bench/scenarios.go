@@ -5,24 +5,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	_ "modernc.org/sqlite"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
-	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/jobs"
 )
@@ -60,78 +54,6 @@ func runProcess(ctx context.Context, bytes int64, name string, args ...string) s
 		s.failed = fmt.Sprintf("failed: %v: %s", err, lastLine(out.String()))
 	}
 	return s
-}
-
-func (b *bench) idleScenario(ctx context.Context) error {
-	bin, err := b.opsdBinary(ctx)
-	if err != nil {
-		return err
-	}
-	cfg := filepath.Join(b.dir, "idle.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`node_id: bench
-http: {listen: "127.0.0.1:0"}
-state: {path: %[1]s/idle-state.db}
-storage: {backend: local, local: {path: %[1]s/idle-store}}
-jobs:
-  - {name: platform-db-backup, kind: sqlite_backup, schedule: "0 3 * * *"}
-  - {name: platform-drill, kind: sqlite_drill, schedule: "@monthly"}
-  - {name: offsite-verify, kind: offsite_verify, schedule: "0 7 * * *"}
-  - {name: prune, kind: prune, schedule: "30 5 * * *"}
-  - {name: heartbeat, kind: http_ping, schedule: "0 * * * *", url: "http://127.0.0.1:9/"}
-`, b.dir)), 0o600)
-	cmd := exec.CommandContext(ctx, bin, "run", "-c", cfg, "--log-level", "warn")
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	time.Sleep(3 * time.Second)
-	t0, c0 := time.Now(), cpuTicks(cmd.Process.Pid)
-	rs := sampleRSS(cmd.Process.Pid)
-	time.Sleep(b.sz.idle)
-	cpu := float64(cpuTicks(cmd.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100
-	rss := rs.Stop()
-	fmt.Printf("## idle: `opsd run` with the example's jobs, idle for %s\n\nGoal: CPU at most 0.01%%, RSS at most 30 MB.\n\n| measure | value |\n|---|---|\n| CPU | %.3f%% |\n| peak RSS | %.1f MiB |\n\n", b.sz.idle, cpu, rss)
-	return nil
-}
-
-// cpuTicks returns utime+stime of a process in clock ticks (100/s on Linux).
-func cpuTicks(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
-}
-
-func (b *bench) scrapeScenario(ctx context.Context) error {
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, "bench")
-	now := time.Now()
-	for i := 0; i < b.sz.targets; i++ {
-		m.Backups.Set(fmt.Sprintf("tenant_%05d", i), metrics.TargetState{Kind: "container", Node: "n1", LastSuccess: now.Add(-time.Duration(i) * time.Minute), LastOK: true, SizeBytes: int64(i) << 20})
-	}
-	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	defer srv.Close()
-	var lat []time.Duration
-	var size int
-	for i := 0; i < 200; i++ {
-		start := time.Now()
-		resp, err := http.Get(srv.URL)
-		if err != nil {
-			return err
-		}
-		n, _ := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		lat = append(lat, time.Since(start))
-		size = int(n)
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	fmt.Printf("## scrape: `/metrics` with %d tracked targets (%d KiB per scrape, 200 scrapes)\n\nGoal: p99 at most 50 ms.\n\n| p50 | p90 | p99 | max |\n|---|---|---|---|\n| %s | %s | %s | %s |\n\n",
-		b.sz.targets, size>>10, dur(lat[100]), dur(lat[180]), dur(lat[198]), dur(lat[199]))
-	return nil
 }
 
 func (b *bench) pruneScenario(ctx context.Context) error {

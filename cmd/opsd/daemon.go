@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/alerts"
@@ -53,7 +52,7 @@ type env struct {
 	cfg      *config.Config
 	log      zerolog.Logger
 	redactor *telemetry.Redactor
-	reg      *prometheus.Registry
+	reg      *metrics.Registry
 	metrics  *metrics.Metrics
 	state    *state.Store
 	store    storage.Store
@@ -124,7 +123,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	if err != nil {
 		return fail(err)
 	}
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry()
 	m := metrics.New(reg, version)
 	m.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
 	if err := jobs.SeedTargetMetrics(ctx, st, m); err != nil {

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/internal/health"
+	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -34,6 +34,7 @@ type Options struct {
 	Service    string
 	State      *state.Store
 	StaleAfter func() time.Duration
+	// Gatherer is served on /metrics; a *metrics.Registry is served from its cached families.
 	Gatherer   prometheus.Gatherer
 	AdminToken func() string
 	Ready      func() bool
@@ -68,7 +69,7 @@ func New(o Options) *Server {
 	s := &Server{opts: o, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /health/ready", s.ready)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	s.mux.Handle("GET /metrics", metrics.Handler(o.Gatherer))
 	s.mux.HandleFunc("GET /api/jobs", s.listJobs)
 	s.mux.HandleFunc("GET /api/jobs/{name}/runs", s.jobRuns)
 	s.mux.HandleFunc("POST /api/jobs/{name}/run", s.admin(s.runJob))

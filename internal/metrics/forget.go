@@ -49,10 +49,10 @@ func (m *Metrics) ForgetTarget(job, target string) {
 func (t *BackupTracker) forgetJob(job string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k := range t.targets {
+	for k, e := range t.targets {
 		if _, j := splitKey(k); j == job {
-			delete(t.targets, k)
-			t.sorted, t.cache = nil, nil
+			t.remove(k, e)
 		}
 	}
+	t.setCounts()
 }

@@ -30,8 +30,8 @@ type Metrics struct {
 
 	BytesUploaded *prometheus.CounterVec
 	TargetSkipped *prometheus.CounterVec
-	Throughput    *prometheus.GaugeVec
-	BackupPhase   *prometheus.GaugeVec
+	Throughput    *CachedGaugeVec
+	BackupPhase   *CachedGaugeVec
 
 	ConfigReloadSuccessful prometheus.Gauge
 	ConfigReloadTimestamp  prometheus.Gauge
@@ -41,7 +41,7 @@ type Metrics struct {
 
 	DrillRTO         *prometheus.GaugeVec
 	DrillRTOTarget   *prometheus.GaugeVec
-	DrillPhase       *prometheus.GaugeVec
+	DrillPhase       *CachedGaugeVec
 	DrillLastResult  *prometheus.GaugeVec
 	DrillLastSuccess *prometheus.GaugeVec
 
@@ -102,8 +102,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			jobLabels),
 		TargetSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_backup_skipped_total", Help: "Targets a backup run skipped, by reason (unchanged: a hot export found no change)."},
 			[]string{"job_name", "reason"}),
-		Throughput:             g("opsd_backup_throughput_bytes_per_second", "Stored bytes per second of the target's last backup (exports: compressed bytes over the whole export).", "job_name", "target"),
-		BackupPhase:            g("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job_name", "target", "phase"),
+		Throughput:             NewCachedGaugeVec("opsd_backup_throughput_bytes_per_second", "Stored bytes per second of the target's last backup (exports: compressed bytes over the whole export).", "job_name", "target"),
+		BackupPhase:            NewCachedGaugeVec("opsd_backup_phase_seconds", "Duration of each phase of the last backup of a target (copy, check, upload).", "job_name", "target", "phase"),
 		ConfigReloadSuccessful: reloadOK,
 		ConfigReloadTimestamp:  reloadTS,
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_config_reloads_total", Help: "Config reloads by outcome (success, failure, unchanged)."},
@@ -113,7 +113,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		Backups:             NewBackupTracker(24 * time.Hour),
 		DrillRTO:            g("opsd_drill_last_rto_seconds", "Recovery time measured by the drill's last run (sum of its phases, wall clock).", "drill"),
 		DrillRTOTarget:      g("opsd_drill_rto_target_seconds", "The drill's recovery time objective.", "drill"),
-		DrillPhase:          g("opsd_drill_phase_seconds", "Duration of each phase of the drill's last run, per target.", "drill", "target", "phase"),
+		DrillPhase:          NewCachedGaugeVec("opsd_drill_phase_seconds", "Duration of each phase of the drill's last run, per target.", "drill", "target", "phase"),
 		DrillLastResult:     g("opsd_drill_last_result", "1 when the drill's last run passed, 0 when it failed.", "drill"),
 		DrillLastSuccess:    g("opsd_drill_last_success_timestamp_seconds", "Time the drill last passed.", "drill"),
 		OffsiteMissing:      g("opsd_offsite_missing_objects", "Objects the last offsite verification expected and did not find.", "job_name"),
@@ -190,7 +190,9 @@ func (m *Metrics) ForgetJob(job, kind string) {
 		v.DeleteLabelValues(job, kind)
 	}
 	l := prometheus.Labels{"job_name": job}
-	for _, v := range []*prometheus.GaugeVec{m.JobPhase, m.BackupPhase, m.Throughput, m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified, m.PruneKept, m.PruneRefused} {
+	m.BackupPhase.DeletePartialMatch(l)
+	m.Throughput.DeletePartialMatch(l)
+	for _, v := range []*prometheus.GaugeVec{m.JobPhase, m.OffsiteMissing, m.OffsiteMismatched, m.OffsiteLastVerified, m.PruneKept, m.PruneRefused} {
 		v.DeletePartialMatch(l)
 	}
 	for _, v := range []*prometheus.CounterVec{m.JobRuns, m.JobSkipped, m.BytesUploaded, m.TargetSkipped, m.PruneDeleted, m.PruneBytesFreed} {
@@ -212,43 +214,53 @@ type TargetState struct {
 	SizeBytes   int64
 }
 
-// BackupTracker exports per-target freshness. Staleness is computed when scraped (a target goes
-// stale by the clock, with no event), from memory: the scrape path never lists the bucket.
+// BackupTracker exports per-target freshness. Staleness follows the clock (a target goes stale
+// with no event) and is brought up to date at each scrape, from memory: the scrape path never
+// lists the bucket. Its families are kept rendered: a Set re-renders the target's three lines,
+// and a scrape writes them as they are (see Registry).
 type BackupTracker struct {
-	mu         sync.RWMutex
-	targets    map[string]TargetState
-	sorted     []string // target names in order; nil after a change (Collect rebuilds it)
-	cache      []prometheus.Metric
-	nextFlip   time.Time // the first time a fresh target turns stale: the cache expires then
+	mu         sync.Mutex
+	targets    map[string]*tracked
+	nextFlip   time.Time // the first time a fresh target turns stale (zero: no fresh target)
+	nStale     int
 	staleAfter time.Duration
 	now        func() time.Time
 
-	lastSuccess, size, stale, count *prometheus.Desc
+	lastSuccess, size, stale, count *family
+}
+
+// tracked is a target of a job, as exported.
+type tracked struct {
+	name  string
+	s     TargetState
+	stale bool
 }
 
 // NewBackupTracker returns an empty tracker.
 func NewBackupTracker(staleAfter time.Duration) *BackupTracker {
 	l := []string{"target", "kind", "node", "job_name"}
-	return &BackupTracker{
-		targets:     map[string]TargetState{},
+	t := &BackupTracker{
+		targets:     map[string]*tracked{},
 		staleAfter:  staleAfter,
 		now:         time.Now,
-		lastSuccess: prometheus.NewDesc("opsd_backup_last_success_timestamp_seconds", "Time of the target's last successful backup (absent when never).", l, nil),
-		size:        prometheus.NewDesc("opsd_backup_last_size_bytes", "Size of the target's last successful backup artifact.", l, nil),
-		stale:       prometheus.NewDesc("opsd_backup_stale", "1 when the target is stale: never backed up, last attempt failed, or last success older than the stale threshold.", l, nil),
-		count:       prometheus.NewDesc("opsd_backup_targets", "Tracked backup targets by staleness.", []string{"stale"}, nil),
+		lastSuccess: newFamily("opsd_backup_last_success_timestamp_seconds", "Time of the target's last successful backup (absent when never).", prometheus.GaugeValue, l...),
+		size:        newFamily("opsd_backup_last_size_bytes", "Size of the target's last successful backup artifact.", prometheus.GaugeValue, l...),
+		stale:       newFamily("opsd_backup_stale", "1 when the target is stale: never backed up, last attempt failed, or last success older than the stale threshold.", prometheus.GaugeValue, l...),
+		count:       newFamily("opsd_backup_targets", "Tracked backup targets by staleness.", prometheus.GaugeValue, "stale"),
 	}
+	t.setCounts()
+	return t
 }
 
 // SetStaleAfter changes the threshold (config reload).
 func (t *BackupTracker) SetStaleAfter(d time.Duration) {
 	t.mu.Lock()
 	t.staleAfter = d
-	t.cache = nil
+	t.refresh(t.now(), true)
 	t.mu.Unlock()
 }
 
-// trackKey is the tracker's key of a (job, target); it sorts by target, then job.
+// trackKey is the tracker's key of a (job, target).
 func trackKey(job, target string) string { return target + "\x00" + job }
 
 func splitKey(k string) (target, job string) {
@@ -260,22 +272,122 @@ func splitKey(k string) (target, job string) {
 	return k, ""
 }
 
+func (e *tracked) labels() []string { return []string{e.name, e.s.Kind, e.s.Node, e.s.Job} }
+
+// isStale is the staleness of s at now; flip is when a fresh target turns stale.
+func (t *BackupTracker) isStale(s TargetState, now time.Time) (stale bool, flip time.Time) {
+	if s.LastSuccess.IsZero() || !s.LastOK || now.Sub(s.LastSuccess) > t.staleAfter {
+		return true, time.Time{}
+	}
+	return false, s.LastSuccess.Add(t.staleAfter).Add(time.Millisecond)
+}
+
 // Set records the state of a target of the job s.Job.
 func (t *BackupTracker) Set(target string, s TargetState) {
 	k := trackKey(s.Job, target)
 	t.mu.Lock()
-	if _, ok := t.targets[k]; !ok {
-		t.sorted = nil
+	defer t.mu.Unlock()
+	e := t.targets[k]
+	if e == nil {
+		e = &tracked{name: target}
+		t.targets[k] = e
+	} else {
+		if e.s.Kind != s.Kind || e.s.Node != s.Node {
+			t.unexport(e) // another label set
+		}
+		if e.stale {
+			t.nStale--
+		}
 	}
-	t.targets[k] = s
-	t.cache = nil
-	t.mu.Unlock()
+	e.s = s
+	t.export(e, t.now())
+	t.setCounts()
+}
+
+// export renders a target's series at now; t.mu is held and e is not counted in nStale.
+func (t *BackupTracker) export(e *tracked, now time.Time) {
+	l := e.labels()
+	var flip time.Time
+	e.stale, flip = t.isStale(e.s, now)
+	if e.stale {
+		t.nStale++
+		t.stale.set(1, l...)
+	} else {
+		t.stale.set(0, l...)
+		if t.nextFlip.IsZero() || flip.Before(t.nextFlip) {
+			t.nextFlip = flip
+		}
+	}
+	if e.s.LastSuccess.IsZero() {
+		t.lastSuccess.delete(l...)
+		t.size.delete(l...)
+	} else {
+		t.lastSuccess.set(float64(e.s.LastSuccess.UnixMilli())/1000, l...)
+		t.size.set(float64(e.s.SizeBytes), l...)
+	}
+}
+
+// unexport removes a target's series; t.mu is held.
+func (t *BackupTracker) unexport(e *tracked) {
+	l := e.labels()
+	t.stale.delete(l...)
+	t.lastSuccess.delete(l...)
+	t.size.delete(l...)
+}
+
+// remove stops exporting a target; t.mu is held.
+func (t *BackupTracker) remove(k string, e *tracked) {
+	t.unexport(e)
+	if e.stale {
+		t.nStale--
+	}
+	delete(t.targets, k)
+}
+
+func (t *BackupTracker) setCounts() {
+	t.count.set(float64(t.nStale), "true")
+	t.count.set(float64(len(t.targets)-t.nStale), "false")
+}
+
+// refresh brings staleness up to date at now: only when a fresh target may have turned stale
+// since (or always, with all); t.mu is held.
+func (t *BackupTracker) refresh(now time.Time, all bool) {
+	if !all && (t.nextFlip.IsZero() || now.Before(t.nextFlip)) {
+		return
+	}
+	t.nextFlip = time.Time{}
+	for _, e := range t.targets {
+		stale, flip := t.isStale(e.s, now)
+		if stale != e.stale {
+			v := 0.0
+			if stale {
+				v, t.nStale = 1, t.nStale+1
+			} else {
+				t.nStale--
+			}
+			e.stale = stale
+			t.stale.set(v, e.labels()...)
+		}
+		if !stale && (t.nextFlip.IsZero() || flip.Before(t.nextFlip)) {
+			t.nextFlip = flip
+		}
+	}
+	t.setCounts()
+}
+
+// NextStale returns when the next fresh target turns stale with no event (zero: no target is
+// fresh): what changes between two looks without a backup recorded.
+func (t *BackupTracker) NextStale() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refresh(t.now(), false)
+	return t.nextFlip
 }
 
 // Get returns the state of a target, of the first job (by name) that backs it up (see GetFor).
 func (t *BackupTracker) Get(target string) (TargetState, bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var best string
 	found := false
 	for k := range t.targets {
@@ -283,15 +395,21 @@ func (t *BackupTracker) Get(target string) (TargetState, bool) {
 			best, found = k, true
 		}
 	}
-	return t.targets[best], found
+	if !found {
+		return TargetState{}, false
+	}
+	return t.targets[best].s, true
 }
 
 // GetFor returns the state of a job's target.
 func (t *BackupTracker) GetFor(job, target string) (TargetState, bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	s, ok := t.targets[trackKey(job, target)]
-	return s, ok
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.targets[trackKey(job, target)]
+	if !ok {
+		return TargetState{}, false
+	}
+	return e.s, true
 }
 
 // Delete stops exporting a target of no particular job (see DeleteFor).
@@ -299,16 +417,19 @@ func (t *BackupTracker) Delete(target string) { t.DeleteFor("", target) }
 
 // DeleteFor stops exporting a job's target (retired, or the job was removed).
 func (t *BackupTracker) DeleteFor(job, target string) {
+	k := trackKey(job, target)
 	t.mu.Lock()
-	delete(t.targets, trackKey(job, target))
-	t.sorted, t.cache = nil, nil
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	if e, ok := t.targets[k]; ok {
+		t.remove(k, e)
+		t.setCounts()
+	}
 }
 
 // Targets returns the tracked target names, sorted (a target of two jobs once).
 func (t *BackupTracker) Targets() []string {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	seen := map[string]bool{}
 	out := make([]string, 0, len(t.targets))
 	for k := range t.targets {
@@ -324,62 +445,28 @@ func (t *BackupTracker) Targets() []string {
 
 // Describe implements prometheus.Collector.
 func (t *BackupTracker) Describe(ch chan<- *prometheus.Desc) {
-	ch <- t.lastSuccess
-	ch <- t.size
-	ch <- t.stale
-	ch <- t.count
+	for _, f := range []*family{t.lastSuccess, t.size, t.stale, t.count} {
+		ch <- f.desc
+	}
 }
 
-// Collect implements prometheus.Collector. The metrics are built once and reused until a target
-// changes or a target's staleness flips with the clock; targets are emitted in name order, which
-// makes the registry's per-family sort cheap (it dominated scrapes of 10,000 targets).
+// Collect implements prometheus.Collector (the protobuf format, and registries that are not a
+// Registry).
 func (t *BackupTracker) Collect(ch chan<- prometheus.Metric) {
-	t.mu.Lock()
-	now := t.now()
-	if t.cache == nil || !now.Before(t.nextFlip) {
-		t.rebuild(now)
+	var out []prometheus.Metric
+	for _, f := range t.lockFamilies(t.now()) {
+		out = f.collect(out)
 	}
-	cache := t.cache
-	t.mu.Unlock()
-	for _, m := range cache {
+	t.unlockFamilies()
+	for _, m := range out {
 		ch <- m
 	}
 }
 
-// rebuild builds the metrics; t.mu is held.
-func (t *BackupTracker) rebuild(now time.Time) {
-	if t.sorted == nil {
-		t.sorted = make([]string, 0, len(t.targets))
-		for k := range t.targets {
-			t.sorted = append(t.sorted, k)
-		}
-		sort.Strings(t.sorted)
-	}
-	out := make([]prometheus.Metric, 0, 3*len(t.sorted)+2)
-	next := now.Add(time.Hour)
-	var nStale, nFresh float64
-	for _, k := range t.sorted {
-		s := t.targets[k]
-		name, _ := splitKey(k)
-		isStale := s.LastSuccess.IsZero() || !s.LastOK || now.Sub(s.LastSuccess) > t.staleAfter
-		v := 0.0
-		if isStale {
-			v = 1
-			nStale++
-		} else {
-			nFresh++
-			if flip := s.LastSuccess.Add(t.staleAfter).Add(time.Millisecond); flip.Before(next) {
-				next = flip
-			}
-		}
-		out = append(out, prometheus.MustNewConstMetric(t.stale, prometheus.GaugeValue, v, name, s.Kind, s.Node, s.Job))
-		if !s.LastSuccess.IsZero() {
-			out = append(out,
-				prometheus.MustNewConstMetric(t.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixMilli())/1000, name, s.Kind, s.Node, s.Job),
-				prometheus.MustNewConstMetric(t.size, prometheus.GaugeValue, float64(s.SizeBytes), name, s.Kind, s.Node, s.Job))
-		}
-	}
-	out = append(out, prometheus.MustNewConstMetric(t.count, prometheus.GaugeValue, nStale, "true"),
-		prometheus.MustNewConstMetric(t.count, prometheus.GaugeValue, nFresh, "false"))
-	t.cache, t.nextFlip = out, next
+func (t *BackupTracker) lockFamilies(time.Time) []*family {
+	t.mu.Lock()
+	t.refresh(t.now(), false)
+	return []*family{t.lastSuccess, t.size, t.stale, t.count}
 }
+
+func (t *BackupTracker) unlockFamilies() { t.mu.Unlock() }
