@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
@@ -361,3 +364,37 @@ func TestSentryNotifier(t *testing.T) {
 
 // alertPrefix names this run's test containers (unique on a shared engine).
 var alertPrefix = dockertest.Unique("tenant_opsdalert_")
+
+// TestEngineFiltersEventsAnIdleDaemonIgnores: exec (health checks, operators' docker exec) and
+// other non-life-cycle events are filtered by the engine, so they never reach opsd; a stop still does.
+func TestEngineFiltersEventsAnIdleDaemonIgnores(t *testing.T) {
+	dc := dockertest.Client(t)
+	name := alertPrefix + "filtered"
+	id := dockertest.Run(t, dc, name, nil, "sleep 3600")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	events, errs := dc.Events(ctx)
+	time.Sleep(300 * time.Millisecond) // the subscription is in place
+	if out, err := exec.CommandContext(ctx, "docker", "exec", id, "true").CombinedOutput(); err != nil {
+		t.Fatalf("docker exec: %v: %s", err, out)
+	}
+	if err := dc.Stop(ctx, id, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case ev := <-events:
+			if ev.Name != name {
+				continue // other work on a shared engine
+			}
+			if !slices.Contains(docker.EventActions, ev.Action) {
+				t.Fatalf("the engine delivered %q, which opsd does not read", ev.Action)
+			}
+			if ev.Action == "stop" || ev.Action == "die" {
+				return
+			}
+		case err := <-errs:
+			t.Fatalf("event stream: %v", err)
+		}
+	}
+}

@@ -311,10 +311,15 @@ type Event struct {
 	Time   time.Time
 }
 
+// EventActions are the container events Events asks the engine for: the life-cycle changes the
+// unexpected-stop alert reads. The engine filters the rest (exec, health checks, attach, create,
+// network and image events) server-side, so an idle daemon is not woken by them.
+var EventActions = []string{"start", "restart", "unpause", "stop", "kill", "die", "oom", "destroy"}
+
 // Events streams container events until ctx ends or the connection drops (the error channel then
 // says why).
 func (c *Client) Events(ctx context.Context) (<-chan Event, <-chan error) {
-	res := c.c.Events(ctx, client.EventsListOptions{Filters: client.Filters{}.Add("type", "container")})
+	res := c.c.Events(ctx, client.EventsListOptions{Filters: client.Filters{}.Add("type", "container").Add("event", EventActions...)})
 	out := make(chan Event)
 	errs := make(chan error, 1)
 	go func() {
