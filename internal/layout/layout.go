@@ -128,6 +128,12 @@ func (l *Layout) PreRestoreKey(node, target string, at time.Time, ext string) st
 	return l.tpl[PreRestore][0].Key(Fields{Node: node, Target: target, Stamp: Stamp(at), ID: target + ext})
 }
 
+// PostgresSafetyKey names the safety dump of the PostgreSQL database db taken at a time before
+// a restore replaces it; suffix is the compression and encryption suffix (artifact.Suffix).
+func PostgresSafetyKey(db string, at time.Time, suffix string) string {
+	return "pre-restore/postgres/" + db + "/" + Stamp(at) + "/" + db + ".dump" + suffix
+}
+
 // Owner says which kind of key this is and what its fields are (the first kind whose template
 // matches; manifests are not keys of any kind).
 func (l *Layout) Owner(key string) (Kind, Fields, bool) {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -89,7 +90,8 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 	if err != nil {
 		return PostgresResult{}, fmt.Errorf("restore: %w", err)
 	}
-	ts := o.Now().UTC().Format("20060102T150405Z")
+	now := o.Now()
+	ts := layout.Stamp(now)
 	stamp := strings.ToLower(strings.TrimSuffix(strings.ReplaceAll(ts, "T", "_"), "Z"))
 	res := PostgresResult{Set: set, Key: m.Key}
 	newDB := o.TargetDB
@@ -97,7 +99,7 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		newDB = trimName(live, "_restore_"+stamp)
 	}
 	prev := trimName(live, "_pre_restore_"+stamp)
-	safetyKey := fmt.Sprintf("pre-restore/postgres/%s/%s/%s.dump%s", live, ts, live, artifact.Suffix(o.Safety.Compression, len(o.Safety.Recipients) > 0))
+	safetyKey := layout.PostgresSafetyKey(live, now, artifact.Suffix(o.Safety.Compression, len(o.Safety.Recipients) > 0))
 
 	var plan strings.Builder
 	fmt.Fprintf(&plan, "Restore of PostgreSQL database %s from %s (%d bytes, sha256 %s…)\n", live, m.Key, m.Size, m.SHA256[:12])
