@@ -76,7 +76,7 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	o := restore.PostgresOptions{Store: r.store, Tools: tools, DSN: dsn, Date: *date, TargetDB: *target, Identities: ids, Jobs: 2,
-		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.redactedProgress, OnBytes: r.onBytes()}
+		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.console.RedactedLine, OnBytes: r.console.OnBytes()}
 	// The drill's expectations, when the config has a drill of this database, are checked too.
 	for _, j := range r.cfg.Jobs {
 		if d := j.PostgresDrill; d != nil && d.Database == dsn.Database() {

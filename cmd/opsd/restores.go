@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/wopr-network/opsd/config"
@@ -62,7 +61,7 @@ func phases(ps []restore.Phase) []jobs.Phase {
 
 // execRestore runs a restore in the foreground through the Runner (SIGINT cancels it).
 func (r *restoreEnv) execRestore(run *restore.Run) jobs.Outcome {
-	run.Redact, run.Print = r.redactor.Redact, r.progress
+	run.Redact, run.Print = r.redactor.Redact, r.console.Line
 	o := r.runner.Run(r.ctx, restoreJob{run}, restoreTimeout, jobs.TriggerCLI)
 	if o.Run.ID == 0 {
 		run.Abort(r.ctx, o.Err) // never started
@@ -73,18 +72,15 @@ func (r *restoreEnv) execRestore(run *restore.Run) jobs.Outcome {
 // runRestore runs a restore in the foreground and prints how it ended.
 func (r *restoreEnv) runRestore(run *restore.Run) int {
 	o := r.execRestore(run)
+	var outcome string
+	var down time.Duration
+	if rs := o.Result.Restore; rs != nil {
+		outcome, down = rs.Outcome, rs.Downtime
+	}
+	run.WriteResult(r.stdout, o.Err, outcome, o.Run.FinishedAt.Sub(o.Run.StartedAt), down, r.redactor.Redact)
 	if o.Err != nil {
-		fmt.Fprintf(r.stdout, "FAILED  %s\n", r.redactor.Redact(o.Err.Error()))
-		if o.Result.Restore != nil && o.Result.Restore.Outcome != "" {
-			fmt.Fprintf(r.stdout, "outcome %s; the restore is recorded as %d (opsd restores -c FILE)\n", o.Result.Restore.Outcome, run.ID())
-		}
 		return 1
 	}
-	var down time.Duration
-	if o.Result.Restore != nil {
-		down = o.Result.Restore.Downtime
-	}
-	fmt.Fprintf(r.stdout, "OK  %s %s restored from %s in %s (downtime %s)\n", run.Kind, run.Target, run.Key, o.Run.FinishedAt.Sub(o.Run.StartedAt).Round(time.Millisecond), down.Round(time.Millisecond))
 	return 0
 }
 
@@ -143,24 +139,13 @@ func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release fu
 	return id, nil
 }
 
-// cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}): it
-// stops at its next step and rolls back what it changed.
+// cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}).
 func (m *Main) cancelRestore(ctx context.Context, id int64) error {
-	if m.restores.Stop(id) {
-		m.log.Warn().Int64("restore", id).Msg("restore cancelled by an admin request")
-		return nil
-	}
-	r, err := m.state.GetRestore(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return fmt.Errorf("%w: no restore %d", httpapi.ErrNotFound, id)
-	}
-	if err != nil {
+	if err := m.restores.Cancel(ctx, m.state, id); err != nil {
 		return err
 	}
-	if r.Outcome == state.OutcomeRunning {
-		return fmt.Errorf("%w: restore %d is run by another process (a CLI command: interrupt it there)", httpapi.ErrConflict, id)
-	}
-	return fmt.Errorf("%w: restore %d is not running (%s)", httpapi.ErrConflict, id, r.Outcome)
+	m.log.Warn().Int64("restore", id).Msg("restore cancelled by an admin request")
+	return nil
 }
 
 // cmdRestores lists the recorded restores, newest first; restores a process that is gone left
@@ -204,20 +189,6 @@ func cmdRestores(args []string, stdout, stderr io.Writer) int {
 		enc.Encode(map[string]any{"restores": list})
 		return 0
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tTARGET\tOUTCOME\tSTARTED\tDURATION\tBY\tSAFETY COPIES")
-	for _, r := range list {
-		dur := "-"
-		if r.FinishedAt != nil {
-			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Target, r.Outcome, r.StartedAt.Format(time.RFC3339), dur, r.RequestedBy, r.Safety)
-	}
-	tw.Flush()
-	for _, r := range list {
-		if r.Error != "" && r.Outcome != state.OutcomeSuccess {
-			fmt.Fprintf(stdout, "\n%s %d: %s\n", r.Outcome, r.ID, red.Redact(r.Error))
-		}
-	}
+	restore.WriteRestores(stdout, list, red.Redact)
 	return 0
 }
