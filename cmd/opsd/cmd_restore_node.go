@@ -99,8 +99,8 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: -o %q: want table or json\n", *out)
 		return 2
 	}
-	if *parallel < 1 || *parallel > 64 {
-		fmt.Fprintf(stderr, "opsd: --parallel %d: want 1 to 64\n", *parallel)
+	if *parallel < 1 || *parallel > restore.MaxParallel {
+		fmt.Fprintf(stderr, "opsd: --parallel %d: want 1 to %d\n", *parallel, restore.MaxParallel)
 		return 2
 	}
 	r, ids, code := openDockerRestore("restore node", *cfgPath, *identity, stdout, stderr)

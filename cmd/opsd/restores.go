@@ -106,37 +106,14 @@ func reportInterrupted(ctx context.Context, e *env) []state.Restore {
 // startRestoreRun starts a restore in the background through the Runner; release is called once
 // it ended. A restore of the same kind and target already running is a conflict.
 func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release func()) (int64, error) {
-	name := run.Name()
 	if m.closing.Load() {
 		release()
 		return 0, fmt.Errorf("%w: opsd is shutting down", httpapi.ErrConflict)
 	}
-	if other, ok := m.restores.Reserve(name); !ok {
-		release()
-		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, run.Target, other)
-	}
 	run.Redact = m.redactor.Redact
-	id, err := run.Begin(ctx)
-	if err != nil {
-		m.restores.Done(name, 0)
-		release()
-		return 0, err
-	}
-	rctx, cancel := context.WithCancel(m.runCtx)
-	m.restores.Set(name, id, cancel)
-	finish := func(o jobs.Outcome) {
-		if o.Run.ID == 0 {
-			run.Abort(rctx, o.Err)
-		}
-		m.restores.Done(name, id)
-		cancel()
-		release()
-	}
-	if err := m.runner.Start(rctx, restoreJob{run}, restoreTimeout, jobs.TriggerManual, finish); err != nil {
-		finish(jobs.Outcome{Err: err})
-		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
-	}
-	return id, nil
+	return m.restores.Start(ctx, m.runCtx, run, release, func(rctx context.Context, finish func(int64, error)) error {
+		return m.runner.Start(rctx, restoreJob{run}, restoreTimeout, jobs.TriggerManual, func(o jobs.Outcome) { finish(o.Run.ID, o.Err) })
+	})
 }
 
 // cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}).
