@@ -10,16 +10,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/mattn/go-isatty"
 
 	"github.com/wopr-network/opsd/config"
-	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
-	"github.com/wopr-network/opsd/internal/storage"
 )
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
@@ -263,30 +259,10 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
-	objs, err := storage.ListAll(ctx, store, *prefix)
+	rows, err := restore.Backups(ctx, store, keys, *prefix, *target)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
-	}
-	have := map[string]bool{}
-	for _, o := range objs {
-		have[o.Key] = true
-	}
-	type row struct {
-		Key         string    `json:"key"`
-		Size        int64     `json:"size"`
-		Modified    time.Time `json:"modified"`
-		HasManifest bool      `json:"hasManifest"`
-	}
-	rows := []row{}
-	for _, o := range objs {
-		if artifact.IsManifest(o.Key) {
-			continue
-		}
-		if _, f, _ := keys.Owner(o.Key); *target != "" && f.Target != *target {
-			continue
-		}
-		rows = append(rows, row{o.Key, o.Size, o.ModTime, have[artifact.ManifestKey(o.Key)]})
 	}
 	if *out == "json" {
 		enc := json.NewEncoder(stdout)
@@ -294,15 +270,6 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		enc.Encode(map[string]any{"backups": rows, "count": len(rows)})
 		return 0
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tSIZE\tMODIFIED\tMANIFEST")
-	for _, r := range rows {
-		m := "yes"
-		if !r.HasManifest {
-			m = "NO (not a backup)"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, humanBytes(r.Size), r.Modified.Format(time.RFC3339), m)
-	}
-	tw.Flush()
+	restore.WriteBackups(stdout, rows)
 	return 0
 }
