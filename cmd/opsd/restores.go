@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -84,23 +83,10 @@ func (r *restoreEnv) runRestore(run *restore.Run) int {
 	return 0
 }
 
-// reportInterrupted marks the restores a process that is gone left running as interrupted and
-// says so (log at warn; the message names the safety copies and how to finish or roll back).
-// It returns them.
+// reportInterrupted reports the restores a process that is gone left running as interrupted
+// (restore.ReportInterrupted) and returns them.
 func reportInterrupted(ctx context.Context, e *env) []state.Restore {
-	rs, err := restore.Recover(ctx, e.state)
-	if err != nil {
-		e.log.Error().Err(err).Msg("cannot check for interrupted restores")
-	}
-	for _, r := range rs {
-		name := "restore_" + r.Kind + ":" + r.Target
-		e.log.Warn().Int64("restore", r.ID).Str("kind", r.Kind).Str("target", r.Target).Str("safety", r.Safety).Msg(r.Error)
-		e.metrics.Restore.Runs.WithLabelValues(r.Kind, state.OutcomeInterrupted).Inc()
-		// /health is degraded until the same restore succeeds (the Runner clears it) or opsd restarts.
-		e.problems.Set("interrupted:"+name, r.Error)
-		e.sentry.CaptureJobFailure(telemetry.JobFailure{Job: name, Kind: "restore_" + r.Kind, Target: r.Target, Err: errors.New(r.Error)})
-	}
-	return rs
+	return restore.ReportInterrupted(ctx, e.state, restore.Reporting{Log: e.log, Metrics: e.metrics.Restore, Problems: e.problems, Sentry: e.sentry})
 }
 
 // startRestoreRun starts a restore in the background through the Runner; release is called once
