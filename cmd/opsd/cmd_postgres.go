@@ -11,7 +11,6 @@ import (
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/internal/artifact"
-	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/jobs"
@@ -40,8 +39,7 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if *date != "" && !layout.IsDate(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+	if !validDate(stderr, *date) {
 		return 2
 	}
 	r, code := openRestore(*cfgPath, stdout, stderr)

@@ -117,8 +117,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if *date != "" && !layout.IsDate(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+	if !validDate(stderr, *date) {
 		return 2
 	}
 	r, code := openRestore(*cfgPath, stdout, stderr)

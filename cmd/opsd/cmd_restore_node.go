@@ -36,8 +36,7 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := fs.Arg(0)
-	if *date != "" && !layout.IsDate(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+	if !validDate(stderr, *date) {
 		return 2
 	}
 	r, ids, code := openDockerRestore("restore container", *cfgPath, *identity, stdout, stderr)
