@@ -2,7 +2,24 @@
 # pure-Go SQLite) in a scratch image, running as a non-root user, with a writable /tmp and a
 # HEALTHCHECK on /health/ready at the job file's http.listen. The context is the Go sources only
 # (.dockerignore). Without a registry, `bash .ci/image` builds the same image from a binary built
-# on the host.
+# on the host (and the host's pg_dump/pg_restore).
+#
+# The postgres kinds run PostgreSQL's own pg_dump and pg_restore: they are copied, with every
+# library they load, from the official postgres image of PG_MAJOR (at least the platform
+# server's major version: pg_dump refuses newer servers) to /usr/lib/postgresql/N/bin, where opsd
+# looks first.
+ARG PG_MAJOR=16
+FROM postgres:${PG_MAJOR}-bookworm AS pgclient
+ARG PG_MAJOR
+RUN set -eu; mkdir -p /out; \
+    for tool in pg_dump pg_restore; do \
+      f="/usr/lib/postgresql/${PG_MAJOR}/bin/$tool"; \
+      for p in "$f" $(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do \
+        mkdir -p "/out$(dirname "$p")" && cp -L "$p" "/out$p"; \
+      done; \
+    done; \
+    "/out/usr/lib/postgresql/${PG_MAJOR}/bin/pg_dump" --version
+
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -22,6 +39,7 @@ COPY --from=build /out/group /etc/group
 COPY --from=build --chown=65532:65532 /out/var/lib/opsd /var/lib/opsd
 COPY --from=build --chown=65532:65532 /out/tmp /tmp
 COPY --from=build /out/opsd /opsd
+COPY --from=pgclient /out/ /
 # Container exports need the Docker socket: mount it and add the socket's group with
 # `--group-add $(stat -c %g /var/run/docker.sock)`.
 USER 65532:65532

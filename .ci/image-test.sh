@@ -3,8 +3,10 @@
 # file, the platform's data directory and the Docker socket mounted, becomes healthy on the job
 # file's (non-default) listen address, and inside it a database backup, a container export and
 # both drills succeed (they write temp files under /tmp as the non-root user). Also checks that
-# .dockerignore keeps the multi-stage build's context to the Go sources.
-# Needs: a Docker engine, go, sqlite3, /bin/busybox (busybox-static). Removes everything it made.
+# .dockerignore keeps the multi-stage build's context to the Go sources. With PostgreSQL (the
+# cluster in OPSD_TEST_PG_DSN, else one started by .ci/start-postgres.sh), the image's own
+# pg_dump and pg_restore back up and drill a database (a second container on the host network).
+# Needs: a Docker engine, go, sqlite3, psql, /bin/busybox (busybox-static). Removes everything it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -19,14 +21,20 @@ tenant_image="opsd-imgtest-busybox:$suffix"
 ctx_image="opsd-imgtest-context:$suffix"
 port=9311
 work="$(mktemp -d)"
+pgdb="opsd_imgtest_$suffix"
+started_pg=""
 cleanup() {
   status=$?
+  if [ -n "${OPSD_TEST_PG_DSN:-}" ]; then
+    psql -q "$OPSD_TEST_PG_DSN" -c "DROP DATABASE IF EXISTS $pgdb" >/dev/null 2>&1 || true
+  fi
+  [ -n "$started_pg" ] && bash .ci/stop-postgres.sh
   if [ "$status" -ne 0 ] && docker inspect "$name" >/dev/null 2>&1; then
     echo "--- opsd container logs"; docker logs --tail 50 "$name" 2>&1 || true
     docker inspect --format '{{json .State.Health}}' "$name" 2>/dev/null || true
   fi
   docker rm -f -v "$name" "$tenant" >/dev/null 2>&1 || true
-  docker rm -f "ctx-$suffix" >/dev/null 2>&1 || true
+  docker rm -f "ctx-$suffix" "$name-pg" >/dev/null 2>&1 || true
   docker rmi -f "$image" "$tenant_image" "$ctx_image" >/dev/null 2>&1 || true
   rm -rf "$work"
   exit "$status"
@@ -128,4 +136,44 @@ echo "== what the store holds"
 list="$(docker exec "$name" /opsd backups list -o json)"
 grep -q "nightly/imgtest/$tenant/" <<<"$list" || fail "no nightly export of $tenant in the store: $list"
 grep -q 'platform/' <<<"$list" || fail "no platform backup in the store"
+
+echo "== postgres_backup and postgres_drill with the image's pg_dump and pg_restore"
+command -v psql >/dev/null || fail "psql is missing (apt-get install postgresql-client)"
+if [ -z "${OPSD_TEST_PG_DSN:-}" ]; then
+  eval "$(OPSD_PG_PORT=${OPSD_PG_PORT:-55439} bash .ci/start-postgres.sh)"
+  started_pg=1
+fi
+psql -q "$OPSD_TEST_PG_DSN" -c "CREATE DATABASE $pgdb" >/dev/null
+pgdsn="$(sed -E "s#^(postgres(ql)?://[^/]+)/[^?]*#\1/$pgdb#" <<<"$OPSD_TEST_PG_DSN")"
+psql -q "$pgdsn" -c "CREATE TABLE credit_transactions(id int primary key, amount bigint); INSERT INTO credit_transactions SELECT g, g*10 FROM generate_series(1, 1000) g;" >/dev/null
+mkdir -p "$work/pg/etc" "$work/pg/var"
+printf '%s\n' "$pgdsn" > "$work/pg/etc/dsn"
+cat > "$work/pg/etc/opsd.yaml" <<YAML
+node_id: imgtest-pg
+state: {path: /var/lib/opsd/state.db}
+storage: {backend: local, local: {path: /var/lib/opsd/store}}
+jobs:
+  - {name: platform-pg, kind: postgres_backup, schedule: "0 3 * * *", dsn_file: /etc/opsd/dsn}
+  - name: platform-pg-drill
+    kind: postgres_drill
+    schedule: "@monthly"
+    dsn_file: /etc/opsd/dsn
+    tables: [credit_transactions]
+    critical: [credit_transactions]
+YAML
+chmod 644 "$work/pg/etc/opsd.yaml" "$work/pg/etc/dsn"
+chmod 777 "$work/pg/var"
+pgrun() {
+  docker run --rm --name "$name-pg" --network host -v "$work/pg/etc:/etc/opsd:ro" -v "$work/pg/var:/var/lib/opsd" "$image" "$@" 2>&1
+}
+out="$(pgrun config check -c /etc/opsd/opsd.yaml)" || fail "config check: $out"
+echo "$out"
+out="$(pgrun backup postgres -c /etc/opsd/opsd.yaml)" || fail "backup postgres: $out"
+grep -q "postgres/" <<<"$out" || fail "backup postgres names no dump: $out"
+echo "$out" | tail -n 2
+out="$(pgrun drill postgres -c /etc/opsd/opsd.yaml)" || fail "drill postgres: $out"
+grep -q "RTO" <<<"$out" || fail "drill postgres reports no RTO: $out"
+echo "$out" | tail -n 3
+pw="$(sed -E 's#^[^:]+://[^:]+:([^@]+)@.*#\1#' <<<"$OPSD_TEST_PG_DSN")"
+grep -qF "$pw" <<<"$out" && fail "the drill printed the password"
 echo "image-test: ok"

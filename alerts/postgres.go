@@ -12,9 +12,18 @@ import (
 	"github.com/wopr-network/opsd/internal/postgres"
 )
 
-// IsPostgres reports whether a rule's db is a PostgreSQL connection URL (else a SQLite path).
+// IsPostgres reports whether a rule's db is a PostgreSQL DSN (else a SQLite path): a
+// postgres:// or postgresql:// URL, or libpq's key=value settings naming a host or a database.
 func IsPostgres(db string) bool {
-	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+		return true
+	}
+	for _, f := range strings.Fields(db) {
+		if k, _, ok := strings.Cut(f, "="); ok && (k == "host" || k == "hostaddr" || k == "dbname") {
+			return true
+		}
+	}
+	return false
 }
 
 // numberDB runs read-only queries that return one number; :now is the evaluation time in ms.
@@ -24,7 +33,7 @@ type numberDB interface {
 }
 
 // openNumbers opens db read-only: a SQLite file, or a PostgreSQL database (a read-only
-// transaction) when db is a postgresql:// URL.
+// transaction) when db is a PostgreSQL DSN (IsPostgres).
 func openNumbers(ctx context.Context, db string) (numberDB, error) {
 	if !IsPostgres(db) {
 		d, err := openReadOnly(db)

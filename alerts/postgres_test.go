@@ -96,3 +96,20 @@ func TestDrillFailedCoversPostgresDrills(t *testing.T) {
 		t.Fatalf("drill: %+v", ev)
 	}
 }
+
+// TestIsPostgres: URLs and libpq's key=value settings are PostgreSQL; file paths are SQLite.
+func TestIsPostgres(t *testing.T) {
+	for db, want := range map[string]bool{
+		"postgresql://wopr:pw@postgres:5432/wopr_platform":         true,
+		"postgres://wopr@db/x":                                     true,
+		"host=postgres user=wopr password=pw dbname=wopr_platform": true,
+		"dbname=wopr_platform host=/var/run/postgresql":            true,
+		"/data/platform/gateway.db":                                false,
+		"/data/odd=name/gateway.db":                                false,
+		"file:/data/gateway.db?mode=ro":                            false,
+	} {
+		if got := IsPostgres(db); got != want {
+			t.Errorf("IsPostgres(%q) = %v, want %v", db, got, want)
+		}
+	}
+}

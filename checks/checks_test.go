@@ -161,6 +161,26 @@ func TestPlatformDrillChecksumMismatchOnS3(t *testing.T) {
 	}
 }
 
+// TestPlatformDrillCorruptCompressedArtifact: the drill decodes while it downloads, so a flipped
+// byte in a compressed, encrypted object makes the decoder fail mid-stream; the drill still reads
+// the whole object and reports the checksum mismatch (the cause), and leaves no scratch file.
+func TestPlatformDrillCorruptCompressedArtifact(t *testing.T) {
+	id, _ := age.GenerateX25519Identity()
+	store, _ := local.New(t.TempDir())
+	backupSet(t, t.TempDir(), store, day1, nil, func(c *jobs.SQLiteBackupConfig) {
+		c.Compression, c.Recipients = "zstd", []age.Recipient{id.Recipient()}
+	})
+	flip(t, store, "platform/20261125/credits-20261125.db.zst.age")
+	tmp := t.TempDir()
+	res, err := newDrill(store, tmp, func(c *PlatformDrillConfig) { c.Identities = []age.Identity{id} }).Run(context.Background())
+	if err == nil || !strings.Contains(res.Report, "FAIL  credits — sha256 mismatch: object has ") || !strings.Contains(res.Report, "Result: 6 passed, 1 failed, 0 skipped\n") {
+		t.Fatalf("drill of a corrupted compressed set: %v\n%s", err, res.Report)
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Fatalf("scratch files left: %v", entries)
+	}
+}
+
 func TestPlatformDrillFallsBackToNewestCompleteSet(t *testing.T) {
 	store, _ := local.New(t.TempDir())
 	dir := t.TempDir()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/prefixlock"
@@ -34,8 +35,14 @@ type OffsiteVerifyConfig struct {
 	Node          string
 	NightlyMaxAge time.Duration
 	HotMaxAge     time.Duration
-	Locks         *prefixlock.Locks
-	Now           func() time.Time
+	// PostgresDatabases are the PostgreSQL databases (postgres_backup jobs) whose dumps are
+	// verified like the sets: the newest Dates dumps have a manifest matching the object (size,
+	// and with Deep the newest one's SHA-256), and the newest is younger than PostgresMaxAge
+	// (default MaxAge).
+	PostgresDatabases []string
+	PostgresMaxAge    time.Duration
+	Locks             *prefixlock.Locks
+	Now               func() time.Time
 }
 
 // ContainerLister lists containers (the Docker client).
@@ -67,6 +74,9 @@ func NewOffsiteVerify(name string, cfg OffsiteVerifyConfig, store storage.Store)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PostgresMaxAge == 0 {
+		cfg.PostgresMaxAge = cfg.MaxAge
 	}
 	if cfg.Locks == nil {
 		cfg.Locks = prefixlock.New()
@@ -110,6 +120,15 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 		return jobs.Result{}, err
 	}
 	defer release()
+	if len(v.cfg.PostgresDatabases) > 0 {
+		if root := v.cfg.Layout.Root(layout.Postgres); root != v.cfg.Prefix {
+			releasePG, err := v.cfg.Locks.Acquire(ctx, root, false, "verify "+v.name)
+			if err != nil {
+				return jobs.Result{}, err
+			}
+			defer releasePG()
+		}
+	}
 	now := v.cfg.Now()
 	rep := VerifyReport{Job: v.name, CheckedAt: now.UTC(), Deep: v.cfg.Deep, Problems: []Problem{}, Dates: []string{}}
 	add := func(kind, key, format string, args ...any) {
@@ -162,6 +181,18 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 		}
 		res.Targets = append(res.Targets, t)
 	}
+	for _, db := range v.cfg.PostgresDatabases {
+		before := len(rep.Problems)
+		n, err := v.verifyPostgres(ctx, now, db, add)
+		if err != nil {
+			return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
+		}
+		t := jobs.TargetResult{Name: "postgres " + db, Status: jobs.TargetOK, Note: fmt.Sprintf("%d dumps", n)}
+		if k := len(rep.Problems) - before; k > 0 {
+			t.Status, t.Err = jobs.TargetFailed, fmt.Errorf("%d problems", k)
+		}
+		res.Targets = append(res.Targets, t)
+	}
 	if v.cfg.Containers != nil {
 		before := len(rep.Problems)
 		n, err := v.verifyContainers(ctx, now, add)
@@ -193,6 +224,62 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 		return res, fmt.Errorf("offsite verification found %d missing and %d mismatched objects", stats.Missing, stats.Mismatched)
 	}
 	return res, nil
+}
+
+// verifyPostgres checks a database's dumps: the newest is younger than PostgresMaxAge (counted
+// from the end of its key's date, as sets are), and each of the newest Dates dumps has a
+// manifest naming it, the database and the object's size (a deep run also re-reads the newest
+// and compares its SHA-256). It returns how many dumps it checked.
+func (v *OffsiteVerify) verifyPostgres(ctx context.Context, now time.Time, db string, add func(kind, key, format string, args ...any)) (int, error) {
+	want := layout.Fields{Target: db}
+	where := v.cfg.Layout.Templates(layout.Postgres)[0].Prefix(want)
+	list, err := v.cfg.Layout.Artifacts(ctx, v.store, want, layout.Postgres)
+	if err != nil {
+		return 0, err
+	}
+	if len(list) == 0 {
+		add("missing", where, "%s has no dump with a manifest", db)
+		return 0, nil
+	}
+	newest := list[0]
+	if age := now.Sub(v.dayEnd(newest)); age > v.cfg.PostgresMaxAge {
+		add("missing", where, "the newest dump of %s (%s) is older than %s", db, newest.Key, v.cfg.PostgresMaxAge)
+	}
+	n := 0
+	for i, a := range list {
+		if i >= v.cfg.Dates {
+			break
+		}
+		n++
+		m, err := artifact.ReadManifest(ctx, v.store, a.Key)
+		switch {
+		case err != nil:
+			add("mismatched", artifact.ManifestKey(a.Key), "cannot read the manifest: %v", err)
+		case m.Key != a.Key || m.Kind != "postgres" || m.Target != db:
+			add("mismatched", artifact.ManifestKey(a.Key), "the manifest describes %s (%s %s), not this dump of %s", m.Key, m.Kind, m.Target, db)
+		case a.Object.Size == 0:
+			add("mismatched", a.Key, "the object is empty")
+		case a.Object.Size != m.Size:
+			add("mismatched", a.Key, "the object has %d bytes, its manifest says %d", a.Object.Size, m.Size)
+		case i == 0 && v.cfg.Deep:
+			sum, size, err := hashObject(ctx, v.store, a.Key)
+			if err != nil {
+				add("missing", a.Key, "cannot read: %v", err)
+			} else if sum != m.SHA256 || size != m.Size {
+				add("mismatched", a.Key, "sha256 %s, manifest says %s", sum, m.SHA256)
+			}
+		}
+	}
+	return n, nil
+}
+
+// dayEnd is when a dump's date ends (its key's date plus a day), or its upload time when the
+// key names no date: ages count from there, as for the sets.
+func (v *OffsiteVerify) dayEnd(a layout.Artifact) time.Time {
+	if t, ok := a.KeyTime(); ok && a.Fields.Time == "" && a.Stamp == "" {
+		return t.Add(24 * time.Hour)
+	}
+	return a.Time()
 }
 
 func hashObject(ctx context.Context, store storage.Store, key string) (string, int64, error) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -27,7 +29,7 @@ type PostgresDrillConfig struct {
 	Tools  postgres.Tools
 	// Database is whose dumps are drilled (the manifests' target).
 	Database string
-	Prefix   string // "postgres/"
+	Prefix   string // default layout.PostgresRoot
 	// Tables must exist in the restored database; Critical tables must hold rows.
 	Tables, Critical []string
 	// Jobs is pg_restore --jobs.
@@ -64,7 +66,7 @@ type PostgresDrill struct {
 // NewPostgresDrill returns the drill.
 func NewPostgresDrill(name string, cfg PostgresDrillConfig, store storage.Store) *PostgresDrill {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "postgres/"
+		cfg.Prefix = layout.PostgresRoot
 	}
 	if cfg.Jobs < 1 {
 		cfg.Jobs = 2
@@ -190,20 +192,18 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 	}
 	defer os.RemoveAll(scratchDir)
 
+	// Download, check and decode in one pass into the file pg_restore --jobs reads: the stored
+	// bytes are hashed as they stream and the copy fails at the end when they differ from the
+	// manifest, before pg_restore sees the file. (Downloading to a file and decoding it after
+	// wrote and read the compressed dump once more and could not overlap the two.)
 	tm.Start("download")
-	dl := filepath.Join(scratchDir, "download")
-	if err := artifact.DownloadVerified(ctx, d.store, m, dl, nil); err != nil {
-		return finish(err)
-	}
 	if m.Size == 0 {
 		return finish(errors.New("empty file"))
 	}
-	tm.Start("decode")
 	dump := filepath.Join(scratchDir, "dump")
-	if err := artifact.DecodeFile(dl, dump, m, d.cfg.Identities); err != nil {
-		return finish(fmt.Errorf("decode: %w", err))
+	if err := downloadDecoded(ctx, d.store, m, d.cfg.Identities, dump); err != nil {
+		return finish(err)
 	}
-	os.Remove(dl)
 
 	tm.Start("create")
 	admin, err := d.cfg.Server.Connect(ctx)
@@ -258,4 +258,30 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 	}
 	conn.Close(ctx)
 	return finish(nil)
+}
+
+// downloadDecoded writes an artifact's decoded content to a new file; the copy fails (and the
+// file is removed) when the stored bytes do not match the manifest's size and SHA-256.
+func downloadDecoded(ctx context.Context, store storage.Store, m artifact.Manifest, ids []age.Identity, to string) error {
+	rc, err := artifact.Open(ctx, store, m, ids)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", m.Key, err)
+	}
+	_, err = io.Copy(out, rc)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(to)
+		if errors.Is(err, artifact.ErrChecksum) {
+			return err
+		}
+		return fmt.Errorf("download and decode %s (corrupt or unreadable): %w", m.Key, err)
+	}
+	return nil
 }

@@ -38,6 +38,8 @@ func (c *Config) Layout() (*layout.Layout, error) {
 			add(&t.Nightly, j.ContainerExport.Key)
 		case j.DirSnapshot != nil:
 			add(&t.Snapshot, j.DirSnapshot.Key)
+		case j.PostgresBackup != nil:
+			add(&t.Postgres, j.PostgresBackup.Key)
 		}
 	}
 	l, err := layout.New(t)

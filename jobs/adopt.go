@@ -47,7 +47,9 @@ type AdoptItem struct {
 	Key    string `json:"key"`
 	Kind   string `json:"kind,omitempty"`
 	Target string `json:"target,omitempty"`
-	Size   int64  `json:"size"`
+	// Tier is the tier recorded in an adopted archive's manifest (--tier).
+	Tier string `json:"tier,omitempty"`
+	Size int64  `json:"size"`
 	// Reason says why a candidate failed or was skipped.
 	Reason string `json:"reason,omitempty"`
 }
@@ -69,7 +71,11 @@ func (r AdoptReport) Text() string {
 		b.WriteString("DRY RUN: no manifest is written\n")
 	}
 	for _, it := range r.Adopted {
-		fmt.Fprintf(&b, "%-12s %s  (%s %s, %d bytes)\n", verb, it.Key, it.Kind, it.Target, it.Size)
+		tier := ""
+		if it.Tier != "" {
+			tier = ", tier " + it.Tier
+		}
+		fmt.Fprintf(&b, "%-12s %s  (%s %s, %d bytes%s)\n", verb, it.Key, it.Kind, it.Target, it.Size, tier)
 	}
 	for _, it := range r.Failed {
 		fmt.Fprintf(&b, "%-12s %s  %s\n", "FAIL", it.Key, it.Reason)
@@ -130,7 +136,7 @@ func Adopt(ctx context.Context, store storage.Store, cfg AdoptConfig) (AdoptRepo
 			continue
 		}
 		m, reason := adoptOne(ctx, store, cfg, o)
-		it.Kind, it.Target = m.Kind, m.Target
+		it.Kind, it.Target, it.Tier = m.Kind, m.Target, m.Tier
 		switch {
 		case reason == "":
 		case strings.HasPrefix(reason, "skip: "):
@@ -185,7 +191,8 @@ func adoptOne(ctx context.Context, store storage.Store, cfg AdoptConfig, o stora
 		m.Compression = artifact.Gzip
 		return m, verifyArchive(ctx, store, &m)
 	case strings.HasSuffix(base, ".db"):
-		m.Kind = "sqlite"
+		m.Kind, m.Tier = "sqlite", "" // tiers are the archives' (retention of tenants), not databases'
+
 		name := strings.TrimSuffix(base, ".db")
 		if g := dbDateName.FindStringSubmatch(name); g != nil {
 			name = g[1] + g[2]

@@ -109,6 +109,7 @@ func TestAdoptVerifiesOldBackups(t *testing.T) {
 	for _, want := range []string{
 		"WOULD ADOPT  platform/20250101/auth-20250101.db  (sqlite auth,",
 		"WOULD ADOPT  nightly/node-1/tenant_old/tenant_old_20250101.tar.gz  (container tenant_old,",
+		"bytes, tier free)",
 		"FAIL         platform/20250101/billing-20250101.db  missing tables of billing: meter_events",
 		"FAIL         platform/20250101/credits-20250101.db  an empty file",
 		"FAIL         platform/20250101/audit-20250101.db  not a SQLite database",
@@ -138,7 +139,10 @@ func TestAdoptVerifiesOldBackups(t *testing.T) {
 		if k == "platform/20250101/auth-20250101.db" && (m.Kind != "sqlite" || m.Target != "auth" || m.SQLite == nil || !m.CreatedAt.Equal(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))) {
 			t.Fatalf("manifest of the adopted database: %+v", m)
 		}
-		if strings.HasPrefix(k, "nightly/") && (m.Kind != "container" || m.Node != "node-1" || m.Compression != artifact.Gzip) {
+		if k == "platform/20250101/auth-20250101.db" && m.Tier != "" {
+			t.Fatalf("an adopted database got tier %q", m.Tier)
+		}
+		if strings.HasPrefix(k, "nightly/") && (m.Kind != "container" || m.Node != "node-1" || m.Compression != artifact.Gzip || m.Tier != "free") {
 			t.Fatalf("manifest of the adopted archive: %+v", m)
 		}
 	}

@@ -18,6 +18,26 @@ type DryRunner interface {
 // IsDryRun reports whether the prune only plans.
 func (p *Prune) IsDryRun() bool { return p.cfg.DryRun }
 
+// isDryRun reports whether j only plans (a prune with dry_run: true in its config).
+func isDryRun(j Job) bool {
+	d, ok := j.(DryRunner)
+	return ok && d.IsDryRun()
+}
+
+// DryRunPrefix starts the recorded summary of a scheduled or triggered run of a job configured
+// as a dry run (prune with dry_run: true): the run is in the history, marked as what it was.
+const DryRunPrefix = "dry run, nothing deleted: "
+
+// dryRunSummary marks a dry run's summary. A dry run is recorded in job_runs (its schedule
+// ran), but it is not a successful run of the job: the job's last-success time does not move,
+// so a prune left in dry_run still shows as one that has not pruned, and no prune counter moves.
+func dryRunSummary(dry bool, summary string) string {
+	if !dry {
+		return summary
+	}
+	return DryRunPrefix + summary
+}
+
 // Plan runs a job that only plans (a dry run) in the foreground. A plan is not a run of the
 // job: nothing is recorded in job_runs or backup_status, no metric moves and nothing goes to
 // Sentry, so a dry run never passes for a successful prune. The outcome says whether planning

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"strings"
 	"time"
 
 	"filippo.io/age"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/storage"
 )
@@ -20,7 +20,7 @@ type PostgresBackupConfig struct {
 	DSN   postgres.DSN
 	Tools postgres.Tools
 	// KeyTemplate names the object: {date} (YYYYMMDD in Location), {database}, {node}. The
-	// format's suffix (.zst, .age) is appended.
+	// format's suffix (.zst, .age) is appended. Default: layout.DefaultPostgres.
 	KeyTemplate string
 	Compression string
 	Recipients  []age.Recipient
@@ -42,13 +42,19 @@ type PostgresBackupConfig struct {
 type PostgresBackup struct {
 	name  string
 	cfg   PostgresBackupConfig
+	tpl   layout.Template
 	store storage.Store
 }
 
-// NewPostgresBackup returns the job.
+// NewPostgresBackup returns the job; a bad key template (config validation rejects those) is
+// replaced by the default.
 func NewPostgresBackup(name string, cfg PostgresBackupConfig, store storage.Store) *PostgresBackup {
 	if cfg.KeyTemplate == "" {
-		cfg.KeyTemplate = "postgres/{date}/{database}-{date}.dump"
+		cfg.KeyTemplate = layout.DefaultPostgres
+	}
+	tpl, err := layout.Parse(cfg.KeyTemplate)
+	if err != nil {
+		cfg.KeyTemplate, tpl = layout.DefaultPostgres, layout.MustParse(layout.DefaultPostgres)
 	}
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
@@ -56,7 +62,7 @@ func NewPostgresBackup(name string, cfg PostgresBackupConfig, store storage.Stor
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &PostgresBackup{name: name, cfg: cfg, store: store}
+	return &PostgresBackup{name: name, cfg: cfg, tpl: tpl, store: store}
 }
 
 // Name returns the job's name.
@@ -70,9 +76,8 @@ func (b *PostgresBackup) Database() string { return b.cfg.DSN.Database() }
 
 // Key returns the object key of the dump taken at the given time.
 func (b *PostgresBackup) Key(at time.Time) string {
-	date := at.In(b.cfg.Location).Format("20060102")
-	r := strings.NewReplacer("{date}", date, "{database}", b.cfg.DSN.Database(), "{node}", b.cfg.Node)
-	return r.Replace(b.cfg.KeyTemplate) + artifact.Suffix(b.cfg.Compression, len(b.cfg.Recipients) > 0)
+	f := layout.Fields{Node: b.cfg.Node, Target: b.cfg.DSN.Database(), Date: at.In(b.cfg.Location).Format(layout.DateFormat)}
+	return b.tpl.Key(f) + artifact.Suffix(b.cfg.Compression, len(b.cfg.Recipients) > 0)
 }
 
 // CheckVersion connects to the server and fails when pg_dump is older than it. It returns

@@ -250,8 +250,9 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		outcome, runErr = state.OutcomeFailure, fmt.Errorf("record the run in the state database: %w", recErr)
 	}
 	phases, _ := json.Marshal(phaseMap(res.Phases))
+	dry := isDryRun(j)
 	run := state.Run{ID: id, Job: name, Kind: kind, Trigger: trigger, StartedAt: started, FinishedAt: &finished,
-		Outcome: outcome, Bytes: res.Bytes, Summary: res.Summary, Phases: string(phases)}
+		Outcome: outcome, Bytes: res.Bytes, Summary: dryRunSummary(dry, res.Summary), Phases: string(phases)}
 	if runErr != nil {
 		run.Error = runErr.Error()
 	}
@@ -300,7 +301,9 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 			m.BytesUploaded.WithLabelValues(name, kind).Add(float64(res.Bytes))
 		}
 	}
-	if outcome == state.OutcomeSuccess {
+	if outcome == state.OutcomeSuccess && dry {
+		log.Info().Int64("duration_ms", dur.Milliseconds()).Str("summary", res.Summary).Msg("dry run finished: nothing deleted")
+	} else if outcome == state.OutcomeSuccess {
 		if !oneOff {
 			m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
 			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)

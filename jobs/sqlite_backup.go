@@ -180,7 +180,7 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 	tmp := sqlite.TempPath(dir, db.Name)
 	defer sqlite.RemoveDB(tmp)
 	copyCtx, cancel := context.WithTimeout(ctx, b.cfg.CopyTimeout)
-	err := sqlite.Backup(copyCtx, db.Path, tmp)
+	err := sqlite.BackupScratch(copyCtx, db.Path, tmp)
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {

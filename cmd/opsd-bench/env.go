@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/storage"
@@ -131,13 +132,20 @@ func vmRSS(path string) float64 {
 
 func numCPU() int { return runtime.NumCPU() }
 
-// timed runs fn, measuring wall time and this process's peak RSS.
+// cpuSelf returns this process's user+system CPU time.
+func cpuSelf() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// timed runs fn, measuring wall time, this process's CPU time and peak RSS.
 func timed(fn func() (int64, error)) sample {
 	runtime.GC()
 	rs := sampleRSS(0)
-	start := time.Now()
+	start, c0 := time.Now(), cpuSelf()
 	n, err := fn()
-	s := sample{d: time.Since(start), rssMB: rs.Stop(), bytes: n}
+	s := sample{d: time.Since(start), rssMB: rs.Stop(), bytes: n, cpu: cpuSelf() - c0}
 	if err != nil {
 		s.failed = err.Error()
 	}
@@ -152,6 +160,9 @@ func timedCmd(ctx context.Context, limit time.Duration, bytes int64, name string
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	s := sample{d: time.Since(start), bytes: bytes}
+	if cmd.ProcessState != nil {
+		s.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	switch {
 	case cctx.Err() != nil:
 		s.failed = fmt.Sprintf("did not finish in %s", limit)

@@ -2,7 +2,10 @@
 // on the same machine in the same run: each scenario runs opsd and its peer alternately for
 // several rounds and prints a Markdown table (median, min, max, throughput, peak RSS, ratio).
 //
-//	go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [scenario...]
+//	go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [--slow-disk] [scenario...]
+//
+// --slow-disk (root) puts the work directory and the S3 engine's data on a throttled loop device
+// (slowdisk.go) that reproduces a machine with a slower disk.
 //
 // Scenarios: sqlite, upload, export, drill, idle, scrape, prune, node-restore (default: all). It starts what it
 // needs on loopback: the S3 engine of the integration tier (.ci/start-seaweedfs.sh) unless
@@ -15,6 +18,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -43,6 +48,7 @@ type bench struct {
 	rounds int
 	dir    string
 	s3     s3Env
+	slow   *slowDisk // nil unless --slow-disk
 }
 
 func run() int {
@@ -50,6 +56,14 @@ func run() int {
 	rounds := flag.Int("rounds", 3, "rounds per scenario (opsd and peer alternate)")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	limit := flag.Duration("time-limit", 0, "give up on a peer run after this long and report \"did not finish\" (default per size)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (opsd's in-process scenarios) to this file")
+	slow := flag.Bool("slow-disk", false, "run on a throttled loop device (root; see slowdisk.go and the README)")
+	var sd slowDiskConfig
+	flag.IntVar(&sd.MBps, "slow-disk-mbps", 150, "--slow-disk: read and write bandwidth, MB/s")
+	flag.IntVar(&sd.IOPS, "slow-disk-iops", 3000, "--slow-disk: read and write requests per second (0: no limit)")
+	flag.IntVar(&sd.DirtyMB, "slow-disk-dirty-mb", 256, "--slow-disk: cap on the device's dirty page cache, MiB (0: kernel default)")
+	flag.IntVar(&sd.SizeGB, "slow-disk-gb", 24, "--slow-disk: size of the sparse disk image, GiB")
+	flag.StringVar(&sd.Parent, "slow-disk-image-dir", "", "--slow-disk: directory for the image file (default: the temp dir)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune node-restore postgres coordination]\n\n")
 		flag.PrintDefaults()
@@ -71,7 +85,18 @@ func run() int {
 			return 2
 		}
 	}
-	dir, err := os.MkdirTemp("", "opsd-bench-")
+	var disk *slowDisk
+	if *slow {
+		var err error
+		if disk, err = newSlowDisk(context.Background(), sd); err != nil {
+			fmt.Fprintf(os.Stderr, "opsd-bench: %v\n", err)
+			return 1
+		}
+		defer disk.Close()
+		os.Setenv("OPSD_WEED_DIR", filepath.Join(disk.Dir, "weed")) // the S3 engine's data too
+		os.Setenv("TMPDIR", disk.Dir)                               // and every tool's temp files
+	}
+	dir, err := os.MkdirTemp(os.Getenv("TMPDIR"), "opsd-bench-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -82,7 +107,7 @@ func run() int {
 	if *limit > 0 {
 		sz.timeLimit = *limit
 	}
-	b := &bench{sz: sz, rounds: *rounds, dir: dir}
+	b := &bench{sz: sz, rounds: *rounds, dir: dir, slow: disk}
 	ctx := context.Background()
 	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill") || contains(scen, "node-restore") || contains(scen, "postgres")
 	if needS3 {
@@ -93,7 +118,19 @@ func run() int {
 		}
 		defer stop()
 	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	fmt.Printf("# opsd-bench (%s sizes, %d rounds, %s, %d cores)\n\n", *size, *rounds, time.Now().UTC().Format("2006-01-02"), numCPU())
+	if disk != nil {
+		fmt.Printf("On a %s.\n\n", disk)
+	}
 	failed := false
 	for _, s := range scen {
 		var err error
@@ -143,7 +180,8 @@ func contains(xs []string, x string) bool {
 type sample struct {
 	d       time.Duration
 	rssMB   float64
-	failed  string // e.g. "did not finish in 5m"
+	failed  string        // e.g. "did not finish in 5m"
+	cpu     time.Duration // user+system CPU of the process that did the work (0: not measured)
 	bytes   int64
 	comment string
 }
@@ -182,15 +220,19 @@ func table(title, note string, rows []row) {
 	if note != "" {
 		fmt.Printf("%s\n\n", note)
 	}
-	fmt.Println("| variant | median | min | max | throughput | peak RSS | first row's time / this row's |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Println("| variant | median | min | max | throughput | CPU (median) | peak RSS | first row's time / this row's |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
 	base := rows[0].median()
 	for _, r := range rows {
 		ds := r.durations()
 		var fails []string
 		var rss float64
 		var bytes int64
+		var cpus []time.Duration
 		for _, s := range r.samples {
+			if s.cpu > 0 && s.failed == "" {
+				cpus = append(cpus, s.cpu)
+			}
 			if s.failed != "" {
 				fails = append(fails, s.failed)
 				if !strings.HasPrefix(s.failed, "did not finish") {
@@ -201,7 +243,7 @@ func table(title, note string, rows []row) {
 			bytes = max(bytes, s.bytes)
 		}
 		if len(ds) == 0 {
-			fmt.Printf("| %s | %s | | | | %s | |\n", r.name, strings.Join(uniq(fails), "; "), mb(rss))
+			fmt.Printf("| %s | %s | | | | | %s | |\n", r.name, strings.Join(uniq(fails), "; "), mb(rss))
 			continue
 		}
 		tp := ""
@@ -216,7 +258,12 @@ func table(title, note string, rows []row) {
 		if len(fails) > 0 {
 			med += fmt.Sprintf(" (%d of %d: %s)", len(fails), len(r.samples), strings.Join(uniq(fails), "; "))
 		}
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.name, med, dur(ds[0]), dur(ds[len(ds)-1]), tp, mb(rss), ratio)
+		cpu := ""
+		if len(cpus) > 0 {
+			sort.Slice(cpus, func(i, j int) bool { return cpus[i] < cpus[j] })
+			cpu = fmt.Sprintf("%.2fs", cpus[len(cpus)/2].Seconds())
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, med, dur(ds[0]), dur(ds[len(ds)-1]), tp, cpu, mb(rss), ratio)
 	}
 	fmt.Println()
 }

@@ -6,7 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wopr-network/opsd/checks"
@@ -96,20 +99,25 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	os.Setenv("PGPASSWORD", server.Password())
 	defer os.Unsetenv("PGPASSWORD")
 
-	backup := []row{{name: "opsd postgres_backup (pg_dump -Z0, parallel zstd, verified, upload)"}, {name: "pg_dump -Fc | s3cmd put -"}}
+	backup := []row{{name: "opsd postgres_backup (pg_dump -Z0, parallel zstd fastest, verified, staged upload)"}, {name: "pg_dump -Fc | s3cmd put -"}}
 	drill := []row{{name: "opsd postgres_drill (download, verify, restore --jobs 2, checks, drop)"}, {name: "s3cmd get + createdb + pg_restore --jobs 2 + dropdb"}}
 	date := time.Now().UTC().Format("20060102")
+	cpu := [2][]cpuSample{}
 	for r := 0; r < b.rounds; r++ {
 		job := jobs.NewPostgresBackup("bench", jobs.PostgresBackupConfig{DSN: db, Tools: tools, Compression: "zstd",
 			KeyTemplate: fmt.Sprintf("postgres/{date}/{database}-{date}-%d.dump", r)}, store)
+		m := startCPU()
 		backup[0].samples = append(backup[0].samples, timed(func() (int64, error) {
 			_, err := job.Run(ctx)
 			return size, err
 		}))
+		cpu[0] = append(cpu[0], m.stop())
 		peerKey := fmt.Sprintf("s3://%s/peer/%s-%d.dump", bucket, name, r)
+		m = startCPU()
 		backup[1].samples = append(backup[1].samples, timedCmd(ctx, b.sz.timeLimit, size, "bash", "-o", "pipefail", "-c",
 			fmt.Sprintf("%s -Fc --dbname=%q | s3cmd -c %s --no-progress --multipart-chunk-size-mb=16 put - %s >/dev/null",
 				tools.Path("pg_dump"), db.String(), b.s3.s3cfg, peerKey)))
+		cpu[1] = append(cpu[1], m.stop())
 
 		d := checks.NewPostgresDrill("bench", checks.PostgresDrillConfig{Server: server, Tools: tools, Database: name, Tables: []string{"meter_events", "credit_transactions"},
 			Critical: []string{"credit_transactions"}, Jobs: 2, TempDir: b.dir, Date: date}, store)
@@ -132,7 +140,87 @@ trap '%[4]s %[5]q -qc "DROP DATABASE IF EXISTS %[6]s WITH (FORCE)"' EXIT
 		os.RemoveAll(work)
 	}
 	table(fmt.Sprintf("postgres: backup of a %d MB database", size>>20),
-		"opsd's row includes the pipeline's SHA-256, pg_restore --list on the stream and the manifest. Goal: at least 1.5x the pipeline (ratio ≥ 1.5), peak RSS flat at any size.", backup)
+		"opsd's row includes the pipeline's SHA-256, pg_restore --list on the stream, staging, publishing and the manifest. Goal: at least 1.5x the pipeline (ratio ≥ 1.5), peak RSS flat at any size.", backup)
+	cpuTable("postgres: CPU seconds of the backup (median of the rounds)", backup, cpu[:])
 	table(fmt.Sprintf("postgres: drill of a %d MB database", size>>20), "opsd's row includes the SHA-256 check, the table checks and the scratch database's drop.", drill)
 	return nil
+}
+
+// cpuSample is the CPU time one variant's run used: the client side (this process and the
+// children it waited for: opsd with pg_dump and pg_restore, or the shell pipeline), the
+// PostgreSQL server's backends and the S3 engine (when their pids are known from
+// OPSD_PG_PID and OPSD_WEED_PID, as .ci/start-postgres.sh and .ci/start-seaweedfs.sh print them).
+type cpuSample struct{ client, server, s3 float64 }
+
+type cpuMeter struct{ c0, p0, w0 float64 }
+
+func startCPU() cpuMeter {
+	return cpuMeter{rusageCPU(), procCPU(os.Getenv("OPSD_PG_PID"), true), procCPU(os.Getenv("OPSD_WEED_PID"), false)}
+}
+
+func (m cpuMeter) stop() cpuSample {
+	time.Sleep(300 * time.Millisecond) // a backend's time reaches the postmaster when it exits
+	return cpuSample{rusageCPU() - m.c0, procCPU(os.Getenv("OPSD_PG_PID"), true) - m.p0, procCPU(os.Getenv("OPSD_WEED_PID"), false) - m.w0}
+}
+
+func rusageCPU() float64 {
+	var total float64
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		syscall.Getrusage(who, &ru)
+		total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	return total
+}
+
+// procCPU reads a process's CPU seconds from /proc (its waited-for children's with children:
+// the postmaster's children are the backends); 0 when pid is unknown.
+func procCPU(pid string, children bool) float64 {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if pid == "" || err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	i := 11 // utime, stime
+	if children {
+		i = 13 // cutime, cstime
+	}
+	if len(f) < i+2 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[i], 64)
+	s, _ := strconv.ParseFloat(f[i+1], 64)
+	return (u + s) / 100 // USER_HZ
+}
+
+func cpuTable(title string, rows []row, samples [][]cpuSample) {
+	fmt.Printf("## %s\n\n", title)
+	fmt.Println("The machine is shared: CPU seconds move far less with load than the wall clock. Server: the PostgreSQL backends; S3: the engine.")
+	fmt.Println()
+	fmt.Println("| variant | client CPU | server CPU | S3 engine CPU | total | first row's total / this row's |")
+	fmt.Println("|---|---|---|---|---|---|")
+	med := func(xs []float64) float64 {
+		if len(xs) == 0 {
+			return 0
+		}
+		ys := append([]float64(nil), xs...)
+		sort.Float64s(ys)
+		return ys[len(ys)/2]
+	}
+	var base float64
+	for i, r := range rows {
+		var c, p, w, t []float64
+		for _, s := range samples[i] {
+			c, p, w, t = append(c, s.client), append(p, s.server), append(w, s.s3), append(t, s.client+s.server+s.s3)
+		}
+		if i == 0 {
+			base = med(t)
+		}
+		ratio := ""
+		if med(t) > 0 {
+			ratio = fmt.Sprintf("%.2f", base/med(t))
+		}
+		fmt.Printf("| %s | %.2fs | %.2fs | %.2fs | %.2fs | %s |\n", r.name, med(c), med(p), med(w), med(t), ratio)
+	}
+	fmt.Println()
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/storage/local"
 )
 
 // TestAdoptCommandThenDrill: the old scripts left a platform set (the seven databases, one of
@@ -64,5 +67,49 @@ func TestAdoptCommandThenDrill(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"drill", "db", "-c", cfgPath, "--date", "20250101"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Result: 7 passed, 0 failed") {
 		t.Fatalf("drill of the adopted set: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+// TestAdoptTierFlag: `opsd adopt --tier NAME` records the tier in the manifests of adopted
+// nightly and on-demand archives (retention prunes them by it); an unknown tier is a usage error.
+func TestAdoptTierFlag(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	archive := func(key string) {
+		var tb bytes.Buffer
+		tw := tar.NewWriter(&tb)
+		tw.WriteHeader(&tar.Header{Name: "data/a.txt", Mode: 0o644, Size: 1})
+		tw.Write([]byte("a"))
+		tw.Close()
+		var gb bytes.Buffer
+		gw := gzip.NewWriter(&gb)
+		gw.Write(tb.Bytes())
+		gw.Close()
+		p := filepath.Join(store, filepath.FromSlash(key))
+		os.MkdirAll(filepath.Dir(p), 0o750)
+		if err := os.WriteFile(p, gb.Bytes(), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nightly, onDemand := "nightly/node-1/tenant_old/tenant_old_20250101.tar.gz", "on-demand/tenant_old/snap-20250102.tar.gz"
+	archive(nightly)
+	archive(onDemand)
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf("node_id: api-1\nstate:\n  path: %s/state.db\nstorage:\n  backend: local\n  local:\n    path: %s\n", dir, store))
+	var out, errb bytes.Buffer
+	if code := run([]string{"adopt", "-c", cfgPath, "--tier", "platinum"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `--tier "platinum" is not a tier`) {
+		t.Fatalf("unknown tier: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"adopt", "-c", cfgPath, "--tier", "pro"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Result: 2 adopted, 0 failed") ||
+		!strings.Contains(out.String(), "tier pro)") {
+		t.Fatalf("adopt --tier pro: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	ls, _ := local.New(store)
+	for _, k := range []string{nightly, onDemand} {
+		m, err := artifact.ReadManifest(context.Background(), ls, k)
+		if err != nil || !m.Adopted || m.Tier != "pro" || m.Kind != "container" {
+			t.Fatalf("%s: manifest %+v, %v", k, m, err)
+		}
 	}
 }

@@ -93,6 +93,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 	case "offsite_verify":
 		v := jc.OffsiteVerify
 		vc := checks.OffsiteVerifyConfig{Layout: keys, Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
+		vc.PostgresDatabases = postgresDatabases(d.cfg) // every postgres_backup job's database
 		nightly, hot := d.cfg.ContainerExports()
 		if (v.Containers == nil && nightly != nil) || (v.Containers != nil && *v.Containers) {
 			vc.Containers, vc.NamePrefix, vc.NightlyMaxAge = d.docker, "tenant_", v.NightlyMaxAge.D()

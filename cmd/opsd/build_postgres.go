@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
@@ -60,4 +62,46 @@ func postgresServer(dsn config.Secret, binDir string) (postgres.DSN, postgres.To
 	}
 	tools, err := postgres.FindTools(binDir)
 	return d, tools, err
+}
+
+// postgresDatabases are the databases the enabled postgres_backup jobs dump (offsite
+// verification checks their dumps).
+func postgresDatabases(cfg *config.Config) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, j := range cfg.Jobs {
+		if j.PostgresBackup == nil || !j.IsEnabled() {
+			continue
+		}
+		if dsn, err := postgres.ParseDSN(j.PostgresBackup.DSN.Value()); err == nil && !seen[dsn.Database()] {
+			seen[dsn.Database()] = true
+			out = append(out, dsn.Database())
+		}
+	}
+	return out
+}
+
+// checkPostgresTools is `opsd config check`'s look for the PostgreSQL client tools the enabled
+// postgres jobs run (pg_dump, pg_restore): a job file with a postgres_backup or postgres_drill
+// job on a host (or image) without them is reported, naming the job, instead of failing later.
+func checkPostgresTools(cfg *config.Config, path string, stderr io.Writer) int {
+	code := 0
+	for i, j := range cfg.Jobs {
+		dir := ""
+		switch {
+		case !j.IsEnabled():
+			continue
+		case j.PostgresBackup != nil:
+			dir = j.PostgresBackup.PgBinDir
+		case j.PostgresDrill != nil:
+			dir = j.PostgresDrill.PgBinDir
+		default:
+			continue
+		}
+		if _, err := postgres.FindTools(dir); err != nil {
+			fmt.Fprintf(stderr, "%s: jobs[%d] (%s, %s): %v\n", path, i, j.Name, j.Kind, err)
+			code = 1
+		}
+	}
+	return code
 }

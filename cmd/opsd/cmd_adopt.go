@@ -15,7 +15,7 @@ import (
 // cmdAdopt verifies backups opsd did not write and writes manifests marked adopted for those
 // that pass (jobs.Adopt).
 func cmdAdopt(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("adopt", "opsd adopt -c FILE [--prefix P] [--dry-run] [-o text|json]", stdout, stderr)
+	fs := newFlags("adopt", "opsd adopt -c FILE [--prefix P] [--tier T] [--dry-run] [-o text|json]", stdout, stderr)
 	cfgPath := configFlag(fs)
 	prefix := fs.String("prefix", "", "only objects under this prefix (e.g. platform/ or nightly/node-1/)")
 	dry := fs.Bool("dry-run", false, "verify and report, write no manifest")

@@ -26,6 +26,9 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 			enabled++
 		}
 	}
+	if code := checkPostgresTools(cfg, *cfgPath, stderr); code != 0 {
+		return code
+	}
 	fmt.Fprintf(stdout, "%s: ok (%d jobs, %d enabled, %s store)\n", *cfgPath, len(cfg.Jobs), enabled, cfg.Storage.Backend)
 	return 0
 }

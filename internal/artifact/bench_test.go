@@ -2,6 +2,7 @@ package artifact
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -91,3 +92,26 @@ func BenchmarkSHA256Counter(b *testing.B) {
 		_ = c.sum()
 	}
 }
+
+// BenchmarkGzipLevels compares deflate levels of the parallel writer (CPU per byte and ratio).
+func BenchmarkGzipLevels(b *testing.B) {
+	data := mixed()
+	for _, level := range []int{1, 2, 3, 6} {
+		b.Run(fmt.Sprintf("level%d", level), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			var n int64
+			for i := 0; i < b.N; i++ {
+				c := &countW{}
+				z, _ := newGzipWriter(c, level, 0, 0)
+				z.Write(data)
+				z.Close()
+				n = c.n
+			}
+			b.ReportMetric(float64(n)/float64(len(data)), "ratio")
+		})
+	}
+}
+
+type countW struct{ n int64 }
+
+func (c *countW) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

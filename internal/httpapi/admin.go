@@ -228,15 +228,56 @@ func (s *Server) adminStale(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, map[string]any{"alerts": out, "count": len(out)})
 }
 
+// adminBackup is GET /api/admin/backups/{containerId}[?job=NAME]: the target's status row. A
+// target backed up by several jobs (a container exported nightly and hot) has one row per job:
+// ?job= picks that job's row; without it the row that needs attention is returned (a stale one
+// before a fresh one, then the most recent backup), so one job's success never hides another's
+// failure.
 func (s *Server) adminBackup(w http.ResponseWriter, r *http.Request) {
-	b, err := s.opts.State.GetBackup(r.Context(), r.PathValue("containerId"), time.Now(), s.opts.StaleAfter())
-	if errors.Is(err, state.ErrNotFound) {
-		WriteError(w, http.StatusNotFound, "no backup status for "+r.PathValue("containerId"))
+	id, job := r.PathValue("containerId"), r.URL.Query().Get("job")
+	all, ok := s.backups(w, r)
+	if !ok {
 		return
 	}
-	if err != nil {
-		WriteError(w, http.StatusInternalServerError, "cannot read backup status")
+	var rows []state.BackupStatus
+	for _, b := range all {
+		if b.ContainerID == id && (job == "" || b.Job == job) {
+			rows = append(rows, b)
+		}
+	}
+	if len(rows) == 0 {
+		if job != "" {
+			WriteError(w, http.StatusNotFound, "no backup status for "+id+" from job "+job)
+			return
+		}
+		WriteError(w, http.StatusNotFound, "no backup status for "+id)
 		return
 	}
-	WriteJSON(w, http.StatusOK, b)
+	WriteJSON(w, http.StatusOK, PickBackup(rows))
+}
+
+// PickBackup chooses the row shown for a target backed up by several jobs: a stale row first,
+// then the one with the newest backup, then the most recently updated.
+func PickBackup(rows []state.BackupStatus) state.BackupStatus {
+	best := rows[0]
+	for _, b := range rows[1:] {
+		if b.IsStale != best.IsStale {
+			if b.IsStale {
+				best = b
+			}
+			continue
+		}
+		bt, ct := lastAt(b), lastAt(best)
+		if bt.After(ct) || (bt.Equal(ct) && b.UpdatedAt.After(best.UpdatedAt)) {
+			best = b
+		}
+	}
+	return best
+}
+
+func lastAt(b state.BackupStatus) time.Time {
+	if b.LastBackupAt == nil {
+		return time.Time{}
+	}
+	return *b.LastBackupAt
 }

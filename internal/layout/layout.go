@@ -22,6 +22,7 @@ const (
 	Snapshot   Kind = "snapshot"    // WOPR_HOME directory snapshots
 	OnDemand   Kind = "on_demand"   // the platform's on-demand snapshots
 	PreRestore Kind = "pre_restore" // safety copies taken before a restore
+	Postgres   Kind = "postgres"    // PostgreSQL dumps (postgres_backup), grouped by {date}
 )
 
 // The default templates (REFERENCE.md). Compression and encryption suffixes (.zst, .age) are
@@ -33,13 +34,20 @@ const (
 	DefaultSnapshot   = "nightly/{node}/{instance}/{instance}_{date}.tar.gz"
 	DefaultOnDemand   = "on-demand/{instance}/{id}"
 	DefaultPreRestore = "pre-restore/{node}/{target}/{stamp}/{id}"
+	DefaultPostgres   = "postgres/{date}/{database}-{date}.dump"
+	// PostgresRoot is the folder of the default PostgreSQL dumps: what drills and restores
+	// search ({root}{date}/...) unless configured otherwise.
+	PostgresRoot = "postgres/"
+	// PostgresPreRestore names the safety dump of a live database taken before a restore
+	// replaces it (under pre-restore/, kept by its own retention rule).
+	PostgresPreRestore = "pre-restore/postgres/{database}/{stamp}/{database}.dump"
 )
 
 // Templates are the key templates of every kind, as configured (several jobs of a kind may use
 // different ones). An empty list means the default.
 type Templates struct {
-	SQLite, Nightly, Hot, Snapshot []string
-	OnDemand, PreRestore           string
+	SQLite, Nightly, Hot, Snapshot, Postgres []string
+	OnDemand, PreRestore                     string
 }
 
 // Layout answers every question about object keys.
@@ -81,7 +89,8 @@ func New(t Templates) (*Layout, error) {
 		list []string
 		def  string
 	}{{SQLite, t.SQLite, DefaultSQLite}, {Nightly, t.Nightly, DefaultNightly}, {Hot, t.Hot, DefaultHot},
-		{Snapshot, t.Snapshot, DefaultSnapshot}, {OnDemand, one(t.OnDemand), DefaultOnDemand}, {PreRestore, one(t.PreRestore), DefaultPreRestore}} {
+		{Snapshot, t.Snapshot, DefaultSnapshot}, {OnDemand, one(t.OnDemand), DefaultOnDemand}, {PreRestore, one(t.PreRestore), DefaultPreRestore},
+		{Postgres, t.Postgres, DefaultPostgres}} {
 		if err := add(e.k, e.list, e.def); err != nil {
 			return nil, err
 		}
@@ -128,10 +137,22 @@ func (l *Layout) PreRestoreKey(node, target string, at time.Time, ext string) st
 	return l.tpl[PreRestore][0].Key(Fields{Node: node, Target: target, Stamp: Stamp(at), ID: target + ext})
 }
 
-// PostgresSafetyKey names the safety dump of the PostgreSQL database db taken at a time before
-// a restore replaces it; suffix is the compression and encryption suffix (artifact.Suffix).
-func PostgresSafetyKey(db string, at time.Time, suffix string) string {
-	return "pre-restore/postgres/" + db + "/" + Stamp(at) + "/" + db + ".dump" + suffix
+// PostgresPreRestoreKey names the safety dump of database taken at a time before a restore;
+// suffix is the encoding's (.zst, .age).
+func PostgresPreRestoreKey(database string, at time.Time, suffix string) string {
+	return postgresPreRestore.Key(Fields{Target: database, Stamp: Stamp(at)}) + suffix
+}
+
+var postgresPreRestore = MustParse(PostgresPreRestore)
+
+// MatchPostgresPreRestore parses a safety dump's key: its database and time.
+func MatchPostgresPreRestore(key string) (database string, at time.Time, ok bool) {
+	f, ok := postgresPreRestore.Match(key)
+	if !ok {
+		return "", time.Time{}, false
+	}
+	at, ok = f.KeyTime()
+	return f.Target, at, ok
 }
 
 // Owner says which kind of key this is and what its fields are (the first kind whose template

@@ -173,11 +173,3 @@ func TestCustomLayout(t *testing.T) {
 		t.Fatalf("Root = %q", r)
 	}
 }
-
-func TestPostgresSafetyKey(t *testing.T) {
-	at := time.Date(2026, 11, 30, 20, 7, 5, 0, time.FixedZone("x", 3600))
-	got := PostgresSafetyKey("billing", at, ".zst.age")
-	if want := "pre-restore/postgres/billing/20261130T190705Z/billing.dump.zst.age"; got != want {
-		t.Fatalf("PostgresSafetyKey = %q, want %q", got, want)
-	}
-}

@@ -126,3 +126,33 @@ func (l *Layout) ChooseSet(ctx context.Context, store storage.Store, required []
 	notes = append(notes, fmt.Sprintf("no complete set in the newest %d dates; drilling %s as it is", lookback, sets[0].Date))
 	return sets[0].Date, newest, notes, nil
 }
+
+// DateSets groups the objects under a folder by the date folder that follows it
+// ({prefix}{YYYYMMDD}/...), newest first: how the PostgreSQL dumps of a drill's or restore's
+// prefix are found. Staging objects (uploads not yet published) belong to no set.
+func DateSets(ctx context.Context, store storage.Store, prefix string) ([]Set, error) {
+	byDate := map[string]map[string]storage.ObjectInfo{}
+	err := store.List(ctx, prefix, func(o storage.ObjectInfo) error {
+		if storage.IsStaging(o.Key) {
+			return nil
+		}
+		date, _, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix), "/")
+		if !ok || !IsDate(date) {
+			return nil
+		}
+		if byDate[date] == nil {
+			byDate[date] = map[string]storage.ObjectInfo{}
+		}
+		byDate[date][o.Key] = o
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := make([]Set, 0, len(byDate))
+	for d, objs := range byDate {
+		out = append(out, Set{Date: d, Objects: objs})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Date > out[j].Date })
+	return out, nil
+}

@@ -17,48 +17,182 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// DSN is a parsed PostgreSQL connection URL (postgres:// or postgresql://). Its String and
-// errors never show the password.
+// DSN is a parsed PostgreSQL connection string: a URL (postgres:// or postgresql://) or libpq's
+// key=value settings (host=db user=wopr password=... dbname=wopr_platform), kept as a URL. Its
+// String and errors never show the password.
 type DSN struct {
 	u        *url.URL
 	password string
 }
 
-// ParseDSN parses a connection URL. Errors never include the URL itself (it may hold a password).
+// ParseDSN parses a connection URL or key=value settings. Errors never include the input (it
+// may hold a password).
 func ParseDSN(s string) (DSN, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return DSN{}, errors.New("parse dsn: empty")
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return DSN{}, errors.New("parse dsn: not a URL (postgresql://user:password@host:5432/dbname)")
+	var u *url.URL
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") || !strings.Contains(s, "=") {
+		var err error
+		if u, err = url.Parse(s); err != nil {
+			return DSN{}, errors.New("parse dsn: not a URL (postgresql://user:password@host:5432/dbname)")
+		}
+		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			return DSN{}, fmt.Errorf("parse dsn: scheme %q, want postgresql://user:password@host:5432/dbname or host=... dbname=... settings", u.Scheme)
+		}
+	} else {
+		var err error
+		if u, err = keywordURL(s); err != nil {
+			return DSN{}, err
+		}
 	}
-	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-		return DSN{}, fmt.Errorf("parse dsn: scheme %q, want postgresql:// (user:password@host:5432/dbname)", u.Scheme)
-	}
-	if u.Host == "" {
-		return DSN{}, errors.New("parse dsn: no host (postgresql://user:password@host:5432/dbname)")
+	q := u.Query()
+	if u.Host == "" && q.Get("host") == "" {
+		return DSN{}, errors.New("parse dsn: no host (postgresql://user:password@host:5432/dbname, or host=...)")
 	}
 	d := DSN{u: u}
 	if u.User != nil {
 		d.password, _ = u.User.Password()
 		u.User = url.User(u.User.Username())
+		if u.User.Username() == "" {
+			u.User = nil
+		}
 	}
-	q := u.Query()
 	if p := q.Get("password"); p != "" {
 		d.password = p
 		q.Del("password")
 		u.RawQuery = q.Encode()
 	}
 	if d.Database() == "" {
-		return DSN{}, errors.New("parse dsn: no database name (postgresql://user:password@host:5432/dbname)")
+		return DSN{}, errors.New("parse dsn: no database name (postgresql://user:password@host:5432/dbname, or dbname=...)")
 	}
 	if _, err := pgx.ParseConfig(d.full()); err != nil {
 		return DSN{}, fmt.Errorf("parse dsn %s: invalid connection settings", d)
 	}
 	return d, nil
 }
+
+// keywordURL turns libpq's key=value settings into the equivalent URL: host and port make the
+// URL's host (a socket directory stays a host= parameter), user and password its user info,
+// dbname its path, every other setting a query parameter. Values may be single-quoted, with \'
+// and \\ escapes. Errors name the setting, never a value.
+func keywordURL(s string) (*url.URL, error) {
+	kv := map[string]string{}
+	var order []string
+	for i := 0; i < len(s); {
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && !isSpace(s[i]) {
+			i++
+		}
+		key := s[start:i]
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if key == "" || i == len(s) || s[i] != '=' {
+			// Not even the name: a malformed string may have run a password into it.
+			return nil, fmt.Errorf("parse dsn: setting %d has no =value (host=... user=... password=... dbname=...)", len(order)+1)
+		}
+		i++
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		var v strings.Builder
+		if i < len(s) && s[i] == '\'' {
+			i++
+			closed := false
+			for i < len(s) {
+				c := s[i]
+				if c == '\\' && i+1 < len(s) {
+					v.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				i++
+				if c == '\'' {
+					closed = true
+					break
+				}
+				v.WriteByte(c)
+			}
+			if !closed {
+				return nil, fmt.Errorf("parse dsn: the value of setting %d has no closing quote", len(order)+1)
+			}
+		} else {
+			for i < len(s) && !isSpace(s[i]) {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				v.WriteByte(s[i])
+				i++
+			}
+		}
+		if _, dup := kv[key]; !dup {
+			order = append(order, key)
+		}
+		kv[key] = v.String()
+	}
+	u := &url.URL{Scheme: "postgresql"}
+	q := url.Values{}
+	host, port := kv["host"], kv["port"]
+	if host == "" {
+		host = kv["hostaddr"]
+	}
+	switch {
+	case strings.HasPrefix(host, "/"):
+		q.Set("host", host) // a Unix socket directory
+		if port != "" {
+			q.Set("port", port)
+		}
+	case host != "":
+		hosts, ports := strings.Split(host, ","), strings.Split(port, ",")
+		for i, h := range hosts {
+			p := ""
+			if i < len(ports) {
+				p = ports[i]
+			} else if len(ports) == 1 {
+				p = ports[0]
+			}
+			if strings.Contains(h, ":") {
+				h = "[" + h + "]" // IPv6
+			}
+			if p != "" {
+				h += ":" + p
+			}
+			hosts[i] = h
+		}
+		u.Host = strings.Join(hosts, ",")
+	}
+	if user, ok := kv["user"]; ok {
+		u.User = url.User(user)
+	}
+	if pw, ok := kv["password"]; ok {
+		if u.User == nil {
+			u.User = url.User("")
+		}
+		u.User = url.UserPassword(u.User.Username(), pw)
+	}
+	if db := kv["dbname"]; db != "" {
+		u.Path = "/" + db
+	}
+	for _, k := range order {
+		switch k {
+		case "host", "hostaddr", "port", "user", "password", "dbname":
+		default:
+			q.Set(k, kv[k])
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u, nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // Database is the database the DSN names.
 func (d DSN) Database() string {

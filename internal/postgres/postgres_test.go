@@ -15,6 +15,11 @@ func TestParseDSN(t *testing.T) {
 		{"postgresql://wopr:s3cr%3At@postgres:5432/wopr_platform", "postgresql://wopr@postgres:5432/wopr_platform", "wopr_platform", "s3cr:t"},
 		{"postgres://wopr@db/x?sslmode=require&password=p%40ss", "postgres://wopr@db/x?sslmode=require", "x", "p@ss"},
 		{"postgresql://wopr@db:5432/x", "postgresql://wopr@db:5432/x", "x", ""},
+		// libpq's key=value settings: the same DSN, kept as a URL.
+		{"host=postgres port=5432 user=wopr password=s3cr:t dbname=wopr_platform", "postgresql://wopr@postgres:5432/wopr_platform", "wopr_platform", "s3cr:t"},
+		{`host = db  dbname=x user=wopr password='it\'s \\ a pass' sslmode=require`, "postgresql://wopr@db/x?sslmode=require", "x", `it's \ a pass`},
+		{"dbname=x host=/var/run/postgresql user=wopr", "postgresql://wopr@/x?host=%2Fvar%2Frun%2Fpostgresql", "x", ""},
+		{"host=a,b port=5432,5433 dbname=x password=p\\ w", "postgresql://a:5432,b:5433/x", "x", "p w"},
 	}
 	for _, c := range cases {
 		d, err := ParseDSN(c.in)
@@ -28,7 +33,9 @@ func TestParseDSN(t *testing.T) {
 			t.Errorf("WithDatabase: %q %q", o.String(), d.String())
 		}
 	}
-	for _, bad := range []string{"", "mysql://root:hunter2@db/x", "postgresql://root:hunter2@/x", "postgresql://root:hunter2@db/", "host=db password=hunter2"} {
+	for _, bad := range []string{"", "mysql://root:hunter2@db/x", "postgresql://root:hunter2@/x", "postgresql://root:hunter2@db/", "host=db password=hunter2",
+		"host=db password='hunter2 dbname=x", "host=db hunter2 dbname=x", "host=db password=hunter2 dbname=x port=notaport",
+		"host=db password=hunter2 dbname=x sslmode=bogus"} {
 		_, err := ParseDSN(bad)
 		if err == nil {
 			t.Errorf("%q parsed", bad)

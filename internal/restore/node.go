@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -162,29 +161,8 @@ func Recreate(ctx context.Context, o RecreateOptions) (res RecreateResult) {
 	}
 
 	enter("download")
-	scratch, err := os.MkdirTemp(o.TempDir, "opsd-recreate-")
-	if err != nil {
-		return fail(err)
-	}
-	defer os.RemoveAll(scratch)
-	file := filepath.Join(scratch, "backup")
-	if err := artifact.DownloadVerified(ctx, o.Store, m, file, o.OnBytes); err != nil {
-		return fail(err)
-	}
-	enter("verify")
-	f, err := os.Open(file)
-	if err != nil {
-		return fail(err)
-	}
-	defer f.Close()
-	dec, err := artifact.Decode(f, m, o.Identities, f)
-	if err != nil {
-		return fail(err)
-	}
-	enter("import")
 	cleanup := context.WithoutCancel(ctx)
-	image, err := e.Import(ctx, artifact.NewTarVerifier(dec), ref)
-	dec.Close()
+	image, err := ImportVerified(ctx, o.Store, e, m, o.Identities, ref, o.OnBytes, enter)
 	if err != nil {
 		return fail(err)
 	}

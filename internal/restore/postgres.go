@@ -24,7 +24,7 @@ type PostgresOptions struct {
 	Tools postgres.Tools
 	// DSN is the live database (the postgres_backup job's); its database's dumps are restored.
 	DSN    postgres.DSN
-	Prefix string // postgres/
+	Prefix string // default layout.PostgresRoot
 	// Date restores that date's dump instead of the newest.
 	Date string
 	// TargetDB restores side by side into this new database; the live one is not touched.
@@ -76,7 +76,7 @@ type PostgresResult struct {
 // new → live. When anything fails after the swap, the previous database is put back.
 func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, error) {
 	if o.Prefix == "" {
-		o.Prefix = "postgres/"
+		o.Prefix = layout.PostgresRoot
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -99,7 +99,7 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		newDB = trimName(live, "_restore_"+stamp)
 	}
 	prev := trimName(live, "_pre_restore_"+stamp)
-	safetyKey := layout.PostgresSafetyKey(live, now, artifact.Suffix(o.Safety.Compression, len(o.Safety.Recipients) > 0))
+	safetyKey := layout.PostgresPreRestoreKey(live, now, artifact.Suffix(o.Safety.Compression, len(o.Safety.Recipients) > 0))
 
 	var plan strings.Builder
 	fmt.Fprintf(&plan, "Restore of PostgreSQL database %s from %s (%d bytes, sha256 %s…)\n", live, m.Key, m.Size, m.SHA256[:12])

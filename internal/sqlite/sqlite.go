@@ -93,9 +93,34 @@ type backuper interface {
 }
 
 // Backup copies the live database at src into a new file dst (which must not exist), as one
-// consistent snapshot, while other connections keep reading and writing src. On any error or
-// cancellation dst (and its journal) is removed.
-func Backup(ctx context.Context, src, dst string) (err error) {
+// consistent snapshot, while other connections keep reading and writing src, and makes the copy
+// durable (one fsync of the file and its directory at the end). On any error or cancellation dst
+// (and its journal) is removed.
+func Backup(ctx context.Context, src, dst string) error {
+	if err := backup(ctx, src, dst); err != nil {
+		return err
+	}
+	if err := syncFile(dst); err != nil {
+		removeDB(dst)
+		return fmt.Errorf("backup %s: sync copy: %w", src, err)
+	}
+	return nil
+}
+
+// BackupScratch is Backup for a scratch copy that is checked, uploaded and deleted: it skips the
+// final fsync, so the kernel writes the copy back while the caller reads it from the page cache
+// (and never, if the copy is deleted first). A crash leaves a scratch file, which is not a backup
+// and is removed at the next start (scratch.Clean).
+func BackupScratch(ctx context.Context, src, dst string) error {
+	return backup(ctx, src, dst)
+}
+
+// destPragmas configure the copy's connection. The copy is a new file nobody else opens until it
+// is complete, so it needs no rollback journal and no fsync per step: a failed copy is removed
+// whole, and Backup syncs once at the end.
+var destPragmas = []string{"journal_mode(OFF)", "synchronous(OFF)"}
+
+func backup(ctx context.Context, src, dst string) (err error) {
 	if _, err := os.Stat(dst); err == nil {
 		return fmt.Errorf("backup %s: destination %s exists", src, dst)
 	}
@@ -128,7 +153,7 @@ func Backup(ctx context.Context, src, dst string) (err error) {
 		if !ok {
 			return fmt.Errorf("backup %s: driver has no backup API", src)
 		}
-		bk, err := b.NewBackup(dsn(dst, "rwc"))
+		bk, err := b.NewBackup(dsn(dst, "rwc", destPragmas...))
 		if err != nil {
 			return fmt.Errorf("backup %s: start: %w", src, err)
 		}
@@ -152,6 +177,27 @@ func Backup(ctx context.Context, src, dst string) (err error) {
 		}
 		return nil
 	})
+}
+
+// syncFile fsyncs a file and the directory that holds it.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // removeDB removes a database file and its side files.

@@ -16,7 +16,17 @@ import (
 // writes keep committing: after every copy step a second connection commits one more row (each
 // commit must succeed while the copy holds its read transaction), and the copy holds exactly the
 // rows committed before it began (the snapshot stays pinned however many commits land meanwhile).
+// Both copy paths: the durable Backup and the job's BackupScratch.
 func TestBackupUnderWrites(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		copy func(context.Context, string, string) error
+	}{{"Backup", Backup}, {"BackupScratch", BackupScratch}} {
+		t.Run(c.name, func(t *testing.T) { testBackupUnderWrites(t, c.copy) })
+	}
+}
+
+func testBackupUnderWrites(t *testing.T, backup func(context.Context, string, string) error) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "live.db")
 	rows := int64(30000) // ~33 MB: several 1024-page steps
@@ -49,7 +59,7 @@ func TestBackupUnderWrites(t *testing.T) {
 		}
 	})()
 	dst := filepath.Join(dir, "copy.db")
-	if err := Backup(ctx, src, dst); err != nil {
+	if err := backup(ctx, src, dst); err != nil {
 		t.Fatalf("backup did not finish while writes committed (%d steps): %v", steps, err)
 	}
 	if steps < 3 {
@@ -109,6 +119,47 @@ func TestBackupCancelledMidCopyRemovesCopy(t *testing.T) {
 	for _, s := range []string{"", "-journal", "-wal", "-shm"} {
 		if _, err := os.Stat(dst + s); !os.IsNotExist(err) {
 			t.Fatalf("%s left behind", dst+s)
+		}
+	}
+}
+
+// TestCheckCatchesCorruptCopy: a copy made without a journal or per-step fsyncs is still only
+// trusted after PRAGMA integrity_check, which catches a page overwritten after the copy.
+func TestCheckCatchesCorruptCopy(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "live.db")
+	if err := demo.ItemsDB(src, 3000); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		copy func(context.Context, string, string) error
+	}{{"Backup", Backup}, {"BackupScratch", BackupScratch}} {
+		dst := filepath.Join(dir, c.name+".db")
+		if err := c.copy(context.Background(), src, dst); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(dst + "-journal"); !os.IsNotExist(err) {
+			t.Errorf("%s: the copy left a journal", c.name)
+		}
+		if _, err := Verify(context.Background(), dst, []string{"items"}); err != nil {
+			t.Fatalf("%s: intact copy: %v", c.name, err)
+		}
+		info, err := Inspect(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Overwrite one interior page of the items table with zeros.
+		f, err := os.OpenFile(dst, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(make([]byte, info.PageSize), info.PageSize*(info.PageCount/2)); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := Check(context.Background(), dst); err == nil || !strings.Contains(err.Error(), "integrity check failed") {
+			t.Fatalf("%s: corrupt copy: %v, want an integrity check failure", c.name, err)
 		}
 	}
 }

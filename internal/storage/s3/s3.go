@@ -1,25 +1,21 @@
 // Package s3 is the S3-compatible object store (DigitalOcean Spaces in production, SeaweedFS in
-// the integration tier) over minio-go. Streams of unknown length go up as multipart uploads with
-// an explicit part size (minio-go otherwise buffers ~528 MiB per part) and Content-MD5 on every
-// part, which S3-compatible stores accept where newer AWS checksum headers are rejected.
+// the integration tier) over minio-go. Uploads are driven part by part (minio.Core) from one
+// fixed memory budget per store, with the cheapest integrity header the store verifies on every
+// part: CRC32C where the store confirms it, Content-MD5 where it does not (see upload.go).
 package s3
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/md5"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -45,9 +41,13 @@ type Config struct {
 	CreateBucket bool
 	// MaxRetries per request (0: minio-go's default of 10, backoff capped at 1s).
 	MaxRetries int
-	// Parallel is how many parts of one upload are in flight (default 2): filling a part overlaps
-	// the upload of the others. Memory per upload is about Parallel x PartSize.
+	// Parallel is how many parts of one upload are in flight at most (default 2): filling a part
+	// overlaps the upload of the others.
 	Parallel int
+	// UploadMemory is the memory budget of all uploads of the store together (default 16 MiB, at
+	// least two parts): part buffers come out of it, so part size times parts in flight (being
+	// filled or sent) stays inside it whatever the streams' sizes and however many run at once.
+	UploadMemory int64
 	// MultipartCopyAbove: Copy uses a multipart copy (UploadPartCopy, parts of PartSize) for
 	// objects larger than this (default 5 GiB, S3's limit for a single copy; tests lower it).
 	MultipartCopyAbove int64
@@ -66,6 +66,14 @@ type Store struct {
 	partSize uint64
 	threads  uint
 	copyMax  int64
+	budget   *budget
+	// integrity is how parts prove they arrived intact (integrityUnknown until the first part).
+	integrity atomic.Int32
+	// signPayload signs the payload's SHA-256 (minio-go's streaming signature): only over plain
+	// http to another host. TLS protects the payload otherwise, and on loopback nothing sits
+	// between; the integrity header is signed either way.
+	signPayload bool
+	corruptCRC  bool // tests: send wrong CRC32C headers
 }
 
 // New connects to the endpoint and checks the bucket exists (creating it when asked).
@@ -116,7 +124,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MultipartCopyAbove <= 0 {
 		cfg.MultipartCopyAbove = 5 << 30
 	}
-	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel), copyMax: cfg.MultipartCopyAbove}
+	if cfg.UploadMemory <= 0 {
+		cfg.UploadMemory = 16 << 20
+	}
+	cfg.UploadMemory = max(cfg.UploadMemory, 2*cfg.PartSize)
+	s := &Store{client: client, core: &minio.Core{Client: client}, bucket: cfg.Bucket, endpoint: cfg.Endpoint, partSize: uint64(cfg.PartSize), threads: uint(cfg.Parallel), copyMax: cfg.MultipartCopyAbove,
+		budget: newBudget(cfg.UploadMemory), signPayload: !cfg.Secure && !loopback(cfg.Endpoint)}
 	ok, err := client.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("s3 store %s: check bucket %s: %w", cfg.Endpoint, cfg.Bucket, err)
@@ -140,149 +153,6 @@ func notFound(err error) bool {
 		return resp.StatusCode == http.StatusNotFound || resp.Code == "NoSuchKey"
 	}
 	return false
-}
-
-// Put uploads the stream. Unknown sizes go up in parts of the configured size; a failed or
-// cancelled upload is aborted by minio-go, so nothing appears at the key. Every read error of r
-// fails the upload (see storage.ReadError). The stored object is checked against the bytes sent:
-// its ETag must be the MD5 (or, for a multipart upload, the MD5 of the parts' MD5s) of what was
-// read; a store whose ETags follow another scheme is re-read instead.
-func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) (storage.ObjectInfo, error) {
-	r = storage.StrictReader(r)
-	size := opts.Size
-	if size < 0 {
-		// Some S3-compatible stores reject an empty stream of unknown length: look ahead one byte.
-		br := bufio.NewReaderSize(r, 64<<10)
-		if _, err := br.Peek(1); err == io.EOF {
-			size, r = 0, bytes.NewReader(nil)
-		} else if err != nil {
-			return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
-		} else {
-			r = br
-		}
-	}
-	ct := opts.ContentType
-	if ct == "" {
-		ct = "application/octet-stream"
-	}
-	part := s.partSize
-	if size > 0 {
-		// S3 allows 10,000 parts: grow the part for very large known sizes.
-		if min := uint64(size/9000) + 1; min > part {
-			part = min
-		}
-	}
-	// minio-go sends streams of unknown length, and known sizes above one part, as multipart
-	// uploads cut every part bytes; smaller known sizes as one PUT.
-	multipart := size < 0 || uint64(size) > part
-	sent := newPartHasher(r, int64(part))
-	info, err := s.client.PutObject(ctx, s.bucket, key, sent, size, minio.PutObjectOptions{
-		PartSize:              part,
-		SendContentMd5:        true,
-		ContentType:           ct,
-		UserMetadata:          opts.Metadata,
-		NumThreads:            s.threads,
-		ConcurrentStreamParts: size < 0 && s.threads > 1,
-	})
-	if err != nil {
-		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
-	}
-	if info.Size != sent.n {
-		s.Delete(context.WithoutCancel(ctx), key)
-		return storage.ObjectInfo{}, fmt.Errorf("put %s: store reports %d bytes, %d were read", key, info.Size, sent.n)
-	}
-	if want := sent.etag(multipart); !strings.EqualFold(strings.Trim(info.ETag, `"`), want) {
-		// Not the AWS scheme, or not these bytes: read the object back to tell which.
-		if err := s.reread(ctx, key, sent); err != nil {
-			s.Delete(context.WithoutCancel(ctx), key)
-			return storage.ObjectInfo{}, fmt.Errorf("put %s: stored object differs from the bytes sent (etag %s, want %s): %w", key, info.ETag, want, err)
-		}
-	}
-	mod := info.LastModified
-	if mod.IsZero() {
-		mod = time.Now().UTC()
-	}
-	return storage.ObjectInfo{Key: key, Size: info.Size, ModTime: mod, Metadata: opts.Metadata}, nil
-}
-
-// partHasher passes a stream through, hashing it in parts of a fixed size (as minio-go cuts them).
-type partHasher struct {
-	r     io.Reader
-	part  int64
-	cur   hash.Hash
-	inCur int64
-	sums  [][]byte
-	n     int64
-}
-
-func newPartHasher(r io.Reader, part int64) *partHasher {
-	return &partHasher{r: r, part: part, cur: md5.New()}
-}
-
-func (h *partHasher) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.write(p[:n])
-	return n, err
-}
-
-func (h *partHasher) write(p []byte) {
-	h.n += int64(len(p))
-	for len(p) > 0 {
-		take := h.part - h.inCur
-		if int64(len(p)) < take {
-			take = int64(len(p))
-		}
-		h.cur.Write(p[:take])
-		h.inCur += take
-		p = p[take:]
-		if h.inCur == h.part {
-			h.sums = append(h.sums, h.cur.Sum(nil))
-			h.cur.Reset()
-			h.inCur = 0
-		}
-	}
-}
-
-// etag is the AWS ETag of the bytes seen: the MD5, or for a multipart upload the MD5 of the
-// parts' MD5s and "-N".
-func (h *partHasher) etag(multipart bool) string {
-	sums := h.sums
-	if h.inCur > 0 || len(sums) == 0 {
-		sums = append(sums[:len(sums):len(sums)], h.cur.Sum(nil))
-	}
-	if !multipart {
-		return hex.EncodeToString(sums[0])
-	}
-	all := md5.New()
-	for _, s := range sums {
-		all.Write(s)
-	}
-	return fmt.Sprintf("%s-%d", hex.EncodeToString(all.Sum(nil)), len(sums))
-}
-
-// reread downloads key and checks it holds exactly the bytes sent.
-func (s *Store) reread(ctx context.Context, key string, sent *partHasher) error {
-	rc, _, err := s.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	got := newPartHasher(nil, sent.part)
-	buf := make([]byte, 256<<10)
-	for {
-		n, err := rc.Read(buf)
-		got.write(buf[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read back: %w", err)
-		}
-	}
-	if got.n != sent.n || got.etag(true) != sent.etag(true) {
-		return fmt.Errorf("read back %d bytes, sent %d, content differs", got.n, sent.n)
-	}
-	return nil
 }
 
 // Copy replaces dst with src by a server-side copy (multipart copy above 5 GiB), keeping src's
