@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 
-	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
@@ -22,20 +20,15 @@ var containerRestore = func(m *Main, keys *layout.Layout, containerID, key strin
 // Runner; the id lets GET /api/admin/restores/{id} follow it and DELETE cancel it.
 func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode string) (int64, error) {
 	cfg := m.cfg()
-	if targetNode != "" && targetNode != cfg.NodeID {
-		return 0, fmt.Errorf("%w: this is node %s; send the request to the opsd on %s", httpapi.ErrBadRequest, cfg.NodeID, targetNode)
-	}
 	keys, err := keyLayout(cfg)
 	if err != nil {
 		return 0, err
 	}
-	if !keys.BelongsTo(key, containerID) {
-		return 0, httpapi.ErrForbidden
+	prefix, err := restore.CheckContainerRequest(ctx, m.objStore(), keys, cfg.NodeID, targetNode, containerID, key)
+	if err != nil {
+		return 0, err
 	}
-	if _, err := artifact.ReadManifest(ctx, m.objStore(), key); err != nil {
-		return 0, fmt.Errorf("%w: %s has no manifest: not a backup", httpapi.ErrNotFound, key)
-	}
-	release, err := m.locks.TryAcquire(strings.SplitN(key, "/", 2)[0]+"/", false, "restore of "+containerID)
+	release, err := m.locks.TryAcquire(prefix, false, "restore of "+containerID)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
 	}

@@ -16,19 +16,12 @@ func (m *Main) startNodeRestore(ctx context.Context, node string, o httpapi.Node
 	if m.docker == nil {
 		return 0, fmt.Errorf("%w: this opsd has no Docker engine", httpapi.ErrBadRequest)
 	}
-	if o.Parallel < 0 || o.Parallel > 64 {
-		return 0, fmt.Errorf("%w: parallel must be 1 to 64", httpapi.ErrBadRequest)
-	}
 	keys, err := keyLayout(cfg)
 	if err != nil {
 		return 0, err
 	}
-	cands, err := restore.NodeCandidates(ctx, m.objStore(), keys, node)
-	if err != nil {
+	if err := restore.CheckNodeRequest(ctx, m.objStore(), keys, node, o.Parallel); err != nil {
 		return 0, err
-	}
-	if len(cands) == 0 {
-		return 0, fmt.Errorf("%w: no container backups of node %s", httpapi.ErrNotFound, node)
 	}
 	release, err := m.locks.TryAcquire(keys.Root(layout.Nightly), false, "restore of node "+node)
 	if err != nil {

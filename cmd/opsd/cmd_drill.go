@@ -7,7 +7,6 @@ import (
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
-	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/jobs"
 )
 
@@ -80,8 +79,7 @@ func dateFlag(usage string, with func(jobs.Job, string) jobs.Job) func(*flag.Fla
 	return func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
 		date := fs.String("date", "", usage)
 		return func(*config.Config, *config.Job, []string) (adapter, int) {
-			if *date != "" && !layout.IsDate(*date) {
-				fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
+			if !validDate(fs.Output(), *date) {
 				return nil, 2
 			}
 			return func(j jobs.Job) (jobs.Job, error) {

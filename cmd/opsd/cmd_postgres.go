@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,9 +10,7 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/wopr-network/opsd/checks"
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
-	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/jobs"
@@ -24,21 +21,8 @@ var backupPostgres = oneJob{name: "backup postgres", synopsis: "opsd backup post
 
 // drillPostgres runs the config's postgres_drill job once (optionally on one date's dump).
 var drillPostgres = oneJob{name: "drill postgres", synopsis: "opsd drill postgres -c FILE [--date YYYYMMDD] [--job NAME]", kind: "postgres_drill", print: printReport,
-	flags: func(fs *flag.FlagSet) func(*config.Config, *config.Job, []string) (adapter, int) {
-		date := fs.String("date", "", "drill this date's dump instead of the newest")
-		return func(_ *config.Config, _ *config.Job, _ []string) (adapter, int) {
-			if *date != "" && !layout.IsDate(*date) {
-				fmt.Fprintf(fs.Output(), "opsd: --date %q is not YYYYMMDD\n", *date)
-				return nil, 2
-			}
-			return func(j jobs.Job) (jobs.Job, error) {
-				if *date != "" {
-					return j.(*checks.PostgresDrill).WithDate(*date), nil
-				}
-				return j, nil
-			}, 0
-		}
-	}}
+	flags: dateFlag("drill this date's dump instead of the newest",
+		func(j jobs.Job, date string) jobs.Job { return j.(*checks.PostgresDrill).WithDate(date) })}
 
 // restorePostgres is `opsd restore postgres`: the database of the config's postgres_backup job
 // from its newest (or --date) dump, swapped in by renaming, or side by side with --target-db.
@@ -55,8 +39,7 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if *date != "" && !layout.IsDate(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+	if !validDate(stderr, *date) {
 		return 2
 	}
 	r, code := openRestore(*cfgPath, stdout, stderr)
@@ -91,7 +74,7 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	o := restore.PostgresOptions{Store: r.store, Tools: tools, DSN: dsn, Date: *date, TargetDB: *target, Identities: ids, Jobs: 2,
-		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.redactedProgress, OnBytes: r.onBytes()}
+		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.console.RedactedLine, OnBytes: r.console.OnBytes()}
 	// The drill's expectations, when the config has a drill of this database, are checked too.
 	for _, j := range r.cfg.Jobs {
 		if d := j.PostgresDrill; d != nil && d.Database == dsn.Database() {

@@ -10,16 +10,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/mattn/go-isatty"
 
 	"github.com/wopr-network/opsd/config"
-	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
-	"github.com/wopr-network/opsd/internal/storage"
 )
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
@@ -33,11 +29,11 @@ func cmdRestore(args []string, stdout, stderr io.Writer) int {
 // output. Restores found interrupted are reported when it opens.
 type restoreEnv struct {
 	*env
-	ctx    context.Context
-	stop   func()
-	stdout io.Writer
-	bar    bool // stdout is a terminal: draw download progress bars
-	keys   *layout.Layout
+	ctx     context.Context
+	stop    func()
+	stdout  io.Writer
+	console *restore.Console // progress lines and, on a terminal, download bars
+	keys    *layout.Layout
 }
 
 func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
@@ -65,43 +61,13 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 	for _, r := range reportInterrupted(ctx, e) {
 		fmt.Fprintf(stderr, "warning: %s\n", e.redactor.Redact(r.Error))
 	}
-	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, bar: bar, keys: keys}, 0
+	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, keys: keys,
+		console: &restore.Console{W: stdout, Bar: bar, Redact: e.redactor.Redact}}, 0
 }
 
 func (r *restoreEnv) close() {
 	r.env.close(context.Background())
 	r.stop()
-}
-
-// redactedProgress prints a progress line without secrets (dry runs and plans).
-func (r *restoreEnv) redactedProgress(s string) { r.progress(r.redactor.Redact(s)) }
-
-func (r *restoreEnv) progress(s string) {
-	if r.bar {
-		fmt.Fprint(r.stdout, "\r\033[K")
-	}
-	fmt.Fprintf(r.stdout, "  %s  %s\n", time.Now().Format("15:04:05"), s)
-}
-
-// onBytes draws a download progress bar on a terminal (nothing otherwise: the step lines say
-// what happens), at most ten times a second.
-func (r *restoreEnv) onBytes() artifact.Progress {
-	if !r.bar {
-		return nil
-	}
-	var last time.Time
-	return func(done, total int64) {
-		if time.Since(last) < 100*time.Millisecond && done != total {
-			return
-		}
-		last = time.Now()
-		pct := 0.0
-		if total > 0 {
-			pct = float64(done) / float64(total)
-		}
-		n := int(pct * 30)
-		fmt.Fprintf(r.stdout, "\r  [%s%s] %3.0f%%  %s / %s", strings.Repeat("#", n), strings.Repeat(".", 30-n), pct*100, humanBytes(done), humanBytes(total))
-	}
 }
 
 func who() string {
@@ -151,8 +117,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if *date != "" && !layout.IsDate(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+	if !validDate(stderr, *date) {
 		return 2
 	}
 	r, code := openRestore(*cfgPath, stdout, stderr)
@@ -188,7 +153,7 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	o := restore.DBOptions{Store: r.store, Layout: r.keys, Databases: list, Only: dbs, Date: *date, Identities: ids, DryRun: *dry, StopContainer: *stopC, Live: *live,
-		RemoveSafetyCopies: *removeSafety, Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.redactedProgress, OnBytes: r.onBytes()}
+		RemoveSafetyCopies: *removeSafety, Docker: r.docker, HealthURL: *health, Node: r.cfg.NodeID, Progress: r.console.RedactedLine, OnBytes: r.console.OnBytes()}
 	if *dry {
 		res, err := restore.RestoreDB(r.ctx, o)
 		if err != nil {
@@ -256,7 +221,7 @@ func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	return r.runRestore(restore.SnapshotRun(r.state, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, OnBytes: r.onBytes()}, who()))
+	return r.runRestore(restore.SnapshotRun(r.state, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, OnBytes: r.console.OnBytes()}, who()))
 }
 
 // cmdBackups lists what is in the store: key, size, date, and whether it has a manifest.
@@ -293,30 +258,10 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
 	}
-	objs, err := storage.ListAll(ctx, store, *prefix)
+	rows, err := restore.Backups(ctx, store, keys, *prefix, *target)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1
-	}
-	have := map[string]bool{}
-	for _, o := range objs {
-		have[o.Key] = true
-	}
-	type row struct {
-		Key         string    `json:"key"`
-		Size        int64     `json:"size"`
-		Modified    time.Time `json:"modified"`
-		HasManifest bool      `json:"hasManifest"`
-	}
-	rows := []row{}
-	for _, o := range objs {
-		if artifact.IsManifest(o.Key) {
-			continue
-		}
-		if _, f, _ := keys.Owner(o.Key); *target != "" && f.Target != *target {
-			continue
-		}
-		rows = append(rows, row{o.Key, o.Size, o.ModTime, have[artifact.ManifestKey(o.Key)]})
 	}
 	if *out == "json" {
 		enc := json.NewEncoder(stdout)
@@ -324,15 +269,6 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		enc.Encode(map[string]any{"backups": rows, "count": len(rows)})
 		return 0
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tSIZE\tMODIFIED\tMANIFEST")
-	for _, r := range rows {
-		m := "yes"
-		if !r.HasManifest {
-			m = "NO (not a backup)"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, humanBytes(r.Size), r.Modified.Format(time.RFC3339), m)
-	}
-	tw.Flush()
+	restore.WriteBackups(stdout, rows)
 	return 0
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"filippo.io/age"
@@ -37,8 +36,7 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := fs.Arg(0)
-	if *date != "" && !layout.IsDate(*date) {
-		fmt.Fprintf(stderr, "opsd: --date %q is not YYYYMMDD\n", *date)
+	if !validDate(stderr, *date) {
 		return 2
 	}
 	r, ids, code := openDockerRestore("restore container", *cfgPath, *identity, stdout, stderr)
@@ -71,7 +69,7 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	return r.runRestore(restore.ContainerRun(r.state, r.docker, restore.ContainerOptions{Store: r.store, Layout: r.keys, Name: name, Key: k, Identities: ids,
-		Node: r.cfg.NodeID, Probe: *probe, OnBytes: r.onBytes()}, who()))
+		Node: r.cfg.NodeID, Probe: *probe, OnBytes: r.console.OnBytes()}, who()))
 }
 
 // restoreNode restores every tenant container a (lost) node backed up onto this node: runbook
@@ -100,8 +98,8 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: -o %q: want table or json\n", *out)
 		return 2
 	}
-	if *parallel < 1 || *parallel > 64 {
-		fmt.Fprintf(stderr, "opsd: --parallel %d: want 1 to 64\n", *parallel)
+	if *parallel < 1 || *parallel > restore.MaxParallel {
+		fmt.Fprintf(stderr, "opsd: --parallel %d: want 1 to %d\n", *parallel, restore.MaxParallel)
 		return 2
 	}
 	r, ids, code := openDockerRestore("restore node", *cfgPath, *identity, stdout, stderr)
@@ -129,7 +127,7 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 	code = 0
 	if *dry {
 		// A dry run changes nothing: it is not a restore run.
-		if _, err := run.Do(r.ctx, restore.PrintTracker(r.redactedProgress)); err != nil {
+		if _, err := run.Do(r.ctx, restore.PrintTracker(r.console.RedactedLine)); err != nil {
 			code = 1
 		}
 	} else if o := r.execRestore(run); o.Err != nil {
@@ -140,50 +138,9 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		printNodeReport(stdout, *rep)
+		restore.WriteNodeReport(stdout, *rep)
 	}
 	return code
-}
-
-func printNodeReport(w io.Writer, rep restore.NodeReport) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprint(tw, "CONTAINER\tOUTCOME\tKEY\tSIZE")
-	for _, p := range restore.RecreatePhases {
-		fmt.Fprintf(tw, "\t%s", strings.ToUpper(p))
-	}
-	fmt.Fprintln(tw, "\tTOTAL")
-	for _, c := range rep.Containers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s", c.Name, c.Outcome, c.Key, humanBytes(c.Bytes))
-		for _, p := range restore.RecreatePhases {
-			fmt.Fprintf(tw, "\t%.1fs", c.Phases[p])
-		}
-		fmt.Fprintf(tw, "\t%.1fs\n", c.Seconds)
-	}
-	tw.Flush()
-	for _, c := range rep.Containers {
-		for _, warn := range c.Warnings {
-			fmt.Fprintf(w, "note: %s: %s\n", c.Name, warn)
-		}
-		if c.Error != "" {
-			fmt.Fprintf(w, "FAIL  %s: %s\n", c.Name, c.Error)
-		}
-	}
-	verb := "restored"
-	if rep.DryRun {
-		verb = "planned (dry run: nothing was changed)"
-	}
-	fmt.Fprintf(w, "Result: %d %s, %d skipped (already restored), %d failed; %s\n", rep.Restored+countPlanned(rep), verb, rep.Skipped, rep.Failed, humanBytes(rep.Bytes))
-	fmt.Fprintf(w, "RTO (node %s): %.1fs\n", rep.FromNode, rep.RTOSeconds)
-}
-
-func countPlanned(rep restore.NodeReport) int {
-	n := 0
-	for _, c := range rep.Containers {
-		if c.Outcome == "planned" {
-			n++
-		}
-	}
-	return n
 }
 
 func splitList(s string) []string {

@@ -103,6 +103,10 @@ func TestOperatorSession(t *testing.T) {
 
 	expect(0, "Result: 7 passed, 0 failed", "drill", "db", "-c", cfgPath)
 	expect(2, `--date "2025" is not YYYYMMDD`, "drill", "db", "-c", cfgPath, "--date", "2025")
+	for _, cmd := range [][]string{{"restore", "db"}, {"restore", "postgres"}} {
+		expect(2, `--date "2025" is not YYYYMMDD`, append(cmd, "-c", cfgPath, "--date", "2025")...)
+	}
+	expect(2, `--date "2025" is not YYYYMMDD`, "restore", "container", "-c", cfgPath, "--date", "2025", "tenant_a")
 	expect(2, "--sample -1: want 1 or more", "drill", "node", "-c", cfgPath, "--sample", "-1")
 	expect(0, "0 missing", "verify", "-c", cfgPath)
 	out = expect(0, "", "prune", "-c", cfgPath, "--dry-run", "-o", "json")

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/layout"
 )
 
 // newFlags returns a flag set whose --help prints the synopsis and flags to stdout.
@@ -121,4 +122,13 @@ func outputFlag(fs *flag.FlagSet, choices ...string) *string {
 	c := &choiceFlag{value: choices[0], choices: choices}
 	fs.Var(c, "o", "output `format`: "+strings.Join(choices, " or "))
 	return &c.value
+}
+
+// validDate says whether a --date value is empty or YYYYMMDD; when not, it says so on w.
+func validDate(w io.Writer, date string) bool {
+	if date != "" && !layout.IsDate(date) {
+		fmt.Fprintf(w, "opsd: --date %q is not YYYYMMDD\n", date)
+		return false
+	}
+	return true
 }

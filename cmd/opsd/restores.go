@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/wopr-network/opsd/config"
@@ -62,7 +60,7 @@ func phases(ps []restore.Phase) []jobs.Phase {
 
 // execRestore runs a restore in the foreground through the Runner (SIGINT cancels it).
 func (r *restoreEnv) execRestore(run *restore.Run) jobs.Outcome {
-	run.Redact, run.Print = r.redactor.Redact, r.progress
+	run.Redact, run.Print = r.redactor.Redact, r.console.Line
 	o := r.runner.Run(r.ctx, restoreJob{run}, restoreTimeout, jobs.TriggerCLI)
 	if o.Run.ID == 0 {
 		run.Abort(r.ctx, o.Err) // never started
@@ -73,94 +71,44 @@ func (r *restoreEnv) execRestore(run *restore.Run) jobs.Outcome {
 // runRestore runs a restore in the foreground and prints how it ended.
 func (r *restoreEnv) runRestore(run *restore.Run) int {
 	o := r.execRestore(run)
+	var outcome string
+	var down time.Duration
+	if rs := o.Result.Restore; rs != nil {
+		outcome, down = rs.Outcome, rs.Downtime
+	}
+	run.WriteResult(r.stdout, o.Err, outcome, o.Run.FinishedAt.Sub(o.Run.StartedAt), down, r.redactor.Redact)
 	if o.Err != nil {
-		fmt.Fprintf(r.stdout, "FAILED  %s\n", r.redactor.Redact(o.Err.Error()))
-		if o.Result.Restore != nil && o.Result.Restore.Outcome != "" {
-			fmt.Fprintf(r.stdout, "outcome %s; the restore is recorded as %d (opsd restores -c FILE)\n", o.Result.Restore.Outcome, run.ID())
-		}
 		return 1
 	}
-	var down time.Duration
-	if o.Result.Restore != nil {
-		down = o.Result.Restore.Downtime
-	}
-	fmt.Fprintf(r.stdout, "OK  %s %s restored from %s in %s (downtime %s)\n", run.Kind, run.Target, run.Key, o.Run.FinishedAt.Sub(o.Run.StartedAt).Round(time.Millisecond), down.Round(time.Millisecond))
 	return 0
 }
 
-// reportInterrupted marks the restores a process that is gone left running as interrupted and
-// says so (log at warn; the message names the safety copies and how to finish or roll back).
-// It returns them.
+// reportInterrupted reports the restores a process that is gone left running as interrupted
+// (restore.ReportInterrupted) and returns them.
 func reportInterrupted(ctx context.Context, e *env) []state.Restore {
-	rs, err := restore.Recover(ctx, e.state)
-	if err != nil {
-		e.log.Error().Err(err).Msg("cannot check for interrupted restores")
-	}
-	for _, r := range rs {
-		name := "restore_" + r.Kind + ":" + r.Target
-		e.log.Warn().Int64("restore", r.ID).Str("kind", r.Kind).Str("target", r.Target).Str("safety", r.Safety).Msg(r.Error)
-		e.metrics.Restore.Runs.WithLabelValues(r.Kind, state.OutcomeInterrupted).Inc()
-		// /health is degraded until the same restore succeeds (the Runner clears it) or opsd restarts.
-		e.problems.Set("interrupted:"+name, r.Error)
-		e.sentry.CaptureJobFailure(telemetry.JobFailure{Job: name, Kind: "restore_" + r.Kind, Target: r.Target, Err: errors.New(r.Error)})
-	}
-	return rs
+	return restore.ReportInterrupted(ctx, e.state, restore.Reporting{Log: e.log, Metrics: e.metrics.Restore, Problems: e.problems, Sentry: e.sentry})
 }
 
 // startRestoreRun starts a restore in the background through the Runner; release is called once
 // it ended. A restore of the same kind and target already running is a conflict.
 func (m *Main) startRestoreRun(ctx context.Context, run *restore.Run, release func()) (int64, error) {
-	name := run.Name()
 	if m.closing.Load() {
 		release()
 		return 0, fmt.Errorf("%w: opsd is shutting down", httpapi.ErrConflict)
 	}
-	if other, ok := m.restores.Reserve(name); !ok {
-		release()
-		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, run.Target, other)
-	}
 	run.Redact = m.redactor.Redact
-	id, err := run.Begin(ctx)
-	if err != nil {
-		m.restores.Done(name, 0)
-		release()
-		return 0, err
-	}
-	rctx, cancel := context.WithCancel(m.runCtx)
-	m.restores.Set(name, id, cancel)
-	finish := func(o jobs.Outcome) {
-		if o.Run.ID == 0 {
-			run.Abort(rctx, o.Err)
-		}
-		m.restores.Done(name, id)
-		cancel()
-		release()
-	}
-	if err := m.runner.Start(rctx, restoreJob{run}, restoreTimeout, jobs.TriggerManual, finish); err != nil {
-		finish(jobs.Outcome{Err: err})
-		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
-	}
-	return id, nil
+	return m.restores.Start(ctx, m.runCtx, run, release, func(rctx context.Context, finish func(int64, error)) error {
+		return m.runner.Start(rctx, restoreJob{run}, restoreTimeout, jobs.TriggerManual, func(o jobs.Outcome) { finish(o.Run.ID, o.Err) })
+	})
 }
 
-// cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}): it
-// stops at its next step and rolls back what it changed.
+// cancelRestore cancels a restore running in this daemon (DELETE /api/admin/restores/{id}).
 func (m *Main) cancelRestore(ctx context.Context, id int64) error {
-	if m.restores.Stop(id) {
-		m.log.Warn().Int64("restore", id).Msg("restore cancelled by an admin request")
-		return nil
-	}
-	r, err := m.state.GetRestore(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return fmt.Errorf("%w: no restore %d", httpapi.ErrNotFound, id)
-	}
-	if err != nil {
+	if err := m.restores.Cancel(ctx, m.state, id); err != nil {
 		return err
 	}
-	if r.Outcome == state.OutcomeRunning {
-		return fmt.Errorf("%w: restore %d is run by another process (a CLI command: interrupt it there)", httpapi.ErrConflict, id)
-	}
-	return fmt.Errorf("%w: restore %d is not running (%s)", httpapi.ErrConflict, id, r.Outcome)
+	m.log.Warn().Int64("restore", id).Msg("restore cancelled by an admin request")
+	return nil
 }
 
 // cmdRestores lists the recorded restores, newest first; restores a process that is gone left
@@ -204,20 +152,6 @@ func cmdRestores(args []string, stdout, stderr io.Writer) int {
 		enc.Encode(map[string]any{"restores": list})
 		return 0
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tTARGET\tOUTCOME\tSTARTED\tDURATION\tBY\tSAFETY COPIES")
-	for _, r := range list {
-		dur := "-"
-		if r.FinishedAt != nil {
-			dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Target, r.Outcome, r.StartedAt.Format(time.RFC3339), dur, r.RequestedBy, r.Safety)
-	}
-	tw.Flush()
-	for _, r := range list {
-		if r.Error != "" && r.Outcome != state.OutcomeSuccess {
-			fmt.Fprintf(stdout, "\n%s %d: %s\n", r.Outcome, r.ID, red.Redact(r.Error))
-		}
-	}
+	restore.WriteRestores(stdout, list, red.Redact)
 	return 0
 }

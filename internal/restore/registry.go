@@ -2,7 +2,10 @@ package restore
 
 import (
 	"context"
+	"fmt"
 	"sync"
+
+	"github.com/wopr-network/opsd/internal/httpapi"
 )
 
 // Registry holds a daemon's restores in progress: one per restore name (kind and target) at
@@ -60,4 +63,39 @@ func (s *Registry) StopAll() {
 	for _, c := range s.cancel {
 		c()
 	}
+}
+
+// Start runs a restore in the background, one per restore name at a time: it claims run's name
+// (a restore of the same kind and target already running is an httpapi.ErrConflict), records
+// it (Begin), and hands it to start with a context that parent, Stop and StopAll cancel. start
+// runs it and calls finish once it ended, with the id of its run (0: it never started, the
+// restore is then recorded as aborted). release is called once the restore ended or could not
+// start. It returns the restore's id.
+func (s *Registry) Start(ctx, parent context.Context, run *Run, release func(), start func(ctx context.Context, finish func(runID int64, err error)) error) (int64, error) {
+	name := run.Name()
+	if other, ok := s.Reserve(name); !ok {
+		release()
+		return 0, fmt.Errorf("%w: a restore of %s is already running (id %d)", httpapi.ErrConflict, run.Target, other)
+	}
+	id, err := run.Begin(ctx)
+	if err != nil {
+		s.Done(name, 0)
+		release()
+		return 0, err
+	}
+	rctx, cancel := context.WithCancel(parent)
+	s.Set(name, id, cancel)
+	finish := func(runID int64, err error) {
+		if runID == 0 {
+			run.Abort(rctx, err)
+		}
+		s.Done(name, id)
+		cancel()
+		release()
+	}
+	if err := start(rctx, finish); err != nil {
+		finish(0, err)
+		return 0, fmt.Errorf("%w: %v", httpapi.ErrConflict, err)
+	}
+	return id, nil
 }
