@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/config"
-	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/jobs"
 )
 
@@ -29,10 +28,9 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	ctx := context.Background()
-	st, err := state.Open(ctx, cfg.State.Path)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
+	st, code := openState(ctx, cfg, stderr)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
 	now := time.Now().In(cfg.Location())

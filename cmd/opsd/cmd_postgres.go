@@ -11,6 +11,7 @@ import (
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/jobs"
@@ -82,7 +83,7 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 	}
-	release, err := r.locks.Acquire(r.ctx, "postgres/", false, "restore")
+	release, err := r.locks.Acquire(r.ctx, layout.PostgresRoot, false, "restore")
 	if err != nil {
 		return 1
 	}

@@ -239,13 +239,9 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 	if args[0] == "list" {
 		rest = args[1:]
 	}
-	if code, ok := parseFlags(fs, rest, stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, rest, stdout, stderr)
+	if cfg == nil {
 		return code
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	keys, err := keyLayout(cfg)
 	if err != nil {

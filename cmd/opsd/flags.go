@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/state"
 )
 
 // newFlags returns a flag set whose --help prints the synopsis and flags to stdout.
@@ -71,6 +73,17 @@ func loadConfig(fs *flag.FlagSet, cfgPath *string, args []string, stdout, stderr
 		return nil, 1
 	}
 	return cfg, 0
+}
+
+// openState opens the state database of cfg for a command; it returns nil and the exit code
+// when it cannot.
+func openState(ctx context.Context, cfg *config.Config, stderr io.Writer) (*state.Store, int) {
+	st, err := state.Open(ctx, cfg.State.Path)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsd: %v\n", err)
+		return nil, 1
+	}
+	return st, 0
 }
 
 // configFlag adds -c/--config with the OPSD_CONFIG default.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
@@ -118,19 +117,14 @@ func cmdRestores(args []string, stdout, stderr io.Writer) int {
 	cfgPath := configFlag(fs)
 	limit := fs.Int("limit", 20, "how many restores to list")
 	out := outputFlag(fs, "table", "json")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
 		return code
 	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
 	ctx := context.Background()
-	st, err := state.Open(ctx, cfg.State.Path)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
+	st, code := openState(ctx, cfg, stderr)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
 	red := telemetry.NewRedactor(cfg.Secrets()...)
