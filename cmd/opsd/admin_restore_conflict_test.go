@@ -22,23 +22,10 @@ import (
 // for the restore's work) and returns it with the URL that restores tenant_busy.
 func heldRestoreDaemon(t *testing.T, do func(ctx context.Context, t *restore.Tracker) (restore.Report, error)) (*Main, string, string) {
 	t.Helper()
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: adm
-http:
+	dir, cfgPath := writeLocalConfig(t, "adm", fmt.Sprintf(`http:
   admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-jobs:
-  - {name: noop, kind: noop, schedule: "0 2 * * *"}
-`, token, dir, dir))
+`, token), `  - {name: noop, kind: noop, schedule: "0 2 * * *"}
+`)
 	store, _ := local.New(filepath.Join(dir, "store"))
 	key := "nightly/adm/tenant_busy/tenant_busy_20261125.tar.gz"
 	if _, err := artifact.Store(context.Background(), store, bytes.NewReader([]byte("archive")), artifact.Options{}, artifact.Manifest{Key: key, Kind: "container", Target: "tenant_busy"}); err != nil {

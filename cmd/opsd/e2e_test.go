@@ -41,6 +41,26 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// writeLocalConfig writes opsd.yaml in a new temp dir: node id, header (top-level keys before
+// state), the state database and a local store in that dir, alerts quiet, then the jobs list.
+func writeLocalConfig(t *testing.T, node, header, jobs string) (dir, cfgPath string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfgPath = filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, "node_id: "+node+"\n"+header+fmt.Sprintf(`state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+alerts:
+  interval: 1h
+  rules: []
+jobs:
+`, dir, dir)+jobs)
+	return dir, cfgPath
+}
+
 func writeConfig(t *testing.T, path, body string) {
 	t.Helper()
 	// Write to a temp name and rename, as editors and ConfigMap updates do.

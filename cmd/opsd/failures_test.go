@@ -244,21 +244,8 @@ jobs:
 // `opsd jobs run`-style env with a run in progress) uses the same state database does not mark
 // that command's run interrupted; once no CLI command runs, a leftover CLI run is.
 func TestDaemonStartLeavesRunningCLIRunsAlone(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: cli
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-jobs:
-  - {name: tick, kind: noop, schedule: "0 4 * * *"}
-`, dir, dir))
+	_, cfgPath := writeLocalConfig(t, "cli", "", `  - {name: tick, kind: noop, schedule: "0 4 * * *"}
+`)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)

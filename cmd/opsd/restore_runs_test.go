@@ -272,23 +272,10 @@ func TestAdminRestoreCancelKeepsTheOriginal(t *testing.T) {
 	dc := dockertest.Client(t)
 	name := dockertest.Unique("tenant_opsdrrcancel_")
 	orig := dockertest.Run(t, dc, name, nil, "trap 'exit 0' TERM; echo a > /data/a.txt; sleep 3600 & wait")
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: rrc
-http:
+	_, cfgPath := writeLocalConfig(t, "rrc", fmt.Sprintf(`http:
   admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-jobs:
-  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: %s}
-`, token, dir, dir, name))
+`, token), fmt.Sprintf(`  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: %s}
+`, name))
 	stopped, release := make(chan struct{}), make(chan struct{})
 	old := containerRestore
 	t.Cleanup(func() { containerRestore = old })
@@ -335,21 +322,8 @@ jobs:
 // daemon runs (its liveness lock released, its row left running) is reported interrupted by
 // the daemon's next check, with its safety copy, on /health.
 func TestDaemonReportsARestoreThatDiesWhileItRuns(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: rw
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-jobs:
-  - {name: noop, kind: noop, schedule: "0 2 * * *"}
-`, dir, dir))
+	dir, cfgPath := writeLocalConfig(t, "rw", "", `  - {name: noop, kind: noop, schedule: "0 2 * * *"}
+`)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)

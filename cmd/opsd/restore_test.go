@@ -122,23 +122,10 @@ jobs:
 func TestAdminRestoreEndpoint(t *testing.T) {
 	dc := dockertest.Client(t)
 	dockertest.Run(t, dc, admPrefix+"a", nil, "trap 'exit 0' TERM; echo a > /data/a.txt; sleep 3600 & wait")
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: adm
-http:
+	_, cfgPath := writeLocalConfig(t, "adm", fmt.Sprintf(`http:
   admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-jobs:
-  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: `+admPrefix+`}
-`, token, dir, dir))
+`, token), `  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: `+admPrefix+`}
+`)
 	m, base := startDaemon(t, cfgPath)
 	ctx := context.Background()
 	spec, _ := m.sched.Spec("containers-nightly")
