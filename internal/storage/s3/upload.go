@@ -49,6 +49,12 @@ type part struct {
 	etag   string
 	crcOK  bool // the store confirmed the CRC32C
 	credit int  // budget credits held
+
+	// readers are the request bodies handed to the HTTP client. net/http may still be reading a
+	// body after the response came back (a store that answers 400 before reading the body, a
+	// timed-out request): free detaches them before the chunks go back to the budget, so a late
+	// read gets an error and never the bytes of another part.
+	readers []*chunkReader
 }
 
 func (p *part) crcBase64() string {
@@ -68,8 +74,13 @@ func (p *part) md5Sum() []byte {
 	return p.md5
 }
 
-// reader returns the part's bytes as a seekable reader (minio-go seeks back to retry).
-func (p *part) reader() *chunkReader { return &chunkReader{chunks: p.chunks, size: p.size} }
+// reader returns the part's bytes as a seekable reader (minio-go seeks back to retry). It is
+// detached when the part is freed.
+func (p *part) reader() *chunkReader {
+	r := &chunkReader{chunks: p.chunks, size: p.size}
+	p.readers = append(p.readers, r)
+	return r
+}
 
 // fill reads up to n chunks from r; eof reports the stream's end.
 func (p *part) fill(r io.Reader, b *budget, n int) (eof bool, err error) {
@@ -96,8 +107,12 @@ func (p *part) fill(r io.Reader, b *budget, n int) (eof bool, err error) {
 	return false, nil
 }
 
-// free returns the part's chunks and credits to the budget.
+// free returns the part's chunks and credits to the budget, once no request body can read them.
 func (p *part) free(b *budget) {
+	for _, r := range p.readers {
+		r.detach()
+	}
+	p.readers = nil
 	for i, c := range p.chunks {
 		p.chunks[i] = c[:cap(c)]
 	}
@@ -108,12 +123,29 @@ func (p *part) free(b *budget) {
 
 // chunkReader reads a list of chunks; it seeks (minio-go's retries rewind the body).
 type chunkReader struct {
-	chunks [][]byte
-	size   int64
-	off    int64
+	mu       sync.Mutex // held while copying, so detach waits for a read in progress
+	chunks   [][]byte
+	size     int64
+	off      int64
+	detached bool
+}
+
+// errDetached is what a request body read after its part was freed returns.
+var errDetached = errors.New("chunk reader: part already released")
+
+// detach ends the reader's access to the chunks; it returns once no Read is copying from them.
+func (r *chunkReader) detach() {
+	r.mu.Lock()
+	r.chunks, r.detached = nil, true
+	r.mu.Unlock()
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.detached {
+		return 0, errDetached
+	}
 	if r.off >= r.size {
 		return 0, io.EOF
 	}
@@ -128,6 +160,8 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 }
 
 func (r *chunkReader) Seek(offset int64, whence int) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
