@@ -167,7 +167,7 @@ func (b *SQLiteBackup) backupOne(ctx context.Context, db SQLiteDatabase, now tim
 	}
 	// SQLite treats a 0-byte file as a new empty database: without this gate an empty or
 	// truncated source would be "backed up" as OK and later restored over the real one.
-	if err := sqlite.CheckFile(db.Path); err != nil {
+	if err := sqlite.CheckFile(ctx, db.Path); err != nil {
 		return fail(fmt.Errorf("source %w (nothing uploaded)", err))
 	}
 	dir := b.cfg.TempDir

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 
 	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/wopr-network/opsd/internal/scratch"
 )
@@ -313,12 +314,37 @@ var ErrEmpty = errors.New("database is empty")
 // ErrNotSQLite is returned (wrapped) when a file is not a SQLite 3 database.
 var ErrNotSQLite = errors.New("not a SQLite database")
 
-// CheckFile fails unless the file at path is a non-empty SQLite 3 database: it exists, has
-// bytes, starts with the SQLite header. It opens nothing (SQLite would treat a 0-byte file as
-// a new empty database and happily "back it up").
-func CheckFile(path string) error {
-	if err := checkFile(path); err != nil {
+// CheckFile fails unless the live database at path is a non-empty SQLite 3 database: it exists,
+// has bytes and SQLite reads its header (SQLite would treat a 0-byte file as a new empty
+// database and happily "back it up"). It reads the header through SQLite's own file layer, never
+// with a descriptor of its own: closing any descriptor of a file drops every POSIX lock the
+// process holds on it, including the SHARED lock another of opsd's connections (an alert rule
+// reading the same database, another backup of it) holds while the platform writes.
+func CheckFile(ctx context.Context, path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s: %w", path, ErrNotExist)
+	case err != nil:
 		return fmt.Errorf("%s: %w", path, err)
+	case st.Size() == 0:
+		return fmt.Errorf("%s: %w (0 bytes)", path, ErrEmpty)
+	}
+	db, err := sql.Open("sqlite", dsn(path, "ro", "busy_timeout(30000)"))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer db.Close()
+	var pages int64
+	err = db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages)
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &se) && se.Code() == sqlite3.SQLITE_NOTADB:
+		return fmt.Errorf("%s: %w (no SQLite header)", path, ErrNotSQLite)
+	case err != nil:
+		return fmt.Errorf("%s: read header: %w", path, err)
+	case pages == 0:
+		return fmt.Errorf("%s: %w (0 pages)", path, ErrEmpty)
 	}
 	return nil
 }
