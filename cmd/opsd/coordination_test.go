@@ -102,12 +102,25 @@ func TestPlatformJobRunsOncePerTickAcrossTheFleet(t *testing.T) {
 		}
 		return done >= ticks
 	})
+	// A tick claimed while the daemons shut down may end "not_started" (its run refused by a
+	// closing runner): that is the shutdown, not a lost tick, and it has no run to count.
+	var lastSeen time.Time
+	for _, cl := range claims {
+		if cl.FinishedAt != nil && cl.ScheduledAt.After(lastSeen) {
+			lastSeen = cl.ScheduledAt
+		}
+	}
 	for _, m := range mains {
 		m.Close(context.Background())
 	}
 	claims, _ = c.Claims(context.Background(), "tick")
 	nodes := map[string]int{}
+	notStarted := 0
 	for i, cl := range claims {
+		if cl.ScheduledAt.After(lastSeen) && cl.Outcome == "not_started" {
+			notStarted++
+			continue
+		}
 		nodes[cl.Node]++
 		if i > 0 {
 			if gap := cl.ScheduledAt.Sub(claims[i-1].ScheduledAt); gap != 2*time.Second {
@@ -141,8 +154,8 @@ func TestPlatformJobRunsOncePerTickAcrossTheFleet(t *testing.T) {
 			}
 		}
 	}
-	if total != len(claims) {
-		t.Fatalf("%d runs recorded across the fleet for %d claimed ticks: a tick ran twice or a claim did not run", total, len(claims))
+	if total != len(claims)-notStarted {
+		t.Fatalf("%d runs recorded across the fleet for %d claimed ticks (%d refused at shutdown): a tick ran twice or a claim did not run", total, len(claims), notStarted)
 	}
 	if len(nodes) < 2 {
 		t.Logf("every tick ran on %v (the fleet shared them less than expected, still exactly once)", nodes)

@@ -357,9 +357,9 @@ scrape_configs:
 	if len(errs) > 0 || evaluated < 20 {
 		t.Errorf("rule evaluation: %d rules evaluated, errors: %v", evaluated, errs)
 	}
-	if a := p.firing("OpsdDown", nil); len(a) > 0 {
-		t.Errorf("OpsdDown fires: %v", a)
-	}
+	// The fast copy of OpsdDown has no `for:`: one scrape that missed its 1 s timeout on a
+	// loaded machine fires it for a second. The daemon must be up in the steady state.
+	resolved("OpsdDown", nil)
 }
 
 var legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
