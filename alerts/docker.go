@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,6 +24,10 @@ type EventSource interface {
 // removal do not. `docker stop` sends kill, die, then stop: a die that no stop or destroy follows
 // within Grace was not asked for. It resolves when the container runs again or after
 // ResolveAfter. The event stream reconnects after the engine restarts.
+//
+// While Watch holds the stream open the engine is up (Connected): the stream ends with an error
+// or EOF when the engine goes away, so neither Evaluate nor the daemon's dependency check asks
+// the engine every interval whether it answers.
 type UnexpectedStops struct {
 	RuleName     string
 	Source       EventSource
@@ -32,13 +37,17 @@ type UnexpectedStops struct {
 	Kick         func()
 	Log          zerolog.Logger
 	// Check, when set, says whether the engine answers; while it does not, Evaluate fails (the
-	// rule cannot know, so it must not report the fleet as fine).
+	// rule cannot know, so it must not report the fleet as fine). Watch asks it once per
+	// connection of the stream; Evaluate only while the stream is not open.
 	Check func(ctx context.Context) error
+	// OnConnection, when set, is called (from Watch) when the stream opens or is lost.
+	OnConnection func()
 
-	mu      sync.Mutex
-	pending map[string]*time.Timer
-	stopped map[string]stopped
-	asked   map[string]bool
+	connected atomic.Bool // the stream is open and the engine answered on it
+	mu        sync.Mutex
+	pending   map[string]*time.Timer
+	stopped   map[string]stopped
+	asked     map[string]bool
 }
 
 type stopped struct {
@@ -69,15 +78,31 @@ func (u *UnexpectedStops) init() {
 	}
 }
 
-// Watch follows the engine's events until ctx ends, reconnecting with backoff.
+// Connected reports whether Watch holds the event stream open and the engine answered on it.
+func (u *UnexpectedStops) Connected() bool { return u.connected.Load() }
+
+// setConnected records whether the stream is open and says so when that changed.
+func (u *UnexpectedStops) setConnected(up bool) {
+	if u.connected.Swap(up) != up && u.OnConnection != nil {
+		u.OnConnection()
+	}
+}
+
+// Watch follows the engine's events until ctx ends, reconnecting with backoff. The stream counts
+// as open (Connected) once the engine answered a ping after it was asked for, or sent an event
+// on it; it is lost when it ends or fails.
 func (u *UnexpectedStops) Watch(ctx context.Context) {
 	u.mu.Lock()
 	u.init()
 	u.mu.Unlock()
+	defer u.setConnected(false)
 	wait := time.Second
 	for ctx.Err() == nil {
 		events, errs := u.Source.Events(ctx)
 		connected := time.Now()
+		if u.Check == nil || u.ping(ctx) == nil {
+			u.setConnected(true)
+		}
 	loop:
 		for {
 			select {
@@ -85,6 +110,7 @@ func (u *UnexpectedStops) Watch(ctx context.Context) {
 				if !ok {
 					break loop
 				}
+				u.setConnected(true)
 				u.handle(ev)
 			case err := <-errs:
 				if ctx.Err() == nil {
@@ -95,6 +121,7 @@ func (u *UnexpectedStops) Watch(ctx context.Context) {
 				return
 			}
 		}
+		u.setConnected(false)
 		if time.Since(connected) > time.Minute {
 			wait = time.Second
 		}
@@ -132,23 +159,25 @@ func (u *UnexpectedStops) handle(ev docker.Event) {
 		u.pending[name] = time.AfterFunc(u.Grace, func() {
 			u.mu.Lock()
 			delete(u.pending, name)
-			if !u.asked[name] {
+			asked := u.asked[name]
+			if !asked {
 				if old, ok := u.stopped[name]; ok && strings.HasPrefix(old.reason, "was OOM-killed") {
 					reason = old.reason
 				}
 				u.stopped[name] = stopped{at: time.Now(), reason: reason}
 			}
 			u.mu.Unlock()
-			if u.Kick != nil {
+			if !asked && u.Kick != nil {
 				u.Kick()
 			}
 		})
 	case "oom":
 		u.stopped[name] = stopped{at: time.Now(), reason: "was OOM-killed"}
 	case "start", "restart", "unpause":
+		_, was := u.stopped[name]
 		delete(u.stopped, name)
 		delete(u.asked, name)
-		if u.Kick != nil {
+		if was && u.Kick != nil { // only a container the rule reports changes its value
 			go u.Kick()
 		}
 	case "kill":
@@ -156,9 +185,17 @@ func (u *UnexpectedStops) handle(ev docker.Event) {
 	}
 }
 
-// Evaluate reports the containers that stopped unexpectedly.
+// ping asks Check whether the engine answers, within 10 seconds.
+func (u *UnexpectedStops) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return u.Check(ctx)
+}
+
+// Evaluate reports the containers that stopped unexpectedly. While the event stream is open the
+// engine is up; otherwise it asks Check.
 func (u *UnexpectedStops) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
-	if u.Check != nil {
+	if u.Check != nil && !u.Connected() {
 		if err := u.Check(ctx); err != nil {
 			return Eval{}, fmt.Errorf("docker engine unreachable: %w", err)
 		}

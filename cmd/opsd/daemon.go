@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"runtime/debug"
 	"strings"
@@ -343,6 +344,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.dispatch.Start(context.WithoutCancel(bgCtx)) // drains on Close, bounded there
 	if stops := m.alerts.Stops; stops != nil {
 		stops.Kick = m.evaluator.Kick
+		stops.OnConnection = m.problems.Wake // the Docker dependency follows the stream
 		m.goBg(func() { stops.Watch(bgCtx) })
 	}
 	m.goBg(func() { m.evaluator.Run(bgCtx) })
@@ -421,6 +423,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.metrics.ConfigReloadSuccessful.Set(1)
 	m.metrics.ConfigReloadTimestamp.SetToCurrentTime()
 	m.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	m.problems.Wake() // the dependencies the new jobs need
 	m.log.Info().Int("jobs", len(cfg.Jobs)).Msg("config reloaded")
 	return true, nil
 }
@@ -455,37 +458,68 @@ func (m *Main) activeBots(ctx context.Context) (int, bool) {
 	return alerts.RunningContainers(ctx, m.docker, "tenant_")
 }
 
-// startChecks checks, now and every CheckInterval, the dependencies the configured jobs need:
-// the Docker engine (when a job uses it) and an object store that was unreachable at start.
-// Each unreachable one is a /health problem until it answers again.
+// startChecks checks the dependencies the configured jobs need: the Docker engine (when a job
+// uses it), an object store that was unreachable at start, and CLI restores that died. Each
+// unreachable one is a /health problem until it answers again. What has an event is checked on
+// it, the rest every CheckInterval: the engine is up while the unexpected-stop alert's event
+// stream is open (the stream ends when the engine goes away; it is pinged every interval only
+// while the stream is lost, and Wake on reconnection clears the problem), and a restore is
+// looked at when a liveness lock is created or closed (restoreEvents).
 func (m *Main) startChecks(ctx context.Context) {
 	every := m.opts.CheckInterval
 	if every <= 0 {
 		every = 30 * time.Second
 	}
+	stops := m.alerts.Stops
+	streamUp := func() bool { return stops != nil && stops.Connected() }
 	deps := []health.Dependency{{Name: "docker", What: "docker engine", Check: func(ctx context.Context) string {
-		if need := m.cfg().DockerJobs(); len(need) > 0 {
+		if need := m.cfg().DockerJobs(); len(need) > 0 && !streamUp() {
 			if err := m.docker.Ping(ctx); err != nil {
 				return fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err)
 			}
 		}
 		return ""
-	}}}
+	}, Quiet: func() bool { return len(m.cfg().DockerJobs()) == 0 || streamUp() }}}
 	if m.lazy != nil {
+		var opened atomic.Bool // once open, the store stays open
 		deps = append(deps, health.Dependency{Name: "store", What: "object store", Check: func(ctx context.Context) string {
 			if err := m.lazy.Retry(ctx); err != nil {
 				return m.redactor.Redact(err.Error())
 			}
+			opened.Store(true)
 			return ""
-		}})
+		}, Quiet: opened.Load})
 	}
 	// A CLI restore whose process died while this daemon runs (its start saw only older ones):
-	// reportInterrupted sets its own problem, naming the safety copies.
+	// reportInterrupted sets its own problem, naming the safety copies. Polled while a restore's
+	// liveness lock exists (one is running, or died unreported), woken when one is created.
+	restoreQuiet := func() bool { return false }
+	if path := m.state.Path(); path != "" {
+		if watching := watchRestoreLocks(ctx, path, m.problems.Wake); watching != nil {
+			restoreQuiet = func() bool { return watching() && !restoreLocksExist(path) }
+		}
+	}
 	deps = append(deps, health.Dependency{Name: "restores", What: "restore bookkeeping", Check: func(ctx context.Context) string {
 		reportInterrupted(ctx, m.env)
 		return ""
-	}})
+	}, Quiet: restoreQuiet})
 	m.goBg(func() { m.problems.Watch(ctx, every, m.log, deps...) })
+}
+
+// restoreLocksExist reports whether a restore's liveness lock lies beside the state database at
+// statePath (or the directory cannot be read).
+func restoreLocksExist(statePath string) bool {
+	entries, err := os.ReadDir(filepath.Dir(statePath))
+	if err != nil {
+		return true
+	}
+	prefix := filepath.Base(statePath) + ".restore-"
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), ".lock") {
+			return true
+		}
+	}
+	return false
 }
 
 // goBg runs f in the background; Close waits for it.

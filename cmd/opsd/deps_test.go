@@ -18,6 +18,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/storage"
 	s3store "github.com/wopr-network/opsd/internal/storage/s3"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
@@ -198,4 +199,124 @@ jobs:
 		t.Fatalf("%s was not uploaded: %v", key, err)
 	}
 	assertManifestsMatchObjects(t, store)
+}
+
+// unixSwitch forwards connections on a unix socket to the Docker engine's socket while up;
+// down closes every forwarded connection (the event stream sees the engine go away) and
+// refuses new ones, as a stopped engine does.
+type unixSwitch struct {
+	ln     net.Listener
+	target string
+	up     atomic.Bool
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+}
+
+func newUnixSwitch(t *testing.T, path, target string) *unixSwitch {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &unixSwitch{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	s.up.Store(true)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !s.up.Load() {
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			s.mu.Lock()
+			s.conns[c], s.conns[u] = true, true
+			s.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); s.down() })
+	return s
+}
+
+func (s *unixSwitch) down() {
+	s.up.Store(false)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+		delete(s.conns, c)
+	}
+}
+
+// TestDockerGoneAndBackFollowsTheEventStream: with the unexpected-stop alert's event stream
+// open, the daemon does not poll the engine (the check interval here is an hour): the engine
+// going away ends the stream, which makes /health degraded at once; the stream reconnecting
+// when the engine is back makes it ok again.
+func TestDockerGoneAndBackFollowsTheEventStream(t *testing.T) {
+	dockertest.Client(t) // skips without an engine
+	target := "/var/run/docker.sock"
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		if !strings.HasPrefix(h, "unix://") {
+			t.Skip("DOCKER_HOST is not a unix socket")
+		}
+		target = strings.TrimPrefix(h, "unix://")
+	}
+	dir := t.TempDir()
+	sw := newUnixSwitch(t, filepath.Join(dir, "docker.sock"), target)
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: dockerback
+http:
+  admin_token: %s
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+docker:
+  host: unix://%s/docker.sock
+alerts:
+  interval: 1h
+jobs:
+  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: %s}
+`, token, dir, dir, dir, dockertest.Unique("tenant_idle_")))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", CheckInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	base := "http://" + m.Addr().String()
+	eventually(t, "the event stream to open", 20*time.Second, func() bool { return m.alerts.Stops.Connected() })
+	if _, body := get(t, base+"/health"); strings.Contains(body, "docker engine unreachable") {
+		t.Fatalf("/health with the engine up: %s", body)
+	}
+
+	sw.down()
+	eventually(t, "/health degraded", 20*time.Second, func() bool {
+		_, body := get(t, base+"/health")
+		return strings.Contains(body, `"status":"degraded"`) && strings.Contains(body, "docker engine unreachable (needed by containers-nightly)")
+	})
+	sw.up.Store(true)
+	eventually(t, "/health without the Docker problem", 60*time.Second, func() bool {
+		_, body := get(t, base+"/health")
+		return !strings.Contains(body, "docker engine unreachable")
+	})
+	if !m.alerts.Stops.Connected() {
+		t.Fatal("the problem cleared without the stream connected")
+	}
 }

@@ -19,8 +19,9 @@ type Problem struct {
 
 // Problems is a concurrency-safe set of problems by name. The zero value is ready to use.
 type Problems struct {
-	mu sync.Mutex
-	m  map[string]Problem
+	mu   sync.Mutex
+	m    map[string]Problem
+	wake chan struct{} // Wake to Watch
 }
 
 // Set records (or updates the message of) a problem; Since stays from the first time it was set.

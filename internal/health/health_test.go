@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -84,4 +86,43 @@ func TestProbe(t *testing.T) {
 	if err := Probe(context.Background(), url); err == nil || !strings.Contains(err.Error(), "127.0.0.1:"+port) {
 		t.Fatalf("nothing listening: %v", err)
 	}
+}
+
+// TestWatchWaitsForEventsWhileQuiet: a dependency that is not Quiet is checked at every
+// interval; once it is Quiet (its event source is open), Watch sets no timer and checks only
+// when woken; when it stops being Quiet (the source was lost), the interval checks resume. Each
+// check takes from step whether the dependency is quiet after it.
+func TestWatchWaitsForEventsWhileQuiet(t *testing.T) {
+	var p Problems
+	var quiet atomic.Bool
+	step := make(chan bool)
+	ctx, cancel := context.WithCancel(context.Background())
+	dep := Dependency{Name: "docker", What: "docker engine", Quiet: quiet.Load, Check: func(ctx context.Context) string {
+		select {
+		case q := <-step:
+			quiet.Store(q)
+		case <-ctx.Done():
+		}
+		return ""
+	}}
+	done := make(chan struct{})
+	go func() { p.Watch(ctx, time.Nanosecond, zerolog.Nop(), dep); close(done) }()
+	for _, q := range []bool{false, false, false, true} { // polled: checks come without a wake
+		step <- q
+	}
+	for i := 0; i < 3; i++ {
+		select {
+		case step <- true:
+			t.Fatal("a quiet dependency was checked without a wake")
+		case <-time.After(20 * time.Millisecond):
+		}
+		p.Wake()
+		step <- true
+	}
+	p.Wake()
+	for _, q := range []bool{false, false, false} { // lost: polled again
+		step <- q
+	}
+	cancel()
+	<-done
 }
