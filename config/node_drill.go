@@ -26,18 +26,10 @@ type NodeDrillSettings struct {
 
 func (d *NodeDrillSettings) setDefaults() {
 	setDefault(&d.RTOBreach, "fail")
-	if d.Sample == 0 {
-		d.Sample = 3
-	}
-	if d.Parallel == 0 {
-		d.Parallel = 4
-	}
-	if d.Probe == 0 {
-		d.Probe = Duration(5 * time.Second)
-	}
-	if d.RTOTarget == 0 {
-		d.RTOTarget = Duration(2 * time.Hour)
-	}
+	setDefault(&d.Sample, 3)
+	setDefault(&d.Parallel, 4)
+	setDefault(&d.Probe, Duration(5*time.Second))
+	setDefault(&d.RTOTarget, Duration(2*time.Hour))
 }
 
 func (d *NodeDrillSettings) validate(p string, bad func(path, format string, args ...any)) {

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -49,6 +50,9 @@ type bench struct {
 	dir    string
 	s3     s3Env
 	slow   *slowDisk // nil unless --slow-disk
+	// node-restore: the --parallel values and the export formats measured.
+	nodeParallel []int
+	nodeFormats  []string
 }
 
 func run() int {
@@ -64,6 +68,8 @@ func run() int {
 	flag.IntVar(&sd.DirtyMB, "slow-disk-dirty-mb", 256, "--slow-disk: cap on the device's dirty page cache, MiB (0: kernel default)")
 	flag.IntVar(&sd.SizeGB, "slow-disk-gb", 24, "--slow-disk: size of the sparse disk image, GiB")
 	flag.StringVar(&sd.Parent, "slow-disk-image-dir", "", "--slow-disk: directory for the image file (default: the temp dir)")
+	nodePar := flag.String("node-parallel", "4,8", "node-restore: the `opsd restore node --parallel` values measured (comma-separated)")
+	nodeFormats := flag.String("node-formats", "gzip,zstd", "node-restore: the lost node's export compressions measured (gzip, zstd)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./cmd/opsd-bench [--size tiny|small|full] [--rounds N] [sqlite upload export drill idle scrape prune node-restore postgres coordination]\n\n")
 		flag.PrintDefaults()
@@ -107,7 +113,21 @@ func run() int {
 	if *limit > 0 {
 		sz.timeLimit = *limit
 	}
-	b := &bench{sz: sz, rounds: *rounds, dir: dir, slow: disk}
+	b := &bench{sz: sz, rounds: *rounds, dir: dir, slow: disk, nodeFormats: strings.Split(*nodeFormats, ",")}
+	for _, p := range strings.Split(*nodePar, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "opsd-bench: --node-parallel %q: want numbers of at least 1\n", *nodePar)
+			return 2
+		}
+		b.nodeParallel = append(b.nodeParallel, n)
+	}
+	for _, f := range b.nodeFormats {
+		if f != "gzip" && f != "zstd" {
+			fmt.Fprintf(os.Stderr, "opsd-bench: --node-formats: %q is neither gzip nor zstd\n", f)
+			return 2
+		}
+	}
 	ctx := context.Background()
 	needS3 := contains(scen, "sqlite") || contains(scen, "upload") || contains(scen, "export") || contains(scen, "drill") || contains(scen, "node-restore") || contains(scen, "postgres")
 	if needS3 {

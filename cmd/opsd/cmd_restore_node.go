@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -79,7 +77,7 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("restore node", usage, stdout, stderr)
 	cfgPath := configFlag(fs)
 	from := fs.String("from", "", "the lost node's node_id (its backups are under nightly/NODE/)")
-	parallel := fs.Int("parallel", 4, "containers restored at once")
+	parallel := fs.Int("parallel", 4, "containers downloaded and imported at once (as many more may be created and started meanwhile; probes hold no slot)")
 	only := fs.String("only", "", "restore only these containers (comma-separated)")
 	exclude := fs.String("exclude", "", "skip these containers (comma-separated)")
 	withSnaps := fs.Bool("with-snapshots", false, "also restore the node's WOPR_HOME snapshots into the dir_snapshot job's base_dir")
@@ -109,7 +107,7 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 	defer r.close()
 	var baseDir string
 	if *withSnaps {
-		jc, err := findJob(r.cfg, "dir_snapshot", "")
+		jc, err := r.cfg.FindJob("dir_snapshot", "")
 		if err != nil {
 			fmt.Fprintf(stderr, "opsd: --with-snapshots: %v\n", err)
 			return 1
@@ -134,23 +132,18 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		code = 1
 	}
 	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(rep)
+		writeJSON(stdout, rep)
 	} else {
 		restore.WriteNodeReport(stdout, *rep)
 	}
 	return code
 }
 
+// splitList splits a comma-separated list (as a repeatable flag's value is split).
 func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
+	var m multiFlag
+	m.Set(s)
+	return m
 }
 
 // openDockerRestore opens what a container or node restore needs: the restore environment with

@@ -24,16 +24,22 @@ import (
 
 // ContainerEngine is what a container restore needs from Docker.
 type ContainerEngine interface {
-	Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
+	ContainerCreator
 	Export(ctx context.Context, id string) (io.ReadCloser, error)
 	Stop(ctx context.Context, id string, timeout time.Duration) error
 	Rename(ctx context.Context, id, name string) error
-	Import(ctx context.Context, r io.Reader, ref string) (string, error)
+}
+
+// ContainerCreator is what making a container from a backup needs from Docker, whether it
+// replaces one (ContainerEngine) or recreates a lost one (RecreateEngine): import the image,
+// create, connect and start the container, and clean up.
+type ContainerCreator interface {
+	ImageImporter
+	Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
 	CreateNetworked(ctx context.Context, name string, cfg *container.Config, host *container.HostConfig, nets *network.NetworkingConfig) (string, error)
 	NetworkConnect(ctx context.Context, networkName, id string, ep *network.EndpointSettings) error
 	Start(ctx context.Context, id string) error
 	Remove(ctx context.Context, id string) error
-	RemoveImage(ctx context.Context, id string) error
 }
 
 // ContainerOptions configure a container restore.

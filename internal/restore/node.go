@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strings"
@@ -24,15 +23,9 @@ import (
 
 // RecreateEngine is what recreating a container from its backup needs from Docker.
 type RecreateEngine interface {
-	Inspect(ctx context.Context, id string, size bool) (docker.Details, error)
-	Import(ctx context.Context, r io.Reader, ref string) (string, error)
-	CreateNetworked(ctx context.Context, name string, cfg *container.Config, host *container.HostConfig, nets *network.NetworkingConfig) (string, error)
-	NetworkConnect(ctx context.Context, networkName, id string, ep *network.EndpointSettings) error
+	ContainerCreator
 	EnsureNetwork(ctx context.Context, name string, ns docker.NetworkSpec) (bool, error)
 	EnsureVolume(ctx context.Context, vs docker.VolumeSpec) (bool, error)
-	Start(ctx context.Context, id string) error
-	Remove(ctx context.Context, id string) error
-	RemoveImage(ctx context.Context, id string) error
 }
 
 // RecreateOptions configure recreating one container that does not exist on this engine (a lost
@@ -53,6 +46,8 @@ type RecreateOptions struct {
 	// no mounts, no published ports and no restart policy, probed, and then removed with its
 	// image; nothing of the tenant's is touched.
 	Sandbox string
+	// wait is the probe's wait (tests hold it; default: sleep).
+	wait func(ctx context.Context, name string, d time.Duration) error
 }
 
 // Phase names of a recreate, in order.
@@ -105,89 +100,141 @@ func ReadSpec(m artifact.Manifest, ids []age.Identity) (docker.Spec, error) {
 // running. A container of that name that exists already is never touched: when it was created
 // from the same artifact and is in the captured state the result is "skipped" (re-runs are
 // idempotent); otherwise it is an error. A failure removes what this call created.
-func Recreate(ctx context.Context, o RecreateOptions) (res RecreateResult) {
-	start := time.Now()
-	res = RecreateResult{Key: o.Key, Phases: map[string]float64{}}
-	phase, phaseStart := "", time.Now()
-	enter := func(p string) {
-		if phase != "" {
-			res.Phases[phase] += time.Since(phaseStart).Seconds()
-		}
-		phase, phaseStart = p, time.Now()
+func Recreate(ctx context.Context, o RecreateOptions) RecreateResult {
+	r, ok := prepareRecreate(ctx, o)
+	if !ok {
+		return r.res
 	}
-	defer func() {
-		enter("")
-		res.Seconds = time.Since(start).Seconds()
-	}()
-	fail := func(err error) RecreateResult {
-		res.Outcome, res.Error = "failed", err.Error()
-		return res
+	if !r.create(ctx) {
+		return r.res
 	}
-	if o.Probe == 0 {
-		o.Probe = 5 * time.Second
+	return r.settle(ctx)
+}
+
+// recreation is one recreate in its three stages, which a node restore schedules apart:
+// prepareRecreate (manifest, spec, skip check, download, verify and import: the CPU- and
+// I/O-bound part), create (networks, volumes, create and start: short calls to the engine) and
+// settle (the probe: only waiting). Time between stages (waiting for a slot) is in no phase and
+// not in the result's Seconds.
+type recreation struct {
+	o     RecreateOptions
+	res   RecreateResult
+	spec  docker.Spec
+	ref   string
+	image string // the imported image, once imported
+	newID string // the created container, once created
+	phase string
+	since time.Time // start of the current phase
+	began time.Time // start of the current stage
+}
+
+func (r *recreation) enter(p string) {
+	now := time.Now()
+	if r.phase != "" {
+		r.res.Phases[r.phase] += now.Sub(r.since).Seconds()
+	}
+	r.phase, r.since = p, now
+}
+
+// resume starts a stage's clock; pause stops it and closes the current phase.
+func (r *recreation) resume() { r.began = time.Now() }
+
+func (r *recreation) pause() {
+	r.enter("")
+	r.res.Seconds += time.Since(r.began).Seconds()
+}
+
+func (r *recreation) fail(err error) {
+	r.res.Outcome, r.res.Error = "failed", err.Error()
+}
+
+// failed ends a recreate that created nothing yet.
+func (r *recreation) failed(err error) (*recreation, bool) {
+	r.fail(err)
+	return r, false
+}
+
+// undo removes what the recreate created (its container, its image), even once ctx ended, and
+// fails it with cause.
+func (r *recreation) undo(ctx context.Context, cause error) {
+	cleanup := context.WithoutCancel(ctx)
+	if r.newID != "" {
+		r.o.Engine.Remove(cleanup, r.newID)
+	}
+	if r.image != "" {
+		r.o.Engine.RemoveImage(cleanup, r.image)
+	}
+	r.fail(cause)
+}
+
+// prepareRecreate reads the artifact's manifest and spec, skips a container already restored
+// from it, and downloads, verifies and imports the image. ok is false when the recreate is over
+// (skipped or failed: r.res says which).
+func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok bool) {
+	r = &recreation{o: o, res: RecreateResult{Key: o.Key, Phases: map[string]float64{}}}
+	r.resume()
+	defer r.pause()
+	if r.o.Probe == 0 {
+		r.o.Probe = 5 * time.Second
 	}
 	e := o.Engine
 	m, err := artifact.ReadManifest(ctx, o.Store, o.Key)
 	if err != nil {
-		return fail(err)
+		return r.failed(err)
 	}
 	if m.Kind != "container" {
-		return fail(fmt.Errorf("%s is a %s backup, not a container export", o.Key, m.Kind))
+		return r.failed(fmt.Errorf("%s is a %s backup, not a container export", o.Key, m.Kind))
 	}
 	spec, err := ReadSpec(m, o.Identities)
 	if err != nil {
-		return fail(err)
+		return r.failed(err)
 	}
-	res.Name, res.Bytes = spec.Name, m.Size
+	r.res.Name, r.res.Bytes = spec.Name, m.Size
 	ref := ImageRef(spec.Name, m)
 	if o.Sandbox != "" {
 		ref = fmt.Sprintf("opsd-drill/%s:%d", strings.ToLower(spec.Name), time.Now().UnixNano())
 		spec = sandboxed(spec, o.Sandbox)
 	} else if d, err := e.Inspect(ctx, spec.Name, false); err == nil {
 		if d.Image == ref && d.Running == spec.Running {
-			res.Outcome, res.ID, res.Image, res.Running = "skipped", d.ID, ref, d.Running
-			res.Warnings = append(res.Warnings, "already restored from this artifact")
-			return res
+			r.res.Outcome, r.res.ID, r.res.Image, r.res.Running = "skipped", d.ID, ref, d.Running
+			r.res.Warnings = append(r.res.Warnings, "already restored from this artifact")
+			return r, false
 		}
 		if d.Image != ref {
-			return fail(fmt.Errorf("a container named %s exists already (from %s): it is never replaced here; use restore container --replace", spec.Name, d.Image))
+			return r.failed(fmt.Errorf("a container named %s exists already (from %s): it is never replaced here; use restore container --replace", spec.Name, d.Image))
 		}
 		// Created from this artifact by a restore that was cut short: finish it from scratch.
 		if err := e.Remove(ctx, d.ID); err != nil {
-			return fail(err)
+			return r.failed(err)
 		}
 	} else if !docker.IsNotFound(err) {
-		return fail(err)
+		return r.failed(err)
 	}
+	r.spec, r.ref = spec, ref
 
-	enter("download")
-	cleanup := context.WithoutCancel(ctx)
-	image, err := ImportVerified(ctx, o.Store, e, m, o.Identities, ref, o.OnBytes, enter)
+	r.enter("download")
+	image, err := ImportVerified(ctx, o.Store, e, m, o.Identities, ref, o.OnBytes, r.enter)
 	if err != nil {
-		return fail(err)
+		return r.failed(err)
 	}
-	var newID string
-	if o.Sandbox != "" {
-		defer func() {
-			if newID != "" {
-				e.Remove(cleanup, newID)
-			}
-			e.RemoveImage(cleanup, image)
-		}()
-	}
-	undo := func(cause error) RecreateResult {
-		if newID != "" {
-			e.Remove(cleanup, newID)
-		}
-		e.RemoveImage(cleanup, image)
-		return fail(cause)
-	}
+	r.image = image
 	if o.AfterImport != nil {
 		if err := o.AfterImport(spec.Name); err != nil {
-			return undo(err)
+			r.undo(ctx, err)
+			return r, false
 		}
 	}
-	enter("create")
+	return r, true
+}
+
+// create creates the container of a prepared recreate (and its missing networks and volumes)
+// and starts it when it ran before. It returns false when it failed (r.res says why; what it
+// created is removed).
+func (r *recreation) create(ctx context.Context) bool {
+	r.resume()
+	defer r.pause()
+	e, spec := r.o.Engine, r.spec
+	r.enter("create")
 	names := make([]string, 0, len(spec.Networks))
 	for n := range spec.Networks {
 		names = append(names, n)
@@ -196,59 +243,103 @@ func Recreate(ctx context.Context, o RecreateOptions) (res RecreateResult) {
 	for _, n := range names {
 		created, err := e.EnsureNetwork(ctx, n, spec.Networks[n])
 		if err != nil {
-			return undo(err)
+			r.undo(ctx, err)
+			return false
 		}
 		if created {
-			res.Warnings = append(res.Warnings, "created network "+n)
+			r.res.Warnings = append(r.res.Warnings, "created network "+n)
 		}
 	}
 	for _, v := range spec.Volumes {
 		created, err := e.EnsureVolume(ctx, v)
 		if err != nil {
-			return undo(err)
+			r.undo(ctx, err)
+			return false
 		}
 		if created {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("created volume %s EMPTY (mounted at %s): exports do not contain volumes; restore its data separately", v.Name, v.Destination))
+			r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("created volume %s EMPTY (mounted at %s): exports do not contain volumes; restore its data separately", v.Name, v.Destination))
 		}
 	}
 	for _, src := range spec.BindSources() {
 		if _, err := os.Stat(src); err != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("bind mount source %s does not exist on this host", src))
+			r.res.Warnings = append(r.res.Warnings, fmt.Sprintf("bind mount source %s does not exist on this host", src))
 		}
 	}
-	cfg, host, nets, others := spec.CreateOptions(ref)
-	newID, err = e.CreateNetworked(ctx, spec.Name, cfg, host, nets)
+	cfg, host, nets, others := spec.CreateOptions(r.ref)
+	id, err := e.CreateNetworked(ctx, spec.Name, cfg, host, nets)
 	if err != nil {
-		return undo(err)
+		r.undo(ctx, err)
+		return false
 	}
+	r.newID = id
 	for _, n := range others {
-		if err := e.NetworkConnect(ctx, n, newID, &network.EndpointSettings{Aliases: spec.Networks[n].Aliases}); err != nil {
-			return undo(err)
+		if err := e.NetworkConnect(ctx, n, id, &network.EndpointSettings{Aliases: spec.Networks[n].Aliases}); err != nil {
+			r.undo(ctx, err)
+			return false
 		}
 	}
-	res.ID, res.Image = newID, ref
+	r.res.ID, r.res.Image = id, r.ref
 	if spec.Running {
-		enter("start")
-		if err := e.Start(ctx, newID); err != nil {
-			return undo(err)
+		r.enter("start")
+		if err := e.Start(ctx, id); err != nil {
+			r.undo(ctx, err)
+			return false
 		}
-		enter("probe")
-		select {
-		case <-time.After(o.Probe):
-		case <-ctx.Done():
-			return undo(ctx.Err())
-		}
-		d, err := e.Inspect(ctx, newID, false)
-		if err != nil {
-			return undo(err)
-		}
-		if !d.Running {
-			return undo(fmt.Errorf("the restored %s did not keep running for %s", spec.Name, o.Probe))
-		}
-		res.Running = true
 	}
-	res.Outcome = "restored"
-	return res
+	return true
+}
+
+// settle probes a started container (it must still run o.Probe later) and gives the result; a
+// drill's sandbox is removed here.
+func (r *recreation) settle(ctx context.Context) RecreateResult {
+	r.resume()
+	if err := r.probe(ctx); err != nil {
+		r.undo(ctx, err)
+	} else {
+		r.res.Outcome = "restored"
+		if r.o.Sandbox != "" {
+			cleanup := context.WithoutCancel(ctx)
+			r.o.Engine.Remove(cleanup, r.newID)
+			r.o.Engine.RemoveImage(cleanup, r.image)
+		}
+	}
+	r.pause()
+	return r.res
+}
+
+func (r *recreation) probe(ctx context.Context) error {
+	if !r.spec.Running {
+		return nil
+	}
+	r.enter("probe")
+	wait := r.o.wait
+	if wait == nil {
+		wait = sleep
+	}
+	if err := wait(ctx, r.spec.Name, r.o.Probe); err != nil {
+		return err
+	}
+	d, err := r.o.Engine.Inspect(ctx, r.newID, false)
+	if err != nil {
+		return err
+	}
+	if !d.Running {
+		return fmt.Errorf("the restored %s did not keep running for %s", r.spec.Name, r.o.Probe)
+	}
+	r.res.Running = true
+	return nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, _ string, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // sandboxed turns a spec into a drill's: renamed, no network, no mounts or binds, no published
@@ -284,8 +375,13 @@ type NodeOptions struct {
 	FromNode   string
 	Identities []age.Identity
 	TempDir    string
-	// Parallel containers at once (default 4).
+	// Parallel containers downloaded, verified and imported at once (default 4): the CPU- and
+	// I/O-bound stage.
 	Parallel int
+	// StartParallel containers created and started at once (default: Parallel). A container
+	// leaves its import slot once imported, and its start slot once started: its probe holds
+	// no slot, so the next import and start do not wait for it.
+	StartParallel int
 	// Only and Exclude select containers by name.
 	Only, Exclude []string
 	DryRun        bool
@@ -293,6 +389,8 @@ type NodeOptions struct {
 	// Progress receives a line per container event.
 	Progress    func(RecreateResult)
 	AfterImport func(name string) error
+	// wait is each probe's wait (tests hold it; default: sleep).
+	wait func(ctx context.Context, name string, d time.Duration) error
 }
 
 // NodeReport is the result of a node restore.
@@ -333,8 +431,19 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		return rep, fmt.Errorf("restore node %s: no container backups of that node found", o.FromNode)
 	}
 	rep.Containers = make([]RecreateResult, len(names))
+	if o.StartParallel < 1 {
+		o.StartParallel = o.Parallel
+	}
 	var mu sync.Mutex
-	sem := make(chan struct{}, o.Parallel)
+	imports, starts := make(chan struct{}, o.Parallel), make(chan struct{}, o.StartParallel)
+	acquire := func(slots chan struct{}) error {
+		select {
+		case slots <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	var wg sync.WaitGroup
 	for i, n := range names {
 		if o.DryRun {
@@ -350,21 +459,14 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				rep.Containers[i] = RecreateResult{Name: n, Key: cands[n], Outcome: "failed", Error: ctx.Err().Error()}
-				return
+			rep.Containers[i] = restoreOne(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Identities: o.Identities, TempDir: o.TempDir,
+				Probe: o.Probe, AfterImport: o.AfterImport, wait: o.wait}, acquire, imports, starts)
+			if rep.Containers[i].Name == "" {
+				rep.Containers[i].Name = n
 			}
-			defer func() { <-sem }()
-			r := Recreate(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Identities: o.Identities, TempDir: o.TempDir, Probe: o.Probe, AfterImport: o.AfterImport})
-			if r.Name == "" {
-				r.Name = n
-			}
-			rep.Containers[i] = r
 			if o.Progress != nil {
 				mu.Lock()
-				o.Progress(r)
+				o.Progress(rep.Containers[i])
 				mu.Unlock()
 			}
 		}()
@@ -388,6 +490,29 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		return rep, fmt.Errorf("restore node %s: %d of %d containers failed: %w", o.FromNode, rep.Failed, len(names), errors.Join(errs...))
 	}
 	return rep, nil
+}
+
+// restoreOne recreates one container of a node restore: its download, verification and import
+// hold a slot of imports, its create and start a slot of starts, and its probe none.
+func restoreOne(ctx context.Context, o RecreateOptions, acquire func(chan struct{}) error, imports, starts chan struct{}) RecreateResult {
+	if err := acquire(imports); err != nil {
+		return RecreateResult{Key: o.Key, Outcome: "failed", Error: err.Error(), Phases: map[string]float64{}}
+	}
+	r, ok := prepareRecreate(ctx, o)
+	<-imports
+	if !ok {
+		return r.res
+	}
+	if err := acquire(starts); err != nil {
+		r.undo(ctx, err) // imported, never created: remove its image
+		return r.res
+	}
+	ok = r.create(ctx)
+	<-starts
+	if !ok {
+		return r.res
+	}
+	return r.settle(ctx)
 }
 
 func set(xs []string) map[string]bool {
