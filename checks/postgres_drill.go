@@ -1,13 +1,12 @@
 package checks
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -33,8 +32,11 @@ type PostgresDrillConfig struct {
 	// Tables must exist in the restored database; Critical tables must hold rows.
 	Tables, Critical []string
 	// Jobs is pg_restore --jobs.
-	Jobs       int
-	Identities []age.Identity
+	Jobs int
+	// MaintenanceWorkMemMB is maintenance_work_mem for the restore's index builds in the scratch
+	// database (postgres.ScratchSettings; default 256, -1 keeps the server's).
+	MaintenanceWorkMemMB int
+	Identities           []age.Identity
 	// RTOTarget is the objective for the whole drill (default 15 min).
 	RTOTarget       time.Duration
 	FailOnRTOBreach bool
@@ -48,6 +50,8 @@ type PostgresDrillConfig struct {
 	Node  string
 	Locks *prefixlock.Locks
 	Now   func() time.Time
+	// OnRestoreStart, when set, is called with pg_restore's command once it started (tests).
+	OnRestoreStart func(*exec.Cmd)
 	// AfterRestore, when set, is called with the scratch database after pg_restore (tests).
 	AfterRestore func(ctx context.Context, scratch postgres.DSN) error
 }
@@ -70,6 +74,9 @@ func NewPostgresDrill(name string, cfg PostgresDrillConfig, store storage.Store)
 	}
 	if cfg.Jobs < 1 {
 		cfg.Jobs = 2
+	}
+	if cfg.MaintenanceWorkMemMB == 0 {
+		cfg.MaintenanceWorkMemMB = 256
 	}
 	if cfg.RTOTarget == 0 {
 		cfg.RTOTarget = 15 * time.Minute
@@ -108,7 +115,7 @@ func (d *PostgresDrill) Run(ctx context.Context) (jobs.Result, error) {
 	}
 	defer release()
 
-	report := DrillReport{Drill: d.name, Node: d.cfg.Node, StartedAt: started.UTC(), RTOTargetSeconds: d.cfg.RTOTarget.Seconds(), Notes: []string{}}
+	report := newDBDrillReport(d.name, d.cfg.Node, started, d.cfg.RTOTarget)
 	set, m, err := postgres.NewestDump(ctx, d.store, d.cfg.Prefix, d.cfg.Database, d.cfg.Lookback, d.cfg.Date)
 	if err != nil {
 		return jobs.Result{}, fmt.Errorf("drill %s: %w", d.name, err)
@@ -117,54 +124,19 @@ func (d *PostgresDrill) Run(ctx context.Context) (jobs.Result, error) {
 	target, detail := d.drillOne(ctx, m, set)
 	rto := time.Since(started)
 
-	var text strings.Builder
-	fmt.Fprintf(&text, "PostgreSQL restore drill: set %s (%s)\n", set, d.cfg.Prefix)
-	breach := false
-	switch detail.Status {
-	case "PASS":
-		report.PassedCount++
-		fmt.Fprintf(&text, "PASS  %s — restored, tables present\n", detail.Name)
-	default:
-		report.FailedCount++
-		fmt.Fprintf(&text, "FAIL  %s — %s\n", detail.Name, detail.Reason)
-	}
-	for _, w := range detail.Warnings {
-		fmt.Fprintf(&text, "WARN  %s — %s\n", detail.Name, w)
-	}
-	if rto > d.cfg.RTOTarget {
-		breach = true
-		w := fmt.Sprintf("RTO %s missed the objective of %s", seconds(rto), seconds(d.cfg.RTOTarget))
-		report.Notes = append(report.Notes, w)
-		fmt.Fprintf(&text, "WARN  %s\n", w)
-	}
-	fmt.Fprintf(&text, "Result: %d passed, %d failed, %d skipped\n", report.PassedCount, report.FailedCount, report.SkippedCount)
-	fmt.Fprintf(&text, "RTO (drill time): %s\n", seconds(rto))
+	details := []DrillTarget{detail}
+	report.writeResults("PostgreSQL restore drill", d.cfg.Prefix, details, "restored, tables present", 0, d.cfg.RTOTarget, rto)
 	for _, p := range target.Phases {
-		fmt.Fprintf(&text, "  %-9s %s\n", p.Name, p.Duration.Round(time.Millisecond))
+		fmt.Fprintf(&report.text, "  %-9s %s\n", p.Name, p.Duration.Round(time.Millisecond))
 	}
-
-	passed := report.FailedCount == 0 && !(breach && d.cfg.FailOnRTOBreach)
-	report.Passed, report.RTOSeconds, report.Databases = passed, rto.Seconds(), []DrillTarget{detail}
-	body, _ := json.MarshalIndent(report, "", "  ")
-	res := jobs.Result{Targets: []jobs.TargetResult{target}, Phases: target.Phases, Report: text.String(), ReportJSON: body,
-		Drill:   &jobs.DrillStats{RTO: rto, RTOTarget: d.cfg.RTOTarget, Passed: passed},
-		Summary: fmt.Sprintf("set %s: %d passed, %d failed, RTO %s", set, report.PassedCount, report.FailedCount, seconds(rto))}
-	var runErr error
-	switch {
-	case report.FailedCount > 0:
+	res := report.result([]jobs.TargetResult{target}, details, rto, d.cfg.RTOTarget, d.cfg.FailOnRTOBreach)
+	res.Phases = target.Phases
+	res.Summary = fmt.Sprintf("set %s: %d passed, %d failed, RTO %s", set, report.PassedCount, report.FailedCount, seconds(rto))
+	runErr := report.missedObjective(d.cfg.FailOnRTOBreach)
+	if report.FailedCount > 0 {
 		runErr = fmt.Errorf("drill %s: %s: %s", d.name, detail.Name, detail.Reason)
-	case breach && d.cfg.FailOnRTOBreach:
-		runErr = fmt.Errorf("drill %s: recovery time objective missed", d.name)
 	}
-	if d.cfg.ReportKey != "" {
-		key := strings.ReplaceAll(d.cfg.ReportKey, "{date}", d.cfg.Now().UTC().Format("20060102"))
-		if _, err := d.store.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{Size: int64(len(body)), ContentType: "application/json"}); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("upload drill report: %w", err))
-		} else {
-			res.Artifacts = append(res.Artifacts, key)
-		}
-	}
-	return res, runErr
+	return res, uploadReport(ctx, d.store, d.cfg.ReportKey, d.cfg.Now(), &res, runErr)
 }
 
 func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set string) (rt jobs.TargetResult, rdt DrillTarget) {
@@ -228,7 +200,8 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 	scratchDSN := d.cfg.Server.WithDatabase(scratch)
 
 	tm.Start("restore")
-	if err := d.cfg.Tools.Restore(ctx, scratchDSN, dump, postgres.RestoreOptions{Jobs: d.cfg.Jobs, NoOwner: true}); err != nil {
+	if err := d.cfg.Tools.Restore(ctx, scratchDSN, dump, postgres.RestoreOptions{Jobs: d.cfg.Jobs, NoOwner: true,
+		Settings: postgres.ScratchSettings(max(d.cfg.MaintenanceWorkMemMB, 0)), OnStart: d.cfg.OnRestoreStart}); err != nil {
 		return finish(err)
 	}
 	if d.cfg.AfterRestore != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +86,15 @@ func TestPostgresDrillPasses(t *testing.T) {
 	server, tools, key := pgBackup(t, store, "zstd", "")
 	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
 	var seen []string
+	var pgOptions []string
 	d := pgDrill(server, tools, database, store)
+	d.cfg.OnRestoreStart = func(cmd *exec.Cmd) {
+		for _, kv := range cmd.Env {
+			if strings.HasPrefix(kv, "PGOPTIONS=") {
+				pgOptions = append(pgOptions, kv)
+			}
+		}
+	}
 	d.cfg.AfterRestore = func(ctx context.Context, scratch postgres.DSN) error {
 		seen = scratchLeft(t, server, database)
 		return nil
@@ -109,6 +118,10 @@ func TestPostgresDrillPasses(t *testing.T) {
 	}
 	if len(seen) != 1 {
 		t.Fatalf("scratch databases during the drill: %v", seen)
+	}
+	// The scratch restore commits without waiting for the WAL flush and sorts indexes in memory.
+	if want := "PGOPTIONS=-c synchronous_commit=off -c maintenance_work_mem=256MB"; len(pgOptions) != 1 || pgOptions[0] != want {
+		t.Fatalf("pg_restore's PGOPTIONS %q, want %q", pgOptions, want)
 	}
 	if left := scratchLeft(t, server, database); len(left) != 0 {
 		t.Fatalf("scratch databases left: %v", left)

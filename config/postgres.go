@@ -40,8 +40,11 @@ type PostgresDrillSettings struct {
 	Tables   []string `yaml:"tables"`
 	Critical []string `yaml:"critical"`
 	// Jobs is pg_restore --jobs (default 2).
-	Jobs         int    `yaml:"jobs"`
-	IdentityFile string `yaml:"identity_file"`
+	Jobs int `yaml:"jobs"`
+	// MaintenanceWorkMemMB is maintenance_work_mem for the scratch restore's index builds
+	// (default 256; -1 keeps the server's).
+	MaintenanceWorkMemMB int    `yaml:"maintenance_work_mem_mb"`
+	IdentityFile         string `yaml:"identity_file"`
 	// RTOTarget is the objective for the whole drill (default 15m); RTOBreach fail (default) or warn.
 	RTOTarget Duration `yaml:"rto_target"`
 	RTOBreach string   `yaml:"rto_breach"`
@@ -80,9 +83,7 @@ func (c *Config) postgresDefaults(j *Job) {
 	if s := j.PostgresBackup; s != nil {
 		setDefault(&s.Key, "postgres/{date}/{database}-{date}.dump")
 		setDefault(&s.Compression, "zstd")
-		if s.ConnectTimeout == 0 {
-			s.ConnectTimeout = Duration(5 * time.Second)
-		}
+		setDefault(&s.ConnectTimeout, Duration(5*time.Second))
 	}
 	if d := j.PostgresDrill; d != nil {
 		setDefault(&d.Prefix, "postgres/")
@@ -104,15 +105,10 @@ func (c *Config) postgresDefaults(j *Job) {
 		if d.Critical == nil {
 			d.Critical = PostgresCritical()
 		}
-		if d.Jobs == 0 {
-			d.Jobs = 2
-		}
-		if d.RTOTarget == 0 {
-			d.RTOTarget = Duration(15 * time.Minute)
-		}
-		if d.Lookback == 0 {
-			d.Lookback = 14
-		}
+		setDefault(&d.Jobs, 2)
+		setDefault(&d.MaintenanceWorkMemMB, 256)
+		setDefault(&d.RTOTarget, Duration(15*time.Minute))
+		setDefault(&d.Lookback, 14)
 	}
 }
 
@@ -143,9 +139,7 @@ func (c *Config) postgresSecrets() []string {
 // validatePostgres checks the postgres kinds' settings and alerts.postgres_dsn.
 func (c *Config) validatePostgres(p string, j Job) []FieldError {
 	var errs []FieldError
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
-	}
+	bad := c.reporter(&errs)
 	checkDSN := func(path string, s Secret) {
 		if s == "" {
 			bad(path, "is required (postgresql://user:password@host:5432/dbname), or set %s_file", lastKey(path))
@@ -196,6 +190,9 @@ func (c *Config) validatePostgres(p string, j Job) []FieldError {
 		}
 		if d.Jobs < 1 || d.Jobs > 16 {
 			bad(p+".jobs", "must be between 1 and 16, got %d", d.Jobs)
+		}
+		if d.MaintenanceWorkMemMB != -1 && (d.MaintenanceWorkMemMB < 1 || d.MaintenanceWorkMemMB > 16384) {
+			bad(p+".maintenance_work_mem_mb", "must be between 1 and 16384 (-1: the server's), got %d", d.MaintenanceWorkMemMB)
 		}
 		if d.RTOBreach != "fail" && d.RTOBreach != "warn" {
 			bad(p+".rto_breach", "must be fail or warn, got %q", d.RTOBreach)

@@ -41,7 +41,7 @@ func TestPostgresKindsDefaultsAndSecrets(t *testing.T) {
 	if b.Key != "postgres/{date}/{database}-{date}.dump" || b.Compression != "zstd" || b.DSN.Value() != "postgresql://wopr:file-s3cret@postgres:5432/wopr_platform" {
 		t.Fatalf("backup: %+v", b)
 	}
-	if d.Database != "wopr_platform" || d.Prefix != "postgres/" || d.Jobs != 2 || len(d.Tables) != 10 || d.RTOBreach != "fail" || d.ReportKey != "drills/{date}/postgres.json" {
+	if d.Database != "wopr_platform" || d.Prefix != "postgres/" || d.Jobs != 2 || d.MaintenanceWorkMemMB != 256 || len(d.Tables) != 10 || d.RTOBreach != "fail" || d.ReportKey != "drills/{date}/postgres.json" {
 		t.Fatalf("drill: %+v", d)
 	}
 	secrets := strings.Join(c.Secrets(), " ")
@@ -80,6 +80,7 @@ jobs:
     database: wopr_platform
     critical: [nope]
     jobs: 99
+    maintenance_work_mem_mb: -5
 `
 	_, err := parse([]byte(src), "", noEnv)
 	var ce *Errors
@@ -93,6 +94,7 @@ jobs:
 		`jobs[0].compression (line 9): must be none or zstd, got "gzip"`,
 		`jobs[1].critical[0] (line 15): table "nope" is not in tables`,
 		`jobs[1].jobs (line 16): must be between 1 and 16, got 99`,
+		`jobs[1].maintenance_work_mem_mb (line 17): must be between 1 and 16384 (-1: the server's), got -5`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

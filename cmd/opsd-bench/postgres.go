@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/jobs"
 )
+
+var pgMB = flag.Int("pg-mb", 0, "postgres: database size in MB (default: the size profile's)")
 
 // pgServer uses OPSD_TEST_PG_DSN when set, else starts a throwaway cluster with
 // .ci/start-postgres.sh (stopped by the returned function).
@@ -82,8 +85,12 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	defer postgres.DropDatabase(context.WithoutCancel(ctx), admin, name)
 	db := server.WithDatabase(name)
 	// pgtest.Fill with n rows makes about n × 0.67 KB (600,000: 401 MB).
-	rows := b.sz.postgresMB * 1500
-	fmt.Fprintf(os.Stderr, "postgres: filling a ~%d MB database\n", b.sz.postgresMB)
+	mbs := b.sz.postgresMB
+	if *pgMB > 0 {
+		mbs = *pgMB
+	}
+	rows := mbs * 1500
+	fmt.Fprintf(os.Stderr, "postgres: filling a ~%d MB database\n", mbs)
 	if err := pgtest.Fill(ctx, db, rows); err != nil {
 		return err
 	}
@@ -102,7 +109,8 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	backup := []row{{name: "opsd postgres_backup (pg_dump -Z0, parallel zstd fastest, verified, staged upload)"}, {name: "pg_dump -Fc | s3cmd put -"}}
 	drill := []row{{name: "opsd postgres_drill (download, verify, restore --jobs 2, checks, drop)"}, {name: "s3cmd get + createdb + pg_restore --jobs 2 + dropdb"}}
 	date := time.Now().UTC().Format("20060102")
-	cpu := [2][]cpuSample{}
+	cpu, dcpu := [2][]cpuSample{}, [2][]cpuSample{}
+	phases := map[string][]float64{}
 	for r := 0; r < b.rounds; r++ {
 		job := jobs.NewPostgresBackup("bench", jobs.PostgresBackupConfig{DSN: db, Tools: tools, Compression: "zstd",
 			KeyTemplate: fmt.Sprintf("postgres/{date}/{database}-{date}-%d.dump", r)}, store)
@@ -121,10 +129,15 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 
 		d := checks.NewPostgresDrill("bench", checks.PostgresDrillConfig{Server: server, Tools: tools, Database: name, Tables: []string{"meter_events", "credit_transactions"},
 			Critical: []string{"credit_transactions"}, Jobs: 2, TempDir: b.dir, Date: date}, store)
+		m = startCPU()
 		drill[0].samples = append(drill[0].samples, timed(func() (int64, error) {
-			_, err := d.Run(ctx)
+			res, err := d.Run(ctx)
+			for _, p := range res.Phases {
+				phases[p.Name] = append(phases[p.Name], p.Duration.Seconds())
+			}
 			return size, err
 		}))
+		dcpu[0] = append(dcpu[0], m.stop())
 		work := filepath.Join(b.dir, fmt.Sprintf("pgpeer-%d", r))
 		os.MkdirAll(work, 0o755)
 		scratch := fmt.Sprintf("%s_peer_%d", name, r)
@@ -136,13 +149,24 @@ trap '%[4]s %[5]q -qc "DROP DATABASE IF EXISTS %[6]s WITH (FORCE)"' EXIT
 %[7]s --exit-on-error --jobs 2 --no-owner --dbname=%[8]q %[3]s/dump
 %[4]s %[8]q -tAc 'SELECT count(*) FROM credit_transactions' | grep -qv '^0$'
 `, b.s3.s3cfg, peerKey, work, psql, server.String(), scratch, tools.Path("pg_restore"), server.WithDatabase(scratch).String())
+		m = startCPU()
 		drill[1].samples = append(drill[1].samples, timedCmd(ctx, b.sz.timeLimit, size, "bash", "-c", script))
+		dcpu[1] = append(dcpu[1], m.stop())
 		os.RemoveAll(work)
 	}
 	table(fmt.Sprintf("postgres: backup of a %d MB database", size>>20),
 		"opsd's row includes the pipeline's SHA-256, pg_restore --list on the stream, staging, publishing and the manifest. Goal: at least 1.5x the pipeline (ratio ≥ 1.5), peak RSS flat at any size.", backup)
 	cpuTable("postgres: CPU seconds of the backup (median of the rounds)", backup, cpu[:])
 	table(fmt.Sprintf("postgres: drill of a %d MB database", size>>20), "opsd's row includes the SHA-256 check, the table checks and the scratch database's drop.", drill)
+	cpuTable("postgres: CPU seconds of the drill (median of the rounds)", drill, dcpu[:])
+	fmt.Print("opsd's drill phases (median of the rounds):")
+	for _, name := range []string{"download", "create", "restore", "tables"} {
+		if xs := phases[name]; len(xs) > 0 {
+			sort.Float64s(xs)
+			fmt.Printf(" %s %.1fs", name, xs[len(xs)/2])
+		}
+	}
+	fmt.Print("\n\n")
 	return nil
 }
 

@@ -78,3 +78,20 @@ func TestChildEnv(t *testing.T) {
 		t.Fatal("pgpass file left behind")
 	}
 }
+
+// TestScratchSettings: the drill's session settings render as PGOPTIONS; a setting that could
+// smuggle another option (a space, a backslash, no value) is refused.
+func TestScratchSettings(t *testing.T) {
+	got, err := pgOptions(ScratchSettings(256))
+	if want := "-c synchronous_commit=off -c maintenance_work_mem=256MB"; err != nil || got != want {
+		t.Fatalf("pgOptions = %q, %v; want %q", got, err, want)
+	}
+	if got, err := pgOptions(ScratchSettings(0)); err != nil || got != "-c synchronous_commit=off" {
+		t.Fatalf("without maintenance_work_mem: %q, %v", got, err)
+	}
+	for _, bad := range []string{"work_mem=1MB -c fsync=off", `a=b\ c`, "novalue", "=1", "Work_mem=1"} {
+		if _, err := pgOptions([]string{bad}); err == nil {
+			t.Errorf("setting %q accepted", bad)
+		}
+	}
+}

@@ -368,15 +368,60 @@ type RestoreOptions struct {
 	Jobs int
 	// NoOwner skips ownership and privileges (a drill on a server without the platform's roles).
 	NoOwner bool
+	// Settings are session settings ("name=value") for every connection pg_restore opens, passed
+	// in PGOPTIONS as -c name=value: a drill's throwaway database commits without waiting for the
+	// WAL flush and builds indexes in memory (ScratchSettings).
+	Settings []string
+	// OnStart is called with pg_restore's command once it started (tests read its argv and env).
+	OnStart func(*exec.Cmd)
+}
+
+var settingRe = regexp.MustCompile(`^[a-z_][a-z0-9_.]*=[A-Za-z0-9_.+-]+$`)
+
+// ScratchSettings are the session settings for restoring into a database that is dropped after
+// (a drill): commits do not wait for the WAL flush (synchronous_commit=off: a crash could only
+// lose the scratch database, which is dropped anyway), and each index build may sort up to
+// maintenanceWorkMemMB in memory (maintenance_work_mem; the server's default of 64 MB makes a
+// primary key of a few million rows sort on disk). Each of pg_restore's --jobs connections may
+// use that much while it builds an index. 0 keeps the server's maintenance_work_mem.
+func ScratchSettings(maintenanceWorkMemMB int) []string {
+	s := []string{"synchronous_commit=off"}
+	if maintenanceWorkMemMB > 0 {
+		s = append(s, fmt.Sprintf("maintenance_work_mem=%dMB", maintenanceWorkMemMB))
+	}
+	return s
+}
+
+// pgOptions renders settings as PGOPTIONS; a setting that is not name=value with a plain value
+// is refused (PGOPTIONS splits on spaces).
+func pgOptions(settings []string) (string, error) {
+	var b strings.Builder
+	for _, kv := range settings {
+		if !settingRe.MatchString(kv) {
+			return "", fmt.Errorf("pg_restore: session setting %q is not name=value with a plain value", kv)
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("-c " + kv)
+	}
+	return b.String(), nil
 }
 
 // Restore runs `pg_restore --exit-on-error --jobs N --dbname DSN FILE`.
 func (t Tools) Restore(ctx context.Context, dsn DSN, file string, o RestoreOptions) error {
+	opts, err := pgOptions(o.Settings)
+	if err != nil {
+		return err
+	}
 	env, cleanup, err := dsn.childEnv()
 	if err != nil {
 		return err
 	}
 	defer cleanup()
+	if opts != "" {
+		env = append(env, "PGOPTIONS="+opts)
+	}
 	args := []string{"--exit-on-error", "--no-password", fmt.Sprintf("--jobs=%d", max(o.Jobs, 1))}
 	if o.NoOwner {
 		args = append(args, "--no-owner", "--no-privileges")
@@ -385,7 +430,14 @@ func (t Tools) Restore(ctx context.Context, dsn DSN, file string, o RestoreOptio
 	errs := &tail{max: 4096}
 	cmd := exec.CommandContext(ctx, t.Path("pg_restore"), args...)
 	cmd.Env, cmd.Stderr = env, errs
-	if err := cmd.Run(); err != nil {
+	err = cmd.Start()
+	if err == nil {
+		if o.OnStart != nil {
+			o.OnStart(cmd)
+		}
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return fmt.Errorf("pg_restore into %s: %w", dsn.Database(), redactErr(errs.reason(err), dsn.password))
 	}
 	return nil
