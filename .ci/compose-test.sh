@@ -31,6 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
+. .ci/lib.sh
 
 echo "== images: opsd (.ci/image) and a stand-in platform API (docker import)"
 bash .ci/image >/dev/null
@@ -38,14 +39,7 @@ root="$work/api-rootfs"
 mkdir -p "$root/bin" "$root/www" "$root/data/platform"
 cp /bin/busybox "$root/bin/busybox"
 echo '{"status":"ok","service":"platform-api"}' > "$root/www/health"
-mk() { sqlite3 "$1" "$2"; }
-mk "$root/data/platform/auth.db" "CREATE TABLE user(id); CREATE TABLE session(id); CREATE TABLE account(id); INSERT INTO user VALUES (1); INSERT INTO session VALUES (1);"
-mk "$root/data/platform/billing.db" "CREATE TABLE meter_events(id); INSERT INTO meter_events VALUES (1);"
-mk "$root/data/platform/credits.db" "CREATE TABLE credit_transactions(id); INSERT INTO credit_transactions VALUES (1);"
-mk "$root/data/platform/audit.db" "CREATE TABLE audit_log(id);"
-mk "$root/data/platform/quotas.db" "CREATE TABLE quota_limits(id);"
-mk "$root/data/platform/tenant-keys.db" "CREATE TABLE tenant_keys(id);"
-mk "$root/data/snapshots.db" "CREATE TABLE snapshots(id); CREATE TABLE restore_log(id);"
+make_platform_dbs "$root/data"
 chmod -R a+rwX "$root/data"
 tar -C "$root" -c . | docker import --change 'CMD ["/bin/busybox", "httpd", "-f", "-p", "3100", "-h", "/www"]' - "$PLATFORM_API_IMAGE" >/dev/null
 
@@ -81,14 +75,7 @@ chmod 0644 "$work/opsd/opsd.yaml"
 dc up -d >/dev/null 2>&1 || { dc up -d; fail "docker-compose up"; }
 
 opsd="$(dc ps -q opsd)"
-health=""
-for _ in $(seq 1 90); do
-  health="$(docker inspect --format '{{.State.Status}} {{.State.Health.Status}}' "$opsd")"
-  [ "$health" = "running healthy" ] && break
-  case "$health" in running*) ;; *) fail "opsd stopped: $health";; esac
-  sleep 1
-done
-[ "$health" = "running healthy" ] || fail "opsd is not healthy after 90s: $health (the image's HEALTHCHECK runs every 30s)"
+wait_healthy "$opsd" 90 opsd "(the image's HEALTHCHECK runs every 30s)"
 base="http://127.0.0.1:$OPSD_PORT"
 grep -q '"ok"' <<<"$(curl -fsS "http://127.0.0.1:$PLATFORM_API_PORT/health")" || fail "the stand-in API does not answer"
 echo "opsd healthy; /health/ready: $(curl -fsS "$base/health/ready")"

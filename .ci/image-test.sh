@@ -41,6 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "image-test: FAIL: $*" >&2; exit 1; }
+. .ci/lib.sh
 
 echo "== .dockerignore: the multi-stage build's context is the Go sources only"
 mkdir -p "$work/ctxcheck"
@@ -67,14 +68,7 @@ ln -s busybox "$work/rootfs/bin/sh"
 tar -C "$work/rootfs" -c . | docker import - "$tenant_image" >/dev/null
 docker run -d --name "$tenant" "$tenant_image" /bin/busybox sh -c 'echo tenant-state > /state.txt; exec /bin/busybox sleep 3600' >/dev/null
 mkdir -p "$work/data/platform" "$work/etc"
-mk() { sqlite3 "$1" "$2"; }
-mk "$work/data/platform/auth.db" "CREATE TABLE user(id); CREATE TABLE session(id); CREATE TABLE account(id); INSERT INTO user VALUES (1); INSERT INTO session VALUES (1);"
-mk "$work/data/platform/billing.db" "CREATE TABLE meter_events(id); INSERT INTO meter_events VALUES (1);"
-mk "$work/data/platform/credits.db" "CREATE TABLE credit_transactions(id); INSERT INTO credit_transactions VALUES (1);"
-mk "$work/data/platform/audit.db" "CREATE TABLE audit_log(id);"
-mk "$work/data/platform/quotas.db" "CREATE TABLE quota_limits(id);"
-mk "$work/data/platform/tenant-keys.db" "CREATE TABLE tenant_keys(id);"
-mk "$work/data/snapshots.db" "CREATE TABLE snapshots(id); CREATE TABLE restore_log(id);"
+make_platform_dbs "$work/data"
 chmod -R a+rwX "$work/data"
 cat > "$work/etc/opsd.yaml" <<YAML
 node_id: imgtest
@@ -105,14 +99,7 @@ docker run -d --name "$name" --health-interval 1s --health-retries 3 \
   -v "$work/etc/opsd.yaml:/etc/opsd/opsd.yaml:ro" -v "$work/data:/data" \
   -v /var/run/docker.sock:/var/run/docker.sock --group-add "$(stat -c %g /var/run/docker.sock)" \
   "$image" >/dev/null
-health=""
-for _ in $(seq 1 60); do
-  health="$(docker inspect --format '{{.State.Status}} {{.State.Health.Status}}' "$name")"
-  [ "$health" = "running healthy" ] && break
-  case "$health" in running*) ;; *) fail "the container stopped: $health";; esac
-  sleep 1
-done
-[ "$health" = "running healthy" ] || fail "not healthy after 60s: $health"
+wait_healthy "$name" 60 "the container"
 echo "healthy (HEALTHCHECK probed :$port from the job file)"
 logs="$(docker logs "$name" 2>&1)"
 grep -q 'single-file bind mount' <<<"$logs" || fail "no warning that the job file is a single-file bind mount (live reload cannot see host edits)"

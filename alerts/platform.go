@@ -44,17 +44,7 @@ func GatewaySummary(ctx context.Context, path string, now time.Time) (map[string
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			var c string
-			var r, e int64
-			if err := rows.Scan(&c, &r, &e); err != nil {
-				return err
-			}
-			if err := each(c, r, e); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return eachCapability(rows, each)
 	})
 }
 
@@ -83,22 +73,32 @@ func GatewaySummaryPostgres(ctx context.Context, raw string, now time.Time) (map
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			var c string
-			var r, e int64
-			if err := rows.Scan(&c, &r, &e); err != nil {
-				return err
-			}
-			if err := each(c, r, e); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return eachCapability(rows, each)
 	})
 }
 
 // capabilityRows calls each for every capability's requests and errors over the last minutes.
 type capabilityRows func(minutes int, each func(capability string, requests, errors int64) error) error
+
+// eachCapability calls each for every (capability, requests, errors) row of a query's result:
+// *sql.Rows or pgx.Rows (the caller closes them).
+func eachCapability(rows interface {
+	Next() bool
+	Scan(...any) error
+	Err() error
+}, each func(capability string, requests, errors int64) error) error {
+	for rows.Next() {
+		var c string
+		var r, e int64
+		if err := rows.Scan(&c, &r, &e); err != nil {
+			return err
+		}
+		if err := each(c, r, e); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
 
 // gatewaySummary totals the last 5 and 60 minutes, in total and per capability.
 func gatewaySummary(rows capabilityRows) (map[string]any, error) {

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -139,11 +141,7 @@ func (d *ContainerDrill) Run(ctx context.Context) (jobs.Result, error) {
 		}
 		return jobs.Result{}, fmt.Errorf("drill %s: no nightly archive with a manifest for %s under %s", d.name, what, d.cfg.Prefix)
 	}
-	names := make([]string, 0, len(archives))
-	for n := range archives {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(archives))
 	if d.cfg.Sample > 0 && d.cfg.Sample < len(names) {
 		rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 		names = names[:d.cfg.Sample]

@@ -1,11 +1,9 @@
 package checks
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -149,7 +147,7 @@ func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
 	}
 	defer release()
 
-	report := DrillReport{Drill: d.name, Node: d.cfg.Node, StartedAt: started.UTC(), RTOTargetSeconds: d.cfg.RTOTargetTotal.Seconds(), Notes: []string{}}
+	report := newDBDrillReport(d.name, d.cfg.Node, started, d.cfg.RTOTargetTotal)
 	set, manifests, notes, err := d.chooseSet(ctx)
 	report.Notes = append(report.Notes, notes...)
 	if err != nil {
@@ -175,63 +173,14 @@ func (d *PlatformDrill) Run(ctx context.Context) (jobs.Result, error) {
 	})
 	rto := time.Since(started)
 
-	var text strings.Builder
-	fmt.Fprintf(&text, "Platform restore drill: set %s (%s)\n", set, d.cfg.Prefix)
-	for _, n := range report.Notes {
-		fmt.Fprintf(&text, "NOTE  %s\n", n)
-	}
-	breach := false
-	for i, t := range detail {
-		switch t.Status {
-		case "PASS":
-			report.PassedCount++
-			fmt.Fprintf(&text, "PASS  %s — integrity ok, tables present\n", t.Name)
-		case "FAIL":
-			report.FailedCount++
-			fmt.Fprintf(&text, "FAIL  %s — %s\n", t.Name, t.Reason)
-		default:
-			report.SkippedCount++
-			fmt.Fprintf(&text, "SKIP  %s\n", t.Name)
-		}
-		if t.Status != "SKIP" && time.Duration(t.Seconds*float64(time.Second)) > d.cfg.RTOTargetDB {
-			breach = true
-			w := fmt.Sprintf("restore took %s, objective %s", seconds(time.Duration(t.Seconds*float64(time.Second))), seconds(d.cfg.RTOTargetDB))
-			detail[i].Warnings = append(detail[i].Warnings, w)
-		}
-		for _, w := range detail[i].Warnings {
-			fmt.Fprintf(&text, "WARN  %s — %s\n", t.Name, w)
-		}
-	}
-	if rto > d.cfg.RTOTargetTotal {
-		breach = true
-		report.Notes = append(report.Notes, fmt.Sprintf("RTO %s missed the objective of %s", seconds(rto), seconds(d.cfg.RTOTargetTotal)))
-		fmt.Fprintf(&text, "WARN  RTO %s missed the objective of %s\n", seconds(rto), seconds(d.cfg.RTOTargetTotal))
-	}
-	fmt.Fprintf(&text, "Result: %d passed, %d failed, %d skipped\n", report.PassedCount, report.FailedCount, report.SkippedCount)
-	fmt.Fprintf(&text, "RTO (drill time): %s\n", seconds(rto))
-
-	passed := report.FailedCount == 0 && !(breach && d.cfg.FailOnRTOBreach)
-	report.Passed, report.RTOSeconds, report.Databases = passed, rto.Seconds(), detail
-	body, _ := json.MarshalIndent(report, "", "  ")
-	res := jobs.Result{Targets: targets, Report: text.String(), ReportJSON: body,
-		Drill:   &jobs.DrillStats{RTO: rto, RTOTarget: d.cfg.RTOTargetTotal, Passed: passed},
-		Summary: fmt.Sprintf("set %s: %d passed, %d failed, %d skipped, RTO %s", set, report.PassedCount, report.FailedCount, report.SkippedCount, seconds(rto))}
-	var runErr error
-	switch {
-	case report.FailedCount > 0:
+	report.writeResults("Platform restore drill", d.cfg.Prefix, detail, "integrity ok, tables present", d.cfg.RTOTargetDB, d.cfg.RTOTargetTotal, rto)
+	res := report.result(targets, detail, rto, d.cfg.RTOTargetTotal, d.cfg.FailOnRTOBreach)
+	res.Summary = fmt.Sprintf("set %s: %d passed, %d failed, %d skipped, RTO %s", set, report.PassedCount, report.FailedCount, report.SkippedCount, seconds(rto))
+	runErr := report.missedObjective(d.cfg.FailOnRTOBreach)
+	if report.FailedCount > 0 {
 		runErr = res.TargetsError("databases")
-	case breach && d.cfg.FailOnRTOBreach:
-		runErr = fmt.Errorf("drill %s: recovery time objective missed", d.name)
 	}
-	if d.cfg.ReportKey != "" {
-		key := strings.ReplaceAll(d.cfg.ReportKey, "{date}", layout.Date(d.cfg.Now()))
-		if _, err := d.store.Put(ctx, key, bytes.NewReader(body), storage.PutOptions{Size: int64(len(body)), ContentType: "application/json"}); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("upload drill report: %w", err))
-		} else {
-			res.Artifacts = append(res.Artifacts, key)
-		}
-	}
-	return res, runErr
+	return res, uploadReport(ctx, d.store, d.cfg.ReportKey, d.cfg.Now(), &res, runErr)
 }
 
 // chooseSet finds the newest date whose set holds every required database with a manifest.

@@ -5,8 +5,9 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/wopr-network/opsd/internal/schedule"
@@ -503,12 +504,7 @@ func (c *Config) Job(name string) (Job, bool) {
 
 // TierNames returns the configured tier names, sorted.
 func (c *Config) TierNames() []string {
-	names := make([]string, 0, len(c.Tiers))
-	for n := range c.Tiers {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(c.Tiers))
 }
 
 // Secrets returns every secret value in the config, so logs and events can redact them.

@@ -54,12 +54,8 @@ var coordSchemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 func (c *Config) setCoordinationDefaults() {
 	k := &c.Coordination
 	setDefault(&k.Postgres.Schema, "opsd")
-	if k.HeartbeatInterval == 0 {
-		k.HeartbeatInterval = Duration(30 * time.Second)
-	}
-	if k.NodeLostAfter == 0 {
-		k.NodeLostAfter = 3 * k.HeartbeatInterval
-	}
+	setDefault(&k.HeartbeatInterval, Duration(30*time.Second))
+	setDefault(&k.NodeLostAfter, 3*k.HeartbeatInterval)
 }
 
 func (c *Config) validateCoordination(bad func(path, format string, args ...any)) {

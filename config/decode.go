@@ -115,30 +115,20 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 		v.Set(out)
 		return
 	case v.Kind() == reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			d.fail(path, n.Line, "expected a mapping, got %s", describe(n))
+		if !d.mapping(path, n) {
 			return
 		}
 		if v.IsNil() {
 			v.Set(reflect.MakeMap(v.Type()))
 		}
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			p := join(path, k.Value)
-			if seen[k.Value] {
-				d.fail(p, k.Line, "duplicate key %q", k.Value)
-				continue
-			}
-			seen[k.Value] = true
-			d.lines[p] = k.Line
+		d.eachKey(path, n, func(_ int, p string, k, val *yaml.Node) {
 			elem := reflect.New(v.Type().Elem()).Elem()
 			if old := v.MapIndex(reflect.ValueOf(k.Value)); old.IsValid() {
 				elem.Set(old)
 			}
 			d.decode(p, val, elem)
 			v.SetMapIndex(reflect.ValueOf(k.Value), elem)
-		}
+		})
 		return
 	}
 	d.decodeScalar(path, n, v)
@@ -208,11 +198,35 @@ func (d *decoder) decodeScalar(path string, n *yaml.Node, v reflect.Value) {
 // decodeStruct decodes a mapping into a struct by yaml tags. Keys in extra (if not nil) that the
 // struct does not know are returned to the caller instead of being reported as unknown.
 func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value, extra *[]int) {
-	if n.Kind != yaml.MappingNode {
-		d.fail(path, n.Line, "expected a mapping, got %s", describe(n))
+	if !d.mapping(path, n) {
 		return
 	}
 	fields, known := structFields(v.Type())
+	d.eachKey(path, n, func(i int, p string, k, val *yaml.Node) {
+		idx, ok := fields[k.Value]
+		switch {
+		case ok:
+			d.decode(p, val, v.Field(idx))
+		case extra != nil:
+			*extra = append(*extra, i)
+		default:
+			d.unknown(p, k, known)
+		}
+	})
+}
+
+// mapping reports a node that is not a mapping and returns whether it is one.
+func (d *decoder) mapping(path string, n *yaml.Node) bool {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n.Line, "expected a mapping, got %s", describe(n))
+		return false
+	}
+	return true
+}
+
+// eachKey calls fn, in order, for every key of a mapping with the key's index in n.Content and
+// its path, recording the key's line; a key given again is reported and its value skipped.
+func (d *decoder) eachKey(path string, n *yaml.Node, fn func(i int, p string, k, val *yaml.Node)) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -223,16 +237,7 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value, extra
 		}
 		seen[k.Value] = true
 		d.lines[p] = k.Line
-		idx, ok := fields[k.Value]
-		if !ok {
-			if extra != nil {
-				*extra = append(*extra, i)
-				continue
-			}
-			d.unknown(p, k, known)
-			continue
-		}
-		d.decode(p, val, v.Field(idx))
+		fn(i, p, k, val)
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,6 +96,30 @@ func (c *Config) ContainerExports() (nightly, hot *ContainerExportSettings) {
 	return nightly, hot
 }
 
+// FindJob returns the named job of a kind, or the first job of that kind (that match accepts,
+// when given); the error names the job file.
+func (c *Config) FindJob(kind, name string, match ...func(Job) bool) (Job, error) {
+	for _, j := range c.Jobs {
+		if j.Kind == kind && (name == "" || j.Name == name) && (len(match) == 0 || match[0] == nil || match[0](j)) {
+			return j, nil
+		}
+	}
+	if name != "" {
+		return Job{}, fmt.Errorf("no %s job named %q in %s", kind, name, c.File)
+	}
+	return Job{}, fmt.Errorf("no %s job in %s", kind, c.File)
+}
+
+// PostgresDrillOf returns the first postgres_drill settings that drill database, nil when none.
+func (c *Config) PostgresDrillOf(database string) *PostgresDrillSettings {
+	for _, j := range c.Jobs {
+		if d := j.PostgresDrill; d != nil && d.Database == database {
+			return d
+		}
+	}
+	return nil
+}
+
 // HasContainerExports reports whether a container_export job is configured.
 func (c *Config) HasContainerExports() bool {
 	for _, j := range c.Jobs {
@@ -148,12 +174,7 @@ func (c *Config) TenantNames(id string) []string {
 		}
 		names[strings.ReplaceAll(ts.TenantFrom, "{id}", id)] = true
 	}
-	out := make([]string, 0, len(names))
-	for n := range names {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(names))
 }
 
 // TargetFolders are where per-target artifacts live: the prune rules' targets (platform sets are

@@ -90,3 +90,41 @@ jobs:
 		t.Errorf("listen of a missing file: %q, %q", l, note)
 	}
 }
+
+// TestFindJob: a job of a kind by name, else the first of that kind (that match accepts); the
+// errors name the kind, the name and the file. PostgresDrillOf finds the drill of a database.
+func TestFindJob(t *testing.T) {
+	c := &Config{File: "/etc/opsd/opsd.yaml", Jobs: []Job{
+		{Name: "a", Kind: "prune"},
+		{Name: "pg-drill", Kind: "postgres_drill", PostgresDrill: &PostgresDrillSettings{Database: "platform"}},
+		{Name: "b", Kind: "prune"},
+	}}
+	for _, tc := range []struct {
+		kind, name string
+		match      func(Job) bool
+		want, err  string
+	}{
+		{kind: "prune", want: "a"},
+		{kind: "prune", name: "b", want: "b"},
+		{kind: "prune", match: func(j Job) bool { return j.Name != "a" }, want: "b"},
+		{kind: "prune", name: "c", err: `no prune job named "c" in /etc/opsd/opsd.yaml`},
+		{kind: "sqlite_backup", err: "no sqlite_backup job in /etc/opsd/opsd.yaml"},
+	} {
+		j, err := c.FindJob(tc.kind, tc.name, tc.match)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("FindJob(%s, %q): error %v, want %q", tc.kind, tc.name, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || j.Name != tc.want {
+			t.Errorf("FindJob(%s, %q) = %q, %v; want %q", tc.kind, tc.name, j.Name, err, tc.want)
+		}
+	}
+	if d := c.PostgresDrillOf("platform"); d == nil || d.Database != "platform" {
+		t.Errorf("PostgresDrillOf(platform) = %v", d)
+	}
+	if d := c.PostgresDrillOf("other"); d != nil {
+		t.Errorf("PostgresDrillOf(other) = %v, want nil", d)
+	}
+}

@@ -352,25 +352,15 @@ func (c *Config) resolve(d *decoder, env func(string) (string, bool)) {
 	if v, set := env("S3_BUCKET"); s3.Bucket == "" && set && strings.TrimSpace(v) == "" && c.Storage.Backend == "s3" {
 		d.fail("storage.s3.bucket", c.line("storage.s3"), "S3_BUCKET is set but empty: set it to the bucket, unset it, or set storage.s3.bucket")
 	}
-	if s3.Bucket == "" {
-		s3.Bucket = get("S3_BUCKET")
-	}
-	if s3.Bucket == "" {
-		s3.Bucket = "wopr-backups"
-	}
+	setDefault(&s3.Bucket, get("S3_BUCKET"))
+	setDefault(&s3.Bucket, "wopr-backups")
 	s3.Bucket = strings.TrimSuffix(strings.TrimPrefix(s3.Bucket, "s3://"), "/")
-	if s3.Region == "" {
-		s3.Region = get("DO_SPACES_REGION")
-	}
+	setDefault(&s3.Region, get("DO_SPACES_REGION"))
 	if s3.Endpoint == "" && s3.Region != "" {
 		s3.Endpoint = s3.Region + ".digitaloceanspaces.com"
 	}
-	if s3.AccessKey == "" {
-		s3.AccessKey = Secret(get("DO_SPACES_ACCESS_KEY"))
-	}
-	if s3.SecretKey == "" {
-		s3.SecretKey = Secret(get("DO_SPACES_SECRET_KEY"))
-	}
+	setDefault(&s3.AccessKey, Secret(get("DO_SPACES_ACCESS_KEY")))
+	setDefault(&s3.SecretKey, Secret(get("DO_SPACES_SECRET_KEY")))
 }
 
 func lastKey(path string) string {
@@ -413,9 +403,7 @@ func (c *Config) DefaultAlertRules() []AlertRule {
 
 func (c *Config) applyDefaults() {
 	c.setCoordinationDefaults()
-	if c.Alerts.Interval == 0 {
-		c.Alerts.Interval = Duration(time.Minute)
-	}
+	setDefault(&c.Alerts.Interval, Duration(time.Minute))
 	if c.Alerts.Rules == nil {
 		c.Alerts.Rules = c.DefaultAlertRules()
 	}
@@ -449,52 +437,20 @@ func (c *Config) applyDefaults() {
 			j.Timeout = Duration(DefaultJobTimeout)
 		}
 		if s := j.SQLiteBackup; s != nil {
-			if s.Databases == nil {
-				s.Databases = PlatformDatabases()
-			}
-			for k := range s.Databases {
-				db := &s.Databases[k]
-				if p, ok := platform[db.Name]; ok && db.Tables == nil {
-					db.Tables, db.Critical = p.Tables, p.Critical
-				}
-			}
-			if s.Key == "" {
-				s.Key = "platform/{date}/{db}-{date}.db"
-			}
-			if s.Compression == "" {
-				s.Compression = "none"
-			}
-			if s.CopyTimeout == 0 {
-				s.CopyTimeout = Duration(10 * time.Minute)
-			}
-			if s.Parallel == 0 {
-				s.Parallel = 2
-			}
+			s.Databases = withPlatformTables(s.Databases, platform)
+			setDefault(&s.Key, "platform/{date}/{db}-{date}.db")
+			setDefault(&s.Compression, "none")
+			setDefault(&s.CopyTimeout, Duration(10*time.Minute))
+			setDefault(&s.Parallel, 2)
 		}
 		if d := j.SQLiteDrill; d != nil {
-			if d.Databases == nil {
-				d.Databases = PlatformDatabases()
-			}
-			for k := range d.Databases {
-				db := &d.Databases[k]
-				if p, ok := platform[db.Name]; ok && db.Tables == nil {
-					db.Tables, db.Critical = p.Tables, p.Critical
-				}
-			}
+			d.Databases = withPlatformTables(d.Databases, platform)
 			setDefault(&d.RTOBreach, "fail")
 			setDefault(&d.ReportKey, "drills/{date}/platform.json")
-			if d.Parallel == 0 {
-				d.Parallel = 3
-			}
-			if d.RTOTargetDB == 0 {
-				d.RTOTargetDB = Duration(5 * time.Minute)
-			}
-			if d.RTOTargetTotal == 0 {
-				d.RTOTargetTotal = Duration(15 * time.Minute)
-			}
-			if d.Lookback == 0 {
-				d.Lookback = 14
-			}
+			setDefault(&d.Parallel, 3)
+			setDefault(&d.RTOTargetDB, Duration(5*time.Minute))
+			setDefault(&d.RTOTargetTotal, Duration(15*time.Minute))
+			setDefault(&d.Lookback, 14)
 		}
 		if v := j.OffsiteVerify; v != nil {
 			if v.Databases == nil {
@@ -502,60 +458,38 @@ func (c *Config) applyDefaults() {
 					v.Databases = append(v.Databases, db.Name)
 				}
 			}
-			if v.Dates == 0 {
-				v.Dates = 3
-			}
-			if v.MaxAge == 0 {
-				v.MaxAge = Duration(26 * time.Hour)
-			}
-			if v.NightlyMaxAge == 0 {
-				v.NightlyMaxAge = Duration(26 * time.Hour)
-			}
-			if v.HotMaxAge == 0 {
-				v.HotMaxAge = Duration(7 * time.Hour) // 6 h plus grace
-			}
+			setDefault(&v.Dates, 3)
+			setDefault(&v.MaxAge, Duration(26*time.Hour))
+			setDefault(&v.NightlyMaxAge, Duration(26*time.Hour))
+			setDefault(&v.HotMaxAge, Duration(7*time.Hour)) // 6 h plus grace
 		}
 		if c := j.ContainerExport; c != nil {
 			setDefault(&c.NamePrefix, "tenant_")
 			setDefault(&c.Compression, "gzip")
 			setDefault(&c.TierLabel, "wopr.tier")
-			ext := ".tar.gz"
-			if c.Compression == "zstd" {
-				ext = ".tar"
-			}
+			ext := archiveExt(c.Compression)
 			if c.ChangedOnly {
 				setDefault(&c.Key, "latest/{container}/latest"+ext)
 			} else {
 				setDefault(&c.Key, "nightly/{node}/{container}/{container}_{date}"+ext)
 			}
-			if c.Parallel == 0 {
-				c.Parallel = 2
-			}
+			setDefault(&c.Parallel, 2)
 		}
 		if d := j.DirSnapshot; d != nil {
 			setDefault(&d.BaseDir, "/data/instances")
 			setDefault(&d.Compression, "gzip")
 			setDefault(&d.Tier, "free")
-			ext := ".tar.gz"
-			if d.Compression == "zstd" {
-				ext = ".tar"
-			}
+			ext := archiveExt(d.Compression)
 			setDefault(&d.Key, "nightly/{node}/{instance}/{instance}_{date}"+ext)
-			if d.Parallel == 0 {
-				d.Parallel = 2
-			}
+			setDefault(&d.Parallel, 2)
 		}
 		if c := j.ContainerDrill; c != nil {
 			setDefault(&c.RTOBreach, "fail")
 			if c.ProbeCmd == nil {
 				c.ProbeCmd = []string{"/bin/sh", "-c", "true"}
 			}
-			if c.ProbeTimeout == 0 {
-				c.ProbeTimeout = Duration(time.Minute)
-			}
-			if c.RTOTarget == 0 {
-				c.RTOTarget = Duration(10 * time.Minute)
-			}
+			setDefault(&c.ProbeTimeout, Duration(time.Minute))
+			setDefault(&c.RTOTarget, Duration(10*time.Minute))
 		}
 		if d := j.NodeDrill; d != nil {
 			d.setDefaults()
@@ -570,8 +504,34 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-func setDefault(s *string, v string) {
-	if *s == "" {
-		*s = v
+// setDefault sets *p to v when it is the zero value (not set in the file).
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
 	}
+}
+
+// withPlatformTables returns dbs (the platform's databases when nil) where every platform
+// database that names no tables gets the platform's tables and critical tables.
+func withPlatformTables(dbs []Database, platform map[string]Database) []Database {
+	if dbs == nil {
+		dbs = PlatformDatabases()
+	}
+	for k := range dbs {
+		db := &dbs[k]
+		if p, ok := platform[db.Name]; ok && db.Tables == nil {
+			db.Tables, db.Critical = p.Tables, p.Critical
+		}
+	}
+	return dbs
+}
+
+// archiveExt is the ending of a default archive key: ".tar" for zstd (whose suffix follows),
+// ".tar.gz" otherwise (the historical keys).
+func archiveExt(compression string) string {
+	if compression == "zstd" {
+		return ".tar"
+	}
+	return ".tar.gz"
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -71,22 +72,16 @@ func (s *DirSnapshotSettings) ResolvedTierSource() TierSource {
 }
 
 func (ts TierSource) withDefaults(tenantFrom string) TierSource {
-	if ts.Kind == "" {
-		ts.Kind = "label"
-	}
+	setDefault(&ts.Kind, "label")
 	if ts.Kind == "label" && ts.Label == "" {
 		ts.Label = "wopr.tier"
 	}
-	if ts.TenantFrom == "" {
-		ts.TenantFrom = tenantFrom
-	}
+	setDefault(&ts.TenantFrom, tenantFrom)
 	if ts.Default == nil && ts.Kind == "label" {
 		free := "free"
 		ts.Default = &free
 	}
-	if ts.Timeout == 0 {
-		ts.Timeout = Duration(30 * time.Second)
-	}
+	setDefault(&ts.Timeout, Duration(30*time.Second))
 	return ts
 }
 
@@ -107,9 +102,7 @@ var tenantFromRe = regexp.MustCompile(`^[A-Za-z0-9_.-]*\{id\}[A-Za-z0-9_.-]*$`)
 // validateTierSources checks the tier_source of a container_export or dir_snapshot job.
 func (c *Config) validateTierSources(p string, j Job) []FieldError {
 	var errs []FieldError
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
-	}
+	bad := c.reporter(&errs)
 	var ts *TierSource
 	switch {
 	case j.ContainerExport != nil:
@@ -168,7 +161,7 @@ func (c *Config) validateTierSources(p string, j Job) []FieldError {
 		if len(ts.Map) == 0 {
 			bad(sp+".map", "must map at least one tenant id to a tier")
 		}
-		for _, id := range sortedStringKeys(ts.Map) {
+		for _, id := range slices.Sorted(maps.Keys(ts.Map)) {
 			known(sp+".map."+id, ts.Map[id])
 		}
 		unused("label", ts.Label != "")
@@ -252,13 +245,4 @@ func jobTierSource(j Job) *TierSource {
 		return j.DirSnapshot.TierSource
 	}
 	return nil
-}
-
-func sortedStringKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -41,14 +41,8 @@ var (
 // duplicates. Each problem names the YAML path and line.
 func (c *Config) Validate() []FieldError {
 	var errs []FieldError
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
-	}
-	between := func(path string, v, lo, hi int) {
-		if v < lo || v > hi {
-			bad(path, "must be between %d and %d, got %d", lo, hi, v)
-		}
-	}
+	bad := c.reporter(&errs)
+	between := inRange(bad)
 
 	c.validateCoordination(bad)
 	if c.NodeID == "" {
@@ -283,14 +277,8 @@ func (c *Config) Validate() []FieldError {
 func (c *Config) validateKind(p string, j Job) []FieldError {
 	c2 := c
 	var errs []FieldError
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
-	}
-	between := func(path string, v, lo, hi int) {
-		if v < lo || v > hi {
-			bad(path, "must be between %d and %d, got %d", lo, hi, v)
-		}
-	}
+	bad := c.reporter(&errs)
+	between := inRange(bad)
 	switch {
 	case j.PostgresBackup != nil || j.PostgresDrill != nil:
 		errs = append(errs, c.validatePostgres(p, j)...)
@@ -623,4 +611,22 @@ func checkEndpoint(ep string) string {
 func validPort(p string, lo int) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= lo && n <= 65535 && p == strconv.Itoa(n)
+}
+
+// reporter returns the function a validation reports a problem with: it appends to errs the
+// problem at path, with the line of path in the file.
+func (c *Config) reporter(errs *[]FieldError) func(path, format string, args ...any) {
+	return func(path, format string, args ...any) {
+		*errs = append(*errs, FieldError{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, args...)})
+	}
+}
+
+// inRange returns the check that an integer setting lies between lo and hi (inclusive),
+// reporting through bad.
+func inRange(bad func(path, format string, args ...any)) func(path string, v, lo, hi int) {
+	return func(path string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(path, "must be between %d and %d, got %d", lo, hi, v)
+		}
+	}
 }

@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -332,11 +333,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		return rule.Prefix + strings.Join(parts[:depth], "/"), true
 	}
-	keys := make([]string, 0, len(objs))
-	for k := range objs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(objs))
 	for _, k := range keys {
 		o := objs[k]
 		old := now.Sub(o.ModTime) > p.cfg.Grace
@@ -399,11 +396,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			g.newestKey, g.newestTime = k, t
 		}
 	}
-	names := make([]string, 0, len(groups))
-	for n := range groups {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(groups))
 	for _, name := range names {
 		g := groups[name]
 		tp := TargetPlan{Target: name, Keep: []KeepItem{}, Delete: []DelItem{}}
@@ -510,18 +503,9 @@ func (p *Prune) targetTier(ctx context.Context, newestKey string) (string, Tier,
 	}
 	t, ok := p.cfg.Tiers[m.Tier]
 	if !ok {
-		return m.Tier, Tier{}, fmt.Errorf("unknown tier %q in %s (known: %s)", m.Tier, artifact.ManifestKey(newestKey), strings.Join(sortedKeys(p.cfg.Tiers), ", "))
+		return m.Tier, Tier{}, fmt.Errorf("unknown tier %q in %s (known: %s)", m.Tier, artifact.ManifestKey(newestKey), strings.Join(slices.Sorted(maps.Keys(p.cfg.Tiers)), ", "))
 	}
 	return m.Tier, t, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // tierPolicyFor is what a tier means, as the platform defines it. Nightly archives are counts

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -258,11 +260,7 @@ func (s *Scheduler) Start(ctx context.Context) {
 	s.ctx = ctx
 	s.started = true
 	s.gs.Start()
-	names := make([]string, 0, len(s.entries))
-	for n := range s.entries {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(s.entries))
 	now := time.Now()
 	for _, name := range names {
 		sp := s.entries[name].spec

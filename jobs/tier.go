@@ -5,9 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -229,11 +230,7 @@ func (l *TierLookup) Resolve(name string, labels map[string]string) (TierOf, err
 		}
 	}
 	if len(l.known) > 0 && !l.known[r.Tier] {
-		known := make([]string, 0, len(l.known))
-		for k := range l.known {
-			known = append(known, k)
-		}
-		sort.Strings(known)
+		known := slices.Sorted(maps.Keys(l.known))
 		return r, fmt.Errorf("tier: unknown tier %q for %s from %s (known: %s)", r.Tier, name, s, strings.Join(known, ", "))
 	}
 	return r, nil

@@ -50,7 +50,7 @@ func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
 		return nil, err
 	}
 	return checks.NewPostgresDrill(jc.Name, checks.PostgresDrillConfig{Server: dsn, Tools: tools, Database: s.Database, Prefix: s.Prefix,
-		Tables: s.Tables, Critical: s.Critical, Jobs: s.Jobs, Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail",
+		Tables: s.Tables, Critical: s.Critical, Jobs: s.Jobs, MaintenanceWorkMemMB: s.MaintenanceWorkMemMB, Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail",
 		TempDir: s.TempDir, ReportKey: reportKey(s.ReportKey), Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks}, d.store), nil
 }
 

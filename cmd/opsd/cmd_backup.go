@@ -69,17 +69,3 @@ func onlyNamed(with func(jobs.Job, []string) jobs.Job) func(*flag.FlagSet) func(
 		}
 	}
 }
-
-// findJob returns the named job of a kind, or the first job of that kind (that match accepts,
-// when given).
-func findJob(cfg *config.Config, kind, name string, match ...func(config.Job) bool) (config.Job, error) {
-	for _, j := range cfg.Jobs {
-		if j.Kind == kind && (name == "" || j.Name == name) && (len(match) == 0 || match[0] == nil || match[0](j)) {
-			return j, nil
-		}
-	}
-	if name != "" {
-		return config.Job{}, fmt.Errorf("no %s job named %q in %s", kind, name, cfg.File)
-	}
-	return config.Job{}, fmt.Errorf("no %s job in %s", kind, cfg.File)
-}

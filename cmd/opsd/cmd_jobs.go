@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -23,12 +22,8 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("jobs list", "opsd jobs list -c FILE [-o json]", stdout, stderr)
 	cfgPath := configFlag(fs)
 	out := outputFlag(fs, "table", "json")
-	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
-	if cfg == nil {
-		return code
-	}
 	ctx := context.Background()
-	st, code := openState(ctx, cfg, stderr)
+	cfg, st, code := loadState(ctx, fs, cfgPath, args, stdout, stderr)
 	if st == nil {
 		return code
 	}
@@ -45,9 +40,7 @@ func jobsList(args []string, stdout, stderr io.Writer) int {
 		infos = append(infos, info)
 	}
 	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(map[string]any{"jobs": infos})
+		writeJSON(stdout, map[string]any{"jobs": infos})
 		return 0
 	}
 	jobs.WriteInfoTable(stdout, infos)

@@ -37,22 +37,11 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 	yes := fs.Bool("yes", false, "replace the live database without asking")
 	identity := fs.String("identity", "", "age identity file for encrypted dumps")
 	jobName := fs.String("job", "", "the postgres_backup job whose database is restored (default: the first)")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	if !validDate(stderr, *date) {
-		return 2
-	}
-	r, code := openRestore(*cfgPath, stdout, stderr)
+	r, jc, code := openRestoreJob(fs, args, cfgPath, date, "postgres_backup", jobName, "its dsn says which database is restored", stdout, stderr)
 	if r == nil {
 		return code
 	}
 	defer r.close()
-	jc, err := findJob(r.cfg, "postgres_backup", *jobName)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v (its dsn says which database is restored)\n", err)
-		return 1
-	}
 	s := jc.PostgresBackup
 	dsn, err := postgres.ParseDSN(s.DSN.Value())
 	if err != nil {
@@ -77,11 +66,8 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 	o := restore.PostgresOptions{Store: r.store, Tools: tools, DSN: dsn, Date: *date, TargetDB: *target, Identities: ids, Jobs: 2,
 		Safety: artifact.Options{Compression: s.Compression, Recipients: recipients}, Node: r.cfg.NodeID, Progress: r.console.RedactedLine, OnBytes: r.console.OnBytes()}
 	// The drill's expectations, when the config has a drill of this database, are checked too.
-	for _, j := range r.cfg.Jobs {
-		if d := j.PostgresDrill; d != nil && d.Database == dsn.Database() {
-			o.Tables, o.Critical, o.Jobs = d.Tables, d.Critical, d.Jobs
-			break
-		}
+	if d := r.cfg.PostgresDrillOf(dsn.Database()); d != nil {
+		o.Tables, o.Critical, o.Jobs = d.Tables, d.Critical, d.Jobs
 	}
 	release, err := r.locks.Acquire(r.ctx, layout.PostgresRoot, false, "restore")
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -114,22 +113,11 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 	health := fs.String("health-url", "", `poll this URL after the swap until it answers 200 with status "ok" or "degraded" (e.g. http://127.0.0.1:3100/health)`)
 	identity := fs.String("identity", "", "age identity file for encrypted backups")
 	jobName := fs.String("job", "", "the sqlite_backup job whose databases (names and paths) are restored")
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
-	}
-	if !validDate(stderr, *date) {
-		return 2
-	}
-	r, code := openRestore(*cfgPath, stdout, stderr)
+	r, jc, code := openRestoreJob(fs, args, cfgPath, date, "sqlite_backup", jobName, "its databases say where each one lives", stdout, stderr)
 	if r == nil {
 		return code
 	}
 	defer r.close()
-	jc, err := findJob(r.cfg, "sqlite_backup", *jobName)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v (its databases say where each one lives)\n", err)
-		return 1
-	}
 	ids, err := readIdentities(*identity)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
@@ -202,7 +190,7 @@ func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
 	}
 	defer r.close()
 	if *base == "" {
-		jc, err := findJob(r.cfg, "dir_snapshot", "")
+		jc, err := r.cfg.FindJob("dir_snapshot", "")
 		if err != nil {
 			fmt.Fprintf(stderr, "opsd: %v (or pass --base-dir)\n", err)
 			return 1
@@ -260,9 +248,7 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(map[string]any{"backups": rows, "count": len(rows)})
+		writeJSON(stdout, map[string]any{"backups": rows, "count": len(rows)})
 		return 0
 	}
 	restore.WriteBackups(stdout, rows)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -75,15 +76,49 @@ func loadConfig(fs *flag.FlagSet, cfgPath *string, args []string, stdout, stderr
 	return cfg, 0
 }
 
-// openState opens the state database of cfg for a command; it returns nil and the exit code
-// when it cannot.
-func openState(ctx context.Context, cfg *config.Config, stderr io.Writer) (*state.Store, int) {
+// loadState parses the flags and loads the job file (as loadConfig), then opens its state
+// database; it returns a nil store and the exit code when the command should stop.
+func loadState(ctx context.Context, fs *flag.FlagSet, cfgPath *string, args []string, stdout, stderr io.Writer) (*config.Config, *state.Store, int) {
+	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
+	if cfg == nil {
+		return nil, nil, code
+	}
 	st, err := state.Open(ctx, cfg.State.Path)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return nil, 1
+		return nil, nil, 1
 	}
-	return st, 0
+	return cfg, st, 0
+}
+
+// writeJSON writes v to w as indented JSON (a command's -o json).
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// openRestoreJob parses a restore command's flags, checks its --date, opens the restore
+// environment and finds the job of kind (named --job, or the first) whose settings say what
+// is restored; why is added to the error when there is none. A nil r: exit with code.
+func openRestoreJob(fs *flag.FlagSet, args []string, cfgPath, date *string, kind string, jobName *string, why string, stdout, stderr io.Writer) (r *restoreEnv, jc config.Job, code int) {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return nil, jc, code
+	}
+	if !validDate(stderr, *date) {
+		return nil, jc, 2
+	}
+	r, code = openRestore(*cfgPath, stdout, stderr)
+	if r == nil {
+		return nil, jc, code
+	}
+	jc, err := r.cfg.FindJob(kind, *jobName)
+	if err != nil {
+		r.close()
+		fmt.Fprintf(stderr, "opsd: %v (%s)\n", err, why)
+		return nil, jc, 1
+	}
+	return r, jc, 0
 }
 
 // configFlag adds -c/--config with the OPSD_CONFIG default.

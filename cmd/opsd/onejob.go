@@ -40,7 +40,7 @@ func (c oneJob) run(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	jc, err := findJob(cfg, c.kind, *jobName, c.match)
+	jc, err := cfg.FindJob(c.kind, *jobName, c.match)
 	switch {
 	case err != nil && (*jobName != "" || c.fallback == ""):
 		fmt.Fprintf(stderr, "opsd: %v\n", err)

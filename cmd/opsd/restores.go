@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -117,12 +116,8 @@ func cmdRestores(args []string, stdout, stderr io.Writer) int {
 	cfgPath := configFlag(fs)
 	limit := fs.Int("limit", 20, "how many restores to list")
 	out := outputFlag(fs, "table", "json")
-	cfg, code := loadConfig(fs, cfgPath, args, stdout, stderr)
-	if cfg == nil {
-		return code
-	}
 	ctx := context.Background()
-	st, code := openState(ctx, cfg, stderr)
+	cfg, st, code := loadState(ctx, fs, cfgPath, args, stdout, stderr)
 	if st == nil {
 		return code
 	}
@@ -141,9 +136,7 @@ func cmdRestores(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(map[string]any{"restores": list})
+		writeJSON(stdout, map[string]any{"restores": list})
 		return 0
 	}
 	restore.WriteRestores(stdout, list, red.Redact)

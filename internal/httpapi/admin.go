@@ -86,14 +86,8 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 		switch {
 		case errors.Is(err, ErrForbidden):
 			WriteError(w, http.StatusForbidden, "Forbidden: remotePath is not a backup of "+r.PathValue("containerId"))
-		case errors.Is(err, ErrNotFound):
-			WriteError(w, http.StatusNotFound, err.Error())
-		case errors.Is(err, ErrBadRequest):
-			WriteError(w, http.StatusBadRequest, err.Error())
-		case errors.Is(err, ErrConflict):
-			WriteError(w, http.StatusConflict, err.Error())
 		case err != nil:
-			WriteError(w, http.StatusInternalServerError, err.Error())
+			writeOpError(w, err)
 		default:
 			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "running", "containerId": r.PathValue("containerId"), "remotePath": body.RemotePath})
 		}
@@ -110,14 +104,8 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 		}
 		id, err := o.NodeRestore(r.Context(), r.PathValue("node"), body)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			WriteError(w, http.StatusNotFound, err.Error())
-		case errors.Is(err, ErrBadRequest):
-			WriteError(w, http.StatusBadRequest, err.Error())
-		case errors.Is(err, ErrConflict):
-			WriteError(w, http.StatusConflict, err.Error())
 		case err != nil:
-			WriteError(w, http.StatusInternalServerError, err.Error())
+			writeOpError(w, err)
 		default:
 			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "running", "node": r.PathValue("node")})
 		}
@@ -142,12 +130,8 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 		}
 		err = o.CancelRestore(r.Context(), id)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			WriteError(w, http.StatusNotFound, err.Error())
-		case errors.Is(err, ErrConflict):
-			WriteError(w, http.StatusConflict, err.Error())
 		case err != nil:
-			WriteError(w, http.StatusInternalServerError, err.Error())
+			writeOpError(w, err)
 		default:
 			WriteJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "cancelling"})
 		}
@@ -280,4 +264,19 @@ func lastAt(b state.BackupStatus) time.Time {
 		return time.Time{}
 	}
 	return *b.LastBackupAt
+}
+
+// writeOpError answers an admin operation's error with its text: 404 for ErrNotFound, 400 for
+// ErrBadRequest, 409 for ErrConflict, 500 for anything else.
+func writeOpError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		WriteError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrBadRequest):
+		WriteError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrConflict):
+		WriteError(w, http.StatusConflict, err.Error())
+	default:
+		WriteError(w, http.StatusInternalServerError, err.Error())
+	}
 }

@@ -67,17 +67,13 @@ func (s *Store) Alerts(ctx context.Context) (map[string]AlertState, error) {
 
 // LatestReport returns the newest report of any job of the given kind.
 func (s *Store) LatestReport(ctx context.Context, kind string) (Report, error) {
-	var r Report
-	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, COALESCE(run_id, 0), job, kind, created_at, passed, body FROM reports WHERE kind=? ORDER BY created_at DESC, id DESC LIMIT 1`, kind).
-		Scan(&r.ID, &r.RunID, &r.Job, &r.Kind, &created, &r.Passed, &r.Body)
+	r, err := scanReport(s.db.QueryRowContext(ctx, `SELECT `+reportCols+` FROM reports WHERE kind=? ORDER BY created_at DESC, id DESC LIMIT 1`, kind))
 	if err == sql.ErrNoRows {
 		return Report{}, ErrNotFound
 	}
 	if err != nil {
 		return Report{}, fmt.Errorf("latest %s report: %w", kind, err)
 	}
-	r.CreatedAt = time.UnixMilli(created).UTC()
 	return r, nil
 }
 

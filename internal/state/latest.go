@@ -2,9 +2,7 @@ package state
 
 import (
 	"context"
-	"fmt"
 	"strings"
-	"time"
 )
 
 // LatestReportsByJob returns the newest report of every job whose reports are of one of kinds,
@@ -18,22 +16,7 @@ func (s *Store) LatestReportsByJob(ctx context.Context, kinds ...string) ([]Repo
 		args[i] = k
 	}
 	in := strings.TrimSuffix(strings.Repeat("?,", len(kinds)), ",")
-	rows, err := s.db.QueryContext(ctx, `SELECT r.id, COALESCE(r.run_id, 0), r.job, r.kind, r.created_at, r.passed, r.body FROM reports r
+	return queryAll(ctx, s, "latest reports", scanReport, `SELECT r.id, COALESCE(r.run_id, 0), r.job, r.kind, r.created_at, r.passed, r.body FROM reports r
 		WHERE r.kind IN (`+in+`) AND r.id = (SELECT r2.id FROM reports r2 WHERE r2.job = r.job AND r2.kind = r.kind ORDER BY r2.created_at DESC, r2.id DESC LIMIT 1)
 		ORDER BY r.job, r.kind`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("latest reports: %w", err)
-	}
-	defer rows.Close()
-	var out []Report
-	for rows.Next() {
-		var r Report
-		var created int64
-		if err := rows.Scan(&r.ID, &r.RunID, &r.Job, &r.Kind, &created, &r.Passed, &r.Body); err != nil {
-			return nil, fmt.Errorf("latest reports: %w", err)
-		}
-		r.CreatedAt = time.UnixMilli(created).UTC()
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }

@@ -79,23 +79,21 @@ func (s *Store) SaveAlertAndEnqueue(ctx context.Context, a AlertState, items []O
 // PendingOutbox returns every pending notification in the order it was queued (delivery order
 // per receiver and alert must follow it).
 func (s *Store) PendingOutbox(ctx context.Context) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, notifier, alert, payload, status, attempts, created_at, next_attempt_at, COALESCE(last_error, '')
-		FROM alert_outbox WHERE status = ? ORDER BY id`, OutboxPending)
-	if err != nil {
-		return nil, fmt.Errorf("list pending notifications: %w", err)
+	return queryAll(ctx, s, "list pending notifications", scanOutboxItem,
+		`SELECT `+outboxCols+` FROM alert_outbox WHERE status = ? ORDER BY id`, OutboxPending)
+}
+
+// outboxCols are the columns scanOutboxItem reads.
+const outboxCols = `id, notifier, alert, payload, status, attempts, created_at, next_attempt_at, COALESCE(last_error, '')`
+
+func scanOutboxItem(sc rowScanner) (OutboxItem, error) {
+	var it OutboxItem
+	var created, next int64
+	if err := sc.Scan(&it.ID, &it.Notifier, &it.Alert, &it.Payload, &it.Status, &it.Attempts, &created, &next, &it.LastError); err != nil {
+		return OutboxItem{}, err
 	}
-	defer rows.Close()
-	var out []OutboxItem
-	for rows.Next() {
-		var it OutboxItem
-		var created, next int64
-		if err := rows.Scan(&it.ID, &it.Notifier, &it.Alert, &it.Payload, &it.Status, &it.Attempts, &created, &next, &it.LastError); err != nil {
-			return nil, fmt.Errorf("list pending notifications: %w", err)
-		}
-		it.CreatedAt, it.NextAttemptAt = time.UnixMilli(created).UTC(), time.UnixMilli(next).UTC()
-		out = append(out, it)
-	}
-	return out, rows.Err()
+	it.CreatedAt, it.NextAttemptAt = time.UnixMilli(created).UTC(), time.UnixMilli(next).UTC()
+	return it, nil
 }
 
 // MarkOutboxSent records that the receiver accepted the notification.
@@ -142,23 +140,7 @@ func (s *Store) OutboxCounts(ctx context.Context, status string) (map[string]int
 // OutboxItems returns the newest notifications of any status, newest first (the admin view and
 // tests).
 func (s *Store) OutboxItems(ctx context.Context, limit int) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, notifier, alert, payload, status, attempts, created_at, next_attempt_at, COALESCE(last_error, '')
-		FROM alert_outbox ORDER BY id DESC LIMIT ?`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list notifications: %w", err)
-	}
-	defer rows.Close()
-	var out []OutboxItem
-	for rows.Next() {
-		var it OutboxItem
-		var created, next int64
-		if err := rows.Scan(&it.ID, &it.Notifier, &it.Alert, &it.Payload, &it.Status, &it.Attempts, &created, &next, &it.LastError); err != nil {
-			return nil, fmt.Errorf("list notifications: %w", err)
-		}
-		it.CreatedAt, it.NextAttemptAt = time.UnixMilli(created).UTC(), time.UnixMilli(next).UTC()
-		out = append(out, it)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, "list notifications", scanOutboxItem, `SELECT `+outboxCols+` FROM alert_outbox ORDER BY id DESC LIMIT ?`, limit)
 }
 
 // PruneOutbox deletes delivered and given-up notifications beyond the newest keep (pending ones

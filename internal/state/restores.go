@@ -178,7 +178,7 @@ func (s *Store) MarkInterruptedRestores(ctx context.Context, at time.Time, msg f
 
 const restoreCols = `id, kind, target, key, requested_by, safety, started_at, finished_at, downtime_ms, outcome, progress, error, COALESCE(run_id, 0)`
 
-func scanRestore(sc interface{ Scan(...any) error }) (Restore, error) {
+func scanRestore(sc rowScanner) (Restore, error) {
 	var r Restore
 	var started int64
 	var finished, downtime sql.NullInt64
@@ -210,20 +210,11 @@ func (s *Store) Restores(ctx context.Context, limit int) ([]Restore, error) {
 }
 
 func (s *Store) listRestores(ctx context.Context, where string, limit int) ([]Restore, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+restoreCols+` FROM restores `+where+` ORDER BY id DESC LIMIT ?`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list restores: %w", err)
+	out, err := queryAll(ctx, s, "list restores", scanRestore, `SELECT `+restoreCols+` FROM restores `+where+` ORDER BY id DESC LIMIT ?`, limit)
+	if out == nil && err == nil {
+		out = []Restore{} // the admin API's JSON lists no restores as [], not null
 	}
-	defer rows.Close()
-	out := []Restore{}
-	for rows.Next() {
-		r, err := scanRestore(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list restores: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return out, err
 }
 
 type runIDKey struct{}

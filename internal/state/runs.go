@@ -68,7 +68,7 @@ func (s *Store) MarkInterrupted(ctx context.Context, at time.Time) (int64, error
 
 const runCols = `id, job, kind, trigger, started_at, finished_at, outcome, bytes, error, summary, phases`
 
-func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
+func scanRun(sc rowScanner) (Run, error) {
 	var (
 		r                 Run
 		started, finished sql.NullInt64
@@ -106,28 +106,19 @@ func (s *Store) lastRun(ctx context.Context, where string, args ...any) (Run, er
 
 // Runs returns the newest runs of a job (all jobs when job is ""), newest first.
 func (s *Store) Runs(ctx context.Context, job string, limit int) ([]Run, error) {
-	q := `SELECT ` + runCols + ` FROM job_runs`
+	q, args := newestOfJob(`SELECT `+runCols+` FROM job_runs`, "started_at", job, limit)
+	return queryAll(ctx, s, "list runs", scanRun, q, args...)
+}
+
+// newestOfJob completes a SELECT of a table with a job column: the rows of job (every job's when
+// job is ""), newest first by the time column at, then by id; at most limit.
+func newestOfJob(sel, at, job string, limit int) (string, []any) {
 	var args []any
 	if job != "" {
-		q += ` WHERE job=?`
+		sel += ` WHERE job=?`
 		args = append(args, job)
 	}
-	q += ` ORDER BY started_at DESC, id DESC LIMIT ?`
-	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
-	defer rows.Close()
-	var out []Run
-	for rows.Next() {
-		r, err := scanRun(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list runs: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return sel + ` ORDER BY ` + at + ` DESC, id DESC LIMIT ?`, append(args, limit)
 }
 
 // ConsecutiveFailures counts the failed runs of a job since its last success.
@@ -164,28 +155,19 @@ func (s *Store) SaveReport(ctx context.Context, r Report) error {
 
 // Reports returns the newest reports of a job (all jobs when job is ""), newest first.
 func (s *Store) Reports(ctx context.Context, job string, limit int) ([]Report, error) {
-	q := `SELECT id, COALESCE(run_id, 0), job, kind, created_at, passed, body FROM reports`
-	var args []any
-	if job != "" {
-		q += ` WHERE job=?`
-		args = append(args, job)
+	q, args := newestOfJob(`SELECT `+reportCols+` FROM reports`, "created_at", job, limit)
+	return queryAll(ctx, s, "list reports", scanReport, q, args...)
+}
+
+// reportCols are the columns scanReport reads.
+const reportCols = `id, COALESCE(run_id, 0), job, kind, created_at, passed, body`
+
+func scanReport(sc rowScanner) (Report, error) {
+	var r Report
+	var created int64
+	if err := sc.Scan(&r.ID, &r.RunID, &r.Job, &r.Kind, &created, &r.Passed, &r.Body); err != nil {
+		return Report{}, err
 	}
-	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
-	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list reports: %w", err)
-	}
-	defer rows.Close()
-	var out []Report
-	for rows.Next() {
-		var r Report
-		var created int64
-		if err := rows.Scan(&r.ID, &r.RunID, &r.Job, &r.Kind, &created, &r.Passed, &r.Body); err != nil {
-			return nil, fmt.Errorf("list reports: %w", err)
-		}
-		r.CreatedAt = time.UnixMilli(created).UTC()
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	r.CreatedAt = time.UnixMilli(created).UTC()
+	return r, nil
 }

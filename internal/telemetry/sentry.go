@@ -107,7 +107,13 @@ func (s *Sentry) CaptureMessage(level sentry.Level, msg string, tags map[string]
 	if !s.Enabled() {
 		return
 	}
-	s.hub.WithScope(func(scope *sentry.Scope) {
+	s.captureMessage(s.hub, level, msg, tags, fingerprint)
+}
+
+// captureMessage sends a message through hub at the given level, tagged with the node, the
+// source and tags, with fingerprint when not nil.
+func (s *Sentry) captureMessage(hub *sentry.Hub, level sentry.Level, msg string, tags map[string]string, fingerprint []string) {
+	hub.WithScope(func(scope *sentry.Scope) {
 		scope.SetLevel(level)
 		scope.SetTag("node", s.node)
 		scope.SetTag("source", "opsd")
@@ -115,7 +121,7 @@ func (s *Sentry) CaptureMessage(level sentry.Level, msg string, tags map[string]
 		if fingerprint != nil {
 			scope.SetFingerprint(fingerprint)
 		}
-		s.hub.CaptureMessage(msg)
+		hub.CaptureMessage(msg)
 	})
 }
 

@@ -77,16 +77,7 @@ func (s *Sentry) DeliverMessage(ctx context.Context, level sentry.Level, msg str
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	*a.rec = recordingTransport{base: a.rec.base, ctx: ctx}
-	a.hub.WithScope(func(scope *sentry.Scope) {
-		scope.SetLevel(level)
-		scope.SetTag("node", s.node)
-		scope.SetTag("source", "opsd")
-		scope.SetTags(tags)
-		if fingerprint != nil {
-			scope.SetFingerprint(fingerprint)
-		}
-		a.hub.CaptureMessage(msg)
-	})
+	s.captureMessage(a.hub, level, msg, tags, fingerprint)
 	switch {
 	case a.rec.err != nil:
 		var ue interface{ Unwrap() error }
