@@ -13,9 +13,8 @@ import (
 // AdminHealth is the platform's /admin/health: the gateway and billing figures from the
 // platform's databases when they are configured (from PostgreSQL when alerts.postgres_dsn is
 // set, else the SQLite files), the fleet's running bots when activeBots knows them, and the
-// alerts; a figure whose source is not configured or fails is null.
-func AdminHealth(ctx context.Context, a config.Alerts, activeBots func(context.Context) (int, bool), statuses []Status, log zerolog.Logger) map[string]any {
-	now := time.Now()
+// alerts; a figure whose source is not configured or fails is null. The windows end at now.
+func AdminHealth(ctx context.Context, now time.Time, a config.Alerts, activeBots func(context.Context) (int, bool), statuses []Status, log zerolog.Logger) map[string]any {
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339), "gateway": nil, "fleet": nil, "billing": nil}
 	var gateway map[string]any
 	var credits float64

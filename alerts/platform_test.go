@@ -52,7 +52,7 @@ func TestPlatformFigures(t *testing.T) {
 
 	// /admin/health from the SQLite sources: every figure present; the fleet's from activeBots.
 	bots := func(context.Context) (int, bool) { return 3, true }
-	h := AdminHealth(context.Background(), config.Alerts{GatewayDB: e.db, CreditsDB: credits}, bots,
+	h := AdminHealth(context.Background(), now, config.Alerts{GatewayDB: e.db, CreditsDB: credits}, bots,
 		[]Status{{Name: "stale", Firing: true, Message: "2 stale"}}, zerolog.Nop())
 	b, _ = json.Marshal(h)
 	var body struct {
@@ -70,7 +70,7 @@ func TestPlatformFigures(t *testing.T) {
 		t.Fatalf("/admin/health: %s", b)
 	}
 	// No source configured, an unknown fleet: null figures, an empty alert list (not null).
-	h = AdminHealth(context.Background(), config.Alerts{CreditsDB: filepath.Join(e.dir, "absent.db")},
+	h = AdminHealth(context.Background(), now, config.Alerts{CreditsDB: filepath.Join(e.dir, "absent.db")},
 		func(context.Context) (int, bool) { return 0, false }, nil, zerolog.Nop())
 	b, _ = json.Marshal(h)
 	var empty map[string]any

@@ -121,9 +121,10 @@ func TestAdminRestoreCancelAndBoundedClose(t *testing.T) {
 	if rec.Outcome != state.OutcomeCanceled || !strings.Contains(rec.Error, "rolled back: the original tenant_busy is back") || rec.RunID == 0 {
 		t.Fatalf("cancelled restore: %+v", rec)
 	}
-	if l := metricLine(t, base, `opsd_restore_runs_total{kind="container",outcome="canceled"}`); !strings.HasSuffix(l, " 1") {
-		t.Fatalf("opsd_restore_runs_total after a cancel: %q", l)
-	}
+	// The restore's row is written before its run's metrics are counted: wait for the counter.
+	eventually(t, "opsd_restore_runs_total after a cancel", 10*time.Second, func() bool {
+		return strings.HasSuffix(metricLine(t, base, `opsd_restore_runs_total{kind="container",outcome="canceled"}`), " 1")
+	})
 	runs, _ := m.state.Runs(context.Background(), "restore_container:tenant_busy", 5)
 	if len(runs) != 1 || runs[0].Outcome != state.OutcomeCanceled || runs[0].Kind != "restore_container" || !strings.Contains(runs[0].Phases, "download") {
 		t.Fatalf("run history: %+v", runs)

@@ -274,7 +274,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Snapshots: m.snapshots,
 		Alerts:    func() any { return m.evaluator.Statuses() },
 		Health: func(ctx context.Context) any {
-			return alerts.AdminHealth(ctx, m.cfg().Alerts, m.activeBots, m.evaluator.Statuses(), m.log)
+			return alerts.AdminHealth(ctx, time.Now(), m.cfg().Alerts, m.activeBots, m.evaluator.Statuses(), m.log)
 		},
 		Restore:       m.startRestore,
 		NodeRestore:   m.startNodeRestore,

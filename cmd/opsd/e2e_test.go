@@ -233,10 +233,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if len(runs) != 1 || runs[0].Trigger != "manual" || runs[0].Outcome != "success" {
 		t.Fatalf("job_runs = %+v", runs)
 	}
-	_, metrics = get(t, base+"/metrics")
-	if !strings.Contains(metrics, `opsd_job_runs_total{job_name="tick",kind="noop",outcome="success"} 1`) {
-		t.Fatal("/metrics lacks the run")
-	}
+	// The run's row is written before its metrics are counted: wait for the counter too.
+	eventually(t, "the run in /metrics", 5*time.Second, func() bool {
+		_, metrics := get(t, base+"/metrics")
+		return strings.Contains(metrics, `opsd_job_runs_total{job_name="tick",kind="noop",outcome="success"} 1`)
+	})
 
 	// A good edit reschedules without a restart.
 	writeConfig(t, cfgPath, daemonConfig(dir, "*/5 * * * *"))
