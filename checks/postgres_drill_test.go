@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
@@ -88,7 +90,14 @@ func TestPostgresDrillPasses(t *testing.T) {
 	var seen []string
 	var pgOptions []string
 	d := pgDrill(server, tools, database, store)
+	offsetsErr := errors.New("pg_restore not started")
 	d.cfg.OnRestoreStart = func(cmd *exec.Cmd) {
+		// The file pg_restore reads carries every table's data offset (the stored dump, read
+		// from pg_dump's pipe, has none): each --jobs worker seeks to its table.
+		set, unset, err := postgres.DataOffsets(cmd.Args[len(cmd.Args)-1])
+		if offsetsErr = err; err == nil && (set < len(pgtest.PlatformTables) || unset != 0) {
+			offsetsErr = fmt.Errorf("%d data offsets set, %d not", set, unset)
+		}
 		for _, kv := range cmd.Env {
 			if strings.HasPrefix(kv, "PGOPTIONS=") {
 				pgOptions = append(pgOptions, kv)
@@ -118,6 +127,9 @@ func TestPostgresDrillPasses(t *testing.T) {
 	}
 	if len(seen) != 1 {
 		t.Fatalf("scratch databases during the drill: %v", seen)
+	}
+	if offsetsErr != nil || strings.Contains(res.Report, "data offsets not set") {
+		t.Fatalf("restored archive's data offsets: %v\n%s", offsetsErr, res.Report)
 	}
 	// The scratch restore commits without waiting for the WAL flush and sorts indexes in memory.
 	if want := "PGOPTIONS=-c synchronous_commit=off -c maintenance_work_mem=256MB"; len(pgOptions) != 1 || pgOptions[0] != want {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -49,6 +50,8 @@ type PostgresOptions struct {
 	// AfterSwap, when set, runs right after the swap, before the restored database is checked
 	// under its live name (tests inject a failure here to prove the rollback).
 	AfterSwap func(ctx context.Context) error
+	// OnRestoreStart, when set, is called with pg_restore's command once it started (tests).
+	OnRestoreStart func(*exec.Cmd)
 	// Tracker times the phases and records the safety dump and the kept database before the
 	// swap (nil: not tracked).
 	Tracker *Tracker
@@ -136,6 +139,12 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		return res, fmt.Errorf("restore: decode %s: %w (nothing changed)", m.Key, err)
 	}
 	os.Remove(dl)
+	// The dump came from pg_dump's pipe: write the data offsets into its table of contents so
+	// each pg_restore --jobs worker seeks to its table instead of skipping every row before it.
+	// An archive this cannot read goes to pg_restore as it is (pg_restore --list judges it next).
+	if _, err := postgres.SetDataOffsets(dump); err != nil {
+		say("data offsets not set (pg_restore will skip through the data): %v", err)
+	}
 	toc, err := o.Tools.List(ctx, dump)
 	if err != nil {
 		return res, fmt.Errorf("restore: %s: %w (nothing changed)", m.Key, err)
@@ -188,7 +197,7 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		}
 		return fmt.Errorf("restore: %w (nothing changed)", why)
 	}
-	if err := o.Tools.Restore(ctx, o.DSN.WithDatabase(newDB), dump, postgres.RestoreOptions{Jobs: o.Jobs}); err != nil {
+	if err := o.Tools.Restore(ctx, o.DSN.WithDatabase(newDB), dump, postgres.RestoreOptions{Jobs: o.Jobs, OnStart: o.OnRestoreStart}); err != nil {
 		return res, dropNew(err)
 	}
 	if err := checkRestored(ctx, o.DSN.WithDatabase(newDB), m, o.Tables, o.Critical); err != nil {

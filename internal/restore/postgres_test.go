@@ -3,6 +3,8 @@ package restore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +124,15 @@ func TestRestorePostgresSwaps(t *testing.T) {
 	o := r.opts()
 	var appAliveBeforeSwap bool
 	o.AfterSwap = func(ctx context.Context) error { return nil }
+	offsetsErr := errors.New("pg_restore not started")
+	o.OnRestoreStart = func(cmd *exec.Cmd) {
+		// The decoded dump pg_restore reads carries its tables' data offsets (pg_dump wrote
+		// none into its pipe): each --jobs worker seeks to its table.
+		set, unset, err := postgres.DataOffsets(cmd.Args[len(cmd.Args)-1])
+		if offsetsErr = err; err == nil && (set == 0 || unset != 0) {
+			offsetsErr = fmt.Errorf("%d data offsets set, %d not", set, unset)
+		}
+	}
 	o.Progress = func(s string) {
 		if strings.HasPrefix(s, "swapping") {
 			appAliveBeforeSwap = app.Ping(ctx) == nil
@@ -130,6 +141,9 @@ func TestRestorePostgresSwaps(t *testing.T) {
 	res, err := RestorePostgres(ctx, o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if offsetsErr != nil {
+		t.Fatalf("restored archive's data offsets: %v", offsetsErr)
 	}
 	if !appAliveBeforeSwap {
 		t.Fatal("the live database's sessions were cut before the restored one was proven")
