@@ -94,21 +94,24 @@ func (a *archReader) byte(what string) (byte, error) {
 
 // int reads ReadInt's encoding: a sign byte, then intSize bytes, least significant first.
 func (a *archReader) int(what string) (int64, error) {
-	sign, err := a.byte(what)
+	n := 1 + a.intSize
+	b, err := a.r.Peek(n) // an archive holds millions of these: no call per byte
 	if err != nil {
-		return 0, err
+		if errors.Is(err, io.EOF) && len(b) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, a.fail(what, err)
 	}
 	var v uint64
-	for i := 0; i < a.intSize; i++ {
-		b, err := a.byte(what)
-		if err != nil {
-			return 0, err
-		}
-		v |= uint64(b) << (8 * i)
+	for i, c := range b[1:] {
+		v |= uint64(c) << (8 * i)
 	}
+	sign := b[0]
 	if sign > 1 || v > 1<<62 {
 		return 0, fmt.Errorf("%w: bad integer at byte %d (%s)", ErrNotArchive, a.pos, what)
 	}
+	a.r.Discard(n)
+	a.pos += int64(n)
 	if sign == 1 {
 		return -int64(v), nil
 	}
