@@ -67,6 +67,9 @@ func (h *HTTPPing) Run(ctx context.Context) (Result, error) {
 		return Result{}, errors.New("http_ping: invalid request")
 	}
 	req.Header.Set("User-Agent", "opsd")
+	// One request every few minutes: a kept-alive connection would only wake the idle daemon
+	// when the transport closes it, and hold a socket (and TLS state) in between.
+	req.Close = true
 	resp, err := client.Do(req)
 	if err != nil {
 		var ue interface{ Unwrap() error }
