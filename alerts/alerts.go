@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/schedule"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -145,9 +146,11 @@ func (e *Evaluator) Kick() {
 	}
 }
 
-// Run evaluates every interval (and on Kick) until ctx ends.
+// Run evaluates now, on Kick, and at every multiple of the interval (counted from the Unix epoch:
+// schedule.UntilAligned, so the config file's look of the same period shares the wake-up) until
+// ctx ends.
 func (e *Evaluator) Run(ctx context.Context) {
-	t := time.NewTicker(e.Interval)
+	t := time.NewTimer(schedule.UntilAligned(time.Now(), e.Interval))
 	defer t.Stop()
 	e.EvaluateOnce(ctx, time.Now())
 	for {
@@ -155,9 +158,11 @@ func (e *Evaluator) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			e.EvaluateOnce(ctx, time.Now())
+			t.Reset(schedule.UntilAligned(time.Now(), e.Interval))
 		case <-e.kick:
+			e.EvaluateOnce(ctx, time.Now())
 		}
-		e.EvaluateOnce(ctx, time.Now())
 	}
 }
 

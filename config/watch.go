@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/wopr-network/opsd/internal/schedule"
 )
 
 // FallbackInterval is how often a watcher that receives file events still stats the file: a bind
@@ -50,11 +52,13 @@ func watch(ctx context.Context, path string, last [32]byte, lastStat stat, inter
 		defer stop()
 		poll = max(interval, FallbackInterval)
 	}
-	t := time.NewTimer(poll)
+	// Looks fall on multiples of poll (schedule.UntilAligned): with events, on the alert
+	// evaluator's wake-ups (both a minute by default) rather than between them.
+	t := time.NewTimer(schedule.UntilAligned(time.Now(), poll))
 	defer t.Stop()
 	lost := func() { // the event source failed: poll as without it
 		events, poll = nil, interval
-		t.Reset(poll)
+		t.Reset(schedule.UntilAligned(time.Now(), poll))
 	}
 	for {
 		select {
@@ -86,7 +90,7 @@ func watch(ctx context.Context, path string, last [32]byte, lastStat stat, inter
 			look()
 		case <-t.C:
 			look()
-			t.Reset(poll)
+			t.Reset(schedule.UntilAligned(time.Now(), poll))
 		}
 	}
 }

@@ -262,3 +262,15 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// UntilAligned returns how long after now the next multiple of every (counted from the Unix
+// epoch) comes: in (0, every]. Periodic work that waits this long between its rounds wakes on the
+// same instants as any other work doing the same with a period that divides its own (the alert
+// interval and the config file's fallback look, both a minute by default), so an idle process is
+// woken once for both instead of once each.
+func UntilAligned(now time.Time, every time.Duration) time.Duration {
+	if every <= 0 {
+		return every
+	}
+	return every - time.Duration(now.UnixNano()%int64(every))
+}
