@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strings"
@@ -344,15 +343,11 @@ func stateToken(st *state.Store) []byte {
 	if path == "" {
 		return nil
 	}
-	f, err := os.Open(path + "-shm")
-	if err != nil {
+	hdr, err := readSmall(path+"-shm", 48)
+	if err != nil || len(hdr) != 48 {
 		return nil
 	}
-	defer f.Close()
-	tok := make([]byte, 48, 80)
-	if _, err := io.ReadFull(f, tok); err != nil {
-		return nil
-	}
+	tok := append(make([]byte, 0, 80), hdr...)
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil
