@@ -31,14 +31,12 @@ func assertManifestsMatchObjects(t *testing.T, store storage.Store) {
 	artifacttest.Check(t, store, "")
 }
 
-// TestDockerUnreachableIsDegraded: with a container job configured and the Docker engine not
-// answering (its socket does not exist), /health is degraded naming the engine and the jobs that
-// need it, and the fleet-unexpected-stop alert reports an error instead of "no tenant container
-// stopped unexpectedly".
-func TestDockerUnreachableIsDegraded(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: nodocker
+// writeDockerConfig writes a daemon config with a local store under dir, the Docker engine at
+// the unix socket sock, the default alert rules (the unexpected-stop rule among them) evaluated
+// hourly, and one nightly export of the containers named prefix*.
+func writeDockerConfig(t *testing.T, cfgPath, node, dir, sock, prefix string) {
+	t.Helper()
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: %s
 http:
   admin_token: %s
 state:
@@ -48,12 +46,22 @@ storage:
   local:
     path: %s/store
 docker:
-  host: unix://%s/no-such-docker.sock
+  host: unix://%s
 alerts:
   interval: 1h
 jobs:
-  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: tenant_}
-`, token, dir, dir, dir))
+  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: %s}
+`, node, token, dir, dir, sock, prefix))
+}
+
+// TestDockerUnreachableIsDegraded: with a container job configured and the Docker engine not
+// answering (its socket does not exist), /health is degraded naming the engine and the jobs that
+// need it, and the fleet-unexpected-stop alert reports an error instead of "no tenant container
+// stopped unexpectedly".
+func TestDockerUnreachableIsDegraded(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeDockerConfig(t, cfgPath, "nodocker", dir, filepath.Join(dir, "no-such-docker.sock"), "tenant_")
 	m, base := startDaemon(t, cfgPath)
 	eventually(t, "/health degraded", 10*time.Second, func() bool {
 		_, body := get(t, base+"/health")
@@ -271,22 +279,7 @@ func TestDockerGoneAndBackFollowsTheEventStream(t *testing.T) {
 	dir := t.TempDir()
 	sw := newUnixSwitch(t, filepath.Join(dir, "docker.sock"), target)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: dockerback
-http:
-  admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-docker:
-  host: unix://%s/docker.sock
-alerts:
-  interval: 1h
-jobs:
-  - {name: containers-nightly, kind: container_export, schedule: "0 2 * * *", name_prefix: %s}
-`, token, dir, dir, dir, dockertest.Unique("tenant_idle_")))
+	writeDockerConfig(t, cfgPath, "dockerback", dir, filepath.Join(dir, "docker.sock"), dockertest.Unique("tenant_idle_"))
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
