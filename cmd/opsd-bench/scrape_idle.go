@@ -24,7 +24,7 @@ import (
 // idleScenario runs `opsd run` with config/example.yaml's jobs, as the idle goal states: a local
 // store instead of S3, paths under the work directory, the heartbeat pinging a local server. The
 // job file sits alone in its directory, which the daemon watches. CPU counts from 15 s after
-// the start (past the runs due at start and the start-up trim) for the size's idle time.
+// the start (past the runs due at start) for the size's idle time.
 func (b *bench) idleScenario(ctx context.Context) error {
 	bin, err := b.opsdBinary(ctx)
 	if err != nil {
@@ -54,7 +54,7 @@ func (b *bench) idleScenario(ctx context.Context) error {
 		return err
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	// Past start-up: the runs due at start and the trim of start-up memory (10 s after the start).
+	// Past start-up: the runs due at start.
 	time.Sleep(15 * time.Second)
 	pid := cmd.Process.Pid
 	t0, c0, n0 := time.Now(), cpuTicks(pid), cpuNanos(pid)
