@@ -47,7 +47,10 @@ type UnexpectedStops struct {
 	mu        sync.Mutex
 	pending   map[string]*time.Timer
 	stopped   map[string]stopped
-	asked     map[string]bool
+	// asked holds when a stop or removal of each container was asked for; Evaluate forgets a
+	// mark after askedFor (a die needs a start first, which clears it), so removed containers'
+	// names do not pile up.
+	asked map[string]time.Time
 }
 
 type stopped struct {
@@ -65,7 +68,7 @@ func (u *UnexpectedStops) Name() string {
 
 func (u *UnexpectedStops) init() {
 	if u.pending == nil {
-		u.pending, u.stopped, u.asked = map[string]*time.Timer{}, map[string]stopped{}, map[string]bool{}
+		u.pending, u.stopped, u.asked = map[string]*time.Timer{}, map[string]stopped{}, map[string]time.Time{}
 	}
 	if u.Grace == 0 {
 		u.Grace = 3 * time.Second
@@ -143,13 +146,13 @@ func (u *UnexpectedStops) handle(ev docker.Event) {
 	name := ev.Name
 	switch ev.Action {
 	case "stop", "destroy":
-		u.asked[name] = true
+		u.asked[name] = time.Now()
 		if t, ok := u.pending[name]; ok {
 			t.Stop()
 			delete(u.pending, name)
 		}
 	case "die":
-		if u.asked[name] {
+		if _, asked := u.asked[name]; asked {
 			return
 		}
 		reason := "exited with code " + ev.Attrs["exitCode"]
@@ -159,7 +162,7 @@ func (u *UnexpectedStops) handle(ev docker.Event) {
 		u.pending[name] = time.AfterFunc(u.Grace, func() {
 			u.mu.Lock()
 			delete(u.pending, name)
-			asked := u.asked[name]
+			_, asked := u.asked[name]
 			if !asked {
 				if old, ok := u.stopped[name]; ok && strings.HasPrefix(old.reason, "was OOM-killed") {
 					reason = old.reason
@@ -185,6 +188,10 @@ func (u *UnexpectedStops) handle(ev docker.Event) {
 	}
 }
 
+// askedFor is how long a stop or removal asked for is remembered: long enough for the die
+// timer it answers (Grace) to see it.
+func (u *UnexpectedStops) askedFor() time.Duration { return max(time.Minute, 2*u.Grace) }
+
 // ping asks Check whether the engine answers, within 10 seconds.
 func (u *UnexpectedStops) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -203,6 +210,11 @@ func (u *UnexpectedStops) Evaluate(ctx context.Context, now time.Time) (Eval, er
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.init()
+	for name, at := range u.asked {
+		if _, pending := u.pending[name]; !pending && now.Sub(at) > u.askedFor() {
+			delete(u.asked, name)
+		}
+	}
 	var names []string
 	for name, s := range u.stopped {
 		if now.Sub(s.at) > u.ResolveAfter {

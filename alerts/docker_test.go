@@ -3,6 +3,7 @@ package alerts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -121,4 +122,37 @@ func TestUnexpectedStopsKicksOnlyOnChange(t *testing.T) {
 	}
 	ev("restart", "tenant_c")
 	none("a restart of a running container")
+}
+
+// TestUnexpectedStopsForgetsRemovedContainers: the mark a removal leaves (so that its die is not
+// reported) is forgotten once it cannot matter any more: the names of containers removed over
+// months of tenant churn do not pile up, and removing them never fires the rule.
+func TestUnexpectedStopsForgetsRemovedContainers(t *testing.T) {
+	u := &UnexpectedStops{Grace: time.Hour, Log: zerolog.Nop()}
+	u.init()
+	for i := 0; i < 1000; i++ {
+		name := fmt.Sprintf("tenant_%04d", i)
+		for _, action := range []string{"kill", "die", "destroy"} {
+			u.handle(docker.Event{Action: action, Name: name, Attrs: map[string]string{"exitCode": "137"}})
+		}
+	}
+	ev, err := u.Evaluate(context.Background(), time.Now())
+	if err != nil || ev.Firing {
+		t.Fatalf("removals reported: %+v %v", ev, err)
+	}
+	if n := len(u.asked); n != 1000 {
+		t.Fatalf("%d removal marks kept within the grace period, want 1000", n)
+	}
+	// Within the grace period a late die of a removed container is still not reported.
+	u.handle(docker.Event{Action: "die", Name: "tenant_0001", Attrs: map[string]string{"exitCode": "137"}})
+	if len(u.pending) != 0 {
+		t.Fatal("a die after its removal was taken for an unexpected stop")
+	}
+	ev, err = u.Evaluate(context.Background(), time.Now().Add(3*time.Hour))
+	if err != nil || ev.Firing {
+		t.Fatalf("after the grace period: %+v %v", ev, err)
+	}
+	if n := len(u.asked); n != 0 {
+		t.Fatalf("%d removal marks still kept hours later", n)
+	}
 }
