@@ -96,6 +96,8 @@ type S3 struct {
 	Parallel       int      `yaml:"parallel"`
 	DeletesPerSec  int      `yaml:"deletes_per_second"`
 	RequestTimeout Duration `yaml:"request_timeout"`
+	// UploadMemory is the buffer budget all uploads share (0: 16 MiB, raised to two parts).
+	UploadMemory ByteSize `yaml:"upload_memory"`
 }
 
 // UseTLS reports whether the S3 endpoint is reached over HTTPS (the default).

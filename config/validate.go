@@ -119,6 +119,9 @@ func (c *Config) Validate() []FieldError {
 		if s.PartSize < 5<<20 || s.PartSize > 5<<30 {
 			bad("storage.s3.part_size", "must be between 5MiB and 5GiB, got %d bytes", s.PartSize)
 		}
+		if s.UploadMemory != 0 && (s.UploadMemory < 2*s.PartSize || s.UploadMemory > 4<<30) {
+			bad("storage.s3.upload_memory", "must be between twice part_size (%d bytes) and 4GiB, got %d bytes", 2*s.PartSize, s.UploadMemory)
+		}
 		if s.Parallel < 1 || s.Parallel > 16 {
 			bad("storage.s3.parallel", "must be between 1 and 16, got %d", s.Parallel)
 		}

@@ -238,15 +238,16 @@ func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
 	switch c.Backend {
 	case "s3":
 		return s3store.New(ctx, s3store.Config{
-			Endpoint:  c.S3.Endpoint,
-			Region:    c.S3.Region,
-			Bucket:    c.S3.Bucket,
-			AccessKey: c.S3.AccessKey.Value(),
-			SecretKey: c.S3.SecretKey.Value(),
-			Secure:    c.S3.UseTLS(),
-			CAFile:    c.S3.CAFile,
-			PartSize:  int64(c.S3.PartSize),
-			Parallel:  c.S3.Parallel,
+			Endpoint:     c.S3.Endpoint,
+			Region:       c.S3.Region,
+			Bucket:       c.S3.Bucket,
+			AccessKey:    c.S3.AccessKey.Value(),
+			SecretKey:    c.S3.SecretKey.Value(),
+			Secure:       c.S3.UseTLS(),
+			CAFile:       c.S3.CAFile,
+			PartSize:     int64(c.S3.PartSize),
+			Parallel:     c.S3.Parallel,
+			UploadMemory: int64(c.S3.UploadMemory),
 			// A reload that changes it reopens the store, so it applies to the next runs.
 			RequestTimeout: c.S3.RequestTimeout.D(),
 		})

@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
+	s3store "github.com/wopr-network/opsd/internal/storage/s3"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
@@ -143,5 +145,43 @@ jobs:
 	}
 	if code := run([]string{"backup", "db", "-c", cfgPath, "--db", "nope"}, &out, &errb); code != 1 {
 		t.Fatalf("--db nope: exit %d", code)
+	}
+}
+
+// TestUploadMemoryReachesTheStore: storage.s3.upload_memory is the buffer budget the S3 store
+// cuts every upload's parts from; unset, it is 16 MiB.
+func TestUploadMemoryReachesTheStore(t *testing.T) {
+	s3cfg := storagetest.RealS3(t)
+	storagetest.NewS3(t, s3cfg) // creates the bucket
+	for _, tc := range []struct {
+		line string
+		want int64
+	}{{"", 16 << 20}, {"    upload_memory: 48MiB\n", 48 << 20}} {
+		cfgPath := filepath.Join(t.TempDir(), "opsd.yaml")
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: it
+state:
+  path: %s/state.db
+storage:
+  backend: s3
+  s3:
+    endpoint: %s
+    bucket: %s
+    region: us-east-1
+    access_key: ${OPSD_TEST_S3_ACCESS_KEY}
+    secret_key: ${OPSD_TEST_S3_SECRET_KEY}
+    tls: false
+    part_size: 8MiB
+%s`, filepath.Dir(cfgPath), s3cfg.Endpoint, s3cfg.Bucket, tc.line)), 0o600)
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, err := openStore(context.Background(), cfg.Storage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, budget := store.(*s3store.Store).UploadStats(); budget != tc.want {
+			t.Errorf("upload_memory %q: the store's budget is %d bytes, want %d", strings.TrimSpace(tc.line), budget, tc.want)
+		}
 	}
 }
