@@ -20,7 +20,7 @@ func (m *Main) startNodeRestore(ctx context.Context, node string, o httpapi.Node
 	if err != nil {
 		return 0, err
 	}
-	if err := restore.CheckNodeRequest(ctx, m.objStore(), keys, node, o.Parallel); err != nil {
+	if err := restore.CheckNodeRequest(ctx, m.objStore(), keys, node, o.Parallel, o.StartParallel); err != nil {
 		return 0, err
 	}
 	release, err := m.locks.TryAcquire(keys.Root(layout.Nightly), false, "restore of node "+node)
@@ -29,6 +29,6 @@ func (m *Main) startNodeRestore(ctx context.Context, node string, o httpapi.Node
 	}
 	// A node restore is resumable: cancelled (admin request, shutdown), it is run again.
 	run, _ := restore.NodeRun(m.state, restore.NodeRunOptions{NodeOptions: restore.NodeOptions{Store: m.objStore(), Layout: keys, Engine: m.docker,
-		FromNode: node, Parallel: o.Parallel, Only: o.Only, Exclude: o.Exclude}, Node: cfg.NodeID}, "api")
+		FromNode: node, Parallel: o.Parallel, StartParallel: o.StartParallel, Only: o.Only, Exclude: o.Exclude}, Node: cfg.NodeID}, "api")
 	return m.startRestoreRun(ctx, run, release)
 }

@@ -73,11 +73,12 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 // restoreNode restores every tenant container a (lost) node backed up onto this node: runbook
 // Procedure 3 in one command.
 func restoreNode(args []string, stdout, stderr io.Writer) int {
-	const usage = "opsd restore node -c FILE --from NODE [--parallel N] [--only A,B] [--exclude A,B] [--with-snapshots] [--dry-run] [-o json]"
+	const usage = "opsd restore node -c FILE --from NODE [--parallel N] [--start-parallel N] [--only A,B] [--exclude A,B] [--with-snapshots] [--dry-run] [-o json]"
 	fs := newFlags("restore node", usage, stdout, stderr)
 	cfgPath := configFlag(fs)
 	from := fs.String("from", "", "the lost node's node_id (its backups are under nightly/NODE/)")
 	parallel := fs.Int("parallel", 4, "containers downloaded and imported at once (as many more may be created and started meanwhile; probes hold no slot)")
+	startParallel := fs.Int("start-parallel", 0, "containers created and started at once (0: as many as --parallel)")
 	only := fs.String("only", "", "restore only these containers (comma-separated)")
 	exclude := fs.String("exclude", "", "skip these containers (comma-separated)")
 	withSnaps := fs.Bool("with-snapshots", false, "also restore the node's WOPR_HOME snapshots into the dir_snapshot job's base_dir")
@@ -100,6 +101,10 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: --parallel %d: want 1 to %d\n", *parallel, restore.MaxParallel)
 		return 2
 	}
+	if *startParallel < 0 || *startParallel > restore.MaxParallel {
+		fmt.Fprintf(stderr, "opsd: --start-parallel %d: want 0 (as --parallel) to %d\n", *startParallel, restore.MaxParallel)
+		return 2
+	}
 	r, ids, code := openDockerRestore("restore node", *cfgPath, *identity, stdout, stderr)
 	if r == nil {
 		return code
@@ -120,7 +125,7 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	run, rep := restore.NodeRun(r.state, restore.NodeRunOptions{NodeOptions: restore.NodeOptions{Store: r.store, Layout: r.keys, Engine: r.docker, FromNode: *from,
-		Identities: ids, Parallel: *parallel, Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe},
+		Identities: ids, Parallel: *parallel, StartParallel: *startParallel, Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe},
 		SnapshotBaseDir: baseDir, Node: r.cfg.NodeID}, who())
 	code = 0
 	if *dry {

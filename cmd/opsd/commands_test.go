@@ -164,6 +164,8 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"adopt", "-c", cfgPath, "--tier", "gold"}, 2, `--tier "gold" is not a tier of the job file (enterprise, free, pro, starter)`},
 		{[]string{"healthcheck", "--url", "http://127.0.0.1:1/health/ready", "--timeout", "1s"}, 1, "opsd healthcheck: "},
 		{[]string{"forget", "-c", cfgPath, "--tenant", ""}, 2, "--tenant must be a tenant id"},
+		{[]string{"restore", "node", "-c", cfgPath, "--from", "node-a", "--parallel", "0"}, 2, "--parallel 0: want 1 to 64"},
+		{[]string{"restore", "node", "-c", cfgPath, "--from", "node-a", "--start-parallel", "65"}, 2, "--start-parallel 65: want 0 (as --parallel) to 64"},
 	} {
 		code, out, errb := cli(c.args...)
 		if code != c.code || !strings.Contains(out+errb, c.contains) {

@@ -41,9 +41,11 @@ type AdminOptions struct {
 
 // NodeRestoreRequest is the optional body of POST /api/admin/nodes/{node}/restore.
 type NodeRestoreRequest struct {
-	Parallel int      `json:"parallel"`
-	Only     []string `json:"only"`
-	Exclude  []string `json:"exclude"`
+	Parallel int `json:"parallel"`
+	// StartParallel containers created and started at once (0: as many as Parallel).
+	StartParallel int      `json:"startParallel"`
+	Only          []string `json:"only"`
+	Exclude       []string `json:"exclude"`
 }
 
 // Errors the restore endpoint maps to status codes.

@@ -30,11 +30,14 @@ func CheckContainerRequest(ctx context.Context, store storage.Store, keys *layou
 	return strings.SplitN(key, "/", 2)[0] + "/", nil
 }
 
-// CheckNodeRequest validates an admin node restore of node: parallel is 0 (the default) to
-// MaxParallel and the store has container backups of node.
-func CheckNodeRequest(ctx context.Context, store storage.Store, keys *layout.Layout, node string, parallel int) error {
+// CheckNodeRequest validates an admin node restore of node: parallel and startParallel are 0
+// (the default) to MaxParallel and the store has container backups of node.
+func CheckNodeRequest(ctx context.Context, store storage.Store, keys *layout.Layout, node string, parallel, startParallel int) error {
 	if parallel < 0 || parallel > MaxParallel {
 		return fmt.Errorf("%w: parallel must be 1 to %d", httpapi.ErrBadRequest, MaxParallel)
+	}
+	if startParallel < 0 || startParallel > MaxParallel {
+		return fmt.Errorf("%w: startParallel must be 1 to %d", httpapi.ErrBadRequest, MaxParallel)
 	}
 	cands, err := NodeCandidates(ctx, store, keys, node)
 	if err != nil {
