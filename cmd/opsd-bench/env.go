@@ -41,6 +41,7 @@ func (b *bench) startS3(ctx context.Context) (func(), error) {
 			vars[k] = v
 		}
 		b.s3 = s3Env{endpoint: vars["OPSD_TEST_S3_ENDPOINT"], access: vars["OPSD_TEST_S3_ACCESS_KEY"], secret: vars["OPSD_TEST_S3_SECRET_KEY"]}
+		os.Setenv("OPSD_WEED_PID", vars["OPSD_WEED_PID"]) // the CPU columns read the engine's time
 		stop = func() {
 			if pid, err := strconv.Atoi(vars["OPSD_WEED_PID"]); err == nil {
 				if p, err := os.FindProcess(pid); err == nil {

@@ -41,6 +41,8 @@ func pgServer(ctx context.Context) (postgres.DSN, postgres.Tools, func(), error)
 				raw = v
 			case "OPSD_TEST_PG_BINDIR":
 				bin = v
+			case "OPSD_PG_PID":
+				os.Setenv(k, v) // the CPU columns read the backends' time
 			}
 		}
 		stop = func() {
@@ -107,9 +109,12 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	defer os.Unsetenv("PGPASSWORD")
 
 	backup := []row{{name: "opsd postgres_backup (pg_dump -Z0, parallel zstd fastest, verified, staged upload)"}, {name: "pg_dump -Fc | s3cmd put -"}}
-	drill := []row{{name: "opsd postgres_drill (download, verify, restore --jobs 2, checks, drop)"}, {name: "s3cmd get + createdb + pg_restore --jobs 2 + dropdb"}}
+	// Two peers for the drill: pg_restore as the issue and a runbook write it (one job), and with
+	// --jobs 2 as opsd runs it.
+	drill := []row{{name: "opsd postgres_drill (download, verify, restore --jobs 2, checks, drop)"}, {name: "s3cmd get + createdb + pg_restore --jobs 2 + dropdb"},
+		{name: "s3cmd get + createdb + pg_restore (one job) + dropdb"}}
 	date := time.Now().UTC().Format("20060102")
-	cpu, dcpu := [2][]cpuSample{}, [2][]cpuSample{}
+	cpu, dcpu := [2][]cpuSample{}, [3][]cpuSample{}
 	phases := map[string][]float64{}
 	for r := 0; r < b.rounds; r++ {
 		job := jobs.NewPostgresBackup("bench", jobs.PostgresBackupConfig{DSN: db, Tools: tools, Compression: "zstd",
@@ -142,16 +147,18 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 		os.MkdirAll(work, 0o755)
 		scratch := fmt.Sprintf("%s_peer_%d", name, r)
 		psql := tools.Path("psql")
-		script := fmt.Sprintf(`set -e
+		for i, jobsFlag := range []string{"--jobs 2", ""} {
+			script := fmt.Sprintf(`set -e
 s3cmd -c %[1]s --no-progress get --force %[2]s %[3]s/dump >/dev/null
 %[4]s %[5]q -qc 'CREATE DATABASE %[6]s'
 trap '%[4]s %[5]q -qc "DROP DATABASE IF EXISTS %[6]s WITH (FORCE)"' EXIT
-%[7]s --exit-on-error --jobs 2 --no-owner --dbname=%[8]q %[3]s/dump
+%[7]s --exit-on-error %[9]s --no-owner --dbname=%[8]q %[3]s/dump
 %[4]s %[8]q -tAc 'SELECT count(*) FROM credit_transactions' | grep -qv '^0$'
-`, b.s3.s3cfg, peerKey, work, psql, server.String(), scratch, tools.Path("pg_restore"), server.WithDatabase(scratch).String())
-		m = startCPU()
-		drill[1].samples = append(drill[1].samples, timedCmd(ctx, b.sz.timeLimit, size, "bash", "-c", script))
-		dcpu[1] = append(dcpu[1], m.stop())
+`, b.s3.s3cfg, peerKey, work, psql, server.String(), scratch, tools.Path("pg_restore"), server.WithDatabase(scratch).String(), jobsFlag)
+			m = startCPU()
+			drill[1+i].samples = append(drill[1+i].samples, timedCmd(ctx, b.sz.timeLimit, size, "bash", "-c", script))
+			dcpu[1+i] = append(dcpu[1+i], m.stop())
+		}
 		os.RemoveAll(work)
 	}
 	table(fmt.Sprintf("postgres: backup of a %d MB database", size>>20),
