@@ -27,7 +27,9 @@ type EventSource interface {
 //
 // While Watch holds the stream open the engine is up (Connected): the stream ends with an error
 // or EOF when the engine goes away, so neither Evaluate nor the daemon's dependency check asks
-// the engine every interval whether it answers.
+// the engine every interval whether it answers. An engine that hangs with its socket open ends
+// no stream, so Watch also asks it every Liveness while the stream is quiet, and drops the
+// stream (not connected, reconnecting) when it does not answer.
 type UnexpectedStops struct {
 	RuleName     string
 	Source       EventSource
@@ -42,6 +44,9 @@ type UnexpectedStops struct {
 	Check func(ctx context.Context) error
 	// OnConnection, when set, is called (from Watch) when the stream opens or is lost.
 	OnConnection func()
+	// Liveness is how long the open stream may stay without an event before Watch asks Check
+	// whether the engine still answers (default 5 minutes).
+	Liveness time.Duration
 
 	connected atomic.Bool // the stream is open and the engine answered on it
 	mu        sync.Mutex
@@ -99,13 +104,21 @@ func (u *UnexpectedStops) Watch(ctx context.Context) {
 	u.init()
 	u.mu.Unlock()
 	defer u.setConnected(false)
+	liveness := u.Liveness
+	if liveness <= 0 {
+		liveness = 5 * time.Minute
+	}
+	quiet := time.NewTimer(liveness)
+	defer quiet.Stop()
 	wait := time.Second
 	for ctx.Err() == nil {
-		events, errs := u.Source.Events(ctx)
+		sctx, endStream := context.WithCancel(ctx)
+		events, errs := u.Source.Events(sctx)
 		connected := time.Now()
 		if u.Check == nil || u.ping(ctx) == nil {
 			u.setConnected(true)
 		}
+		quiet.Reset(liveness)
 	loop:
 		for {
 			select {
@@ -115,15 +128,31 @@ func (u *UnexpectedStops) Watch(ctx context.Context) {
 				}
 				u.setConnected(true)
 				u.handle(ev)
+				quiet.Reset(liveness)
 			case err := <-errs:
 				if ctx.Err() == nil {
 					u.Log.Warn().Err(err).Msg("docker event stream lost; reconnecting")
 				}
 				break loop
+			case <-quiet.C:
+				if u.Check == nil {
+					quiet.Reset(liveness)
+					continue
+				}
+				if err := u.ping(ctx); err != nil {
+					if ctx.Err() == nil {
+						u.Log.Warn().Err(err).Msg("docker engine does not answer while its event stream is open; reconnecting")
+					}
+					break loop
+				}
+				u.setConnected(true)
+				quiet.Reset(liveness)
 			case <-ctx.Done():
+				endStream()
 				return
 			}
 		}
+		endStream()
 		u.setConnected(false)
 		if time.Since(connected) > time.Minute {
 			wait = time.Second

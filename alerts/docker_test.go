@@ -156,3 +156,42 @@ func TestUnexpectedStopsForgetsRemovedContainers(t *testing.T) {
 		t.Fatalf("%d removal marks still kept hours later", n)
 	}
 }
+
+// TestUnexpectedStopsNoticesAHungEngine: an engine that stops answering but keeps its event
+// stream open is noticed: after Liveness without an event Watch asks it, and when it does not
+// answer the stream counts as lost (OnConnection says so, so /health checks the engine) and is
+// opened again once the engine answers.
+func TestUnexpectedStopsNoticesAHungEngine(t *testing.T) {
+	src := &fakeStream{opened: make(chan chan error)}
+	var engineDown atomic.Int32
+	changed := make(chan bool, 10)
+	u := &UnexpectedStops{Source: src, Log: zerolog.Nop(), Liveness: 10 * time.Millisecond, Check: func(context.Context) error {
+		if engineDown.Load() != 0 {
+			return context.DeadlineExceeded
+		}
+		return nil
+	}}
+	u.OnConnection = func() { changed <- u.Connected() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { u.Watch(ctx); close(done) }()
+
+	<-src.opened
+	if up := <-changed; !up {
+		t.Fatal("the stream opened on a live engine is not connected")
+	}
+	engineDown.Store(1) // the stream stays open and silent: nothing ends it
+	if up := <-changed; up {
+		t.Fatal("a hung engine behind an open stream still counts as connected")
+	}
+	if _, err := u.Evaluate(ctx, time.Now()); err == nil {
+		t.Fatal("Evaluate trusted a hung engine")
+	}
+	engineDown.Store(0)
+	<-src.opened // reconnected after the backoff
+	if up := <-changed; !up {
+		t.Fatal("the stream reopened on an answering engine is not connected")
+	}
+	cancel()
+	<-done
+}
