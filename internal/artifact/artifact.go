@@ -328,7 +328,19 @@ func WithHooks(ctx context.Context, h Hooks) context.Context {
 // removes the staging objects when the store answers). A failure between 4 and 5 leaves the new,
 // verified object under the old manifest, which readers reject on its checksum until Recover
 // (run by prune) writes the staged manifest. Prune removes staging objects a crash left behind.
+//
+// On a store whose copy moves every byte again (S3: storage.CopyMovesBytes), a key that holds
+// no object yet has no backup to protect: the stream goes to the key itself (steps 1-2 and 5
+// with the same marker and checks, the manifest staged in between so that Recover finishes a
+// crash before step 5), which spares the store a second write of the whole artifact. A failure
+// before the manifest removes the object again when it carries this upload's marker; what a
+// crash leaves is opsd's debris by that marker, not a backup.
 func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m Manifest) (Manifest, error) {
+	if storage.CopyMovesBytes(store) {
+		if _, err := store.Stat(ctx, m.Key); errors.Is(err, storage.ErrNotFound) {
+			return storeNew(ctx, store, src, o, m)
+		}
+	}
 	hooks, _ := ctx.Value(hooksKey{}).(Hooks)
 	id := storage.NewUploadID()
 	staging := storage.StagingKey(m.Key, id)
@@ -349,15 +361,7 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 		cleanup()
 		return Manifest{}, fmt.Errorf("store %s: staged object: %w", m.Key, err)
 	}
-	m.Size, m.SHA256, m.RawSize, m.RawSHA256 = up.Size, up.SHA256, up.RawSize, up.RawSHA256
-	m.Compression = o.Compression
-	if m.Compression == "" {
-		m.Compression = None
-	}
-	m.Encryption = o.Encryption()
-	if m.CreatedAt.IsZero() {
-		m.CreatedAt = time.Now().UTC()
-	}
+	m = described(m, up, o)
 	if err := writeManifestAt(ctx, store, stagedManifest, m); err != nil {
 		cleanup()
 		return Manifest{}, fmt.Errorf("store %s: stage manifest: %w", m.Key, err)
@@ -387,17 +391,77 @@ func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m
 	if hooks.Published != nil {
 		hooks.Published(m.Key)
 	}
-	var merr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if merr = WriteManifest(context.WithoutCancel(ctx), store, m); merr == nil {
-			break
-		}
-	}
-	if merr != nil {
-		return Manifest{}, fmt.Errorf("store %s: published, but the manifest could not be written (prune's recovery writes it from %s): %w", m.Key, stagedManifest, merr)
+	if err := commitManifest(ctx, store, m, stagedManifest); err != nil {
+		return Manifest{}, err
 	}
 	cleanup()
 	return m, nil
+}
+
+// storeNew is Store for a key that holds no object on a store whose copy moves every byte: the
+// stream goes to the key itself, and the manifest is staged before it is written.
+func storeNew(ctx context.Context, store storage.Store, src io.Reader, o Options, m Manifest) (Manifest, error) {
+	hooks, _ := ctx.Value(hooksKey{}).(Hooks)
+	id := storage.NewUploadID()
+	stagedManifest := storage.StagingKey(ManifestKey(m.Key), id)
+	fail := func(err error) (Manifest, error) {
+		// Best effort (the store may be what failed): an object at the key is removed only when
+		// it carries this upload's marker; what is left is debris prune recognises by it.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if st, serr := store.Stat(cctx, m.Key); serr == nil && st.Metadata[storage.UploadMetaKey] == id {
+			store.Delete(cctx, m.Key)
+		}
+		store.Delete(cctx, stagedManifest)
+		return Manifest{}, err
+	}
+	up, err := upload(ctx, store, m.Key, src, o, map[string]string{storage.UploadMetaKey: id})
+	if err != nil {
+		return fail(fmt.Errorf("store %s: %w", m.Key, err))
+	}
+	if err := checkStored(ctx, store, m.Key, id, up.Size); err != nil {
+		return fail(fmt.Errorf("store %s: stored object: %w", m.Key, err))
+	}
+	m = described(m, up, o)
+	if err := writeManifestAt(ctx, store, stagedManifest, m); err != nil {
+		return fail(fmt.Errorf("store %s: stage manifest: %w", m.Key, err))
+	}
+	if hooks.Published != nil {
+		hooks.Published(m.Key)
+	}
+	if err := commitManifest(ctx, store, m, stagedManifest); err != nil {
+		return Manifest{}, err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	store.Delete(cctx, stagedManifest)
+	return m, nil
+}
+
+// described returns m completed with what the upload stored.
+func described(m Manifest, up Uploaded, o Options) Manifest {
+	m.Size, m.SHA256, m.RawSize, m.RawSHA256 = up.Size, up.SHA256, up.RawSize, up.RawSHA256
+	m.Compression = o.Compression
+	if m.Compression == "" {
+		m.Compression = None
+	}
+	m.Encryption = o.Encryption()
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = time.Now().UTC()
+	}
+	return m
+}
+
+// commitManifest writes the manifest of a stored object (three attempts); when it cannot, the
+// staged manifest stays for prune's recovery.
+func commitManifest(ctx context.Context, store storage.Store, m Manifest, stagedManifest string) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = WriteManifest(context.WithoutCancel(ctx), store, m); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("store %s: published, but the manifest could not be written (prune's recovery writes it from %s): %w", m.Key, stagedManifest, err)
 }
 
 // Recover finishes uploads that were published but died before their manifest was written:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,21 +247,125 @@ func sha(t *testing.T, r io.Reader) (string, int64) {
 	return hex.EncodeToString(h.Sum(nil)), n
 }
 
+// TestStoreStagesWithUploadMarker: the object an upload writes carries opsd's upload marker
+// before anything else refers to it: at a new key (written directly) and at a staging key (a
+// backup being replaced).
 func TestStoreStagesWithUploadMarker(t *testing.T) {
 	f := storagetest.NewFakeS3(t)
 	s := storagetest.NewS3(t, f.Config)
 	var meta map[string]string
-	ctx := artifact.WithHooks(context.Background(), artifact.Hooks{Staged: func(k string) {
+	look := func(k string) {
 		st, err := s.Stat(context.Background(), k)
 		if err != nil {
-			t.Errorf("stat staged %s: %v", k, err)
+			t.Errorf("stat %s: %v", k, err)
 		}
 		meta = st.Metadata
-	}})
-	if _, err := artifact.Store(ctx, s, bytes.NewReader([]byte("x")), artifact.Options{}, artifact.Manifest{Key: key}); err != nil {
-		t.Fatal(err)
 	}
-	if meta[storage.UploadMetaKey] == "" {
-		t.Fatalf("staged object metadata %v lacks %s", meta, storage.UploadMetaKey)
+	for _, what := range []string{"new key", "staging key"} {
+		meta = nil
+		ctx := artifact.WithHooks(context.Background(), artifact.Hooks{Staged: look})
+		if what == "new key" {
+			ctx = artifact.WithHooks(context.Background(), artifact.Hooks{Published: look})
+		}
+		if _, err := artifact.Store(ctx, s, bytes.NewReader([]byte("x")), artifact.Options{}, artifact.Manifest{Key: key}); err != nil {
+			t.Fatal(err)
+		}
+		if meta[storage.UploadMetaKey] == "" {
+			t.Fatalf("%s: object metadata %v lacks %s", what, meta, storage.UploadMetaKey)
+		}
 	}
+}
+
+// copyCounter counts a store's server-side copies.
+type copyCounter struct {
+	storage.Store
+	copies atomic.Int32
+}
+
+func (c *copyCounter) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, error) {
+	c.copies.Add(1)
+	return c.Store.Copy(ctx, src, dst)
+}
+
+func (c *copyCounter) CopyMovesBytes() bool { return storage.CopyMovesBytes(c.Store) }
+
+// TestStoreNewKeyWithoutCopy: on S3 a key that holds nothing yet gets the stream itself (no
+// server-side copy writing the whole artifact a second time), with opsd's upload marker, its
+// manifest and no staging object left; a key that holds a backup is still staged and published
+// by one copy. At a new key a cut stream and a store that dies mid-upload leave no object, and
+// a crash between the object and its manifest is finished by the recovery.
+func TestStoreNewKeyWithoutCopy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		if b.proxied == nil {
+			t.Skip("the local store's copy is a link: every upload is staged")
+		}
+		ctx := context.Background()
+		s := &copyCounter{Store: b.direct}
+		absent := func(what string) {
+			t.Helper()
+			if objs, err := storage.ListAll(ctx, b.direct, "latest/"); err != nil || len(objs) != 0 {
+				t.Fatalf("%s: left %v (%v)", what, objs, err)
+			}
+		}
+
+		if _, err := artifact.Store(ctx, s, cutReader(12<<20, io.ErrUnexpectedEOF), artifact.Options{}, artifact.Manifest{Key: key}); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("store of a cut stream at a new key: %v", err)
+		}
+		absent("a cut stream")
+
+		dying, proxy := b.proxied(t)
+		src := &hookReader{r: storagetest.Stream(5, 1<<30), n: 12 << 20, fn: proxy.Kill}
+		if _, err := artifact.Store(ctx, &copyCounter{Store: dying}, src, artifact.Options{}, artifact.Manifest{Key: key}); err == nil {
+			t.Fatal("store through a dead store succeeded")
+		}
+		absent("a store that died mid-upload")
+		if n, err := b.direct.AbortIncompleteUploads(ctx, "latest/", 0); err != nil || n != 1 {
+			t.Fatalf("aborted %d unfinished uploads (%v), want the 1 the dead connection left", n, err)
+		}
+
+		func() {
+			defer func() { recover() }()
+			hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { panic("opsd killed") }})
+			artifact.Store(hctx, s, storagetest.Stream(7, 7<<20), artifact.Options{}, artifact.Manifest{Key: key})
+			t.Fatal("the crash hook did not run")
+		}()
+		if _, err := artifact.ReadManifest(ctx, b.direct, key); err == nil {
+			t.Fatal("a manifest was written before the crash")
+		}
+		if st, err := b.direct.Stat(ctx, key); err != nil || st.Metadata[storage.UploadMetaKey] == "" {
+			t.Fatalf("the object a crash left does not carry opsd's upload marker (prune could not tell it is debris): %+v %v", st, err)
+		}
+		rec, err := artifact.Recover(ctx, b.direct, "latest/", time.Now().Add(time.Hour), false)
+		if err != nil || len(rec) != 1 || !rec[0].Wrote {
+			t.Fatalf("recover: %+v %v", rec, err)
+		}
+		want, n := sha(t, storagetest.Stream(7, 7<<20))
+		m, err := artifact.ReadManifest(ctx, b.direct, key)
+		if err != nil || m.SHA256 != want || m.Size != n {
+			t.Fatalf("recovered manifest %+v %v", m, err)
+		}
+		intact(t, b.direct, m)
+		b.direct.Delete(ctx, key)
+		b.direct.Delete(ctx, artifact.ManifestKey(key))
+
+		if c := s.copies.Load(); c != 0 {
+			t.Fatalf("%d copies so far, want none", c)
+		}
+		m, err = artifact.Store(ctx, s, storagetest.Stream(4, 11<<20), artifact.Options{}, artifact.Manifest{Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := s.copies.Load(); c != 0 {
+			t.Fatalf("a new key was copied %d times", c)
+		}
+		intact(t, b.direct, m)
+		m, err = artifact.Store(ctx, s, storagetest.Stream(8, 9<<20), artifact.Options{}, artifact.Manifest{Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := s.copies.Load(); c != 1 {
+			t.Fatalf("replacing a backup made %d copies, want 1 (staged, then published)", c)
+		}
+		intact(t, b.direct, m)
+	})
 }

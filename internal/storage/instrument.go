@@ -85,3 +85,6 @@ func (i *instrumented) AbortIncompleteUploads(ctx context.Context, prefix string
 }
 
 func (i *instrumented) String() string { return i.s.String() }
+
+// CopyMovesBytes answers for the wrapped store.
+func (i *instrumented) CopyMovesBytes() bool { return CopyMovesBytes(i.s) }

@@ -128,3 +128,11 @@ func (l *Lazy) String() string {
 	}
 	return "unreachable object store (" + l.desc + ")"
 }
+
+// CopyMovesBytes answers for the opened store (false while it is not open).
+func (l *Lazy) CopyMovesBytes() bool {
+	l.mu.Lock()
+	inner := l.inner
+	l.mu.Unlock()
+	return inner != nil && CopyMovesBytes(inner)
+}

@@ -124,3 +124,18 @@ func (s strictReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ByteCopier is implemented by stores whose server-side Copy moves every byte of the object
+// again (S3: the engine reads and writes the whole object) and which keep user metadata, so an
+// object carrying opsd's upload marker is recognisable without a manifest. artifact.Store
+// writes the stream of a key that holds nothing yet straight to the key on such stores instead
+// of staging it and copying it (on the local store a copy is a link, so staging costs nothing).
+type ByteCopier interface {
+	CopyMovesBytes() bool
+}
+
+// CopyMovesBytes reports whether s (or the store it wraps) is a ByteCopier that says so.
+func CopyMovesBytes(s Store) bool {
+	c, ok := s.(ByteCopier)
+	return ok && c.CopyMovesBytes()
+}

@@ -145,6 +145,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// CopyMovesBytes reports true: a server-side copy reads and writes the whole object again, and
+// user metadata (the upload marker) is kept.
+func (s *Store) CopyMovesBytes() bool { return true }
+
 func (s *Store) String() string { return fmt.Sprintf("s3://%s at %s", s.bucket, s.endpoint) }
 
 func notFound(err error) bool {
