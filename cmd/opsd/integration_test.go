@@ -42,21 +42,12 @@ func TestBackupDBOnSeaweedFS(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: it
 state:
   path: %s/state.db
-storage:
-  backend: s3
-  s3:
-    endpoint: %s
-    bucket: s3://%s
-    region: us-east-1
-    access_key: ${OPSD_TEST_S3_ACCESS_KEY}
-    secret_key: ${OPSD_TEST_S3_SECRET_KEY}
-    tls: false
-jobs:
+%sjobs:
   - name: platform-db-backup
     kind: sqlite_backup
     schedule: "0 3 * * *"
     databases:
-%s`, dir, s3cfg.Endpoint, s3cfg.Bucket, dbs.String())), 0o600)
+%s`, dir, s3StorageYAML(s3cfg.Endpoint, "s3://"+s3cfg.Bucket), dbs.String())), 0o600)
 	var out, errb bytes.Buffer
 	if code := run([]string{"backup", "db", "-c", cfgPath}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
@@ -161,17 +152,8 @@ func TestUploadMemoryReachesTheStore(t *testing.T) {
 		os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: it
 state:
   path: %s/state.db
-storage:
-  backend: s3
-  s3:
-    endpoint: %s
-    bucket: %s
-    region: us-east-1
-    access_key: ${OPSD_TEST_S3_ACCESS_KEY}
-    secret_key: ${OPSD_TEST_S3_SECRET_KEY}
-    tls: false
-    part_size: 8MiB
-%s`, filepath.Dir(cfgPath), s3cfg.Endpoint, s3cfg.Bucket, tc.line)), 0o600)
+%s    part_size: 8MiB
+%s`, filepath.Dir(cfgPath), s3StorageYAML(s3cfg.Endpoint, s3cfg.Bucket), tc.line)), 0o600)
 		cfg, err := config.Load(cfgPath)
 		if err != nil {
 			t.Fatal(err)
@@ -184,4 +166,19 @@ storage:
 			t.Errorf("upload_memory %q: the store's budget is %d bytes, want %d", strings.TrimSpace(tc.line), budget, tc.want)
 		}
 	}
+}
+
+// s3StorageYAML is a job file's storage section for the test S3 engine (keys from the
+// environment, as .ci/test exports them).
+func s3StorageYAML(endpoint, bucket string) string {
+	return fmt.Sprintf(`storage:
+  backend: s3
+  s3:
+    endpoint: %s
+    bucket: %s
+    region: us-east-1
+    access_key: ${OPSD_TEST_S3_ACCESS_KEY}
+    secret_key: ${OPSD_TEST_S3_SECRET_KEY}
+    tls: false
+`, endpoint, bucket)
 }
