@@ -224,18 +224,26 @@ func TestStoreReplacesOnlyWithAVerifiedBackup(t *testing.T) {
 				t.Fatalf("before recovery: %v", problems)
 			}
 			// ...until the recovery (prune runs it) writes the staged manifest.
-			rec, err := artifact.Recover(ctx, b.direct, "latest/", time.Now().Add(time.Hour), false)
-			if err != nil || len(rec) != 1 || rec[0].Key != key || !rec[0].Wrote {
-				t.Fatalf("recover: %+v %v", rec, err)
-			}
-			want, n := sha(t, storagetest.Stream(7, 7<<20))
-			m, err := artifact.ReadManifest(ctx, b.direct, key)
-			if err != nil || m.SHA256 != want || m.Size != n {
-				t.Fatalf("recovered manifest %+v %v, want the new object's", m, err)
-			}
-			intact(t, b.direct, m)
+			intact(t, b.direct, recovered(t, b.direct, storagetest.Stream(7, 7<<20)))
 		})
 	})
+}
+
+// recovered runs the recovery prune runs over latest/ and checks it wrote, at key, the manifest
+// of the object a crash left there (whose bytes content yields).
+func recovered(t *testing.T, s storage.Store, content io.Reader) artifact.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	rec, err := artifact.Recover(ctx, s, "latest/", time.Now().Add(time.Hour), false)
+	if err != nil || len(rec) != 1 || rec[0].Key != key || !rec[0].Wrote {
+		t.Fatalf("recover: %+v %v", rec, err)
+	}
+	want, n := sha(t, content)
+	m, err := artifact.ReadManifest(ctx, s, key)
+	if err != nil || m.SHA256 != want || m.Size != n {
+		t.Fatalf("recovered manifest %+v %v, want the object's", m, err)
+	}
+	return m
 }
 
 func sha(t *testing.T, r io.Reader) (string, int64) {
@@ -335,37 +343,24 @@ func TestStoreNewKeyWithoutCopy(t *testing.T) {
 		if st, err := b.direct.Stat(ctx, key); err != nil || st.Metadata[storage.UploadMetaKey] == "" {
 			t.Fatalf("the object a crash left does not carry opsd's upload marker (prune could not tell it is debris): %+v %v", st, err)
 		}
-		rec, err := artifact.Recover(ctx, b.direct, "latest/", time.Now().Add(time.Hour), false)
-		if err != nil || len(rec) != 1 || !rec[0].Wrote {
-			t.Fatalf("recover: %+v %v", rec, err)
-		}
-		want, n := sha(t, storagetest.Stream(7, 7<<20))
-		m, err := artifact.ReadManifest(ctx, b.direct, key)
-		if err != nil || m.SHA256 != want || m.Size != n {
-			t.Fatalf("recovered manifest %+v %v", m, err)
-		}
-		intact(t, b.direct, m)
+		intact(t, b.direct, recovered(t, b.direct, storagetest.Stream(7, 7<<20)))
 		b.direct.Delete(ctx, key)
 		b.direct.Delete(ctx, artifact.ManifestKey(key))
 
-		if c := s.copies.Load(); c != 0 {
-			t.Fatalf("%d copies so far, want none", c)
-		}
-		m, err = artifact.Store(ctx, s, storagetest.Stream(4, 11<<20), artifact.Options{}, artifact.Manifest{Key: key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := s.copies.Load(); c != 0 {
-			t.Fatalf("a new key was copied %d times", c)
-		}
-		intact(t, b.direct, m)
-		m, err = artifact.Store(ctx, s, storagetest.Stream(8, 9<<20), artifact.Options{}, artifact.Manifest{Key: key})
-		if err != nil {
-			t.Fatal(err)
+		// A new key, then a replacement (staged, then published by one copy).
+		for i, copies := range []int32{0, 1} {
+			before := s.copies.Load()
+			m, err := artifact.Store(ctx, s, storagetest.Stream(uint64(4+i), 11<<20), artifact.Options{}, artifact.Manifest{Key: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := s.copies.Load() - before; c != copies {
+				t.Fatalf("store %d at %s made %d copies, want %d", i+1, key, c, copies)
+			}
+			intact(t, b.direct, m)
 		}
 		if c := s.copies.Load(); c != 1 {
-			t.Fatalf("replacing a backup made %d copies, want 1 (staged, then published)", c)
+			t.Fatalf("%d copies in all, want only the replacement's", c)
 		}
-		intact(t, b.direct, m)
 	})
 }
