@@ -153,7 +153,10 @@ func (p promAPI) ruleErrors() (errs []string, evaluated int) {
 }
 
 // fastRules is rules.yml with every `for:` removed and the group renamed, so the alerts fire on
-// the first evaluation that matches; the expressions, labels and annotations are unchanged.
+// the first evaluation that matches; the expressions and annotations are unchanged, and each
+// alert gets the label copy="fast": without it both groups would write the same ALERTS series
+// at their own evaluation offsets (which Prometheus derives from the file's path), and whichever
+// came second was refused as an out-of-order sample.
 func fastRules(t *testing.T, src string) []byte {
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -172,6 +175,12 @@ func fastRules(t *testing.T, src string) []byte {
 		doc.Groups[i].Name += "-fast"
 		for _, r := range doc.Groups[i].Rules {
 			delete(r, "for")
+			labels, _ := r["labels"].(map[string]any)
+			if labels == nil {
+				labels = map[string]any{}
+			}
+			labels["copy"] = "fast"
+			r["labels"] = labels
 		}
 	}
 	out, err := yaml.Marshal(doc)
