@@ -126,28 +126,42 @@ func (f *Forget) Plan(ctx context.Context) (*ForgetPlan, error) {
 func (f *Forget) Run(ctx context.Context) (Result, error) {
 	var tm Timer
 	tm.Start("lock")
+	// Every place's hold guards the work: losing one (the coordination database's session
+	// ended) stops forget before its next delete.
+	outer := ctx
 	for _, pl := range f.places() {
-		lctx, cancel := context.WithTimeout(ctx, f.cfg.LockWait)
-		release, err := f.cfg.Locks.Acquire(lctx, pl, true, "forget "+f.cfg.Tenant)
-		cancel()
+		hctx, release, err := f.cfg.Locks.Guard(ctx, f.cfg.LockWait, pl, true, "forget "+f.cfg.Tenant)
 		if err != nil {
-			return Result{}, fmt.Errorf("forget: %s is held by a drill, verification or restore: %w", pl, err)
+			if errors.Is(err, context.DeadlineExceeded) {
+				return Result{}, fmt.Errorf("forget: %s is held by a drill, verification or restore: %w", pl, err)
+			}
+			return Result{}, fmt.Errorf("forget: hold %s: %w", pl, err)
 		}
 		defer release()
+		ctx = hctx
+	}
+	lost := func(err error) error {
+		if outer.Err() == nil && errors.Is(context.Cause(ctx), prefixlock.ErrLost) {
+			return fmt.Errorf("forget: %w", context.Cause(ctx))
+		}
+		return err
 	}
 	tm.Start("plan")
 	plan, err := f.Plan(ctx)
 	if err != nil {
-		return Result{}, err
+		return Result{}, lost(err)
 	}
 	if !f.cfg.DryRun {
 		tm.Start("delete")
 		tick := time.NewTicker(time.Second / time.Duration(f.cfg.DeletesPerSecond))
 		defer tick.Stop()
 		for _, k := range plan.Keys {
+			if err := ctx.Err(); err != nil { // checked first: a ready tick must not win the select
+				return Result{}, lost(err)
+			}
 			select {
 			case <-ctx.Done():
-				return Result{}, ctx.Err()
+				return Result{}, lost(ctx.Err())
 			case <-tick.C:
 			}
 			if err := f.store.Delete(ctx, k); err != nil {

@@ -235,20 +235,24 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 	for _, rule := range p.cfg.Rules {
 		tm.Start("plan " + rule.Prefix)
 		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}, Foreign: []string{}, ForeignDelete: []string{}, sizes: map[string]int64{}}
-		lctx, cancel := context.WithTimeout(ctx, p.cfg.LockWait)
-		release, err := p.cfg.Locks.Acquire(lctx, rule.Prefix, true, "prune "+p.name)
-		cancel()
+		// The rule's work runs under hctx: it ends when the hold stops keeping other hosts out
+		// (the coordination database's session was lost), so prune never deletes unguarded.
+		hctx, release, err := p.cfg.Locks.Guard(ctx, p.cfg.LockWait, rule.Prefix, true, "prune "+p.name)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, ctx.Err()
 			}
-			rp.Skipped = fmt.Sprintf("a drill, verification or restore held %s for more than %s", rule.Prefix, p.cfg.LockWait)
+			if errors.Is(err, context.DeadlineExceeded) {
+				rp.Skipped = fmt.Sprintf("a drill, verification or restore held %s for more than %s", rule.Prefix, p.cfg.LockWait)
+			} else {
+				rp.Skipped = fmt.Sprintf("could not hold %s alone: %v", rule.Prefix, err)
+			}
 			plan.Rules = append(plan.Rules, rp)
 			continue
 		}
 		// Uploads that died between publishing and writing their manifest are finished first.
 		var rec []artifact.Recovered
-		rec, err = artifact.Recover(ctx, p.store, rule.Prefix, p.cfg.Now().Add(-p.cfg.Grace), p.cfg.DryRun)
+		rec, err = artifact.Recover(hctx, p.store, rule.Prefix, p.cfg.Now().Add(-p.cfg.Grace), p.cfg.DryRun)
 		for _, r := range rec {
 			rp.Recovered = append(rp.Recovered, r.Key)
 			for _, k := range r.Staging {
@@ -256,16 +260,21 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			}
 		}
 		if err == nil {
-			err = p.planRule(ctx, rule, &rp)
+			err = p.planRule(hctx, rule, &rp)
 		}
 		if err == nil && !p.cfg.DryRun {
 			tm.Start("delete " + rule.Prefix)
-			err = p.execute(ctx, &rp, plan)
-			if n, aerr := p.store.AbortIncompleteUploads(ctx, rule.Prefix, p.cfg.AbortUploadsAfter); aerr == nil {
-				plan.Aborted += n
-			} else {
-				plan.Errors = append(plan.Errors, aerr.Error())
+			err = p.execute(hctx, &rp, plan)
+			if err == nil {
+				if n, aerr := p.store.AbortIncompleteUploads(hctx, rule.Prefix, p.cfg.AbortUploadsAfter); aerr == nil {
+					plan.Aborted += n
+				} else {
+					plan.Errors = append(plan.Errors, aerr.Error())
+				}
 			}
+		}
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(hctx), prefixlock.ErrLost) {
+			err = context.Cause(hctx)
 		}
 		release()
 		if err != nil {

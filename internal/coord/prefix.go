@@ -15,7 +15,8 @@ import (
 //
 // When the database cannot be reached, shared holds (drills, verification, restores: they only
 // read) go ahead with the host's own locks, so a restore works while the platform's database is
-// down; exclusive holds (prune, forget: they delete) fail.
+// down; exclusive holds (prune, forget: they delete) fail, and one whose session is lost while
+// held is told through the returned channel (prefixlock.Locks.Guard ends its holder's context).
 type PrefixLocks struct {
 	P *Postgres
 	// Poll is how often a wait retries (default 100ms).
@@ -24,8 +25,9 @@ type PrefixLocks struct {
 	Degraded func(error)
 }
 
-// Lock takes the named locks, waiting until ctx ends.
-func (pl PrefixLocks) Lock(ctx context.Context, names []prefixlock.Name) (func(), error) {
+// Lock takes the named locks, waiting until ctx ends. The returned channel is closed when the
+// session holding them is lost (nil for a shared hold that went ahead without the database).
+func (pl PrefixLocks) Lock(ctx context.Context, names []prefixlock.Name) (func(), <-chan struct{}, error) {
 	reqs := make([]lockReq, 0, len(names))
 	exclusive := false
 	for _, n := range names {
@@ -41,18 +43,18 @@ func (pl PrefixLocks) Lock(ctx context.Context, names []prefixlock.Name) (func()
 		l, err := pl.P.tryLocks(context.WithoutCancel(ctx), reqs)
 		switch {
 		case err == nil:
-			return l.Release, nil
+			return l.Release, l.Lost(), nil
 		case errors.Is(err, ErrUnavailable) && !exclusive:
 			if pl.Degraded != nil {
 				pl.Degraded(err)
 			}
-			return func() {}, nil
+			return func() {}, nil, nil
 		case !errors.Is(err, ErrHeld):
-			return nil, err
+			return nil, nil, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("held by another opsd (coordination database): %w", ctx.Err())
+			return nil, nil, fmt.Errorf("held by another opsd (coordination database): %w", ctx.Err())
 		case <-time.After(poll):
 		}
 	}

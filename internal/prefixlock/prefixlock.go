@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Locks is a set of held prefixes.
@@ -70,9 +71,54 @@ func (l *Locks) conflict(prefix string, exclusive bool) (hold, bool) {
 	return hold{}, false
 }
 
+// ErrLost is the cause of a guarded hold's context when a shared backend lost the hold's locks
+// (the coordination database's session ended, so another host may now take the prefix).
+var ErrLost = errors.New("lost the lock across hosts (coordination database session ended)")
+
 // Acquire waits until prefix can be held (shared, or exclusive) and returns the release
 // function. owner names the holder in conflict messages.
 func (l *Locks) Acquire(ctx context.Context, prefix string, exclusive bool, owner string) (func(), error) {
+	release, _, err := l.acquire(ctx, prefix, exclusive, owner)
+	return release, err
+}
+
+// Guard is Acquire for a holder that must stop when its hold stops keeping other hosts out
+// (prune and forget, which delete): besides the release function it returns a context derived
+// from parent that is cancelled, with cause ErrLost, when a shared backend loses the hold's
+// locks, and when the hold is released. wait bounds only the wait for the hold, not the hold.
+func (l *Locks) Guard(parent context.Context, wait time.Duration, prefix string, exclusive bool, owner string) (context.Context, func(), error) {
+	wctx, cancel := context.WithTimeout(parent, wait)
+	release, losses, err := l.acquire(wctx, prefix, exclusive, owner)
+	cancel()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancelCause := context.WithCancelCause(parent)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, lost := range losses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-lost:
+				cancelCause(fmt.Errorf("hold %s: %w", prefix, ErrLost))
+			case <-done:
+			}
+		}()
+	}
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			cancelCause(context.Canceled)
+			release()
+		})
+	}, nil
+}
+
+func (l *Locks) acquire(ctx context.Context, prefix string, exclusive bool, owner string) (func(), []<-chan struct{}, error) {
 	for {
 		l.mu.Lock()
 		if _, busy := l.conflict(prefix, exclusive); !busy {
@@ -90,22 +136,22 @@ func (l *Locks) Acquire(ctx context.Context, prefix string, exclusive bool, owne
 					l.mu.Unlock()
 				})
 			}
-			unlock, err := l.lockShared(ctx, prefix, exclusive)
+			unlock, losses, err := l.lockShared(ctx, prefix, exclusive)
 			if err != nil {
 				release()
-				return nil, err
+				return nil, nil, err
 			}
 			return func() {
 				unlock()
 				release()
-			}, nil
+			}, losses, nil
 		}
 		wait := l.changed
 		l.mu.Unlock()
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for %s lock: %w", prefix, ctx.Err())
+			return nil, nil, fmt.Errorf("wait for %s lock: %w", prefix, ctx.Err())
 		}
 	}
 }

@@ -2,6 +2,7 @@ package prefixlock
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +102,59 @@ func TestSharedLocksKeepProcessesApart(t *testing.T) {
 	cancel()
 	if _, err := cli.Acquire(ctx, "nightly/", true, "prune"); err == nil {
 		t.Fatal("a cancelled wait got the lock")
+	}
+}
+
+// losable is a backend whose holds can be lost on demand.
+type losable struct{ lost chan struct{} }
+
+func (b *losable) Lock(context.Context, []Name) (func(), <-chan struct{}, error) {
+	return func() {}, b.lost, nil
+}
+
+// TestGuardEndsWhenTheHoldIsLost: a guarded hold's context ends with ErrLost when a backend
+// loses the hold, and ends (without ErrLost) when the holder releases it; the wait bound ends
+// only the wait.
+func TestGuardEndsWhenTheHoldIsLost(t *testing.T) {
+	b := &losable{lost: make(chan struct{})}
+	l := With(b)
+	ctx, release, err := l.Guard(context.Background(), time.Millisecond, "nightly/", true, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the wait bound ended the hold: %v", context.Cause(ctx))
+	}
+	if _, err := l.TryAcquire("nightly/x/", false, "drill"); err == nil {
+		t.Fatal("a reader got a prefix held alone")
+	}
+	close(b.lost)
+	<-ctx.Done()
+	if !errors.Is(context.Cause(ctx), ErrLost) || !strings.Contains(context.Cause(ctx).Error(), "nightly/") {
+		t.Fatalf("cause: %v", context.Cause(ctx))
+	}
+	release()
+	release()
+	if rel, err := l.TryAcquire("nightly/", true, "prune"); err != nil {
+		t.Fatalf("released hold still held: %v", err)
+	} else {
+		rel()
+	}
+
+	b.lost = make(chan struct{})
+	ctx, release, err = l.Guard(context.Background(), time.Second, "nightly/", true, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	<-ctx.Done()
+	if errors.Is(context.Cause(ctx), ErrLost) {
+		t.Fatal("a released hold reported lost")
+	}
+
+	held, _ := l.TryAcquire("platform/", false, "drill")
+	defer held()
+	if _, _, err := l.Guard(context.Background(), 20*time.Millisecond, "platform/", true, "prune"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a guard waiting past its bound: %v", err)
 	}
 }

@@ -25,7 +25,9 @@ type Name struct {
 // the daemon on one host) or the coordination database's advisory locks (across hosts).
 type Shared interface {
 	// Lock takes every lock in order, waiting (polling) until ctx ends; release drops them.
-	Lock(ctx context.Context, names []Name) (release func(), err error)
+	// lost, when not nil, is closed if the backend loses the locks while they are held (the
+	// coordination database's session ended): the hold no longer keeps other hosts out.
+	Lock(ctx context.Context, names []Name) (release func(), lost <-chan struct{}, err error)
 }
 
 // names lists the cross-process locks of a hold: across processes prefixes conflict by their
@@ -39,23 +41,28 @@ func names(prefix string, exclusive bool) []Name {
 	return out
 }
 
-// lockShared takes a hold's locks in every shared backend, in order.
-func (l *Locks) lockShared(ctx context.Context, prefix string, exclusive bool) (func(), error) {
+// lockShared takes a hold's locks in every shared backend, in order, and returns the channels
+// that report a backend losing them.
+func (l *Locks) lockShared(ctx context.Context, prefix string, exclusive bool) (func(), []<-chan struct{}, error) {
 	var releases []func()
+	var losses []<-chan struct{}
 	undo := func() {
 		for i := len(releases) - 1; i >= 0; i-- {
 			releases[i]()
 		}
 	}
 	for _, b := range l.shared {
-		rel, err := b.Lock(ctx, names(prefix, exclusive))
+		rel, lost, err := b.Lock(ctx, names(prefix, exclusive))
 		if err != nil {
 			undo()
-			return nil, fmt.Errorf("lock %s across processes: %w", prefix, err)
+			return nil, nil, fmt.Errorf("lock %s across processes: %w", prefix, err)
 		}
 		releases = append(releases, rel)
+		if lost != nil {
+			losses = append(losses, lost)
+		}
 	}
-	return undo, nil
+	return undo, losses, nil
 }
 
 // Files returns the flock backend: lock files opsd-prefix-<name>.lock in dir.
@@ -63,18 +70,19 @@ func Files(dir string) Shared { return files(dir) }
 
 type files string
 
-// Lock flocks each name's file, shared or exclusive.
-func (d files) Lock(ctx context.Context, names []Name) (func(), error) {
+// Lock flocks each name's file, shared or exclusive. A flock is never lost while its file is
+// open.
+func (d files) Lock(ctx context.Context, names []Name) (func(), <-chan struct{}, error) {
 	var held []*os.File
 	for _, n := range names {
 		f, err := lockFile(ctx, filepath.Join(string(d), "opsd-prefix-"+n.Key+".lock"), n.Exclusive)
 		if err != nil {
 			unlockFiles(held)
-			return nil, err
+			return nil, nil, err
 		}
 		held = append(held, f)
 	}
-	return func() { unlockFiles(held) }, nil
+	return func() { unlockFiles(held) }, nil, nil
 }
 
 func sanitize(s string) string {
