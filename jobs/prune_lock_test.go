@@ -153,3 +153,30 @@ func TestForgetStopsWhenItsLockIsLost(t *testing.T) {
 		t.Fatalf("after the second run %d objects are left", len(left))
 	}
 }
+
+// TestPruneSkipsWithoutTheCoordinationDatabase: with the database unreachable prune cannot
+// hold a prefix alone across hosts; it deletes nothing there and its report says why (not that
+// a drill held it).
+func TestPruneSkipsWithoutTheCoordinationDatabase(t *testing.T) {
+	ctx := context.Background()
+	p, err := coord.Open(ctx, coord.Options{DSN: "postgres://opsd:x@127.0.0.1:9/none?connect_timeout=1", Node: "n", NoMigrate: true, QueryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	store, _ := local.New(t.TempDir())
+	putBackups(t, store, []string{"platform/20200101/auth-20200101.db", "platform/20261126/auth-20261126.db"})
+	locks := prefixlock.With(prefixlock.Files(t.TempDir()), coord.PrefixLocks{P: p})
+	prune := NewPrune("prune", PruneConfig{Rules: referenceRules()[:1], Tiers: referenceTiers(), Locks: locks, LockWait: time.Second,
+		Now: func() time.Time { return pruneNow }}, store)
+	res, err := prune.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Report, "skipped: could not hold platform/ alone") || !strings.Contains(res.Report, "coordination database unavailable") {
+		t.Fatalf("report:\n%s", res.Report)
+	}
+	if all, _ := storage.ListAll(ctx, store, "platform/"); len(all) != 4 {
+		t.Fatalf("prune deleted without its lock: %v", all)
+	}
+}
