@@ -69,8 +69,8 @@ func restorePostgres(args []string, stdout, stderr io.Writer) int {
 	if d := r.cfg.PostgresDrillOf(dsn.Database()); d != nil {
 		o.Tables, o.Critical, o.Jobs = d.Tables, d.Critical, d.Jobs
 	}
-	release, err := r.locks.Acquire(r.ctx, layout.PostgresRoot, false, "restore")
-	if err != nil {
+	release, ok := r.hold(layout.PostgresRoot, stderr)
+	if !ok {
 		return 1
 	}
 	defer release()

@@ -69,6 +69,21 @@ func (r *restoreEnv) close() {
 	r.stop()
 }
 
+// hold takes prefix for a restore, shared (prune and forget cannot delete what it reads). When
+// one of them holds it, it says so and waits for it (SIGINT ends the wait); a failure is printed.
+func (r *restoreEnv) hold(prefix string, stderr io.Writer) (func(), bool) {
+	rel, err := r.locks.TryAcquire(prefix, false, "restore")
+	if err == nil {
+		return rel, true
+	}
+	fmt.Fprintf(stderr, "opsd: waiting: %v (a prune or forget deletes there; Ctrl-C stops waiting, nothing is changed)\n", err)
+	if rel, err = r.locks.Acquire(r.ctx, prefix, false, "restore"); err != nil {
+		fmt.Fprintf(stderr, "opsd: %v (nothing was changed)\n", err)
+		return nil, false
+	}
+	return rel, true
+}
+
 func who() string {
 	if u := os.Getenv("SUDO_USER"); u != "" {
 		return "cli:" + u
@@ -135,8 +150,8 @@ func restoreDB(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "opsd: --stop-container and --live exclude each other")
 		return 2
 	}
-	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.SQLite), false, "restore")
-	if err != nil {
+	release, ok := r.hold(r.keys.Root(layout.SQLite), stderr)
+	if !ok {
 		return 1
 	}
 	defer release()

@@ -61,8 +61,8 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "opsd: a container named %s exists on this node: pass --replace to replace it (a safety export is taken first and it is rolled back on failure)\n", name)
 		return 1
 	}
-	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.Nightly), false, "restore")
-	if err != nil {
+	release, ok := r.hold(r.keys.Root(layout.Nightly), stderr)
+	if !ok {
 		return 1
 	}
 	defer release()
@@ -119,8 +119,8 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		}
 		baseDir = jc.DirSnapshot.BaseDir
 	}
-	release, err := r.locks.Acquire(r.ctx, r.keys.Root(layout.Nightly), false, "restore")
-	if err != nil {
+	release, ok := r.hold(r.keys.Root(layout.Nightly), stderr)
+	if !ok {
 		return 1
 	}
 	defer release()

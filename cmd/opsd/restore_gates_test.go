@@ -14,6 +14,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/sqlite"
 	"github.com/wopr-network/opsd/internal/storage/local"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
@@ -192,4 +193,35 @@ jobs:
 		t.Fatal("a refused restore changed billing")
 	}
 	assertManifestsMatchObjects(t, store)
+}
+
+// TestRestoreWaitsForPruneAndSaysSo: while another process's prune holds platform/, `opsd
+// restore db` says what it waits for instead of hanging silently, and goes ahead once prune lets
+// go.
+func TestRestoreWaitsForPruneAndSaysSo(t *testing.T) {
+	cfgPath, _ := localRestoreSetup(t)
+	prune := prefixlock.NewShared(filepath.Dir(cfgPath)) // its flocks conflict as another process's
+	release, err := prune.TryAcquire("platform/", true, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"restore", "db", "-c", cfgPath, "--dry-run"}, &out, &errb) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(errb.String(), "opsd: waiting: platform/ is in use by another opsd process") {
+		select {
+		case code := <-done:
+			t.Fatalf("restore did not wait for prune: exit %d\n%s", code, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restore never said what it waits for: %q", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	release()
+	if code := <-done; code != 0 || !strings.Contains(out.String(), "DRY RUN: every backup verified") {
+		t.Fatalf("after prune let go: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
 }
