@@ -185,6 +185,10 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		}
 	}
 	o.Tracker.Phase("import")
+	// Recorded first: a restore killed from here on leaves this database behind.
+	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the dump is restored into the new database %s", newDB)); err != nil {
+		return res, fmt.Errorf("restore: %w", err)
+	}
 	say("restoring into %s (pg_restore --jobs %d)", newDB, max(o.Jobs, 1))
 	if err := postgres.CreateDatabase(ctx, admin, newDB, owner); err != nil {
 		return res, fmt.Errorf("restore: %w (nothing changed)", err)
@@ -211,7 +215,7 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 
 	// 4. Swap by renaming, then check under the live name; put the previous one back on failure.
 	o.Tracker.Phase("replace")
-	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the live database %s is kept as %s once swapped", live, prev)); err != nil {
+	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the live database %s is kept as %s once swapped (new sessions to %s are refused from the swap on)", live, prev, live)); err != nil {
 		return res, dropNew(err)
 	}
 	down := time.Now()
