@@ -31,9 +31,12 @@ type RecreateEngine interface {
 // RecreateOptions configure recreating one container that does not exist on this engine (a lost
 // node's tenant) from its backup and its captured create spec.
 type RecreateOptions struct {
-	Store      storage.Store
-	Engine     RecreateEngine
-	Key        string
+	Store  storage.Store
+	Engine RecreateEngine
+	Key    string
+	// Name is the container the key is a backup of (the node restore's candidate, the container
+	// restore's argument): a spec naming another container is refused. "" skips the check.
+	Name       string
 	Identities []age.Identity
 	TempDir    string
 	// Probe: a container that ran before must still run this long after its start (default 5s).
@@ -188,6 +191,10 @@ func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok 
 	spec, err := ReadSpec(m, o.Identities)
 	if err != nil {
 		return r.failed(err)
+	}
+	if o.Name != "" && spec.Name != o.Name {
+		r.res.Name = o.Name
+		return r.failed(fmt.Errorf("%s is a backup of %s, but its captured spec names the container %q: refused (nothing created)", o.Key, o.Name, spec.Name))
 	}
 	r.res.Name, r.res.Bytes = spec.Name, m.Size
 	ref := ImageRef(spec.Name, m)
@@ -459,7 +466,7 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep.Containers[i] = restoreOne(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Identities: o.Identities, TempDir: o.TempDir,
+			rep.Containers[i] = restoreOne(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Name: n, Identities: o.Identities, TempDir: o.TempDir,
 				Probe: o.Probe, AfterImport: o.AfterImport, wait: o.wait}, acquire, imports, starts)
 			if rep.Containers[i].Name == "" {
 				rep.Containers[i].Name = n
