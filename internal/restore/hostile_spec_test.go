@@ -18,14 +18,18 @@ import (
 	"github.com/wopr-network/opsd/internal/storage/local"
 )
 
-// storeExport stores a container export of a tiny filesystem under key with spec sealed in its
-// manifest, as an export job (or anyone who can write the bucket) would.
-func storeExport(t *testing.T, store storage.Store, key, target string, spec docker.Spec) {
+// storeExport stores a container export of the filesystem fs (nil: a tiny one) under key with
+// spec sealed in its manifest, as an export job (or anyone who can write the bucket) would.
+func storeExport(t *testing.T, store storage.Store, key, target string, spec docker.Spec, fs []byte) {
 	t.Helper()
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	tw.WriteHeader(&tar.Header{Name: "bin/", Mode: 0o755, Typeflag: tar.TypeDir})
-	tw.Close()
+	if fs != nil {
+		buf.Write(fs)
+	} else {
+		tw := tar.NewWriter(&buf)
+		tw.WriteHeader(&tar.Header{Name: "bin/", Mode: 0o755, Typeflag: tar.TypeDir})
+		tw.Close()
+	}
 	b, _ := json.Marshal(spec)
 	sealed, err := artifact.Seal(b, nil)
 	if err != nil {
@@ -50,7 +54,7 @@ func TestRecreateRefusesASpecNamingAnotherContainer(t *testing.T) {
 	t.Cleanup(func() {
 		dc.Remove(ctx, a)
 		dc.Remove(ctx, b)
-		dc.RemoveImage(ctx, "opsd-restore/"+a)
+		removeImagesOf(dc, a, b)
 	})
 	store, err := local.New(t.TempDir())
 	if err != nil {
@@ -58,7 +62,7 @@ func TestRecreateRefusesASpecNamingAnotherContainer(t *testing.T) {
 	}
 	key := "nightly/lost/" + a + "/" + a + "_20261130.tar.gz"
 	storeExport(t, store, key, a, docker.Spec{Version: docker.SpecVersion, Name: b, Image: img, Running: false,
-		Config: &container.Config{Cmd: []string{"/bin/sh"}}, HostConfig: &container.HostConfig{NetworkMode: "none"}})
+		Config: &container.Config{Cmd: []string{"/bin/sh"}}, HostConfig: &container.HostConfig{NetworkMode: "none"}}, nil)
 
 	rep, err := RestoreNode(ctx, NodeOptions{Store: store, Layout: layout.Default(), Engine: dc, FromNode: "lost", Parallel: 1})
 	if err == nil || len(rep.Containers) != 1 || rep.Containers[0].Outcome != "failed" || !strings.Contains(rep.Containers[0].Error, b) {

@@ -210,7 +210,17 @@ func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok 
 		if d.Image != ref {
 			return r.failed(fmt.Errorf("a container named %s exists already (from %s): it is never replaced here; use restore container --replace", spec.Name, d.Image))
 		}
-		// Created from this artifact by a restore that was cut short: finish it from scratch.
+		// Restored from this artifact, and it has run since (its tenant started or used it):
+		// never removed, what it wrote since would be lost.
+		if d.Running {
+			r.res.Outcome, r.res.ID, r.res.Image, r.res.Running = "skipped", d.ID, ref, true
+			r.res.Warnings = append(r.res.Warnings, "already restored from this artifact; running now (it was stopped when exported)")
+			return r, false
+		}
+		if d.StartedAt != "" && !strings.HasPrefix(d.StartedAt, "0001-01-01") {
+			return r.failed(fmt.Errorf("%s was restored from this artifact and has run since (started %s, stopped now): it is never removed here; start it, or remove it to restore it again", spec.Name, d.StartedAt))
+		}
+		// Created from this artifact by a restore cut short before its start: finish it from scratch.
 		if err := e.Remove(ctx, d.ID); err != nil {
 			return r.failed(err)
 		}
