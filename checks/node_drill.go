@@ -114,7 +114,7 @@ func (d *NodeDrill) Run(ctx context.Context) (jobs.Result, error) {
 	results := make([]restore.RecreateResult, len(names))
 	for i, n := range names {
 		sandbox := fmt.Sprintf("opsd-drill-%s-%d", strings.ToLower(n), time.Now().UnixNano())
-		results[i] = restore.Recreate(ctx, restore.RecreateOptions{Store: d.store, Engine: d.engine, Key: cands[n], Identities: d.cfg.Identities,
+		results[i] = restore.Recreate(ctx, restore.RecreateOptions{Store: d.store, Engine: d.engine, Key: cands[n], Name: n, Identities: d.cfg.Identities,
 			TempDir: d.cfg.TempDir, Probe: d.cfg.Probe, Sandbox: sandbox})
 		if results[i].Name == "" {
 			results[i].Name = n

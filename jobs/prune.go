@@ -357,7 +357,14 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			continue
 		}
 		if _, ok := objs[artifact.ManifestKey(k)]; !ok {
-			switch own, err := p.opsdUpload(ctx, k); {
+			own, marker, err := p.opsdUpload(ctx, k)
+			if staged, ok := objs[storage.StagingKey(artifact.ManifestKey(k), marker)]; ok && marker != "" && now.Sub(staged.ModTime) <= p.cfg.Grace {
+				// A new key's upload whose manifest is being written: the object's date may be
+				// its upload's start (S3 dates a multipart upload so), the staged manifest's is
+				// not. Recover finishes it if that upload died.
+				old = false
+			}
+			switch {
 			case err != nil:
 				return err
 			case own && old:
@@ -468,19 +475,21 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 }
 
 // opsdUpload reports whether an object without a manifest is one opsd started uploading: a
-// staging key, or (on stores that keep metadata) an object carrying opsd's upload marker.
-func (p *Prune) opsdUpload(ctx context.Context, key string) (bool, error) {
+// staging key, or (on stores that keep metadata) an object carrying opsd's upload marker, which
+// it returns.
+func (p *Prune) opsdUpload(ctx context.Context, key string) (bool, string, error) {
 	if storage.IsStaging(key) {
-		return true, nil
+		return true, "", nil
 	}
 	st, err := p.store.Stat(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
-		return false, nil // removed since the listing
+		return false, "", nil // removed since the listing
 	}
 	if err != nil {
-		return false, fmt.Errorf("prune: %w", err)
+		return false, "", fmt.Errorf("prune: %w", err)
 	}
-	return st.Metadata[storage.UploadMetaKey] != "", nil
+	marker := st.Metadata[storage.UploadMetaKey]
+	return marker != "", marker, nil
 }
 
 // expiredOrphan says why a target is an expired orphan ("" when it is not): its tenant is gone

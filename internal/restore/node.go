@@ -31,9 +31,12 @@ type RecreateEngine interface {
 // RecreateOptions configure recreating one container that does not exist on this engine (a lost
 // node's tenant) from its backup and its captured create spec.
 type RecreateOptions struct {
-	Store      storage.Store
-	Engine     RecreateEngine
-	Key        string
+	Store  storage.Store
+	Engine RecreateEngine
+	Key    string
+	// Name is the container the key is a backup of (the node restore's candidate, the container
+	// restore's argument): a spec naming another container is refused. "" skips the check.
+	Name       string
 	Identities []age.Identity
 	TempDir    string
 	// Probe: a container that ran before must still run this long after its start (default 5s).
@@ -189,6 +192,10 @@ func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok 
 	if err != nil {
 		return r.failed(err)
 	}
+	if o.Name != "" && spec.Name != o.Name {
+		r.res.Name = o.Name
+		return r.failed(fmt.Errorf("%s is a backup of %s, but its captured spec names the container %q: refused (nothing created)", o.Key, o.Name, spec.Name))
+	}
 	r.res.Name, r.res.Bytes = spec.Name, m.Size
 	ref := ImageRef(spec.Name, m)
 	if o.Sandbox != "" {
@@ -203,7 +210,17 @@ func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok 
 		if d.Image != ref {
 			return r.failed(fmt.Errorf("a container named %s exists already (from %s): it is never replaced here; use restore container --replace", spec.Name, d.Image))
 		}
-		// Created from this artifact by a restore that was cut short: finish it from scratch.
+		// Restored from this artifact, and it has run since (its tenant started or used it):
+		// never removed, what it wrote since would be lost.
+		if d.Running {
+			r.res.Outcome, r.res.ID, r.res.Image, r.res.Running = "skipped", d.ID, ref, true
+			r.res.Warnings = append(r.res.Warnings, "already restored from this artifact; running now (it was stopped when exported)")
+			return r, false
+		}
+		if d.StartedAt != "" && !strings.HasPrefix(d.StartedAt, "0001-01-01") {
+			return r.failed(fmt.Errorf("%s was restored from this artifact and has run since (started %s, stopped now): it is never removed here; start it, or remove it to restore it again", spec.Name, d.StartedAt))
+		}
+		// Created from this artifact by a restore cut short before its start: finish it from scratch.
 		if err := e.Remove(ctx, d.ID); err != nil {
 			return r.failed(err)
 		}
@@ -459,7 +476,7 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep.Containers[i] = restoreOne(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Identities: o.Identities, TempDir: o.TempDir,
+			rep.Containers[i] = restoreOne(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Name: n, Identities: o.Identities, TempDir: o.TempDir,
 				Probe: o.Probe, AfterImport: o.AfterImport, wait: o.wait}, acquire, imports, starts)
 			if rep.Containers[i].Name == "" {
 				rep.Containers[i].Name = n

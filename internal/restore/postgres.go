@@ -185,6 +185,10 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 		}
 	}
 	o.Tracker.Phase("import")
+	// Recorded first: a restore killed from here on leaves this database behind.
+	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the dump is restored into the new database %s", newDB)); err != nil {
+		return res, fmt.Errorf("restore: %w", err)
+	}
 	say("restoring into %s (pg_restore --jobs %d)", newDB, max(o.Jobs, 1))
 	if err := postgres.CreateDatabase(ctx, admin, newDB, owner); err != nil {
 		return res, fmt.Errorf("restore: %w (nothing changed)", err)
@@ -211,13 +215,20 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 
 	// 4. Swap by renaming, then check under the live name; put the previous one back on failure.
 	o.Tracker.Phase("replace")
-	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the live database %s is kept as %s once swapped", live, prev)); err != nil {
+	if err := o.Tracker.Safety(ctx, fmt.Sprintf("the live database %s is kept as %s once swapped (new sessions to %s are refused from the swap on)", live, prev, live)); err != nil {
 		return res, dropNew(err)
 	}
 	down := time.Now()
 	say("swapping: %s → %s, %s → %s", live, prev, newDB, live)
 	if err := swap(ctx, admin, live, newDB, prev); err != nil {
 		res.Downtime = time.Since(down)
+		var left *swapLeftError
+		if errors.As(err, &left) {
+			// Something changed and could not be undone: nothing is dropped, the operator is told.
+			return res, &RollbackFailedError{Err: fmt.Errorf("restore: %w", left.err), Rollback: left.undo,
+				Where: fmt.Sprintf("the previous database may be %s (if no database is named %s, rename it back), the restored one %s, the safety dump %s; "+
+					"new sessions to the previous database are refused until ALTER DATABASE ... ALLOW_CONNECTIONS true", prev, live, newDB, safetyKey)}
+		}
 		return res, dropNew(err)
 	}
 	res.Previous = prev
@@ -249,27 +260,39 @@ func RestorePostgres(ctx context.Context, o PostgresOptions) (PostgresResult, er
 	return res, nil
 }
 
+// swapLeftError is a swap that failed and could not undo what it had done (the connection to
+// the server was lost between its steps, say): the databases are not as they were.
+type swapLeftError struct{ err, undo error }
+
+func (e *swapLeftError) Error() string {
+	return fmt.Sprintf("%v; undoing it failed: %v", e.err, e.undo)
+}
+
 // swap makes incoming live: new sessions to live are refused and its sessions terminated, then
-// live → keep and incoming → live. On an error it undoes what it did.
+// live → keep and incoming → live. On an error it undoes what it did; when it cannot, the error
+// is a *swapLeftError.
 func swap(ctx context.Context, admin *pgx.Conn, live, incoming, keep string) error {
 	if err := postgres.AllowConnections(ctx, admin, live, false); err != nil {
 		return err
 	}
-	if _, err := postgres.Terminate(ctx, admin, live); err != nil {
-		postgres.AllowConnections(context.WithoutCancel(ctx), admin, live, true)
+	uctx := context.WithoutCancel(ctx)
+	allow := func(err error) error {
+		if uerr := postgres.AllowConnections(uctx, admin, live, true); uerr != nil {
+			return &swapLeftError{err: err, undo: uerr}
+		}
 		return err
+	}
+	if _, err := postgres.Terminate(ctx, admin, live); err != nil {
+		return allow(err)
 	}
 	if err := postgres.Rename(ctx, admin, live, keep); err != nil {
-		postgres.AllowConnections(context.WithoutCancel(ctx), admin, live, true)
-		return err
+		return allow(err)
 	}
 	if err := postgres.Rename(ctx, admin, incoming, live); err != nil {
-		uctx := context.WithoutCancel(ctx)
 		if uerr := postgres.Rename(uctx, admin, keep, live); uerr != nil {
-			return errors.Join(err, uerr)
+			return &swapLeftError{err: err, undo: uerr}
 		}
-		postgres.AllowConnections(uctx, admin, live, true)
-		return err
+		return allow(err)
 	}
 	return nil
 }

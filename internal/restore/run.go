@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -316,7 +317,11 @@ func InterruptedMessage(r state.Restore) string {
 	case KindSnapshot:
 		msg += ". To finish: run opsd restore snapshot again. To roll back: move the kept INSTANCE.pre-restore-* directory back to INSTANCE"
 	case KindPostgres:
-		msg += ". To finish: run opsd restore postgres again. To roll back: rename the kept DB_pre_restore_* database back to the live name, or restore the safety dump"
+		db := postgres.Quote(r.Target)
+		msg += fmt.Sprintf(". To roll back: if no database is named %[1]s, rename the kept %[1]s_pre_restore_* database back to %[1]s "+
+			"(if both exist, the swap had completed: %[1]s is the restored one); let sessions in again: ALTER DATABASE %[2]s ALLOW_CONNECTIONS true; "+
+			"drop the database the restore created (named above) if it is not the live one; or restore the safety dump. "+
+			"To finish: roll back, then run opsd restore postgres again", r.Target, db)
 	case KindNode:
 		msg += ". To finish: run the node restore again (containers already restored are skipped)"
 	}
