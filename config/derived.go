@@ -130,6 +130,18 @@ func (c *Config) HasContainerExports() bool {
 	return false
 }
 
+// BindRoots are the host directories a restored container's bind mounts may come from by
+// default: the base_dir of every dir_snapshot job (WOPR_HOME).
+func (c *Config) BindRoots() []string {
+	var out []string
+	for _, j := range c.Jobs {
+		if j.DirSnapshot != nil && j.DirSnapshot.BaseDir != "" {
+			out = append(out, j.DirSnapshot.BaseDir)
+		}
+	}
+	return out
+}
+
 // ExpectedTables maps each database to the tables it must hold: the configured sqlite_backup
 // databases, over REFERENCE.md's seven.
 func (c *Config) ExpectedTables() map[string][]string {

@@ -13,7 +13,8 @@ import (
 // or recreated from the archive and its spec when it does not exist here (a lost node's tenant).
 // Tests replace it to hold a restore open.
 var containerRestore = func(m *Main, keys *layout.Layout, containerID, key string) *restore.Run {
-	return restore.ContainerRun(m.state, m.docker, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Name: containerID, Key: key, Node: m.cfg().NodeID}, "api")
+	return restore.ContainerRun(m.state, m.docker, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Name: containerID, Key: key, Node: m.cfg().NodeID,
+		HostAccess: restore.HostAccess{BindRoots: m.cfg().BindRoots()}}, "api")
 }
 
 // startRestore validates an admin restore request and starts the container restore through the

@@ -29,6 +29,7 @@ func (m *Main) startNodeRestore(ctx context.Context, node string, o httpapi.Node
 	}
 	// A node restore is resumable: cancelled (admin request, shutdown), it is run again.
 	run, _ := restore.NodeRun(m.state, restore.NodeRunOptions{NodeOptions: restore.NodeOptions{Store: m.objStore(), Layout: keys, Engine: m.docker,
-		FromNode: node, Parallel: o.Parallel, StartParallel: o.StartParallel, Only: o.Only, Exclude: o.Exclude}, Node: cfg.NodeID}, "api")
+		FromNode: node, Parallel: o.Parallel, StartParallel: o.StartParallel, Only: o.Only, Exclude: o.Exclude,
+		HostAccess: restore.HostAccess{BindRoots: append(cfg.BindRoots(), o.AllowBinds...), Allow: o.AllowHostAccess}}, Node: cfg.NodeID}, "api")
 	return m.startRestoreRun(ctx, run, release)
 }

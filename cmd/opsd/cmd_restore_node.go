@@ -1,12 +1,14 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"filippo.io/age"
 
+	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
@@ -16,9 +18,10 @@ import (
 // export, stop, swap, roll back on failure), or, when none exists on this engine (a lost node's
 // tenant), recreated from the backup and the create spec captured at export time.
 func restoreContainer(args []string, stdout, stderr io.Writer) int {
-	const usage = "opsd restore container -c FILE NAME [--from-node NODE] [--key KEY | --date YYYYMMDD | --latest] [--replace]"
+	const usage = "opsd restore container -c FILE NAME [--from-node NODE] [--key KEY | --date YYYYMMDD | --latest] [--replace] [--allow-bind DIR]... [--allow-host-access]"
 	fs := newFlags("restore container", usage, stdout, stderr)
 	cfgPath := configFlag(fs)
+	access := hostAccessFlags(fs)
 	key := fs.String("key", "", "the archive to restore")
 	date := fs.String("date", "", "restore this date's nightly archive")
 	latest := fs.Bool("latest", false, "restore the latest hot backup")
@@ -67,15 +70,16 @@ func restoreContainer(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	return r.runRestore(restore.ContainerRun(r.state, r.docker, restore.ContainerOptions{Store: r.store, Layout: r.keys, Name: name, Key: k, Identities: ids,
-		Node: r.cfg.NodeID, Probe: *probe, OnBytes: r.console.OnBytes()}, who()))
+		Node: r.cfg.NodeID, HostAccess: access(r.cfg), Probe: *probe, OnBytes: r.console.OnBytes()}, who()))
 }
 
 // restoreNode restores every tenant container a (lost) node backed up onto this node: runbook
 // Procedure 3 in one command.
 func restoreNode(args []string, stdout, stderr io.Writer) int {
-	const usage = "opsd restore node -c FILE --from NODE [--parallel N] [--start-parallel N] [--only A,B] [--exclude A,B] [--with-snapshots] [--dry-run] [-o json]"
+	const usage = "opsd restore node -c FILE --from NODE [--parallel N] [--start-parallel N] [--only A,B] [--exclude A,B] [--with-snapshots] [--allow-bind DIR]... [--allow-host-access] [--dry-run] [-o json]"
 	fs := newFlags("restore node", usage, stdout, stderr)
 	cfgPath := configFlag(fs)
+	access := hostAccessFlags(fs)
 	from := fs.String("from", "", "the lost node's node_id (its backups are under nightly/NODE/)")
 	parallel := fs.Int("parallel", 4, "containers downloaded and imported at once (as many more may be created and started meanwhile; probes hold no slot)")
 	startParallel := fs.Int("start-parallel", 0, "containers created and started at once (0: as many as --parallel)")
@@ -125,7 +129,8 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 	}
 	defer release()
 	run, rep := restore.NodeRun(r.state, restore.NodeRunOptions{NodeOptions: restore.NodeOptions{Store: r.store, Layout: r.keys, Engine: r.docker, FromNode: *from,
-		Identities: ids, Parallel: *parallel, StartParallel: *startParallel, Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe},
+		Identities: ids, Parallel: *parallel, StartParallel: *startParallel, Only: splitList(*only), Exclude: splitList(*exclude), DryRun: *dry, Probe: *probe,
+		HostAccess: access(r.cfg)},
 		SnapshotBaseDir: baseDir, Node: r.cfg.NodeID}, who())
 	code = 0
 	if *dry {
@@ -142,6 +147,18 @@ func restoreNode(args []string, stdout, stderr io.Writer) int {
 		restore.WriteNodeReport(stdout, *rep)
 	}
 	return code
+}
+
+// hostAccessFlags adds --allow-bind and --allow-host-access: what host access a container's
+// captured spec may ask for when it is recreated (bind mounts under the dir_snapshot jobs'
+// base_dir are allowed without a flag).
+func hostAccessFlags(fs *flag.FlagSet) func(*config.Config) restore.HostAccess {
+	var binds multiFlag
+	fs.Var(&binds, "allow-bind", "also allow bind mounts from under this host directory (repeatable; the dir_snapshot base_dir is always allowed)")
+	all := fs.Bool("allow-host-access", false, "allow everything the captured specs ask of the host (privileged, capabilities, host namespaces, devices, any bind): check the specs first, they come from the bucket")
+	return func(cfg *config.Config) restore.HostAccess {
+		return restore.HostAccess{BindRoots: append(cfg.BindRoots(), binds...), Allow: *all}
+	}
 }
 
 // splitList splits a comma-separated list (as a repeatable flag's value is split).

@@ -136,10 +136,23 @@ jobs:
 	corrupt[len(corrupt)/2] ^= 0xFF
 	os.WriteFile(bad, corrupt, 0o644)
 
+	// The specs bind a directory outside the WOPR_HOME base: a dry run refuses each container,
+	// naming the bind (specs come from the bucket); --allow-bind lets them through.
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"restore", "node", "-c", cfgB, "--from", "node-a", "--dry-run"}, &out, &errb); code != 1 ||
+		strings.Count(out.String(), "asks for host access: bind mount of "+bindDir+"; refused") != 5 {
+		t.Fatalf("dry run of specs binding %s without --allow-bind: exit %d\n%s\n%s", bindDir, code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"restore", "node", "-c", cfgB, "--from", "node-a", "--dry-run", "--allow-bind", bindDir}, &out, &errb); strings.Contains(out.String(), "host access") {
+		t.Fatalf("dry run with --allow-bind: exit %d\n%s", code, out.String())
+	}
+
 	// First run, one import at a time, SIGKILLed once a container is restored (the next one may
 	// be imported or started already: starts and probes overlap the next import).
 	bin := buildBinary(t)
-	cmd := exec.Command(bin, "restore", "node", "-c", cfgB, "--from", "node-a", "--parallel", "1", "--probe", "500ms")
+	cmd := exec.Command(bin, "restore", "node", "-c", cfgB, "--from", "node-a", "--parallel", "1", "--probe", "500ms", "--allow-bind", bindDir)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
@@ -165,7 +178,7 @@ jobs:
 	// skipped, the corrupt one fails, the others are restored.
 	out.Reset()
 	errb.Reset()
-	code := run([]string{"restore", "node", "-c", cfgB, "--from", "node-a", "--probe", "500ms"}, &out, &errb)
+	code := run([]string{"restore", "node", "-c", cfgB, "--from", "node-a", "--probe", "500ms", "--allow-bind", bindDir}, &out, &errb)
 	if code != 1 {
 		t.Fatalf("a corrupt archive must fail the node restore: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
@@ -189,7 +202,7 @@ jobs:
 	// The archive is repaired: the last run restores it and skips the rest.
 	os.WriteFile(bad, good, 0o644)
 	out.Reset()
-	if code := run([]string{"restore", "node", "-c", cfgB, "--from", "node-a", "--probe", "500ms"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Result: 1 restored, 4 skipped") {
+	if code := run([]string{"restore", "node", "-c", cfgB, "--from", "node-a", "--probe", "500ms", "--allow-bind", bindDir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Result: 1 restored, 4 skipped") {
 		t.Fatalf("repaired run: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 
@@ -265,7 +278,7 @@ jobs:
 	}
 	dc.Remove(ctx, names[2])
 	out.Reset()
-	if code := run([]string{"restore", "container", "-c", cfgB, names[2], "--from-node", "node-a", "--probe", "500ms"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "OK  container "+names[2]) {
+	if code := run([]string{"restore", "container", "-c", cfgB, names[2], "--from-node", "node-a", "--probe", "500ms", "--allow-bind", bindDir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "OK  container "+names[2]) {
 		t.Fatalf("recreate one container: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 	if d, err := dc.Inspect(ctx, names[2], false); err != nil || !d.Running || !reflect.DeepEqual(d.Raw.Config.Env, originals[names[2]].Config.Env) {
@@ -300,7 +313,7 @@ jobs:
 	if code, b := post(t, base+"/api/admin/nodes/node-zz/restore", token); code != 404 {
 		t.Fatalf("node restore of an unknown node: %d %s", code, b)
 	}
-	code, resp := postBody(t, base+"/api/admin/nodes/node-a/restore", token, `{"parallel": 2}`)
+	code, resp := postBody(t, base+"/api/admin/nodes/node-a/restore", token, fmt.Sprintf(`{"parallel": 2, "allowBinds": [%q]}`, bindDir))
 	if code != 202 {
 		t.Fatalf("node restore: %d %s", code, resp)
 	}

@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -211,4 +212,84 @@ func (s Spec) BindSources() []string {
 		}
 	}
 	return out
+}
+
+// HostAccess lists, one entry each, what the Spec asks of the host beyond an ordinary
+// container: privileged mode, added capabilities, the host's or other containers' network, pid,
+// ipc, uts or user namespace, devices, disabled confinement, other containers' volumes, volumes
+// or networks whose driver reaches into the host, and bind mounts whose source is not under one
+// of bindRoots. A spec is read from the bucket, so whoever can write there could otherwise get
+// root on the host that restores it.
+func (s Spec) HostAccess(bindRoots []string) []string {
+	var out []string
+	if h := s.HostConfig; h != nil {
+		if h.Privileged {
+			out = append(out, "privileged mode")
+		}
+		for _, c := range h.CapAdd {
+			out = append(out, "added capability "+c)
+		}
+		// The cgroup namespace is left out: "host" is the engine's default on cgroup v1 hosts.
+		for what, mode := range map[string]string{"network": string(h.NetworkMode), "pid": string(h.PidMode), "ipc": string(h.IpcMode),
+			"uts": string(h.UTSMode), "user": string(h.UsernsMode)} {
+			if mode == "host" || strings.HasPrefix(mode, "container:") {
+				out = append(out, fmt.Sprintf("%s namespace %s", what, mode))
+			}
+		}
+		for _, o := range h.SecurityOpt {
+			if strings.Contains(o, "unconfined") || o == "label=disable" || o == "label:disable" || strings.HasPrefix(o, "systempaths=") {
+				out = append(out, "security option "+o)
+			}
+		}
+		for _, d := range h.Devices {
+			out = append(out, "device "+d.PathOnHost)
+		}
+		for _, r := range h.DeviceCgroupRules {
+			out = append(out, "device rule "+r)
+		}
+		for _, r := range h.DeviceRequests {
+			out = append(out, "device request "+r.Driver)
+		}
+		for _, v := range h.VolumesFrom {
+			out = append(out, "volumes of container "+v)
+		}
+		for _, m := range h.Mounts {
+			if m.Type == mount.TypeVolume && m.VolumeOptions != nil && m.VolumeOptions.DriverConfig != nil {
+				out = append(out, fmt.Sprintf("volume mount %s with driver %s", m.Source, m.VolumeOptions.DriverConfig.Name))
+			}
+		}
+	}
+	for _, src := range s.BindSources() {
+		if !under(src, bindRoots) {
+			out = append(out, "bind mount of "+src)
+		}
+	}
+	for _, v := range s.Volumes {
+		if (v.Driver != "" && v.Driver != "local") || len(v.Options) > 0 {
+			out = append(out, fmt.Sprintf("volume %s with driver %s and options %v", v.Name, v.Driver, v.Options))
+		}
+	}
+	for name, n := range s.Networks {
+		if !n.Predefined && n.Driver != "" && n.Driver != "bridge" && n.Driver != "overlay" {
+			out = append(out, fmt.Sprintf("network %s with driver %s", name, n.Driver))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// under reports whether path is one of roots or below one (both cleaned; a relative or empty
+// root allows nothing).
+func under(path string, roots []string) bool {
+	p := filepath.Clean(path)
+	for _, r := range roots {
+		if r == "" || !filepath.IsAbs(r) {
+			continue
+		}
+		r = filepath.Clean(r)
+		if p == r || strings.HasPrefix(p, strings.TrimSuffix(r, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }

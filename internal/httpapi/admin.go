@@ -46,6 +46,10 @@ type NodeRestoreRequest struct {
 	StartParallel int      `json:"startParallel"`
 	Only          []string `json:"only"`
 	Exclude       []string `json:"exclude"`
+	// AllowBinds and AllowHostAccess are the CLI's --allow-bind and --allow-host-access: the
+	// host access the captured specs may ask for beyond bind mounts under the WOPR_HOME base.
+	AllowBinds      []string `json:"allowBinds"`
+	AllowHostAccess bool     `json:"allowHostAccess"`
 }
 
 // Errors the restore endpoint maps to status codes.
@@ -97,7 +101,7 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 	s.mux.HandleFunc("POST /api/admin/nodes/{node}/restore", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		var body NodeRestoreRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			WriteError(w, http.StatusBadRequest, `body must be empty or {"parallel"?: N, "only"?: [...], "exclude"?: [...]}`)
+			WriteError(w, http.StatusBadRequest, `body must be empty or {"parallel"?: N, "startParallel"?: N, "only"?: [...], "exclude"?: [...], "allowBinds"?: [...], "allowHostAccess"?: bool}`)
 			return
 		}
 		if o.NodeRestore == nil {

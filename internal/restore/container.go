@@ -51,6 +51,9 @@ type ContainerOptions struct {
 	Identities []age.Identity
 	Node       string
 	TempDir    string
+	// HostAccess says which host access the captured spec may ask for when the container is
+	// recreated (it does not exist here); a replace keeps the existing container's own.
+	HostAccess HostAccess
 	// StopTimeout before the old container is killed (default 30s).
 	StopTimeout time.Duration
 	// Probe: the new container must still run this long after its start (default 5s).

@@ -28,6 +28,36 @@ type RecreateEngine interface {
 	EnsureVolume(ctx context.Context, vs docker.VolumeSpec) (bool, error)
 }
 
+// HostAccess says which host access a captured spec may ask for when a container is recreated
+// from it (docker.Spec.HostAccess lists what counts). The spec comes from the bucket, and its
+// manifest's checksum sits beside it, so whoever can write to the bucket could otherwise have
+// this host run a privileged container or bind its root: by default such a spec is refused,
+// naming each item.
+type HostAccess struct {
+	// BindRoots are the host directories bind mounts may come from (typically the WOPR_HOME
+	// base directory).
+	BindRoots []string
+	// Allow accepts every item (an operator who checked the spec); each is still reported.
+	Allow bool
+}
+
+// check returns the report's notes for a spec's host access, or an error refusing it.
+func (h HostAccess) check(key string, spec docker.Spec) ([]string, error) {
+	access := spec.HostAccess(h.BindRoots)
+	if len(access) == 0 {
+		return nil, nil
+	}
+	if !h.Allow {
+		return nil, fmt.Errorf("%s: the captured spec of %s asks for host access: %s; refused, nothing created (the spec comes from the bucket: check it, then allow bind sources with --allow-bind DIR or everything with --allow-host-access)",
+			key, spec.Name, strings.Join(access, ", "))
+	}
+	notes := make([]string, len(access))
+	for i, a := range access {
+		notes[i] = "host access allowed by the operator: " + a
+	}
+	return notes, nil
+}
+
 // RecreateOptions configure recreating one container that does not exist on this engine (a lost
 // node's tenant) from its backup and its captured create spec.
 type RecreateOptions struct {
@@ -39,6 +69,8 @@ type RecreateOptions struct {
 	Name       string
 	Identities []age.Identity
 	TempDir    string
+	// HostAccess says which host access a captured spec may ask for (none by default).
+	HostAccess HostAccess
 	// Probe: a container that ran before must still run this long after its start (default 5s).
 	Probe time.Duration
 	// OnBytes reports download progress.
@@ -198,8 +230,12 @@ func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok 
 	}
 	r.res.Name, r.res.Bytes = spec.Name, m.Size
 	ref := ImageRef(spec.Name, m)
+	redo := "" // a container this artifact's restore created and never started
 	if o.Sandbox != "" {
 		ref = fmt.Sprintf("opsd-drill/%s:%d", strings.ToLower(spec.Name), time.Now().UnixNano())
+		if access := spec.HostAccess(nil); len(access) > 0 {
+			r.res.Warnings = append(r.res.Warnings, "the sandbox leaves out the host access the captured spec asks for: "+strings.Join(access, ", "))
+		}
 		spec = sandboxed(spec, o.Sandbox)
 	} else if d, err := e.Inspect(ctx, spec.Name, false); err == nil {
 		if d.Image == ref && d.Running == spec.Running {
@@ -220,12 +256,23 @@ func prepareRecreate(ctx context.Context, o RecreateOptions) (r *recreation, ok 
 		if d.StartedAt != "" && !strings.HasPrefix(d.StartedAt, "0001-01-01") {
 			return r.failed(fmt.Errorf("%s was restored from this artifact and has run since (started %s, stopped now): it is never removed here; start it, or remove it to restore it again", spec.Name, d.StartedAt))
 		}
-		// Created from this artifact by a restore cut short before its start: finish it from scratch.
-		if err := e.Remove(ctx, d.ID); err != nil {
-			return r.failed(err)
-		}
+		// Created from this artifact by a restore cut short before its start: finish it from
+		// scratch (removed below, once the spec is allowed).
+		redo = d.ID
 	} else if !docker.IsNotFound(err) {
 		return r.failed(err)
+	}
+	if o.Sandbox == "" {
+		warn, err := o.HostAccess.check(o.Key, spec)
+		if err != nil {
+			return r.failed(err)
+		}
+		r.res.Warnings = append(r.res.Warnings, warn...)
+	}
+	if redo != "" {
+		if err := e.Remove(ctx, redo); err != nil {
+			return r.failed(err)
+		}
 	}
 	r.spec, r.ref = spec, ref
 
@@ -376,8 +423,15 @@ func sandboxed(s docker.Spec, name string) docker.Spec {
 	s.Config = &cfg
 	host := container.HostConfig{NetworkMode: "none"}
 	if s.HostConfig != nil {
+		// Limits and dropped capabilities stay; nothing that reaches into the host does.
 		host.Resources = s.HostConfig.Resources
-		host.CapAdd, host.CapDrop, host.SecurityOpt = s.HostConfig.CapAdd, s.HostConfig.CapDrop, s.HostConfig.SecurityOpt
+		host.Devices, host.DeviceCgroupRules, host.DeviceRequests = nil, nil, nil
+		host.CapDrop = s.HostConfig.CapDrop
+		for _, o := range s.HostConfig.SecurityOpt {
+			if !strings.Contains(o, "unconfined") && o != "label=disable" && o != "label:disable" && !strings.HasPrefix(o, "systempaths=") {
+				host.SecurityOpt = append(host.SecurityOpt, o)
+			}
+		}
 	}
 	s.HostConfig = &host
 	s.Networks, s.Volumes = nil, nil
@@ -399,6 +453,8 @@ type NodeOptions struct {
 	// leaves its import slot once imported, and its start slot once started: its probe holds
 	// no slot, so the next import and start do not wait for it.
 	StartParallel int
+	// HostAccess says which host access the captured specs may ask for (none by default).
+	HostAccess HostAccess
 	// Only and Exclude select containers by name.
 	Only, Exclude []string
 	DryRun        bool
@@ -467,8 +523,12 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 			rep.Containers[i] = RecreateResult{Name: n, Key: cands[n], Outcome: "planned", Phases: map[string]float64{}}
 			if m, err := artifact.ReadManifest(ctx, o.Store, cands[n]); err == nil {
 				rep.Containers[i].Bytes = m.Size
-				if _, err := ReadSpec(m, o.Identities); err != nil {
+				if spec, err := ReadSpec(m, o.Identities); err != nil {
 					rep.Containers[i].Outcome, rep.Containers[i].Error = "failed", err.Error()
+				} else if warn, err := o.HostAccess.check(cands[n], spec); err != nil {
+					rep.Containers[i].Outcome, rep.Containers[i].Error = "failed", err.Error()
+				} else {
+					rep.Containers[i].Warnings = warn
 				}
 			}
 			continue
@@ -477,7 +537,7 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		go func() {
 			defer wg.Done()
 			rep.Containers[i] = restoreOne(ctx, RecreateOptions{Store: o.Store, Engine: o.Engine, Key: cands[n], Name: n, Identities: o.Identities, TempDir: o.TempDir,
-				Probe: o.Probe, AfterImport: o.AfterImport, wait: o.wait}, acquire, imports, starts)
+				HostAccess: o.HostAccess, Probe: o.Probe, AfterImport: o.AfterImport, wait: o.wait}, acquire, imports, starts)
 			if rep.Containers[i].Name == "" {
 				rep.Containers[i].Name = n
 			}

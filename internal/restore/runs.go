@@ -56,7 +56,7 @@ func ContainerRun(st *state.Store, e Engine, o ContainerOptions, who string) *Ru
 			return Report{}, fmt.Errorf("restore %s: %w (nothing was changed)", o.Name, err)
 		}
 		t.Progress(fmt.Sprintf("%s does not exist on this node: recreating it from %s and its captured spec", o.Name, o.Key))
-		res := Recreate(ctx, RecreateOptions{Store: o.Store, Engine: e, Key: o.Key, Name: o.Name, Identities: o.Identities, TempDir: o.TempDir, Probe: o.Probe, OnBytes: o.OnBytes})
+		res := Recreate(ctx, RecreateOptions{Store: o.Store, Engine: e, Key: o.Key, Name: o.Name, Identities: o.Identities, TempDir: o.TempDir, HostAccess: o.HostAccess, Probe: o.Probe, OnBytes: o.OnBytes})
 		for _, w := range res.Warnings {
 			t.Progress("note: " + w)
 		}
