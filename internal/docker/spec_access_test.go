@@ -13,7 +13,7 @@ import (
 func TestSpecHostAccess(t *testing.T) {
 	roots := []string{"/data/instances"}
 	plain := Spec{Name: "tenant_a", HostConfig: &container.HostConfig{NetworkMode: "wopr", Binds: []string{"/data/instances/a:/home", "named:/cache"},
-		Mounts: []mount.Mount{{Type: mount.TypeBind, Source: "/data/instances/a/x", Target: "/x"}, {Type: mount.TypeVolume, Source: "v", Target: "/v"}},
+		Mounts:  []mount.Mount{{Type: mount.TypeBind, Source: "/data/instances/a/x", Target: "/x"}, {Type: mount.TypeVolume, Source: "v", Target: "/v"}},
 		CapDrop: []string{"ALL"}, SecurityOpt: []string{"no-new-privileges"}},
 		Networks: map[string]NetworkSpec{"wopr": {Driver: "bridge"}, "bridge": {Predefined: true}}, Volumes: []VolumeSpec{{Name: "v", Driver: "local"}}}
 	if got := plain.HostAccess(roots); len(got) != 0 {
