@@ -53,6 +53,9 @@ type Runner struct {
 	idle     chan struct{} // closed while no run is active
 	stopping bool
 	monitors map[string]telemetry.Monitor
+	// removed holds jobs taken out of the config while a run of theirs was in progress: that
+	// run's end forgets the series and targets it recorded after the reload forgot them.
+	removed map[string]bool
 
 	keepRuns atomic.Int64 // history bound per job (SetKeepRuns)
 }
@@ -120,14 +123,58 @@ func (r *Runner) claim(j Job) error {
 	return nil
 }
 
-func (r *Runner) release(j Job) {
+// release marks the job's run over; it reports whether the job was removed from the config
+// during the run.
+func (r *Runner) release(j Job) (removed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.running, j.Name())
+	removed = r.removed[j.Name()]
+	delete(r.removed, j.Name())
 	r.active--
 	if r.active == 0 {
 		close(r.idle)
 	}
+	return removed
+}
+
+// Removed tells the runner that a job is no longer configured (a reload removed or renamed it).
+// When a run of it is in progress, that run's end forgets the job's metric series and retires
+// its tracked targets again, so what the run records does not bring a job that no longer exists
+// back onto /metrics and /health.
+func (r *Runner) Removed(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running[name] {
+		return
+	}
+	if r.removed == nil {
+		r.removed = map[string]bool{}
+	}
+	r.removed[name] = true
+}
+
+// Configured takes back Removed: the job is configured again.
+func (r *Runner) Configured(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.removed, name)
+}
+
+// forgetRemoved drops what a run of a job removed from the config recorded: its series, its
+// targets' rows and its problems.
+func (r *Runner) forgetRemoved(j Job) {
+	name := j.Name()
+	r.Metrics.ForgetJob(name, j.Kind())
+	r.Metrics.ForgetJobSeries(name)
+	if err := r.State.RetireJob(context.Background(), name, time.Now()); err != nil {
+		r.Log.Error().Err(err).Str("job", name).Msg("cannot retire the targets of a removed job")
+	}
+	if r.Problems != nil {
+		r.Problems.Clear("record:" + name)
+		r.Problems.Clear("interrupted:" + name)
+	}
+	r.Log.Info().Str("job", name).Msg("the run of a job removed from the config ended; stopped tracking the job")
 }
 
 // Stop refuses every run requested from now on (shutdown); runs in progress go on.
@@ -186,7 +233,11 @@ func (r *Runner) skipped(j Job, trigger string) {
 }
 
 func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger string) (o Outcome) {
-	defer r.release(j)
+	defer func() {
+		if r.release(j) {
+			r.forgetRemoved(j)
+		}
+	}()
 	name, kind := j.Name(), j.Kind()
 	log := r.Log.With().Str("job", name).Str("kind", kind).Str("trigger", trigger).Logger()
 
