@@ -320,7 +320,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if monitored {
 		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
 	}
-	r.recordChecks(rec, log, j, id, res, outcome, finished)
+	r.recordChecks(rec, log, j, id, res, outcome, runErr, finished)
 	r.retire(rec, log, j.Name(), res, finished)
 	if err := r.State.PruneHistory(rec, name, int(r.keepRuns.Load())); err != nil {
 		log.Warn().Err(err).Msg("cannot prune run history")
@@ -455,8 +455,20 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 }
 
 // recordChecks exports drill and verification results and stores their reports.
-func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, runID int64, res Result, outcome string, at time.Time) {
+func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, runID int64, res Result, outcome string, runErr error, at time.Time) {
 	m := r.Metrics
+	if _, drill := j.(Drill); drill && res.Drill == nil && (outcome == state.OutcomeFailure || outcome == state.OutcomeTimeout) {
+		// Failed before it restored anything: a failed drill, with nothing measured (the RTO
+		// gauges keep the last measurement), and a report saying so for the drill alert.
+		m.DrillLastResult.WithLabelValues(j.Name()).Set(0)
+		if len(res.ReportJSON) == 0 {
+			msg := ""
+			if runErr != nil {
+				msg = runErr.Error()
+			}
+			res.ReportJSON, _ = json.Marshal(map[string]any{"drill": j.Name(), "passed": false, "error": msg})
+		}
+	}
 	if d := res.Drill; d != nil {
 		m.DrillRTO.WithLabelValues(j.Name()).Set(d.RTO.Seconds())
 		m.DrillRTOTarget.WithLabelValues(j.Name()).Set(d.RTOTarget.Seconds())
