@@ -278,6 +278,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	res, runErr := safeRun(runCtx, j)
 	finished := time.Now()
 	dur := finished.Sub(started)
+	res = r.keepVanished(rec, name, res)
 
 	outcome := state.OutcomeSuccess
 	if runErr == nil {
@@ -506,6 +507,34 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 			log.Error().Err(err).Msg("cannot store report")
 		}
 	}
+}
+
+// keepVanished turns a run that found none of its job's targets (a Retire with nothing present)
+// into a failure of each target the job backed up before, and retires none: every instance or
+// container vanishing at once is what an unmounted volume or the wrong Docker engine looks like,
+// not a job with nothing left to do. One target of several gone is retired as usual.
+func (r *Runner) keepVanished(ctx context.Context, job string, res Result) Result {
+	if res.Retire == nil || len(res.Retire.Present) > 0 {
+		return res
+	}
+	all, err := r.State.ListBackups(ctx, time.Now(), time.Hour)
+	if err != nil {
+		return res // retiring reads the same rows and fails the same way
+	}
+	kind := res.Retire.Kind
+	gone := fmt.Errorf("not found, and neither was any other %s target of the job: kept, not retired "+
+		"(an unmounted volume or another Docker engine looks like this; remove the job if every target is really gone)", kind)
+	kept := false
+	for _, b := range all {
+		if b.Kind == kind && (b.Job == job || b.Job == "") {
+			res.Targets = append(res.Targets, TargetResult{Name: b.ContainerID, Status: TargetFailed, Tracked: true, StatusKind: kind, Err: gone})
+			kept = true
+		}
+	}
+	if kept {
+		res.Retire = nil
+	}
+	return res
 }
 
 // retire stops tracking targets that no longer exist.
