@@ -333,10 +333,12 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		}
 		var bad []string
 		known := r.configured()
+		seen := false
 		for _, rep := range reps {
 			if !known(rep.Job) {
 				continue
 			}
+			seen = true
 			var body struct {
 				Passed           bool    `json:"passed"`
 				RTOSeconds       float64 `json:"rtoSeconds"`
@@ -351,6 +353,9 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 			case body.RTOTargetSeconds > 0 && body.RTOSeconds > body.RTOTargetSeconds:
 				bad = append(bad, fmt.Sprintf("%s missed its RTO (%.0fs > %.0fs)", rep.Job, body.RTOSeconds, body.RTOTargetSeconds))
 			}
+		}
+		if !seen {
+			return Eval{Message: "no drill yet"}, nil // never "passed" without a drill
 		}
 		msg := "the last drills passed"
 		if len(bad) > 0 {

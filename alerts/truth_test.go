@@ -81,3 +81,26 @@ func TestUnreadableVerificationReportIsAnError(t *testing.T) {
 		t.Fatal("an unreadable drill report passed")
 	}
 }
+
+// TestDrillRuleNeverSaysPassedWithoutADrill: with no drill report yet (no drill has run, or
+// only removed drills have) the drill rule does not fire and says so; it never claims that the
+// last drills passed.
+func TestDrillRuleNeverSaysPassedWithoutADrill(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	now := time.Now()
+	jobs := []string{"platform-drill"}
+	rule := &StateRule{RuleName: "drill-failed", Kind: "drill_failed", State: e.st, Jobs: func() []string { return jobs }}
+	ev, err := rule.Evaluate(ctx, now)
+	if err != nil || ev.Firing || strings.Contains(ev.Message, "passed") || !strings.Contains(ev.Message, "no drill yet") {
+		t.Fatalf("no drill has run: %+v %v", ev, err)
+	}
+	e.st.SaveReport(ctx, state.Report{Job: "old-drill", Kind: "sqlite_drill", CreatedAt: now, Passed: true, Body: `{"passed":true}`})
+	if ev, err := rule.Evaluate(ctx, now); err != nil || ev.Firing || strings.Contains(ev.Message, "passed") {
+		t.Fatalf("only a removed drill's report: %+v %v", ev, err)
+	}
+	e.st.SaveReport(ctx, state.Report{Job: "platform-drill", Kind: "sqlite_drill", CreatedAt: now, Passed: true, Body: `{"passed":true}`})
+	if ev, err := rule.Evaluate(ctx, now); err != nil || ev.Firing || ev.Message != "the last drills passed" {
+		t.Fatalf("the drill passed: %+v %v", ev, err)
+	}
+}

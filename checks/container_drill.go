@@ -96,6 +96,9 @@ func (d *ContainerDrill) Name() string { return d.name }
 // Kind returns "container_drill".
 func (d *ContainerDrill) Kind() string { return "container_drill" }
 
+// IsDrill marks a restore drill (jobs.Drill).
+func (d *ContainerDrill) IsDrill() {}
+
 // WithTenant returns a copy that drills one tenant container.
 func (d *ContainerDrill) WithTenant(t string) *ContainerDrill {
 	c := *d

@@ -81,6 +81,9 @@ func (d *NodeDrill) Name() string { return d.name }
 // Kind returns "node_drill".
 func (d *NodeDrill) Kind() string { return "node_drill" }
 
+// IsDrill marks a restore drill (jobs.Drill).
+func (d *NodeDrill) IsDrill() {}
+
 // Run performs the drill.
 func (d *NodeDrill) Run(ctx context.Context) (jobs.Result, error) {
 	started := time.Now()

@@ -103,6 +103,9 @@ func (d *PlatformDrill) Name() string { return d.name }
 // Kind returns "sqlite_drill".
 func (d *PlatformDrill) Kind() string { return "sqlite_drill" }
 
+// IsDrill marks a restore drill (jobs.Drill).
+func (d *PlatformDrill) IsDrill() {}
+
 // WithDate returns a copy that drills the given date.
 func (d *PlatformDrill) WithDate(date string) *PlatformDrill {
 	c := *d

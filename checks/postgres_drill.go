@@ -99,6 +99,9 @@ func (d *PostgresDrill) Name() string { return d.name }
 // Kind returns "postgres_drill".
 func (d *PostgresDrill) Kind() string { return "postgres_drill" }
 
+// IsDrill marks a restore drill (jobs.Drill).
+func (d *PostgresDrill) IsDrill() {}
+
 // WithDate returns a copy that drills the given date's dump.
 func (d *PostgresDrill) WithDate(date string) *PostgresDrill {
 	c := *d

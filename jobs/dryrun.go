@@ -26,7 +26,7 @@ func isDryRun(j Job) bool {
 
 // DryRunPrefix starts the recorded summary of a scheduled or triggered run of a job configured
 // as a dry run (prune with dry_run: true): the run is in the history, marked as what it was.
-const DryRunPrefix = "dry run, nothing deleted: "
+const DryRunPrefix = state.DryRunPrefix
 
 // dryRunSummary marks a dry run's summary. A dry run is recorded in job_runs (its schedule
 // ran), but it is not a successful run of the job: the job's last-success time does not move,

@@ -60,3 +60,36 @@ func TestScheduledDryRunPruneRecordedAsDryRun(t *testing.T) {
 		t.Fatalf("real run = %+v", last)
 	}
 }
+
+// TestDryRunIsNoSuccessAfterARestart: a scheduled dry run of prune does not become the job's
+// last success when the next process seeds its gauges from the history (nor in /api/jobs or the
+// fleet heartbeat, which read the same): it has not pruned.
+func TestDryRunIsNoSuccessAfterARestart(t *testing.T) {
+	r := newRig(t)
+	store, _ := local.New(t.TempDir())
+	ctx := context.Background()
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 10000, DryRun: true}, store)
+	if o := r.runner.Run(ctx, p, time.Minute, TriggerSchedule); o.Err != nil {
+		t.Fatal(o.Err)
+	}
+	if last, err := r.state.LastSuccess(ctx, "prune"); err == nil {
+		t.Fatalf("the dry run is the job's last success: %+v", last)
+	}
+	// The next process: a fresh scheduler seeds the gauges from the history.
+	r2 := newRig(t)
+	r2.runner.State = r.state
+	s, err := NewScheduler(r2.runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply([]Spec{{Job: p, Schedule: mustSchedule(t, "0 6 * * *"), Timeout: time.Minute, Enabled: true, Fingerprint: "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.ToFloat64(r2.metrics.JobLastSuccess.WithLabelValues("prune", "prune")); v != 0 {
+		t.Fatalf("after a restart the dry run is the prune's last success: %v", v)
+	}
+	infos := s.Jobs(ctx)
+	if len(infos) != 1 || infos[0].LastSuccess != nil {
+		t.Fatalf("/api/jobs after a dry run: %+v", infos)
+	}
+}

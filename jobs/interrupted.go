@@ -51,12 +51,19 @@ func (r *Runner) RecordInterrupted(ctx context.Context, run state.Run, j Job) {
 	}
 	var recErrs []error
 	for _, t := range targets {
-		a := state.BackupAttempt{Target: t.Name, NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: false, Error: err.Error()}
+		// The job's own row and series (a row from before status was kept per job becomes the
+		// job's): an attempt of no job would be a second row the job's next success never clears.
+		a := state.BackupAttempt{Target: t.Name, Job: run.Job, NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: false, Error: err.Error()}
 		if e := r.State.RecordBackup(ctx, a); e != nil {
 			recErrs = append(recErrs, e)
 		}
-		prev, _ := r.Metrics.Backups.Get(t.Name)
-		r.Metrics.Backups.Set(t.Name, metrics.TargetState{Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: false})
+		prev, ok := r.Metrics.Backups.GetFor(run.Job, t.Name)
+		if !ok {
+			if prev, ok = r.Metrics.Backups.GetFor("", t.Name); ok {
+				r.Metrics.Backups.DeleteFor("", t.Name) // its row is the job's now
+			}
+		}
+		r.Metrics.Backups.Set(t.Name, metrics.TargetState{Job: run.Job, Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: false})
 		r.Sentry.CaptureJobFailure(telemetry.JobFailure{Job: run.Job, Kind: run.Kind, Target: t.Name, Err: fmt.Errorf("%s %s: %w", run.Kind, t.Name, err)})
 	}
 	if e := errors.Join(recErrs...); e != nil {

@@ -112,6 +112,14 @@ type OneOff interface {
 	OneOff()
 }
 
+// Drill is implemented by restore drills. A drill run that fails without a drill result (it
+// stopped before restoring anything: no backup to drill, the store unreachable) is a failed
+// drill: the Runner exports and stores it as one, so the previous drill's pass does not stand
+// for it.
+type Drill interface {
+	IsDrill()
+}
+
 // DrillStats are a drill's timings against its objective.
 type DrillStats struct {
 	RTO       time.Duration

@@ -53,6 +53,9 @@ type Runner struct {
 	idle     chan struct{} // closed while no run is active
 	stopping bool
 	monitors map[string]telemetry.Monitor
+	// removed holds jobs taken out of the config while a run of theirs was in progress: that
+	// run's end forgets the series and targets it recorded after the reload forgot them.
+	removed map[string]bool
 
 	keepRuns atomic.Int64 // history bound per job (SetKeepRuns)
 }
@@ -120,14 +123,58 @@ func (r *Runner) claim(j Job) error {
 	return nil
 }
 
-func (r *Runner) release(j Job) {
+// release marks the job's run over; it reports whether the job was removed from the config
+// during the run.
+func (r *Runner) release(j Job) (removed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.running, j.Name())
+	removed = r.removed[j.Name()]
+	delete(r.removed, j.Name())
 	r.active--
 	if r.active == 0 {
 		close(r.idle)
 	}
+	return removed
+}
+
+// Removed tells the runner that a job is no longer configured (a reload removed or renamed it).
+// When a run of it is in progress, that run's end forgets the job's metric series and retires
+// its tracked targets again, so what the run records does not bring a job that no longer exists
+// back onto /metrics and /health.
+func (r *Runner) Removed(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running[name] {
+		return
+	}
+	if r.removed == nil {
+		r.removed = map[string]bool{}
+	}
+	r.removed[name] = true
+}
+
+// Configured takes back Removed: the job is configured again.
+func (r *Runner) Configured(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.removed, name)
+}
+
+// forgetRemoved drops what a run of a job removed from the config recorded: its series, its
+// targets' rows and its problems.
+func (r *Runner) forgetRemoved(j Job) {
+	name := j.Name()
+	r.Metrics.ForgetJob(name, j.Kind())
+	r.Metrics.ForgetJobSeries(name)
+	if err := r.State.RetireJob(context.Background(), name, time.Now()); err != nil {
+		r.Log.Error().Err(err).Str("job", name).Msg("cannot retire the targets of a removed job")
+	}
+	if r.Problems != nil {
+		r.Problems.Clear("record:" + name)
+		r.Problems.Clear("interrupted:" + name)
+	}
+	r.Log.Info().Str("job", name).Msg("the run of a job removed from the config ended; stopped tracking the job")
 }
 
 // Stop refuses every run requested from now on (shutdown); runs in progress go on.
@@ -186,7 +233,11 @@ func (r *Runner) skipped(j Job, trigger string) {
 }
 
 func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger string) (o Outcome) {
-	defer r.release(j)
+	defer func() {
+		if r.release(j) {
+			r.forgetRemoved(j)
+		}
+	}()
 	name, kind := j.Name(), j.Kind()
 	log := r.Log.With().Str("job", name).Str("kind", kind).Str("trigger", trigger).Logger()
 
@@ -227,6 +278,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	res, runErr := safeRun(runCtx, j)
 	finished := time.Now()
 	dur := finished.Sub(started)
+	res = r.keepVanished(rec, name, res)
 
 	outcome := state.OutcomeSuccess
 	if runErr == nil {
@@ -269,7 +321,7 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if monitored {
 		r.Sentry.CheckInFinish(mon, checkIn, outcome == state.OutcomeSuccess, dur)
 	}
-	r.recordChecks(rec, log, j, id, res, outcome, finished)
+	r.recordChecks(rec, log, j, id, res, outcome, runErr, finished)
 	r.retire(rec, log, j.Name(), res, finished)
 	if err := r.State.PruneHistory(rec, name, int(r.keepRuns.Load())); err != nil {
 		log.Warn().Err(err).Msg("cannot prune run history")
@@ -404,8 +456,20 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 }
 
 // recordChecks exports drill and verification results and stores their reports.
-func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, runID int64, res Result, outcome string, at time.Time) {
+func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, runID int64, res Result, outcome string, runErr error, at time.Time) {
 	m := r.Metrics
+	if _, drill := j.(Drill); drill && res.Drill == nil && (outcome == state.OutcomeFailure || outcome == state.OutcomeTimeout) {
+		// Failed before it restored anything: a failed drill, with nothing measured (the RTO
+		// gauges keep the last measurement), and a report saying so for the drill alert.
+		m.DrillLastResult.WithLabelValues(j.Name()).Set(0)
+		if len(res.ReportJSON) == 0 {
+			msg := ""
+			if runErr != nil {
+				msg = runErr.Error()
+			}
+			res.ReportJSON, _ = json.Marshal(map[string]any{"drill": j.Name(), "passed": false, "error": msg})
+		}
+	}
 	if d := res.Drill; d != nil {
 		m.DrillRTO.WithLabelValues(j.Name()).Set(d.RTO.Seconds())
 		m.DrillRTOTarget.WithLabelValues(j.Name()).Set(d.RTOTarget.Seconds())
@@ -443,6 +507,34 @@ func (r *Runner) recordChecks(ctx context.Context, log zerolog.Logger, j Job, ru
 			log.Error().Err(err).Msg("cannot store report")
 		}
 	}
+}
+
+// keepVanished turns a run that found none of its job's targets (a Retire with nothing present)
+// into a failure of each target the job backed up before, and retires none: every instance or
+// container vanishing at once is what an unmounted volume or the wrong Docker engine looks like,
+// not a job with nothing left to do. One target of several gone is retired as usual.
+func (r *Runner) keepVanished(ctx context.Context, job string, res Result) Result {
+	if res.Retire == nil || len(res.Retire.Present) > 0 {
+		return res
+	}
+	all, err := r.State.ListBackups(ctx, time.Now(), time.Hour)
+	if err != nil {
+		return res // retiring reads the same rows and fails the same way
+	}
+	kind := res.Retire.Kind
+	gone := fmt.Errorf("not found, and neither was any other %s target of the job: kept, not retired "+
+		"(an unmounted volume or another Docker engine looks like this; remove the job if every target is really gone)", kind)
+	kept := false
+	for _, b := range all {
+		if b.Kind == kind && (b.Job == job || b.Job == "") {
+			res.Targets = append(res.Targets, TargetResult{Name: b.ContainerID, Status: TargetFailed, Tracked: true, StatusKind: kind, Err: gone})
+			kept = true
+		}
+	}
+	if kept {
+		res.Retire = nil
+	}
+	return res
 }
 
 // retire stops tracking targets that no longer exist.

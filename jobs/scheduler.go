@@ -134,6 +134,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 				s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
 				s.runner.Metrics.ForgetJobSeries(name)
 				s.runner.SetMonitor(name, telemetry.Monitor{})
+				s.runner.Removed(name) // a run in progress forgets what it records, too
 			}
 			delete(s.entries, name)
 			continue
@@ -147,6 +148,7 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		sp := e.spec
 		s.entries[name] = e
 		added = append(added, name)
+		s.runner.Configured(name)
 		if sp.Enabled {
 			s.runner.SetMonitor(name, telemetry.Monitor{Slug: MonitorSlug(name, sp.Job.Kind(), s.runner.NodeID), Cron: sp.Schedule.Cron, Every: sp.Schedule.Every, Timezone: loc(sp).String(), MaxRuntime: sp.Timeout})
 		} else {

@@ -2,9 +2,14 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wopr-network/opsd/internal/metrics"
 )
 
 // TestApplyIsAllOrNothing: a set with one job gocron refuses (a cron day that never exists)
@@ -89,4 +94,75 @@ func TestApplyWhileRunning(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+}
+
+// heldJob is a backup job whose run waits for release, then fails its one tracked target.
+type heldJob struct {
+	name             string
+	started, release chan struct{}
+}
+
+func (h *heldJob) Name() string { return h.name }
+func (h *heldJob) Kind() string { return "sqlite_backup" }
+func (h *heldJob) Run(ctx context.Context) (Result, error) {
+	close(h.started)
+	<-h.release
+	res := Result{Targets: []TargetResult{{Name: "auth", Status: TargetFailed, Tracked: true, StatusKind: "sqlite", Err: errors.New("disk gone")}}}
+	return res, res.TargetsError("databases")
+}
+
+// TestJobRemovedDuringItsRunLeavesNothing: a reload removes a job (renamed, deleted) while a
+// run of it is in progress; when that run ends, the removed job leaves no series on /metrics
+// and no tracked target behind (a failed last run would otherwise keep OpsdJobFailing and
+// OpsdBackupStale firing, and /health degraded, for a job that no longer exists).
+func TestJobRemovedDuringItsRunLeavesNothing(t *testing.T) {
+	r := newRig(t)
+	reg := prometheus.NewRegistry()
+	r.metrics = metrics.New(reg, "test")
+	r.runner.Metrics = r.metrics
+	s, err := NewScheduler(r.runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	h := &heldJob{name: "old-name", started: make(chan struct{}), release: make(chan struct{})}
+	if err := s.Apply([]Spec{{Job: h, Schedule: mustSchedule(t, "0 3 * * *"), Timeout: time.Minute, Enabled: true, Fingerprint: "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Start(ctx)
+	defer s.Shutdown(ctx)
+	done := make(chan Outcome, 1)
+	if err := r.runner.Start(ctx, h, time.Minute, TriggerManual, func(o Outcome) { done <- o }); err != nil {
+		t.Fatal(err)
+	}
+	<-h.started
+	// The reload: the job is gone from the config (the daemon's Reload does both).
+	if err := s.Apply(nil); err != nil {
+		t.Fatal(err)
+	}
+	r.runner.RetireRemovedJobs(ctx, nil)
+	close(h.release)
+	if o := <-done; o.OK() {
+		t.Fatal("the held run succeeded")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == "old-name" {
+					t.Errorf("series of the removed job after its run ended: %s %v", mf.GetName(), m.GetLabel())
+				}
+			}
+		}
+	}
+	all, err := r.state.ListBackups(ctx, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 0 {
+		t.Fatalf("targets of the removed job still tracked after its run ended: %+v", all)
+	}
 }

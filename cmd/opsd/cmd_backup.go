@@ -30,22 +30,18 @@ var backupDB = oneJob{name: "backup db", synopsis: "opsd backup db -c FILE [--db
 			if len(dbs) == 0 {
 				return nil, 0
 			}
-			byName := map[string]config.Database{}
+			byName := map[string]bool{}
 			for _, d := range jc.SQLiteBackup.Databases {
-				byName[d.Name] = d
+				byName[d.Name] = true
 			}
-			sel := *jc.SQLiteBackup
-			sel.Databases = nil
 			for _, name := range dbs {
-				d, ok := byName[name]
-				if !ok {
+				if !byName[name] {
 					fmt.Fprintf(fs.Output(), "opsd: job %s has no database named %q\n", jc.Name, name)
 					return nil, 1
 				}
-				sel.Databases = append(sel.Databases, d)
 			}
-			jc.SQLiteBackup = &sel
-			return nil, 0
+			// The job restricted to them (Only): a run of some databases retires none of the others.
+			return func(j jobs.Job) (jobs.Job, error) { return j.(*jobs.SQLiteBackup).Only(dbs) }, 0
 		}
 	}}
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/demo"
+	"github.com/wopr-network/opsd/internal/state"
 )
 
 // operatorConfig is a node's job file on a local store: the seven platform databases, WOPR_HOME
@@ -213,5 +214,41 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 	close(done)
 	if c := <-code; c != 0 || !strings.Contains(logs.String(), "opsd stopped") {
 		t.Fatalf("exit %d:\n%s", c, logs.String())
+	}
+}
+
+// TestBackupOneDatabaseRetiresNoOther: `opsd backup db --db auth` backs up auth only; the other
+// databases of the job stay tracked with their own status (billing's failed last backup stays
+// stale), so a one-database backup never makes /health forget the others.
+func TestBackupOneDatabaseRetiresNoOther(t *testing.T) {
+	dir, cfgPath := operatorConfig(t)
+	if code, out, errb := cli("backup", "db", "-c", cfgPath); code != 0 {
+		t.Fatalf("backup db: %d\n%s%s", code, out, errb)
+	}
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.RecordBackup(ctx, state.BackupAttempt{Target: "billing", Job: "platform-db-backup", NodeID: "op-1", Kind: "sqlite", At: time.Now(), Error: "disk full"})
+	st.Close()
+	if code, out, errb := cli("backup", "db", "-c", cfgPath, "--db", "auth"); code != 0 {
+		t.Fatalf("backup db --db auth: %d\n%s%s", code, out, errb)
+	}
+	st, err = state.Open(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	all, err := st.ListBackups(ctx, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := map[string]bool{}
+	for _, b := range all {
+		stale[b.ContainerID] = b.IsStale
+	}
+	if len(all) != len(demo.Names) || !stale["billing"] || stale["auth"] {
+		t.Fatalf("tracked after backup db --db auth: want all %d databases, billing stale: %v", len(demo.Names), stale)
 	}
 }

@@ -374,15 +374,22 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	fail := func(err error) (bool, error) {
 		m.metrics.ConfigReloadSuccessful.Set(0)
 		m.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+		// /health says it too: the file on disk is not what runs, and a restart would fail.
+		msg, _, _ := strings.Cut(m.redactor.Redact(err.Error()), "\n")
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		m.problems.Set("config", "the edited config file cannot be applied; the previous config keeps running: "+msg)
 		return false, fmt.Errorf("reload: %w", err)
 	}
 	cfg, err := config.Load(old.File)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("does not load (a restart would fail): %w", err))
 	}
 	if cfg.Hash == old.Hash {
 		// The file on disk is valid again (e.g. a bad edit reverted): it is what runs.
 		m.metrics.ConfigReloadSuccessful.Set(1)
+		m.problems.Clear("config")
 		m.metrics.ConfigReloads.WithLabelValues("unchanged").Inc()
 		return false, nil
 	}
@@ -421,6 +428,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.runner.SetKeepRuns(cfg.State.KeepRuns)
 	m.cfgPtr.Store(cfg)
 	m.metrics.ConfigReloadSuccessful.Set(1)
+	m.problems.Clear("config")
 	m.metrics.ConfigReloadTimestamp.SetToCurrentTime()
 	m.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	m.problems.Wake() // the dependencies the new jobs need

@@ -271,3 +271,76 @@ func TestDaemonStartLeavesRunningCLIRunsAlone(t *testing.T) {
 		t.Fatalf("a CLI run left running by a dead command: %+v", r)
 	}
 }
+
+// TestInterruptedRunMarksTheJobsOwnTargets: a sqlite_backup run killed after an earlier good
+// backup of the same job (status rows kept per job, as every run since then records them) makes
+// that job's own targets failed: /health and opsd_backup_stale{job_name} say stale, no second
+// row or series appears beside them, and once the catch-up run succeeds everything is ok again
+// (an extra failed row the next success never touches would keep /health degraded for ever).
+func TestInterruptedRunMarksTheJobsOwnTargets(t *testing.T) {
+	dir := t.TempDir()
+	paths, err := demo.Create(context.Background(), dir, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: intr
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+alerts:
+  interval: 1h
+  rules: []
+jobs:
+  - name: platform-db-backup
+    kind: sqlite_backup
+    schedule: "0 3 * * *"
+    catch_up: true
+    databases:
+      - {name: auth, path: %q}
+`, dir, dir, paths["auth"]))
+
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := time.Now().Add(-2 * time.Hour)
+	id, _ := st.StartRun(ctx, "platform-db-backup", "sqlite_backup", "schedule", good)
+	st.FinishRun(ctx, state.Run{ID: id, Job: "platform-db-backup", FinishedAt: &good, Outcome: "success"})
+	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Job: "platform-db-backup", NodeID: "intr", Kind: "sqlite", At: good, Success: true, SizeBytes: 1 << 20, Path: "platform/x/auth.db"})
+	st.StartRun(ctx, "platform-db-backup", "sqlite_backup", "schedule", time.Now().Add(-time.Hour))
+	st.Close()
+
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	if body := handlerGet(m, "/health", ""); !strings.Contains(body, `"staleCount":1,"totalTracked":1`) {
+		t.Fatalf("/health after an interrupted run: want auth, once, stale: %s", body)
+	}
+	if l := handlerGet(m, "/metrics", `opsd_backup_stale{job_name="platform-db-backup"`); !strings.HasSuffix(l, " 1") {
+		t.Fatalf("the job's own series after an interrupted run: %q", l)
+	}
+	if l := handlerGet(m, "/metrics", `opsd_backup_stale{job_name=""`); l != "" {
+		t.Fatalf("a series of no job after an interrupted run: %q", l)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the catch-up run to succeed", 30*time.Second, func() bool {
+		r, err := m.state.LastRun(ctx, "platform-db-backup")
+		return err == nil && r.Outcome == state.OutcomeSuccess && r.Trigger == "catch-up"
+	})
+	if body := handlerGet(m, "/health", ""); !strings.Contains(body, `"status":"ok"`) || !strings.Contains(body, `"staleCount":0,"totalTracked":1`) {
+		t.Fatalf("/health after the catch-up run: %s", body)
+	}
+}

@@ -72,3 +72,32 @@ func TestReloadAllOrNothingUnderARunningDaemon(t *testing.T) {
 		t.Fatalf("gauge after a valid reload = %s", g)
 	}
 }
+
+// TestBrokenConfigFileShowsOnHealth: a config file that no longer loads (a bad edit) keeps the
+// old config running, and /health says so (degraded, problem "config", with the error) rather
+// than "ok": the next restart of opsd would fail. Fixing the file clears it.
+func TestBrokenConfigFileShowsOnHealth(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	good := daemonConfig(dir, "@every 1h")
+	writeConfig(t, cfgPath, good)
+	_, base := startDaemon(t, cfgPath)
+	if _, body := get(t, base+"/health"); !strings.Contains(body, `"status":"ok"`) {
+		t.Fatalf("/health before the bad edit: %s", body)
+	}
+	writeConfig(t, cfgPath, good+"\n  - name: [broken\n")
+	if code, body := post(t, base+"/-/reload", token); code != 400 {
+		t.Fatalf("reload of a broken file: %d %s", code, body)
+	}
+	_, body := get(t, base+"/health")
+	if !strings.Contains(body, `"status":"degraded"`) || !strings.Contains(body, `"name":"config"`) || !strings.Contains(body, "line") {
+		t.Fatalf("/health with a config file that does not load: %s", body)
+	}
+	writeConfig(t, cfgPath, good)
+	if code, body := post(t, base+"/-/reload", token); code != 200 {
+		t.Fatalf("reload of the fixed file: %d %s", code, body)
+	}
+	if _, body := get(t, base+"/health"); !strings.Contains(body, `"status":"ok"`) {
+		t.Fatalf("/health after the file was fixed: %s", body)
+	}
+}

@@ -217,6 +217,16 @@ func (s *Store) RetireJobsExcept(ctx context.Context, jobs []string, at time.Tim
 	return retired, nil
 }
 
+// RetireJob retires every row of one job (removed from the config while a run of it was in
+// progress, which recorded its targets after the reload retired them).
+func (s *Store) RetireJob(ctx context.Context, job string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE backup_status SET retired_at=?, updated_at=? WHERE job=? AND retired_at IS NULL`,
+		at.UnixMilli(), at.UnixMilli(), job); err != nil {
+		return fmt.Errorf("retire the targets of %s: %w", job, err)
+	}
+	return nil
+}
+
 func (s *Store) retireRow(ctx context.Context, target, job string, at time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `UPDATE backup_status SET retired_at=?, updated_at=? WHERE container_id=? AND job=? AND retired_at IS NULL`,
 		at.UnixMilli(), at.UnixMilli(), target, job); err != nil {

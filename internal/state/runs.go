@@ -88,10 +88,14 @@ func (s *Store) LastRun(ctx context.Context, job string) (Run, error) {
 	return s.lastRun(ctx, `job=?`, job)
 }
 
-// LastSuccess returns the newest successful run of a job.
+// LastSuccess returns the newest successful run of a job; a dry run (DryRunPrefix) is not one.
 func (s *Store) LastSuccess(ctx context.Context, job string) (Run, error) {
-	return s.lastRun(ctx, `job=? AND outcome='success'`, job)
+	return s.lastRun(ctx, `job=? AND outcome='success' AND substr(coalesce(summary, ''), 1, ?) <> ?`, job, len(DryRunPrefix), DryRunPrefix)
 }
+
+// DryRunPrefix starts the recorded summary of a run of a job configured as a dry run (prune with
+// dry_run: true): it succeeded, but it is not the job's last success (it has not pruned).
+const DryRunPrefix = "dry run, nothing deleted: "
 
 func (s *Store) lastRun(ctx context.Context, where string, args ...any) (Run, error) {
 	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runCols+` FROM job_runs WHERE `+where+` ORDER BY started_at DESC, id DESC LIMIT 1`, args...))
