@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
@@ -205,4 +206,75 @@ func TestKeyLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel()
+}
+
+// statGate is a store whose first Stat of key says so on looked, then waits until open is
+// closed.
+type statGate struct {
+	storage.Store
+	key    string
+	once   sync.Once
+	looked chan struct{}
+	open   chan struct{}
+}
+
+func (g *statGate) Stat(ctx context.Context, k string) (storage.ObjectInfo, error) {
+	st, err := g.Store.Stat(ctx, k)
+	if k == g.key {
+		g.once.Do(func() { close(g.looked); <-g.open })
+	}
+	return st, err
+}
+
+func (g *statGate) CopyMovesBytes() bool { return storage.CopyMovesBytes(g.Store) }
+
+// TestRecoverAndAWriterOfOneKey: prune's recovery finishes the upload a crash left (its object
+// at the key, its manifest staged) while another process replaces the key's backup. Without the
+// key lock the writer published and wrote its manifest between the recovery's look at the key
+// and the manifest the recovery then wrote, stale, over the writer's. With it the writer waits
+// until the recovery is done, then replaces the recovered backup.
+func TestRecoverAndAWriterOfOneKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		good(t, b.direct)
+		func() {
+			defer func() { recover() }()
+			hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { panic("opsd killed") }})
+			artifact.Store(hctx, b.direct, storagetest.Stream(7, 7<<20), artifact.Options{}, artifact.Manifest{Key: key})
+			t.Fatal("the crash hook did not run")
+		}()
+		locksR, locksB := twoProcesses(t)
+		g := &statGate{Store: b.direct, key: key, looked: make(chan struct{}), open: make(chan struct{})}
+		bWaiting, bDone := make(chan struct{}), make(chan struct{})
+		var mB artifact.Manifest
+		var errB error
+		go func() {
+			defer close(bDone)
+			<-g.looked // the recovery has found the crashed upload and looks at its key
+			hctx := artifact.WithHooks(ctx, artifact.Hooks{Waiting: func(string) { close(bWaiting) }})
+			mB, errB = artifact.Store(hctx, artifact.Locking(b.direct, locksB), storagetest.Stream(2, 6<<20), artifact.Options{}, artifact.Manifest{Key: key})
+		}()
+		go func() {
+			select { // with the lock B waits for the recovery; without it B is done first
+			case <-bWaiting:
+			case <-bDone:
+			}
+			close(g.open)
+		}()
+		rec, err := artifact.Recover(ctx, artifact.Locking(g, locksR), "latest/", time.Now().Add(time.Hour), false)
+		if err != nil {
+			t.Fatalf("recover: %v", err)
+		}
+		<-bDone
+		if errB != nil {
+			t.Fatalf("B: %v", errB)
+		}
+		t.Logf("recovered %+v", rec)
+		if n := artifacttest.Check(t, b.direct, ""); n != 1 {
+			t.Fatalf("checker verified %d artifacts, want 1", n)
+		}
+		if m, err := artifact.ReadManifest(ctx, b.direct, key); err != nil || m.SHA256 != mB.SHA256 {
+			t.Fatalf("manifest %+v %v, want B's %s", m, err, mB.SHA256)
+		}
+	})
 }
