@@ -256,6 +256,9 @@ func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
 	}
 }
 
-func instrument(s storage.Store, m *metrics.Metrics) storage.Store {
-	return storage.Instrument(s, m.StorageOps)
+// instrument wraps an opened store the way every command and the daemon use it: its operations
+// counted, and its artifact writers holding the key locks (the CLI and the daemon on one host
+// take turns writing one key).
+func instrument(s storage.Store, m *metrics.Metrics, keys *artifact.KeyLocks) storage.Store {
+	return artifact.Locking(storage.Instrument(s, m.StorageOps), keys)
 }

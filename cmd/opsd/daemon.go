@@ -19,6 +19,7 @@ import (
 
 	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/health"
@@ -60,6 +61,8 @@ type env struct {
 	sentry   *telemetry.Sentry
 	runner   *jobs.Runner
 	locks    *prefixlock.Locks
+	// keyLocks keep the artifact writers of one key apart (lock files in the state directory).
+	keyLocks *artifact.KeyLocks
 	docker   *docker.Client
 	cliLock  *state.Lock
 	// problems make /health degraded besides stale targets.
@@ -134,7 +137,8 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 	if err != nil {
 		return fail(err)
 	}
-	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m), sentry: sn, locks: newLocks(cfg, log), docker: dc,
+	keyLocks := artifact.NewKeyLocks(filepath.Dir(cfg.State.Path))
+	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m, keyLocks), keyLocks: keyLocks, sentry: sn, locks: newLocks(cfg, log), docker: dc,
 		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)
 	e.runner.Problems = problems
@@ -399,7 +403,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 		if err != nil {
 			return fail(err)
 		}
-		store = instrument(s, m.metrics)
+		store = instrument(s, m.metrics, m.keyLocks)
 	}
 	specs, err := buildSpecs(cfg, m.deps(cfg, store))
 	var alertSpecs []alerts.Spec

@@ -301,6 +301,8 @@ type Hooks struct {
 	Staged func(staging string)
 	// Published runs after the artifact is published at its key, before its manifest is written.
 	Published func(key string)
+	// Waiting runs once when another writer holds the key's lock (KeyLocks), before waiting.
+	Waiting func(key string)
 }
 
 type hooksKey struct{}
@@ -335,7 +337,16 @@ func WithHooks(ctx context.Context, h Hooks) context.Context {
 // crash before step 5), which spares the store a second write of the whole artifact. A failure
 // before the manifest removes the object again when it carries this upload's marker; what a
 // crash leaves is opsd's debris by that marker, not a backup.
+//
+// Writers of one key must not interleave (one could publish over the other's checked object, or
+// remove it as its own): on a store wrapped by Locking, Store holds the key's lock from its first
+// look at the key until it returns, and a second writer waits for it.
 func Store(ctx context.Context, store storage.Store, src io.Reader, o Options, m Manifest) (Manifest, error) {
+	unlock, err := lockKey(ctx, store, m.Key)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("store %s: %w", m.Key, err)
+	}
+	defer unlock()
 	if storage.CopyMovesBytes(store) {
 		if _, err := store.Stat(ctx, m.Key); errors.Is(err, storage.ErrNotFound) {
 			return storeNew(ctx, store, src, o, m)
@@ -482,34 +493,51 @@ func Recover(ctx context.Context, store storage.Store, prefix string, cutoff tim
 			continue
 		}
 		key, id := o.Key[:i], o.Key[i+len(ManifestSuffix)+len(storage.StagingMarker):]
-		staged, err := readManifestAt(ctx, store, o.Key, key)
-		if err != nil {
-			continue // unreadable: debris
+		r, err := recoverOne(ctx, store, o.Key, key, id, dryRun)
+		if r != nil {
+			repaired = append(repaired, *r)
 		}
-		ok, err := holds(ctx, store, key, id, staged)
 		if err != nil {
 			return repaired, fmt.Errorf("recover %s: %w", key, err)
 		}
-		if !ok {
-			continue
-		}
-		r := Recovered{Key: key, Staging: []string{storage.StagingKey(key, id), o.Key}}
-		cur, err := ReadManifest(ctx, store, key)
-		r.Wrote = err != nil || cur.SHA256 != staged.SHA256 || cur.Size != staged.Size
-		repaired = append(repaired, r)
-		if dryRun {
-			continue
-		}
-		if r.Wrote {
-			if err := WriteManifest(ctx, store, staged); err != nil {
-				return repaired, fmt.Errorf("recover %s: %w", key, err)
-			}
-		}
-		for _, k := range r.Staging {
-			store.Delete(ctx, k)
-		}
 	}
 	return repaired, nil
+}
+
+// recoverOne finishes the upload of key whose staged manifest is at at, if the key holds its
+// object (nil otherwise). Unless dryRun it holds the key's lock, so that no writer of the key
+// publishes between its look and the manifest it writes.
+func recoverOne(ctx context.Context, store storage.Store, at, key, id string, dryRun bool) (*Recovered, error) {
+	if !dryRun {
+		unlock, err := lockKey(ctx, store, key)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+	staged, err := readManifestAt(ctx, store, at, key)
+	if err != nil {
+		return nil, nil // unreadable (or finished meanwhile): debris
+	}
+	ok, err := holds(ctx, store, key, id, staged)
+	if err != nil || !ok {
+		return nil, err
+	}
+	r := Recovered{Key: key, Staging: []string{storage.StagingKey(key, id), at}}
+	cur, err := ReadManifest(ctx, store, key)
+	r.Wrote = err != nil || cur.SHA256 != staged.SHA256 || cur.Size != staged.Size
+	if dryRun {
+		return &r, nil
+	}
+	if r.Wrote {
+		if err := WriteManifest(ctx, store, staged); err != nil {
+			return &r, err
+		}
+	}
+	for _, k := range r.Staging {
+		store.Delete(ctx, k)
+	}
+	return &r, nil
 }
 
 // Recovered is an upload Recover finished.
