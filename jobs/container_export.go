@@ -169,7 +169,9 @@ func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 	res := Result{Targets: results}
 	exported, skipped := 0, 0
 	for _, t := range results {
-		res.Bytes += t.Bytes
+		if !t.Current {
+			res.Bytes += t.Bytes
+		}
 		switch t.Status {
 		case TargetOK:
 			exported++
@@ -216,8 +218,16 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 			return fail(err)
 		}
 		if old == fp {
-			t.Status, t.SkipReason, t.Note = TargetSkipped, "unchanged", "unchanged since its last hot backup"
-			return t
+			// Unchanged: its hot backup is current, if the store still holds it whole.
+			size, err := c.current(ctx, t.Key, d.ID)
+			if err == nil {
+				t.Status, t.SkipReason, t.Note, t.Bytes, t.Current = TargetSkipped, "unchanged", "unchanged since its last hot backup", size, true
+				return t
+			}
+			if ctx.Err() != nil {
+				return fail(ctx.Err())
+			}
+			t.Note = fmt.Sprintf("unchanged, but its hot backup is not usable (%v): exported again", err)
 		}
 	}
 	if c.cfg.Pause && d.Running && !d.Paused {
@@ -272,9 +282,29 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 		t.Status, t.Err = TargetFailed, tierError(t.Key, tierErr)
 	}
 	if d := time.Since(start).Seconds(); d > 0 {
-		t.Note = fmt.Sprintf("%.1f MB/s raw", float64(m.RawSize)/1e6/d)
+		t.Note = strings.TrimPrefix(t.Note+"; "+fmt.Sprintf("%.1f MB/s raw", float64(m.RawSize)/1e6/d), "; ")
 	}
 	return t
+}
+
+// current checks that key holds a whole backup of the container id (its manifest, and an
+// object of the manifest's size) and returns its size.
+func (c *ContainerExport) current(ctx context.Context, key, id string) (int64, error) {
+	m, err := artifact.ReadManifest(ctx, c.store, key)
+	if err != nil {
+		return 0, err
+	}
+	if m.Source != id {
+		return 0, fmt.Errorf("%s is a backup of another container (%s)", key, m.Source)
+	}
+	st, err := c.store.Stat(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if st.Size != m.Size {
+		return 0, fmt.Errorf("%s holds %d bytes, its manifest says %d", key, st.Size, m.Size)
+	}
+	return m.Size, nil
 }
 
 // sealedSpec captures the container's create spec (command, env, mounts, networks, restart

@@ -50,6 +50,10 @@ type TargetResult struct {
 	Note       string
 	// SkipReason says why a skipped target was skipped (e.g. "unchanged"); the Runner counts it.
 	SkipReason string
+	// Current marks a skipped target whose last backup (Key, Bytes: checked in the store) is
+	// still the target as it is now (a hot export of an unchanged container): the Runner records
+	// it as a fresh backup, so an idle target does not go stale.
+	Current bool
 	Phases     []Phase
 	Duration   time.Duration
 }

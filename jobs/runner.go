@@ -433,10 +433,10 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 		if t.Status == TargetSkipped && t.SkipReason != "" {
 			r.Metrics.TargetSkipped.WithLabelValues(j.Name(), t.SkipReason).Inc()
 		}
-		if !t.Tracked || t.Status == TargetSkipped {
+		if !t.Tracked || (t.Status == TargetSkipped && !t.Current) {
 			continue
 		}
-		a := state.BackupAttempt{Target: t.Name, Job: j.Name(), NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK, SizeBytes: t.Bytes, Path: t.Key}
+		a := state.BackupAttempt{Target: t.Name, Job: j.Name(), NodeID: r.NodeID, Kind: t.StatusKind, At: at, Success: t.Status == TargetOK || t.Current, SizeBytes: t.Bytes, Path: t.Key}
 		if t.Err != nil {
 			a.Error = t.Err.Error()
 		}
