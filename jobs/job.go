@@ -53,9 +53,9 @@ type TargetResult struct {
 	// Current marks a skipped target whose last backup (Key, Bytes: checked in the store) is
 	// still the target as it is now (a hot export of an unchanged container): the Runner records
 	// it as a fresh backup, so an idle target does not go stale.
-	Current bool
-	Phases     []Phase
-	Duration   time.Duration
+	Current  bool
+	Phases   []Phase
+	Duration time.Duration
 }
 
 // Result is what a run produced.
