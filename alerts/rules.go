@@ -401,6 +401,20 @@ func (r *StateRule) Evaluate(ctx context.Context, now time.Time) (Eval, error) {
 		if problems > 0 {
 			msg = "offsite verification: " + strings.Join(msgs, "; ")
 		}
+		// A verification that failed before it wrote a report (the store unreachable, say) did
+		// not verify anything: the reports above are older than it, and the message says so.
+		var unverified []string
+		for _, rep := range reps {
+			if !known(rep.Job) {
+				continue
+			}
+			if last, err := r.State.LastRun(ctx, rep.Job); err == nil && last.ID > rep.RunID && last.FinishedAt != nil && last.Outcome != state.OutcomeSuccess {
+				unverified = append(unverified, fmt.Sprintf("%s's newest run (%s) did not verify: %s", rep.Job, last.StartedAt.UTC().Format(time.RFC3339), last.Outcome))
+			}
+		}
+		if len(unverified) > 0 {
+			msg = fmt.Sprintf("as of the last reports, %s; but %s", msg, strings.Join(unverified, "; "))
+		}
 		return Eval{Value: float64(problems), Firing: problems > 0, Message: msg}, nil
 	}
 	return Eval{}, fmt.Errorf("unknown built-in rule %q", r.Kind)

@@ -104,3 +104,31 @@ func TestDrillRuleNeverSaysPassedWithoutADrill(t *testing.T) {
 		t.Fatalf("the drill passed: %+v %v", ev, err)
 	}
 }
+
+// TestVerificationThatFailedToRunIsNotClean: a verification run that failed before it wrote a
+// report (the store unreachable) leaves the last clean report the newest: the rule does not fire
+// (nothing was found missing), but its message says the newest run did not verify instead of
+// "verified clean".
+func TestVerificationThatFailedToRunIsNotClean(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	now := time.Now()
+	rule := &StateRule{RuleName: "offsite", Kind: "offsite_missing", State: e.st}
+	id, err := e.st.StartRun(ctx, "verify", "offsite_verify", "schedule", now.Add(-2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fin := now.Add(-time.Hour)
+	e.st.FinishRun(ctx, state.Run{ID: id, Job: "verify", FinishedAt: &fin, Outcome: state.OutcomeSuccess})
+	e.st.SaveReport(ctx, state.Report{RunID: id, Job: "verify", Kind: "offsite_verify", CreatedAt: fin, Passed: true, Body: `{"problems":[]}`})
+	if ev, err := rule.Evaluate(ctx, now); err != nil || ev.Message != "the offsite copy verified clean" {
+		t.Fatalf("clean report: %+v %v", ev, err)
+	}
+	id, _ = e.st.StartRun(ctx, "verify", "offsite_verify", "schedule", now.Add(-time.Minute))
+	fin = now
+	e.st.FinishRun(ctx, state.Run{ID: id, Job: "verify", FinishedAt: &fin, Outcome: state.OutcomeFailure, Error: "store unreachable"})
+	ev, err := rule.Evaluate(ctx, now)
+	if err != nil || ev.Firing || !strings.Contains(ev.Message, "verify's newest run") || !strings.Contains(ev.Message, "did not verify: failure") {
+		t.Fatalf("after a verification that failed to run: %+v %v", ev, err)
+	}
+}
