@@ -23,6 +23,11 @@ type TargetLister interface {
 	TrackedTargets() []TrackedTarget
 }
 
+// interruptedProblem is the /health problem of a job whose last run was interrupted.
+func interruptedProblem(job string, at time.Time) string {
+	return fmt.Sprintf("the last run of %s was interrupted (opsd stopped during it at %s)", job, at.UTC().Format(time.RFC3339))
+}
+
 // RecordInterrupted counts a run that a dead process left "running" (already marked
 // interrupted in job_runs) as a failed run everywhere: the job's last-run gauges say failed,
 // each target the job tracks gets a failed attempt (so /health is degraded for it), /health
@@ -39,7 +44,7 @@ func (r *Runner) RecordInterrupted(ctx context.Context, run state.Run, j Job) {
 	r.Metrics.JobLastRunSuccess.WithLabelValues(run.Job, run.Kind).Set(0)
 	r.Metrics.JobLastRun.WithLabelValues(run.Job, run.Kind).Set(float64(at.UnixMilli()) / 1000)
 	if r.Problems != nil {
-		r.Problems.Set("interrupted:"+run.Job, fmt.Sprintf("the last run of %s was interrupted (opsd stopped during it at %s)", run.Job, at.UTC().Format(time.RFC3339)))
+		r.Problems.Set("interrupted:"+run.Job, interruptedProblem(run.Job, at))
 	}
 	var targets []TrackedTarget
 	if tl, ok := j.(TargetLister); ok {

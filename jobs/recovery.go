@@ -32,8 +32,25 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 	for _, sp := range specs {
 		byName[sp.Job.Name()] = sp.Job
 	}
+	marked := map[string]bool{}
 	for _, run := range runs {
 		r.RecordInterrupted(ctx, run, byName[run.Job])
+		marked[run.Job] = true
+	}
+	// A job whose newest run an earlier start already found interrupted has not succeeded since:
+	// /health keeps saying so across restarts (the problem lives in memory).
+	for _, sp := range specs {
+		name := sp.Job.Name()
+		if marked[name] || r.Problems == nil {
+			continue
+		}
+		if last, err := r.State.LastRun(ctx, name); err == nil && last.Outcome == state.OutcomeInterrupted {
+			at := last.StartedAt
+			if last.FinishedAt != nil {
+				at = *last.FinishedAt
+			}
+			r.Problems.Set("interrupted:"+name, interruptedProblem(name, at))
+		}
 	}
 	if len(runs) > 0 {
 		r.Log.Warn().Int("runs", len(runs)).Msg("marked runs left running by a previous process as interrupted")

@@ -344,3 +344,38 @@ jobs:
 		t.Fatalf("/health after the catch-up run: %s", body)
 	}
 }
+
+// TestInterruptedStaysOnHealthAcrossRestarts: a dir_snapshot job (its targets are not known
+// before it runs) killed during its run shows `interrupted:<job>` on /health after the next
+// start, and still after the one after that, until it succeeds again.
+func TestInterruptedStaysOnHealthAcrossRestarts(t *testing.T) {
+	base := t.TempDir()
+	os.MkdirAll(filepath.Join(base, "bot-1"), 0o700)
+	dir, cfgPath := writeLocalConfig(t, "intr2", "", fmt.Sprintf(`  - name: snapshots
+    kind: dir_snapshot
+    schedule: "0 3 * * *"
+    base_dir: %s
+`, base))
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.StartRun(ctx, "snapshots", "dir_snapshot", "schedule", time.Now().Add(-time.Hour)) // killed during it
+	st.Close()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := 1; start <= 2; start++ {
+		m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := handlerGet(m, "/health", "")
+		m.Close(ctx)
+		if !strings.Contains(body, `"status":"degraded"`) || !strings.Contains(body, "interrupted:snapshots") {
+			t.Fatalf("/health at start %d after the interrupted run: %s", start, body)
+		}
+	}
+}
