@@ -135,6 +135,18 @@ func Adopt(ctx context.Context, store storage.Store, cfg AdoptConfig) (AdoptRepo
 			rep.Skipped = append(rep.Skipped, it)
 			continue
 		}
+		// An object opsd uploaded whose manifest is not written (yet): a backup being written
+		// right now, or one that died before its manifest (prune finishes or removes it). Never
+		// adopted: its manifest would claim bytes a writer may still replace.
+		if st, err := store.Stat(ctx, o.Key); err != nil {
+			it.Reason = err.Error()
+			rep.Failed = append(rep.Failed, it)
+			continue
+		} else if st.Metadata[storage.UploadMetaKey] != "" {
+			it.Reason = "an opsd upload without its manifest (being written, or died before it; prune finishes or removes it), not a backup to adopt"
+			rep.Skipped = append(rep.Skipped, it)
+			continue
+		}
 		m, reason := adoptOne(ctx, store, cfg, o)
 		it.Kind, it.Target, it.Tier = m.Kind, m.Target, m.Tier
 		switch {

@@ -174,3 +174,24 @@ func TestAdoptVerifiesOldBackups(t *testing.T) {
 		t.Fatalf("prune does not treat the adopted archive as a backup:\n%s", res.Report)
 	}
 }
+
+// TestAdoptSkipsOpsdUploadsWithoutTheirManifest: an object carrying opsd's upload marker without
+// a manifest (a backup being written to a new key right now, or one that died before its
+// manifest) is never adopted: adopt skips it and says why.
+func TestAdoptSkipsOpsdUploadsWithoutTheirManifest(t *testing.T) {
+	f := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, f.Config)
+	ctx := context.Background()
+	key := "platform/20261201/auth-20261201.db"
+	b := sqliteFile(t, "user", "session", "account")
+	if _, err := store.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), Metadata: map[string]string{storage.UploadMetaKey: "0123abcd"}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Adopt(ctx, store, AdoptConfig{Tables: map[string][]string{"auth": {"user", "session", "account"}}, Node: "api-1"})
+	if err != nil || len(rep.Adopted) != 0 || len(rep.Skipped) != 1 || !strings.Contains(rep.Skipped[0].Reason, "an opsd upload without its manifest") {
+		t.Fatalf("adopt of an opsd upload without its manifest: %+v %v", rep, err)
+	}
+	if _, err := artifact.ReadManifest(ctx, store, key); err == nil {
+		t.Fatal("adopt wrote a manifest for an opsd upload in progress")
+	}
+}
