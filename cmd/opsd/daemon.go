@@ -138,6 +138,9 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		return fail(err)
 	}
 	keyLocks := artifact.NewKeyLocks(filepath.Dir(cfg.State.Path))
+	keyLocks.OnWait = func(key string) {
+		log.Warn().Str("key", key).Msg("waiting for another opsd writing this key (the daemon or a command on this host)")
+	}
 	e := &env{cfg: cfg, log: log, redactor: red, reg: reg, metrics: m, state: st, store: instrument(store, m, keyLocks), keyLocks: keyLocks, sentry: sn, locks: newLocks(cfg, log), docker: dc,
 		problems: problems, lazy: lazy, cliLock: cliLock}
 	e.runner = jobs.NewRunner(st, m, sn, log, cfg.NodeID, cfg.Scheduler.MaxConcurrent)

@@ -56,7 +56,7 @@ jobs:
 	}
 	code, out = backup()
 	release()
-	if code == 0 || !strings.Contains(out, "wait for another opsd writing "+key+" on this host") {
+	if code == 0 || !strings.Contains(out, "wait for another opsd writing "+key+" on this host") || !strings.Contains(out, "waiting for another opsd writing this key") {
 		t.Fatalf("backup db while another process writes %s: exit %d:\n%s", key, code, out)
 	}
 	if code, out = backup(); code != 0 {

@@ -32,6 +32,10 @@ const keyPoll = 100 * time.Millisecond
 // lock file opsd-key-<n>.lock of its stripe in the directory, which this process's writers of
 // the stripe's keys share.
 type KeyLocks struct {
+	// OnWait, when set (before the first Lock), is told once per Lock that has to wait for
+	// another writer of its key, so a command that waits says why.
+	OnWait func(key string)
+
 	dir     string
 	mu      sync.Mutex
 	keys    map[string]chan struct{} // held keys: closed when released
@@ -79,8 +83,13 @@ func (l *KeyLocks) Lock(ctx context.Context, key string) (func(), error) {
 	hooks, _ := ctx.Value(hooksKey{}).(Hooks)
 	waited := false
 	waiting := func() {
-		if !waited && hooks.Waiting != nil {
-			hooks.Waiting(key)
+		if !waited {
+			if hooks.Waiting != nil {
+				hooks.Waiting(key)
+			}
+			if l.OnWait != nil {
+				l.OnWait(key)
+			}
 		}
 		waited = true
 	}
