@@ -147,3 +147,47 @@ func TestRestoreSnapshotKeepsOwnerAndMode(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreSnapshotRefusesLinkChainEscape: symlinks that each resolve inside the instance on
+// paper ("b" -> ".", "a" -> "b/..") climb out of it on disk once followed, and a later entry
+// written through them landed outside the staging tree (in the base directory, or anywhere the
+// restorer can write). Every entry is written inside the extraction directory or refused.
+func TestRestoreSnapshotRefusesLinkChainEscape(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	base := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []tar.Header{
+		{Name: "bot-1/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "bot-1/b", Typeflag: tar.TypeSymlink, Linkname: "."},
+		{Name: "bot-1/a", Typeflag: tar.TypeSymlink, Linkname: "b/.."}, // the staging tree
+		{Name: "bot-1/c", Typeflag: tar.TypeSymlink, Linkname: "a/.."}, // the staging directory
+		{Name: "bot-1/d", Typeflag: tar.TypeSymlink, Linkname: "c/.."}, // the base directory
+		{Name: "bot-1/d/victim/", Typeflag: tar.TypeDir, Mode: 0o777},
+		{Name: "bot-1/d/escaped.txt", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1},
+	} {
+		tw.WriteHeader(&h)
+		if h.Size > 0 {
+			tw.Write([]byte("x"))
+		}
+	}
+	tw.Close()
+	key := "on-demand/bot-1/chain.tar.gz"
+	if _, err := artifact.Store(context.Background(), store, &buf, artifact.Options{Compression: artifact.Gzip}, artifact.Manifest{Key: key, Kind: "snapshot", Target: "bot-1"}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(base, "bot-1"), 0o755)
+	os.WriteFile(filepath.Join(base, "bot-1", "keep"), []byte("live"), 0o644)
+	_, err := RestoreSnapshot(context.Background(), SnapshotOptions{Store: store, BaseDir: base, Instance: "bot-1", Key: key})
+	for _, p := range []string{"escaped.txt", "victim"} {
+		if _, serr := os.Lstat(filepath.Join(base, p)); serr == nil {
+			t.Errorf("the snapshot wrote %s outside the instance (err = %v)", filepath.Join(base, p), err)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("err = %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(base, "bot-1", "keep")); string(b) != "live" {
+		t.Fatal("the live directory was changed")
+	}
+}
