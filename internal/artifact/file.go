@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"syscall"
 
 	"filippo.io/age"
 
@@ -82,6 +84,9 @@ func DecodeFile(from, to string, m Manifest, ids []age.Identity) error {
 	if m.Compression == None && m.Encryption == "" {
 		return os.Rename(from, to)
 	}
+	if err := CheckRoom(filepath.Dir(to), m.RawSize); err != nil {
+		return fmt.Errorf("decode %s: %w", m.Key, err)
+	}
 	in, err := os.Open(from)
 	if err != nil {
 		return err
@@ -104,4 +109,18 @@ func DecodeFile(from, to string, m Manifest, ids []age.Identity) error {
 		return err
 	}
 	return out.Close()
+}
+
+// CheckRoom fails when the file system holding dir has less than need bytes free (for an
+// unprivileged user), so an artifact whose content does not fit is refused before it fills the
+// disk the live data shares. A file system that cannot be asked is not refused.
+func CheckRoom(dir string, need int64) error {
+	var st syscall.Statfs_t
+	if need <= 0 || syscall.Statfs(dir, &st) != nil {
+		return nil
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < need {
+		return fmt.Errorf("needs %s, %s free in %s", HumanBytes(need), HumanBytes(free), dir)
+	}
+	return nil
 }
