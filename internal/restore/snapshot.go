@@ -88,6 +88,9 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
 	}
 	o.Tracker.Phase("extract")
+	if err := artifact.CheckRoom(staging, m.RawSize); err != nil {
+		return res, fmt.Errorf("restore %s: extract %s: %w (nothing was changed)", o.Instance, o.Key, err)
+	}
 	f, err := os.Open(dl)
 	if err != nil {
 		return res, err
@@ -96,7 +99,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
 	}
-	n, err := extract(rc, filepath.Join(staging, "tree"), o.Instance)
+	n, err := extract(rc, filepath.Join(staging, "tree"), o.Instance, m.RawSize)
 	rc.Close()
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
@@ -151,8 +154,9 @@ func within(p, top string) bool {
 // and modification time. Every entry must lie under top/; absolute paths, "..", and links
 // pointing outside the tree are refused. Every file operation goes through an os.Root at dir, so
 // a chain of links that each point inside on paper ("b" -> ".", "a" -> "b/..") cannot carry a
-// later entry out of dir.
-func extract(r io.Reader, dir, top string) (int, error) {
+// later entry out of dir. The files' sizes may add up to at most limit (the archive's content
+// size, when known): a sparse or forged entry cannot expand a small archive to fill the disk.
+func extract(r io.Reader, dir, top string, limit int64) (int, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return 0, err
 	}
@@ -162,7 +166,7 @@ func extract(r io.Reader, dir, top string) (int, error) {
 	}
 	defer root.Close()
 	tr := tar.NewReader(r)
-	n := 0
+	n, total := 0, int64(0)
 	var dirs []*tar.Header // given their mode and owner last: a read-only directory still gets its files
 	for {
 		h, err := tr.Next()
@@ -188,6 +192,9 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			}
 			dirs = append(dirs, h)
 		case tar.TypeReg:
+			if total += h.Size; limit > 0 && total > limit {
+				return n, fmt.Errorf("snapshot entry %q: %d bytes, beyond the archive's %d bytes of content (a sparse or forged entry)", h.Name, h.Size, limit)
+			}
 			if err := root.MkdirAll(filepath.Dir(name), 0o750); err != nil {
 				return n, fmt.Errorf("snapshot entry %q: %w", h.Name, err)
 			}
