@@ -3,6 +3,7 @@ package artifact_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/storage/local"
 )
 
 // zerosGzip is n zero bytes, gzipped (a few KiB per MiB: what a decompression bomb is made of).
@@ -56,5 +59,28 @@ func TestDecodeFileBoundedByRawSize(t *testing.T) {
 	}
 	if st, err := os.Stat(to); err != nil || st.Size() != 8<<20 {
 		t.Fatalf("decoded: %v %v", st, err)
+	}
+}
+
+// TestDownloadVerifiedRefusesBeforeCopying: an object whose size is not its manifest's is
+// refused before a byte is copied (a huge object under a small manifest filled the disk first,
+// then failed the checksum), and so is a manifest whose size does not fit the free space.
+func TestDownloadVerifiedRefusesBeforeCopying(t *testing.T) {
+	ctx := context.Background()
+	store, _ := local.New(t.TempDir())
+	key := "nightly/n/db/big.db"
+	if _, err := store.Put(ctx, key, bytes.NewReader(make([]byte, 4<<20)), storage.PutOptions{Size: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(t.TempDir(), "download")
+	for _, size := range []int64{1 << 10, 1 << 62} {
+		var copied int64
+		err := artifact.DownloadVerified(ctx, store, artifact.Manifest{Key: key, Size: size, SHA256: "00"}, to, func(done, _ int64) { copied = done })
+		if err == nil || copied != 0 || !strings.Contains(err.Error(), key) || (size == 1<<62 && !strings.Contains(err.Error(), "free")) {
+			t.Errorf("manifest size %d: %d bytes copied, err = %v", size, copied, err)
+		}
+		if _, serr := os.Stat(to); serr == nil {
+			t.Errorf("manifest size %d: the download was left", size)
+		}
 	}
 }
