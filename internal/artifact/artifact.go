@@ -614,8 +614,33 @@ func Open(ctx context.Context, store storage.Store, m Manifest, identities []age
 }
 
 // Decode wraps r (the stored bytes) with decryption and decompression per the manifest. closer
-// is closed with the returned reader.
+// is closed with the returned reader. The content may not exceed the manifest's RawSize (when
+// set): more fails with ErrChecksum, so a decompression bomb stops where the manifest says the
+// content ends.
 func Decode(r io.Reader, m Manifest, identities []age.Identity, closer io.Closer) (io.ReadCloser, error) {
+	rc, err := decode(r, m, identities, closer)
+	if err != nil || m.RawSize <= 0 {
+		return rc, err
+	}
+	return &rawLimit{ReadCloser: rc, left: m.RawSize, m: m}, nil
+}
+
+// rawLimit fails a decoded stream that runs past the manifest's RawSize.
+type rawLimit struct {
+	io.ReadCloser
+	left int64
+	m    Manifest
+}
+
+func (r *rawLimit) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if r.left -= int64(n); r.left < 0 {
+		return n, fmt.Errorf("%s decodes to more than the %d bytes its manifest says: %w", r.m.Key, r.m.RawSize, ErrChecksum)
+	}
+	return n, err
+}
+
+func decode(r io.Reader, m Manifest, identities []age.Identity, closer io.Closer) (io.ReadCloser, error) {
 	var err error
 	if m.Encryption == "age" {
 		if len(identities) == 0 {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"syscall"
 
 	"filippo.io/age"
 
@@ -32,15 +34,20 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 // Download copies an object to a file and returns its SHA-256 and size.
 func Download(ctx context.Context, store storage.Store, key, to string) (string, int64, error) {
-	return download(ctx, store, key, to, nil)
+	return download(ctx, store, key, to, nil, -1)
 }
 
-func download(ctx context.Context, store storage.Store, key, to string, progress Progress) (string, int64, error) {
+// download copies the object to a file; want >= 0 is the size it must have (refused before a
+// byte is copied when the store says otherwise).
+func download(ctx context.Context, store storage.Store, key, to string, progress Progress, want int64) (string, int64, error) {
 	rc, info, err := store.Get(ctx, key)
 	if err != nil {
 		return "", 0, fmt.Errorf("download: %w", err)
 	}
 	defer rc.Close()
+	if want >= 0 && info.Size != want {
+		return "", 0, fmt.Errorf("download %s: the object has %d bytes, its manifest says %d: %w", key, info.Size, want, ErrChecksum)
+	}
 	f, err := os.Create(to)
 	if err != nil {
 		return "", 0, fmt.Errorf("download: %w", err)
@@ -62,10 +69,14 @@ func download(ctx context.Context, store storage.Store, key, to string, progress
 }
 
 // DownloadVerified downloads an artifact to a file and checks its size and SHA-256 against the
-// manifest before anything trusts a byte of it; on a mismatch the file is removed. progress may
-// be nil.
+// manifest before anything trusts a byte of it; on a mismatch the file is removed. An object
+// whose stored size is not the manifest's, or a manifest size beyond the free space, is refused
+// before a byte is copied. progress may be nil.
 func DownloadVerified(ctx context.Context, store storage.Store, m Manifest, to string, progress Progress) error {
-	sum, n, err := download(ctx, store, m.Key, to, progress)
+	if err := CheckRoom(filepath.Dir(to), m.Size); err != nil {
+		return fmt.Errorf("download %s: %w", m.Key, err)
+	}
+	sum, n, err := download(ctx, store, m.Key, to, progress, m.Size)
 	if err != nil {
 		os.Remove(to)
 		return err
@@ -81,6 +92,9 @@ func DownloadVerified(ctx context.Context, store storage.Store, m Manifest, to s
 func DecodeFile(from, to string, m Manifest, ids []age.Identity) error {
 	if m.Compression == None && m.Encryption == "" {
 		return os.Rename(from, to)
+	}
+	if err := CheckRoom(filepath.Dir(to), m.RawSize); err != nil {
+		return fmt.Errorf("decode %s: %w", m.Key, err)
 	}
 	in, err := os.Open(from)
 	if err != nil {
@@ -104,4 +118,18 @@ func DecodeFile(from, to string, m Manifest, ids []age.Identity) error {
 		return err
 	}
 	return out.Close()
+}
+
+// CheckRoom fails when the file system holding dir has less than need bytes free (for an
+// unprivileged user), so an artifact whose content does not fit is refused before it fills the
+// disk the live data shares. A file system that cannot be asked is not refused.
+func CheckRoom(dir string, need int64) error {
+	var st syscall.Statfs_t
+	if need <= 0 || syscall.Statfs(dir, &st) != nil {
+		return nil
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < need {
+		return fmt.Errorf("needs %s, %s free in %s", HumanBytes(need), HumanBytes(free), dir)
+	}
+	return nil
 }

@@ -100,8 +100,15 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 	}))
 	s.mux.HandleFunc("POST /api/admin/nodes/{node}/restore", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		var body NodeRestoreRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			WriteError(w, http.StatusBadRequest, `body must be empty or {"parallel"?: N, "startParallel"?: N, "only"?: [...], "exclude"?: [...], "allowBinds"?: [...], "allowHostAccess"?: bool}`)
+		// Unknown fields are refused: a misspelt "only" or "exclude" would widen the restore.
+		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&body)
+		if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+			err = errors.New("data after the JSON object")
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			WriteError(w, http.StatusBadRequest, `body must be empty or {"parallel"?: N, "startParallel"?: N, "only"?: [...], "exclude"?: [...], "allowBinds"?: [...], "allowHostAccess"?: bool}: `+err.Error())
 			return
 		}
 		if o.NodeRestore == nil {

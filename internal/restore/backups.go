@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
@@ -54,7 +57,17 @@ func WriteBackups(w io.Writer, rows []Backup) {
 		if !r.HasManifest {
 			m = "NO (not a backup)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, artifact.HumanBytes(r.Size), r.Modified.Format(time.RFC3339), m)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", printableKey(r.Key), artifact.HumanBytes(r.Size), r.Modified.Format(time.RFC3339), m)
 	}
 	tw.Flush()
+}
+
+// printableKey is key as it is when every character is printable, else quoted (Go syntax): a
+// key holding a newline, a tab or a terminal escape, which anyone who can write to the bucket can
+// make, cannot forge rows or drive the operator's terminal.
+func printableKey(key string) string {
+	if strings.IndexFunc(key, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(key)
+	}
+	return key
 }

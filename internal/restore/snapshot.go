@@ -88,6 +88,9 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
 	}
 	o.Tracker.Phase("extract")
+	if err := artifact.CheckRoom(staging, m.RawSize); err != nil {
+		return res, fmt.Errorf("restore %s: extract %s: %w (nothing was changed)", o.Instance, o.Key, err)
+	}
 	f, err := os.Open(dl)
 	if err != nil {
 		return res, err
@@ -96,7 +99,7 @@ func RestoreSnapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, er
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
 	}
-	n, err := extract(rc, filepath.Join(staging, "tree"), o.Instance)
+	n, err := extract(rc, filepath.Join(staging, "tree"), o.Instance, m.RawSize)
 	rc.Close()
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w (nothing was changed)", o.Instance, err)
@@ -149,16 +152,27 @@ func within(p, top string) bool {
 
 // extract unpacks a tar into dir, keeping each entry's mode, owner (uid/gid, when run as root)
 // and modification time. Every entry must lie under top/; absolute paths, "..", and links
-// pointing outside the tree are refused.
-func extract(r io.Reader, dir, top string) (int, error) {
+// pointing outside the tree are refused. Every file operation goes through an os.Root at dir, so
+// a chain of links that each point inside on paper ("b" -> ".", "a" -> "b/..") cannot carry a
+// later entry out of dir. The files' sizes may add up to at most limit (the archive's content
+// size, when known): a sparse or forged entry cannot expand a small archive to fill the disk.
+func extract(r io.Reader, dir, top string, limit int64) (int, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return 0, err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
 	tr := tar.NewReader(r)
-	n := 0
+	n, total := 0, int64(0)
 	var dirs []*tar.Header // given their mode and owner last: a read-only directory still gets its files
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			for i := len(dirs) - 1; i >= 0; i-- {
-				if err := keepAttrs(filepath.Join(dir, filepath.Clean(dirs[i].Name)), dirs[i]); err != nil {
+				if err := keepAttrs(root, filepath.Clean(dirs[i].Name), dirs[i]); err != nil {
 					return n, err
 				}
 			}
@@ -171,20 +185,22 @@ func extract(r io.Reader, dir, top string) (int, error) {
 		if filepath.IsAbs(name) || !within(name, top) {
 			return n, fmt.Errorf("snapshot entry %q is outside %s/", h.Name, top)
 		}
-		target := filepath.Join(dir, name)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o700); err != nil {
-				return n, err
+			if err := root.MkdirAll(name, 0o700); err != nil {
+				return n, fmt.Errorf("snapshot entry %q: %w", h.Name, err)
 			}
 			dirs = append(dirs, h)
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
-				return n, err
+			if total += h.Size; limit > 0 && total > limit {
+				return n, fmt.Errorf("snapshot entry %q: %d bytes, beyond the archive's %d bytes of content (a sparse or forged entry)", h.Name, h.Size, limit)
 			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+			if err := root.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+				return n, fmt.Errorf("snapshot entry %q: %w", h.Name, err)
+			}
+			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
-				return n, err
+				return n, fmt.Errorf("snapshot entry %q: %w", h.Name, err)
 			}
 			if _, err := io.Copy(f, tr); err != nil {
 				f.Close()
@@ -193,7 +209,7 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			if err := f.Close(); err != nil {
 				return n, err
 			}
-			if err := keepAttrs(target, h); err != nil {
+			if err := keepAttrs(root, name, h); err != nil {
 				return n, err
 			}
 		case tar.TypeSymlink:
@@ -202,13 +218,13 @@ func extract(r io.Reader, dir, top string) (int, error) {
 			if filepath.IsAbs(h.Linkname) || !within(resolved, top) {
 				return n, fmt.Errorf("snapshot link %q points outside %s/", h.Name, top)
 			}
-			if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
-				return n, err
+			if err := root.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+				return n, fmt.Errorf("snapshot entry %q: %w", h.Name, err)
 			}
-			if err := os.Symlink(h.Linkname, target); err != nil {
-				return n, err
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return n, fmt.Errorf("snapshot entry %q: %w", h.Name, err)
 			}
-			if err := chown(target, h); err != nil {
+			if err := chown(root, name, h); err != nil {
 				return n, err
 			}
 		default:
@@ -218,16 +234,16 @@ func extract(r io.Reader, dir, top string) (int, error) {
 	}
 }
 
-// keepAttrs gives a restored file or directory its entry's owner, then its mode (after the
-// owner: chown clears set-id bits), then its modification time.
-func keepAttrs(path string, h *tar.Header) error {
-	if err := chown(path, h); err != nil {
+// keepAttrs gives a restored file or directory (name, under root) its entry's owner, then its
+// mode (after the owner: chown clears set-id bits), then its modification time.
+func keepAttrs(root *os.Root, name string, h *tar.Header) error {
+	if err := chown(root, name, h); err != nil {
 		return err
 	}
-	if err := os.Chmod(path, os.FileMode(h.Mode&0o777)|modeBits(h.Mode)); err != nil {
+	if err := root.Chmod(name, os.FileMode(h.Mode&0o777)|modeBits(h.Mode)); err != nil {
 		return fmt.Errorf("restore mode of %s: %w", h.Name, err)
 	}
-	if err := os.Chtimes(path, h.ModTime, h.ModTime); err != nil {
+	if err := root.Chtimes(name, h.ModTime, h.ModTime); err != nil {
 		return fmt.Errorf("restore time of %s: %w", h.Name, err)
 	}
 	return nil
@@ -248,13 +264,13 @@ func modeBits(m int64) os.FileMode {
 	return out
 }
 
-// chown gives path the entry's uid and gid. Only root can; as anyone else the restored files
-// belong to the user running the restore.
-func chown(path string, h *tar.Header) error {
+// chown gives name (under root) the entry's uid and gid. Only root can; as anyone else the
+// restored files belong to the user running the restore.
+func chown(root *os.Root, name string, h *tar.Header) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	if err := os.Lchown(path, h.Uid, h.Gid); err != nil {
+	if err := root.Lchown(name, h.Uid, h.Gid); err != nil {
 		return fmt.Errorf("restore owner of %s: %w", h.Name, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,5 +146,111 @@ func TestRestoreSnapshotKeepsOwnerAndMode(t *testing.T) {
 		if os.Geteuid() == 0 && (int(st.Uid) != h.Uid || int(st.Gid) != h.Gid) {
 			t.Errorf("%s: owner %d:%d, want %d:%d", h.Name, st.Uid, st.Gid, h.Uid, h.Gid)
 		}
+	}
+}
+
+// TestRestoreSnapshotRefusesLinkChainEscape: symlinks that each resolve inside the instance on
+// paper ("b" -> ".", "a" -> "b/..") climb out of it on disk once followed, and a later entry
+// written through them landed outside the staging tree (in the base directory, or anywhere the
+// restorer can write). Every entry is written inside the extraction directory or refused.
+func TestRestoreSnapshotRefusesLinkChainEscape(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	base := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []tar.Header{
+		{Name: "bot-1/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "bot-1/b", Typeflag: tar.TypeSymlink, Linkname: "."},
+		{Name: "bot-1/a", Typeflag: tar.TypeSymlink, Linkname: "b/.."}, // the staging tree
+		{Name: "bot-1/c", Typeflag: tar.TypeSymlink, Linkname: "a/.."}, // the staging directory
+		{Name: "bot-1/d", Typeflag: tar.TypeSymlink, Linkname: "c/.."}, // the base directory
+		{Name: "bot-1/d/victim/", Typeflag: tar.TypeDir, Mode: 0o777},
+		{Name: "bot-1/d/escaped.txt", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1},
+	} {
+		tw.WriteHeader(&h)
+		if h.Size > 0 {
+			tw.Write([]byte("x"))
+		}
+	}
+	tw.Close()
+	key := "on-demand/bot-1/chain.tar.gz"
+	if _, err := artifact.Store(context.Background(), store, &buf, artifact.Options{Compression: artifact.Gzip}, artifact.Manifest{Key: key, Kind: "snapshot", Target: "bot-1"}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(base, "bot-1"), 0o755)
+	os.WriteFile(filepath.Join(base, "bot-1", "keep"), []byte("live"), 0o644)
+	_, err := RestoreSnapshot(context.Background(), SnapshotOptions{Store: store, BaseDir: base, Instance: "bot-1", Key: key})
+	for _, p := range []string{"escaped.txt", "victim"} {
+		if _, serr := os.Lstat(filepath.Join(base, p)); serr == nil {
+			t.Errorf("the snapshot wrote %s outside the instance (err = %v)", filepath.Join(base, p), err)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("err = %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(base, "bot-1", "keep")); string(b) != "live" {
+		t.Fatal("the live directory was changed")
+	}
+}
+
+// sparseEntry is a tar holding one GNU sparse (PAX 1.0) file of size bytes that are all a hole:
+// a few KiB of archive whose entry expands to size bytes when extracted.
+func sparseEntry(t *testing.T, name string, size int64) []byte {
+	record := func(k, v string) string {
+		r := fmt.Sprintf(" %s=%s\n", k, v)
+		for n := len(r); ; {
+			s := fmt.Sprintf("%d%s", n, r)
+			if len(s) == n {
+				return s
+			}
+			n = len(s)
+		}
+	}
+	pax := record("GNU.sparse.major", "1") + record("GNU.sparse.minor", "0") + record("GNU.sparse.name", name) + record("GNU.sparse.realsize", fmt.Sprint(size))
+	header := func(name string, flag byte, n int64) []byte {
+		var b bytes.Buffer
+		if err := tar.NewWriter(&b).WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: n, Mode: 0o644, Format: tar.FormatUSTAR}); err != nil {
+			t.Fatal(err)
+		}
+		blk := append([]byte{}, b.Bytes()[:512]...)
+		blk[156] = flag
+		copy(blk[148:156], "        ")
+		sum := 0
+		for _, c := range blk {
+			sum += int(c)
+		}
+		copy(blk[148:], fmt.Sprintf("%06o\x00 ", sum))
+		return blk
+	}
+	pad := func(b *bytes.Buffer) { b.Write(make([]byte, (512-b.Len()%512)%512)) }
+	var out bytes.Buffer
+	out.Write(header("PaxHeaders/x", tar.TypeXHeader, int64(len(pax))))
+	out.WriteString(pax)
+	pad(&out)
+	out.Write(header(name, tar.TypeReg, 512))
+	out.WriteString("1\n" + fmt.Sprint(size) + "\n0\n") // one data region of 0 bytes at the end
+	pad(&out)
+	out.Write(make([]byte, 1024))
+	return out.Bytes()
+}
+
+// TestRestoreSnapshotRefusesSparseBomb: a snapshot whose entries declare more bytes than the
+// archive's content holds (a sparse entry, a few KiB expanding to any size) is refused before
+// anything is written; it was expanded to real zeros on disk (2^60 bytes would fill any disk the
+// live data shares).
+func TestRestoreSnapshotRefusesSparseBomb(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	base := t.TempDir()
+	key := "on-demand/bot-1/sparse.tar.gz"
+	if _, err := artifact.Store(context.Background(), store, bytes.NewReader(sparseEntry(t, "bot-1/bomb", 64<<20)), artifact.Options{Compression: artifact.Gzip},
+		artifact.Manifest{Key: key, Kind: "snapshot", Target: "bot-1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := RestoreSnapshot(context.Background(), SnapshotOptions{Store: store, BaseDir: base, Instance: "bot-1", Key: key})
+	if err == nil || !strings.Contains(err.Error(), "nothing was changed") || !strings.Contains(err.Error(), "bot-1/bomb") {
+		t.Fatalf("err = %v", err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+		t.Fatalf("a refused restore left files: %v", entries)
 	}
 }

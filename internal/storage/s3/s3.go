@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		Creds:      credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure:     cfg.Secure,
 		Region:     cfg.Region,
-		Transport:  tr,
+		Transport:  guardedTransport{tr},
 		MaxRetries: cfg.MaxRetries,
 	})
 	if err != nil {
@@ -230,9 +230,10 @@ func userMeta(m minio.StringMap) map[string]string {
 	return out
 }
 
-// List pages through the bucket (ListObjectsV2, 1,000 keys a page).
+// List pages through the bucket (ListObjectsV2, 1,000 keys a page). A server that hands back a
+// continuation token it already answered fails the listing (listGuard).
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(withListGuard(ctx))
 	defer cancel()
 	for o := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
