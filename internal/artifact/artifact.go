@@ -619,10 +619,15 @@ func Open(ctx context.Context, store storage.Store, m Manifest, identities []age
 // content ends.
 func Decode(r io.Reader, m Manifest, identities []age.Identity, closer io.Closer) (io.ReadCloser, error) {
 	rc, err := decode(r, m, identities, closer)
-	if err != nil || m.RawSize <= 0 {
+	if err != nil {
 		return rc, err
 	}
-	return &rawLimit{ReadCloser: rc, left: m.RawSize, m: m}, nil
+	if m.RawSize <= 0 && m.Compression == None && m.Encryption == "" {
+		return rc, nil // stored as it is: the stored size bounds it
+	}
+	// A decoded artifact with no content size is bounded at 0: a manifest cannot switch the
+	// bound off.
+	return &rawLimit{ReadCloser: rc, left: max(m.RawSize, 0), m: m}, nil
 }
 
 // rawLimit fails a decoded stream that runs past the manifest's RawSize.

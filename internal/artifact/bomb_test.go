@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,24 @@ func TestDownloadVerifiedRefusesBeforeCopying(t *testing.T) {
 		}
 		if _, serr := os.Stat(to); serr == nil {
 			t.Errorf("manifest size %d: the download was left", size)
+		}
+	}
+}
+
+// TestDecodeBoundWithoutRawSize: a compressed artifact whose manifest has no content size (0 or
+// negative) decodes to nothing more: a manifest cannot switch the bound off.
+func TestDecodeBoundWithoutRawSize(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(bytes.Repeat([]byte("x"), 1<<20))
+	zw.Close()
+	for _, raw := range []int64{0, -5} {
+		rc, err := artifact.Decode(bytes.NewReader(buf.Bytes()), artifact.Manifest{Key: "k", Compression: artifact.Gzip, RawSize: raw}, nil, io.NopCloser(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, rc); !errors.Is(err, artifact.ErrChecksum) {
+			t.Fatalf("rawSize %d: decoded without a bound: %v", raw, err)
 		}
 	}
 }
