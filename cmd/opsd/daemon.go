@@ -240,6 +240,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 	m.dispatch = alerts.NewDispatcher(alerts.Notifiers(cfg.Alerts.Notify, e.sentry), e.state, e.metrics, e.log)
 	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
 	m.evaluator.SetRules(alertSpecs)
+	m.evaluator.OnEvaluate = m.periodic
 	e.metrics.ConfigReloadSuccessful.Set(1)
 	e.metrics.ConfigReloadTimestamp.SetToCurrentTime()
 	m.http = httpapi.New(httpapi.Options{
@@ -512,6 +513,18 @@ func (m *Main) startChecks(ctx context.Context) {
 		return ""
 	}, Quiet: restoreQuiet})
 	m.goBg(func() { m.problems.Watch(ctx, every, m.log, deps...) })
+}
+
+// periodic is the daemon's periodic work, done on the alert evaluation's wake-up (alerts.interval,
+// every minute by default) so that an idle daemon wakes no more often: when the state database
+// changed (a CLI command's run, in another process), the metrics seeded from it at start follow
+// (Scheduler.SyncMetrics: one small query unless a run started or ended).
+func (m *Main) periodic(ctx context.Context, now time.Time, stateChanged bool) {
+	if stateChanged {
+		if err := m.sched.SyncMetrics(ctx); err != nil {
+			m.log.Warn().Err(err).Msg("cannot bring the metrics up to date with the state database")
+		}
+	}
 }
 
 // restoreLocksExist reports whether a restore's liveness lock lies beside the state database at
