@@ -89,6 +89,10 @@ type Evaluator struct {
 	Notify   *Dispatcher
 	Node     string
 	Interval time.Duration
+	// OnEvaluate, when set, is called at every evaluation (before the rules) with whether the
+	// state database may have changed since the last one (a commit by this process or another):
+	// the daemon's other periodic work shares this wake-up instead of adding its own.
+	OnEvaluate func(ctx context.Context, now time.Time, stateChanged bool)
 
 	mu     sync.Mutex
 	specs  []Spec
@@ -206,6 +210,9 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 	e.mu.Unlock()
 	tok := stateToken(e.State)
 	changed := force || tok == nil || !e.tokenSeen || !bytes.Equal(tok, e.token)
+	if e.OnEvaluate != nil {
+		e.OnEvaluate(ctx, now, changed)
+	}
 	if changed || e.stored == nil {
 		stored, err := e.State.Alerts(ctx)
 		if err != nil {

@@ -41,8 +41,11 @@ func (r *Runner) RecordInterrupted(ctx context.Context, run state.Run, j Job) {
 	err := fmt.Errorf("%s (run %d, started %s)", state.InterruptedError, run.ID, run.StartedAt.UTC().Format(time.RFC3339))
 	log := r.Log.With().Str("job", run.Job).Str("kind", run.Kind).Logger()
 	log.Error().Err(err).Msg("run interrupted: counted as a failed run")
+	r.gaugeMu.Lock()
 	r.Metrics.JobLastRunSuccess.WithLabelValues(run.Job, run.Kind).Set(0)
 	r.Metrics.JobLastRun.WithLabelValues(run.Job, run.Kind).Set(float64(at.UnixMilli()) / 1000)
+	r.showRun(run.Job, run.Kind, at, false)
+	r.gaugeMu.Unlock()
 	if r.Problems != nil {
 		r.Problems.Set("interrupted:"+run.Job, interruptedProblem(run.Job, at))
 	}
@@ -68,7 +71,7 @@ func (r *Runner) RecordInterrupted(ctx context.Context, run state.Run, j Job) {
 				r.Metrics.Backups.DeleteFor("", t.Name) // its row is the job's now
 			}
 		}
-		r.Metrics.Backups.Set(t.Name, metrics.TargetState{Job: run.Job, Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: false})
+		r.Metrics.Backups.Set(t.Name, metrics.TargetState{Job: run.Job, Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: false, At: at})
 		r.Sentry.CaptureJobFailure(telemetry.JobFailure{Job: run.Job, Kind: run.Kind, Target: t.Name, Err: fmt.Errorf("%s %s: %w", run.Kind, t.Name, err)})
 	}
 	if e := errors.Join(recErrs...); e != nil {

@@ -84,14 +84,7 @@ func SeedTargetMetrics(ctx context.Context, st *state.Store, m *metrics.Metrics)
 		return err
 	}
 	for _, b := range all {
-		ts := metrics.TargetState{Job: b.Job, Kind: b.Kind, Node: b.NodeID, LastOK: b.LastBackupSuccess}
-		if b.LastBackupAt != nil {
-			ts.LastSuccess = *b.LastBackupAt
-		}
-		if b.LastBackupSizeMB != nil {
-			ts.SizeBytes = int64(*b.LastBackupSizeMB * 1024 * 1024)
-		}
-		m.Backups.Set(b.ContainerID, ts)
+		m.Backups.Set(b.ContainerID, targetState(b))
 	}
 	return nil
 }

@@ -58,6 +58,13 @@ type Runner struct {
 	removed map[string]bool
 
 	keepRuns atomic.Int64 // history bound per job (SetKeepRuns)
+
+	// gaugeMu orders the writes of a job's last-run gauges: a run's end, and SyncMetrics, which
+	// sets them from a newer run another process recorded (it must not undo a run of ours that
+	// ended after it read the state database).
+	gaugeMu sync.Mutex
+	// shown is what the last-run gauges of each (job, kind) say, under gaugeMu.
+	shown map[[2]string]shownRuns
 }
 
 // SetKeepRuns bounds each job's history of runs and reports to its newest n (0: unbounded).
@@ -143,6 +150,7 @@ func (r *Runner) release(j Job) (removed bool) {
 // its tracked targets again, so what the run records does not bring a job that no longer exists
 // back onto /metrics and /health.
 func (r *Runner) Removed(name string) {
+	r.forgetShown(name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.running[name] {
@@ -165,6 +173,7 @@ func (r *Runner) Configured(name string) {
 // targets' rows and its problems.
 func (r *Runner) forgetRemoved(j Job) {
 	name := j.Name()
+	r.forgetShown(name)
 	r.Metrics.ForgetJob(name, j.Kind())
 	r.Metrics.ForgetJobSeries(name)
 	if err := r.State.RetireJob(context.Background(), name, time.Now()); err != nil {
@@ -341,30 +350,34 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 	if rs := res.Restore; rs != nil {
 		r.recordRestore(*rs, outcome, dur, res.Phases)
 	}
+	r.gaugeMu.Lock()
 	if !oneOff {
 		m.JobRuns.WithLabelValues(name, kind, outcome).Inc()
 		m.JobDuration.WithLabelValues(name, kind).Observe(dur.Seconds())
 		m.JobLastDuration.WithLabelValues(name, kind).Set(dur.Seconds())
 		m.JobLastRun.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
+		r.showRun(name, kind, finished, outcome == state.OutcomeSuccess && !dry)
 		for _, p := range res.Phases {
 			m.JobPhase.WithLabelValues(name, kind, p.Name).Set(p.seconds())
 		}
 		if res.Bytes > 0 {
 			m.BytesUploaded.WithLabelValues(name, kind).Add(float64(res.Bytes))
 		}
+		switch {
+		case outcome == state.OutcomeSuccess && dry:
+		case outcome == state.OutcomeSuccess:
+			m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
+			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)
+		default:
+			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(0)
+		}
 	}
+	r.gaugeMu.Unlock()
 	if outcome == state.OutcomeSuccess && dry {
 		log.Info().Int64("duration_ms", dur.Milliseconds()).Str("summary", res.Summary).Msg("dry run finished: nothing deleted")
 	} else if outcome == state.OutcomeSuccess {
-		if !oneOff {
-			m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(finished.UnixMilli()) / 1000)
-			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(1)
-		}
 		log.Info().Int64("duration_ms", dur.Milliseconds()).Int64("bytes", res.Bytes).Str("summary", res.Summary).Msg("run succeeded")
 	} else {
-		if !oneOff {
-			m.JobLastRunSuccess.WithLabelValues(name, kind).Set(0)
-		}
 		log.Error().Err(runErr).Str("outcome", outcome).Int64("duration_ms", dur.Milliseconds()).Msg("run failed")
 		if outcome != state.OutcomeCanceled {
 			r.report(j, res, runErr)
@@ -446,7 +459,7 @@ func (r *Runner) recordTargets(ctx context.Context, log zerolog.Logger, j Job, r
 			a.Success = false // an attempt that cannot be recorded is not a success
 		}
 		prev, _ := r.Metrics.Backups.GetFor(j.Name(), t.Name)
-		ts := metrics.TargetState{Job: j.Name(), Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success}
+		ts := metrics.TargetState{Job: j.Name(), Kind: t.StatusKind, Node: r.NodeID, LastSuccess: prev.LastSuccess, SizeBytes: prev.SizeBytes, LastOK: a.Success, At: at}
 		if a.Success {
 			ts.LastSuccess, ts.SizeBytes = at, t.Bytes
 		}

@@ -66,6 +66,10 @@ type Scheduler struct {
 
 	// Coord, when set, runs platform-scoped jobs once across the fleet.
 	Coord Coordinator
+
+	syncMu sync.Mutex     // one SyncMetrics at a time
+	mark   state.RunsMark // the runs mark at the last SyncMetrics
+	synced bool
 }
 
 type entry struct {
@@ -180,20 +184,10 @@ func (s *Scheduler) Apply(specs []Spec) error {
 }
 
 // seedMetrics sets a job's last-run and last-success gauges from job_runs, so a restart does
-// not hide how long ago a job last succeeded from the staleness alert rules.
+// not lose them (Runner.syncJob).
 func (s *Scheduler) seedMetrics(name, kind string) {
-	ctx := context.Background()
-	m := s.runner.Metrics
-	if r, err := s.runner.State.LastRun(ctx, name); err == nil && r.FinishedAt != nil {
-		m.JobLastRun.WithLabelValues(name, kind).Set(float64(r.FinishedAt.UnixMilli()) / 1000)
-		ok := 0.0
-		if r.Outcome == state.OutcomeSuccess {
-			ok = 1
-		}
-		m.JobLastRunSuccess.WithLabelValues(name, kind).Set(ok)
-	}
-	if r, err := s.runner.State.LastSuccess(ctx, name); err == nil && r.FinishedAt != nil {
-		m.JobLastSuccess.WithLabelValues(name, kind).Set(float64(r.FinishedAt.UnixMilli()) / 1000)
+	if err := s.runner.syncJob(context.Background(), name, kind); err != nil {
+		s.runner.Log.Warn().Err(err).Str("job", name).Msg("cannot seed the job's metrics from its history")
 	}
 }
 

@@ -44,6 +44,9 @@ type Options struct {
 	// CheckInterval is how often the daemon checks the dependencies its jobs need (the Docker
 	// engine, an object store that was unreachable at start); default 30s.
 	CheckInterval time.Duration
+	// StoreProbeInterval is how often an idle daemon asks the object store whether it answers
+	// (storage.Probe), on the alert evaluation's wake-up; default 5m.
+	StoreProbeInterval time.Duration
 
 	// daemon: an unreachable object store does not stop the start (it is retried).
 	daemon bool
@@ -189,6 +192,8 @@ type Main struct {
 	restores restore.Registry
 	// lock is the exclusive lock on the state database (one daemon per state database).
 	lock *state.Lock
+	// nextProbe is when periodic next asks for a store probe (only periodic touches it).
+	nextProbe time.Time
 }
 
 // NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
@@ -247,6 +252,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 	m.dispatch = alerts.NewDispatcher(alerts.Notifiers(cfg.Alerts.Notify, e.sentry), e.state, e.metrics, e.log)
 	m.evaluator = alerts.NewEvaluator(e.state, e.metrics, e.log, m.dispatch, cfg.NodeID, cfg.Alerts.Interval.D())
 	m.evaluator.SetRules(alertSpecs)
+	m.evaluator.OnEvaluate = m.periodic
 	e.metrics.ConfigReloadSuccessful.Set(1)
 	e.metrics.ConfigReloadTimestamp.SetToCurrentTime()
 	m.http = httpapi.New(httpapi.Options{
@@ -495,16 +501,24 @@ func (m *Main) startChecks(ctx context.Context) {
 		}
 		return ""
 	}, Quiet: func() bool { return len(m.cfg().DockerJobs()) == 0 || streamUp() }}}
-	if m.lazy != nil {
-		var opened atomic.Bool // once open, the store stays open
-		deps = append(deps, health.Dependency{Name: "store", What: "object store", Check: func(ctx context.Context) string {
+	// The object store: opened again while it could not be opened at start, then probed (one
+	// HEAD of a key that does not exist). While it answers it is quiet, probed when periodic asks
+	// (every StoreProbeInterval); while it does not, every interval until it answers again.
+	var storeUp atomic.Bool
+	deps = append(deps, health.Dependency{Name: "store", What: "object store", Check: func(ctx context.Context) string {
+		if m.lazy != nil {
 			if err := m.lazy.Retry(ctx); err != nil {
+				storeUp.Store(false)
 				return m.redactor.Redact(err.Error())
 			}
-			opened.Store(true)
-			return ""
-		}, Quiet: opened.Load})
-	}
+		}
+		if err := storage.Probe(ctx, m.objStore()); err != nil {
+			storeUp.Store(false)
+			return "object store unreachable: " + m.redactor.Redact(err.Error())
+		}
+		storeUp.Store(true)
+		return ""
+	}, Quiet: storeUp.Load})
 	// A CLI restore whose process died while this daemon runs (its start saw only older ones):
 	// reportInterrupted sets its own problem, naming the safety copies. Polled while a restore's
 	// liveness lock exists (one is running, or died unreported), woken when one is created.
@@ -519,6 +533,33 @@ func (m *Main) startChecks(ctx context.Context) {
 		return ""
 	}, Quiet: restoreQuiet})
 	m.goBg(func() { m.problems.Watch(ctx, every, m.log, deps...) })
+}
+
+// periodic is the daemon's periodic work, done on the alert evaluation's wake-up (alerts.interval,
+// every minute by default) so that an idle daemon wakes no more often: when the state database
+// changed (a CLI command's run, in another process), the metrics seeded from it at start follow
+// (Scheduler.SyncMetrics: one small query unless a run started or ended), and every
+// StoreProbeInterval the dependency checks run, which probe the object store (an idle daemon
+// whose store died says so in /health, not at the next backup).
+func (m *Main) periodic(ctx context.Context, now time.Time, stateChanged bool) {
+	if stateChanged {
+		if err := m.sched.SyncMetrics(ctx); err != nil {
+			m.log.Warn().Err(err).Msg("cannot bring the metrics up to date with the state database")
+		}
+	}
+	every := m.opts.StoreProbeInterval
+	if every <= 0 {
+		every = 5 * time.Minute
+	}
+	// Less a tenth: the wake-ups are aligned, and one a little early must not wait a whole
+	// interval more.
+	next := now.Add(every - every/10)
+	if m.nextProbe.IsZero() {
+		m.nextProbe = next // the checks probed at start
+	} else if !now.Before(m.nextProbe) {
+		m.nextProbe = next
+		m.problems.Wake()
+	}
 }
 
 // restoreLocksExist reports whether a restore's liveness lock lies beside the state database at

@@ -212,6 +212,9 @@ type TargetState struct {
 	LastSuccess time.Time // zero: never
 	LastOK      bool      // the last attempt succeeded
 	SizeBytes   int64
+	// At is when the state was recorded (the last attempt): of two states, the newer one is the
+	// truth (SetIfNewer). Not exported.
+	At time.Time
 }
 
 // BackupTracker exports per-target freshness. Staleness follows the clock (a target goes stale
@@ -284,9 +287,14 @@ func (t *BackupTracker) isStale(s TargetState, now time.Time) (stale bool, flip 
 
 // Set records the state of a target of the job s.Job.
 func (t *BackupTracker) Set(target string, s TargetState) {
-	k := trackKey(s.Job, target)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.setLocked(target, s)
+}
+
+// setLocked is Set with t.mu held.
+func (t *BackupTracker) setLocked(target string, s TargetState) {
+	k := trackKey(s.Job, target)
 	e := t.targets[k]
 	if e == nil {
 		e = &tracked{name: target}
@@ -302,6 +310,34 @@ func (t *BackupTracker) Set(target string, s TargetState) {
 	e.s = s
 	t.export(e, t.now())
 	t.setCounts()
+}
+
+// SetIfNewer records the state of a target of the job s.Job unless the tracker holds a state
+// recorded at s.At or later (what a run of this process set after the state database was read);
+// it reports whether it did.
+func (t *BackupTracker) SetIfNewer(target string, s TargetState) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.targets[trackKey(s.Job, target)]; e != nil && !s.At.After(e.s.At) {
+		return false
+	}
+	t.setLocked(target, s)
+	return true
+}
+
+// DeleteForIfNotNewer stops exporting a job's target that was retired at at, unless the tracker
+// holds a state recorded after at; it reports whether it did.
+func (t *BackupTracker) DeleteForIfNotNewer(job, target string, at time.Time) bool {
+	k := trackKey(job, target)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.targets[k]
+	if !ok || e.s.At.After(at) {
+		return false
+	}
+	t.remove(k, e)
+	t.setCounts()
+	return true
 }
 
 // export renders a target's series at now; t.mu is held and e is not counted in nStale.

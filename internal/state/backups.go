@@ -26,6 +26,8 @@ type BackupStatus struct {
 	CreatedAt         time.Time  `json:"createdAt"`
 	UpdatedAt         time.Time  `json:"updatedAt"`
 	IsStale           bool       `json:"isStale"`
+	// RetiredAt is when opsd stopped tracking the target (ListBackupRows only; nil: tracked).
+	RetiredAt *time.Time `json:"-"`
 }
 
 // BackupAttempt is the outcome of one backup of one target.
@@ -93,9 +95,24 @@ func IsStale(b BackupStatus, now time.Time, staleAfter time.Duration) bool {
 // ListBackups returns every tracked (not retired) (target, job) with its stale flag, by target
 // name then job.
 func (s *Store) ListBackups(ctx context.Context, now time.Time, staleAfter time.Duration) ([]BackupStatus, error) {
+	return s.listBackups(ctx, now, staleAfter, false)
+}
+
+// ListBackupRows returns every (target, job) row, the retired ones too (RetiredAt set), by
+// target name then job: what a process that caches the status (the daemon's metrics) needs to
+// follow another process's writes, retirements included.
+func (s *Store) ListBackupRows(ctx context.Context, now time.Time, staleAfter time.Duration) ([]BackupStatus, error) {
+	return s.listBackups(ctx, now, staleAfter, true)
+}
+
+func (s *Store) listBackups(ctx context.Context, now time.Time, staleAfter time.Duration, retired bool) ([]BackupStatus, error) {
+	where := ` WHERE retired_at IS NULL`
+	if retired {
+		where = ``
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT container_id, job, node_id, kind, last_backup_at, last_backup_size_mb,
-		last_backup_path, last_backup_success, last_backup_error, total_backups, created_at, updated_at
-		FROM backup_status WHERE retired_at IS NULL ORDER BY container_id, job`)
+		last_backup_path, last_backup_success, last_backup_error, total_backups, created_at, updated_at, retired_at
+		FROM backup_status`+where+` ORDER BY container_id, job`)
 	if err != nil {
 		return nil, fmt.Errorf("list backups: %w", err)
 	}
@@ -103,12 +120,12 @@ func (s *Store) ListBackups(ctx context.Context, now time.Time, staleAfter time.
 	var out []BackupStatus
 	for rows.Next() {
 		var (
-			b                 BackupStatus
-			last, created, up sql.NullInt64
-			size              sql.NullFloat64
-			path, errText     sql.NullString
+			b                          BackupStatus
+			last, created, up, retired sql.NullInt64
+			size                       sql.NullFloat64
+			path, errText              sql.NullString
 		)
-		if err := rows.Scan(&b.ContainerID, &b.Job, &b.NodeID, &b.Kind, &last, &size, &path, &b.LastBackupSuccess, &errText, &b.TotalBackups, &created, &up); err != nil {
+		if err := rows.Scan(&b.ContainerID, &b.Job, &b.NodeID, &b.Kind, &last, &size, &path, &b.LastBackupSuccess, &errText, &b.TotalBackups, &created, &up, &retired); err != nil {
 			return nil, fmt.Errorf("list backups: %w", err)
 		}
 		b.LastBackupAt = fromMS(last)
@@ -122,6 +139,7 @@ func (s *Store) ListBackups(ctx context.Context, now time.Time, staleAfter time.
 			b.LastBackupError = &errText.String
 		}
 		b.CreatedAt, b.UpdatedAt = *fromMS(created), *fromMS(up)
+		b.RetiredAt = fromMS(retired)
 		b.IsStale = IsStale(b, now, staleAfter)
 		out = append(out, b)
 	}

@@ -175,3 +175,37 @@ func scanReport(sc rowScanner) (Report, error) {
 	r.CreatedAt = time.UnixMilli(created).UTC()
 	return r, nil
 }
+
+// LastFinishedRun returns the run of a job that finished last (a run in progress is not one).
+func (s *Store) LastFinishedRun(ctx context.Context, job string) (Run, error) {
+	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runCols+` FROM job_runs WHERE job=? AND finished_at IS NOT NULL
+		ORDER BY finished_at DESC, id DESC LIMIT 1`, job))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Run{}, ErrNotFound
+	}
+	if err != nil {
+		return Run{}, fmt.Errorf("last finished run: %w", err)
+	}
+	return r, nil
+}
+
+// RunsMark says where the history of runs stands: the newest run's id and how many runs are in
+// progress. Every write of a run (its start, its end, a run marked interrupted) changes it, and a
+// backup status is only recorded by a run: a mark equal to one read earlier means no run started
+// or ended in between, in any process.
+type RunsMark struct {
+	MaxID   int64
+	Running int64
+}
+
+// RunsMark reads the mark (one query: the newest id from the rowid, a count of the runs in
+// progress).
+func (s *Store) RunsMark(ctx context.Context) (RunsMark, error) {
+	var m RunsMark
+	err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0), (SELECT count(*) FROM job_runs WHERE outcome=?) FROM job_runs`,
+		OutcomeRunning).Scan(&m.MaxID, &m.Running)
+	if err != nil {
+		return RunsMark{}, fmt.Errorf("runs mark: %w", err)
+	}
+	return m, nil
+}

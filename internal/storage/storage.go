@@ -139,3 +139,21 @@ func CopyMovesBytes(s Store) bool {
 	c, ok := s.(ByteCopier)
 	return ok && c.CopyMovesBytes()
 }
+
+// probeKey is the key Probe asks about: nothing is ever stored there, so the answer is "not
+// found" from a store that works.
+const probeKey = ".opsd-probe"
+
+// Probe asks the store about one key that does not exist (one HEAD request on S3): nil when the
+// store answers, found or not found; the error when it does not (unreachable, refused
+// credentials, no such bucket). A probe is not one of the jobs' operations: an instrumented
+// store does not count it (opsd_storage_operations_total).
+func Probe(ctx context.Context, s Store) error {
+	if i, ok := s.(*instrumented); ok {
+		s = i.s
+	}
+	if _, err := s.Stat(ctx, probeKey); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("probe %s: %w", s, err)
+	}
+	return nil
+}

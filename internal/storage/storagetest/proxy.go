@@ -30,14 +30,14 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		t.Fatalf("proxy: %v", err)
 	}
 	p := &Proxy{Addr: ln.Addr().String(), ln: ln, target: target}
-	go p.serve()
+	go p.serve(ln)
 	t.Cleanup(p.Kill)
 	return p
 }
 
-func (p *Proxy) serve() {
+func (p *Proxy) serve(ln net.Listener) {
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -72,6 +72,19 @@ func (p *Proxy) Kill() {
 	for _, c := range p.conns {
 		c.Close()
 	}
+}
+
+// Revive listens again on the same address after Kill: the store is back.
+func (p *Proxy) Revive(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.Addr)
+	if err != nil {
+		t.Fatalf("proxy: %v", err)
+	}
+	p.mu.Lock()
+	p.ln, p.killed, p.conns = ln, false, nil
+	p.mu.Unlock()
+	go p.serve(ln)
 }
 
 // Via returns cfg pointed at the proxy, with few retries (the store is expected to die).

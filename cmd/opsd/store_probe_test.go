@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/storage/storagetest"
+)
+
+// TestIdleStoreOutageInHealth: the object store (a real S3 engine, behind a proxy that cuts
+// every connection) dies under a running daemon with nothing to run: /health turns degraded with
+// a "store" problem naming the failure and no secret, and ok again once the store answers.
+func TestIdleStoreOutageInHealth(t *testing.T) {
+	s3cfg := storagetest.RealS3(t)
+	storagetest.NewS3(t, s3cfg) // creates the bucket
+	proxy := storagetest.NewProxy(t, s3cfg.Endpoint)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: probe
+state:
+  path: %s/state.db
+alerts:
+  interval: 1s
+  rules: []
+%sjobs:
+  - {name: nightly, kind: noop, schedule: "0 3 * * *"}
+`, dir, s3StorageYAML(proxy.Addr, s3cfg.Bucket)))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Probed at every evaluation (every second) here; every 5 minutes by default.
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	base := "http://" + m.Addr().String()
+	health := func() string {
+		_, b := get(t, base+"/health")
+		return b
+	}
+	eventually(t, "/health ok at start", 30*time.Second, func() bool { return strings.Contains(health(), `"status":"ok"`) })
+
+	proxy.Kill()
+	var body string
+	eventually(t, "/health degraded by the store", time.Minute, func() bool {
+		body = health()
+		return strings.Contains(body, `"status":"degraded"`) && strings.Contains(body, `"name":"store"`)
+	})
+	t.Logf("health: %s", body)
+	if !strings.Contains(body, "object store unreachable") || !strings.Contains(body, proxy.Addr) {
+		t.Fatalf("/health does not say the store is unreachable and where: %s", body)
+	}
+	if strings.Contains(body, s3cfg.SecretKey) || strings.Contains(body, s3cfg.AccessKey) {
+		t.Fatal("/health carries a store credential")
+	}
+
+	proxy.Revive(t)
+	eventually(t, "/health ok again", time.Minute, func() bool {
+		body = health()
+		return strings.Contains(body, `"status":"ok"`) && !strings.Contains(body, `"store"`)
+	})
+}
