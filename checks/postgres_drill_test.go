@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -260,6 +262,112 @@ func TestPostgresDrillEncryptedDump(t *testing.T) {
 		t.Fatalf("with identity: %v\n%s", err, res.Report)
 	}
 	if left := scratchLeft(t, server, db.Database()); len(left) != 0 {
+		t.Fatalf("scratch databases left: %v", left)
+	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// TestPostgresDrillCancelledMidRestore: the drill is cancelled (its timeout, opsd's shutdown)
+// while a pg_restore --jobs worker is busy loading a table (here: a CHECK constraint that waits
+// while a role exists). Run returns without waiting for the worker, no pg_restore process is
+// left, and the scratch database is dropped.
+func TestPostgresDrillCancelledMidRestore(t *testing.T) {
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	gate := pgtest.Name("opsd_gate")
+	server, tools, key := pgBackup(t, store, "none", `
+		CREATE FUNCTION public.gate(x int) RETURNS boolean LANGUAGE plpgsql AS $$
+		BEGIN
+			WHILE x = 1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '`+gate+`') LOOP
+				PERFORM pg_catalog.pg_sleep(0.05);
+			END LOOP;
+			RETURN true;
+		END $$;
+		CREATE TABLE gated (x int CHECK (public.gate(x)));
+		INSERT INTO gated SELECT generate_series(1, 10);`)
+	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+	ctx := context.Background()
+	admin, err := server.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+gate); err != nil {
+		t.Fatal(err)
+	}
+	open := func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+gate) }
+	defer open()
+
+	d := pgDrill(server, tools, database, store)
+	leader := make(chan int, 1)
+	d.cfg.OnRestoreStart = func(cmd *exec.Cmd) { leader <- cmd.Process.Pid }
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Run(rctx)
+		done <- err
+	}()
+	pid := <-leader
+	// Wait until a worker's session is held by the gate.
+	for i := 0; ; i++ {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'opsd_drill_%' AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if i > 1200 {
+			t.Fatal("no pg_restore worker reached the gated table")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	workers := childrenOf(pid)
+	if len(workers) == 0 {
+		t.Fatalf("pg_restore (pid %d) has no worker processes", pid)
+	}
+	cancel()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		open() // let the worker finish so the drill can end
+		<-done
+		t.Fatal("the cancelled drill did not return while a pg_restore worker was busy (it waited for the worker)")
+	}
+	if err == nil {
+		t.Fatal("a cancelled drill passed")
+	}
+	for _, w := range append(workers, pid) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", w)); err == nil {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w))
+			if strings.Contains(string(b), "pg_restore") {
+				t.Fatalf("pg_restore process %d is still running after the drill returned", w)
+			}
+		}
+	}
+	if left := scratchLeft(t, server, database); len(left) != 0 {
 		t.Fatalf("scratch databases left: %v", left)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Tools locates the PostgreSQL client programs (pg_dump, pg_restore).
@@ -430,6 +431,7 @@ func (t Tools) Restore(ctx context.Context, dsn DSN, file string, o RestoreOptio
 	errs := &tail{max: 4096}
 	cmd := exec.CommandContext(ctx, t.Path("pg_restore"), args...)
 	cmd.Env, cmd.Stderr = env, errs
+	killGroup(cmd)
 	err = cmd.Start()
 	if err == nil {
 		if o.OnStart != nil {
@@ -454,4 +456,20 @@ func growPipe(f *os.File) {
 	sc.Control(func(fd uintptr) {
 		syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, 1<<20)
 	})
+}
+
+// killGroup makes a cancelled command kill its whole process group: pg_restore --jobs forks its
+// workers, which hold the stderr pipe Wait reads to its end and keep loading their table after
+// the leader is killed (a cancelled drill or restore would wait for them, and they would outlive
+// it). WaitDelay bounds Wait should a process escape the group.
+func killGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return err
+	}
+	cmd.WaitDelay = 10 * time.Second
 }
