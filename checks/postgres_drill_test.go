@@ -1,6 +1,7 @@
 package checks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -22,6 +23,7 @@ import (
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/storage/local"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 	"github.com/wopr-network/opsd/jobs"
 )
@@ -369,5 +371,117 @@ func TestPostgresDrillCancelledMidRestore(t *testing.T) {
 	}
 	if left := scratchLeft(t, server, database); len(left) != 0 {
 		t.Fatalf("scratch databases left: %v", left)
+	}
+}
+
+// gatedDump is a mutation for pgBackup: table gated, whose CHECK constraint waits (on row 1) while
+// the role gate exists, so a test can hold a pg_restore worker mid-table.
+func gatedDump(gate string) string {
+	return `
+		CREATE FUNCTION public.gate(x int) RETURNS boolean LANGUAGE plpgsql AS $$
+		BEGIN
+			WHILE x = 1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '` + gate + `') LOOP
+				PERFORM pg_catalog.pg_sleep(0.05);
+			END LOOP;
+			RETURN true;
+		END $$;
+		CREATE TABLE gated (x int CHECK (public.gate(x)));
+		INSERT INTO gated SELECT generate_series(1, 10);`
+}
+
+// waitGated waits until a session of a drill's scratch database is held by the gate.
+func waitGated(t *testing.T, q postgres.Querier) {
+	t.Helper()
+	for i := 0; ; i++ {
+		var n int
+		if err := q.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'opsd_drill_%' AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if i > 1200 {
+			t.Fatal("no pg_restore worker reached the gated table")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPostgresDrillKilledHelper is the opsd TestPostgresDrillKilledMidRestore kills: it drills
+// the dump in OPSD_DRILL_HELPER_DIR and prints pg_restore's pid.
+func TestPostgresDrillKilledHelper(t *testing.T) {
+	dir := os.Getenv("OPSD_DRILL_HELPER_DIR")
+	if dir == "" {
+		t.Skip("run by TestPostgresDrillKilledMidRestore")
+	}
+	server, tools := pgtest.Server(t)
+	store, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := pgDrill(server, tools, os.Getenv("OPSD_DRILL_HELPER_DB"), store)
+	d.cfg.OnRestoreStart = func(cmd *exec.Cmd) { fmt.Printf("pg_restore %d\n", cmd.Process.Pid) }
+	d.Run(context.Background())
+}
+
+// TestPostgresDrillKilledMidRestore: opsd is killed (SIGKILL) while a drill's pg_restore runs.
+// pg_restore dies with it (it does not go on filling the scratch server), and the next drill
+// drops the scratch database the killed one left.
+func TestPostgresDrillKilledMidRestore(t *testing.T) {
+	dir := t.TempDir()
+	store, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := pgtest.Name("opsd_gate")
+	server, _, key := pgBackup(t, store, "none", gatedDump(gate))
+	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+	ctx := context.Background()
+	admin, err := server.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+gate); err != nil {
+		t.Fatal(err)
+	}
+	open := func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+gate) }
+	defer open()
+	defer func() {
+		for _, n := range scratchLeft(t, server, database) {
+			pgtest.DropDatabase(t, server, n)
+		}
+	}()
+
+	child := exec.Command(os.Args[0], "-test.run=^TestPostgresDrillKilledHelper$", "-test.v")
+	child.Env = append(os.Environ(), "OPSD_DRILL_HELPER_DIR="+dir, "OPSD_DRILL_HELPER_DB="+database)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	sc := bufio.NewScanner(out)
+	pid := 0
+	for pid == 0 && sc.Scan() {
+		fmt.Sscanf(sc.Text(), "pg_restore %d", &pid)
+	}
+	if pid == 0 {
+		t.Fatal("the helper never started pg_restore")
+	}
+	go io.Copy(io.Discard, out)
+	waitGated(t, admin)
+	child.Process.Kill() // SIGKILL: no deferred drop runs
+	child.Wait()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		if i > 600 {
+			t.Fatalf("pg_restore (pid %d) is still running after opsd was killed", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -461,9 +461,10 @@ func growPipe(f *os.File) {
 // killGroup makes a cancelled command kill its whole process group: pg_restore --jobs forks its
 // workers, which hold the stderr pipe Wait reads to its end and keep loading their table after
 // the leader is killed (a cancelled drill or restore would wait for them, and they would outlive
-// it). WaitDelay bounds Wait should a process escape the group.
+// it). WaitDelay bounds Wait should a process escape the group. The command is also killed when
+// opsd dies (SIGKILL, OOM): it would otherwise go on restoring into a database nobody drops.
 func killGroup(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if errors.Is(err, syscall.ESRCH) {
