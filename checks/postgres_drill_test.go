@@ -434,7 +434,7 @@ func TestPostgresDrillKilledMidRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	gate := pgtest.Name("opsd_gate")
-	server, _, key := pgBackup(t, store, "none", gatedDump(gate))
+	server, tools, key := pgBackup(t, store, "none", gatedDump(gate))
 	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
 	ctx := context.Background()
 	admin, err := server.Connect(ctx)
@@ -483,5 +483,36 @@ func TestPostgresDrillKilledMidRestore(t *testing.T) {
 			t.Fatalf("pg_restore (pid %d) is still running after opsd was killed", pid)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The worker the gate held finishes its table and exits; the killed drill's scratch database
+	// is left, and the next drill drops it.
+	open()
+	for i := 0; ; i++ {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'opsd_drill_%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if i > 1200 {
+			t.Fatal("the killed drill's pg_restore workers never ended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	left := scratchLeft(t, server, database)
+	if len(left) != 1 {
+		t.Fatalf("scratch databases after the kill: %v", left)
+	}
+	res, err := pgDrill(server, tools, database, store).Run(ctx)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Report)
+	}
+	if now := scratchLeft(t, server, database); len(now) != 0 {
+		t.Fatalf("scratch databases left after the next drill: %v", now)
+	}
+	if !strings.Contains(res.Report, left[0]) {
+		t.Fatalf("the report does not name the dropped leftover %s:\n%s", left[0], res.Report)
 	}
 }
