@@ -147,6 +147,9 @@ type DumpOptions struct {
 	Uncompressed bool
 	// OnStart is called with pg_dump's command once it started (tests read its argv and env).
 	OnStart func(*exec.Cmd)
+	// ApplicationName names pg_dump's session on the server (PGAPPNAME): the caller finds it by
+	// that name to end it when the dump is abandoned.
+	ApplicationName string
 }
 
 // DumpStream is pg_dump's custom-format output. Reading it to the end returns io.EOF only when
@@ -173,6 +176,9 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	env, cleanup, err := dsn.childEnv()
 	if err != nil {
 		return nil, err
+	}
+	if o.ApplicationName != "" {
+		env = append(env, "PGAPPNAME="+o.ApplicationName)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	args := []string{"--format=custom", "--no-password"}
