@@ -109,6 +109,10 @@ type Evaluator struct {
 	tokenSeen bool                        // token is valid: no commit of ours came after it
 }
 
+// ruleTimeout bounds one rule's evaluation: a data source that does not answer (a database
+// down or locked by a migration) fails its rule instead of holding every other rule back.
+var ruleTimeout = 30 * time.Second
+
 // resaveEvery bounds how long an alert's stored value and message may lag (they are written
 // with every change of its state, and this often besides).
 const resaveEvery = time.Hour
@@ -231,7 +235,9 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		if !changed && e.unchanged(s, now) {
 			continue
 		}
-		ev, err := s.Rule.Evaluate(ctx, now)
+		rctx, cancel := context.WithTimeout(ctx, ruleTimeout)
+		ev, err := s.Rule.Evaluate(rctx, now)
+		cancel()
 		st := stored[name]
 		st.Name = name
 		status := Status{Name: name, Firing: st.Firing, Message: st.Message, Value: st.Value, Threshold: st.Threshold, Since: st.FiredAt}

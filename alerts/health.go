@@ -10,12 +10,19 @@ import (
 	"github.com/wopr-network/opsd/internal/docker"
 )
 
+// healthTimeout bounds how long /admin/health waits for the platform's databases.
+var healthTimeout = 10 * time.Second
+
 // AdminHealth is the platform's /admin/health: the gateway and billing figures from the
 // platform's databases when they are configured (from PostgreSQL when alerts.postgres_dsn is
 // set, else the SQLite files), the fleet's running bots when activeBots knows them, and the
 // alerts; a figure whose source is not configured or fails is null. The windows end at now.
 func AdminHealth(ctx context.Context, now time.Time, a config.Alerts, activeBots func(context.Context) (int, bool), statuses []Status, log zerolog.Logger) map[string]any {
 	out := map[string]any{"timestamp": now.UTC().Format(time.RFC3339), "gateway": nil, "fleet": nil, "billing": nil}
+	// A database that does not answer (down, locked by a migration) makes its figures null
+	// instead of holding the request.
+	dbctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
 	var gateway map[string]any
 	var credits float64
 	var gerr, cerr error
@@ -25,14 +32,14 @@ func AdminHealth(ctx context.Context, now time.Time, a config.Alerts, activeBots
 		if q == "" {
 			q = DefaultCreditsQuery
 		}
-		gateway, gerr = GatewaySummaryPostgres(ctx, dsn, now)
-		credits, cerr = QueryNumber(ctx, dsn, q, now)
+		gateway, gerr = GatewaySummaryPostgres(dbctx, dsn, now)
+		credits, cerr = QueryNumber(dbctx, dsn, q, now)
 	default:
 		if a.GatewayDB != "" {
-			gateway, gerr = GatewaySummary(ctx, a.GatewayDB, now)
+			gateway, gerr = GatewaySummary(dbctx, a.GatewayDB, now)
 		}
 		if a.CreditsDB != "" {
-			credits, cerr = CreditsConsumed(ctx, a.CreditsDB, a.CreditsQuery, now)
+			credits, cerr = CreditsConsumed(dbctx, a.CreditsDB, a.CreditsQuery, now)
 		}
 	}
 	if gerr != nil {

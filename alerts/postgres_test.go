@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
@@ -111,5 +114,94 @@ func TestIsPostgres(t *testing.T) {
 		if got := IsPostgres(db); got != want {
 			t.Errorf("IsPostgres(%q) = %v, want %v", db, got, want)
 		}
+	}
+}
+
+// TestPostgresSourceLockedDoesNotStallAlerts: gateway_metrics and credit_transactions are held by
+// an ACCESS EXCLUSIVE lock (a migration) for longer than anyone waits. /admin/health answers with
+// the figures null (not stale ones), and an evaluation still evaluates the other rules and
+// reports the PostgreSQL rule's error instead of waiting for the lock.
+func TestPostgresSourceLockedDoesNotStallAlerts(t *testing.T) {
+	server, _ := pgtest.Server(t)
+	ctx := context.Background()
+	pgdb := pgtest.NewDatabase(t, server, "opsd_alerts_lock")
+	c, err := pgdb.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `CREATE TABLE gateway_metrics (minute_key bigint NOT NULL, capability text NOT NULL, requests int NOT NULL,
+		errors int NOT NULL, credit_failures int NOT NULL, PRIMARY KEY (minute_key, capability));
+		CREATE TABLE credit_transactions (amount bigint, at bigint)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE gateway_metrics, credit_transactions IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	defer func(h, r time.Duration) { healthTimeout, ruleTimeout = h, r }(healthTimeout, ruleTimeout)
+	healthTimeout, ruleTimeout = 2*time.Second, 2*time.Second
+	dsn := pgdb.String() + "&password=" + server.Password()
+	now := time.Date(2026, 11, 25, 12, 0, 30, 0, time.UTC)
+
+	health := make(chan map[string]any, 1)
+	go func() {
+		health <- AdminHealth(ctx, now, config.Alerts{PostgresDSN: config.Secret(dsn)}, func(context.Context) (int, bool) { return 0, false }, nil, zerolog.Nop())
+	}()
+	select {
+	case h := <-health:
+		if h["gateway"] != nil || h["billing"] != nil {
+			t.Fatalf("figures from a database that did not answer: %v", h)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("/admin/health waits for the locked tables")
+	}
+
+	e := newEnv(t)
+	e.fill(t, now, 100, 12, 0, false)
+	ev := NewEvaluator(e.st, e.m, zerolog.Nop(), e.d, "n1", time.Minute)
+	pg, _ := Preset("gateway-error-rate", dsn)
+	lite, _ := Preset("sev1-payment-processing", e.db)
+	ev.SetRules([]Spec{{Rule: pg}, {Rule: lite}})
+	done := make(chan struct{})
+	go func() {
+		ev.EvaluateOnce(ctx, now)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the evaluation waits for the locked table: no rule is evaluated meanwhile")
+	}
+	for _, s := range ev.Statuses() {
+		switch s.Name {
+		case "gateway-error-rate":
+			if s.Error == "" {
+				t.Fatalf("the locked source's rule has no error: %+v", s)
+			}
+		case "sev1-payment-processing":
+			if !s.Firing || s.Error != "" {
+				t.Fatalf("the other rule was not evaluated: %+v", s)
+			}
+		}
+	}
+	// The server gave up too: no session opsd gave up on is left queued behind the lock (each
+	// /admin/health call and evaluation would add one, up to max_connections).
+	for i := 0; ; i++ {
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, pgdb.Database()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("%d sessions still wait for the lock", n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

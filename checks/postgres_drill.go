@@ -195,6 +195,15 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 		return finish(err)
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
+	// A drill killed before its drop (opsd SIGKILLed, the host lost) left its scratch database:
+	// drop it now, or it would hold a copy of the platform's data on the scratch server forever.
+	dropped, err := postgres.DropLeftoverScratch(ctx, admin, "opsd_drill", d.cfg.Database)
+	for _, n := range dropped {
+		dt.Warnings = append(dt.Warnings, "dropped scratch database "+n+" left by an earlier drill")
+	}
+	if err != nil {
+		dt.Warnings = append(dt.Warnings, "scratch databases of earlier drills not dropped: "+err.Error())
+	}
 	scratch := postgres.ScratchName("opsd_drill", d.cfg.Database)
 	if err := postgres.CreateDatabase(ctx, admin, scratch, ""); err != nil {
 		return finish(err)

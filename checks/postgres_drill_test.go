@@ -1,6 +1,7 @@
 package checks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/storage"
+	"github.com/wopr-network/opsd/internal/storage/local"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 	"github.com/wopr-network/opsd/jobs"
 )
@@ -261,5 +265,254 @@ func TestPostgresDrillEncryptedDump(t *testing.T) {
 	}
 	if left := scratchLeft(t, server, db.Database()); len(left) != 0 {
 		t.Fatalf("scratch databases left: %v", left)
+	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// TestPostgresDrillCancelledMidRestore: the drill is cancelled (its timeout, opsd's shutdown)
+// while a pg_restore --jobs worker is busy loading a table (here: a CHECK constraint that waits
+// while a role exists). Run returns without waiting for the worker, no pg_restore process is
+// left, and the scratch database is dropped.
+func TestPostgresDrillCancelledMidRestore(t *testing.T) {
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	gate := pgtest.Name("opsd_gate")
+	server, tools, key := pgBackup(t, store, "none", `
+		CREATE FUNCTION public.gate(x int) RETURNS boolean LANGUAGE plpgsql AS $$
+		BEGIN
+			WHILE x = 1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '`+gate+`') LOOP
+				PERFORM pg_catalog.pg_sleep(0.05);
+			END LOOP;
+			RETURN true;
+		END $$;
+		CREATE TABLE gated (x int CHECK (public.gate(x)));
+		INSERT INTO gated SELECT generate_series(1, 10);`)
+	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+	ctx := context.Background()
+	admin, err := server.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+gate); err != nil {
+		t.Fatal(err)
+	}
+	open := func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+gate) }
+	defer open()
+
+	d := pgDrill(server, tools, database, store)
+	leader := make(chan int, 1)
+	d.cfg.OnRestoreStart = func(cmd *exec.Cmd) { leader <- cmd.Process.Pid }
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Run(rctx)
+		done <- err
+	}()
+	pid := <-leader
+	// Wait until a worker's session is held by the gate.
+	for i := 0; ; i++ {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'opsd_drill_%' AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if i > 1200 {
+			t.Fatal("no pg_restore worker reached the gated table")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	workers := childrenOf(pid)
+	if len(workers) == 0 {
+		t.Fatalf("pg_restore (pid %d) has no worker processes", pid)
+	}
+	cancel()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		open() // let the worker finish so the drill can end
+		<-done
+		t.Fatal("the cancelled drill did not return while a pg_restore worker was busy (it waited for the worker)")
+	}
+	if err == nil {
+		t.Fatal("a cancelled drill passed")
+	}
+	for _, w := range append(workers, pid) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", w)); err == nil {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w))
+			if strings.Contains(string(b), "pg_restore") {
+				t.Fatalf("pg_restore process %d is still running after the drill returned", w)
+			}
+		}
+	}
+	if left := scratchLeft(t, server, database); len(left) != 0 {
+		t.Fatalf("scratch databases left: %v", left)
+	}
+}
+
+// gatedDump is a mutation for pgBackup: table gated, whose CHECK constraint waits (on row 1) while
+// the role gate exists, so a test can hold a pg_restore worker mid-table.
+func gatedDump(gate string) string {
+	return `
+		CREATE FUNCTION public.gate(x int) RETURNS boolean LANGUAGE plpgsql AS $$
+		BEGIN
+			WHILE x = 1 AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '` + gate + `') LOOP
+				PERFORM pg_catalog.pg_sleep(0.05);
+			END LOOP;
+			RETURN true;
+		END $$;
+		CREATE TABLE gated (x int CHECK (public.gate(x)));
+		INSERT INTO gated SELECT generate_series(1, 10);`
+}
+
+// waitGated waits until a session of a drill's scratch database is held by the gate.
+func waitGated(t *testing.T, q postgres.Querier) {
+	t.Helper()
+	for i := 0; ; i++ {
+		var n int
+		if err := q.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'opsd_drill_%' AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if i > 1200 {
+			t.Fatal("no pg_restore worker reached the gated table")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPostgresDrillKilledHelper is the opsd TestPostgresDrillKilledMidRestore kills: it drills
+// the dump in OPSD_DRILL_HELPER_DIR and prints pg_restore's pid.
+func TestPostgresDrillKilledHelper(t *testing.T) {
+	dir := os.Getenv("OPSD_DRILL_HELPER_DIR")
+	if dir == "" {
+		t.Skip("run by TestPostgresDrillKilledMidRestore")
+	}
+	server, tools := pgtest.Server(t)
+	store, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := pgDrill(server, tools, os.Getenv("OPSD_DRILL_HELPER_DB"), store)
+	d.cfg.OnRestoreStart = func(cmd *exec.Cmd) { fmt.Printf("pg_restore %d\n", cmd.Process.Pid) }
+	d.Run(context.Background())
+}
+
+// TestPostgresDrillKilledMidRestore: opsd is killed (SIGKILL) while a drill's pg_restore runs.
+// pg_restore dies with it (it does not go on filling the scratch server), and the next drill
+// drops the scratch database the killed one left.
+func TestPostgresDrillKilledMidRestore(t *testing.T) {
+	dir := t.TempDir()
+	store, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := pgtest.Name("opsd_gate")
+	server, tools, key := pgBackup(t, store, "none", gatedDump(gate))
+	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+	ctx := context.Background()
+	admin, err := server.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+gate); err != nil {
+		t.Fatal(err)
+	}
+	open := func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+gate) }
+	defer open()
+	defer func() {
+		for _, n := range scratchLeft(t, server, database) {
+			pgtest.DropDatabase(t, server, n)
+		}
+	}()
+
+	child := exec.Command(os.Args[0], "-test.run=^TestPostgresDrillKilledHelper$", "-test.v")
+	child.Env = append(os.Environ(), "OPSD_DRILL_HELPER_DIR="+dir, "OPSD_DRILL_HELPER_DB="+database)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	sc := bufio.NewScanner(out)
+	pid := 0
+	for pid == 0 && sc.Scan() {
+		fmt.Sscanf(sc.Text(), "pg_restore %d", &pid)
+	}
+	if pid == 0 {
+		t.Fatal("the helper never started pg_restore")
+	}
+	go io.Copy(io.Discard, out)
+	waitGated(t, admin)
+	child.Process.Kill() // SIGKILL: no deferred drop runs
+	child.Wait()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		if i > 600 {
+			t.Fatalf("pg_restore (pid %d) is still running after opsd was killed", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The worker the gate held finishes its table and exits; the killed drill's scratch database
+	// is left, and the next drill drops it.
+	open()
+	for i := 0; ; i++ {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'opsd_drill_%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if i > 1200 {
+			t.Fatal("the killed drill's pg_restore workers never ended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	left := scratchLeft(t, server, database)
+	if len(left) != 1 {
+		t.Fatalf("scratch databases after the kill: %v", left)
+	}
+	res, err := pgDrill(server, tools, database, store).Run(ctx)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Report)
+	}
+	if now := scratchLeft(t, server, database); len(now) != 0 {
+		t.Fatalf("scratch databases left after the next drill: %v", now)
+	}
+	if !strings.Contains(res.Report, left[0]) {
+		t.Fatalf("the report does not name the dropped leftover %s:\n%s", left[0], res.Report)
 	}
 }

@@ -402,3 +402,86 @@ func TestPostgresBackupStoreGoesAwayMidUpload(t *testing.T) {
 		t.Fatalf("pg_dump (pid %d) still exists after the run", pid)
 	}
 }
+
+// TestPostgresBackupTimedOutBehindALock: a table is held ACCESS EXCLUSIVE (a migration) past
+// the job's timeout. The run fails as timed out, pg_dump is gone, nothing is published, and
+// pg_dump's server session is gone too: left queued behind the lock, it would keep holding
+// ACCESS SHARE on every table it had locked (blocking the migration's next ALTER TABLE, or
+// deadlocking it) until the lock holder commits.
+func TestPostgresBackupTimedOutBehindALock(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	db := pgtest.NewDatabase(t, server, "opsd_locked")
+	if err := pgtest.Fill(ctx, db, 50); err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	runner := NewRunner(st, metrics.New(prometheus.NewRegistry(), "test"), nil, zerolog.Nop(), "n1", 2)
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	var pid int
+	j := pgBackupJob(server, db, tools, store, func(c *PostgresBackupConfig) {
+		c.OnDumpStart = func(cmd *exec.Cmd) {
+			pid = cmd.Process.Pid
+			// Wait until pg_dump queues behind the lock, so the timeout finds it there.
+			for i := 0; i < 600; i++ {
+				var n int
+				if err := lockWaiters(ctx, server, db.Database(), &n); err == nil && n > 0 {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	})
+	o := runner.Run(ctx, j, 5*time.Second, "test")
+	if o.Err == nil || !strings.Contains(o.Err.Error(), "timed out") || !strings.Contains(o.Err.Error(), "nothing published") {
+		t.Fatalf("run behind a lock: %v", o.Err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Fatalf("pg_dump (pid %d) still exists after the run", pid)
+	}
+	if keys := objectsUnder(t, store, "postgres/"); len(keys) != 0 {
+		t.Fatalf("published: %v", keys)
+	}
+	for i := 0; ; i++ {
+		var n int
+		if err := lockWaiters(ctx, server, db.Database(), &n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("pg_dump's session is still queued behind the lock after the run (%d)", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lockWaiters counts the sessions of database waiting for a lock.
+func lockWaiters(ctx context.Context, server postgres.DSN, database string, n *int) error {
+	c, err := server.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	return c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", database).Scan(n)
+}

@@ -2,8 +2,11 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -82,11 +85,23 @@ func (b Backup) Run(ctx context.Context) (artifact.Manifest, error) {
 		// CPU than its default and gave a 7% smaller object (pg_dump's custom format, uncompressed).
 		b.Options.ZstdLevel = zstd.SpeedFastest
 	}
-	stream, err := b.Tools.Dump(ctx, b.DSN, DumpOptions{Snapshot: snapshot, Uncompressed: uncompressed, OnStart: b.OnStart})
+	appName := "opsd-pg_dump-" + strings.ToLower(rand.Text()[:12])
+	stream, err := b.Tools.Dump(ctx, b.DSN, DumpOptions{Snapshot: snapshot, Uncompressed: uncompressed, OnStart: b.OnStart, ApplicationName: appName})
 	if err != nil {
 		return artifact.Manifest{}, err
 	}
 	defer stream.Close()
+	// A pg_dump killed while its session waits (for a table's lock) leaves the session queued on
+	// the server, holding ACCESS SHARE on every table it had locked until the lock holder
+	// commits: end it when the dump fails.
+	defer func() {
+		if err := stream.Close(); err == nil && stream.err == io.EOF {
+			return
+		}
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		conn.Exec(tctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()", appName)
+	}()
 	tables := make([]artifact.PostgresTable, len(info.Tables))
 	for i, tb := range info.Tables {
 		tables[i] = artifact.PostgresTable{Schema: tb.Schema, Name: tb.Name, RowsEstimate: tb.RowsEstimate}

@@ -4,9 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/layout"
@@ -45,6 +50,10 @@ func NewestDump(ctx context.Context, store storage.Store, prefix, database strin
 func ScratchName(prefix, database string) string {
 	b := make([]byte, 4)
 	rand.Read(b)
+	return fmt.Sprintf("%s_%s_%s_%s", prefix, scratchClean(database), time.Now().UTC().Format("20060102"), hex.EncodeToString(b))
+}
+
+func scratchClean(database string) string {
 	clean := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
 			return r
@@ -54,5 +63,35 @@ func ScratchName(prefix, database string) string {
 	if len(clean) > 30 {
 		clean = clean[:30]
 	}
-	return fmt.Sprintf("%s_%s_%s_%s", prefix, clean, time.Now().UTC().Format("20060102"), hex.EncodeToString(b))
+	return clean
+}
+
+// DropLeftoverScratch drops the scratch databases of database (ScratchName(prefix, database))
+// that a killed run left on the server, and returns their names. One with a session connected
+// is left alone (DROP DATABASE without FORCE refuses it): it may be another run's, in progress.
+func DropLeftoverScratch(ctx context.Context, c *pgx.Conn, prefix, database string) ([]string, error) {
+	re := regexp.MustCompile("^" + regexp.QuoteMeta(prefix+"_"+scratchClean(database)+"_") + `[0-9]{8}_[0-9a-f]{8}$`)
+	rows, err := c.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix+"_")
+	if err != nil {
+		return nil, fmt.Errorf("list scratch databases: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list scratch databases: %w", err)
+	}
+	var dropped []string
+	for _, n := range names {
+		if !re.MatchString(n) {
+			continue
+		}
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+Quote(n)); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+				continue
+			}
+			return dropped, fmt.Errorf("drop scratch database %s: %w", n, err)
+		}
+		dropped = append(dropped, n)
+	}
+	return dropped, nil
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Tools locates the PostgreSQL client programs (pg_dump, pg_restore).
@@ -146,6 +147,9 @@ type DumpOptions struct {
 	Uncompressed bool
 	// OnStart is called with pg_dump's command once it started (tests read its argv and env).
 	OnStart func(*exec.Cmd)
+	// ApplicationName names pg_dump's session on the server (PGAPPNAME): the caller finds it by
+	// that name to end it when the dump is abandoned.
+	ApplicationName string
 }
 
 // DumpStream is pg_dump's custom-format output. Reading it to the end returns io.EOF only when
@@ -172,6 +176,9 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	env, cleanup, err := dsn.childEnv()
 	if err != nil {
 		return nil, err
+	}
+	if o.ApplicationName != "" {
+		env = append(env, "PGAPPNAME="+o.ApplicationName)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	args := []string{"--format=custom", "--no-password"}
@@ -430,6 +437,7 @@ func (t Tools) Restore(ctx context.Context, dsn DSN, file string, o RestoreOptio
 	errs := &tail{max: 4096}
 	cmd := exec.CommandContext(ctx, t.Path("pg_restore"), args...)
 	cmd.Env, cmd.Stderr = env, errs
+	killGroup(cmd)
 	err = cmd.Start()
 	if err == nil {
 		if o.OnStart != nil {
@@ -454,4 +462,21 @@ func growPipe(f *os.File) {
 	sc.Control(func(fd uintptr) {
 		syscall.Syscall(syscall.SYS_FCNTL, fd, fSetPipeSz, 1<<20)
 	})
+}
+
+// killGroup makes a cancelled command kill its whole process group: pg_restore --jobs forks its
+// workers, which hold the stderr pipe Wait reads to its end and keep loading their table after
+// the leader is killed (a cancelled drill or restore would wait for them, and they would outlive
+// it). WaitDelay bounds Wait should a process escape the group. The command is also killed when
+// opsd dies (SIGKILL, OOM): it would otherwise go on restoring into a database nobody drops.
+func killGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error {
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return err
+	}
+	cmd.WaitDelay = 10 * time.Second
 }
