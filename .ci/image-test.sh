@@ -95,7 +95,7 @@ YAML
 chmod 644 "$work/etc/opsd.yaml"
 
 echo "== run $image"
-docker run -d --name "$name" --health-interval 1s --health-retries 3 \
+docker run -d --init --name "$name" --health-interval 1s --health-retries 3 \
   -v "$work/etc/opsd.yaml:/etc/opsd/opsd.yaml:ro" -v "$work/data:/data" \
   -v /var/run/docker.sock:/var/run/docker.sock --group-add "$(stat -c %g /var/run/docker.sock)" \
   "$image" >/dev/null
