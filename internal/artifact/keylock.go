@@ -65,6 +65,9 @@ type lockingStore struct {
 	locks *KeyLocks
 }
 
+// Unwrap returns the wrapped store.
+func (s lockingStore) Unwrap() storage.Store { return s.Store }
+
 // CopyMovesBytes answers for the wrapped store.
 func (s lockingStore) CopyMovesBytes() bool { return storage.CopyMovesBytes(s.Store) }
 

@@ -149,8 +149,14 @@ const probeKey = ".opsd-probe"
 // credentials, no such bucket). A probe is not one of the jobs' operations: an instrumented
 // store does not count it (opsd_storage_operations_total).
 func Probe(ctx context.Context, s Store) error {
-	if i, ok := s.(*instrumented); ok {
-		s = i.s
+	for { // past the wrappers that count or lock: a probe is not an operation of opsd's
+		if u, ok := s.(interface{ Unwrap() Store }); ok {
+			s = u.Unwrap()
+		} else if i, ok := s.(*instrumented); ok {
+			s = i.s
+		} else {
+			break
+		}
 	}
 	if _, err := s.Stat(ctx, probeKey); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("probe %s: %w", s, err)
