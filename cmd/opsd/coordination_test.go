@@ -360,3 +360,40 @@ func TestLostSessionCancelsThePlatformRun(t *testing.T) {
 		return !strings.Contains(b, "coordination")
 	})
 }
+
+// TestDuplicateNodeIDIsReported: two daemons on different hosts (state directories) are
+// configured with the same node_id, as a cloned VM image would be. Their heartbeats overwrite
+// one row, so the fleet view shows one node and node-lost can never fire for either host: both
+// say so on /health (duplicate_node_id) instead. A daemon restarted under its own node_id (the
+// previous process gone) is not a duplicate.
+func TestDuplicateNodeIDIsReported(t *testing.T) {
+	dsn := pgDSN(t)
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	export := `  - name: containers
+    kind: container_export
+    schedule: "0 2 * * *"
+    name_prefix: tenant_opsdfleet_nothing_
+`
+	dirA, dirB := t.TempDir(), t.TempDir()
+	cfgA := fleetConfig(t, dirA, "node-a", schema, dsn, export)
+	mA, baseA := startDaemon(t, cfgA)
+	// A restart of node-a under the same id is not a duplicate.
+	eventually(t, "node-a's heartbeats", time.Minute, func() bool {
+		_, b := getAuth(t, baseA+"/api/fleet", token)
+		return strings.Contains(b, `"node":"node-a"`)
+	})
+	mA.Close(context.Background())
+	mA, baseA = startDaemon(t, cfgA)
+	time.Sleep(3 * time.Second) // three heartbeats
+	if _, b := get(t, baseA+"/health"); strings.Contains(b, "duplicate_node_id") {
+		t.Fatalf("a restarted node reported as a duplicate of itself: %s", b)
+	}
+	// A second host with the same node_id.
+	_, baseB := startDaemon(t, fleetConfig(t, dirB, "node-a", schema, dsn, export))
+	for _, base := range []string{baseA, baseB} {
+		eventually(t, "duplicate_node_id on "+base+"/health", 30*time.Second, func() bool {
+			_, b := get(t, base+"/health")
+			return strings.Contains(b, "duplicate_node_id") && strings.Contains(b, `"degraded"`)
+		})
+	}
+}

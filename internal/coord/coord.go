@@ -13,9 +13,12 @@ package coord
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -69,6 +72,10 @@ type Postgres struct {
 	migrated bool
 	queries  atomic.Int64
 	pings    atomic.Int64
+	// instance tells this process's heartbeats from another's under the same node id.
+	instance string
+	host     string
+	beaten   bool // a heartbeat of this process reached the database
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -115,7 +122,8 @@ func Open(ctx context.Context, o Options) (*Postgres, error) {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "opsd " + o.Node
-	p := &Postgres{o: o}
+	p := &Postgres{o: o, instance: newInstance()}
+	p.host, _ = os.Hostname()
 	cfg.ConnConfig.Tracer = counter{&p.queries}
 	// pgxpool's default: a connection idle for over a second is pinged before use (a database
 	// restart leaves dead connections in the pool); counted with the statements.
@@ -139,6 +147,13 @@ func Open(ctx context.Context, o Options) (*Postgres, error) {
 		return p, fmt.Errorf("coordination: %w", err)
 	}
 	return p, nil
+}
+
+// newInstance is a random id of this process, carried by its heartbeats.
+func newInstance() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Node is this coordinator's node id.
