@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/internal/state"
 )
@@ -395,5 +397,39 @@ func TestDuplicateNodeIDIsReported(t *testing.T) {
 			_, b := get(t, base+"/health")
 			return strings.Contains(b, "duplicate_node_id") && strings.Contains(b, `"degraded"`)
 		})
+	}
+}
+
+// TestLostSessionRunIsCountedInterrupted: a platform run cancelled because its node lost the
+// coordination session is recorded interrupted, and the metrics say the same
+// (opsd_job_runs_total{outcome="interrupted"}, not "canceled", which reads as a deliberate stop).
+func TestLostSessionRunIsCountedInterrupted(t *testing.T) {
+	dsn := pgDSN(t)
+	u, _ := url.Parse(dsn)
+	proxy := newTCPProxy(t, u.Host)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	job := `  - {name: long, kind: noop, schedule: "0 3 * * *", scope: platform, sleep: 10m}
+`
+	m, base := startDaemon(t, fleetConfig(t, dir, "node-a", schema, viaProxy(t, dsn, proxy), job))
+	if code, b := post(t, base+"/api/jobs/long/run", token); code != 202 {
+		t.Fatalf("start the platform run: %d %s", code, b)
+	}
+	eventually(t, "the run", 30*time.Second, func() bool { return m.runner.IsRunning("long") })
+	proxy.cut()
+	eventually(t, "the run to be cancelled", time.Minute, func() bool { return !m.runner.IsRunning("long") })
+	runs, _ := m.state.Runs(context.Background(), "long", 10)
+	if len(runs) == 0 || runs[0].Outcome != state.OutcomeInterrupted {
+		t.Fatalf("runs: %+v", runs)
+	}
+	if got := testutil.ToFloat64(m.metrics.JobRuns.WithLabelValues("long", "noop", state.OutcomeInterrupted)); got != 1 {
+		_, b := get(t, base+"/metrics")
+		var lines []string
+		for _, l := range strings.Split(b, "\n") {
+			if strings.HasPrefix(l, "opsd_job_runs_total") {
+				lines = append(lines, l)
+			}
+		}
+		t.Fatalf("opsd_job_runs_total{outcome=interrupted} = %v; the state says interrupted; metrics:\n%s", got, strings.Join(lines, "\n"))
 	}
 }
