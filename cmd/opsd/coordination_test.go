@@ -433,3 +433,49 @@ func TestLostSessionRunIsCountedInterrupted(t *testing.T) {
 		t.Fatalf("opsd_job_runs_total{outcome=interrupted} = %v; the state says interrupted; metrics:\n%s", got, strings.Join(lines, "\n"))
 	}
 }
+
+// TestPlatformScheduleMismatchIsReported: mid-rollout, two nodes configure one platform job
+// with different schedules. Each node claims its own ticks, so the job runs on both schedules
+// (more often than either says): both nodes say so on /health (schedule_mismatch:<job>), and it
+// clears once the schedules agree.
+func TestPlatformScheduleMismatchIsReported(t *testing.T) {
+	dsn := pgDSN(t)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	jobAt := func(schedule string) string {
+		return fmt.Sprintf("  - {name: tick, kind: noop, schedule: %q, scope: platform}\n", schedule)
+	}
+	_, baseA := startDaemon(t, fleetConfig(t, dir, "node-a", schema, dsn, jobAt("@every 2s")))
+	cfgB := fleetConfig(t, dir, "node-b", schema, dsn, jobAt("@every 3s"))
+	mB, baseB := startDaemon(t, cfgB)
+	c, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Schema: schema, Node: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, "ticks of both schedules", time.Minute, func() bool {
+		cl, _ := c.Claims(context.Background(), "tick")
+		odd := 0
+		for _, x := range cl {
+			if x.ScheduledAt.Unix()%2 != 0 {
+				odd++ // a multiple of 3s only: node-b's schedule
+			}
+		}
+		return odd > 0 && len(cl) > odd
+	})
+	for _, base := range []string{baseA, baseB} {
+		eventually(t, "schedule_mismatch:tick on "+base+"/health", 30*time.Second, func() bool {
+			_, b := get(t, base+"/health")
+			return strings.Contains(b, "schedule_mismatch:tick") && strings.Contains(b, "@every 3s") && strings.Contains(b, "@every 2s")
+		})
+	}
+	// The rollout completes: node-b gets node-a's schedule.
+	mB.Close(context.Background())
+	_, baseB = startDaemon(t, fleetConfig(t, dir, "node-b", schema, dsn, jobAt("@every 2s")))
+	for _, base := range []string{baseA, baseB} {
+		eventually(t, "schedule_mismatch cleared on "+base, 30*time.Second, func() bool {
+			_, b := get(t, base+"/health")
+			return !strings.Contains(b, "schedule_mismatch")
+		})
+	}
+}

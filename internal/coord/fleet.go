@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,9 @@ type NodeInfo struct {
 	// heartbeat: two live processes heartbeating as one node (a cloned VM image) are told apart.
 	Host     string `json:"host,omitempty"`
 	Instance string `json:"instance,omitempty"`
+	// Schedules are the node's platform-scoped jobs' schedules (a cron schedule with its time
+	// zone): nodes that disagree claim different ticks, so the job runs on both schedules.
+	Schedules map[string]string `json:"platformSchedules,omitempty"`
 }
 
 // LostTick is an open claim whose job lock no session holds: a run its node lost.
@@ -203,7 +207,8 @@ type Fleet struct {
 	lastErr  error
 	beaten   bool
 	lostSeen map[LostTick]time.Time
-	dupSeen  time.Time // when another process last heartbeated under this node id
+	dupSeen  time.Time       // when another process last heartbeated under this node id
+	mismatch map[string]bool // platform jobs with a schedule_mismatch problem
 }
 
 // Run heartbeats every Interval until ctx ends.
@@ -247,6 +252,7 @@ func (f *Fleet) Beat(ctx context.Context) {
 		return
 	}
 	f.duplicate(b.Duplicate)
+	f.schedules(info, b.Nodes)
 	f.retryLost(b.Lost)
 	if f.Metrics == nil {
 		return
@@ -283,6 +289,47 @@ func (f *Fleet) duplicate(d *NodeInfo) {
 	}
 	if !seen.IsZero() && now.Sub(seen) > f.LostAfter() && f.Problems != nil && f.Problems.Clear("duplicate_node_id") {
 		f.Log.Warn().Str("node", node).Msgf("no other opsd has heartbeated as node %q for %s: duplicate_node_id cleared", node, f.LostAfter())
+	}
+}
+
+// schedules puts "schedule_mismatch:<job>" on /health while a live node (seen within
+// LostAfter) configures one of this node's platform jobs with another schedule (a rollout in
+// progress, or a different timezone): each node claims its own schedule's ticks, so the job
+// runs on both. It clears when they agree.
+func (f *Fleet) schedules(self NodeInfo, nodes []NodeInfo) {
+	if f.Problems == nil {
+		return
+	}
+	now, after := time.Now(), f.LostAfter()
+	others := map[string][]string{}
+	for _, n := range nodes {
+		if n.Node == f.P.Node() || now.Sub(n.LastSeen) > after {
+			continue
+		}
+		for job, sched := range n.Schedules {
+			if mine, ok := self.Schedules[job]; ok && sched != mine {
+				others[job] = append(others[job], fmt.Sprintf("%q on %s", sched, n.Node))
+			}
+		}
+	}
+	f.mu.Lock()
+	prev := f.mismatch
+	f.mismatch = map[string]bool{}
+	for job := range others {
+		f.mismatch[job] = true
+	}
+	f.mu.Unlock()
+	for job, o := range others {
+		sort.Strings(o)
+		msg := fmt.Sprintf("platform job %s is scheduled %q here but %s: each node claims its own schedule's ticks, so the job runs on every schedule until the nodes agree", job, self.Schedules[job], strings.Join(o, ", "))
+		if f.Problems.Set("schedule_mismatch:"+job, msg) {
+			f.Log.Error().Str("job", job).Msg(msg)
+		}
+	}
+	for job := range prev {
+		if !f.mismatch[job] && f.Problems.Clear("schedule_mismatch:"+job) {
+			f.Log.Info().Str("job", job).Msg("every live node schedules the platform job alike again")
+		}
 	}
 }
 
