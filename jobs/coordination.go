@@ -215,11 +215,14 @@ func (s *Scheduler) triggerPlatform(ctx context.Context, sp Spec) error {
 // jobLock is the fleet-wide lock a platform job's runs hold.
 func jobLock(name string) string { return coord.JobLock(name) }
 
-// lastTick is the newest scheduled time at or before now (now itself when there is none).
+// lastTick is the newest scheduled time at or before now (now itself when there is none). A
+// cron schedule is read in the job's zone, as gocron fires it, so the tick is the one the
+// scheduled fires claim.
 func lastTick(sp Spec, now time.Time) time.Time {
 	if sp.Schedule.Every > 0 {
 		return now.Truncate(sp.Schedule.Every)
 	}
+	now = now.In(loc(sp))
 	iv := sp.Schedule.Interval(now)
 	if iv <= 0 {
 		return now

@@ -479,3 +479,34 @@ func TestPlatformScheduleMismatchIsReported(t *testing.T) {
 		})
 	}
 }
+
+// TestPlatformCatchUpClaimsTheTickInTheConfiguredZone: a platform job's run at start (or
+// catch-up) claims the newest scheduled time, which must be the tick its scheduled fires claim:
+// with `timezone: Europe/Berlin` and "0 2 * * *" that is 02:00 Berlin. Computed in the process's
+// zone instead (UTC here), it was 02:00 UTC, a tick no node ever fires, so a node restarting
+// with catch_up ran a tick another node had run already.
+func TestPlatformCatchUpClaimsTheTickInTheConfiguredZone(t *testing.T) {
+	dsn := pgDSN(t)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	job := `  - {name: nightly, kind: noop, schedule: "0 2 * * *", scope: platform, run_at_start: true}
+`
+	cfg := fleetConfig(t, dir, "node-a", schema, dsn, job)
+	body, _ := os.ReadFile(cfg)
+	writeConfig(t, cfg, "timezone: Europe/Berlin\n"+string(body))
+	startDaemon(t, cfg)
+	c, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Schema: schema, Node: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var cl []coord.Claim
+	eventually(t, "the run at start's claim", 30*time.Second, func() bool {
+		cl, _ = c.Claims(context.Background(), "nightly")
+		return len(cl) > 0
+	})
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	if at := cl[0].ScheduledAt.In(berlin); at.Hour() != 2 || at.Minute() != 0 {
+		t.Fatalf("the run at start claimed the tick %s (%s in Berlin): not a time the job is scheduled at", cl[0].ScheduledAt.UTC().Format(time.RFC3339), at.Format(time.RFC3339))
+	}
+}
