@@ -226,14 +226,27 @@ func isPgError(err error) bool {
 }
 
 // migrate creates and upgrades opsd's tables, in one transaction under an advisory lock so
-// that nodes starting together do not race.
+// that nodes starting together do not race. A schema that is up to date is only read from the
+// catalog: DDL on an existing table (ALTER TABLE ... IF NOT EXISTS included) waits for an
+// exclusive lock, and while it waits every other node's claims and heartbeats queue behind it
+// (an operator's idle psql transaction that read the claims table would stall the fleet). A
+// real upgrade gives up on a table lock after a second and is retried at the next use.
 func (p *Postgres) migrate(ctx context.Context) error {
 	s := p.o.Schema
 	ctx, cancel := context.WithTimeout(ctx, 2*p.o.QueryTimeout)
 	defer cancel()
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	var current bool
+	err := p.pool.QueryRow(ctx, `SELECT to_regclass($1 || '.nodes') IS NOT NULL AND to_regclass($1 || '.claims_open') IS NOT NULL
+		AND (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1 || '.claims')
+			AND attname IN ('attempt', 'lost_node', 'lock_key') AND NOT attisdropped) = 3`, s).Scan(&current)
+	if err == nil && current {
+		p.setOK(true)
+		return nil
+	}
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		for _, st := range []string{
 			`SELECT pg_advisory_xact_lock(` + fmt.Sprint(lockID("migrate")) + `)`,
+			`SET LOCAL lock_timeout = '1s'`,
 			`CREATE SCHEMA IF NOT EXISTS ` + s,
 			`CREATE TABLE IF NOT EXISTS ` + s + `.claims (
 				job text NOT NULL, scheduled_at timestamptz NOT NULL, node text NOT NULL,
