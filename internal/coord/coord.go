@@ -245,7 +245,7 @@ func (p *Postgres) migrate(ctx context.Context) error {
 	}
 	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		for _, st := range []string{
-			`SELECT pg_advisory_xact_lock(` + fmt.Sprint(lockID("migrate")) + `)`,
+			`SELECT pg_advisory_xact_lock(` + fmt.Sprint(p.lockKey("migrate")) + `)`,
 			`SET LOCAL lock_timeout = '1s'`,
 			`CREATE SCHEMA IF NOT EXISTS ` + s,
 			`CREATE TABLE IF NOT EXISTS ` + s + `.claims (
@@ -298,7 +298,7 @@ func (p *Postgres) Claim(ctx context.Context, job string, scheduled time.Time) (
 		old AS (DELETE FROM `+s+`.claims WHERE job = $1 AND scheduled_at < $2 - interval '`+keepClaims+`' AND finished_at IS NOT NULL),
 		ins AS (INSERT INTO `+s+`.claims (job, scheduled_at, node, lock_key) VALUES ($1, $2, $3, $4)
 			ON CONFLICT DO NOTHING RETURNING 1)
-		SELECT EXISTS (SELECT 1 FROM ins)`, job, scheduled.UTC(), p.o.Node, lockID(JobLock(job))).Scan(&won)
+		SELECT EXISTS (SELECT 1 FROM ins)`, job, scheduled.UTC(), p.o.Node, p.lockKey(JobLock(job))).Scan(&won)
 	p.setOK(err == nil || isPgError(err))
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w: %w", job, ErrUnavailable, redact(err))
@@ -401,6 +401,17 @@ func lockID(key string) int64 {
 	return int64(h.Sum64())
 }
 
+// lockKey is the advisory lock key of a lock name in this coordinator's schema. Advisory locks
+// are database-wide, so in a schema other than the default the name is qualified by it: fleets
+// sharing one database in different schemas do not hold each other's job and prefix locks. The
+// default schema keeps its keys (nodes of an earlier version still exclude these).
+func (p *Postgres) lockKey(key string) int64 {
+	if p.o.Schema != "opsd" {
+		key = p.o.Schema + "/" + key
+	}
+	return lockID(key)
+}
+
 // lockReq is one advisory lock of a lease.
 type lockReq struct {
 	key    string
@@ -429,7 +440,7 @@ func (p *Postgres) tryLocks(ctx context.Context, reqs []lockReq) (*Lease, error)
 			fn = "pg_try_advisory_lock_shared"
 		}
 		var got bool
-		if err := conn.QueryRow(qctx, `SELECT `+fn+`($1)`, lockID(r.key)).Scan(&got); err != nil {
+		if err := conn.QueryRow(qctx, `SELECT `+fn+`($1)`, p.lockKey(r.key)).Scan(&got); err != nil {
 			p.setOK(false)
 			conn.Conn().Close(context.Background()) // the session's locks go with it
 			conn.Release()
@@ -441,7 +452,7 @@ func (p *Postgres) tryLocks(ctx context.Context, reqs []lockReq) (*Lease, error)
 			conn.Release()
 			return nil, fmt.Errorf("lock %s: %w", name, ErrHeld)
 		}
-		l.keys, l.shared = append(l.keys, lockID(r.key)), append(l.shared, r.shared)
+		l.keys, l.shared = append(l.keys, p.lockKey(r.key)), append(l.shared, r.shared)
 	}
 	p.setOK(true)
 	l.wg.Add(1)

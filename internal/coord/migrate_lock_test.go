@@ -102,3 +102,38 @@ func TestMigratesTheFirstReleasesTables(t *testing.T) {
 		t.Fatalf("claims: %+v %v", cl, err)
 	}
 }
+
+// TestFleetsInOtherSchemasDoNotShareLocks: advisory locks are database-wide, but two fleets may
+// share one database in different schemas (staging and production): one fleet's prune holding
+// its job lock and a prefix must not make the other's prune skip its tick as "running on
+// another node" (its tick then ran nowhere) or wait for the prefix.
+func TestFleetsInOtherSchemasDoNotShareLocks(t *testing.T) {
+	t.Parallel()
+	dsn := testDSN(t)
+	prod, staging := openNode(t, dsn, testSchema()+"p", "node-a"), openNode(t, dsn, testSchema()+"s", "node-a")
+	ctx := context.Background()
+	held, err := prod.TryLock(ctx, JobLock("schemas-prune"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	l, err := staging.TryLock(ctx, JobLock("schemas-prune"))
+	if err != nil {
+		t.Fatalf("the other schema's fleet takes its own job lock: %v", err)
+	}
+	l.Release()
+	pl, err := prod.tryLocks(ctx, []lockReq{{key: "prefix:schemas-platform/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Release()
+	sl, err := staging.tryLocks(ctx, []lockReq{{key: "prefix:schemas-platform/"}})
+	if err != nil {
+		t.Fatalf("the other schema's fleet takes its own prefix lock: %v", err)
+	}
+	sl.Release()
+	// In one schema the lock still excludes.
+	if _, err := openNode(t, dsn, prod.o.Schema, "node-b").TryLock(ctx, JobLock("schemas-prune")); err == nil {
+		t.Fatal("two nodes of one fleet hold one job lock")
+	}
+}
