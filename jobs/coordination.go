@@ -192,21 +192,10 @@ func (s *Scheduler) runFenced(ctx context.Context, sp Spec, trigger string, leas
 		case <-done:
 		}
 	}()
-	o := s.runner.Run(rctx, sp.Job, sp.Timeout, trigger)
-	select {
-	case <-lease.Lost():
-		if o.Run.ID != 0 && o.Run.Outcome == state.OutcomeCanceled && o.Run.FinishedAt != nil {
-			// Recorded as interrupted, like a run its process did not survive: it did not
-			// finish, and a scheduled tick is retried elsewhere.
-			o.Run.Outcome = state.OutcomeInterrupted
-			o.Run.Error = "interrupted: this node lost its coordination session, so the run was cancelled"
-			if err := s.runner.State.FinishRun(context.WithoutCancel(ctx), o.Run); err != nil {
-				s.runner.Log.Warn().Err(err).Str("job", sp.Job.Name()).Msg("cannot record the run as interrupted")
-			}
-		}
-	default:
-	}
-	return o
+	// A run cancelled for the lost session is recorded (and counted) as interrupted by the
+	// runner, which sees the cause: like a run its process did not survive, it did not finish,
+	// and a scheduled tick is retried elsewhere.
+	return s.runner.Run(rctx, sp.Job, sp.Timeout, trigger)
 }
 
 // triggerPlatform starts a manual run of a platform-scoped job under its fleet-wide lock:
@@ -226,11 +215,14 @@ func (s *Scheduler) triggerPlatform(ctx context.Context, sp Spec) error {
 // jobLock is the fleet-wide lock a platform job's runs hold.
 func jobLock(name string) string { return coord.JobLock(name) }
 
-// lastTick is the newest scheduled time at or before now (now itself when there is none).
+// lastTick is the newest scheduled time at or before now (now itself when there is none). A
+// cron schedule is read in the job's zone, as gocron fires it, so the tick is the one the
+// scheduled fires claim.
 func lastTick(sp Spec, now time.Time) time.Time {
 	if sp.Schedule.Every > 0 {
 		return now.Truncate(sp.Schedule.Every)
 	}
+	now = now.In(loc(sp))
 	iv := sp.Schedule.Interval(now)
 	if iv <= 0 {
 		return now

@@ -299,6 +299,11 @@ func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger 
 		case errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
 			outcome = state.OutcomeTimeout
 			runErr = fmt.Errorf("timed out after %s: %w", timeout, runErr)
+		case errors.Is(context.Cause(ctx), ErrCoordinationDown):
+			// Fenced: this node lost its coordination session (runFenced). The run did not
+			// finish and its tick is retried elsewhere: interrupted, a failed run, not a stop.
+			outcome = state.OutcomeInterrupted
+			runErr = fmt.Errorf("interrupted: this node lost its coordination session, so the run was cancelled: %w", runErr)
 		case ctx.Err() != nil:
 			outcome = state.OutcomeCanceled
 		}

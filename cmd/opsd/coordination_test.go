@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/internal/state"
 )
@@ -359,4 +361,152 @@ func TestLostSessionCancelsThePlatformRun(t *testing.T) {
 		_, b := get(t, baseA+"/health")
 		return !strings.Contains(b, "coordination")
 	})
+}
+
+// TestDuplicateNodeIDIsReported: two daemons on different hosts (state directories) are
+// configured with the same node_id, as a cloned VM image would be. Their heartbeats overwrite
+// one row, so the fleet view shows one node and node-lost can never fire for either host: both
+// say so on /health (duplicate_node_id) instead. A daemon restarted under its own node_id (the
+// previous process gone) is not a duplicate.
+func TestDuplicateNodeIDIsReported(t *testing.T) {
+	dsn := pgDSN(t)
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	export := `  - name: containers
+    kind: container_export
+    schedule: "0 2 * * *"
+    name_prefix: tenant_opsdfleet_nothing_
+`
+	dirA, dirB := t.TempDir(), t.TempDir()
+	cfgA := fleetConfig(t, dirA, "node-a", schema, dsn, export)
+	mA, baseA := startDaemon(t, cfgA)
+	// A restart of node-a under the same id is not a duplicate.
+	eventually(t, "node-a's heartbeats", time.Minute, func() bool {
+		_, b := getAuth(t, baseA+"/api/fleet", token)
+		return strings.Contains(b, `"node":"node-a"`)
+	})
+	mA.Close(context.Background())
+	mA, baseA = startDaemon(t, cfgA)
+	time.Sleep(3 * time.Second) // three heartbeats
+	if _, b := get(t, baseA+"/health"); strings.Contains(b, "duplicate_node_id") {
+		t.Fatalf("a restarted node reported as a duplicate of itself: %s", b)
+	}
+	// A second host with the same node_id.
+	_, baseB := startDaemon(t, fleetConfig(t, dirB, "node-a", schema, dsn, export))
+	for _, base := range []string{baseA, baseB} {
+		eventually(t, "duplicate_node_id on "+base+"/health", 30*time.Second, func() bool {
+			_, b := get(t, base+"/health")
+			return strings.Contains(b, "duplicate_node_id") && strings.Contains(b, `"degraded"`)
+		})
+	}
+}
+
+// TestLostSessionRunIsCountedInterrupted: a platform run cancelled because its node lost the
+// coordination session is recorded interrupted, and the metrics say the same
+// (opsd_job_runs_total{outcome="interrupted"}, not "canceled", which reads as a deliberate stop).
+func TestLostSessionRunIsCountedInterrupted(t *testing.T) {
+	dsn := pgDSN(t)
+	u, _ := url.Parse(dsn)
+	proxy := newTCPProxy(t, u.Host)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	job := `  - {name: long, kind: noop, schedule: "0 3 * * *", scope: platform, sleep: 10m}
+`
+	m, base := startDaemon(t, fleetConfig(t, dir, "node-a", schema, viaProxy(t, dsn, proxy), job))
+	if code, b := post(t, base+"/api/jobs/long/run", token); code != 202 {
+		t.Fatalf("start the platform run: %d %s", code, b)
+	}
+	eventually(t, "the run", 30*time.Second, func() bool { return m.runner.IsRunning("long") })
+	proxy.cut()
+	eventually(t, "the run to be cancelled", time.Minute, func() bool { return !m.runner.IsRunning("long") })
+	runs, _ := m.state.Runs(context.Background(), "long", 10)
+	if len(runs) == 0 || runs[0].Outcome != state.OutcomeInterrupted {
+		t.Fatalf("runs: %+v", runs)
+	}
+	if got := testutil.ToFloat64(m.metrics.JobRuns.WithLabelValues("long", "noop", state.OutcomeInterrupted)); got != 1 {
+		_, b := get(t, base+"/metrics")
+		var lines []string
+		for _, l := range strings.Split(b, "\n") {
+			if strings.HasPrefix(l, "opsd_job_runs_total") {
+				lines = append(lines, l)
+			}
+		}
+		t.Fatalf("opsd_job_runs_total{outcome=interrupted} = %v; the state says interrupted; metrics:\n%s", got, strings.Join(lines, "\n"))
+	}
+}
+
+// TestPlatformScheduleMismatchIsReported: mid-rollout, two nodes configure one platform job
+// with different schedules. Each node claims its own ticks, so the job runs on both schedules
+// (more often than either says): both nodes say so on /health (schedule_mismatch:<job>), and it
+// clears once the schedules agree.
+func TestPlatformScheduleMismatchIsReported(t *testing.T) {
+	dsn := pgDSN(t)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	jobAt := func(schedule string) string {
+		return fmt.Sprintf("  - {name: tick, kind: noop, schedule: %q, scope: platform}\n", schedule)
+	}
+	_, baseA := startDaemon(t, fleetConfig(t, dir, "node-a", schema, dsn, jobAt("@every 2s")))
+	cfgB := fleetConfig(t, dir, "node-b", schema, dsn, jobAt("@every 3s"))
+	mB, baseB := startDaemon(t, cfgB)
+	c, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Schema: schema, Node: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, "ticks of both schedules", time.Minute, func() bool {
+		cl, _ := c.Claims(context.Background(), "tick")
+		odd := 0
+		for _, x := range cl {
+			if x.ScheduledAt.Unix()%2 != 0 {
+				odd++ // a multiple of 3s only: node-b's schedule
+			}
+		}
+		return odd > 0 && len(cl) > odd
+	})
+	for _, base := range []string{baseA, baseB} {
+		eventually(t, "schedule_mismatch:tick on "+base+"/health", 30*time.Second, func() bool {
+			_, b := get(t, base+"/health")
+			return strings.Contains(b, "schedule_mismatch:tick") && strings.Contains(b, "@every 3s") && strings.Contains(b, "@every 2s")
+		})
+	}
+	// The rollout completes: node-b gets node-a's schedule.
+	mB.Close(context.Background())
+	_, baseB = startDaemon(t, fleetConfig(t, dir, "node-b", schema, dsn, jobAt("@every 2s")))
+	for _, base := range []string{baseA, baseB} {
+		eventually(t, "schedule_mismatch cleared on "+base, 30*time.Second, func() bool {
+			_, b := get(t, base+"/health")
+			return !strings.Contains(b, "schedule_mismatch")
+		})
+	}
+}
+
+// TestPlatformCatchUpClaimsTheTickInTheConfiguredZone: a platform job's run at start (or
+// catch-up) claims the newest scheduled time, which must be the tick its scheduled fires claim:
+// with `timezone: Europe/Berlin` and "0 2 * * *" that is 02:00 Berlin. Computed in the process's
+// zone instead (UTC here), it was 02:00 UTC, a tick no node ever fires, so a node restarting
+// with catch_up ran a tick another node had run already.
+func TestPlatformCatchUpClaimsTheTickInTheConfiguredZone(t *testing.T) {
+	dsn := pgDSN(t)
+	dir := t.TempDir()
+	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
+	job := `  - {name: nightly, kind: noop, schedule: "0 2 * * *", scope: platform, run_at_start: true}
+`
+	cfg := fleetConfig(t, dir, "node-a", schema, dsn, job)
+	body, _ := os.ReadFile(cfg)
+	writeConfig(t, cfg, "timezone: Europe/Berlin\n"+string(body))
+	startDaemon(t, cfg)
+	c, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Schema: schema, Node: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var cl []coord.Claim
+	eventually(t, "the run at start's claim", 30*time.Second, func() bool {
+		cl, _ = c.Claims(context.Background(), "nightly")
+		return len(cl) > 0
+	})
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	if at := cl[0].ScheduledAt.In(berlin); at.Hour() != 2 || at.Minute() != 0 {
+		t.Fatalf("the run at start claimed the tick %s (%s in Berlin): not a time the job is scheduled at", cl[0].ScheduledAt.UTC().Format(time.RFC3339), at.Format(time.RFC3339))
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -93,6 +94,16 @@ func (m *Main) nodeInfo(ctx context.Context) coord.NodeInfo {
 	for _, j := range cfg.Jobs {
 		if r, err := m.state.LastSuccess(ctx, j.Name); err == nil && r.FinishedAt != nil {
 			info.LastSuccess[j.Name] = *r.FinishedAt
+		}
+		if j.IsEnabled() && j.Schedule != "" && cfg.Scope(j) == jobs.ScopePlatform {
+			if info.Schedules == nil {
+				info.Schedules = map[string]string{}
+			}
+			sched := strings.Join(strings.Fields(j.Schedule), " ")
+			if !strings.HasPrefix(sched, "@every") {
+				sched += " (" + cfg.Timezone + ")" // a cron time is in the node's zone
+			}
+			info.Schedules[j.Name] = sched
 		}
 	}
 	if info.BacksUpContainers && m.docker != nil {

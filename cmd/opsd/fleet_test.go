@@ -339,3 +339,77 @@ func TestPostgresRestartMidFleet(t *testing.T) {
 	}
 	t.Logf("%d successful ticks, %.0f skipped for coordination", success, skipped())
 }
+
+// TestPostgresRestartMidRunRetriesTheTickOnce: two daemons; PostgreSQL restarts (pg_ctl
+// restart) while one runs a platform tick: that run is recorded and counted interrupted, the
+// tick is retried exactly once on the other node and succeeds.
+func TestPostgresRestartMidRunRetriesTheTickOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for about a minute")
+	}
+	pg := startCluster(t)
+	dir := t.TempDir()
+	job := `  - {name: slow, kind: noop, schedule: "@every 1m", scope: platform, sleep: 10s}
+`
+	mains := map[string]*Main{}
+	for _, n := range []string{"node-a", "node-b"} {
+		m, _ := startDaemon(t, fleetConfig(t, dir, n, "opsd", pg.dsn, job))
+		mains[n] = m
+	}
+	ctx := context.Background()
+	obs, err := coord.Open(ctx, coord.Options{DSN: pg.dsn, Schema: "opsd", Node: "observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	var running coord.Claim
+	eventually(t, "a run of slow", 2*time.Minute, func() bool {
+		cl, _ := obs.Claims(ctx, "slow")
+		for _, x := range cl {
+			if x.FinishedAt == nil && time.Since(x.ClaimedAt) < 5*time.Second {
+				running = x
+				return true
+			}
+		}
+		return false
+	})
+	pg.ctl("restart")
+	var done coord.Claim
+	eventually(t, "the tick to finish", time.Minute, func() bool {
+		cl, _ := obs.Claims(ctx, "slow")
+		for _, x := range cl {
+			if x.ScheduledAt.Equal(running.ScheduledAt) && x.FinishedAt != nil {
+				done = x
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("tick %s: %+v", running.ScheduledAt.Format(time.TimeOnly), done)
+	if done.Attempt != 2 || done.LostNode != running.Node || done.Node == running.Node || done.Outcome != "success" {
+		t.Fatalf("the interrupted tick: %+v (first run on %s)", done, running.Node)
+	}
+	victim := mains[running.Node]
+	if got := testutil.ToFloat64(victim.metrics.JobRuns.WithLabelValues("slow", "noop", state.OutcomeInterrupted)); got != 1 {
+		t.Errorf("%s counted %v interrupted runs", running.Node, got)
+	}
+	for _, m := range mains {
+		m.Close(ctx)
+	}
+	outcomes := map[string]int{}
+	for _, n := range []string{"node-a", "node-b"} {
+		st, err := state.Open(ctx, filepath.Join(dir, n+"-state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, _ := st.Runs(ctx, "slow", 100)
+		st.Close()
+		for _, r := range rs {
+			outcomes[n+":"+r.Outcome]++
+		}
+	}
+	t.Logf("runs: %v", outcomes)
+	if outcomes[running.Node+":"+state.OutcomeInterrupted] != 1 {
+		t.Errorf("runs %v: want one interrupted on %s", outcomes, running.Node)
+	}
+}

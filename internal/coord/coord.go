@@ -13,9 +13,12 @@ package coord
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -69,6 +72,10 @@ type Postgres struct {
 	migrated bool
 	queries  atomic.Int64
 	pings    atomic.Int64
+	// instance tells this process's heartbeats from another's under the same node id.
+	instance string
+	host     string
+	beaten   bool // a heartbeat of this process reached the database
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -115,7 +122,8 @@ func Open(ctx context.Context, o Options) (*Postgres, error) {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "opsd " + o.Node
-	p := &Postgres{o: o}
+	p := &Postgres{o: o, instance: newInstance()}
+	p.host, _ = os.Hostname()
 	cfg.ConnConfig.Tracer = counter{&p.queries}
 	// pgxpool's default: a connection idle for over a second is pinged before use (a database
 	// restart leaves dead connections in the pool); counted with the statements.
@@ -139,6 +147,13 @@ func Open(ctx context.Context, o Options) (*Postgres, error) {
 		return p, fmt.Errorf("coordination: %w", err)
 	}
 	return p, nil
+}
+
+// newInstance is a random id of this process, carried by its heartbeats.
+func newInstance() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Node is this coordinator's node id.
@@ -211,14 +226,27 @@ func isPgError(err error) bool {
 }
 
 // migrate creates and upgrades opsd's tables, in one transaction under an advisory lock so
-// that nodes starting together do not race.
+// that nodes starting together do not race. A schema that is up to date is only read from the
+// catalog: DDL on an existing table (ALTER TABLE ... IF NOT EXISTS included) waits for an
+// exclusive lock, and while it waits every other node's claims and heartbeats queue behind it
+// (an operator's idle psql transaction that read the claims table would stall the fleet). A
+// real upgrade gives up on a table lock after a second and is retried at the next use.
 func (p *Postgres) migrate(ctx context.Context) error {
 	s := p.o.Schema
 	ctx, cancel := context.WithTimeout(ctx, 2*p.o.QueryTimeout)
 	defer cancel()
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	var current bool
+	err := p.pool.QueryRow(ctx, `SELECT to_regclass($1 || '.nodes') IS NOT NULL AND to_regclass($1 || '.claims_open') IS NOT NULL
+		AND (SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1 || '.claims')
+			AND attname IN ('attempt', 'lost_node', 'lock_key') AND NOT attisdropped) = 3`, s).Scan(&current)
+	if err == nil && current {
+		p.setOK(true)
+		return nil
+	}
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		for _, st := range []string{
-			`SELECT pg_advisory_xact_lock(` + fmt.Sprint(lockID("migrate")) + `)`,
+			`SELECT pg_advisory_xact_lock(` + fmt.Sprint(p.lockKey("migrate")) + `)`,
+			`SET LOCAL lock_timeout = '1s'`,
 			`CREATE SCHEMA IF NOT EXISTS ` + s,
 			`CREATE TABLE IF NOT EXISTS ` + s + `.claims (
 				job text NOT NULL, scheduled_at timestamptz NOT NULL, node text NOT NULL,
@@ -270,7 +298,7 @@ func (p *Postgres) Claim(ctx context.Context, job string, scheduled time.Time) (
 		old AS (DELETE FROM `+s+`.claims WHERE job = $1 AND scheduled_at < $2 - interval '`+keepClaims+`' AND finished_at IS NOT NULL),
 		ins AS (INSERT INTO `+s+`.claims (job, scheduled_at, node, lock_key) VALUES ($1, $2, $3, $4)
 			ON CONFLICT DO NOTHING RETURNING 1)
-		SELECT EXISTS (SELECT 1 FROM ins)`, job, scheduled.UTC(), p.o.Node, lockID(JobLock(job))).Scan(&won)
+		SELECT EXISTS (SELECT 1 FROM ins)`, job, scheduled.UTC(), p.o.Node, p.lockKey(JobLock(job))).Scan(&won)
 	p.setOK(err == nil || isPgError(err))
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w: %w", job, ErrUnavailable, redact(err))
@@ -373,6 +401,17 @@ func lockID(key string) int64 {
 	return int64(h.Sum64())
 }
 
+// lockKey is the advisory lock key of a lock name in this coordinator's schema. Advisory locks
+// are database-wide, so in a schema other than the default the name is qualified by it: fleets
+// sharing one database in different schemas do not hold each other's job and prefix locks. The
+// default schema keeps its keys (nodes of an earlier version still exclude these).
+func (p *Postgres) lockKey(key string) int64 {
+	if p.o.Schema != "opsd" {
+		key = p.o.Schema + "/" + key
+	}
+	return lockID(key)
+}
+
 // lockReq is one advisory lock of a lease.
 type lockReq struct {
 	key    string
@@ -401,7 +440,7 @@ func (p *Postgres) tryLocks(ctx context.Context, reqs []lockReq) (*Lease, error)
 			fn = "pg_try_advisory_lock_shared"
 		}
 		var got bool
-		if err := conn.QueryRow(qctx, `SELECT `+fn+`($1)`, lockID(r.key)).Scan(&got); err != nil {
+		if err := conn.QueryRow(qctx, `SELECT `+fn+`($1)`, p.lockKey(r.key)).Scan(&got); err != nil {
 			p.setOK(false)
 			conn.Conn().Close(context.Background()) // the session's locks go with it
 			conn.Release()
@@ -413,7 +452,7 @@ func (p *Postgres) tryLocks(ctx context.Context, reqs []lockReq) (*Lease, error)
 			conn.Release()
 			return nil, fmt.Errorf("lock %s: %w", name, ErrHeld)
 		}
-		l.keys, l.shared = append(l.keys, lockID(r.key)), append(l.shared, r.shared)
+		l.keys, l.shared = append(l.keys, p.lockKey(r.key)), append(l.shared, r.shared)
 	}
 	p.setOK(true)
 	l.wg.Add(1)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,13 @@ type NodeInfo struct {
 	BacksUpContainers bool `json:"backsUpContainers"`
 	// ActiveBots is how many of its tenant containers run.
 	ActiveBots int `json:"activeBots"`
+	// Host and Instance are the host name and a random id of the process that sent the
+	// heartbeat: two live processes heartbeating as one node (a cloned VM image) are told apart.
+	Host     string `json:"host,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	// Schedules are the node's platform-scoped jobs' schedules (a cron schedule with its time
+	// zone): nodes that disagree claim different ticks, so the job runs on both schedules.
+	Schedules map[string]string `json:"platformSchedules,omitempty"`
 }
 
 // LostTick is an open claim whose job lock no session holds: a run its node lost.
@@ -40,6 +48,9 @@ type LostTick struct {
 type Beat struct {
 	Nodes []NodeInfo
 	Lost  []LostTick
+	// Duplicate is another live process heartbeating under this node id (it wrote the node's
+	// row since this process's previous heartbeat); nil when there is none.
+	Duplicate *NodeInfo
 }
 
 // Heartbeat records this node as alive with what it backs up and, in the same statement, reads
@@ -49,7 +60,7 @@ func (p *Postgres) Heartbeat(ctx context.Context, n NodeInfo) (Beat, error) {
 	if err := p.ensure(ctx); err != nil {
 		return Beat{}, err
 	}
-	n.Node = p.o.Node
+	n.Node, n.Host, n.Instance = p.o.Node, p.host, p.instance
 	info, err := json.Marshal(n)
 	if err != nil {
 		return Beat{}, fmt.Errorf("heartbeat: %w", err)
@@ -57,13 +68,17 @@ func (p *Postgres) Heartbeat(ctx context.Context, n NodeInfo) (Beat, error) {
 	s := p.o.Schema
 	ctx, cancel := context.WithTimeout(ctx, p.o.QueryTimeout)
 	defer cancel()
+	// Kinds of rows: 0 another node, 1 a lost tick, 2 this node's row as it was before this
+	// heartbeat (the statement's snapshot does not see its own upsert).
 	rows, err := p.pool.Query(ctx, `WITH hb AS (
 			INSERT INTO `+s+`.nodes (node, version, last_seen, info) VALUES ($1, $2, now(), $3)
 			ON CONFLICT (node) DO UPDATE SET version = excluded.version, last_seen = excluded.last_seen, info = excluded.info
 			RETURNING 1)
-		SELECT false, n.node, n.last_seen, n.info, 0, now() FROM `+s+`.nodes n WHERE n.node <> $1
+		SELECT 0, n.node, n.last_seen, n.info, 0, now() FROM `+s+`.nodes n WHERE n.node <> $1
 		UNION ALL
-		SELECT true, c.job, c.scheduled_at, NULL, c.attempt, now() FROM `+s+`.claims c
+		SELECT 2, n.node, n.last_seen, n.info, 0, now() FROM `+s+`.nodes n WHERE n.node = $1
+		UNION ALL
+		SELECT 1, c.job, c.scheduled_at, NULL, c.attempt, now() FROM `+s+`.claims c
 		WHERE c.finished_at IS NULL AND c.node <> $1 AND c.lock_key IS NOT NULL AND NOT EXISTS (
 			SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
 			AND l.classid = ((c.lock_key >> 32) & 4294967295)::oid AND l.objid = (c.lock_key & 4294967295)::oid
@@ -76,17 +91,18 @@ func (p *Postgres) Heartbeat(ctx context.Context, n NodeInfo) (Beat, error) {
 	var b Beat
 	dbNow := time.Time{}
 	now := time.Now()
+	var prev *NodeInfo
 	for rows.Next() {
-		var lost bool
+		var kind int
 		var name string
 		var at time.Time
 		var raw []byte
 		var attempt int
-		if err := rows.Scan(&lost, &name, &at, &raw, &attempt, &dbNow); err != nil {
+		if err := rows.Scan(&kind, &name, &at, &raw, &attempt, &dbNow); err != nil {
 			rows.Close()
 			return Beat{}, fmt.Errorf("heartbeat: %w", err)
 		}
-		if lost {
+		if kind == 1 {
 			b.Lost = append(b.Lost, LostTick{Job: name, ScheduledAt: at, Attempt: attempt})
 			continue
 		}
@@ -94,6 +110,10 @@ func (p *Postgres) Heartbeat(ctx context.Context, n NodeInfo) (Beat, error) {
 		json.Unmarshal(raw, &o) // the row's own columns below are authoritative
 		o.Node = name
 		o.LastSeen = now.Add(-dbNow.Sub(at))
+		if kind == 2 {
+			prev = &o
+			continue
+		}
 		b.Nodes = append(b.Nodes, o)
 	}
 	if err := rows.Err(); err != nil {
@@ -101,6 +121,14 @@ func (p *Postgres) Heartbeat(ctx context.Context, n NodeInfo) (Beat, error) {
 		return Beat{}, fmt.Errorf("heartbeat: %w: %w", ErrUnavailable, redact(err))
 	}
 	p.setOK(true)
+	p.mu.Lock()
+	// Another process wrote this node's row since this one's previous heartbeat. Before the
+	// first heartbeat the row may be this node's previous process (a restart): not a duplicate.
+	if prev != nil && p.beaten && prev.Instance != p.instance {
+		b.Duplicate = prev
+	}
+	p.beaten = true
+	p.mu.Unlock()
 	n.LastSeen = now
 	b.Nodes = append(b.Nodes, n)
 	sort.Slice(b.Nodes, func(i, j int) bool { return b.Nodes[i].Node < b.Nodes[j].Node })
@@ -179,6 +207,8 @@ type Fleet struct {
 	lastErr  error
 	beaten   bool
 	lostSeen map[LostTick]time.Time
+	dupSeen  time.Time       // when another process last heartbeated under this node id
+	mismatch map[string]bool // platform jobs with a schedule_mismatch problem
 }
 
 // Run heartbeats every Interval until ctx ends.
@@ -221,6 +251,8 @@ func (f *Fleet) Beat(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	f.duplicate(b.Duplicate)
+	f.schedules(info, b.Nodes)
 	f.retryLost(b.Lost)
 	if f.Metrics == nil {
 		return
@@ -232,6 +264,73 @@ func (f *Fleet) Beat(ctx context.Context) {
 	}
 	f.Metrics.Nodes.WithLabelValues("lost").Set(float64(len(lost)))
 	f.Metrics.Nodes.WithLabelValues("alive").Set(float64(len(b.Nodes) - len(lost)))
+}
+
+// duplicate puts "duplicate_node_id" on /health and logs an error while another live process
+// heartbeats under this node's id (two hosts with one node_id, e.g. a cloned VM image), and
+// clears it once none has for LostAfter. Platform jobs still run once per tick (their locks and
+// claims do not depend on the node id), but the fleet sees one node for two hosts.
+func (f *Fleet) duplicate(d *NodeInfo) {
+	node := f.P.Node()
+	now := time.Now()
+	f.mu.Lock()
+	if d != nil {
+		f.dupSeen = now
+	}
+	seen := f.dupSeen
+	f.mu.Unlock()
+	if d != nil {
+		msg := fmt.Sprintf("another opsd (host %q, instance %s) heartbeats as node %q too: give every host its own node_id (the fleet view shows one node for both, node-lost cannot tell when one of them stops, a platform tick lost by one is not retried by the other, and both write container exports under nightly/%s/)",
+			d.Host, d.Instance, node, node)
+		if f.Problems == nil || f.Problems.Set("duplicate_node_id", msg) {
+			f.Log.Error().Str("node", node).Str("other_host", d.Host).Str("other_instance", d.Instance).Msg(msg)
+		}
+		return
+	}
+	if !seen.IsZero() && now.Sub(seen) > f.LostAfter() && f.Problems != nil && f.Problems.Clear("duplicate_node_id") {
+		f.Log.Warn().Str("node", node).Msgf("no other opsd has heartbeated as node %q for %s: duplicate_node_id cleared", node, f.LostAfter())
+	}
+}
+
+// schedules puts "schedule_mismatch:<job>" on /health while a live node (seen within
+// LostAfter) configures one of this node's platform jobs with another schedule (a rollout in
+// progress, or a different timezone): each node claims its own schedule's ticks, so the job
+// runs on both. It clears when they agree.
+func (f *Fleet) schedules(self NodeInfo, nodes []NodeInfo) {
+	if f.Problems == nil {
+		return
+	}
+	now, after := time.Now(), f.LostAfter()
+	others := map[string][]string{}
+	for _, n := range nodes {
+		if n.Node == f.P.Node() || now.Sub(n.LastSeen) > after {
+			continue
+		}
+		for job, sched := range n.Schedules {
+			if mine, ok := self.Schedules[job]; ok && sched != mine {
+				others[job] = append(others[job], fmt.Sprintf("%q on %s", sched, n.Node))
+			}
+		}
+	}
+	f.mu.Lock()
+	prev := f.mismatch
+	f.mismatch = map[string]bool{}
+	for job := range others {
+		f.mismatch[job] = true
+	}
+	f.mu.Unlock()
+	for job, o := range others {
+		sort.Strings(o)
+		msg := fmt.Sprintf("platform job %s is scheduled %q here but %s: each node claims its own schedule's ticks, so the job runs on every schedule until the nodes agree", job, self.Schedules[job], strings.Join(o, ", "))
+		if f.Problems.Set("schedule_mismatch:"+job, msg) {
+			f.Log.Error().Str("job", job).Msg(msg)
+		}
+	}
+	for job := range prev {
+		if !f.mismatch[job] && f.Problems.Clear("schedule_mismatch:"+job) {
+			f.Log.Info().Str("job", job).Msg("every live node schedules the platform job alike again")
+		}
+	}
 }
 
 // retryLost hands lost ticks to Retry once they have been seen lost for longer than a lease's
