@@ -45,6 +45,9 @@ type Runner struct {
 	// Problems receives "record:<job>" when a run could not be recorded in the state database
 	// (a disk full): such a run is a failed run, and /health is degraded until one is recorded.
 	Problems *health.Problems
+	// Idle, when set, is called each time the last run in progress ends, in that run's goroutine
+	// after the run is recorded: the daemon returns the memory the runs freed to the OS there.
+	Idle func()
 
 	sem      chan struct{}
 	mu       sync.Mutex
@@ -120,14 +123,17 @@ func (r *Runner) claim(j Job) error {
 	return nil
 }
 
-func (r *Runner) release(j Job) {
+// release marks the job's run ended and reports whether it was the last run in progress.
+func (r *Runner) release(j Job) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.running, j.Name())
 	r.active--
 	if r.active == 0 {
 		close(r.idle)
+		return true
 	}
+	return false
 }
 
 // Stop refuses every run requested from now on (shutdown); runs in progress go on.
@@ -186,7 +192,11 @@ func (r *Runner) skipped(j Job, trigger string) {
 }
 
 func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger string) (o Outcome) {
-	defer r.release(j)
+	defer func() {
+		if r.release(j) && r.Idle != nil {
+			r.Idle()
+		}
+	}()
 	name, kind := j.Name(), j.Kind()
 	log := r.Log.With().Str("job", name).Str("kind", kind).Str("trigger", trigger).Logger()
 
