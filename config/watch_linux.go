@@ -64,7 +64,8 @@ func watchEvents(path string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	go func() {
 		defer close(ch)
-		buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.PathMax))
+		// Whole events only, each at most a header and NAME_MAX+1 bytes of name: 16 per read.
+		buf := make([]byte, 16*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
 		for {
 			n, err := f.Read(buf)
 			if err != nil {

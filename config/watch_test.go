@@ -2,9 +2,11 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -133,4 +135,20 @@ func TestWatchIgnoresOtherFiles(t *testing.T) {
 		t.Fatal("a change reported for another file or a touch")
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// TestWatchReadsBurstsOfLongNames: the event buffer holds 16 events of the longest file name; a
+// burst of many such events beside the file (read in several reads) must not hide the edit.
+func TestWatchReadsBurstsOfLongNames(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "opsd.yaml")
+	write(t, path, "node_id: a\n")
+	changed := startWatch(t, path)
+	watchReady(t, path, changed)
+	for i := 0; i < 100; i++ {
+		name := fmt.Sprintf("%03d%s", i, strings.Repeat("x", 252)) // 255 bytes, NAME_MAX
+		write(t, filepath.Join(dir, name), "x\n")
+	}
+	write(t, path, "node_id: final\n")
+	waitChange(t, changed, "the edit after 100 long-named files")
 }

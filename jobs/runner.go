@@ -45,6 +45,9 @@ type Runner struct {
 	// Problems receives "record:<job>" when a run could not be recorded in the state database
 	// (a disk full): such a run is a failed run, and /health is degraded until one is recorded.
 	Problems *health.Problems
+	// Idle, when set, is called each time the last run in progress ends, in that run's goroutine
+	// after the run is recorded: the daemon returns the memory the runs freed to the OS there.
+	Idle func()
 
 	sem      chan struct{}
 	mu       sync.Mutex
@@ -131,8 +134,8 @@ func (r *Runner) claim(j Job) error {
 }
 
 // release marks the job's run over; it reports whether the job was removed from the config
-// during the run.
-func (r *Runner) release(j Job) (removed bool) {
+// during the run, and whether it was the last run in progress.
+func (r *Runner) release(j Job) (removed, last bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.running, j.Name())
@@ -141,8 +144,9 @@ func (r *Runner) release(j Job) (removed bool) {
 	r.active--
 	if r.active == 0 {
 		close(r.idle)
+		last = true
 	}
-	return removed
+	return removed, last
 }
 
 // Removed tells the runner that a job is no longer configured (a reload removed or renamed it).
@@ -243,8 +247,12 @@ func (r *Runner) skipped(j Job, trigger string) {
 
 func (r *Runner) run(ctx context.Context, j Job, timeout time.Duration, trigger string) (o Outcome) {
 	defer func() {
-		if r.release(j) {
+		removed, last := r.release(j)
+		if removed {
 			r.forgetRemoved(j)
+		}
+		if last && r.Idle != nil {
+			r.Idle()
 		}
 	}()
 	name, kind := j.Name(), j.Kind()

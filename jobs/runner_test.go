@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +236,48 @@ func TestSentryCheckInsAndJobErrors(t *testing.T) {
 	}
 	if strings.Contains(body, secret) {
 		t.Fatal("a secret reached Sentry")
+	}
+}
+
+func TestRunnerIdleCalledWhenTheLastRunEnds(t *testing.T) {
+	r := newRig(t)
+	var calls atomic.Int32
+	r.runner.Idle = func() { calls.Add(1) }
+	releaseA, releaseB := make(chan struct{}), make(chan struct{})
+	job := func(name string, started, release chan struct{}) Job {
+		return funcJob{name, func(ctx context.Context) (Result, error) {
+			close(started)
+			<-release
+			return Result{}, nil
+		}}
+	}
+	// done is called after Idle would have been: the counts below are final when it returns.
+	done := make(chan Outcome, 2)
+	for _, name := range []string{"a", "b"} {
+		started, release := make(chan struct{}), releaseA
+		if name == "b" {
+			release = releaseB
+		}
+		if err := r.runner.Start(context.Background(), job(name, started, release), time.Minute, TriggerSchedule, func(o Outcome) { done <- o }); err != nil {
+			t.Fatal(err)
+		}
+		<-started
+	}
+	close(releaseA)
+	<-done
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("Idle called %d times while b runs", n)
+	}
+	close(releaseB)
+	<-done
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("Idle called %d times after the last run ended, want 1", n)
+	}
+	// A run alone is the last one too.
+	if o := r.runner.Run(context.Background(), job("c", make(chan struct{}), releaseA), time.Minute, TriggerManual); !o.OK() {
+		t.Fatalf("c: %+v", o)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("Idle called %d times after c, want 2", n)
 	}
 }

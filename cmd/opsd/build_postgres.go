@@ -16,7 +16,8 @@ import (
 // postgresBackupJob builds a postgres_backup job and checks, when the server answers within
 // connect_timeout, that pg_dump is at least the server's major version (a config error
 // otherwise). When the server cannot be reached now, the same check runs at the start of every
-// run, so the first run fails with the reason instead.
+// run, so the first run fails with the reason instead. A disabled job is not checked (nor is its
+// server contacted) until a config that enables it is loaded: a manual run of it still checks first.
 func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 	s := jc.PostgresBackup
 	dsn, tools, err := postgresServer(s.DSN, s.PgBinDir)
@@ -29,6 +30,9 @@ func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 	}
 	j := jobs.NewPostgresBackup(jc.Name, jobs.PostgresBackupConfig{DSN: dsn, Tools: tools, KeyTemplate: s.Key, Compression: s.Compression,
 		Recipients: recipients, Node: d.cfg.NodeID}, d.store) // key dates are UTC, like every key
+	if !jc.IsEnabled() {
+		return j, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.ConnectTimeout.D())
 	defer cancel()
 	if err := j.CheckVersion(ctx); errors.Is(err, jobs.ErrServerUnreachable) {

@@ -48,3 +48,32 @@ func TestPostgresBackupVersionCheckAtBuild(t *testing.T) {
 		t.Fatalf("unreachable server: %v, log %s", err, logs)
 	}
 }
+
+// TestDisabledPostgresBackupIsNotCheckedAtBuild: a disabled postgres_backup job does not contact
+// its server when built (an idle daemon never runs it; a manual run checks pg_dump's version
+// first, and a config that enables it is built and checked again); an enabled one does.
+func TestDisabledPostgresBackupIsNotCheckedAtBuild(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	os.Mkdir(bin, 0o755)
+	for _, tool := range []string{"pg_dump", "pg_restore"} {
+		os.WriteFile(filepath.Join(bin, tool), []byte("#!/bin/sh\necho '"+tool+" (PostgreSQL) 9.6.24'\n"), 0o755)
+	}
+	for _, enabled := range []bool{true, false} {
+		cfgPath := filepath.Join(dir, "opsd.yaml")
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("node_id: n1\nstate: {path: %s/state.db}\nstorage: {backend: local, local: {path: %s/store}}\njobs:\n"+
+			"  - {name: pg, kind: postgres_backup, enabled: %v, schedule: \"@daily\", dsn: \"postgresql://opsd:pw@127.0.0.1:1/wopr_platform\", pg_bin_dir: %s, connect_timeout: 2s}\n",
+			dir, dir, enabled, bin)), 0o600)
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		if _, err := buildJob(cfg.Jobs[0], deps{cfg: cfg, log: zerolog.New(&logs)}); err != nil {
+			t.Fatalf("enabled %v: %v", enabled, err)
+		}
+		if tried := strings.Contains(logs.String(), "unreachable at config time"); tried != enabled {
+			t.Fatalf("enabled %v: server contacted at build = %v (log %s)", enabled, tried, logs.String())
+		}
+	}
+}

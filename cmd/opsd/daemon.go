@@ -173,6 +173,7 @@ type Main struct {
 	http    *httpapi.Server
 	addr    net.Addr
 	ready   atomic.Bool
+	mem     *memReleaser // returns freed memory to the OS after start-up and runs
 	reload  sync.Mutex
 	runCtx  context.Context
 	cancel  context.CancelFunc
@@ -211,7 +212,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		lock.Release()
 		return nil, err
 	}
-	m := &Main{env: e, opts: o, lock: lock}
+	m := &Main{env: e, opts: o, lock: lock, mem: newMemReleaser()}
+	e.runner.Idle = func() { m.mem.release() }
 	fail := func(err error) (*Main, error) {
 		e.close(ctx)
 		lock.Release()
@@ -364,6 +366,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.heartbeats(bgCtx)
 	m.startChecks(bgCtx)
 	m.ready.Store(true)
+	m.mem.release() // start-up's garbage back to the OS (the runs' when the last one ends)
 	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {
 		ev = ev.Str("listen", m.addr.String())

@@ -38,7 +38,7 @@ func watchRestoreLocks(ctx context.Context, statePath string, wake func()) (watc
 	go func() {
 		defer alive.Store(false)
 		defer wake()
-		buf := make([]byte, 16*(unix.SizeofInotifyEvent+unix.PathMax))
+		buf := make([]byte, 16*(unix.SizeofInotifyEvent+unix.NAME_MAX+1)) // 16 events of the longest name
 		for {
 			n, err := f.Read(buf)
 			if err != nil {

@@ -26,7 +26,7 @@ type family struct {
 	labels  []string // label names as declared: values are passed in this order
 	order   []int    // indexes into labels, sorted by label name: the exposition's sort key
 	header  []byte   // "# HELP ...\n# TYPE ...\n"
-	zheader zpage    // header, compressed
+	zheader zpage    // header, compressed at the first gzip scrape (not at start: an unscraped daemon needs no compressor)
 
 	pages []zpage // sorted in runs of pageSize series, compressed when first written after a change
 
@@ -56,7 +56,6 @@ func newFamily(name, help string, typ prometheus.ValueType, labels ...string) *f
 	sort.Slice(f.order, func(i, j int) bool { return labels[f.order[i]] < labels[f.order[j]] })
 	text := f.render(make([]string, len(labels)), 0)
 	f.header = text[:headerLen(text)]
-	f.zheader.compress(f.header)
 	return f
 }
 
@@ -237,6 +236,9 @@ func (f *family) writeGzip(g *gzipStream) error {
 	f.tidy()
 	if len(f.sorted) == 0 {
 		return nil
+	}
+	if !f.zheader.ok {
+		f.zheader.compress(f.header)
 	}
 	if err := g.page(&f.zheader); err != nil {
 		return err
