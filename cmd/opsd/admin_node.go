@@ -20,7 +20,7 @@ func (m *Main) startNodeRestore(ctx context.Context, node string, o httpapi.Node
 	if err != nil {
 		return 0, err
 	}
-	if err := restore.CheckNodeRequest(ctx, m.objStore(), keys, node, o.Parallel, o.StartParallel); err != nil {
+	if err := restore.CheckNodeRequest(ctx, m.objStore(), keys, node, o.Parallel, o.StartParallel, o.Only, o.Exclude); err != nil {
 		return 0, err
 	}
 	release, err := m.locks.TryAcquire(keys.Root(layout.Nightly), false, "restore of node "+node)

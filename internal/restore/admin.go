@@ -32,7 +32,7 @@ func CheckContainerRequest(ctx context.Context, store storage.Store, keys *layou
 
 // CheckNodeRequest validates an admin node restore of node: parallel and startParallel are 0
 // (the default) to MaxParallel and the store has container backups of node.
-func CheckNodeRequest(ctx context.Context, store storage.Store, keys *layout.Layout, node string, parallel, startParallel int) error {
+func CheckNodeRequest(ctx context.Context, store storage.Store, keys *layout.Layout, node string, parallel, startParallel int, only, exclude []string) error {
 	if parallel < 0 || parallel > MaxParallel {
 		return fmt.Errorf("%w: parallel must be 1 to %d", httpapi.ErrBadRequest, MaxParallel)
 	}
@@ -45,6 +45,9 @@ func CheckNodeRequest(ctx context.Context, store storage.Store, keys *layout.Lay
 	}
 	if len(cands) == 0 {
 		return fmt.Errorf("%w: no container backups of node %s", httpapi.ErrNotFound, node)
+	}
+	if err := unknownNames(cands, only, exclude); err != nil {
+		return fmt.Errorf("%w: %v", httpapi.ErrBadRequest, err)
 	}
 	return nil
 }

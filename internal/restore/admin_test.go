@@ -44,17 +44,20 @@ func TestCheckAdminRequests(t *testing.T) {
 		}
 	}
 
-	if err := CheckNodeRequest(ctx, store, keys, "n2", 0, 0); err != nil {
+	if err := CheckNodeRequest(ctx, store, keys, "n2", 0, 0, []string{"tenant_a"}, nil); err != nil {
 		t.Fatalf("a valid node request: %v", err)
 	}
-	if err := CheckNodeRequest(ctx, store, keys, "n2", MaxParallel+1, 0); !errors.Is(err, httpapi.ErrBadRequest) {
+	if err := CheckNodeRequest(ctx, store, keys, "n2", MaxParallel+1, 0, nil, nil); !errors.Is(err, httpapi.ErrBadRequest) {
 		t.Fatalf("parallel out of range: %v", err)
 	}
-	if err := CheckNodeRequest(ctx, store, keys, "n2", 2, -1); !errors.Is(err, httpapi.ErrBadRequest) || !strings.Contains(err.Error(), "startParallel") {
+	if err := CheckNodeRequest(ctx, store, keys, "n2", 2, -1, nil, nil); !errors.Is(err, httpapi.ErrBadRequest) || !strings.Contains(err.Error(), "startParallel") {
 		t.Fatalf("startParallel out of range: %v", err)
 	}
-	if err := CheckNodeRequest(ctx, store, keys, "n9", 2, 2); !errors.Is(err, httpapi.ErrNotFound) {
+	if err := CheckNodeRequest(ctx, store, keys, "n9", 2, 2, nil, nil); !errors.Is(err, httpapi.ErrNotFound) {
 		t.Fatalf("a node without backups: %v", err)
+	}
+	if err := CheckNodeRequest(ctx, store, keys, "n2", 2, 2, nil, []string{"tenant_typo"}); !errors.Is(err, httpapi.ErrBadRequest) || !strings.Contains(err.Error(), "tenant_typo (exclude)") {
+		t.Fatalf("an exclude naming no backup: %v", err)
 	}
 }
 

@@ -147,3 +147,23 @@ func TestSandboxLeavesOutHostAccess(t *testing.T) {
 		t.Fatalf("the sandbox lost the spec's limits: %+v", h)
 	}
 }
+
+// TestRestoreNodeRefusesUnknownNames: --only or --exclude naming a container with no backup of
+// the node (a typo) refuses the whole node restore before anything is touched: restoring without
+// it would restore what was meant to be skipped, or skip what was meant to be restored.
+func TestRestoreNodeRefusesUnknownNames(t *testing.T) {
+	store, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"tenant_a", "tenant_b"} {
+		storeExport(t, store, "nightly/lost/"+n+"/"+n+"_20261130.tar.gz", n, docker.Spec{Version: docker.SpecVersion, Name: n}, nil)
+	}
+	for _, o := range []NodeOptions{{Only: []string{"tenant_a", "tenant_typo"}}, {Exclude: []string{"tenant_bb"}}} {
+		o.Store, o.Layout, o.FromNode = store, layout.Default(), "lost"
+		rep, err := RestoreNode(context.Background(), o)
+		if err == nil || len(rep.Containers) != 0 || !strings.Contains(err.Error(), "no container backups of that node named") {
+			t.Fatalf("only %v exclude %v: %v, %+v", o.Only, o.Exclude, err, rep.Containers)
+		}
+	}
+}

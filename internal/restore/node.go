@@ -492,6 +492,9 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	if err := unknownNames(cands, o.Only, o.Exclude); err != nil {
+		return rep, fmt.Errorf("restore node %s: %w: nothing restored", o.FromNode, err)
+	}
 	only, exclude := set(o.Only), set(o.Exclude)
 	var names []string
 	for n := range cands {
@@ -567,6 +570,26 @@ func RestoreNode(ctx context.Context, o NodeOptions) (NodeReport, error) {
 		return rep, fmt.Errorf("restore node %s: %d of %d containers failed: %w", o.FromNode, rep.Failed, len(names), errors.Join(errs...))
 	}
 	return rep, nil
+}
+
+// unknownNames refuses only and exclude names that match no backup of the node: a typo would
+// restore what was meant to be skipped, or skip what was meant to be restored, silently.
+func unknownNames(cands map[string]string, only, exclude []string) error {
+	var unknown []string
+	for _, l := range []struct {
+		flag  string
+		names []string
+	}{{"only", only}, {"exclude", exclude}} {
+		for _, n := range l.names {
+			if _, ok := cands[n]; !ok {
+				unknown = append(unknown, fmt.Sprintf("%s (%s)", n, l.flag))
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("no container backups of that node named %s", strings.Join(unknown, ", "))
+	}
+	return nil
 }
 
 // restoreOne recreates one container of a node restore: its download, verification and import
