@@ -86,7 +86,8 @@ func (b Backup) Run(ctx context.Context) (artifact.Manifest, error) {
 		b.Options.ZstdLevel = zstd.SpeedFastest
 	}
 	appName := "opsd-pg_dump-" + strings.ToLower(rand.Text()[:12])
-	stream, err := b.Tools.Dump(ctx, b.DSN, DumpOptions{Snapshot: snapshot, Uncompressed: uncompressed, OnStart: b.OnStart, ApplicationName: appName})
+	stream, err := b.Tools.Dump(ctx, b.DSN, DumpOptions{Snapshot: snapshot, Uncompressed: uncompressed, OnStart: b.OnStart, ApplicationName: appName,
+		ClientCheck: info.VersionNum >= 140000})
 	if err != nil {
 		return artifact.Manifest{}, err
 	}

@@ -150,6 +150,11 @@ type DumpOptions struct {
 	// ApplicationName names pg_dump's session on the server (PGAPPNAME): the caller finds it by
 	// that name to end it when the dump is abandoned.
 	ApplicationName string
+	// ClientCheck makes pg_dump's server session check every 2 s that pg_dump is still there
+	// while it runs or waits (client_connection_check_interval, PostgreSQL 14 and later), so a
+	// session whose pg_dump died with opsd while queued behind a lock ends instead of holding
+	// its other tables' locks until the lock holder commits.
+	ClientCheck bool
 }
 
 // DumpStream is pg_dump's custom-format output. Reading it to the end returns io.EOF only when
@@ -180,6 +185,9 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	if o.ApplicationName != "" {
 		env = append(env, "PGAPPNAME="+o.ApplicationName)
 	}
+	if o.ClientCheck {
+		env = append(env, "PGOPTIONS=-c client_connection_check_interval=2000")
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	args := []string{"--format=custom", "--no-password"}
 	if o.Snapshot != "" {
@@ -192,6 +200,9 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	s := &DumpStream{dsn: dsn, cancel: cancel, cleanup: cleanup, dumpErr: &tail{max: 4096}, listErr: &tail{max: 4096}, listOut: &bytes.Buffer{}}
 	s.dump = exec.CommandContext(cctx, t.Path("pg_dump"), args...)
 	s.dump.Env = env
+	// Both die with opsd (SIGKILL, OOM): pg_dump queued behind a lock would write nothing to its
+	// dead pipe, so nothing else would end it.
+	s.dump.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s.dump.Stderr = s.dumpErr
 	// pg_dump writes into a pipe opsd reads: a 1 MiB pipe (Linux's default maximum for
 	// unprivileged processes) instead of 64 KiB lets pg_dump run ahead 16 times further before
@@ -205,6 +216,7 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	s.dump.Stdout, s.out = pw, pr
 	s.list = exec.CommandContext(cctx, t.Path("pg_restore"), "--list")
 	s.list.Env = env
+	s.list.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s.list.Stderr = s.listErr
 	s.list.Stdout = &limitWriter{w: s.listOut, n: 1 << 20}
 	if s.listIn, err = s.list.StdinPipe(); err != nil {
