@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/getsentry/sentry-go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -334,11 +335,13 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 	}
 	if e.Firing {
 		body["payload"] = map[string]any{
-			"summary":        fmt.Sprintf("%s — %s", e.Alert, e.Message),
+			// The Events API refuses (400) a summary over 1024 characters: a long message (many
+			// stale targets) is cut there and kept whole, within bounds, in custom_details.
+			"summary":        truncate(fmt.Sprintf("%s — %s", e.Alert, e.Message), pdSummaryMax),
 			"source":         e.Node,
 			"severity":       e.Severity,
 			"component":      "opsd",
-			"custom_details": map[string]any{"value": e.Value, "threshold": e.Threshold},
+			"custom_details": map[string]any{"value": e.Value, "threshold": e.Threshold, "message": truncate(e.Message, pdDetailsMax)},
 		}
 	}
 	url := p.URL
@@ -346,6 +349,25 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 		url = "https://events.pagerduty.com/v2/enqueue"
 	}
 	return postJSON(ctx, p.Client, url, "", body)
+}
+
+// The Events API v2 limits: payload.summary is at most 1024 characters, a whole event at most
+// 512 KB; custom_details' message is kept well below the latter.
+const (
+	pdSummaryMax = 1024
+	pdDetailsMax = 64 << 10
+)
+
+// truncate returns s cut to at most max characters (and bytes), ending with "…" when cut.
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // Webhook POSTs the event as JSON.

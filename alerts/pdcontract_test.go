@@ -1,0 +1,150 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/wopr-network/opsd/internal/metrics"
+	"github.com/wopr-network/opsd/internal/state"
+)
+
+// strictPagerDuty is a local HTTP server standing in for the Events API v2 that enforces its
+// documented contract (developer.pagerduty.com, "Send an Alert Event" and "Response Codes &
+// Retry Logic"): routing_key and event_action are required; a trigger needs payload.summary (at
+// most 1024 characters), payload.source and a payload.severity of critical, error, warning or
+// info; dedup_key is at most 255 characters; a body over 512 KB is refused. An event that breaks
+// it gets 400 (not to be retried); an accepted one 202. It records the accepted events.
+type strictPagerDuty struct {
+	*httptest.Server
+	mu       sync.Mutex
+	accepted []map[string]any
+	rejected int
+}
+
+func newStrictPagerDuty(t *testing.T) *strictPagerDuty {
+	p := &strictPagerDuty{}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(io.LimitReader(r.Body, 512<<10+1))
+		if why := pdInvalid(b); why != "" {
+			p.mu.Lock()
+			p.rejected++
+			p.mu.Unlock()
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"status":"invalid event","message":"Event object is invalid","errors":[%q]}`, why)
+			return
+		}
+		var ev map[string]any
+		json.Unmarshal(b, &ev)
+		p.mu.Lock()
+		p.accepted = append(p.accepted, ev)
+		p.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, `{"status":"success","message":"Event processed"}`)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// pdInvalid says why the Events API would refuse body, or "" when it accepts it.
+func pdInvalid(b []byte) string {
+	if len(b) > 512<<10 {
+		return "payload too large"
+	}
+	var ev struct {
+		RoutingKey  string `json:"routing_key"`
+		EventAction string `json:"event_action"`
+		DedupKey    string `json:"dedup_key"`
+		Payload     *struct {
+			Summary  string `json:"summary"`
+			Source   string `json:"source"`
+			Severity string `json:"severity"`
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return "invalid JSON"
+	}
+	switch {
+	case ev.RoutingKey == "":
+		return "routing_key is required"
+	case ev.EventAction != "trigger" && ev.EventAction != "acknowledge" && ev.EventAction != "resolve":
+		return "invalid event_action"
+	case utf8.RuneCountInString(ev.DedupKey) > 255:
+		return "dedup_key is longer than 255 characters"
+	case ev.EventAction != "trigger":
+		return ""
+	case ev.Payload == nil || ev.Payload.Summary == "":
+		return "payload.summary is required"
+	case utf8.RuneCountInString(ev.Payload.Summary) > 1024:
+		return "payload.summary is longer than 1024 characters"
+	case ev.Payload.Source == "":
+		return "payload.source is required"
+	}
+	switch ev.Payload.Severity {
+	case "critical", "error", "warning", "info":
+		return ""
+	}
+	return "invalid payload.severity"
+}
+
+func (p *strictPagerDuty) got() (accepted []map[string]any, rejected int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]map[string]any(nil), p.accepted...), p.rejected
+}
+
+// TestPagerDutyLongMessageIsAccepted: a stale_backups alert over many targets has a message far
+// longer than the 1024 characters the Events API allows in payload.summary. The trigger must
+// still be accepted (and its resolution after it), not refused with 400 on every attempt until
+// delivery is given up, the incident never opened.
+func TestPagerDutyLongMessageIsAccepted(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	pd := newStrictPagerDuty(t)
+	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
+	d.SetRetry(3, time.Millisecond)
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.Start(dctx)
+	defer d.Close(time.Second)
+
+	now := time.Now()
+	for i := range 200 {
+		st.RecordBackup(ctx, state.BackupAttempt{Target: fmt.Sprintf("tenant-container-%03d-ünïcode", i), Kind: "container", At: now, Error: "disk full"})
+	}
+	rule := &StateRule{RuleName: "stale-backups", Kind: "stale_backups", State: st, StaleAfter: func() time.Duration { return 24 * time.Hour }}
+	ev := NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
+	ev.SetRules([]Spec{{Rule: rule, PerNode: true}})
+	ev.EvaluateOnce(ctx, now)
+	if s := ev.Statuses(); len(s) != 1 || !s[0].Firing || utf8.RuneCountInString(s[0].Message) <= 1024 {
+		t.Fatalf("want a firing alert with a message over 1024 characters: %+v", s)
+	}
+	waitFor(t, "the trigger accepted or given up", func() bool {
+		return testutil.ToFloat64(m.NotificationsSent.WithLabelValues("pagerduty"))+testutil.ToFloat64(m.NotificationsFailed.WithLabelValues("pagerduty")) >= 1
+	})
+	accepted, rejected := pd.got()
+	if len(accepted) != 1 || rejected != 0 {
+		t.Fatalf("PagerDuty accepted %d events and refused %d, want the trigger accepted", len(accepted), rejected)
+	}
+	payload := accepted[0]["payload"].(map[string]any)
+	if s := payload["summary"].(string); len(s) < 900 || s[:len("stale-backups — 200 stale backup targets: ")] != "stale-backups — 200 stale backup targets: " {
+		t.Fatalf("summary %q", s)
+	}
+}
