@@ -411,6 +411,11 @@ func postJSON(ctx context.Context, c *http.Client, url, token string, v any) err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	if resp.Request != nil && resp.Request.Method != http.MethodPost {
+		// A 301, 302 or 303 was followed with a GET without the body: whatever that answered,
+		// the notification did not arrive.
+		return errors.New("post notification: redirected to a GET (the notification was not delivered; fix the URL)")
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("post notification: status %d", resp.StatusCode)
 	}

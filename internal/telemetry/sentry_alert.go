@@ -26,12 +26,13 @@ type recordingTransport struct {
 	base   http.RoundTripper
 	ctx    context.Context
 	status int
+	method string // the last request's: a 301, 302 or 303 followed turns the POST into a GET
 	err    error
 	called bool
 }
 
 func (t *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.called = true
+	t.called, t.method = true, req.Method
 	if t.ctx != nil {
 		req = req.WithContext(t.ctx)
 	}
@@ -88,6 +89,8 @@ func (s *Sentry) DeliverMessage(ctx context.Context, level sentry.Level, msg str
 		return fmt.Errorf("sentry: send: %w", err)
 	case !a.rec.called:
 		return errors.New("sentry: event not sent (rate limited or dropped)")
+	case a.rec.method != http.MethodPost:
+		return errors.New("sentry: redirected to a GET (the event was not delivered; fix the DSN)")
 	case a.rec.status < 200 || a.rec.status > 299:
 		return fmt.Errorf("sentry: status %d", a.rec.status)
 	}

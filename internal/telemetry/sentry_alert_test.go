@@ -41,3 +41,30 @@ func TestDeliverMessageReportsSentrysAnswer(t *testing.T) {
 		t.Fatalf("a stopped Sentry: %v", err)
 	}
 }
+
+// TestDeliverMessageRedirectedIsNotDelivered: an ingest URL answering the POST with 301, 302 or
+// 303 makes the client follow with a GET without the envelope; the 200 of that GET must not
+// count the alert as delivered (it never reached Sentry).
+func TestDeliverMessageRedirectedIsNotDelivered(t *testing.T) {
+	var posted atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			http.Redirect(w, r, "/moved"+r.URL.Path, http.StatusMovedPermanently)
+			return
+		}
+		if r.Method == http.MethodPost {
+			posted.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	dsn := strings.Replace(srv.URL, "http://", "http://publickey123@", 1) + "/42"
+	s, err := NewSentry(SentryOptions{DSN: dsn, Node: "n1"}, NewRedactor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.DeliverMessage(context.Background(), sentry.LevelWarning, "Alert: x", nil, nil)
+	if err == nil && posted.Load() == 0 {
+		t.Fatal("counted as delivered; Sentry received nothing")
+	}
+}
