@@ -334,7 +334,7 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 		"dedup_key":    "wopr-platform:" + e.key(),
 	}
 	if e.Firing {
-		body["payload"] = map[string]any{
+		payload := map[string]any{
 			// The Events API refuses (400) a summary over 1024 characters: a long message (many
 			// stale targets) is cut there and kept whole, within bounds, in custom_details.
 			"summary":        truncate(fmt.Sprintf("%s — %s", e.Alert, e.Message), pdSummaryMax),
@@ -343,6 +343,10 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 			"component":      "opsd",
 			"custom_details": map[string]any{"value": e.Value, "threshold": e.Threshold, "message": truncate(e.Message, pdDetailsMax)},
 		}
+		if !e.At.IsZero() {
+			payload["timestamp"] = e.At.UTC().Format(time.RFC3339Nano) // when it fired, however late it is delivered
+		}
+		body["payload"] = payload
 	}
 	url := p.URL
 	if url == "" {

@@ -148,3 +148,33 @@ func TestPagerDutyLongMessageIsAccepted(t *testing.T) {
 		t.Fatalf("summary %q", s)
 	}
 }
+
+// TestPagerDutyDelayedTriggerKeepsItsTime: a trigger held in the outbox while PagerDuty was
+// unreachable carries, when it is finally accepted, the time the alert fired
+// (payload.timestamp, which the Events API documents for events a tool holds before sending),
+// not the time of delivery.
+func TestPagerDutyDelayedTriggerKeepsItsTime(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	pd := newStrictPagerDuty(t)
+	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
+	fired := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond) // PagerDuty was down meanwhile
+	items, _ := d.Items(Event{Alert: "disk", Firing: true, Message: "disk full", Severity: "error", Node: "node-1", PerNode: true, At: fired})
+	if err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: fired}, items); err != nil {
+		t.Fatal(err)
+	}
+	d.Deliver(ctx)
+	accepted, _ := pd.got()
+	if len(accepted) != 1 {
+		t.Fatalf("accepted %d events", len(accepted))
+	}
+	ts, _ := accepted[0]["payload"].(map[string]any)["timestamp"].(string)
+	if at, err := time.Parse(time.RFC3339Nano, ts); err != nil || !at.Equal(fired) {
+		t.Fatalf("payload.timestamp %q, want the firing's time %s", ts, fired.Format(time.RFC3339Nano))
+	}
+}
