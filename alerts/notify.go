@@ -3,6 +3,8 @@ package alerts
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,7 +333,7 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 	body := map[string]any{
 		"routing_key":  p.RoutingKey,
 		"event_action": action,
-		"dedup_key":    "wopr-platform:" + e.key(),
+		"dedup_key":    pdDedupKey(e),
 	}
 	if e.Firing {
 		payload := map[string]any{
@@ -355,12 +357,30 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 	return postJSON(ctx, p.Client, url, "", body)
 }
 
-// The Events API v2 limits: payload.summary is at most 1024 characters, a whole event at most
-// 512 KB; custom_details' message is kept well below the latter.
+// The Events API v2 limits: payload.summary is at most 1024 characters, dedup_key 255, a whole
+// event at most 512 KB; custom_details' message is kept well below the latter.
 const (
-	pdSummaryMax = 1024
-	pdDetailsMax = 64 << 10
+	pdSummaryMax  = 1024
+	pdDedupKeyMax = 255
+	pdDetailsMax  = 64 << 10
 )
+
+// pdDedupKey is "wopr-platform:<alert>[:<node>]"; one longer than the Events API's 255
+// characters (a long alert name) is cut and ends with a hash of the whole key, so it stays the
+// same for the alert's trigger and resolve and distinct between alerts and nodes.
+func pdDedupKey(e Event) string {
+	k := "wopr-platform:" + e.key()
+	if len(k) <= pdDedupKeyMax {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	h := "~" + hex.EncodeToString(sum[:16])
+	cut := pdDedupKeyMax - len(h)
+	for cut > 0 && !utf8.RuneStart(k[cut]) {
+		cut--
+	}
+	return k[:cut] + h
+}
 
 // truncate returns s cut to at most max characters (and bytes), ending with "…" when cut.
 func truncate(s string, max int) string {

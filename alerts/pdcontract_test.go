@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +177,30 @@ func TestPagerDutyDelayedTriggerKeepsItsTime(t *testing.T) {
 	ts, _ := accepted[0]["payload"].(map[string]any)["timestamp"].(string)
 	if at, err := time.Parse(time.RFC3339Nano, ts); err != nil || !at.Equal(fired) {
 		t.Fatalf("payload.timestamp %q, want the firing's time %s", ts, fired.Format(time.RFC3339Nano))
+	}
+}
+
+// TestPagerDutyLongAlertNameIsAccepted: alert names and node ids have no length limit in the
+// config, but the Events API refuses (400) a dedup_key over 255 characters. An alert with a long
+// name must still reach PagerDuty, its trigger and resolve sharing one dedup key of at most 255
+// characters, distinct from another node's.
+func TestPagerDutyLongAlertNameIsAccepted(t *testing.T) {
+	pd := newStrictPagerDuty(t)
+	n := PagerDuty{URL: pd.URL, RoutingKey: "rk"}
+	ctx := context.Background()
+	name := "sev1-" + strings.Repeat("tenant-gateway-error-rate-", 10)
+	for _, e := range []Event{
+		{Alert: name, Firing: true, Message: "m", Severity: "critical", Node: "node-1", PerNode: true},
+		{Alert: name, Firing: false, Message: "m", Severity: "critical", Node: "node-1", PerNode: true},
+		{Alert: name, Firing: true, Message: "m", Severity: "critical", Node: "node-2", PerNode: true},
+	} {
+		if err := n.Notify(ctx, e); err != nil {
+			t.Fatalf("%s on %s: %v", name, e.Node, err)
+		}
+	}
+	accepted, _ := pd.got()
+	k0, k1, k2 := accepted[0]["dedup_key"], accepted[1]["dedup_key"], accepted[2]["dedup_key"]
+	if k0 != k1 || k0 == k2 {
+		t.Fatalf("dedup keys %q %q %q: want the trigger's and the resolve's equal, another node's distinct", k0, k1, k2)
 	}
 }
