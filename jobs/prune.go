@@ -442,6 +442,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep, now)
 		}
 		tp.Policy = policy.String()
+		policy.Now = now
 		ds, err := PlanTarget(g.backups, policy)
 		if err != nil {
 			tp.Refused = err.Error()

@@ -1,0 +1,39 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/storage/local"
+)
+
+// TestPruneFutureDatedSetAgesNothingOut: one platform set dated a year ahead (a host whose clock
+// was wrong for a night) is the newest backup; keep_within counts from it, so without a cap at
+// now every real set of the last 30 days would be "older than 30 days" and go.
+func TestPruneFutureDatedSetAgesNothingOut(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	var objs []seedObj
+	var want []string
+	for d := 0; d < 10; d++ {
+		date := pruneNow.AddDate(0, 0, -d).Format("20060102")
+		key := fmt.Sprintf("platform/%s/auth-%s.db", date, date)
+		objs = append(objs, seedObj{key, "", "sqlite"})
+		want = append(want, key, artifact.ManifestKey(key))
+	}
+	future := pruneNow.AddDate(1, 0, 0).Format("20060102")
+	fkey := fmt.Sprintf("platform/%s/auth-%s.db", future, future)
+	objs = append(objs, seedObj{fkey, "", "sqlite"})
+	want = append(want, fkey, artifact.ManifestKey(fkey))
+	seed(t, store, objs)
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 100000, Now: func() time.Time { return pruneNow }}, store)
+	res, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := storeKeys(t, store, "platform/"); len(got) != len(want) {
+		t.Fatalf("kept %d objects, want %d (every set of the last 30 days):\n%s", len(got), len(want), res.Report)
+	}
+}
