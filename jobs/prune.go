@@ -226,7 +226,13 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 	var tm Timer
 	if p.cfg.OrphanKeep > 0 && p.cfg.Tenants != nil {
 		run := *p
-		if run.tenants, plan.orphanErr = p.cfg.Tenants.Load(ctx); plan.orphanErr != nil {
+		run.tenants, plan.orphanErr = p.cfg.Tenants.Load(ctx)
+		if plan.orphanErr == nil && len(run.tenants.rows) == 0 {
+			// A record without a single tenant (an emptied table, a query on the wrong schema)
+			// cannot tell a gone tenant from a live one: it would make every tenant an orphan.
+			run.tenants, plan.orphanErr = nil, fmt.Errorf("the tenant record (%s) has no tenant", p.cfg.Tenants)
+		}
+		if plan.orphanErr != nil {
 			// Without the tenant record no target is an orphan this run; the rest still runs.
 			plan.Errors = append(plan.Errors, fmt.Sprintf("orphan policy off this run: %v", plan.orphanErr))
 		}

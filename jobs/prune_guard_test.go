@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,5 +36,26 @@ func TestPruneFutureDatedSetAgesNothingOut(t *testing.T) {
 	}
 	if got := storeKeys(t, store, "platform/"); len(got) != len(want) {
 		t.Fatalf("kept %d objects, want %d (every set of the last 30 days):\n%s", len(got), len(want), res.Report)
+	}
+}
+
+// TestOrphanPolicyOffWhenTenantRecordIsEmpty: a tenant query that answers no row at all (a
+// restored-empty table, a query against the wrong schema) does not make every tenant an orphan.
+func TestOrphanPolicyOffWhenTenantRecordIsEmpty(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	var objs []seedObj
+	for d := 60; d < 64; d++ {
+		objs = append(objs, seedObj{nightlyKey("alive", d), "pro", "container"})
+	}
+	seed(t, store, objs)
+	src := querySource(platformDB(t, map[string]string{}))
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 100000,
+		OrphanKeep: 30 * 24 * time.Hour, Tenants: src, Now: func() time.Time { return pruneNow }}, store)
+	res, err := p.Run(context.Background())
+	if got := storeKeys(t, store, "nightly/"); len(got) != 8 || strings.Contains(res.Report, "ORPHAN") {
+		t.Fatalf("kept %v (run error %v)\n%s", got, err, res.Report)
+	}
+	if err == nil || !strings.Contains(err.Error(), "orphan policy off this run") {
+		t.Fatalf("run error: %v", err)
 	}
 }
