@@ -220,6 +220,19 @@ func keyTime(key string) (time.Time, bool) {
 	return t, err == nil
 }
 
+// relTime is the creation time a backup's key records below its target's folder: its file
+// name's (keyTime), else the nearest folder's ({date} as a folder of a custom template, e.g.
+// exports/{container}/{date}/{node}.tar). The target's own folders never give a date.
+func relTime(rel string) (time.Time, bool) {
+	parts := strings.Split(rel, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if t, ok := keyTime(parts[i]); ok {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // Run plans every rule and, unless a dry run, deletes what the plan says.
 func (p *Prune) Run(ctx context.Context) (Result, error) {
 	plan := &PrunePlan{DryRun: p.cfg.DryRun, Errors: []string{}}
@@ -402,7 +415,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			if d, err := layout.ParseDate(date); err == nil {
 				t = d
 			}
-		} else if kt, ok := keyTime(k); ok {
+		} else if kt, ok := relTime(strings.TrimPrefix(strings.TrimPrefix(k, target), "/")); ok {
 			t = kt
 		}
 		if _, seen := g.keys[id]; !seen {

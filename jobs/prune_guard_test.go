@@ -3,6 +3,8 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +59,35 @@ func TestOrphanPolicyOffWhenTenantRecordIsEmpty(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "orphan policy off this run") {
 		t.Fatalf("run error: %v", err)
+	}
+}
+
+// TestPruneReadsTheDateOfACustomLayoutsFolder: with a template whose {date} is a folder
+// (exports/{container}/{date}/{node}.tar), the backups' dates come from the key, not from the
+// objects' modification times (a bucket copied to a new store dates every object on one day).
+func TestPruneReadsTheDateOfACustomLayoutsFolder(t *testing.T) {
+	dir := t.TempDir()
+	store, _ := local.New(dir)
+	var objs []seedObj
+	for d := 0; d < 10; d++ {
+		objs = append(objs, seedObj{fmt.Sprintf("exports/tenant_a/%s/n1.tar", pruneNow.AddDate(0, 0, -d).Format("20060102")), "", "container"})
+	}
+	seed(t, store, objs)
+	// The copy to a new bucket: every object dated the hour of the copy.
+	copied := pruneNow.Add(-time.Hour)
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			os.Chtimes(path, copied, copied)
+		}
+		return nil
+	})
+	rules := []PruneRule{{Prefix: "exports/", Depth: 1, Policy: Policy{KeepDaily: 7, MinKeep: 1}}}
+	p := NewPrune("prune", PruneConfig{Rules: rules, DeletesPerSecond: 100000, Now: func() time.Time { return pruneNow }}, store)
+	res, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := storeKeys(t, store, "exports/"); len(got) != 14 {
+		t.Fatalf("kept %d objects, want 7 backups with their manifests:\n%s", len(got), res.Report)
 	}
 }
