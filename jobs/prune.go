@@ -462,6 +462,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		tp.Policy = policy.String()
 		policy.Now = now
+		p.markUnverified(ctx, g.backups, g.keys, objs)
 		ds, err := PlanTarget(g.backups, policy)
 		if err != nil {
 			tp.Refused = err.Error()
@@ -492,6 +493,31 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		rp.Targets = append(rp.Targets, tp)
 	}
 	return nil
+}
+
+// markUnverified reads the manifests of a target's newest backups until one backup's every
+// object is the size its manifest records: the newer ones (cut short or overwritten at rest, which
+// no reader accepts) are not verified, so the guard keeps the newest backup that is. keys are a
+// backup's objects as planned, each manifest before its artifact. An unreadable manifest counts
+// as a mismatch: that only ever keeps more.
+func (p *Prune) markUnverified(ctx context.Context, backups []Backup, keys map[string][]string, objs map[string]storage.ObjectInfo) {
+	order := make([]int, len(backups))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return backups[b].Time.Compare(backups[a].Time) })
+	for _, i := range order {
+		ok := true
+		for j := 1; j < len(keys[backups[i].ID]) && ok; j += 2 {
+			k := keys[backups[i].ID][j]
+			m, err := artifact.ReadManifest(ctx, p.store, k)
+			ok = err == nil && m.Size == objs[k].Size
+		}
+		if ok {
+			return
+		}
+		backups[i].Verified = false
+	}
 }
 
 // opsdUpload reports whether an object without a manifest is one opsd started uploading: a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
 )
 
@@ -89,5 +90,35 @@ func TestPruneReadsTheDateOfACustomLayoutsFolder(t *testing.T) {
 	}
 	if got := storeKeys(t, store, "exports/"); len(got) != 14 {
 		t.Fatalf("kept %d objects, want 7 backups with their manifests:\n%s", len(got), res.Report)
+	}
+}
+
+// TestPruneKeepsNewestVerifiedOverABrokenNewerBackup: the newest backup's object does not match
+// its manifest (cut short or overwritten at rest: no reader accepts it). keep_last 1 keeps it,
+// but the newest backup that matches its manifest must stay too.
+func TestPruneKeepsNewestVerifiedOverABrokenNewerBackup(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	ctx := context.Background()
+	good := "scratch/tenant_a/tenant_a_20261125.tar.gz"
+	broken := "scratch/tenant_a/tenant_a_20261126.tar.gz"
+	for _, k := range []string{good, broken} {
+		if _, err := artifact.Store(ctx, store, strings.NewReader("a whole backup"), artifact.Options{}, artifact.Manifest{Key: k, Kind: "container"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.Put(ctx, broken, strings.NewReader("a whole"), storage.PutOptions{Size: 7}); err != nil {
+		t.Fatal(err)
+	}
+	rules := []PruneRule{{Prefix: "scratch/", Depth: 1, Policy: Policy{KeepLast: 1, MinKeep: 1}}}
+	p := NewPrune("prune", PruneConfig{Rules: rules, DeletesPerSecond: 100000, Now: func() time.Time { return pruneNow }}, store)
+	res, err := p.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := artifact.ReadManifest(ctx, store, good); err != nil {
+		t.Fatalf("the newest backup that matches its manifest is gone: %v\n%s", err, res.Report)
+	}
+	if _, err := store.Stat(ctx, good); err != nil {
+		t.Fatalf("the newest backup that matches its manifest is gone: %v\n%s", err, res.Report)
 	}
 }
