@@ -153,6 +153,14 @@ type RulePlan struct {
 	// Errors are per-target problems (an unknown tier): those targets are not pruned.
 	Errors []string `json:"errors,omitempty"`
 	sizes  map[string]int64
+	// staged: in a dry run, the manifests the real run's recovery writes first, by artifact key.
+	staged map[string]stagedManifest
+}
+
+// stagedManifest is a manifest a recovery writes, and the staging object it is written from.
+type stagedManifest struct {
+	m  artifact.Manifest
+	at string
 }
 
 // planned counts the objects and bytes the rule's plan deletes.
@@ -168,6 +176,15 @@ func (rp *RulePlan) planned() (n int, bytes int64) {
 		bytes += rp.sizes[k]
 	}
 	return n, bytes
+}
+
+// manifest reads the manifest of key, or in a dry run the staged one the real run's recovery
+// writes first.
+func (rp *RulePlan) manifest(ctx context.Context, store storage.Store, key string) (artifact.Manifest, error) {
+	if sm, ok := rp.staged[key]; ok {
+		return sm.m, nil
+	}
+	return artifact.ReadManifest(ctx, store, key)
 }
 
 // TargetPlan is the plan for one target.
@@ -277,6 +294,13 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			for _, k := range r.Staging {
 				rp.sizes[k] = -1 // removed by the recovery, not by prune
 			}
+			if p.cfg.DryRun {
+				// The real run writes this manifest first: the dry run plans with it.
+				if rp.staged == nil {
+					rp.staged = map[string]stagedManifest{}
+				}
+				rp.staged[r.Key] = stagedManifest{r.Manifest, r.Staging[len(r.Staging)-1]}
+			}
 		}
 		if err == nil {
 			err = p.planRule(hctx, rule, &rp)
@@ -341,6 +365,11 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		return nil
 	}); err != nil {
 		return err
+	}
+	for k, sm := range rp.staged {
+		if _, ok := objs[k]; ok {
+			objs[artifact.ManifestKey(k)] = storage.ObjectInfo{Key: artifact.ManifestKey(k), Size: objs[sm.at].Size, ModTime: objs[sm.at].ModTime}
+		}
 	}
 	now := p.cfg.Now()
 	type group struct {
@@ -445,7 +474,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		policy := rule.Policy
 		if rule.TierPolicy != "" {
-			tier, t, err := p.targetTier(ctx, g.newestKey)
+			tier, t, err := p.targetTier(ctx, rp, g.newestKey)
 			tp.Tier, tp.TierFrom = tier, g.newestKey
 			if err != nil {
 				// Never a silent default: the target keeps everything and the run reports it.
@@ -462,7 +491,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		tp.Policy = policy.String()
 		policy.Now = now
-		p.markUnverified(ctx, g.backups, g.keys, objs)
+		p.markUnverified(ctx, rp, g.backups, g.keys, objs)
 		ds, err := PlanTarget(g.backups, policy)
 		if err != nil {
 			tp.Refused = err.Error()
@@ -500,7 +529,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 // no reader accepts) are not verified, so the guard keeps the newest backup that is. keys are a
 // backup's objects as planned, each manifest before its artifact. An unreadable manifest counts
 // as a mismatch: that only ever keeps more.
-func (p *Prune) markUnverified(ctx context.Context, backups []Backup, keys map[string][]string, objs map[string]storage.ObjectInfo) {
+func (p *Prune) markUnverified(ctx context.Context, rp *RulePlan, backups []Backup, keys map[string][]string, objs map[string]storage.ObjectInfo) {
 	order := make([]int, len(backups))
 	for i := range order {
 		order[i] = i
@@ -510,7 +539,7 @@ func (p *Prune) markUnverified(ctx context.Context, backups []Backup, keys map[s
 		ok := true
 		for j := 1; j < len(keys[backups[i].ID]) && ok; j += 2 {
 			k := keys[backups[i].ID][j]
-			m, err := artifact.ReadManifest(ctx, p.store, k)
+			m, err := rp.manifest(ctx, p.store, k)
 			ok = err == nil && m.Size == objs[k].Size
 		}
 		if ok {
@@ -557,8 +586,8 @@ func (p *Prune) expiredOrphan(target string, newest, now time.Time, rule PruneRu
 
 // targetTier is the tier of a target: the one its newest manifest records. A manifest without a
 // tier, or with one the tier table does not define, is an error for that target (never free).
-func (p *Prune) targetTier(ctx context.Context, newestKey string) (string, Tier, error) {
-	m, err := artifact.ReadManifest(ctx, p.store, newestKey)
+func (p *Prune) targetTier(ctx context.Context, rp *RulePlan, newestKey string) (string, Tier, error) {
+	m, err := rp.manifest(ctx, p.store, newestKey)
 	if err != nil {
 		return "", Tier{}, fmt.Errorf("read the tier of %s: %w", newestKey, err)
 	}

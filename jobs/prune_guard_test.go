@@ -12,6 +12,7 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
+	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
 // TestPruneFutureDatedSetAgesNothingOut: one platform set dated a year ahead (a host whose clock
@@ -120,5 +121,40 @@ func TestPruneKeepsNewestVerifiedOverABrokenNewerBackup(t *testing.T) {
 	}
 	if _, err := store.Stat(ctx, good); err != nil {
 		t.Fatalf("the newest backup that matches its manifest is gone: %v\n%s", err, res.Report)
+	}
+}
+
+// TestPruneDryRunOfARecoveryOnS3: a new key written straight to its S3 key whose manifest was
+// never written (opsd died after the upload): the real run finishes it from the staged manifest
+// and keeps it, so the dry run must not plan it as debris.
+func TestPruneDryRunOfARecoveryOnS3(t *testing.T) {
+	f := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, f.Config)
+	ctx := context.Background()
+	old := "on-demand/tenant_z/snap20261120.tar.gz"
+	key := "on-demand/tenant_z/snap20261125.tar.gz"
+	if _, err := artifact.Store(ctx, store, strings.NewReader("old backup"), artifact.Options{}, artifact.Manifest{Key: old, Kind: "snapshot", Tier: "pro"}); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() { recover() }()
+		hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { panic("opsd killed") }})
+		artifact.Store(hctx, store, strings.NewReader("the new backup"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "snapshot", Tier: "pro"})
+		t.Fatal("the crash hook did not run")
+	}()
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 10000, Now: func() time.Time { return time.Now().Add(24 * time.Hour) }}, store)
+	dry, err := p.WithDryRun(true).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := artifact.ReadManifest(ctx, store, key); err != nil {
+		t.Fatalf("the run did not recover %s: %v\n%s", key, err, res.Report)
+	}
+	if dry.Prune.Deleted != res.Prune.Deleted || dry.Prune.Kept != res.Prune.Kept || strings.Contains(dry.Report, "debris  "+key) {
+		t.Fatalf("dry run would delete %d, the run deleted %d:\n%s\n%s", dry.Prune.Deleted, res.Prune.Deleted, dry.Report, res.Report)
 	}
 }
