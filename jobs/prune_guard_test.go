@@ -158,3 +158,21 @@ func TestPruneDryRunOfARecoveryOnS3(t *testing.T) {
 		t.Fatalf("dry run would delete %d, the run deleted %d:\n%s\n%s", dry.Prune.Deleted, res.Prune.Deleted, dry.Report, res.Report)
 	}
 }
+
+// TestOrphanPolicyIgnoresAMapWithADefault: a map with a default lists only the tenants off the
+// default tier; a tenant on the default tier is not gone, and its old snapshots stay.
+func TestOrphanPolicyIgnoresAMapWithADefault(t *testing.T) {
+	store, _ := local.New(t.TempDir())
+	seed(t, store, []seedObj{{onDemandKey("xyz", 60), "free", "snapshot"}, {onDemandKey("xyz", 70), "free", "snapshot"}})
+	src := &TierSource{Kind: "map", Map: map[string]string{"abc": "pro"}, Default: "free", TenantFrom: "tenant_{id}", Tiers: tierNames}
+	p := NewPrune("prune", PruneConfig{Rules: referenceRules(), Tiers: referenceTiers(), DeletesPerSecond: 100000,
+		OrphanKeep: 30 * 24 * time.Hour, Tenants: src, Now: func() time.Time { return pruneNow }}, store)
+	res, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The free tier keeps the newest snapshot (expired, kept by the guard); no orphan.
+	if got := storeKeys(t, store, "on-demand/"); len(got) != 2 || strings.Contains(res.Report, "ORPHAN") {
+		t.Fatalf("kept %v\n%s", got, res.Report)
+	}
+}
