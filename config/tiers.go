@@ -48,6 +48,13 @@ type TierSource struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
+// KnowsTenants reports whether the source is the platform's tenant record, which the orphan
+// policy tells a gone tenant by: a query, or a map without a default (a map with a default lists
+// only the tenants off the default tier, not every tenant).
+func (ts *TierSource) KnowsTenants() bool {
+	return ts != nil && (ts.Kind == "query" || (ts.Kind == "map" && ts.Default == nil))
+}
+
 // TierSourceKinds are the kinds of a tier_source.
 var TierSourceKinds = []string{"label", "map", "query"}
 
@@ -219,11 +226,11 @@ func (c *Config) validateOrphanKeep(p string, j Job) []FieldError {
 		return bad("must not be negative (omit it to keep orphans' backups forever)")
 	}
 	for _, o := range c.Jobs {
-		if ts := jobTierSource(o); o.ContainerExport != nil && ts != nil && (ts.Kind == "map" || ts.Kind == "query") {
+		if ts := jobTierSource(o); o.ContainerExport != nil && ts.KnowsTenants() {
 			return nil
 		}
 	}
-	return bad("needs a container_export job whose tier_source (kind map or query) knows the platform's tenants")
+	return bad("needs a container_export job whose tier_source (kind query, or map without a default) knows the platform's tenants")
 }
 
 // tierSecrets are the DSNs of the tier sources, for redaction.

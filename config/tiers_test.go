@@ -109,7 +109,7 @@ func TestTierSourceInvalid(t *testing.T) {
 		{"unknown default", "    kind: container_export\n    tier_source:\n      default: gold\n",
 			`opsd.yaml: jobs[0].tier_source.default (line 7): unknown tier "gold" (known: enterprise, free, pro, starter)`},
 		{"orphan_keep without tenants", "    kind: prune\n    orphan_keep: 30d\n",
-			`opsd.yaml: jobs[0].orphan_keep (line 6): needs a container_export job whose tier_source (kind map or query) knows the platform's tenants`},
+			`opsd.yaml: jobs[0].orphan_keep (line 6): needs a container_export job whose tier_source (kind query, or map without a default) knows the platform's tenants`},
 		{"unknown key", "    kind: container_export\n    tier_source:\n      kind: map\n      mapp: {a: pro}\n",
 			`opsd.yaml: jobs[0].tier_source.mapp (line 8): unknown key "mapp" (did you mean "map"?)`},
 	} {

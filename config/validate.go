@@ -430,6 +430,14 @@ func (c *Config) validateKind(p string, j Job) []FieldError {
 			if r.TierPolicy == "" && r.KeepLast+r.KeepDaily+r.KeepWeekly+r.KeepMonthly == 0 && r.KeepWithin == 0 {
 				bad(rp, "has no keep rule (keep_last, keep_daily, keep_weekly, keep_monthly, keep_within or tier_policy): it would keep only min_keep backups")
 			}
+			// Each rule prunes its whole prefix alone: a rule inside another's prefix would keep
+			// what the outer rule deletes anyway (and the outer one's debris and foreign
+			// objects would be planned twice).
+			for o := range k {
+				if q := j.Prune.Rules[o].Prefix; strings.HasPrefix(r.Prefix, q) || strings.HasPrefix(q, r.Prefix) {
+					bad(rp+".prefix", "%q overlaps rules[%d]'s %q: each rule prunes everything under its prefix by its own keep rules, so the other rule's would not hold", r.Prefix, o, q)
+				}
+			}
 		}
 	case j.SQLiteBackup != nil:
 		s := j.SQLiteBackup

@@ -153,6 +153,14 @@ type RulePlan struct {
 	// Errors are per-target problems (an unknown tier): those targets are not pruned.
 	Errors []string `json:"errors,omitempty"`
 	sizes  map[string]int64
+	// staged: in a dry run, the manifests the real run's recovery writes first, by artifact key.
+	staged map[string]stagedManifest
+}
+
+// stagedManifest is a manifest a recovery writes, and the staging object it is written from.
+type stagedManifest struct {
+	m  artifact.Manifest
+	at string
 }
 
 // planned counts the objects and bytes the rule's plan deletes.
@@ -168,6 +176,15 @@ func (rp *RulePlan) planned() (n int, bytes int64) {
 		bytes += rp.sizes[k]
 	}
 	return n, bytes
+}
+
+// manifest reads the manifest of key, or in a dry run the staged one the real run's recovery
+// writes first.
+func (rp *RulePlan) manifest(ctx context.Context, store storage.Store, key string) (artifact.Manifest, error) {
+	if sm, ok := rp.staged[key]; ok {
+		return sm.m, nil
+	}
+	return artifact.ReadManifest(ctx, store, key)
 }
 
 // TargetPlan is the plan for one target.
@@ -220,13 +237,32 @@ func keyTime(key string) (time.Time, bool) {
 	return t, err == nil
 }
 
+// relTime is the creation time a backup's key records below its target's folder: its file
+// name's (keyTime), else the nearest folder's ({date} as a folder of a custom template, e.g.
+// exports/{container}/{date}/{node}.tar). The target's own folders never give a date.
+func relTime(rel string) (time.Time, bool) {
+	parts := strings.Split(rel, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if t, ok := keyTime(parts[i]); ok {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // Run plans every rule and, unless a dry run, deletes what the plan says.
 func (p *Prune) Run(ctx context.Context) (Result, error) {
 	plan := &PrunePlan{DryRun: p.cfg.DryRun, Errors: []string{}}
 	var tm Timer
 	if p.cfg.OrphanKeep > 0 && p.cfg.Tenants != nil {
 		run := *p
-		if run.tenants, plan.orphanErr = p.cfg.Tenants.Load(ctx); plan.orphanErr != nil {
+		run.tenants, plan.orphanErr = p.cfg.Tenants.Load(ctx)
+		if plan.orphanErr == nil && len(run.tenants.rows) == 0 {
+			// A record without a single tenant (an emptied table, a query on the wrong schema)
+			// cannot tell a gone tenant from a live one: it would make every tenant an orphan.
+			run.tenants, plan.orphanErr = nil, fmt.Errorf("the tenant record (%s) has no tenant", p.cfg.Tenants)
+		}
+		if plan.orphanErr != nil {
 			// Without the tenant record no target is an orphan this run; the rest still runs.
 			plan.Errors = append(plan.Errors, fmt.Sprintf("orphan policy off this run: %v", plan.orphanErr))
 		}
@@ -257,6 +293,13 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 			rp.Recovered = append(rp.Recovered, r.Key)
 			for _, k := range r.Staging {
 				rp.sizes[k] = -1 // removed by the recovery, not by prune
+			}
+			if p.cfg.DryRun {
+				// The real run writes this manifest first: the dry run plans with it.
+				if rp.staged == nil {
+					rp.staged = map[string]stagedManifest{}
+				}
+				rp.staged[r.Key] = stagedManifest{r.Manifest, r.Staging[len(r.Staging)-1]}
 			}
 		}
 		if err == nil {
@@ -322,6 +365,11 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		return nil
 	}); err != nil {
 		return err
+	}
+	for k, sm := range rp.staged {
+		if _, ok := objs[k]; ok {
+			objs[artifact.ManifestKey(k)] = storage.ObjectInfo{Key: artifact.ManifestKey(k), Size: objs[sm.at].Size, ModTime: objs[sm.at].ModTime}
+		}
 	}
 	now := p.cfg.Now()
 	type group struct {
@@ -396,7 +444,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			if d, err := layout.ParseDate(date); err == nil {
 				t = d
 			}
-		} else if kt, ok := keyTime(k); ok {
+		} else if kt, ok := relTime(strings.TrimPrefix(strings.TrimPrefix(k, target), "/")); ok {
 			t = kt
 		}
 		if _, seen := g.keys[id]; !seen {
@@ -426,7 +474,7 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		}
 		policy := rule.Policy
 		if rule.TierPolicy != "" {
-			tier, t, err := p.targetTier(ctx, g.newestKey)
+			tier, t, err := p.targetTier(ctx, rp, g.newestKey)
 			tp.Tier, tp.TierFrom = tier, g.newestKey
 			if err != nil {
 				// Never a silent default: the target keeps everything and the run reports it.
@@ -442,6 +490,8 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 			policy = tierPolicyFor(rule.TierPolicy, t, rule.Policy.MinKeep, now)
 		}
 		tp.Policy = policy.String()
+		policy.Now = now
+		p.markUnverified(ctx, rp, g.backups, g.keys, objs)
 		ds, err := PlanTarget(g.backups, policy)
 		if err != nil {
 			tp.Refused = err.Error()
@@ -472,6 +522,31 @@ func (p *Prune) planRule(ctx context.Context, rule PruneRule, rp *RulePlan) erro
 		rp.Targets = append(rp.Targets, tp)
 	}
 	return nil
+}
+
+// markUnverified reads the manifests of a target's newest backups until one backup's every
+// object is the size its manifest records: the newer ones (cut short or overwritten at rest, which
+// no reader accepts) are not verified, so the guard keeps the newest backup that is. keys are a
+// backup's objects as planned, each manifest before its artifact. An unreadable manifest counts
+// as a mismatch: that only ever keeps more.
+func (p *Prune) markUnverified(ctx context.Context, rp *RulePlan, backups []Backup, keys map[string][]string, objs map[string]storage.ObjectInfo) {
+	order := make([]int, len(backups))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return backups[b].Time.Compare(backups[a].Time) })
+	for _, i := range order {
+		ok := true
+		for j := 1; j < len(keys[backups[i].ID]) && ok; j += 2 {
+			k := keys[backups[i].ID][j]
+			m, err := rp.manifest(ctx, p.store, k)
+			ok = err == nil && m.Size == objs[k].Size
+		}
+		if ok {
+			return
+		}
+		backups[i].Verified = false
+	}
 }
 
 // opsdUpload reports whether an object without a manifest is one opsd started uploading: a
@@ -511,8 +586,8 @@ func (p *Prune) expiredOrphan(target string, newest, now time.Time, rule PruneRu
 
 // targetTier is the tier of a target: the one its newest manifest records. A manifest without a
 // tier, or with one the tier table does not define, is an error for that target (never free).
-func (p *Prune) targetTier(ctx context.Context, newestKey string) (string, Tier, error) {
-	m, err := artifact.ReadManifest(ctx, p.store, newestKey)
+func (p *Prune) targetTier(ctx context.Context, rp *RulePlan, newestKey string) (string, Tier, error) {
+	m, err := rp.manifest(ctx, p.store, newestKey)
 	if err != nil {
 		return "", Tier{}, fmt.Errorf("read the tier of %s: %w", newestKey, err)
 	}

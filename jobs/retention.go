@@ -27,7 +27,8 @@ type Policy struct {
 	WeeklyAfterDaily bool
 	// ExpireAfter (with Now): a backup created more than this before Now is expired.
 	ExpireAfter time.Duration
-	Now         time.Time
+	// Now also caps the newest backup's time that ages are measured from (zero: no cap).
+	Now time.Time
 	// MinKeep is the floor: never fewer backups than this (at least 1).
 	MinKeep int
 }
@@ -115,6 +116,11 @@ func PlanTarget(backups []Backup, p Policy) ([]Decision, error) {
 		ds[i].Reasons = append(ds[i].Reasons, why)
 	}
 	newest := bs[0].Time
+	if !p.Now.IsZero() && newest.After(p.Now) {
+		// A backup dated ahead of now (a clock that was wrong when it was made) does not make
+		// every real backup "old": ages count from now at the latest.
+		newest = p.Now
+	}
 	// Expired backups are kept by no rule, only by the guards below; they stay in the order,
 	// so "the N newest" counts them (a cap counts what exists, not what is left).
 	expired := func(i int) bool { return p.ExpireAfter > 0 && p.Now.Sub(bs[i].Time) > p.ExpireAfter }

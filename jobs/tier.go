@@ -239,7 +239,8 @@ func (l *TierLookup) Resolve(name string, labels map[string]string) (TierOf, err
 // TenantExists reports whether the tenant of a target still has a record in the source; ok is
 // false when the source cannot say (a label source, a fixed tier, a name that names no tenant).
 func (l *TierLookup) TenantExists(name string) (exists, ok bool) {
-	if l.src.Kind == "label" || (l.src.Kind == "map" && len(l.src.Map) == 0) {
+	if l.src.Kind == "label" || (l.src.Kind == "map" && (len(l.src.Map) == 0 || l.src.Default != "")) {
+		// A map with a default lists the tenants off the default tier, not every tenant.
 		return false, false
 	}
 	tenant, ok := l.src.TenantOf(name)

@@ -31,7 +31,7 @@ func tierSource(ts config.TierSource, cfg *config.Config) (*jobs.TierSource, err
 // or query source), for the prune job's orphan policy; nil when there is none.
 func tenantSource(cfg *config.Config) (*jobs.TierSource, error) {
 	for _, j := range cfg.Jobs {
-		if c := j.ContainerExport; c != nil && c.TierSource != nil && (c.TierSource.Kind == "map" || c.TierSource.Kind == "query") {
+		if c := j.ContainerExport; c != nil && c.TierSource.KnowsTenants() {
 			return tierSource(c.ResolvedTierSource(), cfg)
 		}
 	}

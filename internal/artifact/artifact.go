@@ -523,7 +523,7 @@ func recoverOne(ctx context.Context, store storage.Store, at, key, id string, dr
 	if err != nil || !ok {
 		return nil, err
 	}
-	r := Recovered{Key: key, Staging: []string{storage.StagingKey(key, id), at}}
+	r := Recovered{Key: key, Staging: []string{storage.StagingKey(key, id), at}, Manifest: staged}
 	cur, err := ReadManifest(ctx, store, key)
 	r.Wrote = err != nil || cur.SHA256 != staged.SHA256 || cur.Size != staged.Size
 	if dryRun {
@@ -547,6 +547,8 @@ type Recovered struct {
 	Wrote bool
 	// Staging are the staging objects the recovery removes.
 	Staging []string
+	// Manifest is the staged manifest: the one the key has once recovered (a dry run plans with it).
+	Manifest Manifest
 }
 
 // holds reports whether key holds the object a staged manifest describes.
