@@ -414,7 +414,7 @@ func DefaultPruneRules() []PruneRule {
 		{Prefix: "postgres/", Sets: true, KeepWithin: days30},
 		{Prefix: "nightly/", Depth: 2, TierPolicy: "nightly"},
 		{Prefix: "on-demand/", Depth: 1, TierPolicy: "on_demand"},
-		{Prefix: "pre-restore/", Depth: 1, KeepWithin: days30},
+		{Prefix: "pre-restore/", Depth: 2, KeepWithin: days30}, // pre-restore/{node}/{target}/
 	}
 }
 

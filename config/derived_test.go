@@ -51,7 +51,7 @@ jobs:
 	for _, f := range folders {
 		got = append(got, fmt.Sprintf("%s%d", f.Prefix, f.Depth))
 	}
-	want := "nightly/2 on-demand/1 pre-restore/1 custom/1 exports/2 latest/1 homes/1"
+	want := "nightly/2 on-demand/1 pre-restore/2 custom/1 exports/2 latest/1 homes/1"
 	if strings.Join(got, " ") != want {
 		t.Errorf("target folders %v, want %s", got, want)
 	}

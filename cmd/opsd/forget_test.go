@@ -56,7 +56,7 @@ jobs:
 			"latest/" + c + "/latest.tar.gz",
 			"on-demand/" + id + "/20261126030000.tar.gz",
 			"on-demand/" + c + "/snap-1.tar.gz",
-			"pre-restore/" + c + "/20261120T101010.tar.gz",
+			"pre-restore/n1/" + c + "/20261120T101010/" + c + ".tar.gz", // as restores write it: pre-restore/{node}/{target}/{stamp}/
 		}
 	}
 	ctx := context.Background()
@@ -82,8 +82,10 @@ jobs:
 			others = append(others, k, artifact.ManifestKey(k))
 		}
 	}
-	// A node named like the tenant and the shared platform databases are never the tenant's.
-	for _, k := range []string{"nightly/abc/tenant_zed/tenant_zed_20261126.tar.gz", "platform/20261126/auth-20261126.db"} {
+	// A node named like the tenant, its safety copies, the platform database's safety dumps and
+	// the shared platform databases are never the tenant's.
+	for _, k := range []string{"nightly/abc/tenant_zed/tenant_zed_20261126.tar.gz", "platform/20261126/auth-20261126.db",
+		"pre-restore/abc/auth/20261120T101010/auth.db", "pre-restore/postgres/wopr_platform/20261120T101010/wopr_platform.dump"} {
 		put(k, true)
 		others = append(others, k, artifact.ManifestKey(k))
 	}
