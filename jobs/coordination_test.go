@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -185,5 +187,45 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPlatformJobInterruptedRunsStartAtZero: a platform job's runs can end interrupted (its node
+// lost the coordination session: opsd_job_runs_total{outcome="interrupted"}), so that series is
+// exported at 0 from the start like the job's other outcomes; a counter that first appears at 1
+// is invisible to increase() and rate(), so the first lost run would never show on a dashboard.
+func TestPlatformJobInterruptedRunsStartAtZero(t *testing.T) {
+	r := newRig(t)
+	reg := prometheus.NewRegistry()
+	r.metrics = metrics.New(reg, "test")
+	r.runner.Metrics = r.metrics
+	s, err := NewScheduler(r.runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Coord = &fakeCoord{held: map[string]bool{}, claimed: map[time.Time]bool{}}
+	sp := Spec{Job: &Noop{JobName: "prune"}, Schedule: mustSchedule(t, "0 3 * * *"), Timeout: time.Minute, Enabled: true, Scope: ScopePlatform}
+	if err := s.Apply([]Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "opsd_job_runs_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					outcomes[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if !outcomes[state.OutcomeInterrupted] {
+		t.Fatalf("opsd_job_runs_total of a platform job has outcomes %v before any run, no %q", outcomes, state.OutcomeInterrupted)
 	}
 }
