@@ -173,8 +173,7 @@ func (o DumpOptions) sessionDSN(dsn DSN) DSN {
 	if o.ClientCheck {
 		q.Set("options", strings.TrimSpace(q.Get("options")+" -c client_connection_check_interval=2000"))
 	}
-	// libpq does not read '+' in a URI as a space: %20 (a '+' in a value is %2B already).
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	u.RawQuery = encodeQuery(q)
 	dsn.u = &u
 	return dsn
 }
