@@ -205,6 +205,10 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 		dt.Warnings = append(dt.Warnings, "scratch databases of earlier drills not dropped: "+err.Error())
 	}
 	scratch := postgres.ScratchName("opsd_drill", d.cfg.Database)
+	// Held by admin's session until after the drop: another drill's cleanup leaves it alone.
+	if err := postgres.HoldScratch(ctx, admin, scratch); err != nil {
+		return finish(err)
+	}
 	if err := postgres.CreateDatabase(ctx, admin, scratch, ""); err != nil {
 		return finish(err)
 	}

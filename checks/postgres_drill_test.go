@@ -516,3 +516,31 @@ func TestPostgresDrillKilledMidRestore(t *testing.T) {
 		t.Fatalf("the report does not name the dropped leftover %s:\n%s", left[0], res.Report)
 	}
 }
+
+// TestConcurrentPostgresDrillsKeepEachOthersScratch: two drills of one database at once (a CLI
+// drill while the daemon's runs, or nodes without coordination sharing a scratch server). The
+// second one starts while the first has restored its scratch database and not yet connected to
+// check it (no session on it): cleaning up what killed drills left must not drop a scratch
+// database a live drill holds. Both pass, and no scratch database is left.
+func TestConcurrentPostgresDrillsKeepEachOthersScratch(t *testing.T) {
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	server, tools, key := pgBackup(t, store, "zstd", "")
+	database := strings.Split(strings.TrimPrefix(key, "postgres/20261125/"), "-")[0]
+	ctx := context.Background()
+	first := pgDrill(server, tools, database, store)
+	var second error
+	first.cfg.AfterRestore = func(ctx context.Context, _ postgres.DSN) error {
+		_, second = pgDrill(server, tools, database, store).Run(ctx)
+		return nil
+	}
+	if _, err := first.Run(ctx); err != nil {
+		t.Fatalf("the first drill, while a second one ran: %v", err)
+	}
+	if second != nil {
+		t.Fatalf("the second drill: %v", second)
+	}
+	if left := scratchLeft(t, server, database); len(left) != 0 {
+		t.Fatalf("scratch databases left: %v", left)
+	}
+}

@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wopr-network/opsd/internal/health"
+	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -185,5 +188,79 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPlatformJobInterruptedRunsStartAtZero: a platform job's runs can end interrupted (its node
+// lost the coordination session: opsd_job_runs_total{outcome="interrupted"}), so that series is
+// exported at 0 from the start like the job's other outcomes; a counter that first appears at 1
+// is invisible to increase() and rate(), so the first lost run would never show on a dashboard.
+func TestPlatformJobInterruptedRunsStartAtZero(t *testing.T) {
+	r := newRig(t)
+	reg := prometheus.NewRegistry()
+	r.metrics = metrics.New(reg, "test")
+	r.runner.Metrics = r.metrics
+	s, err := NewScheduler(r.runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Coord = &fakeCoord{held: map[string]bool{}, claimed: map[time.Time]bool{}}
+	sp := Spec{Job: &Noop{JobName: "prune"}, Schedule: mustSchedule(t, "0 3 * * *"), Timeout: time.Minute, Enabled: true, Scope: ScopePlatform}
+	if err := s.Apply([]Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "opsd_job_runs_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					outcomes[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if !outcomes[state.OutcomeInterrupted] {
+		t.Fatalf("opsd_job_runs_total of a platform job has outcomes %v before any run, no %q", outcomes, state.OutcomeInterrupted)
+	}
+}
+
+// TestLostSessionRunIsNoInterruptedProblemAfterARestart: a platform run cancelled because its
+// node lost the coordination session is recorded interrupted (its tick is retried elsewhere),
+// and /health has no "interrupted:<job>" problem for it: opsd did not stop. A restart must not
+// turn that record into one ("opsd stopped during it"): it would keep this node degraded until
+// it happens to win a tick of the job, which other nodes may run every time.
+func TestLostSessionRunIsNoInterruptedProblemAfterARestart(t *testing.T) {
+	r, s, c, sp := platformRig(t, time.Hour)
+	r.runner.Problems = &health.Problems{}
+	ctx := context.Background()
+	at := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+	done := make(chan struct{})
+	go func() { s.runPlatform(ctx, sp, TriggerSchedule, at); close(done) }()
+	waitFor(t, func() bool { return r.runner.IsRunning("prune") })
+	c.mu.Lock()
+	close(c.lease.lost)
+	c.mu.Unlock()
+	<-done
+	if last, _ := r.state.LastRun(ctx, "prune"); last.Outcome != state.OutcomeInterrupted {
+		t.Fatalf("the cancelled run: %+v", last)
+	}
+	if p := r.runner.Problems.List(); len(p) != 0 {
+		t.Fatalf("problems while running: %+v", p)
+	}
+	// The restart: a new runner on the same state database.
+	restarted := NewRunner(r.state, r.metrics, r.runner.Sentry, r.runner.Log, "n1", 2)
+	restarted.Problems = &health.Problems{}
+	if err := restarted.RecoverInterrupted(ctx, []Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	if p := restarted.Problems.List(); len(p) != 0 {
+		t.Fatalf("problems after a restart, for a run opsd did not stop: %+v", p)
 	}
 }

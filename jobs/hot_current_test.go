@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -20,8 +22,18 @@ func TestHotExportOfAnIdleContainerIsNotStale(t *testing.T) {
 	r := newRig(t)
 	store, _ := local.New(t.TempDir())
 	name := exportPrefix + "idle"
-	dockertest.Run(t, dc, name, nil, "echo one > /data/one.txt; sleep 3600")
+	// Its file is written before the first export (not by its command, which may still be
+	// starting when the export looks: the second run would then see a change).
+	id := dockertest.Run(t, dc, name, nil, "sleep 3600")
 	ctx := context.Background()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "one.txt", Mode: 0o644, Size: 4, Typeflag: tar.TypeReg})
+	tw.Write([]byte("one\n"))
+	tw.Close()
+	if err := dc.CopyTo(ctx, id, "/data", &buf); err != nil {
+		t.Fatal(err)
+	}
 	hot := newExport(t, dc, r.state, store, func(c *ContainerExportConfig) { c.ChangedOnly = true })
 	first := r.runner.Run(ctx, hot, time.Minute, TriggerSchedule)
 	if !first.OK() || first.Result.Targets[0].Status != TargetOK {

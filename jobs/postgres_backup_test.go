@@ -485,3 +485,69 @@ func lockWaiters(ctx context.Context, server postgres.DSN, database string, n *i
 	defer c.Close(ctx)
 	return c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", database).Scan(n)
 }
+
+// TestPostgresBackupBehindALockWithSessionSettingsInTheDSN is TestPostgresBackupTimedOutBehindALock
+// with a DSN that sets application_name and options itself (as operators do): settings in the
+// connection string override libpq's environment, so pg_dump's session must still carry the
+// name opsd ends it by and the client check. The timed-out dump leaves no session queued.
+func TestPostgresBackupBehindALockWithSessionSettingsInTheDSN(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	plain := pgtest.NewDatabase(t, server, "opsd_locked")
+	if err := pgtest.Fill(ctx, plain, 50); err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.ParseDSN(plain.String() + "&application_name=platform-backups&options=--statement_timeout%3D0&password=" + server.Password())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := db.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	runner := NewRunner(st, metrics.New(prometheus.NewRegistry(), "test"), nil, zerolog.Nop(), "n1", 2)
+	fake := storagetest.NewFakeS3(t)
+	store := storagetest.NewS3(t, fake.Config)
+	j := pgBackupJob(server, db, tools, store, func(c *PostgresBackupConfig) {
+		c.OnDumpStart = func(cmd *exec.Cmd) {
+			for i := 0; i < 600; i++ {
+				var n int
+				if err := lockWaiters(ctx, server, db.Database(), &n); err == nil && n > 0 {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	})
+	if o := runner.Run(ctx, j, 5*time.Second, "test"); o.Err == nil || !strings.Contains(o.Err.Error(), "timed out") {
+		t.Fatalf("run behind a lock: %v", o.Err)
+	}
+	for i := 0; ; i++ {
+		var n int
+		if err := lockWaiters(ctx, server, db.Database(), &n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("pg_dump's session is still queued behind the lock after the run (%d)", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

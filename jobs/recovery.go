@@ -38,13 +38,16 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 		marked[run.Job] = true
 	}
 	// A job whose newest run an earlier start already found interrupted has not succeeded since:
-	// /health keeps saying so across restarts (the problem lives in memory).
+	// /health keeps saying so across restarts (the problem lives in memory). Only a run opsd did
+	// not survive (state.InterruptedError): a platform run cancelled for a lost coordination
+	// session is recorded interrupted too, but it never was a problem (its tick is retried
+	// elsewhere), and this node may not run the job again for a long time.
 	for _, sp := range specs {
 		name := sp.Job.Name()
 		if marked[name] || r.Problems == nil {
 			continue
 		}
-		if last, err := r.State.LastRun(ctx, name); err == nil && last.Outcome == state.OutcomeInterrupted {
+		if last, err := r.State.LastRun(ctx, name); err == nil && last.Outcome == state.OutcomeInterrupted && last.Error == state.InterruptedError {
 			at := last.StartedAt
 			if last.FinishedAt != nil {
 				at = *last.FinishedAt

@@ -162,7 +162,12 @@ func (s *Scheduler) Apply(specs []Spec) error {
 		s.runner.Metrics.JobExpectedInterval.WithLabelValues(name, sp.Job.Kind()).Set(iv.Seconds())
 		s.seedMetrics(name, sp.Job.Kind())
 		// Zero series, so "never happened" reads 0 rather than absent.
-		s.runner.Metrics.InitJob(name, sp.Job.Kind(), []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled}, jobCounters(sp.Job))
+		outcomes := []string{state.OutcomeSuccess, state.OutcomeFailure, state.OutcomeTimeout, state.OutcomeCanceled}
+		if s.platform(sp) {
+			// A platform run whose node loses the coordination session ends interrupted.
+			outcomes = append(outcomes, state.OutcomeInterrupted)
+		}
+		s.runner.Metrics.InitJob(name, sp.Job.Kind(), outcomes, jobCounters(sp.Job))
 		if s.platform(sp) {
 			for _, r := range []string{SkipCoordination, SkipElsewhere} {
 				s.runner.Metrics.JobSkipped.WithLabelValues(name, sp.Job.Kind(), r)

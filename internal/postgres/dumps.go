@@ -66,9 +66,26 @@ func scratchClean(database string) string {
 	return clean
 }
 
+// scratchLockClass is the first key of the advisory locks that mark scratch databases in use
+// (the two-int form: apart from the coordination's bigint keys).
+const scratchLockClass = 0x6f707364 // "opsd"
+
+// HoldScratch marks the scratch database name as in use for as long as c's session lasts (a
+// session advisory lock, taken before the database is created): DropLeftoverScratch of another
+// run leaves it alone, even while no session is connected to it (between its creation and
+// pg_restore's first connection, or between pg_restore and the checks). A run that dies loses
+// its session, and with it the mark.
+func HoldScratch(ctx context.Context, c *pgx.Conn, name string) error {
+	if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1::int4, hashtext($2))", scratchLockClass, name); err != nil {
+		return fmt.Errorf("hold scratch database %s: %w", name, err)
+	}
+	return nil
+}
+
 // DropLeftoverScratch drops the scratch databases of database (ScratchName(prefix, database))
-// that a killed run left on the server, and returns their names. One with a session connected
-// is left alone (DROP DATABASE without FORCE refuses it): it may be another run's, in progress.
+// that a killed run left on the server, and returns their names. One another run holds
+// (HoldScratch), or with a session connected (DROP DATABASE without FORCE refuses it), is left
+// alone: it may be another run's, in progress.
 func DropLeftoverScratch(ctx context.Context, c *pgx.Conn, prefix, database string) ([]string, error) {
 	re := regexp.MustCompile("^" + regexp.QuoteMeta(prefix+"_"+scratchClean(database)+"_") + `[0-9]{8}_[0-9a-f]{8}$`)
 	rows, err := c.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix+"_")
@@ -84,7 +101,16 @@ func DropLeftoverScratch(ctx context.Context, c *pgx.Conn, prefix, database stri
 		if !re.MatchString(n) {
 			continue
 		}
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+Quote(n)); err != nil {
+		var free bool
+		if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1::int4, hashtext($2))", scratchLockClass, n).Scan(&free); err != nil {
+			return dropped, fmt.Errorf("drop scratch database %s: %w", n, err)
+		}
+		if !free {
+			continue // a live run's
+		}
+		_, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+Quote(n))
+		c.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1::int4, hashtext($2))", scratchLockClass, n)
+		if err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
 				continue

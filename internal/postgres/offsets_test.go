@@ -248,3 +248,20 @@ func TestSetDataOffsetsRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestDSNSettingWithASpaceReachesPgDump: a DSN setting whose value holds a space (options=-c
+// name=value), in a DSN that ParseDSN rewrites (its password is taken out of the query, or it
+// is given as key=value settings), still reaches pg_dump as written: libpq reads a '+' in a
+// URI as a '+', not a space, so the server refused "+statement_timeout".
+func TestDSNSettingWithASpaceReachesPgDump(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	db := pgtest.NewDatabase(t, server, "opsd_dsnspace")
+	if err := pgtest.Fill(context.Background(), db, 5); err != nil {
+		t.Fatal(err)
+	}
+	dsn, err := postgres.ParseDSN(db.String() + "&options=-c%20statement_timeout%3D0&password=" + server.Password())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipeDump(t, tools, dsn, filepath.Join(t.TempDir(), "dump"))
+}

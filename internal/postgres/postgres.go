@@ -62,7 +62,7 @@ func ParseDSN(s string) (DSN, error) {
 	if p := q.Get("password"); p != "" {
 		d.password = p
 		q.Del("password")
-		u.RawQuery = q.Encode()
+		u.RawQuery = encodeQuery(q)
 	}
 	if d.Database() == "" {
 		return DSN{}, errors.New("parse dsn: no database name (postgresql://user:password@host:5432/dbname, or dbname=...)")
@@ -188,8 +188,15 @@ func keywordURL(s string) (*url.URL, error) {
 			q.Set(k, kv[k])
 		}
 	}
-	u.RawQuery = q.Encode()
+	u.RawQuery = encodeQuery(q)
 	return u, nil
+}
+
+// encodeQuery encodes a DSN's settings as libpq reads a URI: a space is %20 (libpq takes a '+'
+// as a '+', so options=-c+name=value reached the server as the setting "+name"); a '+' in a
+// value is %2B already.
+func encodeQuery(q url.Values) string {
+	return strings.ReplaceAll(q.Encode(), "+", "%20")
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

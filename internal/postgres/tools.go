@@ -157,6 +157,27 @@ type DumpOptions struct {
 	ClientCheck bool
 }
 
+// sessionDSN is dsn with the session settings of o in its connection string. They are not
+// passed in libpq's environment (PGAPPNAME, PGOPTIONS): a DSN that sets application_name or
+// options itself overrides that, and the session would neither carry the name it is ended by
+// nor check its client.
+func (o DumpOptions) sessionDSN(dsn DSN) DSN {
+	if dsn.u == nil || (o.ApplicationName == "" && !o.ClientCheck) {
+		return dsn
+	}
+	u := *dsn.u
+	q := u.Query()
+	if o.ApplicationName != "" {
+		q.Set("application_name", o.ApplicationName)
+	}
+	if o.ClientCheck {
+		q.Set("options", strings.TrimSpace(q.Get("options")+" -c client_connection_check_interval=2000"))
+	}
+	u.RawQuery = encodeQuery(q)
+	dsn.u = &u
+	return dsn
+}
+
 // DumpStream is pg_dump's custom-format output. Reading it to the end returns io.EOF only when
 // pg_dump exited 0 and `pg_restore --list`, fed the same bytes as they passed, read the archive;
 // otherwise the last read returns the reason. Close stops both processes.
@@ -182,12 +203,6 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	if err != nil {
 		return nil, err
 	}
-	if o.ApplicationName != "" {
-		env = append(env, "PGAPPNAME="+o.ApplicationName)
-	}
-	if o.ClientCheck {
-		env = append(env, "PGOPTIONS=-c client_connection_check_interval=2000")
-	}
 	cctx, cancel := context.WithCancel(ctx)
 	args := []string{"--format=custom", "--no-password"}
 	if o.Snapshot != "" {
@@ -196,7 +211,7 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	if o.Uncompressed {
 		args = append(args, "--compress=0")
 	}
-	args = append(args, "--dbname="+dsn.String())
+	args = append(args, "--dbname="+o.sessionDSN(dsn).String())
 	s := &DumpStream{dsn: dsn, cancel: cancel, cleanup: cleanup, dumpErr: &tail{max: 4096}, listErr: &tail{max: 4096}, listOut: &bytes.Buffer{}}
 	s.dump = exec.CommandContext(cctx, t.Path("pg_dump"), args...)
 	s.dump.Env = env
