@@ -135,10 +135,12 @@ func (s *Scheduler) Apply(specs []Spec) error {
 				}
 			}
 			if !keep {
+				// Removed first: a run that ends between the two would otherwise record series
+				// after they were forgotten and not be told to forget them again.
+				s.runner.Removed(name) // a run in progress forgets what it records, too
 				s.runner.Metrics.ForgetJob(name, e.spec.Job.Kind())
 				s.runner.Metrics.ForgetJobSeries(name)
 				s.runner.SetMonitor(name, telemetry.Monitor{})
-				s.runner.Removed(name) // a run in progress forgets what it records, too
 			}
 			delete(s.entries, name)
 			continue
