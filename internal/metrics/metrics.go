@@ -85,7 +85,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reloadTS := prometheus.NewGauge(prometheus.GaugeOpts{Name: "opsd_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load or reload."})
 	m := &Metrics{
 		BuildInfo: g("opsd_build_info", "Build information; always 1.", "version", "goversion"),
-		JobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_job_runs_total", Help: "Job runs by outcome (success, failure, timeout, canceled)."},
+		JobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_job_runs_total", Help: "Job runs by outcome (success, failure, timeout, canceled, interrupted: a platform run whose node lost its coordination session)."},
 			[]string{"job_name", "kind", "outcome"}),
 		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "opsd_job_duration_seconds", Help: "Duration of job runs.",
 			Buckets: []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200}}, jobLabels),
