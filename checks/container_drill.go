@@ -231,6 +231,10 @@ func (d *ContainerDrill) drillOne(ctx context.Context, name string, m artifact.M
 
 	tm.Start("download")
 	file := filepath.Join(scratch, name+".archive")
+	if err := artifact.CheckRoom(scratch, m.Size); err != nil { // refused before it fills the disk
+		t.Err = fmt.Errorf("download %s: %w", m.Key, err)
+		return t
+	}
 	sum, n, err := artifact.Download(ctx, d.store, m.Key, file)
 	if err != nil {
 		t.Err = err

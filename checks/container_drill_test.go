@@ -131,3 +131,25 @@ var drillPrefix = dockertest.Unique("tenant_opsddrill_")
 
 // verPrefix names this run's test containers (unique on a shared engine).
 var verPrefix = dockertest.Unique("tenant_opsdver_")
+
+// TestContainerDrillRefusesWhatDoesNotFit: an archive whose manifest says it is larger than the
+// free space (a hostile or broken manifest) is refused before a byte is downloaded, naming the
+// space, instead of filling the drill host's disk.
+func TestContainerDrillRefusesWhatDoesNotFit(t *testing.T) {
+	store, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := "nightly/n1/tenant_big/tenant_big_20261130.tar.gz"
+	if _, err := store.Put(ctx, key, strings.NewReader("x"), storage.PutOptions{Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := artifact.WriteManifest(ctx, store, artifact.Manifest{Key: key, Kind: "container", Target: "tenant_big", Node: "n1", Size: 1 << 60, SHA256: "00", Compression: artifact.Gzip}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := NewContainerDrill("d", ContainerDrillConfig{Tenant: "tenant_big", TempDir: t.TempDir()}, nil, store).Run(ctx)
+	if err == nil || !strings.Contains(res.Report, "free in") {
+		t.Fatalf("drill of an archive larger than the disk: %v\n%s", err, res.Report)
+	}
+}

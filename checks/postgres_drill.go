@@ -175,6 +175,11 @@ func (d *PostgresDrill) drillOne(ctx context.Context, m artifact.Manifest, set s
 	if m.Size == 0 {
 		return finish(errors.New("empty file"))
 	}
+	// A dump that does not fit is refused before it fills the disk (the drill host's, maybe
+	// the live data's).
+	if err := artifact.CheckRoom(scratchDir, max(m.RawSize, m.Size)); err != nil {
+		return finish(fmt.Errorf("download %s: %w", m.Key, err))
+	}
 	dump := filepath.Join(scratchDir, "dump")
 	if err := downloadDecoded(ctx, d.store, m, d.cfg.Identities, dump); err != nil {
 		return finish(err)

@@ -544,3 +544,26 @@ func TestConcurrentPostgresDrillsKeepEachOthersScratch(t *testing.T) {
 		t.Fatalf("scratch databases left: %v", left)
 	}
 }
+
+// TestPostgresDrillRefusesWhatDoesNotFit: a dump whose manifest says its content is larger than
+// the free space (a hostile or broken manifest) is refused before a byte is downloaded, naming
+// the space, instead of filling the drill host's disk.
+func TestPostgresDrillRefusesWhatDoesNotFit(t *testing.T) {
+	server, tools := pgtest.Server(t)
+	store, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := "postgres/20261130/opsd_big-20261130.dump"
+	if _, err := store.Put(ctx, key, strings.NewReader("x"), storage.PutOptions{Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := artifact.WriteManifest(ctx, store, artifact.Manifest{Key: key, Kind: "postgres", Target: "opsd_big", Size: 1, RawSize: 1 << 60, SHA256: "00", Compression: artifact.Zstd}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := pgDrill(server, tools, "opsd_big", store).Run(ctx)
+	if err == nil || !strings.Contains(err.Error()+res.Report, "free in") {
+		t.Fatalf("drill of a dump larger than the disk: %v\n%s", err, res.Report)
+	}
+}
