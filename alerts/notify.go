@@ -260,7 +260,7 @@ func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.O
 		}
 		blocked[it.Alert] = true
 		d.metrics.NotificationAttemptFailures.WithLabelValues(name).Inc()
-		if attempts >= policy.Attempts {
+		if refused := (*refusedError)(nil); attempts >= policy.Attempts || errors.As(err, &refused) {
 			d.giveUp(ctx, it, attempts, d.now(), err.Error())
 			continue
 		}
@@ -354,7 +354,13 @@ func (p PagerDuty) Notify(ctx context.Context, e Event) error {
 	if url == "" {
 		url = "https://events.pagerduty.com/v2/enqueue"
 	}
-	return postJSON(ctx, p.Client, url, "", body)
+	err := postJSON(ctx, p.Client, url, "", body)
+	if se := (*statusError)(nil); errors.As(err, &se) && se.code == http.StatusBadRequest {
+		// The Events API answers 400 to an event it finds invalid and documents it as not to be
+		// retried: the same event is refused every time.
+		return &refusedError{fmt.Errorf("PagerDuty refused the event as invalid (400; its API says not to retry it): %w", err)}
+	}
+	return err
 }
 
 // The Events API v2 limits: payload.summary is at most 1024 characters, dedup_key 255, a whole
@@ -441,7 +447,20 @@ func postJSON(ctx context.Context, c *http.Client, url, token string, v any) err
 		return errors.New("post notification: redirected to a GET (the notification was not delivered; fix the URL)")
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("post notification: status %d", resp.StatusCode)
+		return &statusError{code: resp.StatusCode}
 	}
 	return nil
 }
+
+// statusError is a receiver's answer other than 2xx.
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return fmt.Sprintf("post notification: status %d", e.code) }
+
+// refusedError is an answer that says the same notification will never be accepted: the
+// dispatcher gives it up at once instead of retrying it (and holding the alert's later
+// notifications behind it) for a day.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }

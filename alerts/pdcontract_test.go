@@ -204,3 +204,58 @@ func TestPagerDutyLongAlertNameIsAccepted(t *testing.T) {
 		t.Fatalf("dedup keys %q %q %q: want the trigger's and the resolve's equal, another node's distinct", k0, k1, k2)
 	}
 }
+
+// TestPagerDutyRefusedEventIsGivenUpAtOnce: an event the Events API refuses as invalid (400,
+// documented as not to be retried) is given up after its one attempt, counted as failed, and does
+// not hold the alert's resolution behind it.
+func TestPagerDutyRefusedEventIsGivenUpAtOnce(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var mu sync.Mutex
+	var triggers, resolves int
+	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			Action string `json:"event_action"`
+		}
+		json.NewDecoder(r.Body).Decode(&ev)
+		mu.Lock()
+		defer mu.Unlock()
+		if ev.Action == "trigger" {
+			triggers++
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"status":"invalid event","message":"Event object is invalid"}`)
+			return
+		}
+		resolves++
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer pd.Close()
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
+	d.SetRetry(100, time.Millisecond)
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.Start(dctx)
+	defer d.Close(time.Second)
+
+	now := time.Now()
+	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-2 * time.Minute), Error: "disk full"})
+	rule := &StateRule{RuleName: "stale-backups", Kind: "stale_backups", State: st, StaleAfter: func() time.Duration { return 24 * time.Hour }}
+	ev := NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
+	ev.SetRules([]Spec{{Rule: rule, PerNode: true}})
+	ev.EvaluateOnce(ctx, now.Add(-time.Minute))
+	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-30 * time.Second), Success: true, SizeBytes: 1})
+	ev.EvaluateOnce(ctx, now)
+	waitFor(t, "the resolution accepted", func() bool {
+		return testutil.ToFloat64(m.NotificationsSent.WithLabelValues("pagerduty")) >= 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if triggers != 1 || resolves != 1 || testutil.ToFloat64(m.NotificationsFailed.WithLabelValues("pagerduty")) != 1 {
+		t.Fatalf("PagerDuty saw %d trigger attempts and %d resolutions, %v given up; want the refused trigger tried once and given up", triggers, resolves, testutil.ToFloat64(m.NotificationsFailed.WithLabelValues("pagerduty")))
+	}
+}
