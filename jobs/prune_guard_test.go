@@ -176,3 +176,25 @@ func TestOrphanPolicyIgnoresAMapWithADefault(t *testing.T) {
 		t.Fatalf("kept %v\n%s", got, res.Report)
 	}
 }
+
+// TestFutureDatedBackupTakesNoKeepSlot: with keep_last 1 (an on-demand cap of one) a snapshot
+// dated a year ahead is kept and reported, and the real newest snapshot is kept too: a wrong
+// clock never takes the place of the last real backup.
+func TestFutureDatedBackupTakesNoKeepSlot(t *testing.T) {
+	now := pruneNow
+	b := func(id string, at time.Time) Backup { return Backup{ID: id, Time: at, Verified: true} }
+	ds, err := PlanTarget([]Backup{b("older", now.AddDate(0, 0, -2)), b("future", now.AddDate(1, 0, 0)), b("newest", now.AddDate(0, 0, -1))},
+		Policy{KeepLast: 1, Now: now, MinKeep: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]string{}
+	for _, d := range ds {
+		if d.Keep {
+			kept[d.Backup.ID] = strings.Join(d.Reasons, ",")
+		}
+	}
+	if len(kept) != 2 || kept["future"] != ReasonFutureDated || kept["newest"] == "" {
+		t.Fatalf("kept %v; want the future-dated one (%s) and the real newest", kept, ReasonFutureDated)
+	}
+}

@@ -88,6 +88,10 @@ const (
 	ReasonWithin         = "keep_within"
 	ReasonMinKeep        = "min_keep"
 	ReasonNewestVerified = "newest_verified"
+	// ReasonFutureDated keeps a backup dated after now (a clock that was wrong when it was
+	// made): it is kept and reported, and counts for no rule, so it never takes the place of a
+	// real backup.
+	ReasonFutureDated = "future_dated"
 )
 
 // Decision is what the plan does with one backup.
@@ -107,6 +111,21 @@ func PlanTarget(backups []Backup, p Policy) ([]Decision, error) {
 	}
 	bs := append([]Backup(nil), backups...)
 	sort.SliceStable(bs, func(i, j int) bool { return bs[i].Time.After(bs[j].Time) })
+	if !p.Now.IsZero() && bs[0].Time.After(p.Now) {
+		// Backups dated after now are kept and the rules plan the others as if they were not
+		// there: with keep_last 1 a future-dated snapshot would otherwise take the place of the
+		// real newest one.
+		n := 0
+		for n < len(bs) && bs[n].Time.After(p.Now) {
+			n++
+		}
+		out := make([]Decision, 0, len(bs))
+		for _, b := range bs[:n] {
+			out = append(out, Decision{Backup: b, Keep: true, Reasons: []string{ReasonFutureDated}})
+		}
+		rest, err := PlanTarget(bs[n:], p)
+		return append(out, rest...), err
+	}
 	ds := make([]Decision, len(bs))
 	for i, b := range bs {
 		ds[i].Backup = b
