@@ -410,9 +410,27 @@ func TestPostgresBackupStoreGoesAwayMidUpload(t *testing.T) {
 // deadlocking it) until the lock holder commits.
 func TestPostgresBackupTimedOutBehindALock(t *testing.T) {
 	server, tools := pgtest.Server(t)
+	db := pgtest.NewDatabase(t, server, "opsd_locked")
+	o, pid, store := backupBehindALock(t, server, tools, db)
+	if o.Err == nil || !strings.Contains(o.Err.Error(), "timed out") || !strings.Contains(o.Err.Error(), "nothing published") {
+		t.Fatalf("run behind a lock: %v", o.Err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Fatalf("pg_dump (pid %d) still exists after the run", pid)
+	}
+	if keys := objectsUnder(t, store, "postgres/"); len(keys) != 0 {
+		t.Fatalf("published: %v", keys)
+	}
+}
+
+// backupBehindALock fills db, holds ACCESS EXCLUSIVE on one of its tables, runs a
+// postgres_backup of it with a 5 s timeout once pg_dump queues behind the lock, and then, the
+// lock still held, fails the test unless no session is left queued behind it; it returns the
+// run's outcome, pg_dump's pid and the store.
+func backupBehindALock(t *testing.T, server postgres.DSN, tools postgres.Tools, db postgres.DSN) (Outcome, int, storage.Store) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	db := pgtest.NewDatabase(t, server, "opsd_locked")
 	if err := pgtest.Fill(ctx, db, 50); err != nil {
 		t.Fatal(err)
 	}
@@ -452,22 +470,20 @@ func TestPostgresBackupTimedOutBehindALock(t *testing.T) {
 		}
 	})
 	o := runner.Run(ctx, j, 5*time.Second, "test")
-	if o.Err == nil || !strings.Contains(o.Err.Error(), "timed out") || !strings.Contains(o.Err.Error(), "nothing published") {
-		t.Fatalf("run behind a lock: %v", o.Err)
-	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-		t.Fatalf("pg_dump (pid %d) still exists after the run", pid)
-	}
-	if keys := objectsUnder(t, store, "postgres/"); len(keys) != 0 {
-		t.Fatalf("published: %v", keys)
-	}
+	waitNoLockWaiters(t, server, db.Database())
+	return o, pid, store
+}
+
+// waitNoLockWaiters fails the test unless no session of database waits for a lock within 30 s.
+func waitNoLockWaiters(t *testing.T, server postgres.DSN, database string) {
+	t.Helper()
 	for i := 0; ; i++ {
 		var n int
-		if err := lockWaiters(ctx, server, db.Database(), &n); err != nil {
+		if err := lockWaiters(context.Background(), server, database, &n); err != nil {
 			t.Fatal(err)
 		}
 		if n == 0 {
-			break
+			return
 		}
 		if i > 300 {
 			t.Fatalf("pg_dump's session is still queued behind the lock after the run (%d)", n)
@@ -492,62 +508,12 @@ func lockWaiters(ctx context.Context, server postgres.DSN, database string, n *i
 // name opsd ends it by and the client check. The timed-out dump leaves no session queued.
 func TestPostgresBackupBehindALockWithSessionSettingsInTheDSN(t *testing.T) {
 	server, tools := pgtest.Server(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	plain := pgtest.NewDatabase(t, server, "opsd_locked")
-	if err := pgtest.Fill(ctx, plain, 50); err != nil {
-		t.Fatal(err)
-	}
 	db, err := postgres.ParseDSN(plain.String() + "&application_name=platform-backups&options=--statement_timeout%3D0&password=" + server.Password())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := db.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	tx, err := c.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	runner := NewRunner(st, metrics.New(prometheus.NewRegistry(), "test"), nil, zerolog.Nop(), "n1", 2)
-	fake := storagetest.NewFakeS3(t)
-	store := storagetest.NewS3(t, fake.Config)
-	j := pgBackupJob(server, db, tools, store, func(c *PostgresBackupConfig) {
-		c.OnDumpStart = func(cmd *exec.Cmd) {
-			for i := 0; i < 600; i++ {
-				var n int
-				if err := lockWaiters(ctx, server, db.Database(), &n); err == nil && n > 0 {
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	})
-	if o := runner.Run(ctx, j, 5*time.Second, "test"); o.Err == nil || !strings.Contains(o.Err.Error(), "timed out") {
+	if o, _, _ := backupBehindALock(t, server, tools, db); o.Err == nil || !strings.Contains(o.Err.Error(), "timed out") {
 		t.Fatalf("run behind a lock: %v", o.Err)
-	}
-	for i := 0; ; i++ {
-		var n int
-		if err := lockWaiters(ctx, server, db.Database(), &n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if i > 300 {
-			t.Fatalf("pg_dump's session is still queued behind the lock after the run (%d)", n)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
