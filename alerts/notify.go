@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -264,7 +266,11 @@ func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.O
 			d.giveUp(ctx, it, attempts, d.now(), err.Error())
 			continue
 		}
-		next := d.now().Add(policy.wait(attempts))
+		wait := policy.wait(attempts)
+		if se := (*statusError)(nil); errors.As(err, &se) && se.retryAfter > wait {
+			wait = se.retryAfter // the receiver said when (429 rate limiting, 503)
+		}
+		next := d.now().Add(wait)
 		d.log.Warn().Err(err).Str("alert", e.Alert).Str("notifier", name).Int("attempt", attempts).Time("retry_at", next).Msg("notification not accepted; will retry")
 		if err := d.state.MarkOutboxRetry(ctx, it.ID, attempts, next, err.Error()); err != nil {
 			d.log.Error().Err(err).Str("alert", e.Alert).Str("notifier", name).Msg("cannot record a notification attempt")
@@ -447,13 +453,34 @@ func postJSON(ctx context.Context, c *http.Client, url, token string, v any) err
 		return errors.New("post notification: redirected to a GET (the notification was not delivered; fix the URL)")
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &statusError{code: resp.StatusCode}
+		return &statusError{code: resp.StatusCode, retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	return nil
 }
 
-// statusError is a receiver's answer other than 2xx.
-type statusError struct{ code int }
+// maxRetryAfter bounds how long a receiver's Retry-After can hold a notification back.
+const maxRetryAfter = time.Hour
+
+// retryAfter reads a Retry-After header (seconds, or an HTTP date) as a wait, at most
+// maxRetryAfter; 0 when there is none.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(h); err == nil {
+		d = at.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+// statusError is a receiver's answer other than 2xx, with the wait its Retry-After asked for.
+type statusError struct {
+	code       int
+	retryAfter time.Duration
+}
 
 func (e *statusError) Error() string { return fmt.Sprintf("post notification: status %d", e.code) }
 

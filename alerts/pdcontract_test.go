@@ -259,3 +259,50 @@ func TestPagerDutyRefusedEventIsGivenUpAtOnce(t *testing.T) {
 		t.Fatalf("PagerDuty saw %d trigger attempts and %d resolutions, %v given up; want the refused trigger tried once and given up", triggers, resolves, testutil.ToFloat64(m.NotificationsFailed.WithLabelValues("pagerduty")))
 	}
 }
+
+// TestRetryAfterIsHonoured: a receiver that answers 429 with Retry-After (PagerDuty's rate
+// limiting) gets the next attempt no sooner than it asked, not on the dispatcher's shorter
+// backoff; a date and an absurd wait are read too (the wait is bounded at an hour).
+func TestRetryAfterIsHonoured(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "120")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer rate.Close()
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	d := NewDispatcher([]Notifier{PagerDuty{URL: rate.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
+	d.SetRetry(100, time.Millisecond)
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.Start(dctx)
+	defer d.Close(time.Second)
+	now := time.Now()
+	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-time.Minute), Error: "disk full"})
+	ev := NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
+	ev.SetRules([]Spec{{Rule: &StateRule{RuleName: "stale-backups", Kind: "stale_backups", State: st, StaleAfter: func() time.Duration { return 24 * time.Hour }}, PerNode: true}})
+	ev.EvaluateOnce(ctx, now)
+	var item state.OutboxItem
+	waitFor(t, "the first attempt", func() bool {
+		items, _ := st.OutboxItems(ctx, 10)
+		if len(items) == 1 && items[0].Attempts == 1 {
+			item = items[0]
+			return true
+		}
+		return false
+	})
+	if wait := item.NextAttemptAt.Sub(now); wait < 119*time.Second {
+		t.Fatalf("next attempt in %s after a 429 asking for 120s", wait)
+	}
+	if got := retryAfter(now.Add(30*time.Second).UTC().Format(http.TimeFormat), now); got < 29*time.Second || got > 30*time.Second {
+		t.Fatalf("Retry-After as a date: %s", got)
+	}
+	if got := retryAfter("999999", now); got != maxRetryAfter {
+		t.Fatalf("Retry-After of days: %s", got)
+	}
+}
