@@ -594,12 +594,21 @@ func unknownNames(cands map[string]string, only, exclude []string) error {
 
 // restoreOne recreates one container of a node restore: its download, verification and import
 // hold a slot of imports, its create and start a slot of starts, and its probe none.
-func restoreOne(ctx context.Context, o RecreateOptions, acquire func(chan struct{}) error, imports, starts chan struct{}) RecreateResult {
+// A panic (a bug) in one container's restore fails that container, with its slots released, and
+// never takes opsd and the node's other containers down with it.
+func restoreOne(ctx context.Context, o RecreateOptions, acquire func(chan struct{}) error, imports, starts chan struct{}) (res RecreateResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = RecreateResult{Key: o.Key, Name: o.Name, Outcome: "failed", Error: fmt.Sprintf("internal error (a bug in opsd, please report it): %v", p), Phases: map[string]float64{}}
+		}
+	}()
 	if err := acquire(imports); err != nil {
 		return RecreateResult{Key: o.Key, Outcome: "failed", Error: err.Error(), Phases: map[string]float64{}}
 	}
-	r, ok := prepareRecreate(ctx, o)
-	<-imports
+	r, ok := func() (*recreation, bool) {
+		defer func() { <-imports }()
+		return prepareRecreate(ctx, o)
+	}()
 	if !ok {
 		return r.res
 	}
@@ -607,8 +616,10 @@ func restoreOne(ctx context.Context, o RecreateOptions, acquire func(chan struct
 		r.undo(ctx, err) // imported, never created: remove its image
 		return r.res
 	}
-	ok = r.create(ctx)
-	<-starts
+	ok = func() bool {
+		defer func() { <-starts }()
+		return r.create(ctx)
+	}()
 	if !ok {
 		return r.res
 	}

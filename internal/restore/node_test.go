@@ -363,3 +363,27 @@ func TestRestoreNodeCanceledWhileWaitingForAStartSlot(t *testing.T) {
 		t.Fatalf("left images %v, containers %v (removed %v)", e.images, e.containers, e.removed)
 	}
 }
+
+// TestRestoreNodeSurvivesAPanic: a panic in one container's restore (a bug; here in the engine's
+// import) fails that container and releases its slot: with one import slot the node's other
+// containers are still restored, and opsd does not crash.
+func TestRestoreNodeSurvivesAPanic(t *testing.T) {
+	store := lostNode(t, "tenant_a", "tenant_b", "tenant_c")
+	e := newFakeNodeEngine()
+	e.importing = func(ref string) error {
+		if strings.Contains(ref, "tenant_b") {
+			panic("a bug in the import")
+		}
+		return nil
+	}
+	rep, err := RestoreNode(context.Background(), NodeOptions{Store: store, Layout: layout.Default(), Engine: e, FromNode: "lost", Parallel: 1, Probe: time.Millisecond,
+		wait: func(context.Context, string, time.Duration) error { return nil }})
+	if err == nil || rep.Restored != 2 || rep.Failed != 1 {
+		t.Fatalf("err %v, report %+v", err, rep.Containers)
+	}
+	for _, c := range rep.Containers {
+		if c.Name == "tenant_b" && (c.Outcome != "failed" || !strings.Contains(c.Error, "a bug in the import")) {
+			t.Fatalf("tenant_b: %+v", c)
+		}
+	}
+}
