@@ -210,11 +210,6 @@ func TestPagerDutyLongAlertNameIsAccepted(t *testing.T) {
 // not hold the alert's resolution behind it.
 func TestPagerDutyRefusedEventIsGivenUpAtOnce(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var mu sync.Mutex
 	var triggers, resolves int
 	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -234,19 +229,8 @@ func TestPagerDutyRefusedEventIsGivenUpAtOnce(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	defer pd.Close()
-	m := metrics.New(prometheus.NewRegistry(), "test")
-	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
-	d.SetRetry(100, time.Millisecond)
-	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	d.Start(dctx)
-	defer d.Close(time.Second)
-
 	now := time.Now()
-	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-2 * time.Minute), Error: "disk full"})
-	rule := &StateRule{RuleName: "stale-backups", Kind: "stale_backups", State: st, StaleAfter: func() time.Duration { return 24 * time.Hour }}
-	ev := NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
-	ev.SetRules([]Spec{{Rule: rule, PerNode: true}})
+	st, m, ev := staleAlertToPagerDuty(t, pd.URL, now)
 	ev.EvaluateOnce(ctx, now.Add(-time.Minute))
 	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-30 * time.Second), Success: true, SizeBytes: 1})
 	ev.EvaluateOnce(ctx, now)
@@ -265,27 +249,13 @@ func TestPagerDutyRefusedEventIsGivenUpAtOnce(t *testing.T) {
 // backoff; a date and an absurd wait are read too (the wait is bounded at an hour).
 func TestRetryAfterIsHonoured(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	rate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "120")
 		w.WriteHeader(http.StatusTooManyRequests)
 	}))
 	defer rate.Close()
-	m := metrics.New(prometheus.NewRegistry(), "test")
-	d := NewDispatcher([]Notifier{PagerDuty{URL: rate.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
-	d.SetRetry(100, time.Millisecond)
-	dctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	d.Start(dctx)
-	defer d.Close(time.Second)
 	now := time.Now()
-	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-time.Minute), Error: "disk full"})
-	ev := NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
-	ev.SetRules([]Spec{{Rule: &StateRule{RuleName: "stale-backups", Kind: "stale_backups", State: st, StaleAfter: func() time.Duration { return 24 * time.Hour }}, PerNode: true}})
+	st, _, ev := staleAlertToPagerDuty(t, rate.URL, now)
 	ev.EvaluateOnce(ctx, now)
 	var item state.OutboxItem
 	waitFor(t, "the first attempt", func() bool {
@@ -305,4 +275,30 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	if got := retryAfter("999999", now); got != maxRetryAfter {
 		t.Fatalf("Retry-After of days: %s", got)
 	}
+}
+
+// staleAlertToPagerDuty is a state database with one failed backup (auth, two minutes before
+// now), a dispatcher delivering to PagerDuty at url (retries every millisecond at first) and an
+// evaluator of the stale_backups rule; everything stops when the test ends.
+func staleAlertToPagerDuty(t *testing.T, url string, now time.Time) (*state.Store, *metrics.Metrics, *Evaluator) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	d := NewDispatcher([]Notifier{PagerDuty{URL: url, RoutingKey: "rk"}}, st, m, zerolog.Nop())
+	d.SetRetry(100, time.Millisecond)
+	dctx, cancel := context.WithCancel(ctx)
+	d.Start(dctx)
+	t.Cleanup(func() {
+		d.Close(time.Second)
+		cancel()
+	})
+	st.RecordBackup(ctx, state.BackupAttempt{Target: "auth", Kind: "sqlite", At: now.Add(-2 * time.Minute), Error: "disk full"})
+	ev := NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
+	ev.SetRules([]Spec{{Rule: &StateRule{RuleName: "stale-backups", Kind: "stale_backups", State: st, StaleAfter: func() time.Duration { return 24 * time.Hour }}, PerNode: true}})
+	return st, m, ev
 }
