@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -442,6 +443,8 @@ type PagerDuty struct {
 	URL        string // default https://events.pagerduty.com/v2/enqueue
 	RoutingKey string
 	Client     *http.Client
+	// Redactor removes the config's secrets from the event's text (see redactEvent).
+	Redactor *telemetry.Redactor
 }
 
 // Name returns "pagerduty".
@@ -449,6 +452,7 @@ func (PagerDuty) Name() string { return "pagerduty" }
 
 // Notify sends the event.
 func (p PagerDuty) Notify(ctx context.Context, e Event) error {
+	e = redactEvent(e, p.Redactor) // before the summary is cut: a cut secret no longer matches
 	action := "resolve"
 	if e.Firing {
 		action = "trigger"
@@ -528,6 +532,8 @@ type Webhook struct {
 	URL    string
 	Token  string
 	Client *http.Client
+	// Redactor removes the config's secrets from the event's text (see redactEvent).
+	Redactor *telemetry.Redactor
 }
 
 // Name returns "webhook".
@@ -535,7 +541,23 @@ func (Webhook) Name() string { return "webhook" }
 
 // Notify sends the event.
 func (w Webhook) Notify(ctx context.Context, e Event) error {
-	return postJSON(ctx, w.Client, w.URL, w.Token, e)
+	return postJSON(ctx, w.Client, w.URL, w.Token, redactEvent(e, w.Redactor))
+}
+
+// urlPassword matches the password of a URL's user info (a DSN such as
+// postgresql://user:password@host/db), for secrets the config does not name (one in an
+// environment variable a data source read, or in a database's own error text).
+var urlPassword = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@`)
+
+// redactEvent returns the event with its free text (the message an evaluation or a data
+// source's error produced, and the names) passed through the redactor Sentry's events use, and
+// any URL password masked, so a secret never reaches PagerDuty or a webhook.
+func redactEvent(e Event, r *telemetry.Redactor) Event {
+	clean := func(s string) string {
+		return urlPassword.ReplaceAllString(r.Redact(s), "${1}"+telemetry.Redacted+"@")
+	}
+	e.Message, e.Alert, e.Node = clean(e.Message), clean(e.Alert), clean(e.Node)
+	return e
 }
 
 func postJSON(ctx context.Context, c *http.Client, url, token string, v any) error {

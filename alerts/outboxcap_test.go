@@ -56,6 +56,7 @@ type outageServer struct {
 	answered503 atomic.Int64
 	mu          sync.Mutex
 	bodies      []map[string]any
+	raw         []string // every request body it received, whatever it answered
 	srv         *http.Server
 }
 
@@ -82,6 +83,9 @@ func (s *outageServer) start(t *testing.T) {
 	s.addr = ln.Addr().String()
 	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		s.raw = append(s.raw, string(b))
+		s.mu.Unlock()
 		if s.unavailable.Load() {
 			s.answered503.Add(1)
 			w.WriteHeader(http.StatusServiceUnavailable)
