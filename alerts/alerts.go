@@ -251,6 +251,12 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		st.Value, st.Threshold, st.UpdatedAt = ev.Value, ev.Threshold, now
 		e.Metrics.AlertValue.WithLabelValues(name).Set(ev.Value)
 		e.Metrics.AlertThreshold.WithLabelValues(name).Set(ev.Threshold)
+		// The node this alert's incident is keyed by at the receivers: the one its firing was
+		// announced under (node_id may have changed since, with a restart).
+		firedNode := st.Node
+		if firedNode == "" {
+			firedNode = e.Node
+		}
 		var transitions []Event
 		event := func(firing bool, msg, node string) {
 			transitions = append(transitions, Event{Alert: name, Firing: firing, Message: msg, Severity: severity(s), Value: ev.Value,
@@ -264,15 +270,23 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			}
 			if now.Sub(*st.PendingSince) >= s.For {
 				t := now
-				st.Firing, st.FiredAt, st.Message, st.PendingSince = true, &t, ev.Message, nil
+				st.Firing, st.FiredAt, st.Message, st.PendingSince, st.Node = true, &t, ev.Message, nil, e.Node
 				event(true, ev.Message, e.Node)
 			}
 		case ev.Firing && st.Firing:
 			st.Message = ev.Message
+			if s.PerNode && firedNode != e.Node {
+				// node_id changed while this node's alert fired: its incident, keyed by the old
+				// node, is resolved and the firing continues as the new node's incident (else
+				// the old one stays open forever: nothing would ever resolve it).
+				event(false, fmt.Sprintf("node_id changed from %s to %s: the alert continues as %s's incident", firedNode, e.Node, e.Node), firedNode)
+				event(true, ev.Message, e.Node)
+			}
+			st.Node = e.Node
 		case !ev.Firing && st.Firing:
 			t := now
 			st.Firing, st.ResolvedAt, st.PendingSince = false, &t, nil
-			event(false, ev.Message, e.Node)
+			event(false, ev.Message, firedNode) // resolves the incident its firing opened
 			st.Message = ev.Message
 		default:
 			st.PendingSince = nil
@@ -346,7 +360,7 @@ func (e *Evaluator) unchanged(s Spec, now time.Time) bool {
 // time of evaluation.
 func sameState(a, b state.AlertState) bool {
 	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
-	return a.Firing == b.Firing && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+	return a.Firing == b.Firing && a.Node == b.Node && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
 }
 
 // stateToken identifies the state database's committed content: the WAL index header (its

@@ -71,6 +71,10 @@ func (s *Store) ensureOutbox(ctx context.Context) error {
 			return fmt.Errorf("record the action of queued notifications: %w", err)
 		}
 	}
+	// The node an alert's firing was announced under (per-node incidents are keyed by it).
+	if _, err := s.ensureColumn(ctx, "alerts", "node", "TEXT"); err != nil {
+		return err
+	}
 	return nil
 }
 
