@@ -251,7 +251,17 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		st.Value, st.Threshold, st.UpdatedAt = ev.Value, ev.Threshold, now
 		e.Metrics.AlertValue.WithLabelValues(name).Set(ev.Value)
 		e.Metrics.AlertThreshold.WithLabelValues(name).Set(ev.Threshold)
-		var transition *Event
+		// The node this alert's incident is keyed by at the receivers: the one its firing was
+		// announced under (node_id may have changed since, with a restart).
+		firedNode := st.Node
+		if firedNode == "" {
+			firedNode = e.Node
+		}
+		var transitions []Event
+		event := func(firing bool, msg, node string) {
+			transitions = append(transitions, Event{Alert: name, Firing: firing, Message: msg, Severity: severity(s), Value: ev.Value,
+				Threshold: ev.Threshold, At: now, Node: node, PerNode: s.PerNode})
+		}
 		switch {
 		case ev.Firing && !st.Firing:
 			if st.PendingSince == nil {
@@ -260,26 +270,31 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			}
 			if now.Sub(*st.PendingSince) >= s.For {
 				t := now
-				st.Firing, st.FiredAt, st.Message, st.PendingSince = true, &t, ev.Message, nil
-				transition = &Event{Alert: name, Firing: true, Message: ev.Message}
+				st.Firing, st.FiredAt, st.Message, st.PendingSince, st.Node = true, &t, ev.Message, nil, e.Node
+				event(true, ev.Message, e.Node)
 			}
 		case ev.Firing && st.Firing:
 			st.Message = ev.Message
+			if s.PerNode && firedNode != e.Node {
+				// node_id changed while this node's alert fired: its incident, keyed by the old
+				// node, is resolved and the firing continues as the new node's incident (else
+				// the old one stays open forever: nothing would ever resolve it).
+				event(false, fmt.Sprintf("node_id changed from %s to %s: the alert continues as %s's incident", firedNode, e.Node, e.Node), firedNode)
+				event(true, ev.Message, e.Node)
+			}
+			st.Node = e.Node
 		case !ev.Firing && st.Firing:
 			t := now
 			st.Firing, st.ResolvedAt, st.PendingSince = false, &t, nil
-			transition = &Event{Alert: name, Firing: false, Message: ev.Message}
+			event(false, ev.Message, firedNode) // resolves the incident its firing opened
 			st.Message = ev.Message
 		default:
 			st.PendingSince = nil
 			st.Message = ev.Message
 		}
-		if transition != nil {
-			transition.Severity, transition.Value, transition.Threshold, transition.At, transition.Node, transition.PerNode = severity(s), ev.Value, ev.Threshold, now, e.Node, s.PerNode
-		}
-		if prev, ok := stored[name]; transition != nil || !ok || !sameState(prev, st) || now.Sub(e.savedAt[name]) >= resaveEvery {
+		if prev, ok := stored[name]; len(transitions) > 0 || !ok || !sameState(prev, st) || now.Sub(e.savedAt[name]) >= resaveEvery {
 			wrote = true
-			if err := e.save(ctx, st, transition); err != nil {
+			if err := e.save(ctx, st, transitions); err != nil {
 				// Nothing was stored: the next evaluation sees the same transition and tries again.
 				e.Log.Error().Err(err).Str("alert", name).Msg("cannot save alert state")
 				status.Error = err.Error()
@@ -299,15 +314,15 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		}
 		e.Metrics.AlertFiring.WithLabelValues(name).Set(fire)
 		e.setStatus(Status{Name: name, Firing: st.Firing, Message: st.Message, Value: ev.Value, Threshold: ev.Threshold, Since: st.FiredAt})
-		if transition != nil {
+		for _, transition := range transitions {
 			verb := "alert resolved"
 			if transition.Firing {
 				verb = "alert firing"
 			}
 			e.Log.Warn().Str("alert", name).Str("alert_message", transition.Message).Msg(verb) // "message" is the log line's own key
-			if e.Notify != nil {
-				e.Notify.Wake()
-			}
+		}
+		if len(transitions) > 0 && e.Notify != nil {
+			e.Notify.Wake()
 		}
 	}
 	// A commit of ours hides whether another one came during the evaluation: look again.
@@ -345,7 +360,7 @@ func (e *Evaluator) unchanged(s Spec, now time.Time) bool {
 // time of evaluation.
 func sameState(a, b state.AlertState) bool {
 	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
-	return a.Firing == b.Firing && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+	return a.Firing == b.Firing && a.Node == b.Node && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
 }
 
 // stateToken identifies the state database's committed content: the WAL index header (its
@@ -368,17 +383,13 @@ func stateToken(st *state.Store) []byte {
 	return fmt.Appendf(tok, "%d/%d", fi.Size(), fi.ModTime().UnixNano())
 }
 
-// save stores the alert's state and, on a transition, its notifications in the outbox, in one
+// save stores the alert's state and, on transitions, their notifications in the outbox, in one
 // transaction.
-func (e *Evaluator) save(ctx context.Context, st state.AlertState, transition *Event) error {
-	if transition == nil || e.Notify == nil {
+func (e *Evaluator) save(ctx context.Context, st state.AlertState, transitions []Event) error {
+	if len(transitions) == 0 || e.Notify == nil {
 		return e.State.SaveAlert(ctx, st)
 	}
-	items, err := e.Notify.Items(*transition)
-	if err != nil {
-		return err
-	}
-	return e.State.SaveAlertAndEnqueue(ctx, st, items)
+	return e.Notify.Enqueue(ctx, st, transitions...)
 }
 
 func (e *Evaluator) setStatus(s Status) {

@@ -85,17 +85,20 @@ type renamed struct {
 
 func (r renamed) Name() string { return r.name }
 
-// Notifiers builds the configured notifiers (they take effect at start).
+// Notifiers builds the configured notifiers (they take effect at start). PagerDuty and the
+// webhook pass every event through the redactor Sentry's events use (it follows config
+// reloads).
 func Notifiers(n config.Notify, sentry *telemetry.Sentry) []Notifier {
+	red := sentry.Redactor()
 	var ns []Notifier
 	if (n.Sentry == nil || *n.Sentry) && sentry.Enabled() {
 		ns = append(ns, SentryNotifier{Sentry: sentry})
 	}
 	if n.PagerDuty.RoutingKey != "" {
-		ns = append(ns, PagerDuty{URL: n.PagerDuty.URL, RoutingKey: n.PagerDuty.RoutingKey.Value()})
+		ns = append(ns, PagerDuty{URL: n.PagerDuty.URL, RoutingKey: n.PagerDuty.RoutingKey.Value(), Redactor: red})
 	}
 	if n.Webhook.URL != "" {
-		ns = append(ns, Webhook{URL: n.Webhook.URL.Value(), Token: n.Webhook.Token.Value()})
+		ns = append(ns, Webhook{URL: n.Webhook.URL.Value(), Token: n.Webhook.Token.Value(), Redactor: red})
 	}
 	return ns
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,8 +65,10 @@ type Dispatcher struct {
 	log       zerolog.Logger
 	now       func() time.Time
 
-	mu     sync.Mutex
-	policy RetryPolicy
+	mu         sync.Mutex
+	policy     RetryPolicy
+	maxPending int
+	episodes   map[string]*dropEpisode // notifiers whose outbox is being coalesced or capped
 
 	wake   chan struct{}
 	stop   chan struct{}
@@ -76,7 +79,7 @@ type Dispatcher struct {
 // NewDispatcher returns a dispatcher over the state database's outbox; Start it to deliver.
 func NewDispatcher(ns []Notifier, st *state.Store, m *metrics.Metrics, log zerolog.Logger) *Dispatcher {
 	d := &Dispatcher{notifiers: map[string]Notifier{}, state: st, metrics: m, log: log, now: time.Now, policy: DefaultRetry,
-		wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		maxPending: DefaultOutboxCap, episodes: map[string]*dropEpisode{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	for _, n := range ns {
 		d.notifiers[n.Name()] = n
 		d.names = append(d.names, n.Name())
@@ -85,8 +88,104 @@ func NewDispatcher(ns []Notifier, st *state.Store, m *metrics.Metrics, log zerol
 		m.NotificationsPending.WithLabelValues(n.Name())
 		m.NotificationsGivenUp.WithLabelValues(n.Name())
 		m.NotificationAttemptFailures.WithLabelValues(n.Name())
+		m.NotificationsDropped.WithLabelValues(n.Name(), dropSuperseded)
+		m.NotificationsDropped.WithLabelValues(n.Name(), dropOverflow)
 	}
 	return d
+}
+
+// DefaultOutboxCap is how many notifications may wait for one receiver. Superseded
+// notifications of an incident are coalesced first (at most two wait per incident, see
+// state.SaveAlertAndEnqueue), so the cap is only reached with that many incidents; beyond it the
+// oldest pending notifications are dropped and counted.
+const DefaultOutboxCap = 500
+
+// The reasons of opsd_alert_notifications_dropped_total.
+const (
+	dropSuperseded = "superseded"
+	dropOverflow   = "overflow"
+)
+
+// dropEpisode is what was removed from one notifier's outbox since it last had nothing pending
+// (one warning per episode, one summary at its end).
+type dropEpisode struct {
+	superseded, overflow int
+	warnedOverflow       bool
+}
+
+// SetOutboxCap changes how many notifications may wait for one receiver (at least 2).
+func (d *Dispatcher) SetOutboxCap(n int) {
+	d.mu.Lock()
+	d.maxPending = max(n, 2)
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) outboxCap() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.maxPending
+}
+
+// Enqueue stores an alert's new state and the notifications its events owe, in one transaction
+// (see state.SaveAlertAndEnqueue: superseded notifications of the same incident are coalesced and
+// each receiver's outbox is capped), and counts what that removed.
+func (d *Dispatcher) Enqueue(ctx context.Context, st state.AlertState, events ...Event) error {
+	var items []state.OutboxItem
+	for _, e := range events {
+		it, err := d.Items(e)
+		if err != nil {
+			return err
+		}
+		items = append(items, it...)
+	}
+	dropped, err := d.state.SaveAlertAndEnqueue(ctx, st, items, d.outboxCap())
+	if err != nil {
+		return err
+	}
+	d.noteDropped(dropped)
+	return nil
+}
+
+// noteDropped counts notifications removed from the outbox and warns once per notifier and
+// episode (until its outbox is empty again; see endEpisodes).
+func (d *Dispatcher) noteDropped(dropped map[string]state.OutboxDropped) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, n := range dropped {
+		if n.Superseded == 0 && n.Overflow == 0 {
+			continue
+		}
+		d.metrics.NotificationsDropped.WithLabelValues(name, dropSuperseded).Add(float64(n.Superseded))
+		d.metrics.NotificationsDropped.WithLabelValues(name, dropOverflow).Add(float64(n.Overflow))
+		ep := d.episodes[name]
+		if ep == nil {
+			ep = &dropEpisode{}
+			d.episodes[name] = ep
+			d.log.Warn().Str("notifier", name).Msg("notifications are waiting for a receiver that does not accept them: " +
+				"an incident's superseded notifications are coalesced to its latest state until it does")
+		}
+		ep.superseded += n.Superseded
+		ep.overflow += n.Overflow
+		if n.Overflow > 0 && !ep.warnedOverflow {
+			ep.warnedOverflow = true
+			d.log.Error().Str("notifier", name).Int("cap", d.maxPending).
+				Msg("alert outbox full for a receiver: its oldest pending notifications are dropped (opsd_alert_notifications_dropped_total{reason=\"overflow\"})")
+		}
+	}
+}
+
+// endEpisodes closes the drop episode of every notifier with nothing pending, with one summary.
+func (d *Dispatcher) endEpisodes(pending map[string]int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, ep := range d.episodes {
+		if pending[name] > 0 {
+			continue
+		}
+		d.log.Warn().Str("notifier", name).Int("superseded", ep.superseded).Int("overflow", ep.overflow).
+			Msg("receiver caught up: notifications were coalesced or dropped while it did not accept them")
+		delete(d.episodes, name)
+	}
 }
 
 // SetRetry changes the retry policy: attempts before giving up and the first wait (doubling,
@@ -110,8 +209,12 @@ func (d *Dispatcher) Items(e Event) ([]state.OutboxItem, error) {
 		return nil, fmt.Errorf("encode notification: %w", err)
 	}
 	out := make([]state.OutboxItem, 0, len(d.names))
+	action := state.ActionResolve
+	if e.Firing {
+		action = state.ActionTrigger
+	}
 	for _, n := range d.names {
-		out = append(out, state.OutboxItem{Notifier: n, Alert: e.key(), Payload: string(b), CreatedAt: e.At})
+		out = append(out, state.OutboxItem{Notifier: n, Alert: e.key(), Action: action, Payload: string(b), CreatedAt: e.At})
 	}
 	return out, nil
 }
@@ -180,8 +283,20 @@ func (d *Dispatcher) Close(timeout time.Duration) {
 // tried once. It returns when the next retry is due (zero when nothing is pending).
 func (d *Dispatcher) Deliver(ctx context.Context) time.Time { return d.deliver(ctx, false) }
 
-// deliver is Deliver; with all, pending notifications are tried whatever their backoff says.
+// deliver is Deliver; with all (the first pass after a start), pending notifications are tried
+// whatever their backoff says, after the outbox an older opsd may have left unbounded is
+// coalesced and capped.
 func (d *Dispatcher) deliver(ctx context.Context, all bool) time.Time {
+	if all {
+		dropped, err := d.state.CompactOutbox(ctx, d.outboxCap())
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error().Err(err).Msg("cannot coalesce the alert outbox")
+			}
+		} else {
+			d.noteDropped(dropped)
+		}
+	}
 	items, err := d.state.PendingOutbox(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -299,6 +414,9 @@ func (d *Dispatcher) refresh(ctx context.Context) {
 		for n, c := range counts {
 			g.WithLabelValues(n).Set(float64(c))
 		}
+		if status == state.OutboxPending {
+			d.endEpisodes(counts)
+		}
 	}
 }
 
@@ -325,6 +443,8 @@ type PagerDuty struct {
 	URL        string // default https://events.pagerduty.com/v2/enqueue
 	RoutingKey string
 	Client     *http.Client
+	// Redactor removes the config's secrets from the event's text (see redactEvent).
+	Redactor *telemetry.Redactor
 }
 
 // Name returns "pagerduty".
@@ -332,6 +452,7 @@ func (PagerDuty) Name() string { return "pagerduty" }
 
 // Notify sends the event.
 func (p PagerDuty) Notify(ctx context.Context, e Event) error {
+	e = redactEvent(e, p.Redactor) // before the summary is cut: a cut secret no longer matches
 	action := "resolve"
 	if e.Firing {
 		action = "trigger"
@@ -411,6 +532,8 @@ type Webhook struct {
 	URL    string
 	Token  string
 	Client *http.Client
+	// Redactor removes the config's secrets from the event's text (see redactEvent).
+	Redactor *telemetry.Redactor
 }
 
 // Name returns "webhook".
@@ -418,7 +541,23 @@ func (Webhook) Name() string { return "webhook" }
 
 // Notify sends the event.
 func (w Webhook) Notify(ctx context.Context, e Event) error {
-	return postJSON(ctx, w.Client, w.URL, w.Token, e)
+	return postJSON(ctx, w.Client, w.URL, w.Token, redactEvent(e, w.Redactor))
+}
+
+// urlPassword matches the password of a URL's user info (a DSN such as
+// postgresql://user:password@host/db), for secrets the config does not name (one in an
+// environment variable a data source read, or in a database's own error text).
+var urlPassword = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@`)
+
+// redactEvent returns the event with its free text (the message an evaluation or a data
+// source's error produced, and the names) passed through the redactor Sentry's events use, and
+// any URL password masked, so a secret never reaches PagerDuty or a webhook.
+func redactEvent(e Event, r *telemetry.Redactor) Event {
+	clean := func(s string) string {
+		return urlPassword.ReplaceAllString(r.Redact(s), "${1}"+telemetry.Redacted+"@")
+	}
+	e.Message, e.Alert, e.Node = clean(e.Message), clean(e.Alert), clean(e.Node)
+	return e
 }
 
 func postJSON(ctx context.Context, c *http.Client, url, token string, v any) error {

@@ -210,7 +210,7 @@ func TestOutboxGivesUp(t *testing.T) {
 	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
 	d.SetRetry(3, time.Millisecond)
 	items, _ := d.Items(Event{Alert: "disk", Firing: true, At: time.Now()})
-	if err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: time.Now()}, items); err != nil {
+	if _, err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: time.Now()}, items, 0); err != nil {
 		t.Fatal(err)
 	}
 	dctx, cancel := context.WithCancel(ctx)

@@ -166,7 +166,7 @@ func TestPagerDutyDelayedTriggerKeepsItsTime(t *testing.T) {
 	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
 	fired := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond) // PagerDuty was down meanwhile
 	items, _ := d.Items(Event{Alert: "disk", Firing: true, Message: "disk full", Severity: "error", Node: "node-1", PerNode: true, At: fired})
-	if err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: fired}, items); err != nil {
+	if _, err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: fired}, items, 0); err != nil {
 		t.Fatal(err)
 	}
 	d.Deliver(ctx)

@@ -71,7 +71,7 @@ func TestRedirectedNotificationIsNotCountedSent(t *testing.T) {
 			d := NewDispatcher([]Notifier{Webhook{URL: wh.URL + "/hook"}, PagerDuty{URL: pd.URL + "/hook", RoutingKey: "rk"}}, st, m, zerolog.Nop())
 			d.SetRetry(2, time.Millisecond)
 			items, _ := d.Items(Event{Alert: "disk", Firing: true, Message: "disk full", Severity: "error", Node: "node-1", At: time.Now()})
-			if err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: time.Now()}, items); err != nil {
+			if _, err := st.SaveAlertAndEnqueue(ctx, state.AlertState{Name: "disk", Firing: true, UpdatedAt: time.Now()}, items, 0); err != nil {
 				t.Fatal(err)
 			}
 			for range 3 {

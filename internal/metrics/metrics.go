@@ -70,6 +70,7 @@ type Metrics struct {
 	NotificationsPending        *prometheus.GaugeVec
 	NotificationsGivenUp        *prometheus.GaugeVec
 	NotificationAttemptFailures *prometheus.CounterVec
+	NotificationsDropped        *prometheus.CounterVec
 
 	// Restore holds the opsd_restore_* metrics.
 	Restore *Restores
@@ -181,7 +182,9 @@ func (m *Metrics) newOutboxMetrics(reg prometheus.Registerer) {
 		Help: "Alert notifications in the outbox that were given up after every retry, by notifier."}, []string{"notifier"})
 	m.NotificationAttemptFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notification_attempt_failures_total",
 		Help: "Alert notification attempts the receiver did not accept (each is retried until the last attempt), by notifier."}, []string{"notifier"})
-	reg.MustRegister(m.NotificationsPending, m.NotificationsGivenUp, m.NotificationAttemptFailures)
+	m.NotificationsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsd_alert_notifications_dropped_total",
+		Help: "Pending alert notifications removed from the outbox undelivered, by notifier and reason: superseded (a newer notification of the same incident replaced it) or overflow (the oldest beyond the notifier's cap)."}, []string{"notifier", "reason"})
+	reg.MustRegister(m.NotificationsPending, m.NotificationsGivenUp, m.NotificationAttemptFailures, m.NotificationsDropped)
 }
 
 // ForgetJob removes a job's series (the job was removed from the config or renamed).

@@ -18,6 +18,9 @@ type AlertState struct {
 	Threshold    float64    `json:"threshold"`
 	Message      string     `json:"message"`
 	UpdatedAt    time.Time  `json:"updatedAt"`
+	// Node is the node_id the current (or last) firing was announced under: a per-node alert's
+	// incident at the receivers is keyed by it, so its resolution must name the same node.
+	Node string `json:"node,omitempty"`
 }
 
 // SaveAlert records an alert's state.
@@ -32,11 +35,16 @@ func saveAlert(ctx context.Context, db execer, a AlertState) error {
 		}
 		return ms(*t)
 	}
-	_, err := db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	var node any
+	if a.Node != "" {
+		node = a.Node
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at, node)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET firing=excluded.firing, pending_since=excluded.pending_since, fired_at=excluded.fired_at,
-			resolved_at=excluded.resolved_at, value=excluded.value, threshold=excluded.threshold, message=excluded.message, updated_at=excluded.updated_at`,
-		a.Name, a.Firing, opt(a.PendingSince), opt(a.FiredAt), opt(a.ResolvedAt), a.Value, a.Threshold, a.Message, a.UpdatedAt.UnixMilli())
+			resolved_at=excluded.resolved_at, value=excluded.value, threshold=excluded.threshold, message=excluded.message, updated_at=excluded.updated_at,
+			node=excluded.node`,
+		a.Name, a.Firing, opt(a.PendingSince), opt(a.FiredAt), opt(a.ResolvedAt), a.Value, a.Threshold, a.Message, a.UpdatedAt.UnixMilli(), node)
 	if err != nil {
 		return fmt.Errorf("save alert %s: %w", a.Name, err)
 	}
@@ -45,7 +53,7 @@ func saveAlert(ctx context.Context, db execer, a AlertState) error {
 
 // Alerts returns every stored alert state, by name.
 func (s *Store) Alerts(ctx context.Context) (map[string]AlertState, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, firing, pending_since, fired_at, resolved_at, COALESCE(value, 0), COALESCE(threshold, 0), COALESCE(message, ''), updated_at FROM alerts`)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, firing, pending_since, fired_at, resolved_at, COALESCE(value, 0), COALESCE(threshold, 0), COALESCE(message, ''), updated_at, COALESCE(node, '') FROM alerts`)
 	if err != nil {
 		return nil, fmt.Errorf("list alerts: %w", err)
 	}
@@ -55,7 +63,7 @@ func (s *Store) Alerts(ctx context.Context) (map[string]AlertState, error) {
 		var a AlertState
 		var pending, fired, resolved sql.NullInt64
 		var updated int64
-		if err := rows.Scan(&a.Name, &a.Firing, &pending, &fired, &resolved, &a.Value, &a.Threshold, &a.Message, &updated); err != nil {
+		if err := rows.Scan(&a.Name, &a.Firing, &pending, &fired, &resolved, &a.Value, &a.Threshold, &a.Message, &updated, &a.Node); err != nil {
 			return nil, fmt.Errorf("list alerts: %w", err)
 		}
 		a.PendingSince, a.FiredAt, a.ResolvedAt = fromMS(pending), fromMS(fired), fromMS(resolved)

@@ -22,7 +22,8 @@ const outboxSchema = `CREATE TABLE IF NOT EXISTS alert_outbox (
 		created_at      INTEGER NOT NULL,
 		next_attempt_at INTEGER NOT NULL,
 		last_error      TEXT,
-		done_at         INTEGER
+		done_at         INTEGER,
+		action          TEXT
 	);
 	CREATE INDEX IF NOT EXISTS alert_outbox_status_next ON alert_outbox(status, next_attempt_at);`
 
@@ -33,11 +34,20 @@ const (
 	OutboxFailed  = "failed"
 )
 
+// Outbox actions: what a notification tells its receiver about its incident.
+const (
+	ActionTrigger = "trigger" // the incident is firing
+	ActionResolve = "resolve" // the incident is resolved
+)
+
 // OutboxItem is one notification owed to one notifier.
 type OutboxItem struct {
-	ID            int64
-	Notifier      string
-	Alert         string
+	ID       int64
+	Notifier string
+	Alert    string // the incident's identity at the receiver (alert, or alert:node)
+	// Action is ActionTrigger or ActionResolve ("" for rows queued before it was recorded that
+	// could not be read: they are never coalesced).
+	Action        string
 	Payload       string // the event, JSON
 	Status        string
 	Attempts      int
@@ -50,30 +60,220 @@ func (s *Store) ensureOutbox(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, outboxSchema); err != nil {
 		return fmt.Errorf("create alert outbox: %w", err)
 	}
+	added, err := s.ensureColumn(ctx, "alert_outbox", "action", "TEXT")
+	if err != nil {
+		return err
+	}
+	if added {
+		// Rows queued by an older opsd: the action is the payload's "firing".
+		if _, err := s.db.ExecContext(ctx, `UPDATE alert_outbox SET action = CASE json_extract(payload, '$.firing')
+			WHEN 1 THEN ? WHEN 0 THEN ? END WHERE action IS NULL AND json_valid(payload)`, ActionTrigger, ActionResolve); err != nil {
+			return fmt.Errorf("record the action of queued notifications: %w", err)
+		}
+	}
+	// The node an alert's firing was announced under (per-node incidents are keyed by it).
+	if _, err := s.ensureColumn(ctx, "alerts", "node", "TEXT"); err != nil {
+		return err
+	}
 	return nil
 }
 
+// ensureColumn adds a column to a table unless it has it (outside the numbered migrations, like
+// the outbox itself), reporting whether it was added.
+func (s *Store) ensureColumn(ctx context.Context, table, column, decl string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, table, column).Scan(&n); err != nil {
+		return false, fmt.Errorf("inspect %s: %w", table, err)
+	}
+	if n > 0 {
+		return false, nil
+	}
+	if _, err := s.db.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN `+column+` `+decl); err != nil {
+		return false, fmt.Errorf("add %s.%s: %w", table, column, err)
+	}
+	return true, nil
+}
+
+// OutboxDropped counts the pending notifications of one notifier that were removed from the
+// outbox without being delivered.
+type OutboxDropped struct {
+	// Superseded: a newer notification of the same incident tells the receiver the same or more
+	// (see compactOutbox).
+	Superseded int
+	// Overflow: the oldest pending notifications beyond the notifier's cap.
+	Overflow int
+}
+
 // SaveAlertAndEnqueue records an alert's new state and queues its notifications in one
-// transaction: both are stored or neither is.
-func (s *Store) SaveAlertAndEnqueue(ctx context.Context, a AlertState, items []OutboxItem) error {
+// transaction: both are stored or neither is. Queuing keeps the outbox bounded: each incident's
+// superseded pending notifications are removed (see compactOutbox) and, with maxPending > 0, a
+// notifier's oldest pending notifications beyond maxPending are dropped. It returns what was
+// removed, by notifier.
+func (s *Store) SaveAlertAndEnqueue(ctx context.Context, a AlertState, items []OutboxItem, maxPending int) (map[string]OutboxDropped, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("save alert %s: %w", a.Name, err)
+		return nil, fmt.Errorf("save alert %s: %w", a.Name, err)
 	}
 	defer tx.Rollback()
 	if err := saveAlert(ctx, tx, a); err != nil {
-		return err
+		return nil, err
 	}
+	dropped := map[string]OutboxDropped{}
 	for _, it := range items {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO alert_outbox (notifier, alert, payload, status, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			it.Notifier, it.Alert, it.Payload, OutboxPending, it.CreatedAt.UnixMilli(), it.CreatedAt.UnixMilli()); err != nil {
-			return fmt.Errorf("queue notification of %s for %s: %w", a.Name, it.Notifier, err)
+		var action any
+		if it.Action != "" {
+			action = it.Action
 		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO alert_outbox (notifier, alert, action, payload, status, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			it.Notifier, it.Alert, action, it.Payload, OutboxPending, it.CreatedAt.UnixMilli(), it.CreatedAt.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("queue notification of %s for %s: %w", a.Name, it.Notifier, err)
+		}
+		n, err := compactOutbox(ctx, tx, it.Notifier, it.Alert)
+		if err != nil {
+			return nil, err
+		}
+		d := dropped[it.Notifier]
+		d.Superseded += n
+		dropped[it.Notifier] = d
+	}
+	for name, d := range dropped {
+		n, err := capOutbox(ctx, tx, name, maxPending)
+		if err != nil {
+			return nil, err
+		}
+		d.Overflow += n
+		dropped[name] = d
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("save alert %s: %w", a.Name, err)
+		return nil, fmt.Errorf("save alert %s: %w", a.Name, err)
 	}
-	return nil
+	return dropped, nil
+}
+
+// CompactOutbox applies SaveAlertAndEnqueue's bounds to everything pending (an outbox an older
+// opsd filled while its receivers were down): it returns what was removed, by notifier.
+func (s *Store) CompactOutbox(ctx context.Context, maxPending int) (map[string]OutboxDropped, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("compact notifications: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT notifier, alert FROM alert_outbox WHERE status = ?`, OutboxPending)
+	if err != nil {
+		return nil, fmt.Errorf("compact notifications: %w", err)
+	}
+	var pairs [][2]string
+	for rows.Next() {
+		var p [2]string
+		if err := rows.Scan(&p[0], &p[1]); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("compact notifications: %w", err)
+		}
+		pairs = append(pairs, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("compact notifications: %w", err)
+	}
+	dropped := map[string]OutboxDropped{}
+	for _, p := range pairs {
+		n, err := compactOutbox(ctx, tx, p[0], p[1])
+		if err != nil {
+			return nil, err
+		}
+		d := dropped[p[0]]
+		d.Superseded += n
+		dropped[p[0]] = d
+	}
+	for name, d := range dropped {
+		n, err := capOutbox(ctx, tx, name, maxPending)
+		if err != nil {
+			return nil, err
+		}
+		d.Overflow += n
+		dropped[name] = d
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("compact notifications: %w", err)
+	}
+	return dropped, nil
+}
+
+// compactOutbox removes one incident's superseded pending notifications for one notifier and
+// returns how many. The receiver needs the incident's latest state, not every flap on the way:
+//   - when the newest pending notification is a trigger, every older one is superseded (a
+//     repeated trigger of one dedup key is idempotent at PagerDuty, and the newest carries the
+//     current message and firing time);
+//   - when it is a resolve, the oldest pending trigger is kept as well (it is the receiver's
+//     only record that the incident fired at all) and everything between is superseded.
+//
+// So at most two notifications per incident wait for a receiver, however often it flaps.
+// Rows whose action is unknown are left alone.
+func compactOutbox(ctx context.Context, tx *sql.Tx, notifier, alert string) (int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, action FROM alert_outbox WHERE status = ? AND notifier = ? AND alert = ? AND action IS NOT NULL ORDER BY id`,
+		OutboxPending, notifier, alert)
+	if err != nil {
+		return 0, fmt.Errorf("coalesce notifications of %s: %w", alert, err)
+	}
+	type row struct {
+		id     int64
+		action string
+	}
+	var list []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.action); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("coalesce notifications of %s: %w", alert, err)
+		}
+		list = append(list, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("coalesce notifications of %s: %w", alert, err)
+	}
+	if len(list) < 2 {
+		return 0, nil
+	}
+	newest := list[len(list)-1]
+	keepTrigger := int64(-1)
+	if newest.action == ActionResolve {
+		for _, r := range list {
+			if r.action == ActionTrigger {
+				keepTrigger = r.id
+				break
+			}
+		}
+	}
+	n := 0
+	for _, r := range list[:len(list)-1] {
+		if r.id == keepTrigger {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM alert_outbox WHERE id = ?`, r.id); err != nil {
+			return 0, fmt.Errorf("coalesce notifications of %s: %w", alert, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// capOutbox drops a notifier's oldest pending notifications beyond max (none when max <= 0)
+// and returns how many.
+func capOutbox(ctx context.Context, tx *sql.Tx, notifier string, max int) (int, error) {
+	if max <= 0 {
+		return 0, nil
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox WHERE status = ? AND notifier = ?
+		ORDER BY id DESC LIMIT -1 OFFSET ?)`, OutboxPending, notifier, max)
+	if err != nil {
+		return 0, fmt.Errorf("cap pending notifications of %s: %w", notifier, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("cap pending notifications of %s: %w", notifier, err)
+	}
+	return int(n), nil
 }
 
 // PendingOutbox returns every pending notification in the order it was queued (delivery order
@@ -84,12 +284,12 @@ func (s *Store) PendingOutbox(ctx context.Context) ([]OutboxItem, error) {
 }
 
 // outboxCols are the columns scanOutboxItem reads.
-const outboxCols = `id, notifier, alert, payload, status, attempts, created_at, next_attempt_at, COALESCE(last_error, '')`
+const outboxCols = `id, notifier, alert, COALESCE(action, ''), payload, status, attempts, created_at, next_attempt_at, COALESCE(last_error, '')`
 
 func scanOutboxItem(sc rowScanner) (OutboxItem, error) {
 	var it OutboxItem
 	var created, next int64
-	if err := sc.Scan(&it.ID, &it.Notifier, &it.Alert, &it.Payload, &it.Status, &it.Attempts, &created, &next, &it.LastError); err != nil {
+	if err := sc.Scan(&it.ID, &it.Notifier, &it.Alert, &it.Action, &it.Payload, &it.Status, &it.Attempts, &created, &next, &it.LastError); err != nil {
 		return OutboxItem{}, err
 	}
 	it.CreatedAt, it.NextAttemptAt = time.UnixMilli(created).UTC(), time.UnixMilli(next).UTC()

@@ -20,15 +20,16 @@ type SentryOptions struct {
 // Sentry reports job failures and alerts. The zero value and a Sentry built without a DSN are
 // no-ops. Every event passes through the redactor before it is sent.
 type Sentry struct {
-	hub   *sentry.Hub
-	node  string
-	alert *alertClient // synchronous delivery of alert notifications
+	hub    *sentry.Hub
+	node   string
+	alert  *alertClient // synchronous delivery of alert notifications
+	redact *Redactor
 }
 
 // NewSentry creates a Sentry client; with an empty DSN it returns a no-op.
 func NewSentry(o SentryOptions, r *Redactor) (*Sentry, error) {
 	if o.DSN == "" {
-		return &Sentry{node: o.Node}, nil
+		return &Sentry{node: o.Node, redact: r}, nil
 	}
 	rate := o.SampleRate
 	if rate == 0 {
@@ -53,7 +54,16 @@ func NewSentry(o SentryOptions, r *Redactor) (*Sentry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sentry{hub: sentry.NewHub(client, sentry.NewScope()), node: o.Node, alert: alert}, nil
+	return &Sentry{hub: sentry.NewHub(client, sentry.NewScope()), node: o.Node, alert: alert, redact: r}, nil
+}
+
+// Redactor returns the redactor every event passes through (nil for a nil Sentry), so other
+// channels that carry the same text (alert notifications) redact the same secrets.
+func (s *Sentry) Redactor() *Redactor {
+	if s == nil {
+		return nil
+	}
+	return s.redact
 }
 
 // Enabled reports whether events are sent.
