@@ -194,9 +194,23 @@ func (r *hashingReader) Read(p []byte) (int, error) {
 	r.h.Write(p[:n])
 	r.n += int64(n)
 	if r.progress != nil && n > 0 {
-		r.progress(r.n, r.total)
+		if perr := r.report(); perr != nil {
+			return n, perr
+		}
 	}
 	return n, err
+}
+
+// report calls the progress callback. A panic in it (a bug) is this read's error: the read may
+// run on a decoder's read-ahead goroutine, where no recover of opsd's would catch it.
+func (r *hashingReader) report() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = artifact.PanicError(p)
+		}
+	}()
+	r.progress(r.n, r.total)
+	return nil
 }
 
 func (r *hashingReader) count() int64 {

@@ -43,3 +43,29 @@ func TestImportVerifiedSurvivesAPanic(t *testing.T) {
 		t.Fatalf("without the panic: image %q, err %v", img, err)
 	}
 }
+
+// TestImportVerifiedSurvivesAPanicInProgress: a panic in the download's progress callback (a
+// bug), which the gzip decoder's read-ahead goroutine calls, fails the import with an error
+// wrapping artifact.ErrPanic and leaves no image behind, instead of crashing the daemon.
+func TestImportVerifiedSurvivesAPanicInProgress(t *testing.T) {
+	dc := dockertest.Client(t)
+	ctx := context.Background()
+	store, _ := local.New(t.TempDir())
+	name := dockertest.Unique("tenant_node-perf_") + "progress"
+	m := lostTenant(t, store, name)
+	ref := ImageRef(name, m)
+	t.Cleanup(func() { dc.RemoveImage(context.Background(), ref) })
+	calls := 0
+	img, err := ImportVerified(ctx, store, dc, m, nil, ref, func(done, total int64) {
+		// Past the first read (the gzip header, read by the caller): on the decoder's goroutine.
+		if calls++; calls > 1 {
+			panic("a bug in a progress bar")
+		}
+	}, nil)
+	if !errors.Is(err, artifact.ErrPanic) || !strings.Contains(err.Error(), "a bug in a progress bar") || img != "" {
+		t.Fatalf("image %q, err %v: want the panic as an error", img, err)
+	}
+	if imageExists(t, ref) {
+		t.Fatalf("image %s exists after the import failed", ref)
+	}
+}
