@@ -6,6 +6,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -199,13 +200,29 @@ func Total(ps []Phase) time.Duration {
 
 // ForEach calls fn(i) for i in [0, n) with at most limit calls at once and waits for them all.
 // Once ctx is done, calls not yet started get skip(i) instead, so every index is accounted for.
+// A panic in fn or skip (a bug) does not crash the daemon from a goroutine the Runner's recover
+// cannot reach: the other calls finish, then the first panic is raised again in the caller's
+// goroutine, where the Runner turns it into the run's failure.
 func ForEach(ctx context.Context, n, limit int, fn func(i int), skip func(i int)) {
 	sem := make(chan struct{}, max(limit, 1))
 	var wg sync.WaitGroup
+	var (
+		mu       sync.Mutex
+		panicked string
+	)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil {
+					mu.Lock()
+					if panicked == "" {
+						panicked = fmt.Sprintf("%v (item %d of %d)\n%s", p, i+1, n, debug.Stack())
+					}
+					mu.Unlock()
+				}
+			}()
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -219,4 +236,7 @@ func ForEach(ctx context.Context, n, limit int, fn func(i int), skip func(i int)
 		}()
 	}
 	wg.Wait()
+	if panicked != "" {
+		panic(panicked)
+	}
 }

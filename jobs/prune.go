@@ -268,9 +268,28 @@ func (p *Prune) Run(ctx context.Context) (Result, error) {
 		}
 		p = &run
 	}
+	// A tenant query whose rows name none of the stored targets (a query on the wrong column or
+	// table, ids of another format than tenant_from's) would make every tenant look gone, and
+	// the exports' manifests, whose tiers the same query gave, may carry its default for every
+	// tenant: the tenants' prefixes are left alone this run.
+	var tenantsErr error
+	if p.tenants != nil && p.tenants.src.Kind == "query" {
+		tenantsErr = p.tenantsMatchTargets(ctx)
+		if tenantsErr != nil {
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			plan.Errors = append(plan.Errors, tenantsErr.Error())
+		}
+	}
 	for _, rule := range p.cfg.Rules {
 		tm.Start("plan " + rule.Prefix)
 		rp := RulePlan{Prefix: rule.Prefix, Targets: []TargetPlan{}, Debris: []string{}, Foreign: []string{}, ForeignDelete: []string{}, sizes: map[string]int64{}}
+		if tenantsErr != nil && tenantRule(rule) {
+			rp.Skipped = "nothing pruned: " + tenantsErr.Error()
+			plan.Rules = append(plan.Rules, rp)
+			continue
+		}
 		// The rule's work runs under hctx: it ends when the hold stops keeping other hosts out
 		// (the coordination database's session was lost), so prune never deletes unguarded.
 		hctx, release, err := p.cfg.Locks.Guard(ctx, p.cfg.LockWait, rule.Prefix, true, "prune "+p.name)
@@ -565,6 +584,60 @@ func (p *Prune) opsdUpload(ctx context.Context, key string) (bool, string, error
 	}
 	marker := st.Metadata[storage.UploadMetaKey]
 	return marker != "", marker, nil
+}
+
+// tenantRule reports whether a rule's targets are tenants' (the orphan policy's targets).
+func tenantRule(rule PruneRule) bool { return !rule.Sets && rule.TierPolicy != "" }
+
+// errTenantFound stops tenantsMatchTargets' listing at the first target the record knows.
+var errTenantFound = errors.New("a target's tenant is in the record")
+
+// tenantsMatchTargets fails when the tenant record names none of the targets stored under the
+// tenants' prefixes (while at least one of them names a tenant): such a record cannot tell a
+// gone tenant from a live one. It lists until the first target the record knows, which in a
+// working setup is one of the first.
+func (p *Prune) tenantsMatchTargets(ctx context.Context) error {
+	checked := map[string]bool{}
+	var prefixes []string
+	for _, rule := range p.cfg.Rules {
+		if !tenantRule(rule) {
+			continue
+		}
+		prefixes = append(prefixes, rule.Prefix)
+		err := p.store.List(ctx, rule.Prefix, func(o storage.ObjectInfo) error {
+			if !artifact.IsManifest(o.Key) {
+				return nil
+			}
+			parts := strings.Split(strings.TrimPrefix(o.Key, rule.Prefix), "/")
+			if rule.Depth < 1 || len(parts) <= rule.Depth {
+				return nil
+			}
+			name := parts[rule.Depth-1]
+			if checked[name] {
+				return nil
+			}
+			exists, known := p.tenants.TenantExists(name)
+			if !known {
+				return nil
+			}
+			checked[name] = true
+			if exists {
+				return errTenantFound
+			}
+			return nil
+		})
+		if errors.Is(err, errTenantFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("check the tenant record against %s: %w", rule.Prefix, err)
+		}
+	}
+	if len(checked) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the tenant record (%s) has %d tenants but none of the %d tenants backed up under %s: a query that matches no target cannot tell a gone tenant from a live one, nor give their tiers (check its query and tenant_from %q)",
+		p.tenants.src, len(p.tenants.rows), len(checked), strings.Join(prefixes, ", "), p.tenants.src.TenantFrom)
 }
 
 // expiredOrphan says why a target is an expired orphan ("" when it is not): its tenant is gone

@@ -12,15 +12,15 @@ import (
 // containerRestore builds the run of an admin container restore: over the existing container,
 // or recreated from the archive and its spec when it does not exist here (a lost node's tenant).
 // Tests replace it to hold a restore open.
-var containerRestore = func(m *Main, keys *layout.Layout, containerID, key string) *restore.Run {
+var containerRestore = func(m *Main, keys *layout.Layout, containerID, key string, access restore.HostAccess) *restore.Run {
 	return restore.ContainerRun(m.state, m.docker, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Name: containerID, Key: key, Node: m.cfg().NodeID,
-		HostAccess: restore.HostAccess{BindRoots: m.cfg().BindRoots()}}, "api")
+		HostAccess: access}, "api")
 }
 
 // startRestore validates an admin restore request and starts the container restore through the
 // Runner; the id lets GET /api/admin/restores/{id} follow it and DELETE cancel it.
-func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode string) (int64, error) {
-	cfg := m.cfg()
+func (m *Main) startRestore(ctx context.Context, containerID string, o httpapi.ContainerRestoreRequest) (int64, error) {
+	cfg, key, targetNode := m.cfg(), o.RemotePath, o.TargetNodeID
 	keys, err := keyLayout(cfg)
 	if err != nil {
 		return 0, err
@@ -35,5 +35,6 @@ func (m *Main) startRestore(ctx context.Context, containerID, key, targetNode st
 	}
 	// One restore of a container at a time: a second would stop and rename the container the
 	// first is replacing.
-	return m.startRestoreRun(ctx, containerRestore(m, keys, containerID, key), release)
+	access := restore.HostAccess{BindRoots: append(cfg.BindRoots(), o.AllowBinds...), Allow: o.AllowHostAccess}
+	return m.startRestoreRun(ctx, containerRestore(m, keys, containerID, key, access), release)
 }

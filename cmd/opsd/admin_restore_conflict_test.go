@@ -33,7 +33,7 @@ func heldRestoreDaemon(t *testing.T, do func(ctx context.Context, t *restore.Tra
 	}
 	old := containerRestore
 	t.Cleanup(func() { containerRestore = old })
-	containerRestore = func(m *Main, _ *layout.Layout, containerID, key string) *restore.Run {
+	containerRestore = func(m *Main, _ *layout.Layout, containerID, key string, _ restore.HostAccess) *restore.Run {
 		return &restore.Run{Kind: restore.KindContainer, Target: containerID, Key: key, RequestedBy: "api", State: m.state, Do: do}
 	}
 	m, base := startDaemon(t, cfgPath)

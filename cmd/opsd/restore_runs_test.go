@@ -279,7 +279,7 @@ func TestAdminRestoreCancelKeepsTheOriginal(t *testing.T) {
 	stopped, release := make(chan struct{}), make(chan struct{})
 	old := containerRestore
 	t.Cleanup(func() { containerRestore = old })
-	containerRestore = func(m *Main, keys *layout.Layout, containerID, key string) *restore.Run {
+	containerRestore = func(m *Main, keys *layout.Layout, containerID, key string, _ restore.HostAccess) *restore.Run {
 		return restore.ContainerRun(m.state, m.docker, restore.ContainerOptions{Store: m.objStore(), Layout: keys, Name: containerID, Key: key, Node: "rrc",
 			AfterStop: func() error {
 				close(stopped)

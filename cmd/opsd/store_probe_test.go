@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,6 +71,70 @@ alerts:
 	}
 
 	proxy.Revive(t)
+	eventually(t, "/health ok again", time.Minute, func() bool {
+		body = health()
+		return strings.Contains(body, `"status":"ok"`) && !strings.Contains(body, `"store"`)
+	})
+}
+
+// TestLocalStoreRootGoneInHealth: the local store's root directory disappears under a running
+// daemon (an unmounted disk): /health turns degraded with a "store" problem, and ok again once the
+// directory is back. The probe asked for a key that never exists, and "not found" looked healthy
+// whether the root was there or not.
+func TestLocalStoreRootGoneInHealth(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "store")
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: probe
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local: {path: %s}
+alerts:
+  interval: 1s
+  rules: []
+jobs:
+  - {name: nightly, kind: noop, schedule: "0 3 * * *"}
+`, dir, root))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	base := "http://" + m.Addr().String()
+	health := func() string {
+		_, b := get(t, base+"/health")
+		return b
+	}
+	eventually(t, "/health ok at start", 30*time.Second, func() bool { return strings.Contains(health(), `"status":"ok"`) })
+
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	var body string
+	eventually(t, "/health degraded by the store", time.Minute, func() bool {
+		body = health()
+		return strings.Contains(body, `"status":"degraded"`) && strings.Contains(body, `"name":"store"`)
+	})
+	if !strings.Contains(body, "root directory is gone") {
+		t.Fatalf("/health does not say the store's directory is gone: %s", body)
+	}
+	if err := os.Mkdir(root, 0o750); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "/health ok again", time.Minute, func() bool {
 		body = health()
 		return strings.Contains(body, `"status":"ok"`) && !strings.Contains(body, `"store"`)

@@ -179,9 +179,17 @@ func upload(ctx context.Context, store storage.Store, key string, src io.Reader,
 	} // else the stored bytes are the raw bytes: hash them once
 	encodeErr := make(chan error, 1)
 	go func() {
-		err := encode(sink, io.TeeReader(src, raw), o)
-		pw.CloseWithError(err)
-		encodeErr <- err
+		var err error
+		// A panic in the encoder or the source (a bug) fails the upload instead of the daemon:
+		// the Runner's recover does not reach this goroutine.
+		defer func() {
+			if p := recover(); p != nil {
+				err = PanicError(p)
+			}
+			pw.CloseWithError(err)
+			encodeErr <- err
+		}()
+		err = encode(sink, io.TeeReader(src, raw), o)
 	}()
 	info, err := store.Put(ctx, key, pr, storage.PutOptions{Size: -1, Metadata: meta})
 	pr.CloseWithError(errUploadEnded) // unblocks the encoder when Put returned early

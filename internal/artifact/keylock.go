@@ -58,11 +58,15 @@ func NewKeyLocks(dir string) *KeyLocks {
 
 // Locking returns store with l attached: Store and Recover hold l's lock of every key they
 // write. It must be the outermost wrapper of the store they are given.
-func Locking(store storage.Store, l *KeyLocks) storage.Store { return lockingStore{store, l} }
+func Locking(store storage.Store, l *KeyLocks) storage.Store {
+	return lockingStore{Store: store, locks: l}
+}
 
 type lockingStore struct {
 	storage.Store
 	locks *KeyLocks
+	// held is a key whose lock the caller already holds (HoldKey): Store does not wait for it.
+	held string
 }
 
 // Unwrap returns the wrapped store.
@@ -74,10 +78,28 @@ func (s lockingStore) CopyMovesBytes() bool { return storage.CopyMovesBytes(s.St
 // lockKey takes the lock of key when store carries key locks.
 func lockKey(ctx context.Context, store storage.Store, key string) (func(), error) {
 	ls, ok := store.(lockingStore)
-	if !ok || ls.locks == nil {
+	if !ok || ls.locks == nil || ls.held == key {
 		return func() {}, nil
 	}
 	return ls.locks.Lock(ctx, key)
+}
+
+// HoldKey takes key's lock for a writer that must hold it before it starts producing the
+// artifact: a pg_dump that waits for the key holds its snapshot, and ACCESS SHARE on the tables it
+// locked, for as long as it waits. It waits as Store would (Hooks.Waiting and OnWait are called)
+// and returns the store to give Store for that key, which then does not wait for it again, and
+// the function that releases the lock. A store without key locks is returned as it is.
+func HoldKey(ctx context.Context, store storage.Store, key string) (storage.Store, func(), error) {
+	ls, ok := store.(lockingStore)
+	if !ok || ls.locks == nil {
+		return store, func() {}, nil
+	}
+	unlock, err := ls.locks.Lock(ctx, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	ls.held = key
+	return ls, unlock, nil
 }
 
 // Lock waits until key is free in this process and in the others using the same directory,

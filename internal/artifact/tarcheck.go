@@ -24,32 +24,52 @@ func NewTarVerifier(r io.Reader) *TarVerifier {
 	pr, pw := io.Pipe()
 	v := &TarVerifier{r: r, pw: pw, done: make(chan error, 1)}
 	go func() {
-		er := &eofReader{r: pr}
-		tr := tar.NewReader(er)
-		for {
-			_, err := tr.Next()
-			if err == io.EOF && er.eof {
-				// archive/tar also reports io.EOF when the stream stops at a header boundary
-				// or after one zero block: only two zero blocks followed by more of the stream
-				// (or its end, read later) are the end marker.
-				err = errNoEndMarker
-			}
-			if err == io.EOF {
-				io.Copy(io.Discard, pr) // padding after the end marker
-				v.done <- nil
-				return
-			}
-			// The entry's body is not read through tr: Next skips its stored bytes, while reading
-			// would expand a sparse entry's holes (a 3 KiB archive can declare 1 EiB of zeros).
-			if err != nil {
+		var err error
+		// A panic while parsing (a bug) fails the stream like a corrupt archive would, instead
+		// of taking the daemon down: the Runner's recover does not reach this goroutine.
+		defer func() {
+			if p := recover(); p != nil {
+				err = PanicError(p)
 				pr.CloseWithError(err)
-				v.done <- err
-				return
 			}
-			v.Entries++
-		}
+			v.done <- err
+		}()
+		err = v.parse(pr)
 	}()
 	return v
+}
+
+// testHookTarEntry, when set (by tests), is called with each entry parsed.
+var testHookTarEntry func(*tar.Header)
+
+// parse reads the archive's headers from pr until its end marker and the padding after it; on
+// an error it closes pr with it, so the writer side fails too.
+func (v *TarVerifier) parse(pr *io.PipeReader) error {
+	er := &eofReader{r: pr}
+	tr := tar.NewReader(er)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF && er.eof {
+			// archive/tar also reports io.EOF when the stream stops at a header boundary
+			// or after one zero block: only two zero blocks followed by more of the stream
+			// (or its end, read later) are the end marker.
+			err = errNoEndMarker
+		}
+		if err == io.EOF {
+			io.Copy(io.Discard, pr) // padding after the end marker
+			return nil
+		}
+		// The entry's body is not read through tr: Next skips its stored bytes, while reading
+		// would expand a sparse entry's holes (a 3 KiB archive can declare 1 EiB of zeros).
+		if err != nil {
+			pr.CloseWithError(err)
+			return err
+		}
+		if testHookTarEntry != nil {
+			testHookTarEntry(hdr)
+		}
+		v.Entries++
+	}
 }
 
 // Read implements io.Reader.
@@ -57,12 +77,17 @@ func (v *TarVerifier) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
 	if n > 0 {
 		if _, werr := v.pw.Write(p[:n]); werr != nil {
+			if errors.Is(werr, ErrPanic) {
+				return n, fmt.Errorf("verify tar stream: %w", werr)
+			}
 			return n, fmt.Errorf("not a valid tar stream: %w", werr)
 		}
 	}
 	if errors.Is(err, io.EOF) {
 		v.pw.Close()
-		if verr := <-v.done; verr != nil {
+		if verr := <-v.done; errors.Is(verr, ErrPanic) {
+			return n, fmt.Errorf("verify tar stream: %w", verr)
+		} else if verr != nil {
 			return n, fmt.Errorf("tar stream ended before the end of the archive: %w", verr)
 		}
 	} else if err != nil {

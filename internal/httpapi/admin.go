@@ -30,13 +30,37 @@ type AdminOptions struct {
 	// Restore starts a container restore and returns its id; errors wrap ErrForbidden (the key
 	// is not that container's), ErrNotFound, ErrBadRequest or ErrConflict (a restore of that
 	// container is already running).
-	Restore func(ctx context.Context, containerID, remotePath, targetNode string) (int64, error)
+	Restore func(ctx context.Context, containerID string, o ContainerRestoreRequest) (int64, error)
 	// NodeRestore starts restoring every container a (lost) node backed up onto this node and
 	// returns its id; errors wrap ErrNotFound or ErrBadRequest.
 	NodeRestore func(ctx context.Context, node string, o NodeRestoreRequest) (int64, error)
 	// CancelRestore cancels a running restore (it rolls back); errors wrap ErrNotFound or
 	// ErrConflict (it is not running here).
 	CancelRestore func(ctx context.Context, id int64) error
+}
+
+// ContainerRestoreRequest is the body of POST /api/admin/backups/{containerId}/restore.
+type ContainerRestoreRequest struct {
+	// RemotePath is the key of the backup to restore (required).
+	RemotePath string `json:"remotePath"`
+	// TargetNodeID, when set, must be this node.
+	TargetNodeID string `json:"targetNodeId"`
+	// AllowBinds and AllowHostAccess are the CLI's --allow-bind and --allow-host-access, for a
+	// container recreated from its captured spec (as in NodeRestoreRequest).
+	AllowBinds      []string `json:"allowBinds"`
+	AllowHostAccess bool     `json:"allowHostAccess"`
+}
+
+// decodeStrict decodes one JSON object of at most 64 KiB from r into v: unknown fields and data
+// after the object are errors. An empty body is io.EOF.
+func decodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r, 64<<10))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("data after the JSON object")
+	}
+	return err
 }
 
 // NodeRestoreRequest is the optional body of POST /api/admin/nodes/{node}/restore.
@@ -80,15 +104,18 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 		WriteJSON(w, http.StatusOK, o.Health(r.Context()))
 	}))
 	s.mux.HandleFunc("POST /api/admin/backups/{containerId}/restore", s.admin(func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			RemotePath   string `json:"remotePath"`
-			TargetNodeID string `json:"targetNodeId"`
+		var body ContainerRestoreRequest
+		// Unknown fields are refused: a misspelt "targetNodeId" or "allowBinds" would restore
+		// somewhere, or with an access, other than the one asked for.
+		err := decodeStrict(r.Body, &body)
+		if err == nil && body.RemotePath == "" {
+			err = errors.New(`"remotePath" is required`)
 		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil || body.RemotePath == "" {
-			WriteError(w, http.StatusBadRequest, `body must be {"remotePath": "...", "targetNodeId"?: "..."}`)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, `body must be {"remotePath": "...", "targetNodeId"?: "...", "allowBinds"?: [...], "allowHostAccess"?: bool}: `+err.Error())
 			return
 		}
-		id, err := o.Restore(r.Context(), r.PathValue("containerId"), body.RemotePath, body.TargetNodeID)
+		id, err := o.Restore(r.Context(), r.PathValue("containerId"), body)
 		switch {
 		case errors.Is(err, ErrForbidden):
 			WriteError(w, http.StatusForbidden, "Forbidden: remotePath is not a backup of "+r.PathValue("containerId"))
@@ -101,13 +128,7 @@ func (s *Server) EnableAdmin(o AdminOptions) {
 	s.mux.HandleFunc("POST /api/admin/nodes/{node}/restore", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		var body NodeRestoreRequest
 		// Unknown fields are refused: a misspelt "only" or "exclude" would widen the restore.
-		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&body)
-		if err == nil && dec.Decode(&struct{}{}) != io.EOF {
-			err = errors.New("data after the JSON object")
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
+		if err := decodeStrict(r.Body, &body); err != nil && !errors.Is(err, io.EOF) {
 			WriteError(w, http.StatusBadRequest, `body must be empty or {"parallel"?: N, "startParallel"?: N, "only"?: [...], "exclude"?: [...], "allowBinds"?: [...], "allowHostAccess"?: bool}: `+err.Error())
 			return
 		}

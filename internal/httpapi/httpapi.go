@@ -62,11 +62,30 @@ type Server struct {
 	mux  *http.ServeMux
 	srv  *http.Server
 	ln   net.Listener
+
+	// Connection bounds (tests shorten them): a client that never finishes its headers, trickles
+	// its body, or sits idle between requests is disconnected instead of holding a connection
+	// and its goroutine forever. There is no write timeout: nothing served here is slow to write
+	// (restores run in the background and answer 202), and one would cut a slow /metrics scrape
+	// of a large fleet for no gain.
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
+	idleTimeout       time.Duration
 }
+
+// Default connection bounds of the HTTP server. The request bodies served here are small JSON
+// objects (at most 64 KiB), so a minute to send headers and body is generous. Go clears the read
+// deadline once the body is read, so a slow handler's context is not cancelled by it.
+const (
+	defaultReadHeaderTimeout = 10 * time.Second
+	defaultReadTimeout       = time.Minute
+	defaultIdleTimeout       = 2 * time.Minute
+)
 
 // New builds the server and its routes.
 func New(o Options) *Server {
-	s := &Server{opts: o, mux: http.NewServeMux()}
+	s := &Server{opts: o, mux: http.NewServeMux(),
+		readHeaderTimeout: defaultReadHeaderTimeout, readTimeout: defaultReadTimeout, idleTimeout: defaultIdleTimeout}
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /health/ready", s.ready)
 	s.mux.Handle("GET /metrics", metrics.Handler(o.Gatherer))
@@ -93,7 +112,7 @@ func (s *Server) Listen(addr string) (net.Addr, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: s.readHeaderTimeout, ReadTimeout: s.readTimeout, IdleTimeout: s.idleTimeout}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.opts.Log.Error().Err(err).Msg("http server stopped")

@@ -47,6 +47,14 @@ func (b Backup) Run(ctx context.Context) (artifact.Manifest, error) {
 			b.Phase(n)
 		}
 	}
+	// The key's lock first (another opsd on the host, the nightly or a CLI run, may be writing
+	// it): waiting with the snapshot exported and pg_dump started would keep the snapshot, and
+	// the tables pg_dump locked, held on the server for the whole wait.
+	store, unlock, err := artifact.HoldKey(ctx, b.Store, b.Key)
+	if err != nil {
+		return artifact.Manifest{}, fmt.Errorf("store %s: %w (nothing published)", b.Key, err)
+	}
+	defer unlock()
 	phase("snapshot")
 	conn, err := b.DSN.Connect(ctx)
 	if err != nil {
@@ -111,7 +119,7 @@ func (b Backup) Run(ctx context.Context) (artifact.Manifest, error) {
 	if created.IsZero() {
 		created = time.Now()
 	}
-	m, err := artifact.Store(ctx, b.Store, stream, b.Options, artifact.Manifest{
+	m, err := artifact.Store(ctx, store, stream, b.Options, artifact.Manifest{
 		Key: b.Key, Kind: "postgres", Target: b.DSN.Database(), Source: b.DSN.String(), Node: b.Node, CreatedAt: created.UTC(), Note: b.Note,
 		Postgres: &artifact.PostgresInfo{Database: b.DSN.Database(), ServerVersion: info.Version, ServerVersionNum: info.VersionNum,
 			DumpVersion: dumpVersion, Format: "custom", DatabaseSize: info.DatabaseSize, Tables: tables},

@@ -65,7 +65,7 @@ func ImportVerified(ctx context.Context, store storage.Store, e ImageImporter, m
 	pr, pw := io.Pipe()
 	fed := make(chan error, 1)
 	go func() {
-		err := feed(pw, tv, hr, m, phase)
+		err := safeFeed(pw, tv, hr, m, phase)
 		fed <- err // before the engine can see the stream end, so a cut stream's cause is known
 		if err != nil {
 			pw.CloseWithError(err)
@@ -153,6 +153,18 @@ func feed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.M
 	return nil
 }
 
+// safeFeed is feed with a panic (a bug, here or in a callback) turned into an error wrapping
+// artifact.ErrPanic: the import then fails and its image is removed, instead of the panic
+// crashing the daemon (the Runner's recover does not reach this goroutine).
+func safeFeed(w io.Writer, tv *artifact.TarVerifier, hr *hashingReader, m artifact.Manifest, phase func(string)) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("import %s: %w", m.Key, artifact.PanicError(p))
+		}
+	}()
+	return feed(w, tv, hr, m, phase)
+}
+
 // checkRest reads the rest of the stored object (not decoding it) and compares its size and
 // SHA-256 with the manifest.
 func checkRest(hr *hashingReader, m artifact.Manifest) error {
@@ -182,9 +194,23 @@ func (r *hashingReader) Read(p []byte) (int, error) {
 	r.h.Write(p[:n])
 	r.n += int64(n)
 	if r.progress != nil && n > 0 {
-		r.progress(r.n, r.total)
+		if perr := r.report(); perr != nil {
+			return n, perr
+		}
 	}
 	return n, err
+}
+
+// report calls the progress callback. A panic in it (a bug) is this read's error: the read may
+// run on a decoder's read-ahead goroutine, where no recover of opsd's would catch it.
+func (r *hashingReader) report() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = artifact.PanicError(p)
+		}
+	}()
+	r.progress(r.n, r.total)
+	return nil
 }
 
 func (r *hashingReader) count() int64 {

@@ -20,12 +20,18 @@ import (
 
 const tmpPrefix = ".opsd-upload-"
 
+// ErrRootGone is the error of every operation once the store's root directory is gone (an
+// unmounted disk, a removed directory): the store never recreates it, which would put backups on
+// whatever disk holds its parent and make every stored backup look deleted.
+var ErrRootGone = errors.New("the local store's root directory is gone (unmounted or removed)")
+
 // Store is a filesystem object store.
 type Store struct {
 	root string
 }
 
-// New returns a store rooted at dir, creating it.
+// New returns a store rooted at dir, creating it. Once created, the root is never created again:
+// when it disappears every operation fails with ErrRootGone (so does storage.Probe).
 func New(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -41,6 +47,27 @@ func New(dir string) (*Store, error) {
 func (s *Store) Root() string { return s.root }
 
 func (s *Store) String() string { return "file://" + s.root }
+
+// rootErr is nil while the root is a directory, else an error wrapping ErrRootGone.
+func (s *Store) rootErr() error {
+	st, err := os.Stat(s.root)
+	if err == nil && !st.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w: %v", s.root, ErrRootGone, err)
+	}
+	return nil
+}
+
+// notFound is the error of an object that does not exist: ErrNotFound while the root is there,
+// the root's error when it is gone (an empty answer would say every backup was deleted).
+func (s *Store) notFound(op, key string) error {
+	if err := s.rootErr(); err != nil {
+		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, key, storage.ErrNotFound)
+}
 
 func (s *Store) path(key string) (string, error) {
 	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
@@ -71,6 +98,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, _ storage.PutOptions) (storage.ObjectInfo, error) {
 	p, err := s.path(key)
 	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := s.rootErr(); err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
@@ -125,7 +155,7 @@ func (s *Store) Copy(ctx context.Context, src, dst string) (storage.ObjectInfo, 
 		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
 	if _, err := os.Stat(sp); errors.Is(err, fs.ErrNotExist) {
-		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, storage.ErrNotFound)
+		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, s.notFound("stat", src))
 	}
 	if err := os.MkdirAll(filepath.Dir(dp), 0o750); err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("copy %s to %s: %w", src, dst, err)
@@ -165,7 +195,7 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Obj
 	}
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+		return nil, storage.ObjectInfo{}, s.notFound("get", key)
 	}
 	if err != nil {
 		return nil, storage.ObjectInfo{}, fmt.Errorf("get %s: %w", key, err)
@@ -186,7 +216,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 	}
 	st, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && st.IsDir()) {
-		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
+		return storage.ObjectInfo{}, s.notFound("stat", key)
 	}
 	if err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
@@ -196,6 +226,9 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 
 // List walks the directory tree under the prefix in key order.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if err := s.rootErr(); err != nil {
+		return fmt.Errorf("list %s: %w", prefix, err)
+	}
 	var keys []storage.ObjectInfo
 	err := filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -243,7 +276,11 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(p); errors.Is(err, fs.ErrNotExist) {
+		if err := s.rootErr(); err != nil {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
+	} else if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	for dir := filepath.Dir(p); dir != s.root && strings.HasPrefix(dir, s.root); dir = filepath.Dir(dir) {
