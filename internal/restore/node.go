@@ -48,7 +48,7 @@ func (h HostAccess) check(key string, spec docker.Spec) ([]string, error) {
 		return nil, nil
 	}
 	if !h.Allow {
-		return nil, fmt.Errorf("%s: the captured spec of %s asks for host access: %s; refused, nothing created (the spec comes from the bucket: check it, then allow bind sources with --allow-bind DIR or everything with --allow-host-access)",
+		return nil, fmt.Errorf("%s: the captured spec of %s asks for host access: %s; refused, nothing created (the spec comes from the bucket: check it, then allow bind sources with --allow-bind DIR, allowBinds in the admin API, or everything with --allow-host-access, allowHostAccess)",
 			key, spec.Name, strings.Join(access, ", "))
 	}
 	notes := make([]string, len(access))
