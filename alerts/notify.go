@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry"
@@ -359,7 +360,7 @@ func (d *Dispatcher) deliverTo(ctx context.Context, name string, items []state.O
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := n.Notify(actx, e)
+		err := notify(actx, n, e)
 		cancel()
 		if ctx.Err() != nil {
 			return // shutting down: the row stays pending as it was
@@ -542,6 +543,17 @@ func (Webhook) Name() string { return "webhook" }
 // Notify sends the event.
 func (w Webhook) Notify(ctx context.Context, e Event) error {
 	return postJSON(ctx, w.Client, w.URL, w.Token, redactEvent(e, w.Redactor))
+}
+
+// notify calls the notifier, turning a panic in it (a bug in opsd) into a failed attempt: the
+// notification is retried and given up as any other, and the daemon keeps running.
+func notify(ctx context.Context, n Notifier, e Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = artifact.PanicError(p)
+		}
+	}()
+	return n.Notify(ctx, e)
 }
 
 // urlPassword matches the password of a URL's user info (a DSN such as
