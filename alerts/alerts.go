@@ -193,7 +193,12 @@ func severity(s Spec) string {
 	if s.Severity != "" {
 		return s.Severity
 	}
-	if strings.HasPrefix(s.Rule.Name(), "sev1-") {
+	return defaultSeverity(s.Rule.Name())
+}
+
+// defaultSeverity is an alert's severity when its rule sets none: critical for sev1-* names.
+func defaultSeverity(name string) string {
+	if strings.HasPrefix(name, "sev1-") {
 		return "critical"
 	}
 	return "error"
@@ -229,7 +234,7 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		e.savedAt = map[string]time.Time{}
 	}
 	stored := e.stored
-	wrote := false
+	wrote := e.retireRemoved(ctx, now, specs, stored)
 	for _, s := range specs {
 		name := s.Rule.Name()
 		if !changed && e.unchanged(s, now) {
@@ -240,6 +245,8 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		cancel()
 		st := stored[name]
 		st.Name = name
+		perNode := s.PerNode
+		st.PerNode = &perNode // kept with the state: the incident's key once the rule is gone
 		status := Status{Name: name, Firing: st.Firing, Message: st.Message, Value: st.Value, Threshold: st.Threshold, Since: st.FiredAt}
 		if err != nil {
 			// An evaluation error changes nothing: a broken data source neither fires nor resolves.
@@ -360,7 +367,89 @@ func (e *Evaluator) unchanged(s Spec, now time.Time) bool {
 // time of evaluation.
 func sameState(a, b state.AlertState) bool {
 	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
-	return a.Firing == b.Firing && a.Node == b.Node && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+	eqBool := func(x, y *bool) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	return a.Firing == b.Firing && a.Node == b.Node && eqBool(a.PerNode, b.PerNode) && a.Threshold == b.Threshold &&
+		eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+}
+
+// retireRemoved forgets every stored alert whose rule is no longer configured (a reload or a
+// restart without it) and reports whether it wrote to the state database. Nothing evaluates
+// such an alert again, so one still firing would stay open at the receivers forever: its
+// resolution ("the alert rule was removed from the config") is queued in the same transaction
+// that deletes its state row, under the key its firing was announced with (a per-node alert's
+// node is the one stored with it). A removed rule that was not firing only loses its row.
+func (e *Evaluator) retireRemoved(ctx context.Context, now time.Time, specs []Spec, stored map[string]state.AlertState) bool {
+	configured := make(map[string]bool, len(specs))
+	for _, s := range specs {
+		configured[s.Rule.Name()] = true
+	}
+	wrote := false
+	for name, st := range stored {
+		if configured[name] {
+			continue
+		}
+		wrote = true
+		var err error
+		var events []Event
+		if st.Firing {
+			events = e.removedEvents(ctx, now, st)
+		}
+		if len(events) > 0 && e.Notify != nil {
+			err = e.Notify.EnqueueRemoval(ctx, name, events...)
+		} else {
+			err = e.State.DeleteAlert(ctx, name)
+		}
+		if err != nil {
+			// Kept: the next evaluation tries again.
+			e.Log.Error().Err(err).Str("alert", name).Msg("cannot retire the state of an alert removed from the config")
+			continue
+		}
+		delete(stored, name)
+		delete(e.savedAt, name)
+		e.Metrics.AlertFiring.DeleteLabelValues(name)
+		e.Metrics.AlertValue.DeleteLabelValues(name)
+		e.Metrics.AlertThreshold.DeleteLabelValues(name)
+		if len(events) == 0 {
+			e.Log.Info().Str("alert", name).Msg("alert rule removed from the config: its state is forgotten")
+			continue
+		}
+		for _, ev := range events {
+			e.Log.Warn().Str("alert", name).Str("node", ev.Node).Str("alert_message", ev.Message).Msg("alert resolved")
+		}
+		if e.Notify != nil {
+			e.Notify.Wake()
+		}
+	}
+	return wrote
+}
+
+// removedEvents returns the resolution of a firing alert whose rule was removed from the
+// config, keyed as its firing was: under the node stored with it, per node when its rule was.
+// For a row an older opsd saved (its scope unknown) the scope is its newest trigger's in the
+// outbox, or, when the outbox no longer has one, both keys are resolved (a resolve of a key
+// with no open incident changes nothing at PagerDuty).
+func (e *Evaluator) removedEvents(ctx context.Context, now time.Time, st state.AlertState) []Event {
+	node := st.Node
+	if node == "" {
+		node = e.Node
+	}
+	ev := Event{Alert: st.Name, Message: "the alert rule was removed from the config (it was firing: " + st.Message + ")",
+		Severity: defaultSeverity(st.Name), Value: st.Value, Threshold: st.Threshold, At: now, Node: node}
+	switch {
+	case st.PerNode != nil:
+		ev.PerNode = *st.PerNode
+	case node == "":
+	default:
+		it, err := e.State.LastTrigger(ctx, st.Name, st.Name+":"+node)
+		if err == nil {
+			ev.PerNode = it.Alert != st.Name
+			break
+		}
+		perNode := ev
+		perNode.PerNode = true
+		return []Event{ev, perNode}
+	}
+	return []Event{ev}
 }
 
 // stateToken identifies the state database's committed content: the WAL index header (its
