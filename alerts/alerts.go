@@ -245,6 +245,12 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		cancel()
 		st := stored[name]
 		st.Name = name
+		// Whether the incident its firing opened is keyed by node: as the rule said then (a
+		// reload may have changed its kind since), or says now for a row saved before it was kept.
+		firedPerNode := s.PerNode
+		if st.PerNode != nil {
+			firedPerNode = *st.PerNode
+		}
 		perNode := s.PerNode
 		st.PerNode = &perNode // kept with the state: the incident's key once the rule is gone
 		status := Status{Name: name, Firing: st.Firing, Message: st.Message, Value: st.Value, Threshold: st.Threshold, Since: st.FiredAt}
@@ -265,10 +271,12 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			firedNode = e.Node
 		}
 		var transitions []Event
-		event := func(firing bool, msg, node string) {
+		event := func(firing bool, msg, node string, perNode bool) {
 			transitions = append(transitions, Event{Alert: name, Firing: firing, Message: msg, Severity: severity(s), Value: ev.Value,
-				Threshold: ev.Threshold, At: now, Node: node, PerNode: s.PerNode})
+				Threshold: ev.Threshold, At: now, Node: node, PerNode: perNode})
 		}
+		fired := Event{Alert: name, Node: firedNode, PerNode: firedPerNode} // the incident its firing opened
+		current := Event{Alert: name, Node: e.Node, PerNode: s.PerNode}     // the incident it fires as now
 		switch {
 		case ev.Firing && !st.Firing:
 			if st.PendingSince == nil {
@@ -278,22 +286,27 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			if now.Sub(*st.PendingSince) >= s.For {
 				t := now
 				st.Firing, st.FiredAt, st.Message, st.PendingSince, st.Node = true, &t, ev.Message, nil, e.Node
-				event(true, ev.Message, e.Node)
+				event(true, ev.Message, e.Node, s.PerNode)
 			}
 		case ev.Firing && st.Firing:
 			st.Message = ev.Message
-			if s.PerNode && firedNode != e.Node {
-				// node_id changed while this node's alert fired: its incident, keyed by the old
-				// node, is resolved and the firing continues as the new node's incident (else
-				// the old one stays open forever: nothing would ever resolve it).
-				event(false, fmt.Sprintf("node_id changed from %s to %s: the alert continues as %s's incident", firedNode, e.Node, e.Node), firedNode)
-				event(true, ev.Message, e.Node)
+			if fired.key() != current.key() {
+				// node_id changed while this node's alert fired, or a reload made the rule's
+				// scope another (its kind changed, e.g. sql to system): the incident its firing
+				// opened is resolved and the firing continues as the new key's incident (else the
+				// old one stays open forever: nothing would ever resolve it).
+				why := fmt.Sprintf("node_id changed from %s to %s: the alert continues as %s's incident", firedNode, e.Node, e.Node)
+				if firedPerNode != s.PerNode {
+					why = "the rule's scope changed in the config (" + scopeName(firedPerNode) + " to " + scopeName(s.PerNode) + "): the alert continues as " + current.key()
+				}
+				event(false, why, firedNode, firedPerNode)
+				event(true, ev.Message, e.Node, s.PerNode)
 			}
 			st.Node = e.Node
 		case !ev.Firing && st.Firing:
 			t := now
 			st.Firing, st.ResolvedAt, st.PendingSince = false, &t, nil
-			event(false, ev.Message, firedNode) // resolves the incident its firing opened
+			event(false, ev.Message, firedNode, firedPerNode) // resolves the incident its firing opened
 			st.Message = ev.Message
 		default:
 			st.PendingSince = nil
@@ -370,6 +383,14 @@ func sameState(a, b state.AlertState) bool {
 	eqBool := func(x, y *bool) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
 	return a.Firing == b.Firing && a.Node == b.Node && eqBool(a.PerNode, b.PerNode) && a.Threshold == b.Threshold &&
 		eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+}
+
+// scopeName names an alert's scope in messages.
+func scopeName(perNode bool) string {
+	if perNode {
+		return "per node"
+	}
+	return "platform-wide"
 }
 
 // retireRemoved forgets every stored alert whose rule is no longer configured (a reload or a
