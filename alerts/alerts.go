@@ -193,7 +193,12 @@ func severity(s Spec) string {
 	if s.Severity != "" {
 		return s.Severity
 	}
-	if strings.HasPrefix(s.Rule.Name(), "sev1-") {
+	return defaultSeverity(s.Rule.Name())
+}
+
+// defaultSeverity is an alert's severity when its rule sets none: critical for sev1-* names.
+func defaultSeverity(name string) string {
+	if strings.HasPrefix(name, "sev1-") {
 		return "critical"
 	}
 	return "error"
@@ -229,7 +234,7 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		e.savedAt = map[string]time.Time{}
 	}
 	stored := e.stored
-	wrote := false
+	wrote := e.retireRemoved(ctx, now, specs, stored)
 	for _, s := range specs {
 		name := s.Rule.Name()
 		if !changed && e.unchanged(s, now) {
@@ -240,6 +245,14 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 		cancel()
 		st := stored[name]
 		st.Name = name
+		// Whether the incident its firing opened is keyed by node: as the rule said then (a
+		// reload may have changed its kind since), or says now for a row saved before it was kept.
+		firedPerNode := s.PerNode
+		if st.PerNode != nil {
+			firedPerNode = *st.PerNode
+		}
+		perNode := s.PerNode
+		st.PerNode = &perNode // kept with the state: the incident's key once the rule is gone
 		status := Status{Name: name, Firing: st.Firing, Message: st.Message, Value: st.Value, Threshold: st.Threshold, Since: st.FiredAt}
 		if err != nil {
 			// An evaluation error changes nothing: a broken data source neither fires nor resolves.
@@ -258,10 +271,12 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			firedNode = e.Node
 		}
 		var transitions []Event
-		event := func(firing bool, msg, node string) {
+		event := func(firing bool, msg, node string, perNode bool) {
 			transitions = append(transitions, Event{Alert: name, Firing: firing, Message: msg, Severity: severity(s), Value: ev.Value,
-				Threshold: ev.Threshold, At: now, Node: node, PerNode: s.PerNode})
+				Threshold: ev.Threshold, At: now, Node: node, PerNode: perNode})
 		}
+		fired := Event{Alert: name, Node: firedNode, PerNode: firedPerNode} // the incident its firing opened
+		current := Event{Alert: name, Node: e.Node, PerNode: s.PerNode}     // the incident it fires as now
 		switch {
 		case ev.Firing && !st.Firing:
 			if st.PendingSince == nil {
@@ -271,22 +286,27 @@ func (e *Evaluator) EvaluateOnce(ctx context.Context, now time.Time) {
 			if now.Sub(*st.PendingSince) >= s.For {
 				t := now
 				st.Firing, st.FiredAt, st.Message, st.PendingSince, st.Node = true, &t, ev.Message, nil, e.Node
-				event(true, ev.Message, e.Node)
+				event(true, ev.Message, e.Node, s.PerNode)
 			}
 		case ev.Firing && st.Firing:
 			st.Message = ev.Message
-			if s.PerNode && firedNode != e.Node {
-				// node_id changed while this node's alert fired: its incident, keyed by the old
-				// node, is resolved and the firing continues as the new node's incident (else
-				// the old one stays open forever: nothing would ever resolve it).
-				event(false, fmt.Sprintf("node_id changed from %s to %s: the alert continues as %s's incident", firedNode, e.Node, e.Node), firedNode)
-				event(true, ev.Message, e.Node)
+			if fired.key() != current.key() {
+				// node_id changed while this node's alert fired, or a reload made the rule's
+				// scope another (its kind changed, e.g. sql to system): the incident its firing
+				// opened is resolved and the firing continues as the new key's incident (else the
+				// old one stays open forever: nothing would ever resolve it).
+				why := fmt.Sprintf("node_id changed from %s to %s: the alert continues as %s's incident", firedNode, e.Node, e.Node)
+				if firedPerNode != s.PerNode {
+					why = "the rule's scope changed in the config (" + scopeName(firedPerNode) + " to " + scopeName(s.PerNode) + "): the alert continues as " + current.key()
+				}
+				event(false, why, firedNode, firedPerNode)
+				event(true, ev.Message, e.Node, s.PerNode)
 			}
 			st.Node = e.Node
 		case !ev.Firing && st.Firing:
 			t := now
 			st.Firing, st.ResolvedAt, st.PendingSince = false, &t, nil
-			event(false, ev.Message, firedNode) // resolves the incident its firing opened
+			event(false, ev.Message, firedNode, firedPerNode) // resolves the incident its firing opened
 			st.Message = ev.Message
 		default:
 			st.PendingSince = nil
@@ -360,7 +380,97 @@ func (e *Evaluator) unchanged(s Spec, now time.Time) bool {
 // time of evaluation.
 func sameState(a, b state.AlertState) bool {
 	eq := func(x, y *time.Time) bool { return (x == nil) == (y == nil) && (x == nil || x.Equal(*y)) }
-	return a.Firing == b.Firing && a.Node == b.Node && a.Threshold == b.Threshold && eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+	eqBool := func(x, y *bool) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	return a.Firing == b.Firing && a.Node == b.Node && eqBool(a.PerNode, b.PerNode) && a.Threshold == b.Threshold &&
+		eq(a.PendingSince, b.PendingSince) && eq(a.FiredAt, b.FiredAt) && eq(a.ResolvedAt, b.ResolvedAt)
+}
+
+// scopeName names an alert's scope in messages.
+func scopeName(perNode bool) string {
+	if perNode {
+		return "per node"
+	}
+	return "platform-wide"
+}
+
+// retireRemoved forgets every stored alert whose rule is no longer configured (a reload or a
+// restart without it) and reports whether it wrote to the state database. Nothing evaluates
+// such an alert again, so one still firing would stay open at the receivers forever: its
+// resolution ("the alert rule was removed from the config") is queued in the same transaction
+// that deletes its state row, under the key its firing was announced with (a per-node alert's
+// node is the one stored with it). A removed rule that was not firing only loses its row.
+func (e *Evaluator) retireRemoved(ctx context.Context, now time.Time, specs []Spec, stored map[string]state.AlertState) bool {
+	configured := make(map[string]bool, len(specs))
+	for _, s := range specs {
+		configured[s.Rule.Name()] = true
+	}
+	wrote := false
+	for name, st := range stored {
+		if configured[name] {
+			continue
+		}
+		wrote = true
+		var err error
+		var events []Event
+		if st.Firing {
+			events = e.removedEvents(ctx, now, st)
+		}
+		if len(events) > 0 && e.Notify != nil {
+			err = e.Notify.EnqueueRemoval(ctx, name, events...)
+		} else {
+			err = e.State.DeleteAlert(ctx, name)
+		}
+		if err != nil {
+			// Kept: the next evaluation tries again.
+			e.Log.Error().Err(err).Str("alert", name).Msg("cannot retire the state of an alert removed from the config")
+			continue
+		}
+		delete(stored, name)
+		delete(e.savedAt, name)
+		e.Metrics.AlertFiring.DeleteLabelValues(name)
+		e.Metrics.AlertValue.DeleteLabelValues(name)
+		e.Metrics.AlertThreshold.DeleteLabelValues(name)
+		if len(events) == 0 {
+			e.Log.Info().Str("alert", name).Msg("alert rule removed from the config: its state is forgotten")
+			continue
+		}
+		for _, ev := range events {
+			e.Log.Warn().Str("alert", name).Str("node", ev.Node).Str("alert_message", ev.Message).Msg("alert resolved")
+		}
+		if e.Notify != nil {
+			e.Notify.Wake()
+		}
+	}
+	return wrote
+}
+
+// removedEvents returns the resolution of a firing alert whose rule was removed from the
+// config, keyed as its firing was: under the node stored with it, per node when its rule was.
+// For a row an older opsd saved (its scope unknown) the scope is its newest trigger's in the
+// outbox, or, when the outbox no longer has one, both keys are resolved (a resolve of a key
+// with no open incident changes nothing at PagerDuty).
+func (e *Evaluator) removedEvents(ctx context.Context, now time.Time, st state.AlertState) []Event {
+	node := st.Node
+	if node == "" {
+		node = e.Node
+	}
+	ev := Event{Alert: st.Name, Message: "the alert rule was removed from the config (it was firing: " + st.Message + ")",
+		Severity: defaultSeverity(st.Name), Value: st.Value, Threshold: st.Threshold, At: now, Node: node}
+	switch {
+	case st.PerNode != nil:
+		ev.PerNode = *st.PerNode
+	case node == "":
+	default:
+		it, err := e.State.LastTrigger(ctx, st.Name, st.Name+":"+node)
+		if err == nil {
+			ev.PerNode = it.Alert != st.Name
+			break
+		}
+		perNode := ev
+		perNode.PerNode = true
+		return []Event{ev, perNode}
+	}
+	return []Event{ev}
 }
 
 // stateToken identifies the state database's committed content: the WAL index header (its

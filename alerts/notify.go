@@ -131,13 +131,9 @@ func (d *Dispatcher) outboxCap() int {
 // (see state.SaveAlertAndEnqueue: superseded notifications of the same incident are coalesced and
 // each receiver's outbox is capped), and counts what that removed.
 func (d *Dispatcher) Enqueue(ctx context.Context, st state.AlertState, events ...Event) error {
-	var items []state.OutboxItem
-	for _, e := range events {
-		it, err := d.Items(e)
-		if err != nil {
-			return err
-		}
-		items = append(items, it...)
+	items, err := d.itemsOf(events)
+	if err != nil {
+		return err
 	}
 	dropped, err := d.state.SaveAlertAndEnqueue(ctx, st, items, d.outboxCap())
 	if err != nil {
@@ -145,6 +141,34 @@ func (d *Dispatcher) Enqueue(ctx context.Context, st state.AlertState, events ..
 	}
 	d.noteDropped(dropped)
 	return nil
+}
+
+// EnqueueRemoval deletes the state of an alert whose rule was removed from the config and
+// queues the notifications its events owe (its incident's resolution), in one transaction,
+// bounded like Enqueue.
+func (d *Dispatcher) EnqueueRemoval(ctx context.Context, name string, events ...Event) error {
+	items, err := d.itemsOf(events)
+	if err != nil {
+		return err
+	}
+	dropped, err := d.state.DeleteAlertAndEnqueue(ctx, name, items, d.outboxCap())
+	if err != nil {
+		return err
+	}
+	d.noteDropped(dropped)
+	return nil
+}
+
+func (d *Dispatcher) itemsOf(events []Event) ([]state.OutboxItem, error) {
+	var items []state.OutboxItem
+	for _, e := range events {
+		it, err := d.Items(e)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it...)
+	}
+	return items, nil
 }
 
 // noteDropped counts notifications removed from the outbox and warns once per notifier and

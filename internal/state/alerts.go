@@ -21,6 +21,10 @@ type AlertState struct {
 	// Node is the node_id the current (or last) firing was announced under: a per-node alert's
 	// incident at the receivers is keyed by it, so its resolution must name the same node.
 	Node string `json:"node,omitempty"`
+	// PerNode is whether the alert's incident is keyed by Node at the receivers (its rule is
+	// about this node), as its rule said when the state was last saved; nil for a row an older
+	// opsd saved. It lets the incident be resolved under its key once the rule is gone.
+	PerNode *bool `json:"perNode,omitempty"`
 }
 
 // SaveAlert records an alert's state.
@@ -35,25 +39,40 @@ func saveAlert(ctx context.Context, db execer, a AlertState) error {
 		}
 		return ms(*t)
 	}
-	var node any
+	var node, perNode any
 	if a.Node != "" {
 		node = a.Node
 	}
-	_, err := db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at, node)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	if a.PerNode != nil {
+		perNode = *a.PerNode
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO alerts (name, firing, pending_since, fired_at, resolved_at, value, threshold, message, updated_at, node, per_node)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET firing=excluded.firing, pending_since=excluded.pending_since, fired_at=excluded.fired_at,
 			resolved_at=excluded.resolved_at, value=excluded.value, threshold=excluded.threshold, message=excluded.message, updated_at=excluded.updated_at,
-			node=excluded.node`,
-		a.Name, a.Firing, opt(a.PendingSince), opt(a.FiredAt), opt(a.ResolvedAt), a.Value, a.Threshold, a.Message, a.UpdatedAt.UnixMilli(), node)
+			node=excluded.node, per_node=excluded.per_node`,
+		a.Name, a.Firing, opt(a.PendingSince), opt(a.FiredAt), opt(a.ResolvedAt), a.Value, a.Threshold, a.Message, a.UpdatedAt.UnixMilli(), node, perNode)
 	if err != nil {
 		return fmt.Errorf("save alert %s: %w", a.Name, err)
 	}
 	return nil
 }
 
+// DeleteAlert forgets an alert's state (its rule was removed from the config).
+func (s *Store) DeleteAlert(ctx context.Context, name string) error {
+	return deleteAlert(ctx, s.db, name)
+}
+
+func deleteAlert(ctx context.Context, db execer, name string) error {
+	if _, err := db.ExecContext(ctx, `DELETE FROM alerts WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("delete alert %s: %w", name, err)
+	}
+	return nil
+}
+
 // Alerts returns every stored alert state, by name.
 func (s *Store) Alerts(ctx context.Context) (map[string]AlertState, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, firing, pending_since, fired_at, resolved_at, COALESCE(value, 0), COALESCE(threshold, 0), COALESCE(message, ''), updated_at, COALESCE(node, '') FROM alerts`)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, firing, pending_since, fired_at, resolved_at, COALESCE(value, 0), COALESCE(threshold, 0), COALESCE(message, ''), updated_at, COALESCE(node, ''), per_node FROM alerts`)
 	if err != nil {
 		return nil, fmt.Errorf("list alerts: %w", err)
 	}
@@ -63,8 +82,12 @@ func (s *Store) Alerts(ctx context.Context) (map[string]AlertState, error) {
 		var a AlertState
 		var pending, fired, resolved sql.NullInt64
 		var updated int64
-		if err := rows.Scan(&a.Name, &a.Firing, &pending, &fired, &resolved, &a.Value, &a.Threshold, &a.Message, &updated, &a.Node); err != nil {
+		var perNode sql.NullBool
+		if err := rows.Scan(&a.Name, &a.Firing, &pending, &fired, &resolved, &a.Value, &a.Threshold, &a.Message, &updated, &a.Node, &perNode); err != nil {
 			return nil, fmt.Errorf("list alerts: %w", err)
+		}
+		if perNode.Valid {
+			a.PerNode = &perNode.Bool
 		}
 		a.PendingSince, a.FiredAt, a.ResolvedAt = fromMS(pending), fromMS(fired), fromMS(resolved)
 		a.UpdatedAt = time.UnixMilli(updated).UTC()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -75,6 +76,10 @@ func (s *Store) ensureOutbox(ctx context.Context) error {
 	if _, err := s.ensureColumn(ctx, "alerts", "node", "TEXT"); err != nil {
 		return err
 	}
+	// Whether that node is part of the incident's key (so it can be resolved once its rule is gone).
+	if _, err := s.ensureColumn(ctx, "alerts", "per_node", "INTEGER"); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -110,12 +115,24 @@ type OutboxDropped struct {
 // notifier's oldest pending notifications beyond maxPending are dropped. It returns what was
 // removed, by notifier.
 func (s *Store) SaveAlertAndEnqueue(ctx context.Context, a AlertState, items []OutboxItem, maxPending int) (map[string]OutboxDropped, error) {
+	return s.alertAndEnqueue(ctx, a.Name, func(tx *sql.Tx) error { return saveAlert(ctx, tx, a) }, items, maxPending)
+}
+
+// DeleteAlertAndEnqueue forgets an alert's state (its rule was removed from the config) and
+// queues its notifications (the resolution of its incident) in one transaction, bounded like
+// SaveAlertAndEnqueue.
+func (s *Store) DeleteAlertAndEnqueue(ctx context.Context, name string, items []OutboxItem, maxPending int) (map[string]OutboxDropped, error) {
+	return s.alertAndEnqueue(ctx, name, func(tx *sql.Tx) error { return deleteAlert(ctx, tx, name) }, items, maxPending)
+}
+
+// alertAndEnqueue runs change (of the alert's row) and queues items in one transaction.
+func (s *Store) alertAndEnqueue(ctx context.Context, name string, change func(*sql.Tx) error, items []OutboxItem, maxPending int) (map[string]OutboxDropped, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("save alert %s: %w", a.Name, err)
+		return nil, fmt.Errorf("save alert %s: %w", name, err)
 	}
 	defer tx.Rollback()
-	if err := saveAlert(ctx, tx, a); err != nil {
+	if err := change(tx); err != nil {
 		return nil, err
 	}
 	dropped := map[string]OutboxDropped{}
@@ -126,7 +143,7 @@ func (s *Store) SaveAlertAndEnqueue(ctx context.Context, a AlertState, items []O
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO alert_outbox (notifier, alert, action, payload, status, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			it.Notifier, it.Alert, action, it.Payload, OutboxPending, it.CreatedAt.UnixMilli(), it.CreatedAt.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("queue notification of %s for %s: %w", a.Name, it.Notifier, err)
+			return nil, fmt.Errorf("queue notification of %s for %s: %w", name, it.Notifier, err)
 		}
 		n, err := compactOutbox(ctx, tx, it.Notifier, it.Alert)
 		if err != nil {
@@ -136,16 +153,16 @@ func (s *Store) SaveAlertAndEnqueue(ctx context.Context, a AlertState, items []O
 		d.Superseded += n
 		dropped[it.Notifier] = d
 	}
-	for name, d := range dropped {
-		n, err := capOutbox(ctx, tx, name, maxPending)
+	for notifier, d := range dropped {
+		n, err := capOutbox(ctx, tx, notifier, maxPending)
 		if err != nil {
 			return nil, err
 		}
 		d.Overflow += n
-		dropped[name] = d
+		dropped[notifier] = d
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("save alert %s: %w", a.Name, err)
+		return nil, fmt.Errorf("save alert %s: %w", name, err)
 	}
 	return dropped, nil
 }
@@ -274,6 +291,27 @@ func capOutbox(ctx context.Context, tx *sql.Tx, notifier string, max int) (int, 
 		return 0, fmt.Errorf("cap pending notifications of %s: %w", notifier, err)
 	}
 	return int(n), nil
+}
+
+// LastTrigger returns the newest trigger queued for any of the given incidents (an alert's
+// keys at the receivers), whatever its status; ErrNotFound when the outbox kept none.
+func (s *Store) LastTrigger(ctx context.Context, incidents ...string) (OutboxItem, error) {
+	if len(incidents) == 0 {
+		return OutboxItem{}, ErrNotFound
+	}
+	q := `SELECT ` + outboxCols + ` FROM alert_outbox WHERE action = ? AND alert IN (?` + strings.Repeat(", ?", len(incidents)-1) + `) ORDER BY id DESC LIMIT 1`
+	args := []any{ActionTrigger}
+	for _, k := range incidents {
+		args = append(args, k)
+	}
+	it, err := scanOutboxItem(s.db.QueryRowContext(ctx, q, args...))
+	if err == sql.ErrNoRows {
+		return OutboxItem{}, ErrNotFound
+	}
+	if err != nil {
+		return OutboxItem{}, fmt.Errorf("find the last trigger of %s: %w", incidents[0], err)
+	}
+	return it, nil
 }
 
 // PendingOutbox returns every pending notification in the order it was queued (delivery order
