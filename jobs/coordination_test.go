@@ -264,3 +264,60 @@ func TestLostSessionRunIsNoInterruptedProblemAfterARestart(t *testing.T) {
 		t.Fatalf("problems after a restart, for a run opsd did not stop: %+v", p)
 	}
 }
+
+// TestInterruptedProblemOutlivesLaterFailures: a run opsd did not survive keeps its
+// "interrupted:<job>" problem until the job succeeds, across restarts, even when failed runs
+// come after it (before, a restart looked only at the newest run and dropped the problem).
+func TestInterruptedProblemOutlivesLaterFailures(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	sp := Spec{Job: &Noop{JobName: "backup"}, Enabled: true}
+	restart := func() *Runner {
+		t.Helper()
+		n := NewRunner(r.state, r.metrics, r.runner.Sentry, r.runner.Log, "node-1", 2)
+		n.Problems = &health.Problems{}
+		if err := n.RecoverInterrupted(ctx, []Spec{sp}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	hasProblem := func(n *Runner) bool {
+		for _, p := range n.Problems.List() {
+			if p.Name == "interrupted:backup" {
+				return true
+			}
+		}
+		return false
+	}
+	finish := func(outcome string, at time.Time) {
+		t.Helper()
+		id, err := r.state.StartRun(ctx, "backup", "noop", TriggerSchedule, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := at.Add(time.Second)
+		run := state.Run{ID: id, Job: "backup", Outcome: outcome, FinishedAt: &end}
+		if outcome != state.OutcomeSuccess {
+			run.Error = "disk full"
+		}
+		if err := r.state.FinishRun(ctx, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now().Add(-time.Hour)
+	// A run left running by a process that died.
+	if _, err := r.state.StartRun(ctx, "backup", "noop", TriggerSchedule, t0); err != nil {
+		t.Fatal(err)
+	}
+	if n := restart(); !hasProblem(n) {
+		t.Fatalf("after the crash: problems %+v", n.Problems.List())
+	}
+	finish(state.OutcomeFailure, t0.Add(time.Minute))
+	if n := restart(); !hasProblem(n) {
+		t.Fatalf("a failed run after the crash cleared the problem at a restart: %+v", n.Problems.List())
+	}
+	finish(state.OutcomeSuccess, t0.Add(2*time.Minute))
+	if n := restart(); hasProblem(n) {
+		t.Fatalf("a successful run did not clear the problem: %+v", n.Problems.List())
+	}
+}

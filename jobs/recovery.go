@@ -37,23 +37,29 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 		r.RecordInterrupted(ctx, run, byName[run.Job])
 		marked[run.Job] = true
 	}
-	// A job whose newest run an earlier start already found interrupted has not succeeded since:
-	// /health keeps saying so across restarts (the problem lives in memory). Only a run opsd did
-	// not survive (state.InterruptedError): a platform run cancelled for a lost coordination
-	// session is recorded interrupted too, but it never was a problem (its tick is retried
-	// elsewhere), and this node may not run the job again for a long time.
+	// A job with a run an earlier start found interrupted and no successful run since: /health
+	// keeps saying so across restarts (the problem lives in memory), whatever failed or was
+	// cancelled after it; only a success clears it. Only a run opsd did not survive
+	// (state.InterruptedError) counts: a platform run cancelled for a lost coordination session
+	// is recorded interrupted too, but it never was a problem (its tick is retried elsewhere),
+	// and this node may not run the job again for a long time.
 	for _, sp := range specs {
 		name := sp.Job.Name()
 		if marked[name] || r.Problems == nil {
 			continue
 		}
-		if last, err := r.State.LastRun(ctx, name); err == nil && last.Outcome == state.OutcomeInterrupted && last.Error == state.InterruptedError {
-			at := last.StartedAt
-			if last.FinishedAt != nil {
-				at = *last.FinishedAt
-			}
-			r.Problems.Set("interrupted:"+name, interruptedProblem(name, at))
+		crashed, err := r.State.LastCrashed(ctx, name)
+		if err != nil {
+			continue
 		}
+		if ok, err := r.State.LastSuccess(ctx, name); err == nil && !ok.StartedAt.Before(crashed.StartedAt) {
+			continue
+		}
+		at := crashed.StartedAt
+		if crashed.FinishedAt != nil {
+			at = *crashed.FinishedAt
+		}
+		r.Problems.Set("interrupted:"+name, interruptedProblem(name, at))
 	}
 	if len(runs) > 0 {
 		r.Log.Warn().Int("runs", len(runs)).Msg("marked runs left running by a previous process as interrupted")

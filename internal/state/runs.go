@@ -93,6 +93,12 @@ func (s *Store) LastSuccess(ctx context.Context, job string) (Run, error) {
 	return s.lastRun(ctx, `job=? AND outcome='success' AND substr(coalesce(summary, ''), 1, ?) <> ?`, job, len(DryRunPrefix), DryRunPrefix)
 }
 
+// LastCrashed returns the newest run of a job that a dead process left running (marked
+// interrupted with InterruptedError at a later start), ErrNotFound when there is none.
+func (s *Store) LastCrashed(ctx context.Context, job string) (Run, error) {
+	return s.lastRun(ctx, `job=? AND outcome=? AND error=?`, job, OutcomeInterrupted, InterruptedError)
+}
+
 // DryRunPrefix starts the recorded summary of a run of a job configured as a dry run (prune with
 // dry_run: true): it succeeded, but it is not the job's last success (it has not pruned).
 const DryRunPrefix = "dry run, nothing deleted: "
