@@ -140,8 +140,13 @@ func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time
 	var warnings []string
 	go func() {
 		var err error
+		defer func() {
+			if p := recover(); p != nil {
+				err = artifact.PanicError(p) // a bug: this snapshot fails, opsd keeps running
+			}
+			pw.CloseWithError(err)
+		}()
 		warnings, err = writeTree(ctx, pw, d.cfg.BaseDir, instance)
-		pw.CloseWithError(err)
 	}()
 	tier, tierErr := d.tiers.resolve(instance, nil)
 	m, err := artifact.Store(ctx, d.store, pr, artifact.Options{Compression: d.cfg.Compression, Recipients: d.cfg.Recipients}, artifact.Manifest{
@@ -165,6 +170,9 @@ func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time
 	return t
 }
 
+// testHookTreeEntry, when set, is called for each path writeTree visits (tests inject faults).
+var testHookTreeEntry func(path string)
+
 // writeTree writes base/instance as a tar whose top directory is the instance. Files that vanish
 // or change size while being read are recorded as warnings; the archive stays well-formed.
 func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]string, error) {
@@ -172,6 +180,9 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 	var warnings []string
 	root := filepath.Join(base, instance)
 	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if testHookTreeEntry != nil {
+			testHookTreeEntry(p)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
