@@ -24,6 +24,7 @@ import (
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/health"
 	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/membuf"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/restore"
@@ -173,7 +174,7 @@ type Main struct {
 	http    *httpapi.Server
 	addr    net.Addr
 	ready   atomic.Bool
-	mem     *memReleaser // returns freed memory to the OS after start-up and runs
+	mem     *membuf.Releaser // returns freed memory to the OS after start-up and runs
 	reload  sync.Mutex
 	runCtx  context.Context
 	cancel  context.CancelFunc
@@ -212,8 +213,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		lock.Release()
 		return nil, err
 	}
-	m := &Main{env: e, opts: o, lock: lock, mem: newMemReleaser()}
-	e.runner.Idle = func() { m.mem.release() }
+	m := &Main{env: e, opts: o, lock: lock, mem: membuf.NewReleaser()}
+	e.runner.Idle = func() { m.mem.Release() }
 	fail := func(err error) (*Main, error) {
 		e.close(ctx)
 		lock.Release()
@@ -366,7 +367,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.heartbeats(bgCtx)
 	m.startChecks(bgCtx)
 	m.ready.Store(true)
-	m.mem.release() // start-up's garbage back to the OS (the runs' when the last one ends)
+	m.mem.Release() // start-up's garbage back to the OS (the runs' when the last one ends)
 	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {
 		ev = ev.Str("listen", m.addr.String())
