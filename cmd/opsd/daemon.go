@@ -528,8 +528,8 @@ func (m *Main) startChecks(ctx context.Context) {
 	// liveness lock exists (one is running, or died unreported), woken when one is created.
 	restoreQuiet := func() bool { return false }
 	if path := m.state.Path(); path != "" {
-		if watching := watchRestoreLocks(ctx, path, m.problems.Wake); watching != nil {
-			restoreQuiet = func() bool { return watching() && !restoreLocksExist(path) }
+		if watching := restore.WatchLocks(ctx, path, m.problems.Wake); watching != nil {
+			restoreQuiet = func() bool { return watching() && !restore.LocksExist(path) }
 		}
 	}
 	deps = append(deps, health.Dependency{Name: "restores", What: "restore bookkeeping", Check: func(ctx context.Context) string {
@@ -564,22 +564,6 @@ func (m *Main) periodic(ctx context.Context, now time.Time, stateChanged bool) {
 		m.nextProbe = next
 		m.problems.Wake()
 	}
-}
-
-// restoreLocksExist reports whether a restore's liveness lock lies beside the state database at
-// statePath (or the directory cannot be read).
-func restoreLocksExist(statePath string) bool {
-	entries, err := os.ReadDir(filepath.Dir(statePath))
-	if err != nil {
-		return true
-	}
-	prefix := filepath.Base(statePath) + ".restore-"
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), ".lock") {
-			return true
-		}
-	}
-	return false
 }
 
 // goBg runs f in the background; Close waits for it.
