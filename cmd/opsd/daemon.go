@@ -301,7 +301,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		return nil, err
 	}
 	if m.coord != nil {
-		m.evaluator.SetRules(append(alertSpecs, m.nodeLostRule()))
+		m.evaluator.SetRules(m.withNodeLost(alertSpecs))
 	}
 	return m, nil
 }
@@ -435,10 +435,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.storeMu.Lock()
 	m.store = store
 	m.storeMu.Unlock()
-	if m.coord != nil {
-		alertSpecs = append(alertSpecs, m.nodeLostRule())
-	}
-	m.evaluator.SetRules(alertSpecs)
+	m.evaluator.SetRules(m.withNodeLost(alertSpecs))
 	m.runner.RetireRemovedJobs(ctx, jobNames(cfg))
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
@@ -474,8 +471,10 @@ func (m *Main) snapshots(ctx context.Context, target string) ([]httpapi.Snapshot
 // activeBots is /admin/health's fleet figure: the whole fleet's running tenant containers from
 // the heartbeats, else this node's when it exports containers.
 func (m *Main) activeBots(ctx context.Context) (int, bool) {
-	if n, ok := m.fleetActiveBots(ctx); ok {
-		return n, true
+	if m.fleet != nil {
+		if n, ok := m.fleet.ActiveBots(); ok {
+			return n, true
+		}
 	}
 	if !m.cfg().HasContainerExports() {
 		return 0, false
@@ -614,6 +613,3 @@ func (m *Main) Close(ctx context.Context) error {
 	m.lock.Release()
 	return nil
 }
-
-// hasContainerJobs reports whether this node exports containers (fleet heartbeats count them).
-func (m *Main) hasContainerJobs() bool { return m.cfg().HasContainerExports() }
