@@ -37,7 +37,7 @@ type deps struct {
 
 // buildJob is the one switch that turns a config job entry into a job.
 func buildJob(jc config.Job, d deps) (jobs.Job, error) {
-	keys, err := keyLayout(d.cfg)
+	keys, err := d.cfg.Layout()
 	if err != nil {
 		return nil, err
 	}

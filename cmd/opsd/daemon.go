@@ -165,6 +165,12 @@ func (e *env) deps(cfg *config.Config, store storage.Store) deps {
 	return deps{cfg: cfg, store: store, log: e.log, locks: e.locks, docker: e.docker, state: e.state}
 }
 
+// reportInterrupted reports the restores a process that is gone left running as interrupted
+// (restore.ReportInterrupted) and returns them.
+func reportInterrupted(ctx context.Context, e *env) []state.Restore {
+	return restore.ReportInterrupted(ctx, e.state, restore.Reporting{Log: e.log, Metrics: e.metrics.Restore, Problems: e.problems, Sentry: e.sentry})
+}
+
 // Main is the daemon: built by hand from the config by NewMain, started by Run, stopped by Close.
 type Main struct {
 	*env
