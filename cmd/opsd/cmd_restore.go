@@ -59,7 +59,7 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 	if f, ok := stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		bar = true
 	}
-	for _, r := range reportInterrupted(ctx, e) {
+	for _, r := range restore.ReportInterrupted(ctx, e.state, e.reporting()) {
 		fmt.Fprintf(stderr, "warning: %s\n", e.redactor.Redact(r.Error))
 	}
 	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, keys: keys,
