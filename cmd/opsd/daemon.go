@@ -295,7 +295,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Snapshots: m.snapshots,
 		Alerts:    func() any { return m.evaluator.Statuses() },
 		Health: func(ctx context.Context) any {
-			return alerts.AdminHealth(ctx, time.Now(), m.cfg().Alerts, m.activeBots, m.evaluator.Statuses(), m.log)
+			cfg := m.cfg()
+			return alerts.AdminHealth(ctx, time.Now(), cfg.Alerts, alerts.ActiveBots(m.fleet, cfg.HasContainerExports, m.docker), m.evaluator.Statuses(), m.log)
 		},
 		Restore:       m.startRestore,
 		NodeRestore:   m.startNodeRestore,
@@ -471,20 +472,6 @@ func (m *Main) snapshots(ctx context.Context, target string) ([]httpapi.Snapshot
 		return nil, err
 	}
 	return httpapi.ListSnapshots(ctx, keys, m.objStore(), m.state, m.cfg().NodeID, target)
-}
-
-// activeBots is /admin/health's fleet figure: the whole fleet's running tenant containers from
-// the heartbeats, else this node's when it exports containers.
-func (m *Main) activeBots(ctx context.Context) (int, bool) {
-	if m.fleet != nil {
-		if n, ok := m.fleet.ActiveBots(); ok {
-			return n, true
-		}
-	}
-	if !m.cfg().HasContainerExports() {
-		return 0, false
-	}
-	return alerts.RunningContainers(ctx, m.docker, "tenant_")
 }
 
 // startChecks checks the dependencies the configured jobs need: the Docker engine (when a job
