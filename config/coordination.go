@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -81,4 +82,25 @@ func (c *Config) validateCoordination(bad func(path, format string, args ...any)
 			bad(p, "must be platform or node, got %q", j.Scope)
 		}
 	}
+}
+
+// PlatformSchedules are the schedules of the enabled, scheduled platform-scoped jobs by job name,
+// as the fleet's heartbeats compare them across nodes: the expression with single spaces, a cron
+// time followed by the config's time zone (@every is not in one); nil when there is none.
+func (c *Config) PlatformSchedules() map[string]string {
+	var out map[string]string
+	for _, j := range c.Jobs {
+		if !j.IsEnabled() || j.Schedule == "" || c.Scope(j) != "platform" {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		sched := strings.Join(strings.Fields(j.Schedule), " ")
+		if !strings.HasPrefix(sched, "@every") {
+			sched += " (" + c.Timezone + ")" // a cron time is in the node's zone
+		}
+		out[j.Name] = sched
+	}
+	return out
 }

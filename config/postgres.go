@@ -218,3 +218,44 @@ func (c *Config) validatePostgresAlerts() []FieldError {
 	}
 	return nil
 }
+
+// PostgresDatabases are the databases the enabled postgres_backup jobs dump, each once (offsite
+// verification checks their dumps).
+func (c *Config) PostgresDatabases() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, j := range c.Jobs {
+		if j.PostgresBackup == nil || !j.IsEnabled() {
+			continue
+		}
+		if dsn, err := postgres.ParseDSN(j.PostgresBackup.DSN.Value()); err == nil && !seen[dsn.Database()] {
+			seen[dsn.Database()] = true
+			out = append(out, dsn.Database())
+		}
+	}
+	return out
+}
+
+// MissingPostgresTools names the enabled postgres_backup and postgres_drill jobs whose
+// PostgreSQL client tools (pg_dump, pg_restore) cannot be found on this host, one line each
+// ("jobs[3] (pg, postgres_backup): ..."), for `opsd config check`.
+func (c *Config) MissingPostgresTools() []string {
+	var out []string
+	for i, j := range c.Jobs {
+		dir := ""
+		switch {
+		case !j.IsEnabled():
+			continue
+		case j.PostgresBackup != nil:
+			dir = j.PostgresBackup.PgBinDir
+		case j.PostgresDrill != nil:
+			dir = j.PostgresDrill.PgBinDir
+		default:
+			continue
+		}
+		if _, err := postgres.FindTools(dir); err != nil {
+			out = append(out, fmt.Sprintf("jobs[%d] (%s, %s): %v", i, j.Name, j.Kind, err))
+		}
+	}
+	return out
+}

@@ -253,3 +253,31 @@ func jobTierSource(j Job) *TierSource {
 	}
 	return nil
 }
+
+// QueryDatabase is the database a query tier source reads: ("sqlite", its db path) or ("pgx",
+// its DSN, dsn_file read); empty for the other kinds.
+func (ts TierSource) QueryDatabase() (driver, dsn string, err error) {
+	switch {
+	case ts.Kind != "query":
+		return "", "", nil
+	case ts.DB != "":
+		return "sqlite", ts.DB, nil
+	}
+	dsn, err = ts.DSNValue()
+	if err != nil {
+		return "", "", err
+	}
+	return "pgx", dsn, nil
+}
+
+// TenantTierSource is the tier source that knows the platform's tenants (the first
+// container_export job's map or query source), which the prune job's orphan policy reads; false
+// when there is none.
+func (c *Config) TenantTierSource() (TierSource, bool) {
+	for _, j := range c.Jobs {
+		if s := j.ContainerExport; s != nil && s.TierSource.KnowsTenants() {
+			return s.ResolvedTierSource(), true
+		}
+	}
+	return TierSource{}, false
+}

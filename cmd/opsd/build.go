@@ -37,7 +37,7 @@ type deps struct {
 
 // buildJob is the one switch that turns a config job entry into a job.
 func buildJob(jc config.Job, d deps) (jobs.Job, error) {
-	keys, err := keyLayout(d.cfg)
+	keys, err := d.cfg.Layout()
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func buildJob(jc config.Job, d deps) (jobs.Job, error) {
 	case "offsite_verify":
 		v := jc.OffsiteVerify
 		vc := checks.OffsiteVerifyConfig{Layout: keys, Prefix: v.Prefix, Databases: v.Databases, Dates: v.Dates, MaxAge: v.MaxAge.D(), Deep: v.Deep, Locks: d.locks, Node: d.cfg.NodeID}
-		vc.PostgresDatabases = postgresDatabases(d.cfg) // every postgres_backup job's database
+		vc.PostgresDatabases = d.cfg.PostgresDatabases() // every postgres_backup job's database
 		nightly, hot := d.cfg.ContainerExports()
 		if (v.Containers == nil && nightly != nil) || (v.Containers != nil && *v.Containers) {
 			vc.Containers, vc.NamePrefix, vc.NightlyMaxAge = d.docker, "tenant_", v.NightlyMaxAge.D()
@@ -177,13 +177,29 @@ func pruneJob(jc config.Job, d deps) (*jobs.Prune, error) {
 	pc := jobs.PruneConfig{Rules: rules, Tiers: tiers, Grace: s.Grace.D(), AbortUploadsAfter: s.AbortUploadsAfter.D(),
 		DeletesPerSecond: d.cfg.Storage.DeletesPerSecond(), DryRun: s.DryRun, LockWait: s.LockWait.D(), Locks: d.locks}
 	if s.OrphanKeep != nil {
-		tenants, err := tenantSource(d.cfg)
-		if err != nil {
-			return nil, err
+		pc.OrphanKeep = s.OrphanKeep.D()
+		if ts, ok := d.cfg.TenantTierSource(); ok {
+			tenants, err := tierSource(ts, d.cfg)
+			if err != nil {
+				return nil, err
+			}
+			pc.Tenants = tenants
 		}
-		pc.OrphanKeep, pc.Tenants = s.OrphanKeep.D(), tenants
 	}
 	return jobs.NewPrune(jc.Name, pc, d.store), nil
+}
+
+// tierSource turns a job's resolved tier_source into the jobs' resolver, with the tier table's
+// names as the known tiers.
+func tierSource(ts config.TierSource, cfg *config.Config) (*jobs.TierSource, error) {
+	s := &jobs.TierSource{Kind: ts.Kind, Label: ts.Label, Map: ts.Map, Query: ts.Query, TenantFrom: ts.TenantFrom,
+		Tiers: cfg.TierNames(), Timeout: ts.Timeout.D()}
+	if ts.Default != nil {
+		s.Default = *ts.Default
+	}
+	var err error
+	s.Driver, s.DSN, err = ts.QueryDatabase()
+	return s, err
 }
 
 // reportKey is a drill's report_key ("none": no report).

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 
 	"github.com/wopr-network/opsd/checks"
 	"github.com/wopr-network/opsd/config"
@@ -20,7 +18,7 @@ import (
 // server contacted) until a config that enables it is loaded: a manual run of it still checks first.
 func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 	s := jc.PostgresBackup
-	dsn, tools, err := postgresServer(s.DSN, s.PgBinDir)
+	dsn, tools, err := postgres.ResolveServer(s.DSN.Value(), s.PgBinDir)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +43,7 @@ func postgresBackupJob(jc config.Job, d deps) (*jobs.PostgresBackup, error) {
 
 func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
 	s := jc.PostgresDrill
-	dsn, tools, err := postgresServer(s.DSN, s.PgBinDir)
+	dsn, tools, err := postgres.ResolveServer(s.DSN.Value(), s.PgBinDir)
 	if err != nil {
 		return nil, err
 	}
@@ -56,56 +54,4 @@ func postgresDrillJob(jc config.Job, d deps) (*checks.PostgresDrill, error) {
 	return checks.NewPostgresDrill(jc.Name, checks.PostgresDrillConfig{Server: dsn, Tools: tools, Database: s.Database, Prefix: s.Prefix,
 		Tables: s.Tables, Critical: s.Critical, Jobs: s.Jobs, MaintenanceWorkMemMB: s.MaintenanceWorkMemMB, Identities: ids, RTOTarget: s.RTOTarget.D(), FailOnRTOBreach: s.RTOBreach == "fail",
 		TempDir: s.TempDir, ReportKey: reportKey(s.ReportKey), Lookback: s.Lookback, Node: d.cfg.NodeID, Locks: d.locks}, d.store), nil
-}
-
-// postgresServer parses a job's server DSN and finds its client tools.
-func postgresServer(dsn config.Secret, binDir string) (postgres.DSN, postgres.Tools, error) {
-	d, err := postgres.ParseDSN(dsn.Value())
-	if err != nil {
-		return postgres.DSN{}, postgres.Tools{}, err
-	}
-	tools, err := postgres.FindTools(binDir)
-	return d, tools, err
-}
-
-// postgresDatabases are the databases the enabled postgres_backup jobs dump (offsite
-// verification checks their dumps).
-func postgresDatabases(cfg *config.Config) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, j := range cfg.Jobs {
-		if j.PostgresBackup == nil || !j.IsEnabled() {
-			continue
-		}
-		if dsn, err := postgres.ParseDSN(j.PostgresBackup.DSN.Value()); err == nil && !seen[dsn.Database()] {
-			seen[dsn.Database()] = true
-			out = append(out, dsn.Database())
-		}
-	}
-	return out
-}
-
-// checkPostgresTools is `opsd config check`'s look for the PostgreSQL client tools the enabled
-// postgres jobs run (pg_dump, pg_restore): a job file with a postgres_backup or postgres_drill
-// job on a host (or image) without them is reported, naming the job, instead of failing later.
-func checkPostgresTools(cfg *config.Config, path string, stderr io.Writer) int {
-	code := 0
-	for i, j := range cfg.Jobs {
-		dir := ""
-		switch {
-		case !j.IsEnabled():
-			continue
-		case j.PostgresBackup != nil:
-			dir = j.PostgresBackup.PgBinDir
-		case j.PostgresDrill != nil:
-			dir = j.PostgresDrill.PgBinDir
-		default:
-			continue
-		}
-		if _, err := postgres.FindTools(dir); err != nil {
-			fmt.Fprintf(stderr, "%s: jobs[%d] (%s, %s): %v\n", path, i, j.Name, j.Kind, err)
-			code = 1
-		}
-	}
-	return code
 }

@@ -26,8 +26,12 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 			enabled++
 		}
 	}
-	if code := checkPostgresTools(cfg, *cfgPath, stderr); code != 0 {
-		return code
+	// The PostgreSQL client tools the enabled postgres jobs run: missing ones fail now, not later.
+	if missing := cfg.MissingPostgresTools(); len(missing) > 0 {
+		for _, m := range missing {
+			fmt.Fprintf(stderr, "%s: %s\n", *cfgPath, m)
+		}
+		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d jobs, %d enabled, %s store)\n", *cfgPath, len(cfg.Jobs), enabled, cfg.Storage.Backend)
 	return 0

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/coord"
 	"github.com/wopr-network/opsd/jobs"
 )
 
@@ -115,5 +117,29 @@ func runOnce(cfg *config.Config, jc config.Job, stdout, stderr io.Writer, print 
 	return 0
 }
 
-// humanBytes formats a size (jobs.HumanBytes).
-func humanBytes(n int64) string { return jobs.HumanBytes(n) }
+// cliPlatformLock takes a platform-scoped job's fleet-wide lock for a CLI run (a no-op without
+// coordination): a clear message and exit 1 when the job runs on another node or the
+// coordination database cannot be reached (a platform job never runs uncoordinated).
+func cliPlatformLock(ctx context.Context, cfg *config.Config, jc config.Job, stderr io.Writer) (func(), int) {
+	if !cfg.Coordination.Enabled() || cfg.Scope(jc) != jobs.ScopePlatform {
+		return func() {}, 0
+	}
+	p, err := coord.Open(ctx, coordOptions(cfg))
+	if err != nil {
+		if p != nil {
+			p.Close()
+		}
+		fmt.Fprintf(stderr, "opsd: %s is a platform job and the coordination database cannot be reached: %v\n", jc.Name, err)
+		return nil, 1
+	}
+	release, err := jobs.PlatformLock(ctx, p, jc.Name)
+	switch {
+	case errors.Is(err, jobs.ErrHeldElsewhere):
+		fmt.Fprintf(stderr, "opsd: %s is running on another node right now (platform job, fleet-wide lock held); try again when it finishes\n", jc.Name)
+		return nil, 1
+	case err != nil:
+		fmt.Fprintf(stderr, "opsd: %s: %v\n", jc.Name, err)
+		return nil, 1
+	}
+	return release, 0
+}

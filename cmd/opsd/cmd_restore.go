@@ -3,18 +3,21 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-isatty"
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/restore"
+	"github.com/wopr-network/opsd/jobs"
 )
 
 func cmdRestore(args []string, stdout, stderr io.Writer) int {
@@ -41,7 +44,7 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 		fmt.Fprintln(stderr, err)
 		return nil, 1
 	}
-	keys, err := keyLayout(cfg)
+	keys, err := cfg.Layout()
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return nil, 1
@@ -57,11 +60,59 @@ func openRestore(cfgPath string, stdout, stderr io.Writer) (*restoreEnv, int) {
 	if f, ok := stdout.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		bar = true
 	}
-	for _, r := range reportInterrupted(ctx, e) {
+	for _, r := range restore.ReportInterrupted(ctx, e.state, e.reporting()) {
 		fmt.Fprintf(stderr, "warning: %s\n", e.redactor.Redact(r.Error))
 	}
 	return &restoreEnv{env: e, ctx: ctx, stop: stop, stdout: stdout, keys: keys,
 		console: &restore.Console{W: stdout, Bar: bar, Redact: e.redactor.Redact}}, 0
+}
+
+// openRestoreJob parses a restore command's flags, checks its --date, opens the restore
+// environment and finds the job of kind (named --job, or the first) whose settings say what
+// is restored; why is added to the error when there is none. A nil r: exit with code.
+func openRestoreJob(fs *flag.FlagSet, args []string, cfgPath, date *string, kind string, jobName *string, why string, stdout, stderr io.Writer) (r *restoreEnv, jc config.Job, code int) {
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return nil, jc, code
+	}
+	if !validDate(stderr, *date) {
+		return nil, jc, 2
+	}
+	r, code = openRestore(*cfgPath, stdout, stderr)
+	if r == nil {
+		return nil, jc, code
+	}
+	jc, err := r.cfg.FindJob(kind, *jobName)
+	if err != nil {
+		r.close()
+		fmt.Fprintf(stderr, "opsd: %v (%s)\n", err, why)
+		return nil, jc, 1
+	}
+	return r, jc, 0
+}
+
+// execRestore runs a restore in the foreground through the Runner (SIGINT cancels it).
+func (r *restoreEnv) execRestore(run *restore.Run) jobs.Outcome {
+	run.Redact, run.Print = r.redactor.Redact, r.console.Line
+	o := r.runner.Run(r.ctx, jobs.Restore{R: run}, jobs.RestoreTimeout, jobs.TriggerCLI)
+	if o.Run.ID == 0 {
+		run.Abort(r.ctx, o.Err) // never started
+	}
+	return o
+}
+
+// runRestore runs a restore in the foreground and prints how it ended.
+func (r *restoreEnv) runRestore(run *restore.Run) int {
+	o := r.execRestore(run)
+	var outcome string
+	var down time.Duration
+	if rs := o.Result.Restore; rs != nil {
+		outcome, down = rs.Outcome, rs.Downtime
+	}
+	run.WriteResult(r.stdout, o.Err, outcome, o.Run.FinishedAt.Sub(o.Run.StartedAt), down, r.redactor.Redact)
+	if o.Err != nil {
+		return 1
+	}
+	return 0
 }
 
 func (r *restoreEnv) close() {
@@ -225,47 +276,4 @@ func restoreSnapshot(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return r.runRestore(restore.SnapshotRun(r.state, restore.SnapshotOptions{Store: r.store, BaseDir: *base, Instance: inst, Key: k, Node: r.cfg.NodeID, Identities: ids, OnBytes: r.console.OnBytes()}, who()))
-}
-
-// cmdBackups lists what is in the store: key, size, date, and whether it has a manifest.
-func cmdBackups(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "-h" && args[0] != "--help") {
-		fmt.Fprintln(stderr, "Usage: opsd backups list -c FILE [--prefix P] [--target T] [-o json]")
-		return 2
-	}
-	fs := newFlags("backups list", "opsd backups list -c FILE [--prefix P] [--target T] [-o json]", stdout, stderr)
-	cfgPath := configFlag(fs)
-	prefix := fs.String("prefix", "", "only keys under this prefix (platform/, nightly/, latest/, on-demand/, pre-restore/)")
-	target := fs.String("target", "", "only backups of this target (database, container or instance)")
-	out := outputFlag(fs, "table", "json")
-	rest := args
-	if args[0] == "list" {
-		rest = args[1:]
-	}
-	cfg, code := loadConfig(fs, cfgPath, rest, stdout, stderr)
-	if cfg == nil {
-		return code
-	}
-	keys, err := keyLayout(cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	ctx := context.Background()
-	store, err := openStore(ctx, cfg.Storage)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	rows, err := restore.Backups(ctx, store, keys, *prefix, *target)
-	if err != nil {
-		fmt.Fprintf(stderr, "opsd: %v\n", err)
-		return 1
-	}
-	if *out == "json" {
-		writeJSON(stdout, map[string]any{"backups": rows, "count": len(rows)})
-		return 0
-	}
-	restore.WriteBackups(stdout, rows)
-	return 0
 }

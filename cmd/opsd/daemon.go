@@ -24,6 +24,7 @@ import (
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/health"
 	"github.com/wopr-network/opsd/internal/httpapi"
+	"github.com/wopr-network/opsd/internal/membuf"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/internal/restore"
@@ -164,6 +165,11 @@ func (e *env) deps(cfg *config.Config, store storage.Store) deps {
 	return deps{cfg: cfg, store: store, log: e.log, locks: e.locks, docker: e.docker, state: e.state}
 }
 
+// reporting is where the restores found interrupted are reported.
+func (e *env) reporting() restore.Reporting {
+	return restore.Reporting{Log: e.log, Metrics: e.metrics.Restore, Problems: e.problems, Sentry: e.sentry}
+}
+
 // Main is the daemon: built by hand from the config by NewMain, started by Run, stopped by Close.
 type Main struct {
 	*env
@@ -173,7 +179,7 @@ type Main struct {
 	http    *httpapi.Server
 	addr    net.Addr
 	ready   atomic.Bool
-	mem     *memReleaser // returns freed memory to the OS after start-up and runs
+	mem     *membuf.Releaser // returns freed memory to the OS after start-up and runs
 	reload  sync.Mutex
 	runCtx  context.Context
 	cancel  context.CancelFunc
@@ -193,8 +199,8 @@ type Main struct {
 	restores restore.Registry
 	// lock is the exclusive lock on the state database (one daemon per state database).
 	lock *state.Lock
-	// nextProbe is when periodic next asks for a store probe (only periodic touches it).
-	nextProbe time.Time
+	// probes paces periodic's store probes (only periodic touches it).
+	probes health.ProbeClock
 }
 
 // NewMain builds the daemon from a validated config: state, store, metrics, Sentry, the runner,
@@ -212,8 +218,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		lock.Release()
 		return nil, err
 	}
-	m := &Main{env: e, opts: o, lock: lock, mem: newMemReleaser()}
-	e.runner.Idle = func() { m.mem.release() }
+	m := &Main{env: e, opts: o, lock: lock, mem: membuf.NewReleaser(), probes: health.ProbeClock{Every: o.StoreProbeInterval}}
+	e.runner.Idle = func() { m.mem.Release() }
 	fail := func(err error) (*Main, error) {
 		e.close(ctx)
 		lock.Release()
@@ -239,7 +245,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 	// Restores a killed process left running are reported with their safety copies (their runs
 	// marked) first; then the other runs it left "running" are failed runs, marked before the
 	// scheduler seeds the metrics from job_runs, so opsd_job_last_run_success says 0 for them.
-	reportInterrupted(ctx, e)
+	restore.ReportInterrupted(ctx, e.state, e.reporting())
 	if err := e.runner.RecoverInterrupted(ctx, specs); err != nil {
 		return fail(err)
 	}
@@ -289,7 +295,8 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		Snapshots: m.snapshots,
 		Alerts:    func() any { return m.evaluator.Statuses() },
 		Health: func(ctx context.Context) any {
-			return alerts.AdminHealth(ctx, time.Now(), m.cfg().Alerts, m.activeBots, m.evaluator.Statuses(), m.log)
+			cfg := m.cfg()
+			return alerts.AdminHealth(ctx, time.Now(), cfg.Alerts, alerts.ActiveBots(m.fleet, cfg.HasContainerExports, m.docker), m.evaluator.Statuses(), m.log)
 		},
 		Restore:       m.startRestore,
 		NodeRestore:   m.startNodeRestore,
@@ -300,7 +307,7 @@ func NewMain(ctx context.Context, cfg *config.Config, o Options) (*Main, error) 
 		return nil, err
 	}
 	if m.coord != nil {
-		m.evaluator.SetRules(append(alertSpecs, m.nodeLostRule()))
+		m.evaluator.SetRules(m.withNodeLost(alertSpecs))
 	}
 	return m, nil
 }
@@ -366,7 +373,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.heartbeats(bgCtx)
 	m.startChecks(bgCtx)
 	m.ready.Store(true)
-	m.mem.release() // start-up's garbage back to the OS (the runs' when the last one ends)
+	m.mem.Release() // start-up's garbage back to the OS (the runs' when the last one ends)
 	ev := m.log.Info().Int("jobs", len(cfg.Jobs)).Str("store", m.objStore().String())
 	if m.addr != nil {
 		ev = ev.Str("listen", m.addr.String())
@@ -434,10 +441,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	m.storeMu.Lock()
 	m.store = store
 	m.storeMu.Unlock()
-	if m.coord != nil {
-		alertSpecs = append(alertSpecs, m.nodeLostRule())
-	}
-	m.evaluator.SetRules(alertSpecs)
+	m.evaluator.SetRules(m.withNodeLost(alertSpecs))
 	m.runner.RetireRemovedJobs(ctx, jobNames(cfg))
 	m.redactor.Set(append(old.Secrets(), cfg.Secrets()...))
 	m.metrics.Backups.SetStaleAfter(cfg.State.StaleAfter.D())
@@ -470,25 +474,13 @@ func (m *Main) snapshots(ctx context.Context, target string) ([]httpapi.Snapshot
 	return httpapi.ListSnapshots(ctx, keys, m.objStore(), m.state, m.cfg().NodeID, target)
 }
 
-// activeBots is /admin/health's fleet figure: the whole fleet's running tenant containers from
-// the heartbeats, else this node's when it exports containers.
-func (m *Main) activeBots(ctx context.Context) (int, bool) {
-	if n, ok := m.fleetActiveBots(ctx); ok {
-		return n, true
-	}
-	if !m.cfg().HasContainerExports() {
-		return 0, false
-	}
-	return alerts.RunningContainers(ctx, m.docker, "tenant_")
-}
-
 // startChecks checks the dependencies the configured jobs need: the Docker engine (when a job
 // uses it), an object store that was unreachable at start, and CLI restores that died. Each
 // unreachable one is a /health problem until it answers again. What has an event is checked on
 // it, the rest every CheckInterval: the engine is up while the unexpected-stop alert's event
 // stream is open (the stream ends when the engine goes away; it is pinged every interval only
-// while the stream is lost, and Wake on reconnection clears the problem), and a restore is
-// looked at when a liveness lock is created or closed (restoreEvents).
+// while the stream is lost, and Wake on reconnection clears the problem), the store is probed
+// when periodic asks, and a restore is looked at when a liveness lock is created or closed.
 func (m *Main) startChecks(ctx context.Context) {
 	every := m.opts.CheckInterval
 	if every <= 0 {
@@ -496,45 +488,11 @@ func (m *Main) startChecks(ctx context.Context) {
 	}
 	stops := m.alerts.Stops
 	streamUp := func() bool { return stops != nil && stops.Connected() }
-	deps := []health.Dependency{{Name: "docker", What: "docker engine", Check: func(ctx context.Context) string {
-		if need := m.cfg().DockerJobs(); len(need) > 0 && !streamUp() {
-			if err := m.docker.Ping(ctx); err != nil {
-				return fmt.Sprintf("docker engine unreachable (needed by %s): %v", strings.Join(need, ", "), err)
-			}
-		}
-		return ""
-	}, Quiet: func() bool { return len(m.cfg().DockerJobs()) == 0 || streamUp() }}}
-	// The object store: opened again while it could not be opened at start, then probed (one
-	// HEAD of a key that does not exist). While it answers it is quiet, probed when periodic asks
-	// (every StoreProbeInterval); while it does not, every interval until it answers again.
-	var storeUp atomic.Bool
-	deps = append(deps, health.Dependency{Name: "store", What: "object store", Check: func(ctx context.Context) string {
-		if m.lazy != nil {
-			if err := m.lazy.Retry(ctx); err != nil {
-				storeUp.Store(false)
-				return m.redactor.Redact(err.Error())
-			}
-		}
-		if err := storage.Probe(ctx, m.objStore()); err != nil {
-			storeUp.Store(false)
-			return "object store unreachable: " + m.redactor.Redact(err.Error())
-		}
-		storeUp.Store(true)
-		return ""
-	}, Quiet: storeUp.Load})
-	// A CLI restore whose process died while this daemon runs (its start saw only older ones):
-	// reportInterrupted sets its own problem, naming the safety copies. Polled while a restore's
-	// liveness lock exists (one is running, or died unreported), woken when one is created.
-	restoreQuiet := func() bool { return false }
-	if path := m.state.Path(); path != "" {
-		if watching := watchRestoreLocks(ctx, path, m.problems.Wake); watching != nil {
-			restoreQuiet = func() bool { return watching() && !restoreLocksExist(path) }
-		}
+	deps := []health.Dependency{
+		health.DockerDependency(func() []string { return m.cfg().DockerJobs() }, streamUp, m.docker.Ping),
+		health.StoreDependency(m.lazy, m.objStore, m.redactor.Redact),
+		restore.Dependency(ctx, m.state, m.reporting(), m.problems.Wake),
 	}
-	deps = append(deps, health.Dependency{Name: "restores", What: "restore bookkeeping", Check: func(ctx context.Context) string {
-		reportInterrupted(ctx, m.env)
-		return ""
-	}, Quiet: restoreQuiet})
 	m.goBg(func() { m.problems.Watch(ctx, every, m.log, deps...) })
 }
 
@@ -550,35 +508,9 @@ func (m *Main) periodic(ctx context.Context, now time.Time, stateChanged bool) {
 			m.log.Warn().Err(err).Msg("cannot bring the metrics up to date with the state database")
 		}
 	}
-	every := m.opts.StoreProbeInterval
-	if every <= 0 {
-		every = 5 * time.Minute
-	}
-	// Less a tenth: the wake-ups are aligned, and one a little early must not wait a whole
-	// interval more.
-	next := now.Add(every - every/10)
-	if m.nextProbe.IsZero() {
-		m.nextProbe = next // the checks probed at start
-	} else if !now.Before(m.nextProbe) {
-		m.nextProbe = next
+	if m.probes.Due(now) {
 		m.problems.Wake()
 	}
-}
-
-// restoreLocksExist reports whether a restore's liveness lock lies beside the state database at
-// statePath (or the directory cannot be read).
-func restoreLocksExist(statePath string) bool {
-	entries, err := os.ReadDir(filepath.Dir(statePath))
-	if err != nil {
-		return true
-	}
-	prefix := filepath.Base(statePath) + ".restore-"
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), ".lock") {
-			return true
-		}
-	}
-	return false
 }
 
 // goBg runs f in the background; Close waits for it.
@@ -629,6 +561,3 @@ func (m *Main) Close(ctx context.Context) error {
 	m.lock.Release()
 	return nil
 }
-
-// hasContainerJobs reports whether this node exports containers (fleet heartbeats count them).
-func (m *Main) hasContainerJobs() bool { return m.cfg().HasContainerExports() }

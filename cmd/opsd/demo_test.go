@@ -27,8 +27,8 @@ func TestDemo(t *testing.T) {
 	var base string
 	ready := make(chan struct{})
 	go func() {
-		code <- runDemo(demoOptions{dir: dir, listen: "127.0.0.1:0", container: tenant, rows: 500, writes: 50, stdout: &out, stderr: &errb, done: done,
-			started: func(m *Main) { base = "http://" + m.Addr().String(); close(ready) }})
+		code <- runDemo(demo.Options{Dir: dir, Listen: "127.0.0.1:0", Container: tenant, Rows: 500, Writes: 50, Stdout: &out, Stderr: &errb, Done: done,
+			Started: func(s demo.Started) { base = "http://" + s.Addr; close(ready) }})
 	}()
 	select {
 	case <-ready:

@@ -98,29 +98,6 @@ func writeJSON(w io.Writer, v any) {
 	enc.Encode(v)
 }
 
-// openRestoreJob parses a restore command's flags, checks its --date, opens the restore
-// environment and finds the job of kind (named --job, or the first) whose settings say what
-// is restored; why is added to the error when there is none. A nil r: exit with code.
-func openRestoreJob(fs *flag.FlagSet, args []string, cfgPath, date *string, kind string, jobName *string, why string, stdout, stderr io.Writer) (r *restoreEnv, jc config.Job, code int) {
-	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return nil, jc, code
-	}
-	if !validDate(stderr, *date) {
-		return nil, jc, 2
-	}
-	r, code = openRestore(*cfgPath, stdout, stderr)
-	if r == nil {
-		return nil, jc, code
-	}
-	jc, err := r.cfg.FindJob(kind, *jobName)
-	if err != nil {
-		r.close()
-		fmt.Fprintf(stderr, "opsd: %v (%s)\n", err, why)
-		return nil, jc, 1
-	}
-	return r, jc, 0
-}
-
 // configFlag adds -c/--config with the OPSD_CONFIG default.
 func configFlag(fs *flag.FlagSet) *string {
 	def := os.Getenv("OPSD_CONFIG")

@@ -2,12 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -15,7 +10,6 @@ import (
 	"github.com/wopr-network/opsd/alerts"
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/coord"
-	"github.com/wopr-network/opsd/internal/httpapi"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/prefixlock"
 	"github.com/wopr-network/opsd/jobs"
@@ -70,7 +64,7 @@ func (m *Main) openCoordination(ctx context.Context, cfg *config.Config) error {
 		Info:      m.nodeInfo,
 		Retry:     m.sched.RetryLost,
 	}
-	m.http.Handle("GET /api/fleet", m.http.Admin(m.fleetView))
+	m.http.HandleFleet(m.fleet)
 	return nil
 }
 
@@ -86,24 +80,15 @@ func (m *Main) heartbeats(ctx context.Context) {
 	}()
 }
 
-// nodeInfo is this node's heartbeat: version, each job's last success, the tenant containers it
-// backs up and how many run.
+// nodeInfo is this node's heartbeat: version, each job's last success, the platform jobs'
+// schedules, the tenant containers it backs up and how many run.
 func (m *Main) nodeInfo(ctx context.Context) coord.NodeInfo {
 	cfg := m.cfg()
-	info := coord.NodeInfo{Node: cfg.NodeID, Version: version, LastSuccess: map[string]time.Time{}, BacksUpContainers: m.hasContainerJobs()}
+	info := coord.NodeInfo{Node: cfg.NodeID, Version: version, LastSuccess: map[string]time.Time{}, BacksUpContainers: cfg.HasContainerExports(),
+		Schedules: cfg.PlatformSchedules()}
 	for _, j := range cfg.Jobs {
 		if r, err := m.state.LastSuccess(ctx, j.Name); err == nil && r.FinishedAt != nil {
 			info.LastSuccess[j.Name] = *r.FinishedAt
-		}
-		if j.IsEnabled() && j.Schedule != "" && cfg.Scope(j) == jobs.ScopePlatform {
-			if info.Schedules == nil {
-				info.Schedules = map[string]string{}
-			}
-			sched := strings.Join(strings.Fields(j.Schedule), " ")
-			if !strings.HasPrefix(sched, "@every") {
-				sched += " (" + cfg.Timezone + ")" // a cron time is in the node's zone
-			}
-			info.Schedules[j.Name] = sched
 		}
 	}
 	if info.BacksUpContainers && m.docker != nil {
@@ -119,53 +104,11 @@ func (m *Main) nodeInfo(ctx context.Context) coord.NodeInfo {
 	return info
 }
 
-// fleetView serves GET /api/fleet.
-func (m *Main) fleetView(w http.ResponseWriter, r *http.Request) {
-	v, err := m.fleet.View(r.Context())
-	if err != nil {
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "coordination database unavailable")
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, v)
-}
-
-// fleetActiveBots is the whole fleet's running tenant containers (alive nodes' heartbeats).
-func (m *Main) fleetActiveBots(context.Context) (int, bool) {
+// withNodeLost adds the built-in node-lost alert to the config's alerts when this node takes
+// part in fleet coordination.
+func (m *Main) withNodeLost(specs []alerts.Spec) []alerts.Spec {
 	if m.fleet == nil {
-		return 0, false
+		return specs
 	}
-	return m.fleet.ActiveBots()
-}
-
-// nodeLostRule is the built-in node-lost alert (on the last heartbeat's view: no query).
-func (m *Main) nodeLostRule() alerts.Spec {
-	return alerts.Spec{Rule: &alerts.NodeLost{RuleName: "node-lost", Nodes: m.fleet.Nodes,
-		LostAfter: func() time.Duration { return m.cfg().Coordination.NodeLostAfter.D() }}}
-}
-
-// cliPlatformLock takes a platform-scoped job's fleet-wide lock for a CLI run (a no-op without
-// coordination): a clear message and exit 1 when the job runs on another node or the
-// coordination database cannot be reached (a platform job never runs uncoordinated).
-func cliPlatformLock(ctx context.Context, cfg *config.Config, jc config.Job, stderr io.Writer) (func(), int) {
-	if !cfg.Coordination.Enabled() || cfg.Scope(jc) != jobs.ScopePlatform {
-		return func() {}, 0
-	}
-	p, err := coord.Open(ctx, coordOptions(cfg))
-	if err != nil {
-		if p != nil {
-			p.Close()
-		}
-		fmt.Fprintf(stderr, "opsd: %s is a platform job and the coordination database cannot be reached: %v\n", jc.Name, err)
-		return nil, 1
-	}
-	release, err := jobs.PlatformLock(ctx, p, jc.Name)
-	switch {
-	case errors.Is(err, jobs.ErrHeldElsewhere):
-		fmt.Fprintf(stderr, "opsd: %s is running on another node right now (platform job, fleet-wide lock held); try again when it finishes\n", jc.Name)
-		return nil, 1
-	case err != nil:
-		fmt.Fprintf(stderr, "opsd: %s: %v\n", jc.Name, err)
-		return nil, 1
-	}
-	return release, 0
+	return append(specs, alerts.NodeLostSpec(m.fleet, func() time.Duration { return m.cfg().Coordination.NodeLostAfter.D() }))
 }

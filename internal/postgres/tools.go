@@ -507,3 +507,13 @@ func killGroup(cmd *exec.Cmd) {
 	}
 	cmd.WaitDelay = 10 * time.Second
 }
+
+// ResolveServer parses a job's server DSN and finds the client tools in binDir (as FindTools).
+func ResolveServer(dsn, binDir string) (DSN, Tools, error) {
+	d, err := ParseDSN(dsn)
+	if err != nil {
+		return DSN{}, Tools{}, err
+	}
+	tools, err := FindTools(binDir)
+	return d, tools, err
+}

@@ -1,4 +1,4 @@
-package main
+package restore
 
 import (
 	"context"
@@ -11,15 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// watchRestoreLocks calls wake whenever a restore's liveness lock (state.db.restore-ID.lock,
+// WatchLocks calls wake whenever a restore's liveness lock (state.db.restore-ID.lock,
 // created by state.StartRestore in whichever process restores) appears beside the state
 // database, until ctx ends. The function it returns reports whether the watch still holds (the
 // directory was not removed or moved); it is nil when inotify cannot be set up. Either way the
 // caller polls instead. A restore that starts is seen at once; one that is running is then
 // polled until its lock is gone (finished, or marked interrupted): a lock released by a process
 // that died raises no event of its own.
-func watchRestoreLocks(ctx context.Context, statePath string, wake func()) (watching func() bool) {
-	dir, prefix := filepath.Dir(statePath), filepath.Base(statePath)+".restore-"
+func WatchLocks(ctx context.Context, statePath string, wake func()) (watching func() bool) {
+	dir := filepath.Dir(statePath)
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil
@@ -51,7 +51,7 @@ func watchRestoreLocks(ctx context.Context, statePath string, wake func()) (watc
 				if ev.Mask&unix.IN_IGNORED != 0 {
 					return // the directory is gone: poll
 				}
-				if ev.Mask&unix.IN_Q_OVERFLOW != 0 || strings.HasPrefix(name, prefix) && strings.HasSuffix(name, ".lock") {
+				if ev.Mask&unix.IN_Q_OVERFLOW != 0 || isLockName(statePath, name) {
 					wake()
 				}
 			}
