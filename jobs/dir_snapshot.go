@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -165,18 +166,51 @@ func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time
 	return t
 }
 
+// snapshotHook, when set (tests), runs with the instance's directory before its walk and with
+// each regular file's path before the file is opened (see setSnapshotHook).
+var snapshotHook atomic.Pointer[func(path string)]
+
+// setSnapshotHook installs f as the snapshot hook and returns a function that removes it: tests
+// change the tree under the walk at a chosen point instead of by timing.
+func setSnapshotHook(f func(path string)) (remove func()) {
+	snapshotHook.Store(&f)
+	return func() { snapshotHook.Store(nil) }
+}
+
+func atSnapshotHook(path string) {
+	if f := snapshotHook.Load(); f != nil {
+		(*f)(path)
+	}
+}
+
 // writeTree writes base/instance as a tar whose top directory is the instance. Files that vanish
-// or change size while being read are recorded as warnings; the archive stays well-formed.
+// or change size while being read are recorded as warnings; the archive stays well-formed. The
+// instance's directory vanishing or being replaced fails the snapshot.
 func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]string, error) {
 	tw := tar.NewWriter(w)
 	var warnings []string
 	root := filepath.Join(base, instance)
-	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+	atSnapshotHook(root)
+	// The instance's directory itself must stay the same directory from the walk's start to its
+	// end: one that vanishes (the tenant deleted, its volume unmounted) or is replaced (a volume
+	// remounted) would otherwise be "backed up" as the few files read before, down to an empty
+	// archive, over the day's good backup.
+	rootInfo, err := os.Lstat(root)
+	if err != nil {
+		return nil, fmt.Errorf("instance directory %s vanished before its snapshot (nothing stored): %w", root, err)
+	}
+	if !rootInfo.IsDir() {
+		return nil, fmt.Errorf("instance directory %s is no longer a directory", root)
+	}
+	err = filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		rel, _ := filepath.Rel(base, p)
 		name := filepath.ToSlash(rel)
+		if err != nil && p == root {
+			return fmt.Errorf("instance directory %s vanished during its snapshot (nothing stored): %w", root, err)
+		}
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				warnings = append(warnings, name+": vanished")
@@ -207,6 +241,7 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		if !info.Mode().IsRegular() {
 			return tw.WriteHeader(h)
 		}
+		atSnapshotHook(p)
 		f, err := os.Open(p)
 		if err != nil {
 			warnings = append(warnings, name+": vanished")
@@ -233,6 +268,9 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 	})
 	if err != nil {
 		return warnings, err
+	}
+	if end, err := os.Lstat(root); err != nil || !os.SameFile(rootInfo, end) {
+		return warnings, fmt.Errorf("instance directory %s vanished or was replaced during its snapshot (nothing stored)", root)
 	}
 	return warnings, tw.Close()
 }
