@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -230,6 +231,16 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		if !info.Mode().IsRegular() && !info.IsDir() && link == "" {
 			return nil // sockets, devices, pipes
 		}
+		var f *os.File
+		if info.Mode().IsRegular() {
+			atSnapshotHook(p)
+			var skipped string
+			if f, info, skipped = openRegular(p); f == nil {
+				warnings = append(warnings, name+": "+skipped)
+				return nil
+			}
+			defer f.Close()
+		}
 		h, err := tar.FileInfoHeader(info, link)
 		if err != nil {
 			return err
@@ -241,13 +252,6 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		if !info.Mode().IsRegular() {
 			return tw.WriteHeader(h)
 		}
-		atSnapshotHook(p)
-		f, err := os.Open(p)
-		if err != nil {
-			warnings = append(warnings, name+": vanished")
-			return nil
-		}
-		defer f.Close()
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
@@ -273,6 +277,34 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		return warnings, fmt.Errorf("instance directory %s vanished or was replaced during its snapshot (nothing stored)", root)
 	}
 	return warnings, tw.Close()
+}
+
+// openRegular opens the file at p, which the walk saw as a regular file, without following a
+// symbolic link and without blocking, and returns it with its information now (a file replaced
+// by a rename since the walk saw it is read as it is now). The tenant owns the tree and may swap
+// the file meanwhile: for a link to a host file, which must not land in the tenant's backup (a
+// restore would hand it over), or for a FIFO, whose open would block until a writer comes, past
+// the run's timeout. Anything but a regular file is skipped: f is nil and skipped says why.
+func openRegular(p string) (f *os.File, info fs.FileInfo, skipped string) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, syscall.ELOOP):
+		return nil, nil, "replaced by a symbolic link while read"
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, "vanished"
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, nil, "not read: " + err.Error()
+	}
+	info, err = f.Stat()
+	if err != nil || !info.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, "replaced by a file that is not a regular file while read"
+	}
+	return f, info, ""
 }
 
 type zeros struct{}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,5 +122,75 @@ func TestDirSnapshotInstanceVanishingIsNotABackup(t *testing.T) {
 				artifacttest.Check(t, store, "")
 			})
 		}
+	}
+}
+
+// TestDirSnapshotFileSwappedUnderTheWalk: a tenant controls the files of its WOPR_HOME. One it
+// swaps between the walk's look at it and its read, for a symbolic link to a host file or for
+// a FIFO: the snapshot must neither read the host file into the tenant's backup (a restore
+// would hand it to the tenant) nor block forever on the FIFO's open (a hung nightly run, past
+// its timeout, and every later run skipped as an overlap).
+func TestDirSnapshotFileSwappedUnderTheWalk(t *testing.T) {
+	for _, swap := range []string{"symlink", "fifo"} {
+		t.Run(swap, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			secret := filepath.Join(dir, "host-secret")
+			os.WriteFile(secret, []byte("the host's secret"), 0o600)
+			base := filepath.Join(dir, "homes")
+			root := filepath.Join(base, "inst-1")
+			os.MkdirAll(root, 0o755)
+			os.WriteFile(filepath.Join(root, "a.md"), []byte("aaa"), 0o644)
+			victim := filepath.Join(root, "b.md")
+			os.WriteFile(victim, []byte(strings.Repeat("b", 100)), 0o644) // longer than the host file
+			os.WriteFile(filepath.Join(root, "c.md"), []byte("ccc"), 0o644)
+			store, _ := local.New(filepath.Join(dir, "store"))
+			swapped := false
+			withSnapshotHook(t, func(p string) {
+				if p != victim || swapped {
+					return
+				}
+				swapped = true
+				os.Remove(victim)
+				var err error
+				if swap == "symlink" {
+					err = os.Symlink(secret, victim)
+				} else {
+					err = syscall.Mkfifo(victim, 0o644)
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			r := newRig(t)
+			j := NewDirSnapshot("wopr-home", DirSnapshotConfig{BaseDir: base, Node: "n1", Now: func() time.Time { return day1 }}, store)
+			done := make(chan Outcome, 1)
+			go func() { done <- r.runner.Run(ctx, j, time.Minute, TriggerManual) }()
+			var o Outcome
+			select {
+			case o = <-done:
+			case <-time.After(2 * time.Minute):
+				t.Fatal("the snapshot never ended: it blocked on the swapped file")
+			}
+			if !swapped {
+				t.Fatal("the hook never fired: the fault was not injected")
+			}
+			if !o.OK() {
+				t.Fatalf("snapshot: %v", o.Err)
+			}
+			files := archiveFiles(t, store, "nightly/n1/inst-1/inst-1_20261125.tar.gz")
+			for name, content := range files {
+				if strings.Contains(content, "secret") {
+					t.Fatalf("the host file was read into the tenant's backup as %s", name)
+				}
+			}
+			if files["inst-1/a.md"] != "aaa" || files["inst-1/c.md"] != "ccc" {
+				t.Fatalf("archive: %v", files)
+			}
+			if note := o.Result.Targets[0].Note; !strings.Contains(note, "inst-1/b.md") {
+				t.Fatalf("the swapped file is not reported: %q", note)
+			}
+			artifacttest.Check(t, store, "")
+		})
 	}
 }
