@@ -187,6 +187,11 @@ func atSnapshotHook(path string) {
 // writeTree writes base/instance as a tar whose top directory is the instance. Files that vanish
 // or change size while being read are recorded as warnings; the archive stays well-formed. The
 // instance's directory vanishing or being replaced fails the snapshot.
+//
+// Every path below the instance's directory is resolved inside it (os.Root: openat from the
+// directory, never through a symbolic link that leads out of it): the tenant owns the tree and
+// may swap a directory or a file for a link to the host's under the walk, which must not land in
+// its backup (a restore would hand it over). What such a swap hides is skipped and reported.
 func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]string, error) {
 	tw := tar.NewWriter(w)
 	var warnings []string
@@ -201,23 +206,40 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		return nil, fmt.Errorf("instance directory %s vanished before its snapshot (nothing stored): %w", root, err)
 	}
 	if !rootInfo.IsDir() {
-		return nil, fmt.Errorf("instance directory %s is no longer a directory", root)
+		return nil, fmt.Errorf("instance directory %s is no longer a directory (nothing stored)", root)
 	}
-	err = filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+	dir, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("instance directory %s vanished before its snapshot (nothing stored): %w", root, err)
+	}
+	defer dir.Close()
+	if st, err := dir.Stat("."); err != nil || !os.SameFile(rootInfo, st) {
+		return nil, fmt.Errorf("instance directory %s was replaced as its snapshot began (nothing stored)", root)
+	}
+	err = fs.WalkDir(dir.FS(), ".", func(p string, de fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rel, _ := filepath.Rel(base, p)
-		name := filepath.ToSlash(rel)
-		if err != nil && p == root {
+		name := instance
+		if p != "." {
+			name += "/" + p
+		}
+		if err != nil && p == "." {
 			return fmt.Errorf("instance directory %s vanished during its snapshot (nothing stored): %w", root, err)
 		}
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
 				warnings = append(warnings, name+": vanished")
+				return nil
+			case escapes(err):
+				warnings = append(warnings, name+": replaced by a link out of the instance directory while read")
 				return nil
 			}
 			return err
+		}
+		if p != "." && de.IsDir() {
+			atSnapshotHook(filepath.Join(root, filepath.FromSlash(p)))
 		}
 		info, err := de.Info()
 		if err != nil {
@@ -226,16 +248,16 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		}
 		link := ""
 		if info.Mode()&fs.ModeSymlink != 0 {
-			link, _ = os.Readlink(p)
+			link, _ = dir.Readlink(p)
 		}
 		if !info.Mode().IsRegular() && !info.IsDir() && link == "" {
 			return nil // sockets, devices, pipes
 		}
 		var f *os.File
 		if info.Mode().IsRegular() {
-			atSnapshotHook(p)
+			atSnapshotHook(filepath.Join(root, filepath.FromSlash(p)))
 			var skipped string
-			if f, info, skipped = openRegular(p); f == nil {
+			if f, info, skipped = openRegular(dir, p); f == nil {
 				warnings = append(warnings, name+": "+skipped)
 				return nil
 			}
@@ -279,17 +301,23 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 	return warnings, tw.Close()
 }
 
-// openRegular opens the file at p, which the walk saw as a regular file, without following a
-// symbolic link and without blocking, and returns it with its information now (a file replaced
-// by a rename since the walk saw it is read as it is now). The tenant owns the tree and may swap
-// the file meanwhile: for a link to a host file, which must not land in the tenant's backup (a
-// restore would hand it over), or for a FIFO, whose open would block until a writer comes, past
-// the run's timeout. Anything but a regular file is skipped: f is nil and skipped says why.
-func openRegular(p string) (f *os.File, info fs.FileInfo, skipped string) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+// escapes reports whether err is os.Root refusing a path that leads out of its directory (a
+// symbolic link to elsewhere; the os package exports no value for it).
+func escapes(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
+}
+
+// openRegular opens p (below dir), which the walk saw as a regular file, without blocking and
+// without leaving dir, and returns it with its information now (a file replaced by a rename
+// since the walk saw it is read as it is now). The tenant may swap the file meanwhile: for a
+// link to a host file, which must not land in the tenant's backup, or for a FIFO, whose open
+// would block until a writer comes, past the run's timeout. Anything but a regular file inside
+// dir is skipped: f is nil and skipped says why.
+func openRegular(dir *os.Root, p string) (f *os.File, info fs.FileInfo, skipped string) {
+	f, err := dir.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	switch {
-	case errors.Is(err, syscall.ELOOP):
-		return nil, nil, "replaced by a symbolic link while read"
+	case escapes(err):
+		return nil, nil, "replaced by a link out of the instance directory while read"
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil, "vanished"
 	case err != nil:

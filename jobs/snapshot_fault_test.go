@@ -127,11 +127,11 @@ func TestDirSnapshotInstanceVanishingIsNotABackup(t *testing.T) {
 
 // TestDirSnapshotFileSwappedUnderTheWalk: a tenant controls the files of its WOPR_HOME. One it
 // swaps between the walk's look at it and its read, for a symbolic link to a host file or for
-// a FIFO: the snapshot must neither read the host file into the tenant's backup (a restore
+// a FIFO, or a directory it swaps for a link to a host directory: the snapshot must neither read the host file into the tenant's backup (a restore
 // would hand it to the tenant) nor block forever on the FIFO's open (a hung nightly run, past
 // its timeout, and every later run skipped as an overlap).
 func TestDirSnapshotFileSwappedUnderTheWalk(t *testing.T) {
-	for _, swap := range []string{"symlink", "fifo"} {
+	for _, swap := range []string{"symlink", "fifo", "directory symlink"} {
 		t.Run(swap, func(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
@@ -144,6 +144,15 @@ func TestDirSnapshotFileSwappedUnderTheWalk(t *testing.T) {
 			victim := filepath.Join(root, "b.md")
 			os.WriteFile(victim, []byte(strings.Repeat("b", 100)), 0o644) // longer than the host file
 			os.WriteFile(filepath.Join(root, "c.md"), []byte("ccc"), 0o644)
+			// A directory of the tenant's, and a host directory holding a secret.
+			os.MkdirAll(filepath.Join(root, "sub"), 0o755)
+			os.WriteFile(filepath.Join(root, "sub", "notes.md"), []byte("notes"), 0o644)
+			hostDir := filepath.Join(dir, "host-dir")
+			os.MkdirAll(hostDir, 0o700)
+			os.WriteFile(filepath.Join(hostDir, "notes.md"), []byte("the host directory's secret"), 0o600)
+			if swap == "directory symlink" {
+				victim = filepath.Join(root, "sub")
+			}
 			store, _ := local.New(filepath.Join(dir, "store"))
 			swapped := false
 			withSnapshotHook(t, func(p string) {
@@ -153,10 +162,14 @@ func TestDirSnapshotFileSwappedUnderTheWalk(t *testing.T) {
 				swapped = true
 				os.Remove(victim)
 				var err error
-				if swap == "symlink" {
+				switch swap {
+				case "symlink":
 					err = os.Symlink(secret, victim)
-				} else {
+				case "fifo":
 					err = syscall.Mkfifo(victim, 0o644)
+				default:
+					os.RemoveAll(victim)
+					err = os.Symlink(hostDir, victim)
 				}
 				if err != nil {
 					t.Error(err)
@@ -187,7 +200,7 @@ func TestDirSnapshotFileSwappedUnderTheWalk(t *testing.T) {
 			if files["inst-1/a.md"] != "aaa" || files["inst-1/c.md"] != "ccc" {
 				t.Fatalf("archive: %v", files)
 			}
-			if note := o.Result.Targets[0].Note; !strings.Contains(note, "inst-1/b.md") {
+			if note := o.Result.Targets[0].Note; !strings.Contains(note, strings.TrimPrefix(victim, base+"/")) {
 				t.Fatalf("the swapped file is not reported: %q", note)
 			}
 			artifacttest.Check(t, store, "")
