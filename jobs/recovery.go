@@ -58,6 +58,22 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 	if len(runs) > 0 {
 		r.Log.Warn().Int("runs", len(runs)).Msg("marked runs left running by a previous process as interrupted")
 	}
+	// Containers a killed export paused stay paused (the tenant's bot down) until unpaused.
+	for _, sp := range specs {
+		pr, ok := sp.Job.(interface {
+			RecoverPaused(context.Context) ([]string, error)
+		})
+		if !ok {
+			continue
+		}
+		names, err := pr.RecoverPaused(ctx)
+		for _, n := range names {
+			r.Log.Warn().Str("job", sp.Job.Name()).Str("target", n).Msg("unpaused a container an export opsd did not survive left paused")
+		}
+		if err != nil {
+			r.Log.Error().Err(err).Str("job", sp.Job.Name()).Msg("cannot unpause the containers an export opsd did not survive left paused")
+		}
+	}
 	return nil
 }
 

@@ -375,3 +375,124 @@ func freeTCPAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// TestSIGKILLMidPausedExportUnpausesAtStart: an export with `pause: true` freezes the tenant's
+// container; the real binary is SIGKILLed mid-upload (OOM, the host restarting opsd's
+// container). Before, the container stayed paused, the tenant's bot down, until someone noticed.
+// The daemon's next start unpauses it; nothing of the killed export is a backup.
+func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
+	cfg := storagetest.RealS3(t)
+	direct := storagetest.NewS3(t, cfg)
+	dc := dockertest.Client(t)
+	bin := opsdBinary(t)
+	dir := t.TempDir()
+	name := dockertest.Unique("tenant_opsdpause") + "a"
+	dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; sleep 3600")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d, err := dc.Inspect(context.Background(), name, true)
+		if err == nil && d.SizeRw >= 24<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container never wrote its data: %+v %v", d, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Cleanup(func() { dc.Unpause(context.Background(), name) })
+	proxy := newKillProxy(t, cfg.Endpoint)
+	addr := freeTCPAddr(t)
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: kill
+http:
+  listen: %s
+state:
+  path: %s/state/state.db
+storage:
+  backend: s3
+  s3:
+    endpoint: %s
+    region: us-east-1
+    bucket: %s
+    access_key: %s
+    secret_key: %s
+    tls: false
+    part_size: 5MiB
+    upload_memory: 16MiB
+alerts:
+  interval: 1h
+  rules: []
+scheduler:
+  shutdown_timeout: 2s
+jobs:
+  - name: tenant-export
+    kind: container_export
+    schedule: "0 2 * * *"
+    name_prefix: %s
+    pause: true
+`, addr, dir, proxy.addr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, name)), 0o600)
+
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "jobs", "run", "-c", cfgPath, "tenant-export")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	var killed atomic.Bool
+	proxy.arm(func(_ []byte, sent int64) bool {
+		if sent <= 12<<20 {
+			return false
+		}
+		killed.Store(true)
+		cmd.Process.Signal(syscall.SIGKILL)
+		return true
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	proxy.disarm()
+	if !killed.Load() {
+		t.Fatalf("the export was never killed: %s", out.String())
+	}
+	ctx := context.Background()
+	if d, err := dc.Inspect(ctx, name, false); err != nil || !d.Paused {
+		t.Fatalf("the container is not paused after the kill (paused %v, %v): the fault was not injected", d.Paused, err)
+	}
+
+	daemon := exec.Command(bin, "run", "-c", cfgPath)
+	var dlog bytes.Buffer
+	daemon.Stderr = &dlog
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Signal(syscall.SIGTERM)
+		daemon.Wait()
+	}()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon never answered: %v\n%s", err, dlog.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The daemon answers once it started; the unpause comes before its first runs.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		d, err := dc.Inspect(ctx, name, false)
+		if err == nil && !d.Paused {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container is still paused after the daemon started (paused %v, %v)\n%s", d.Paused, err, dlog.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(dlog.String(), "unpaused a container an export opsd did not survive left paused") {
+		t.Fatalf("the unpause is not logged:\n%s", dlog.String())
+	}
+	artifacttest.Check(t, direct, "")
+}
