@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
@@ -149,7 +151,8 @@ type sigkillWriter struct {
 	change func(t *testing.T)
 }
 
-// TestSIGKILLMidWriterLosesNothing: the real opsd binary runs each writer (`opsd jobs run`) on
+// TestSIGKILLMidWriterLosesNothing: the real opsd binary runs each writer (`opsd jobs run`: the
+// SQLite backup, the directory snapshot, the container export, the PostgreSQL dump) on
 // SeaweedFS through a proxy and is SIGKILLed in the middle of its upload: on the first backup of
 // a key (the stream goes to the key itself) and on a replacement the same day (the stream goes
 // to a staging key). After each kill the bucket holds only objects that match their manifests,
@@ -223,6 +226,39 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 		}})
 	}
 
+	// The platform's PostgreSQL database, with 32 MB of random text in it.
+	pgJob := ""
+	{
+		server, tools := pgtest.Server(t)
+		db := pgtest.NewDatabase(t, server, "opsd_kill")
+		conn, err := db.Connect(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill := func(t *testing.T) {
+			if _, err := conn.Exec(context.Background(), `CREATE TABLE IF NOT EXISTS blobs (id serial PRIMARY KEY, v text);
+				INSERT INTO blobs (v) SELECT md5(random()::text) FROM generate_series(1, 1000000)`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fill(t)
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		u, err := url.Parse(os.Getenv("OPSD_TEST_PG_DSN"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/" + db.Database()
+		pgJob = fmt.Sprintf(`
+  - name: platform-pg
+    kind: postgres_backup
+    schedule: "15 3 * * *"
+    dsn: %q
+    pg_bin_dir: %s
+    compression: zstd
+`, u.String(), tools.BinDir)
+		writers = append(writers, sigkillWriter{job: "platform-pg", key: "postgres/" + today + "/" + db.Database() + "-" + today + ".dump.zst", change: fill})
+	}
+
 	proxy := newKillProxy(t, cfg.Endpoint)
 	addr := freeTCPAddr(t)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
@@ -259,7 +295,7 @@ jobs:
     kind: dir_snapshot
     schedule: "30 2 * * *"
     base_dir: %s
-%s`, addr, dir, proxy.addr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, dir, dbPath, base, containerJob)), 0o600)
+%s%s`, addr, dir, proxy.addr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, dir, dbPath, base, containerJob, pgJob)), 0o600)
 
 	ctx := context.Background()
 	var stderr bytes.Buffer
