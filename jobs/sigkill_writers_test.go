@@ -25,6 +25,7 @@ import (
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
+	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
@@ -146,9 +147,10 @@ func (p *killProxy) cut() {
 // sigkillWriter is one writer the SIGKILL test drives through the real binary.
 type sigkillWriter struct {
 	job    string // its name in the job file
-	args   []string
 	key    string
 	change func(t *testing.T)
+	// target, when set, is a target known before the job runs: the killed run marks it failed.
+	target string
 }
 
 // TestSIGKILLMidWriterLosesNothing: the real opsd binary runs each writer (`opsd jobs run`: the
@@ -183,7 +185,7 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 	}
 	randomFile(filepath.Join(base, "inst-1", "big.bin"), 24<<20)
 	writers := []sigkillWriter{
-		{job: "platform-db-backup", key: "platform/" + today + "/auth-" + today + ".db", change: func(t *testing.T) {
+		{job: "platform-db-backup", target: "auth", key: "platform/" + today + "/auth-" + today + ".db", change: func(t *testing.T) {
 			db, err := demo.Open(dbPath)
 			if err != nil {
 				t.Fatal(err)
@@ -256,7 +258,7 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
     pg_bin_dir: %s
     compression: zstd
 `, u.String(), tools.BinDir)
-		writers = append(writers, sigkillWriter{job: "platform-pg", key: "postgres/" + today + "/" + db.Database() + "-" + today + ".dump.zst", change: fill})
+		writers = append(writers, sigkillWriter{job: "platform-pg", target: db.Database(), key: "postgres/" + today + "/" + db.Database() + "-" + today + ".dump.zst", change: fill})
 	}
 
 	proxy := newKillProxy(t, cfg.Endpoint)
@@ -376,6 +378,27 @@ jobs:
 					break
 				}
 				time.Sleep(100 * time.Millisecond)
+			}
+			if w.target != "" {
+				// The daemon records the killed run's targets as it starts (/health may answer
+				// meanwhile): wait for it before stopping the daemon.
+				var b state.BackupStatus
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					st, err := state.Open(ctx, filepath.Join(dir, "state", "state.db"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err = st.GetBackup(ctx, w.target, time.Now(), 24*time.Hour)
+					st.Close()
+					if err == nil && !b.LastBackupSuccess && b.IsStale {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%s's status after the killed run: success %v, stale %v, %v; want its last attempt failed (stale)", w.target, b.LastBackupSuccess, b.IsStale, err)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
 			}
 			daemon.Process.Signal(syscall.SIGTERM)
 			daemon.Wait()
