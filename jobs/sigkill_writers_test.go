@@ -361,7 +361,17 @@ jobs:
 			}
 			check(t)
 
-			// 4. The daemon started afterwards reports the killed run.
+			// 3b. The next replacement is killed between publishing the object and writing its
+			// manifest: the key holds the new object under the good one's manifest.
+			manifestPUT := []byte("PUT /" + cfg.Bucket + "/" + w.key + artifact.ManifestSuffix + " ")
+			if killed, err := runJob(t, w.job, func(chunk []byte, _ int64) bool { return bytes.HasPrefix(chunk, manifestPUT) }); !killed {
+				t.Fatalf("the replacement was never killed before its manifest (err %v): %s", err, stderr.String())
+			}
+			if problems, _, err := artifacttest.Problems(ctx, direct, ""); err != nil || len(problems) == 0 {
+				t.Fatalf("no object under another's manifest after a kill between publish and manifest (%v): the fault was not injected", err)
+			}
+
+			// 4. The daemon started afterwards reports the killed run and finishes its upload.
 			daemon := exec.Command(bin, "run", "-c", cfgPath)
 			var dlog bytes.Buffer
 			daemon.Stderr = &dlog
@@ -378,6 +388,20 @@ jobs:
 					break
 				}
 				time.Sleep(100 * time.Millisecond)
+			}
+			deadline = time.Now().Add(60 * time.Second)
+			for {
+				problems, _, err := artifacttest.Problems(ctx, direct, "")
+				if err == nil && len(problems) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the upload killed before its manifest is not finished after the daemon started: %v %v\n%s", problems, err, dlog.String())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if m, err := artifact.ReadManifest(ctx, direct, w.key); err != nil || m.SHA256 == good.SHA256 {
+				t.Fatalf("the key's manifest after the daemon finished the upload: %+v %v, want the new backup's", m, err)
 			}
 			if w.target != "" {
 				// The daemon records the killed run's targets as it starts (/health may answer
