@@ -30,32 +30,16 @@ import (
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
-var (
-	opsdBinOnce sync.Once
-	opsdBin     string
-	opsdBinErr  error
-)
-
-// opsdBinary builds cmd/opsd once for the test binary.
+// opsdBinary builds cmd/opsd into the test's temp dir (the build cache makes it a link step).
 func opsdBinary(t *testing.T) string {
 	t.Helper()
-	opsdBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "opsd-bin-")
-		if err != nil {
-			opsdBinErr = err
-			return
-		}
-		opsdBin = filepath.Join(dir, "opsd")
-		cmd := exec.Command("go", "build", "-o", opsdBin, "../cmd/opsd")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			opsdBinErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
-	})
-	if opsdBinErr != nil {
-		t.Fatal(opsdBinErr)
+	bin := filepath.Join(t.TempDir(), "opsd")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/opsd")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
 	}
-	return opsdBin
+	return bin
 }
 
 // killProxy forwards TCP connections to the S3 engine and, once armed, calls trip with every
