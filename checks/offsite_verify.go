@@ -139,10 +139,29 @@ func (v *OffsiteVerify) Run(ctx context.Context) (jobs.Result, error) {
 		return jobs.Result{}, fmt.Errorf("verify %s: %w", v.name, err)
 	}
 	var res jobs.Result
-	if len(dates) == 0 {
+	// Freshness counts from the newest set not dated after tomorrow: a set written while the
+	// clock was ahead (dated days or years on) would otherwise pass for fresh until its date
+	// came, whatever happened to the backups meanwhile.
+	fresh := -1
+	for i, ds := range dates {
+		if t, _ := layout.ParseDate(ds.Date); !t.After(now.Add(futureSlack)) {
+			fresh = i
+			break
+		}
+	}
+	switch {
+	case len(dates) == 0:
 		add("missing", v.cfg.Prefix, "no backup sets at all")
-	} else if t, _ := layout.ParseDate(dates[0].Date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
-		add("missing", v.cfg.Layout.SetPrefix(dates[0].Date), "the newest set is from %s, older than %s", dates[0].Date, v.cfg.MaxAge)
+	case fresh < 0:
+		add("missing", v.cfg.Prefix, "no backup set dated up to today: the newest, %s, is dated after now (written while the clock was ahead)", dates[0].Date)
+	default:
+		if t, _ := layout.ParseDate(dates[fresh].Date); now.Sub(t.Add(24*time.Hour)) > v.cfg.MaxAge {
+			future := ""
+			if fresh > 0 {
+				future = fmt.Sprintf(" (%s, dated after now, written while the clock was ahead, does not count)", dates[0].Date)
+			}
+			add("missing", v.cfg.Layout.SetPrefix(dates[fresh].Date), "the newest set is from %s, older than %s%s", dates[fresh].Date, v.cfg.MaxAge, future)
+		}
 	}
 	for i, ds := range dates {
 		if i >= v.cfg.Dates {
@@ -241,8 +260,18 @@ func (v *OffsiteVerify) verifyPostgres(ctx context.Context, now time.Time, db st
 		add("missing", where, "%s has no dump with a manifest", db)
 		return 0, nil
 	}
-	newest := list[0]
-	if age := now.Sub(v.dayEnd(newest)); age > v.cfg.PostgresMaxAge {
+	// Freshness counts from the newest dump not dated after tomorrow (see the sets).
+	var newest *layout.Artifact
+	for i := range list {
+		if !v.dayEnd(list[i]).After(now.Add(24*time.Hour + futureSlack)) {
+			newest = &list[i]
+			break
+		}
+	}
+	switch {
+	case newest == nil:
+		add("missing", where, "no dump of %s dated up to today: the newest, %s, is dated after now (written while the clock was ahead)", db, list[0].Key)
+	case now.Sub(v.dayEnd(*newest)) > v.cfg.PostgresMaxAge:
 		add("missing", where, "the newest dump of %s (%s) is older than %s", db, newest.Key, v.cfg.PostgresMaxAge)
 	}
 	n := 0
@@ -272,6 +301,10 @@ func (v *OffsiteVerify) verifyPostgres(ctx context.Context, now time.Time, db st
 	}
 	return n, nil
 }
+
+// futureSlack is how far after now a key's date may start and still count as written by a
+// right clock (a date template in a time zone ahead of UTC, a clock a little ahead).
+const futureSlack = 24 * time.Hour
 
 // dayEnd is when a dump's date ends (its key's date plus a day), or its upload time when the
 // key names no date: ages count from there, as for the sets.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -53,8 +54,11 @@ type ContainerExportConfig struct {
 	Parallel    int
 	// Pause freezes a running container during its export; it is always unpaused after.
 	Pause bool
-	Node  string
-	Now   func() time.Time
+	// PauseMarks is the directory of the pause marks (see RecoverPaused; default: the state
+	// database's directory when the Fingerprints are the state database).
+	PauseMarks string
+	Node       string
+	Now        func() time.Time
 
 	// Tiers is where each container's tier comes from (default: the TierLabel label).
 	Tiers *TierSource
@@ -103,6 +107,9 @@ func NewContainerExport(name string, cfg ContainerExportConfig, engine Engine, f
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if p, ok := fps.(interface{ Path() string }); ok && cfg.PauseMarks == "" && p.Path() != "" {
+		cfg.PauseMarks = filepath.Dir(p.Path())
+	}
 	tpl, err := layout.Parse(cfg.KeyTemplate)
 	return &ContainerExport{name: name, cfg: cfg, engine: engine, fps: fps, store: store, tpl: tpl, err: err}
 }
@@ -130,6 +137,7 @@ func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 	if c.err != nil {
 		return Result{}, fmt.Errorf("container export %s: %w", c.name, c.err)
 	}
+	unpaused, recErr := c.RecoverPaused(ctx)
 	list, err := c.engine.List(ctx, c.cfg.NamePrefix, c.cfg.Labels)
 	if err != nil {
 		return Result{}, fmt.Errorf("docker unreachable: %w", err)
@@ -184,7 +192,20 @@ func (c *ContainerExport) Run(ctx context.Context) (Result, error) {
 		res.Retire = &Retire{Kind: "container", Present: present}
 	}
 	res.Summary = fmt.Sprintf("%d of %d containers exported, %d unchanged", exported, len(results), skipped)
+	if len(unpaused) > 0 {
+		res.Summary += fmt.Sprintf("; unpaused %s, left paused by an export opsd did not survive", strings.Join(unpaused, ", "))
+	}
+	if recErr != nil {
+		res.Summary += "; " + recErr.Error()
+	}
 	return res, res.TargetsError("containers")
+}
+
+// RecoverPaused unpauses the containers an export of a process that is gone paused and never
+// unpaused (opsd killed mid-export), and returns their names. Every run does it first; the
+// daemon also does it at start (Runner.RecoverInterrupted).
+func (c *ContainerExport) RecoverPaused(ctx context.Context) ([]string, error) {
+	return recoverPaused(ctx, c.cfg.PauseMarks, c.engine)
 }
 
 func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, now time.Time) (t TargetResult) {
@@ -232,16 +253,25 @@ func (c *ContainerExport) exportOne(ctx context.Context, ct docker.Container, no
 	}
 	if c.cfg.Pause && d.Running && !d.Paused {
 		tm.Start("pause")
+		// The mark lets the next start unpause the container if opsd dies before it does.
+		if err := markPaused(c.cfg.PauseMarks, ct.ID, ct.Name); err != nil {
+			return fail(fmt.Errorf("%w (not paused, nothing exported)", err))
+		}
 		if err := c.engine.Pause(ctx, ct.ID); err != nil {
+			unmarkPaused(c.cfg.PauseMarks, ct.ID)
 			return fail(err)
 		}
 		defer func() {
 			// Always unpause, also when the run is cancelled or the upload failed.
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if err := c.engine.Unpause(uctx, ct.ID); err != nil && t.Err == nil {
-				t.Status, t.Err = TargetFailed, fmt.Errorf("export done but %w", err)
+			if err := c.engine.Unpause(uctx, ct.ID); err != nil {
+				if t.Err == nil {
+					t.Status, t.Err = TargetFailed, fmt.Errorf("export done but %w", err)
+				}
+				return // the mark stays: the next run or start tries again
 			}
+			unmarkPaused(c.cfg.PauseMarks, ct.ID)
 		}()
 	}
 	tm.Start("export")

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -170,30 +172,79 @@ func (d *DirSnapshot) snapshotOne(ctx context.Context, instance string, now time
 	return t
 }
 
-// testHookTreeEntry, when set, is called for each path writeTree visits (tests inject faults).
-var testHookTreeEntry func(path string)
+// snapshotHook, when set (tests), runs with the instance's directory before its walk and with
+// each regular file's path before the file is opened (see setSnapshotHook).
+var snapshotHook atomic.Pointer[func(path string)]
+
+// setSnapshotHook installs f as the snapshot hook and returns a function that removes it: tests
+// change the tree under the walk at a chosen point instead of by timing.
+func setSnapshotHook(f func(path string)) (remove func()) {
+	snapshotHook.Store(&f)
+	return func() { snapshotHook.Store(nil) }
+}
+
+func atSnapshotHook(path string) {
+	if f := snapshotHook.Load(); f != nil {
+		(*f)(path)
+	}
+}
 
 // writeTree writes base/instance as a tar whose top directory is the instance. Files that vanish
-// or change size while being read are recorded as warnings; the archive stays well-formed.
+// or change size while being read are recorded as warnings; the archive stays well-formed. The
+// instance's directory vanishing or being replaced fails the snapshot.
+//
+// Every path below the instance's directory is resolved inside it (os.Root: openat from the
+// directory, never through a symbolic link that leads out of it): the tenant owns the tree and
+// may swap a directory or a file for a link to the host's under the walk, which must not land in
+// its backup (a restore would hand it over). What such a swap hides is skipped and reported.
 func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]string, error) {
 	tw := tar.NewWriter(w)
 	var warnings []string
 	root := filepath.Join(base, instance)
-	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
-		if testHookTreeEntry != nil {
-			testHookTreeEntry(p)
-		}
+	atSnapshotHook(root)
+	// The instance's directory itself must stay the same directory from the walk's start to its
+	// end: one that vanishes (the tenant deleted, its volume unmounted) or is replaced (a volume
+	// remounted) would otherwise be "backed up" as the few files read before, down to an empty
+	// archive, over the day's good backup.
+	rootInfo, err := os.Lstat(root)
+	if err != nil {
+		return nil, fmt.Errorf("instance directory %s vanished before its snapshot (nothing stored): %w", root, err)
+	}
+	if !rootInfo.IsDir() {
+		return nil, fmt.Errorf("instance directory %s is no longer a directory (nothing stored)", root)
+	}
+	dir, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("instance directory %s vanished before its snapshot (nothing stored): %w", root, err)
+	}
+	defer dir.Close()
+	if st, err := dir.Stat("."); err != nil || !os.SameFile(rootInfo, st) {
+		return nil, fmt.Errorf("instance directory %s was replaced as its snapshot began (nothing stored)", root)
+	}
+	err = fs.WalkDir(dir.FS(), ".", func(p string, de fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rel, _ := filepath.Rel(base, p)
-		name := filepath.ToSlash(rel)
+		name := instance
+		if p != "." {
+			name += "/" + p
+		}
+		if err != nil && p == "." {
+			return fmt.Errorf("instance directory %s vanished during its snapshot (nothing stored): %w", root, err)
+		}
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
 				warnings = append(warnings, name+": vanished")
+				return nil
+			case escapes(err):
+				warnings = append(warnings, name+": replaced by a link out of the instance directory while read")
 				return nil
 			}
 			return err
+		}
+		if p != "." && de.IsDir() {
+			atSnapshotHook(filepath.Join(root, filepath.FromSlash(p)))
 		}
 		info, err := de.Info()
 		if err != nil {
@@ -202,10 +253,20 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		}
 		link := ""
 		if info.Mode()&fs.ModeSymlink != 0 {
-			link, _ = os.Readlink(p)
+			link, _ = dir.Readlink(p)
 		}
 		if !info.Mode().IsRegular() && !info.IsDir() && link == "" {
 			return nil // sockets, devices, pipes
+		}
+		var f *os.File
+		if info.Mode().IsRegular() {
+			atSnapshotHook(filepath.Join(root, filepath.FromSlash(p)))
+			var skipped string
+			if f, info, skipped = openRegular(dir, p); f == nil {
+				warnings = append(warnings, name+": "+skipped)
+				return nil
+			}
+			defer f.Close()
 		}
 		h, err := tar.FileInfoHeader(info, link)
 		if err != nil {
@@ -218,12 +279,6 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 		if !info.Mode().IsRegular() {
 			return tw.WriteHeader(h)
 		}
-		f, err := os.Open(p)
-		if err != nil {
-			warnings = append(warnings, name+": vanished")
-			return nil
-		}
-		defer f.Close()
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
@@ -245,7 +300,44 @@ func writeTree(ctx context.Context, w io.Writer, base, instance string) ([]strin
 	if err != nil {
 		return warnings, err
 	}
+	if end, err := os.Lstat(root); err != nil || !os.SameFile(rootInfo, end) {
+		return warnings, fmt.Errorf("instance directory %s vanished or was replaced during its snapshot (nothing stored)", root)
+	}
 	return warnings, tw.Close()
+}
+
+// escapes reports whether err is os.Root refusing a path that leads out of its directory (a
+// symbolic link to elsewhere; the os package exports no value for it).
+func escapes(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
+}
+
+// openRegular opens p (below dir), which the walk saw as a regular file, without blocking and
+// without leaving dir, and returns it with its information now (a file replaced by a rename
+// since the walk saw it is read as it is now). The tenant may swap the file meanwhile: for a
+// link to a host file, which must not land in the tenant's backup, or for a FIFO, whose open
+// would block until a writer comes, past the run's timeout. Anything but a regular file inside
+// dir is skipped: f is nil and skipped says why.
+func openRegular(dir *os.Root, p string) (f *os.File, info fs.FileInfo, skipped string) {
+	f, err := dir.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	switch {
+	case escapes(err):
+		return nil, nil, "replaced by a link out of the instance directory while read"
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, "vanished"
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, nil, "not read: " + err.Error()
+	}
+	info, err = f.Stat()
+	if err != nil || !info.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, "replaced by a file that is not a regular file while read"
+	}
+	return f, info, ""
 }
 
 type zeros struct{}

@@ -74,6 +74,12 @@ func (b *PostgresBackup) Kind() string { return "postgres_backup" }
 // Database is the database the job dumps.
 func (b *PostgresBackup) Database() string { return b.cfg.DSN.Database() }
 
+// TrackedTargets returns the database whose status the job records: a run opsd did not survive
+// marks it failed (RecordInterrupted), as sqlite_backup's databases are.
+func (b *PostgresBackup) TrackedTargets() []TrackedTarget {
+	return []TrackedTarget{{Name: b.cfg.DSN.Database(), StatusKind: "postgres"}}
+}
+
 // Key returns the object key of the dump taken at the given time.
 func (b *PostgresBackup) Key(at time.Time) string {
 	f := layout.Fields{Node: b.cfg.Node, Target: b.cfg.DSN.Database(), Date: at.In(b.cfg.Location).Format(layout.DateFormat)}

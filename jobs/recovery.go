@@ -64,6 +64,45 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 	if len(runs) > 0 {
 		r.Log.Warn().Int("runs", len(runs)).Msg("marked runs left running by a previous process as interrupted")
 	}
+	// Writers killed between publishing an artifact and writing its manifest: finished in the
+	// background (the store may be slow or away; prune finishes them otherwise).
+	recovering := map[string]bool{}
+	for _, run := range runs {
+		ur, ok := byName[run.Job].(uploadRecoverer)
+		if !ok || recovering[run.Job] {
+			continue
+		}
+		recovering[run.Job] = true
+		go func(job string) {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+			defer cancel()
+			done, err := ur.RecoverUploads(rctx)
+			for _, d := range done {
+				if d.Wrote {
+					r.Log.Warn().Str("job", job).Str("key", d.Key).Msg("finished an upload opsd did not survive: wrote its manifest")
+				}
+			}
+			if err != nil {
+				r.Log.Error().Err(err).Str("job", job).Msg("cannot finish the uploads opsd did not survive (prune finishes them)")
+			}
+		}(run.Job)
+	}
+	// Containers a killed export paused stay paused (the tenant's bot down) until unpaused.
+	for _, sp := range specs {
+		pr, ok := sp.Job.(interface {
+			RecoverPaused(context.Context) ([]string, error)
+		})
+		if !ok {
+			continue
+		}
+		names, err := pr.RecoverPaused(ctx)
+		for _, n := range names {
+			r.Log.Warn().Str("job", sp.Job.Name()).Str("target", n).Msg("unpaused a container an export opsd did not survive left paused")
+		}
+		if err != nil {
+			r.Log.Error().Err(err).Str("job", sp.Job.Name()).Msg("cannot unpause the containers an export opsd did not survive left paused")
+		}
+	}
 	return nil
 }
 

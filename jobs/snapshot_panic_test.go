@@ -23,12 +23,11 @@ func TestDirSnapshotSurvivesAPanicInTheTarWriter(t *testing.T) {
 		os.MkdirAll(filepath.Join(base, inst), 0o755)
 		os.WriteFile(filepath.Join(base, inst, "notes.md"), []byte("hello "+inst), 0o644)
 	}
-	testHookTreeEntry = func(p string) {
+	t.Cleanup(setSnapshotHook(func(p string) {
 		if filepath.Base(p) == "notes.md" && strings.Contains(p, "inst-bug") {
 			panic("walker bug")
 		}
-	}
-	t.Cleanup(func() { testHookTreeEntry = nil })
+	}))
 	store, _ := local.New(t.TempDir())
 	r := newRig(t)
 	j := NewDirSnapshot("wopr-home", DirSnapshotConfig{BaseDir: base, Node: "n1", Now: func() time.Time { return day1 }}, store)

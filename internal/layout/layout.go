@@ -196,9 +196,17 @@ type Artifact struct {
 	Object storage.ObjectInfo
 }
 
-// Time is when the backup is from: the key's own date and time, else the object's.
+// ClockAhead is how much later than the store received an object its key's date and time may be
+// and still come from a right clock ({date} is the UTC day, or a day in a time zone ahead of
+// UTC). A key dated later was dated by a clock that was ahead.
+const ClockAhead = 48 * time.Hour
+
+// Time is when the backup is from: the key's own date and time, else the object's; also the
+// object's when the key is dated more than ClockAhead after the store received it (a clock
+// that was ahead: ordered by its key, a backup written while the clock was a year ahead stayed
+// the newest for a year, and restores took it over every backup made after).
 func (a Artifact) Time() time.Time {
-	if t, ok := a.KeyTime(); ok {
+	if t, ok := a.KeyTime(); ok && (a.Object.ModTime.IsZero() || !t.After(a.Object.ModTime.Add(ClockAhead))) {
 		return t
 	}
 	return a.Object.ModTime

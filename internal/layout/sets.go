@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/storage"
@@ -41,8 +42,41 @@ func (l *Layout) Sets(ctx context.Context, store storage.Store) ([]Set, error) {
 	for d, objs := range byDate {
 		out = append(out, Set{Date: d, Objects: objs})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Date > out[j].Date })
+	sortSets(out)
 	return out, nil
+}
+
+// sortSets orders sets newest first, by when they are from (Time).
+func sortSets(sets []Set) {
+	times := make(map[string]time.Time, len(sets))
+	for _, s := range sets {
+		times[s.Date] = s.Time()
+	}
+	sort.Slice(sets, func(i, j int) bool {
+		if ti, tj := times[sets[i].Date], times[sets[j].Date]; !ti.Equal(tj) {
+			return ti.After(tj)
+		}
+		return sets[i].Date > sets[j].Date
+	})
+}
+
+// Time is when the set is from: the start of its date, unless that is more than ClockAhead
+// after the store received the newest of its objects, when a clock that was ahead dated it: then
+// when the store received it. (Ordered by their dates, a night written while the clock was a
+// year ahead stayed the newest set for a year, and restores and drills took it over every night
+// after.)
+func (s Set) Time() time.Time {
+	d, err := ParseDate(s.Date)
+	var received time.Time
+	for _, o := range s.Objects {
+		if o.ModTime.After(received) {
+			received = o.ModTime
+		}
+	}
+	if err != nil || (!received.IsZero() && d.After(received.Add(ClockAhead))) {
+		return received
+	}
+	return d
 }
 
 // Manifests reads the manifests of the set's artifacts of a kind (only those whose artifact is
@@ -153,6 +187,6 @@ func DateSets(ctx context.Context, store storage.Store, prefix string) ([]Set, e
 	for d, objs := range byDate {
 		out = append(out, Set{Date: d, Objects: objs})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Date > out[j].Date })
+	sortSets(out)
 	return out, nil
 }

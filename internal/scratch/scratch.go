@@ -24,6 +24,10 @@ const legacyPrefix = ".opsd-"
 // LegacyMinAge is how old a file with the old naming (no PID) must be before Clean removes it.
 const LegacyMinAge = 6 * time.Hour
 
+// processStart is when this process started (package initialisation): an entry named with this
+// process's PID but older is an earlier process's.
+var processStart = time.Now()
+
 // Pattern returns an os.CreateTemp / os.MkdirTemp pattern for a temporary of the given kind.
 func Pattern(kind string) string {
 	return fmt.Sprintf("%s%d-%s-", Prefix, os.Getpid(), kind)
@@ -84,7 +88,15 @@ func stale(dir string, e os.DirEntry, now time.Time) bool {
 		if !ok || err != nil || pid <= 0 {
 			return false
 		}
-		return pid != os.Getpid() && !alive(pid)
+		if pid == os.Getpid() {
+			// Ours, or an earlier process's that ran under the same PID: opsd in a container
+			// gets the same PID after every restart. Entries last written before this process
+			// started are the earlier one's (with a second's margin: the kernel stamps files
+			// with a coarse clock, a tick behind time.Now).
+			info, err := e.Info()
+			return err == nil && info.ModTime().Before(processStart.Add(-time.Second))
+		}
+		return !alive(pid)
 	}
 	if strings.HasPrefix(name, legacyPrefix) && !e.IsDir() && (strings.Contains(name, ".db") || strings.Contains(name, ".download")) {
 		info, err := e.Info()

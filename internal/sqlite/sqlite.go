@@ -166,7 +166,7 @@ func backup(ctx context.Context, src, dst string) (err error) {
 			more, err := bk.Step(chunkPages)
 			if err != nil {
 				bk.Finish()
-				return fmt.Errorf("backup %s: copy: %w", src, err)
+				return fmt.Errorf("backup %s: copy: %w", src, destError(dst, err))
 			}
 			afterStep()
 			if !more {
@@ -174,10 +174,21 @@ func backup(ctx context.Context, src, dst string) (err error) {
 			}
 		}
 		if err := bk.Finish(); err != nil {
-			return fmt.Errorf("backup %s: finish: %w", src, err)
+			return fmt.Errorf("backup %s: finish: %w", src, destError(dst, err))
 		}
 		return nil
 	})
+}
+
+// destError names the copy's side in an error of a backup step: SQLite reports a full disk as
+// "database or disk is full", which reads as the source's disk, while it is the one holding the
+// copy (a temp_dir, the safety copy's directory).
+func destError(dst string, err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return fmt.Errorf("the disk holding the copy %s is full: %w", dst, err)
+	}
+	return fmt.Errorf("writing the copy %s: %w", dst, err)
 }
 
 // syncFile fsyncs a file and the directory that holds it.
