@@ -217,7 +217,7 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	s.dump.Env = env
 	// Both die with opsd (SIGKILL, OOM): pg_dump queued behind a lock would write nothing to its
 	// dead pipe, so nothing else would end it.
-	s.dump.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s.dump.SysProcAttr = dieWithParent(&syscall.SysProcAttr{})
 	s.dump.Stderr = s.dumpErr
 	// pg_dump writes into a pipe opsd reads: a 1 MiB pipe (Linux's default maximum for
 	// unprivileged processes) instead of 64 KiB lets pg_dump run ahead 16 times further before
@@ -231,7 +231,7 @@ func (t Tools) Dump(ctx context.Context, dsn DSN, o DumpOptions) (*DumpStream, e
 	s.dump.Stdout, s.out = pw, pr
 	s.list = exec.CommandContext(cctx, t.Path("pg_restore"), "--list")
 	s.list.Env = env
-	s.list.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s.list.SysProcAttr = dieWithParent(&syscall.SysProcAttr{})
 	s.list.Stderr = s.listErr
 	s.list.Stdout = &limitWriter{w: s.listOut, n: 1 << 20}
 	if s.listIn, err = s.list.StdinPipe(); err != nil {
@@ -497,7 +497,7 @@ func growPipe(f *os.File) {
 // it). WaitDelay bounds Wait should a process escape the group. The command is also killed when
 // opsd dies (SIGKILL, OOM): it would otherwise go on restoring into a database nobody drops.
 func killGroup(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent(&syscall.SysProcAttr{Setpgid: true})
 	cmd.Cancel = func() error {
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if errors.Is(err, syscall.ESRCH) {
