@@ -249,8 +249,11 @@ func buildSpecs(cfg *config.Config, d deps) ([]jobs.Spec, error) {
 	return specs, nil
 }
 
-// openStore opens the configured object store.
-func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
+// openStore opens the configured object store. A local store is remembered beside the state
+// database (STATE_PATH.local-store), so a directory that is not the store opsd used there (a
+// backup disk that did not mount) is refused instead of becoming a new, empty one.
+func openStore(ctx context.Context, cfg *config.Config) (storage.Store, error) {
+	c := cfg.Storage
 	switch c.Backend {
 	case "s3":
 		return s3store.New(ctx, s3store.Config{
@@ -268,7 +271,7 @@ func openStore(ctx context.Context, c config.Storage) (storage.Store, error) {
 			RequestTimeout: c.S3.RequestTimeout.D(),
 		})
 	default:
-		return local.New(c.Local.Path)
+		return local.Open(c.Local.Path, cfg.State.Path+".local-store")
 	}
 }
 

@@ -31,7 +31,7 @@ func cmdAdopt(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	store, err := openStore(ctx, cfg.Storage)
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1

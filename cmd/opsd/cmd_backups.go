@@ -33,7 +33,7 @@ func cmdBackups(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	ctx := context.Background()
-	store, err := openStore(ctx, cfg.Storage)
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "opsd: %v\n", err)
 		return 1

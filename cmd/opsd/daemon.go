@@ -112,7 +112,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		// Do not hold the daemon's start (and /health) for the client's retries.
 		octx, cancel = context.WithTimeout(ctx, 3*time.Second)
 	}
-	store, err := openStore(octx, cfg.Storage)
+	store, err := openStore(octx, cfg)
 	cancel()
 	var lazy *storage.Lazy
 	if err != nil {
@@ -121,7 +121,7 @@ func newEnv(ctx context.Context, cfg *config.Config, o Options) (*env, error) {
 		}
 		// The daemon starts anyway: /health, metrics and alerts stay up, /health says degraded,
 		// and the store is opened again on use and every CheckInterval.
-		lazy = storage.NewLazy(func(ctx context.Context) (storage.Store, error) { return openStore(ctx, cfg.Storage) }, cfg.Storage.Backend, err)
+		lazy = storage.NewLazy(func(ctx context.Context) (storage.Store, error) { return openStore(ctx, cfg) }, cfg.Storage.Backend, err)
 		store = lazy
 		problems.Set("store", "object store unreachable: "+red.Redact(err.Error()))
 		log.Error().Err(err).Msg("object store unreachable at start; starting anyway and retrying")
@@ -418,7 +418,7 @@ func (m *Main) Reload(ctx context.Context) (bool, error) {
 	}
 	store := m.objStore()
 	if !reflect.DeepEqual(cfg.Storage, old.Storage) {
-		s, err := openStore(ctx, cfg.Storage)
+		s, err := openStore(ctx, cfg)
 		if err != nil {
 			return fail(err)
 		}

@@ -158,7 +158,7 @@ state:
 		if err != nil {
 			t.Fatal(err)
 		}
-		store, err := openStore(context.Background(), cfg.Storage)
+		store, err := openStore(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

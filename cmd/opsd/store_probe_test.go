@@ -121,7 +121,8 @@ jobs:
 	}
 	eventually(t, "/health ok at start", 30*time.Second, func() bool { return strings.Contains(health(), `"status":"ok"`) })
 
-	if err := os.RemoveAll(root); err != nil {
+	disk := root + ".disk" // the unmounted disk, with the backups
+	if err := os.Rename(root, disk); err != nil {
 		t.Fatal(err)
 	}
 	var body string
@@ -132,10 +133,53 @@ jobs:
 	if !strings.Contains(body, "root directory is gone") {
 		t.Fatalf("/health does not say the store's directory is gone: %s", body)
 	}
+	// The empty mount point left behind is not the store.
 	if err := os.Mkdir(root, 0o750); err != nil {
 		t.Fatal(err)
 	}
+	m.periodic(ctx, time.Now(), false)
+	if body = health(); !strings.Contains(body, `"name":"store"`) {
+		t.Fatalf("/health with the empty mount point: %s", body)
+	}
+	os.Remove(root)
+	if err := os.Rename(disk, root); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "/health ok again", time.Minute, func() bool {
+		body = health()
+		return strings.Contains(body, `"status":"ok"`) && !strings.Contains(body, `"store"`)
+	})
+
+	// A restart while the disk is not mounted (the empty mount point): the daemon starts degraded
+	// instead of making the mount point a new, empty store, and uses the store once it is mounted.
+	closeCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	m.Close(closeCtx)
+	cancel()
+	if err := os.Rename(root, disk); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(root, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	m, err = NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	base = "http://" + m.Addr().String()
+	if body = health(); !strings.Contains(body, `"name":"store"`) || !strings.Contains(body, "not mounted") {
+		t.Fatalf("/health after a restart onto the empty mount point: %s", body)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".opsd-store")); !os.IsNotExist(err) {
+		t.Fatalf("the empty mount point became a store: %v", err)
+	}
+	os.Remove(root)
+	if err := os.Rename(disk, root); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "/health ok once the disk is mounted", time.Minute, func() bool {
 		body = health()
 		return strings.Contains(body, `"status":"ok"`) && !strings.Contains(body, `"store"`)
 	})

@@ -21,26 +21,128 @@ import (
 const tmpPrefix = ".opsd-upload-"
 
 // ErrRootGone is the error of every operation once the store's root directory is gone (an
-// unmounted disk, a removed directory): the store never recreates it, which would put backups on
-// whatever disk holds its parent and make every stored backup look deleted.
-var ErrRootGone = errors.New("the local store's root directory is gone (unmounted or removed)")
+// unmounted disk, a removed directory) or is no longer the store (its marker file is missing): the
+// store never recreates it, which would put backups on whatever disk holds its parent (or the
+// empty mount point) and make every stored backup look deleted.
+var ErrRootGone = errors.New("the local store's root directory is gone or not the store (unmounted or removed)")
+
+// MarkerName is the file at the root that identifies a store: written when the store is created,
+// checked by every operation. It is never a key.
+const MarkerName = ".opsd-store"
 
 // Store is a filesystem object store.
 type Store struct {
 	root string
+	id   string // the marker's content
 }
 
-// New returns a store rooted at dir, creating it. Once created, the root is never created again:
-// when it disappears every operation fails with ErrRootGone (so does storage.Probe).
-func New(dir string) (*Store, error) {
+// New returns a store rooted at dir, creating it (and its marker) when it does not exist yet.
+// Once opened, the root is never created again: when it disappears, or its marker does (a disk
+// unmounted under a running opsd leaves the empty mount point), every operation fails with
+// ErrRootGone (so does storage.Probe).
+func New(dir string) (*Store, error) { return Open(dir, "") }
+
+// Open is New that also remembers the store in memo (a file outside the store, beside opsd's
+// state database): once memo names this root with the store's marker, a root without that marker
+// (the disk did not mount at boot, so the directory is the empty mount point) is refused with
+// ErrRootGone instead of becoming a new, empty store on the wrong disk. Deleting memo accepts the
+// directory as a new store. memo "" remembers nothing.
+func Open(dir, memo string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("local store %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(abs, 0o750); err != nil {
+	remembered := readMemo(memo, abs)
+	id, err := readMarker(abs)
+	switch {
+	case err == nil && remembered != "" && id != remembered:
+		return nil, fmt.Errorf("local store %s: %w: its marker %s names store %s, but this opsd last used store %s there (a different disk is mounted?); mount the right one, or delete %s to accept this one",
+			abs, ErrRootGone, MarkerName, id, remembered, memo)
+	case err == nil:
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("local store %s: %w", dir, err)
+	case remembered != "":
+		return nil, fmt.Errorf("local store %s: %w: %s is missing, but this opsd stored backups there as store %s (the disk holding them is not mounted?); mount it, or delete %s to start a new, empty store in this directory",
+			abs, ErrRootGone, MarkerName, remembered, memo)
+	default:
+		if id, err = createMarker(abs); err != nil {
+			return nil, fmt.Errorf("local store %s: %w", dir, err)
+		}
 	}
-	return &Store{root: abs}, nil
+	if remembered != id && memo != "" {
+		if err := writeMemo(memo, abs, id); err != nil {
+			return nil, fmt.Errorf("local store %s: remember it: %w", dir, err)
+		}
+	}
+	return &Store{root: abs, id: id}, nil
+}
+
+func readMarker(root string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, MarkerName))
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" {
+		return "", fmt.Errorf("%s: empty store marker", filepath.Join(root, MarkerName))
+	}
+	return id, nil
+}
+
+// createMarker creates the root (when missing) and its marker with a new id.
+func createMarker(root string) (string, error) {
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		return "", err
+	}
+	id := storage.NewUploadID()
+	if err := writeFileSync(filepath.Join(root, MarkerName), id+"\n"); err != nil {
+		return "", fmt.Errorf("write store marker: %w", err)
+	}
+	return id, nil
+}
+
+// readMemo returns the store id memo remembers for root ("" when none).
+func readMemo(memo, root string) string {
+	if memo == "" {
+		return ""
+	}
+	b, err := os.ReadFile(memo)
+	if err != nil {
+		return ""
+	}
+	r, id, ok := strings.Cut(strings.TrimSpace(string(b)), "\t")
+	if !ok || r != root {
+		return ""
+	}
+	return id
+}
+
+func writeMemo(memo, root, id string) error {
+	tmp := memo + ".tmp-" + storage.NewUploadID()
+	if err := writeFileSync(tmp, root+"\t"+id+"\n"); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, memo); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func writeFileSync(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Root returns the store's directory.
@@ -48,11 +150,12 @@ func (s *Store) Root() string { return s.root }
 
 func (s *Store) String() string { return "file://" + s.root }
 
-// rootErr is nil while the root is a directory, else an error wrapping ErrRootGone.
+// rootErr is nil while the root is this store's directory (its marker there), else an error
+// wrapping ErrRootGone.
 func (s *Store) rootErr() error {
-	st, err := os.Stat(s.root)
-	if err == nil && !st.IsDir() {
-		err = errors.New("not a directory")
+	id, err := readMarker(s.root)
+	if err == nil && id != s.id {
+		err = fmt.Errorf("%s names another store", MarkerName)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w: %v", s.root, ErrRootGone, err)
@@ -74,7 +177,7 @@ func (s *Store) path(key string) (string, error) {
 		return "", fmt.Errorf("invalid key %q", key)
 	}
 	for _, part := range strings.Split(key, "/") {
-		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) {
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) || part == MarkerName {
 			return "", fmt.Errorf("invalid key %q", key)
 		}
 	}
@@ -248,7 +351,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), tmpPrefix) || !strings.HasPrefix(key, prefix) {
+		if strings.HasPrefix(d.Name(), tmpPrefix) || key == MarkerName || !strings.HasPrefix(key, prefix) {
 			return nil
 		}
 		info, err := d.Info()
