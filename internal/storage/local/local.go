@@ -70,7 +70,9 @@ func Open(dir, memo string) (*Store, error) {
 		}
 	}
 	if remembered != id && memo != "" {
-		if err := writeMemo(memo, abs, id); err != nil {
+		// Not remembered when memo's directory does not exist (a CLI listing backups on a machine
+		// without opsd's state): the store still opens, only without the check at the next open.
+		if err := writeMemo(memo, abs, id); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("local store %s: remember it: %w", dir, err)
 		}
 	}
