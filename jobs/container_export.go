@@ -345,6 +345,11 @@ func (c *ContainerExport) sealedSpec(ctx context.Context, ct docker.Container) (
 	if err != nil {
 		return nil, err
 	}
+	// The key and the manifest name the container as listed; a spec naming another (renamed as
+	// its export began) would be refused by every restore of this backup.
+	if got := strings.TrimPrefix(spec.Name, "/"); got != ct.Name {
+		return nil, fmt.Errorf("container %s was renamed to %s as its export began: nothing stored (the next run backs it up under its new name)", ct.Name, got)
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("capture spec of %s: %w", ct.Name, err)
