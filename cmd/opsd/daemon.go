@@ -186,6 +186,8 @@ type Main struct {
 	stopBg  context.CancelFunc
 	bg      sync.WaitGroup
 	closing atomic.Bool
+	// finishing is set while manifests this process could not write are retried (periodic).
+	finishing atomic.Bool
 
 	storeMu   sync.RWMutex // guards env.store, which a reload may replace
 	evaluator *alerts.Evaluator
@@ -510,6 +512,23 @@ func (m *Main) periodic(ctx context.Context, now time.Time, stateChanged bool) {
 	}
 	if m.probes.Due(now) {
 		m.problems.Wake()
+	}
+	// Uploads published while the store then went away before their manifest: their key's object
+	// is rejected by every reader until the manifest is written. Retried at each evaluation, in
+	// the background, one pass at a time.
+	if artifact.PendingManifests() > 0 && !m.closing.Load() && m.finishing.CompareAndSwap(false, true) {
+		m.goBg(func() {
+			defer m.finishing.Store(false)
+			fctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			done, err := artifact.FinishPending(fctx, m.objStore())
+			for _, d := range done {
+				m.log.Warn().Str("key", d.Key).Msg("wrote the manifest of an upload whose store went away after publishing it")
+			}
+			if err != nil && fctx.Err() == nil {
+				m.log.Warn().Err(err).Int("pending", artifact.PendingManifests()).Msg("manifests of published uploads still not written; retried at the next evaluation")
+			}
+		})
 	}
 }
 

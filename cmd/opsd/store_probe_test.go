@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
+	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
 
@@ -75,6 +79,27 @@ alerts:
 		body = health()
 		return strings.Contains(body, `"status":"ok"`) && !strings.Contains(body, `"store"`)
 	})
+
+	// An upload published just before the store went away, with its manifest not written: the
+	// daemon writes it once the store answers (before, readers rejected the key's object until
+	// prune's recovery, 6 hours later).
+	const key = "platform/20261201/auth-20261201.db"
+	hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { proxy.Kill() }})
+	if _, err := artifact.Store(hctx, m.objStore(), strings.NewReader("the database"), artifact.Options{}, artifact.Manifest{Key: key, Kind: "sqlite", Target: "auth"}); err == nil {
+		t.Fatal("an upload whose manifest could not be written succeeded")
+	}
+	direct := storagetest.NewS3(t, s3cfg)
+	if _, err := artifact.ReadManifest(ctx, direct, key); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("manifest before the store answers: %v", err)
+	}
+	proxy.Revive(t)
+	eventually(t, "the manifest written once the store answers", time.Minute, func() bool {
+		_, err := artifact.ReadManifest(ctx, direct, key)
+		return err == nil
+	})
+	if n := artifacttest.Check(t, direct, "platform/"); n != 1 {
+		t.Fatalf("verified %d artifacts under platform/, want 1", n)
+	}
 }
 
 // TestLocalStoreRootGoneInHealth: the local store's root directory disappears under a running

@@ -15,6 +15,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -472,7 +473,8 @@ func described(m Manifest, up Uploaded, o Options) Manifest {
 }
 
 // commitManifest writes the manifest of a stored object (three attempts); when it cannot, the
-// staged manifest stays for prune's recovery.
+// staged manifest stays for FinishPending (the daemon retries once the store answers) and for
+// prune's recovery.
 func commitManifest(ctx context.Context, store storage.Store, m Manifest, stagedManifest string) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -480,7 +482,69 @@ func commitManifest(ctx context.Context, store storage.Store, m Manifest, staged
 			return nil
 		}
 	}
-	return fmt.Errorf("store %s: published, but the manifest could not be written (prune's recovery writes it from %s): %w", m.Key, stagedManifest, err)
+	id := stagedManifest[strings.LastIndex(stagedManifest, storage.StagingMarker)+len(storage.StagingMarker):]
+	pending.add(pendingCommit{key: m.Key, at: stagedManifest, id: id})
+	return fmt.Errorf("store %s: published, but the manifest could not be written (finished from %s once the store answers, or by prune's recovery): %w", m.Key, stagedManifest, err)
+}
+
+// pendingCommit is an upload of this process that was published but whose manifest could not be
+// written: until it is, readers reject the key's object on its checksum (the previous backup
+// there is already replaced).
+type pendingCommit struct{ key, at, id string }
+
+type pendingCommits struct {
+	mu    sync.Mutex
+	items map[string]pendingCommit // by staged manifest key
+}
+
+var pending = &pendingCommits{items: map[string]pendingCommit{}}
+
+func (p *pendingCommits) add(c pendingCommit) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.items[c.at] = c
+}
+
+// PendingManifests returns how many uploads of this process wait for their manifest.
+func PendingManifests() int {
+	pending.mu.Lock()
+	defer pending.mu.Unlock()
+	return len(pending.items)
+}
+
+// FinishPending writes the manifests this process could not write after publishing (the store
+// went away between the two), as Recover does for one key each: under the key's lock, and only
+// where the key still holds the object the staged manifest describes (a later upload of the key
+// drops it). It returns what it finished; what fails again stays pending.
+func FinishPending(ctx context.Context, store storage.Store) ([]Recovered, error) {
+	pending.mu.Lock()
+	items := make([]pendingCommit, 0, len(pending.items))
+	for _, c := range pending.items {
+		items = append(items, c)
+	}
+	pending.mu.Unlock()
+	var done []Recovered
+	var errs []error
+	for _, c := range items {
+		// recoverOne takes a staged manifest it cannot read for debris: ask first, so that a
+		// store still away keeps the commit pending.
+		if _, err := store.Stat(ctx, c.at); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("finish manifest of %s: %w", c.key, err))
+			continue
+		}
+		r, err := recoverOne(ctx, store, c.at, c.key, c.id, false)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("finish manifest of %s: %w", c.key, err))
+			continue
+		}
+		if r != nil {
+			done = append(done, *r)
+		}
+		pending.mu.Lock()
+		delete(pending.items, c.at)
+		pending.mu.Unlock()
+	}
+	return done, errors.Join(errs...)
 }
 
 // Recover finishes uploads that were published but died before their manifest was written:

@@ -226,6 +226,40 @@ func TestStoreReplacesOnlyWithAVerifiedBackup(t *testing.T) {
 			// ...until the recovery (prune runs it) writes the staged manifest.
 			intact(t, b.direct, recovered(t, b.direct, storagetest.Stream(7, 7<<20)))
 		})
+		t.Run("store away between publish and manifest: finished once it answers", func(t *testing.T) {
+			good(t, b.direct)
+			s, proxy := b.proxied(t)
+			artifact.FinishPending(ctx, b.direct) // earlier subtests' leftovers: finished or dropped
+			before := artifact.PendingManifests()
+			hctx := artifact.WithHooks(ctx, artifact.Hooks{Published: func(string) { proxy.Kill() }})
+			if _, err := artifact.Store(hctx, s, storagetest.Stream(8, 7<<20), artifact.Options{}, artifact.Manifest{Key: key}); err == nil {
+				t.Fatal("store whose manifest could not be written succeeded")
+			}
+			if n := artifact.PendingManifests(); n != before+1 {
+				t.Fatalf("pending manifests after the failure: %d, want %d", n, before+1)
+			}
+			// Still away: it stays pending, nothing changes in the bucket.
+			if _, err := artifact.FinishPending(ctx, s); err == nil {
+				t.Fatal("finishing through a dead store succeeded")
+			}
+			if n := artifact.PendingManifests(); n != before+1 {
+				t.Fatalf("pending after a failed retry: %d", n)
+			}
+			proxy.Revive(t)
+			done, err := artifact.FinishPending(ctx, s)
+			if err != nil || len(done) != 1 || done[0].Key != key || !done[0].Wrote {
+				t.Fatalf("finish once the store answers: %+v %v", done, err)
+			}
+			if n := artifact.PendingManifests(); n != before {
+				t.Fatalf("pending after finishing: %d, want %d", n, before)
+			}
+			want, n := sha(t, storagetest.Stream(8, 7<<20))
+			m, err := artifact.ReadManifest(ctx, b.direct, key)
+			if err != nil || m.SHA256 != want || m.Size != n {
+				t.Fatalf("manifest after finishing %+v %v, want the object's", m, err)
+			}
+			intact(t, b.direct, m)
+		})
 	})
 }
 
