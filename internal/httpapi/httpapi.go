@@ -71,21 +71,27 @@ type Server struct {
 	readHeaderTimeout time.Duration
 	readTimeout       time.Duration
 	idleTimeout       time.Duration
+	writeTimeout      time.Duration
 }
 
 // Default connection bounds of the HTTP server. The request bodies served here are small JSON
 // objects (at most 64 KiB), so a minute to send headers and body is generous. Go clears the read
-// deadline once the body is read, so a slow handler's context is not cancelled by it.
+// deadline once the body is read, so a slow handler's context is not cancelled by it. Every
+// handler answers at once (runs and restores are started, not waited for), so two minutes from
+// the request to the end of its response only cut a client that stops reading a large response
+// (a /metrics of many targets), which would otherwise hold its connection and goroutine forever.
 const (
 	defaultReadHeaderTimeout = 10 * time.Second
 	defaultReadTimeout       = time.Minute
 	defaultIdleTimeout       = 2 * time.Minute
+	defaultWriteTimeout      = 2 * time.Minute
 )
 
 // New builds the server and its routes.
 func New(o Options) *Server {
 	s := &Server{opts: o, mux: http.NewServeMux(),
-		readHeaderTimeout: defaultReadHeaderTimeout, readTimeout: defaultReadTimeout, idleTimeout: defaultIdleTimeout}
+		readHeaderTimeout: defaultReadHeaderTimeout, readTimeout: defaultReadTimeout, idleTimeout: defaultIdleTimeout,
+		writeTimeout: defaultWriteTimeout}
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /health/ready", s.ready)
 	s.mux.Handle("GET /metrics", metrics.Handler(o.Gatherer))
@@ -112,7 +118,8 @@ func (s *Server) Listen(addr string) (net.Addr, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: s.readHeaderTimeout, ReadTimeout: s.readTimeout, IdleTimeout: s.idleTimeout}
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: s.readHeaderTimeout, ReadTimeout: s.readTimeout, IdleTimeout: s.idleTimeout,
+		WriteTimeout: s.writeTimeout}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.opts.Log.Error().Err(err).Msg("http server stopped")

@@ -26,6 +26,18 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 	s.readHeaderTimeout = 200 * time.Millisecond
 	s.readTimeout = 300 * time.Millisecond
 	s.idleTimeout = 300 * time.Millisecond
+	s.writeTimeout = 500 * time.Millisecond
+	bigDone := make(chan error, 1)
+	s.Handle("GET /big", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 1<<20)
+		for range 256 { // far more than the socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				bigDone <- err
+				return
+			}
+		}
+		bigDone <- nil
+	}))
 	entered, release, ctxErr := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	s.Handle("POST /slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.ReadAll(r.Body); err != nil {
@@ -115,6 +127,22 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		if rest, err := io.ReadAll(br); errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("the server keeps an idle connection open (read %q)", rest)
+		}
+	})
+
+	t.Run("large response never read", func(t *testing.T) {
+		c := dial(t)
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		// The client reads nothing: the handler's writes fail once the write timeout passes.
+		select {
+		case err := <-bigDone:
+			if err == nil {
+				t.Fatal("256 MiB were written to a client that reads nothing")
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the handler still writes to a client that reads nothing")
 		}
 	})
 
