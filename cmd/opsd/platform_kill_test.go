@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -30,17 +27,7 @@ func TestSIGKILLInterruptedPlatformRunIsOnHealth(t *testing.T) {
 	addr := freeAddr(t)
 	os.WriteFile(filepath.Join(dir, "pg.dsn"), []byte(dsn), 0o600)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: pkill
-http:
-  listen: %s
-  admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-reload:
+	writeConfig(t, cfgPath, binaryConfig("pkill", addr, dir, fmt.Sprintf(`reload:
   interval: 1h
 coordination:
   postgres:
@@ -48,42 +35,21 @@ coordination:
     schema: %s
   heartbeat_interval: 1s
   node_lost_after: 4s
-alerts:
-  interval: 1h
-  rules: []
-scheduler:
-  shutdown_timeout: 1s
-jobs:
-  - name: fleet-prune
+`, dir, schema), `  - name: fleet-prune
     kind: noop
     schedule: "@every 2s"
     scope: platform
     sleep: 10m
-`, addr, token, dir, dir, dir, schema))
+`))
 	base := "http://" + addr
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "-c", cfgPath)
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "opsd to answer", 20*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return cmd
-	}
-	cmd := start()
+	cmd := startBinary(t, bin, cfgPath, addr)
 	eventually(t, "a claimed tick of the platform job to run", 20*time.Second, func() bool {
 		return strings.HasSuffix(metricLine(t, base, `opsd_job_running{`), " 1")
 	})
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	cmd = start()
+	cmd = startBinary(t, bin, cfgPath, addr)
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()

@@ -25,6 +25,47 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// binaryConfig is the config of a real binary's daemon node: the API on addr with the admin
+// token, the state database and a local store in dir, extra (more top-level keys), alerts quiet,
+// a 1s shutdown, and jobs (the YAML list after "jobs:").
+func binaryConfig(node, addr, dir, extra, jobs string) string {
+	return fmt.Sprintf(`node_id: %s
+http:
+  listen: %s
+  admin_token: %s
+state:
+  path: %s/state.db
+storage:
+  backend: local
+  local:
+    path: %s/store
+%salerts:
+  interval: 1h
+  rules: []
+scheduler:
+  shutdown_timeout: 1s
+jobs:
+%s`, node, addr, token, dir, dir, extra, jobs)
+}
+
+// startBinary starts the real binary's daemon on cfgPath and waits until it answers on addr.
+func startBinary(t *testing.T, bin, cfgPath, addr string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "-c", cfgPath)
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "opsd to answer", 20*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return cmd
+}
+
 // TestSIGKILLInterruptedRunIsAFailedRun: the real binary is SIGKILLed during a run of a
 // catch_up job and started again. The killed run is a failed run in /metrics
 // (opsd_job_last_run_success 0, present), /health (degraded, interrupted:<job>) and Sentry, and
@@ -35,47 +76,16 @@ func TestSIGKILLInterruptedRunIsAFailedRun(t *testing.T) {
 	sentry := sentrytest.New(t)
 	addr := freeAddr(t)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: kill
-http:
-  listen: %s
-  admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-sentry:
+	writeConfig(t, cfgPath, binaryConfig("kill", addr, dir, fmt.Sprintf(`sentry:
   dsn: %s
-alerts:
-  interval: 1h
-  rules: []
-scheduler:
-  shutdown_timeout: 1s
-jobs:
-  - name: nightly-export
+`, sentry.DSN()), `  - name: nightly-export
     kind: noop
     schedule: "0 3 * * *"
     catch_up: true
     sleep: 10m
-`, addr, token, dir, dir, sentry.DSN()))
+`))
 	base := "http://" + addr
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "-c", cfgPath)
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "opsd to answer", 20*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return cmd
-	}
-	cmd := start()
+	cmd := startBinary(t, bin, cfgPath, addr)
 	if code, body := post(t, base+"/api/jobs/nightly-export/run", token); code != 202 {
 		t.Fatalf("trigger: %d %s", code, body)
 	}
@@ -89,7 +99,7 @@ jobs:
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	cmd = start()
+	cmd = startBinary(t, bin, cfgPath, addr)
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
