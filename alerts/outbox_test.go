@@ -198,3 +198,14 @@ func TestPagerDutyDedupKeyPerNode(t *testing.T) {
 		t.Fatalf("dedup keys %v, want %s", keys, want)
 	}
 }
+
+// openState opens a new state database in the test's temp dir, closed at the end of the test.
+func openState(t *testing.T) *state.Store {
+	t.Helper()
+	st, err := state.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}

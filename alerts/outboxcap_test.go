@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,11 +105,7 @@ func pdIncidents(events []map[string]any) map[string]string {
 // one opened before the outage is closed.
 func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	pd := newOutageServer(t, pdInvalid)
 	hook := newOutageServer(t, nil)
 	m := metrics.New(prometheus.NewRegistry(), "test")
@@ -280,11 +275,7 @@ func (l *lockedBuffer) String() string {
 // back.
 func TestOutboxCapDropsOldest(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	pd := newOutageServer(t, pdInvalid)
 	pd.Stop() // down from the start: connections refused
 	m := metrics.New(prometheus.NewRegistry(), "test")

@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/metrics"
-	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry"
 )
 
@@ -24,11 +22,7 @@ import (
 // middle of a secret.
 func TestNotificationsAreRedacted(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	const (
 		pgPassword = "pg-Pa55word-7731"
 		dsn        = "postgresql://wopr:" + pgPassword + "@postgres:5432/wopr_platform"

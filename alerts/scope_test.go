@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/internal/metrics"
-	"github.com/wopr-network/opsd/internal/state"
 )
 
 // TestRuleScopeChangeResolvesTheOldIncident: a reload changes a firing rule's kind under the
@@ -22,11 +20,7 @@ func TestRuleScopeChangeResolvesTheOldIncident(t *testing.T) {
 	for _, fromPerNode := range []bool{false, true} {
 		t.Run(scopeName(fromPerNode), func(t *testing.T) {
 			ctx := context.Background()
-			st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openState(t)
 			pd := newOutageServer(t, pdInvalid)
 			d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
 			ev := NewEvaluator(st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop(), d, "node-1", time.Minute)
