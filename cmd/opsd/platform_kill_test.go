@@ -50,10 +50,6 @@ coordination:
 	cmd.Wait()
 
 	cmd = startBinary(t, bin, cfgPath, addr)
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
 	_, body := get(t, base+"/api/jobs/fleet-prune/runs")
 	if !strings.Contains(body, `"outcome":"interrupted"`) || !strings.Contains(body, state.InterruptedError) {
 		t.Fatalf("runs after the restart: want the killed run interrupted: %s", body)

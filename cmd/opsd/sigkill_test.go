@@ -48,7 +48,8 @@ jobs:
 %s`, node, addr, token, dir, dir, extra, jobs)
 }
 
-// startBinary starts the real binary's daemon on cfgPath and waits until it answers on addr.
+// startBinary starts the real binary's daemon on cfgPath and waits until it answers on addr; a
+// daemon still running at the end of the test is stopped (SIGTERM).
 func startBinary(t *testing.T, bin, cfgPath, addr string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "-c", cfgPath)
@@ -56,6 +57,12 @@ func startBinary(t *testing.T, bin, cfgPath, addr string) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil { // not waited for yet (not killed by the test)
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	})
 	eventually(t, "opsd to answer", 20*time.Second, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
@@ -100,10 +107,6 @@ func TestSIGKILLInterruptedRunIsAFailedRun(t *testing.T) {
 	cmd.Wait()
 
 	cmd = startBinary(t, bin, cfgPath, addr)
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
 	if l := metricLine(t, base, `opsd_job_last_run_success{`); !strings.Contains(l, "nightly-export") || !strings.HasSuffix(l, " 0") {
 		t.Fatalf("opsd_job_last_run_success after the restart: %q", l)
 	}
