@@ -2,12 +2,16 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker"
 )
 
@@ -94,5 +98,44 @@ func waitContainerData(t *testing.T, dc *docker.Client, name string, size int64)
 			t.Fatalf("container never wrote its data: %+v %v", d, err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// killSources are the sources of the writers the kill tests drive, in one temp dir: a SQLite
+// database of about 24 MiB (dbPath, table items) and an instance directory (base/inst-1) with
+// 24 MiB of random bytes (nothing for gzip to shrink).
+type killSources struct {
+	dbPath, base string
+}
+
+func newKillSources(t *testing.T, dir string) killSources {
+	t.Helper()
+	s := killSources{dbPath: filepath.Join(dir, "auth.db"), base: filepath.Join(dir, "homes")}
+	if err := demo.ItemsDB(s.dbPath, 22000); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(s.base, "inst-1"), 0o755)
+	s.changeDir(t)
+	return s
+}
+
+// changeDB deletes every seventh item from the database.
+func (s killSources) changeDB(t *testing.T) {
+	db, err := demo.Open(s.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`DELETE FROM items WHERE id % 7 = 0`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// changeDir writes the instance's 24 MiB of random bytes anew.
+func (s killSources) changeDir(t *testing.T) {
+	b := make([]byte, 24<<20)
+	rand.Read(b)
+	if err := os.WriteFile(filepath.Join(s.base, "inst-1", "big.bin"), b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

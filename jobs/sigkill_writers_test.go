@@ -3,7 +3,6 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
-	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
@@ -121,34 +119,11 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 
 	// Sources: a 24 MiB SQLite database, an instance directory with 24 MiB of random bytes
 	// (nothing for gzip to shrink), a container with as much in its filesystem.
-	dbPath := filepath.Join(dir, "auth.db")
-	if err := demo.ItemsDB(dbPath, 22000); err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(dir, "homes")
-	os.MkdirAll(filepath.Join(base, "inst-1"), 0o755)
-	randomFile := func(p string, n int) {
-		b := make([]byte, n)
-		rand.Read(b)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	randomFile(filepath.Join(base, "inst-1", "big.bin"), 24<<20)
+	src := newKillSources(t, dir)
+	dbPath, base := src.dbPath, src.base
 	writers := []sigkillWriter{
-		{job: "platform-db-backup", target: "auth", key: "platform/" + today + "/auth-" + today + ".db", change: func(t *testing.T) {
-			db, err := demo.Open(dbPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := db.Exec(`DELETE FROM items WHERE id % 7 = 0`); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{job: "wopr-home", key: "nightly/kill/inst-1/inst-1_" + today + ".tar.gz", change: func(t *testing.T) {
-			randomFile(filepath.Join(base, "inst-1", "big.bin"), 24<<20)
-		}},
+		{job: "platform-db-backup", target: "auth", key: "platform/" + today + "/auth-" + today + ".db", change: src.changeDB},
+		{job: "wopr-home", key: "nightly/kill/inst-1/inst-1_" + today + ".tar.gz", change: src.changeDir},
 	}
 	containerJob := ""
 	{
