@@ -22,24 +22,13 @@ import (
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
 	s3store "github.com/wopr-network/opsd/internal/storage/s3"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
-
-// opsdBinary builds cmd/opsd into the test's temp dir (the build cache makes it a link step).
-func opsdBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "opsd")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/opsd")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // killProxy forwards TCP connections to the S3 engine and, once armed, calls trip with every
 // chunk a client sends before forwarding it; when trip returns true the chunk is dropped and
@@ -113,7 +102,7 @@ type sigkillWriter struct {
 func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 	cfg := storagetest.RealS3(t)
 	direct := storagetest.NewS3(t, cfg) // creates the bucket
-	bin := opsdBinary(t)
+	bin := opsdtest.Binary(t)
 	today := layout.Date(time.Now())
 	dir := t.TempDir()
 
@@ -178,7 +167,7 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 	}
 
 	proxy := newKillProxy(t, cfg.Endpoint)
-	addr := freeTCPAddr(t)
+	addr := opsdtest.FreeAddr(t)
 	cfgPath := writeKillConfig(t, dir, addr, proxy.addr, cfg, fmt.Sprintf(`
   - name: platform-db-backup
     kind: sqlite_backup
@@ -376,16 +365,6 @@ jobs:%s`, addr, dir, proxyAddr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, jobs))
 	return cfgPath
 }
 
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestSIGKILLMidPausedExportUnpausesAtStart: an export with `pause: true` freezes the tenant's
 // container; the real binary is SIGKILLed mid-upload (OOM, the host restarting opsd's
 // container). Before, the container stayed paused, the tenant's bot down, until someone noticed.
@@ -394,14 +373,14 @@ func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
 	cfg := storagetest.RealS3(t)
 	direct := storagetest.NewS3(t, cfg)
 	dc := dockertest.Client(t)
-	bin := opsdBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	name := dockertest.Unique("tenant_opsdpause") + "a"
 	dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; sleep 3600")
 	waitContainerData(t, dc, name, 24<<20)
 	t.Cleanup(func() { dc.Unpause(context.Background(), name) })
 	proxy := newKillProxy(t, cfg.Endpoint)
-	addr := freeTCPAddr(t)
+	addr := opsdtest.FreeAddr(t)
 	cfgPath := writeKillConfig(t, dir, addr, proxy.addr, cfg, fmt.Sprintf(`
   - name: tenant-export
     kind: container_export

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -298,20 +299,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 }
 
-// buildBinary compiles opsd once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "opsd")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func TestSIGKILLLosesNothingAndCatchesUpOnce(t *testing.T) {
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: e2e

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/coord"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -21,10 +22,10 @@ import (
 // see, however the tick is retried.
 func TestSIGKILLInterruptedPlatformRunIsOnHealth(t *testing.T) {
 	dsn := pgDSN(t)
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	schema := fmt.Sprintf("opsd_k%d", time.Now().UnixNano()%1e9)
-	addr := freeAddr(t)
+	addr := opsdtest.FreeAddr(t)
 	os.WriteFile(filepath.Join(dir, "pg.dsn"), []byte(dsn), 0o600)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	writeConfig(t, cfgPath, binaryConfig("pkill", addr, dir, fmt.Sprintf(`reload:

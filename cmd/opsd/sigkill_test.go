@@ -12,18 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // binaryConfig is the config of a real binary's daemon node: the API on addr with the admin
 // token, the state database and a local store in dir, extra (more top-level keys), alerts quiet,
@@ -78,10 +69,10 @@ func startBinary(t *testing.T, bin, cfgPath, addr string) *exec.Cmd {
 // (opsd_job_last_run_success 0, present), /health (degraded, interrupted:<job>) and Sentry, and
 // the job runs again once at start; a temp file the killed process left is removed.
 func TestSIGKILLInterruptedRunIsAFailedRun(t *testing.T) {
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	sentry := sentrytest.New(t)
-	addr := freeAddr(t)
+	addr := opsdtest.FreeAddr(t)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	writeConfig(t, cfgPath, binaryConfig("kill", addr, dir, fmt.Sprintf(`sentry:
   dsn: %s
