@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/internal/metrics"
-	"github.com/wopr-network/opsd/internal/state"
 )
 
 type fixedRule struct{ eval Eval }
@@ -27,11 +25,7 @@ func (r *fixedRule) Evaluate(context.Context, time.Time) (Eval, error) {
 // (the line's own) and the alert's text under "alert_message", so JSON parsers that keep the
 // last duplicate key do not drop either.
 func TestAlertLogLinesHaveOneMessage(t *testing.T) {
-	st, err := state.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	var buf bytes.Buffer
 	ev := NewEvaluator(st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.New(&buf), nil, "n", time.Minute)
 	r := &fixedRule{eval: Eval{Firing: true, Value: 0.97, Threshold: 0.85, Message: "disk /data 97% used"}}

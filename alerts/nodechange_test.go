@@ -37,7 +37,7 @@ func TestNodeIDChangeResolvesTheOldIncident(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
+				d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
 				ev := NewEvaluator(st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop(), d, node, time.Minute)
 				ev.SetRules([]Spec{{Rule: disk, PerNode: true}, {Rule: gw}})
 				return st, d, ev
@@ -48,7 +48,7 @@ func TestNodeIDChangeResolvesTheOldIncident(t *testing.T) {
 			gw.set(true, "errors 12%")
 			ev.EvaluateOnce(ctx, now)
 			d.Deliver(ctx)
-			if open := pdIncidents(pd.got()); len(open) != 2 || open["wopr-platform:disk:node-1"] == "" {
+			if open := pdIncidents(pd.Events()); len(open) != 2 || open["wopr-platform:disk:node-1"] == "" {
 				t.Fatalf("before the change: open incidents %v", open)
 			}
 			st.Close()
@@ -61,7 +61,7 @@ func TestNodeIDChangeResolvesTheOldIncident(t *testing.T) {
 			}
 			ev.EvaluateOnce(ctx, now.Add(time.Minute))
 			d.Deliver(ctx)
-			open := pdIncidents(pd.got())
+			open := pdIncidents(pd.Events())
 			if stillFiring {
 				if len(open) != 2 || open["wopr-platform:disk:node-2"] != "disk — disk /data 97% used" || open["wopr-platform:gateway-error-rate"] == "" {
 					t.Fatalf("after the change: open incidents %v, want disk:node-2 and gateway-error-rate", open)
@@ -70,27 +70,27 @@ func TestNodeIDChangeResolvesTheOldIncident(t *testing.T) {
 				disk.set(false, "disk /data 60% used")
 				ev.EvaluateOnce(ctx, now.Add(2*time.Minute))
 				d.Deliver(ctx)
-				open = pdIncidents(pd.got())
+				open = pdIncidents(pd.Events())
 			}
 			if len(open) != 1 || open["wopr-platform:gateway-error-rate"] == "" {
-				t.Fatalf("open incidents %v, want only gateway-error-rate (disk resolved on every node): events %v", open, pd.got())
+				t.Fatalf("open incidents %v, want only gateway-error-rate (disk resolved on every node): events %v", open, pd.Events())
 			}
 			// No event for an incident that was never opened.
 			opened := map[string]bool{}
-			for _, e := range pd.got() {
+			for _, e := range pd.Events() {
 				k := e["dedup_key"].(string)
 				if e["event_action"] == "trigger" {
 					opened[k] = true
 				} else if !opened[k] {
-					t.Fatalf("resolve of %s, never triggered: %v", k, pd.got())
+					t.Fatalf("resolve of %s, never triggered: %v", k, pd.Events())
 				}
 			}
 			// A restart as the same node changes nothing more.
-			n := len(pd.got())
+			n := len(pd.Events())
 			ev.EvaluateOnce(ctx, now.Add(3*time.Minute))
 			d.Deliver(ctx)
-			if len(pd.got()) != n {
-				t.Fatalf("events after a quiet evaluation: %v", pd.got()[n:])
+			if len(pd.Events()) != n {
+				t.Fatalf("events after a quiet evaluation: %v", pd.Events()[n:])
 			}
 		})
 	}

@@ -2,12 +2,8 @@ package alerts
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,64 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/alerts/alertstest"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry"
 )
-
-// receiver is a real local HTTP server standing in for Sentry or PagerDuty that can be stopped
-// and started again on the same address; it records the bodies it accepted.
-type receiver struct {
-	addr   string
-	mu     sync.Mutex
-	bodies []string
-	srv    *http.Server
-}
-
-func newReceiver(t *testing.T) *receiver {
-	r := &receiver{addr: "127.0.0.1:0"}
-	r.start(t)
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *receiver) start(t *testing.T) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ { // the port may linger briefly after the stop
-		if ln, err = net.Listen("tcp", r.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = ln.Addr().String()
-	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		b, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.bodies = append(r.bodies, string(b))
-		r.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	})}
-	go r.srv.Serve(ln)
-}
-
-func (r *receiver) stop() {
-	if r.srv != nil {
-		r.srv.Close()
-	}
-}
-
-func (r *receiver) got() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.bodies...)
-}
-
-func (r *receiver) url() string { return "http://" + r.addr }
 
 // waitFor polls cond until it holds (the dispatcher works in the background).
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -92,21 +35,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestOutboxAtLeastOnce(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	pd, sn := newReceiver(t), newReceiver(t)
-	pd.stop()
-	sn.stop()
+	pd, sn := alertstest.New(t, nil), alertstest.New(t, nil)
+	pd.Stop()
+	sn.Stop()
 
 	open := func() (*state.Store, *metrics.Metrics, *Dispatcher) {
 		st, err := state.Open(ctx, filepath.Join(dir, "state.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: "http://publickey123@" + sn.addr + "/42", Node: "node-1"}, telemetry.NewRedactor())
+		s, err := telemetry.NewSentry(telemetry.SentryOptions{DSN: "http://publickey123@" + sn.Addr() + "/42", Node: "node-1"}, telemetry.NewRedactor())
 		if err != nil {
 			t.Fatal(err)
 		}
 		m := metrics.New(prometheus.NewRegistry(), "test")
-		d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}, SentryNotifier{Sentry: s}}, st, m, zerolog.Nop())
+		d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}, SentryNotifier{Sentry: s}}, st, m, zerolog.Nop())
 		d.SetRetry(1000, 5*time.Millisecond)
 		return st, m, d
 	}
@@ -155,8 +98,8 @@ func TestOutboxAtLeastOnce(t *testing.T) {
 	ev = NewEvaluator(st, m, zerolog.Nop(), d, "node-1", time.Minute)
 	ev.SetRules([]Spec{{Rule: rule}})
 	ev.EvaluateOnce(ctx, now.Add(time.Minute)) // still firing: no new notification
-	pd.start(t)
-	sn.start(t)
+	pd.Start(t)
+	sn.Start(t)
 	dctx, cancel = context.WithCancel(ctx)
 	defer cancel()
 	d.Start(dctx)
@@ -165,10 +108,10 @@ func TestOutboxAtLeastOnce(t *testing.T) {
 		return testutil.ToFloat64(m.NotificationsSent.WithLabelValues("pagerduty")) == 1 &&
 			testutil.ToFloat64(m.NotificationsSent.WithLabelValues("sentry")) == 1
 	})
-	if got := pd.got(); len(got) != 1 || !strings.Contains(got[0], `"event_action":"trigger"`) || !strings.Contains(got[0], `"dedup_key":"wopr-platform:gateway-error-rate"`) {
+	if got := pd.Bodies(); len(got) != 1 || !strings.Contains(got[0], `"event_action":"trigger"`) || !strings.Contains(got[0], `"dedup_key":"wopr-platform:gateway-error-rate"`) {
 		t.Fatalf("pagerduty got %q", got)
 	}
-	if got := sn.got(); len(got) != 1 || !strings.Contains(got[0], "Alert: gateway-error-rate") {
+	if got := sn.Bodies(); len(got) != 1 || !strings.Contains(got[0], "Alert: gateway-error-rate") {
 		t.Fatalf("sentry got %q", got)
 	}
 	waitFor(t, "the pending gauge back at 0", func() bool {
@@ -177,20 +120,20 @@ func TestOutboxAtLeastOnce(t *testing.T) {
 	})
 
 	// PagerDuty goes down again; the resolution waits for it and arrives after the firing.
-	pd.stop()
+	pd.Stop()
 	gw.fill(t, now.Add(2*time.Minute), 100, 0, 0, false)
 	ev.EvaluateOnce(ctx, now.Add(2*time.Minute))
-	waitFor(t, "the resolution at sentry", func() bool { return len(sn.got()) == 2 })
+	waitFor(t, "the resolution at sentry", func() bool { return len(sn.Bodies()) == 2 })
 	waitFor(t, "a failed attempt of the resolution", func() bool {
 		return testutil.ToFloat64(m.NotificationAttemptFailures.WithLabelValues("pagerduty")) >= 1
 	})
-	pd.start(t)
-	waitFor(t, "the resolution at pagerduty", func() bool { return len(pd.got()) == 2 })
-	if got := pd.got(); !strings.Contains(got[1], `"event_action":"resolve"`) {
+	pd.Start(t)
+	waitFor(t, "the resolution at pagerduty", func() bool { return len(pd.Bodies()) == 2 })
+	if got := pd.Bodies(); !strings.Contains(got[1], `"event_action":"resolve"`) {
 		t.Fatalf("pagerduty second event %q", got[1])
 	}
-	if !strings.Contains(sn.got()[1], "Resolved: gateway-error-rate") {
-		t.Fatalf("sentry second event %q", sn.got()[1])
+	if !strings.Contains(sn.Bodies()[1], "Resolved: gateway-error-rate") {
+		t.Fatalf("sentry second event %q", sn.Bodies()[1])
 	}
 }
 
@@ -254,4 +197,15 @@ func TestPagerDutyDedupKeyPerNode(t *testing.T) {
 	if want := "wopr-platform:disk:node-1 wopr-platform:disk:node-2 wopr-platform:gateway-error-rate"; strings.Join(keys, " ") != want {
 		t.Fatalf("dedup keys %v, want %s", keys, want)
 	}
+}
+
+// openState opens a new state database in the test's temp dir, closed at the end of the test.
+func openState(t *testing.T) *state.Store {
+	t.Helper()
+	st, err := state.Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

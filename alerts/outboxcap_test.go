@@ -2,12 +2,8 @@ package alerts
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"github.com/wopr-network/opsd/alerts/alertstest"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
 )
@@ -46,79 +43,38 @@ func (r *flapRule) Evaluate(context.Context, time.Time) (Eval, error) {
 }
 
 // outageServer is a real HTTP server standing in for PagerDuty's Events API (validate is the
-// API's contract) or a webhook that can answer 503, refuse connections (stopped) or accept (202);
+// API's contract) or a webhook that can answer 503, refuse connections (Stop) or accept (202);
 // it records the bodies it accepted, in order.
 type outageServer struct {
-	addr        string
+	*alertstest.Server
 	validate    func([]byte) string
 	unavailable atomic.Bool // answer 503
 	refused     atomic.Int64
 	answered503 atomic.Int64
 	mu          sync.Mutex
-	bodies      []map[string]any
 	raw         []string // every request body it received, whatever it answered
-	srv         *http.Server
 }
 
 func newOutageServer(t *testing.T, validate func([]byte) string) *outageServer {
-	s := &outageServer{addr: "127.0.0.1:0", validate: validate}
-	s.start(t)
-	t.Cleanup(s.stop)
+	s := &outageServer{validate: validate}
+	s.Server = alertstest.New(t, s.answer)
 	return s
 }
 
-func (s *outageServer) start(t *testing.T) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ { // the port may linger briefly after the stop
-		if ln, err = net.Listen("tcp", s.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		s.mu.Lock()
-		s.raw = append(s.raw, string(b))
-		s.mu.Unlock()
-		if s.unavailable.Load() {
-			s.answered503.Add(1)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		if s.validate != nil {
-			if why := s.validate(b); why != "" {
-				w.WriteHeader(http.StatusBadRequest)
-				return
-			}
-		}
-		var ev map[string]any
-		json.Unmarshal(b, &ev)
-		s.mu.Lock()
-		s.bodies = append(s.bodies, ev)
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	})}
-	go s.srv.Serve(ln)
-}
-
-func (s *outageServer) stop() {
-	if s.srv != nil {
-		s.srv.Close()
-	}
-}
-
-func (s *outageServer) url() string { return "http://" + s.addr }
-
-func (s *outageServer) got() []map[string]any {
+func (s *outageServer) answer(b []byte) int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]map[string]any(nil), s.bodies...)
+	s.raw = append(s.raw, string(b))
+	s.mu.Unlock()
+	if s.unavailable.Load() {
+		s.answered503.Add(1)
+		return http.StatusServiceUnavailable
+	}
+	if s.validate != nil {
+		if why := s.validate(b); why != "" {
+			return http.StatusBadRequest
+		}
+	}
+	return http.StatusAccepted
 }
 
 // pdIncidents replays PagerDuty events as the Events API applies them: a trigger opens the
@@ -149,16 +105,12 @@ func pdIncidents(events []map[string]any) map[string]string {
 // one opened before the outage is closed.
 func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	pd := newOutageServer(t, pdInvalid)
 	hook := newOutageServer(t, nil)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	logs := &lockedBuffer{}
-	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}, Webhook{URL: hook.url() + "/hook"}}, st, m, zerolog.New(logs))
+	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}, Webhook{URL: hook.URL() + "/hook"}}, st, m, zerolog.New(logs))
 	d.SetRetry(1_000_000, time.Millisecond)
 	for _, n := range []string{"pagerduty", "webhook"} {
 		for _, reason := range []string{"superseded", "overflow"} {
@@ -178,8 +130,8 @@ func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 	mem.set(true, "memory 95% (before the outage)")
 	ev.EvaluateOnce(ctx, now)
 	d.Deliver(ctx)
-	if len(pd.got()) != 1 || len(hook.got()) != 1 {
-		t.Fatalf("before the outage: pagerduty got %d, webhook %d", len(pd.got()), len(hook.got()))
+	if len(pd.Events()) != 1 || len(hook.Events()) != 1 {
+		t.Fatalf("before the outage: pagerduty got %d, webhook %d", len(pd.Events()), len(hook.Events()))
 	}
 
 	// A week-long outage: 503 first, then nothing listens. The alerts flap on every evaluation.
@@ -190,8 +142,8 @@ func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 	const flaps = 300
 	for i := 1; i <= flaps; i++ {
 		if i == flaps/2 {
-			pd.stop()
-			hook.stop()
+			pd.Stop()
+			hook.Stop()
 		}
 		now = now.Add(time.Minute)
 		for _, r := range []*flapRule{disk, gw, mem} {
@@ -247,8 +199,8 @@ func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 	// The receivers come back.
 	pd.unavailable.Store(false)
 	hook.unavailable.Store(false)
-	pd.start(t)
-	hook.start(t)
+	pd.Start(t)
+	hook.Start(t)
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d.Start(dctx)
@@ -257,7 +209,7 @@ func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 		c, err := st.OutboxCounts(ctx, state.OutboxPending)
 		return err == nil && c["pagerduty"] == 0 && c["webhook"] == 0
 	})
-	got := pd.got()
+	got := pd.Events()
 	if len(got) != 1+wantPending {
 		t.Fatalf("pagerduty received %d events, want %d: %v", len(got), 1+wantPending, got)
 	}
@@ -273,7 +225,7 @@ func TestOutboxBoundedWhileReceiverIsDown(t *testing.T) {
 		t.Fatalf("resolutions lost: last actions %v", last)
 	}
 	// The webhook gets the same latest states.
-	hooks := hook.got()
+	hooks := hook.Events()
 	if len(hooks) != 1+wantPending {
 		t.Fatalf("webhook received %d events, want %d", len(hooks), 1+wantPending)
 	}
@@ -323,15 +275,11 @@ func (l *lockedBuffer) String() string {
 // back.
 func TestOutboxCapDropsOldest(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	pd := newOutageServer(t, pdInvalid)
-	pd.stop() // down from the start: connections refused
+	pd.Stop() // down from the start: connections refused
 	m := metrics.New(prometheus.NewRegistry(), "test")
-	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}}, st, m, zerolog.Nop())
+	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}}, st, m, zerolog.Nop())
 	d.SetRetry(1_000_000, time.Millisecond)
 	d.SetOutboxCap(4)
 	var specs []Spec
@@ -355,10 +303,10 @@ func TestOutboxCapDropsOldest(t *testing.T) {
 	if v := testutil.ToFloat64(m.NotificationsDropped.WithLabelValues("pagerduty", "overflow")); v != 3 {
 		t.Fatalf("dropped{overflow} = %v, want 3", v)
 	}
-	pd.start(t)
+	pd.Start(t)
 	d.deliver(ctx, true) // as at a start: whatever the backoff says
 	var keys []string
-	for _, e := range pd.got() {
+	for _, e := range pd.Events() {
 		keys = append(keys, e["dedup_key"].(string))
 	}
 	if want := "wopr-platform:rule-3 wopr-platform:rule-4 wopr-platform:rule-5 wopr-platform:rule-6"; strings.Join(keys, " ") != want {

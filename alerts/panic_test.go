@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,11 +32,7 @@ func (p panicky) Notify(ctx context.Context, e Event) error {
 // retried) instead of crashing the daemon, and the notification reaches the receiver next time.
 func TestNotifierPanicIsAFailedAttempt(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	pd := newPagerDuty(t)
 	var calls atomic.Int32

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -112,11 +111,7 @@ func (p *strictPagerDuty) got() (accepted []map[string]any, rejected int) {
 // delivery is given up, the incident never opened.
 func TestPagerDutyLongMessageIsAccepted(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	pd := newStrictPagerDuty(t)
 	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
@@ -156,11 +151,7 @@ func TestPagerDutyLongMessageIsAccepted(t *testing.T) {
 // not the time of delivery.
 func TestPagerDutyDelayedTriggerKeepsItsTime(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	pd := newStrictPagerDuty(t)
 	d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL, RoutingKey: "rk"}}, st, m, zerolog.Nop())
@@ -283,11 +274,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 func staleAlertToPagerDuty(t *testing.T, url string, now time.Time) (*state.Store, *metrics.Metrics, *Evaluator) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openState(t)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	d := NewDispatcher([]Notifier{PagerDuty{URL: url, RoutingKey: "rk"}}, st, m, zerolog.Nop())
 	d.SetRetry(100, time.Millisecond)

@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/metrics"
-	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry"
 )
 
@@ -24,11 +22,7 @@ import (
 // middle of a secret.
 func TestNotificationsAreRedacted(t *testing.T) {
 	ctx := context.Background()
-	st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openState(t)
 	const (
 		pgPassword = "pg-Pa55word-7731"
 		dsn        = "postgresql://wopr:" + pgPassword + "@postgres:5432/wopr_platform"
@@ -39,8 +33,8 @@ func TestNotificationsAreRedacted(t *testing.T) {
 	hook := newOutageServer(t, nil)
 	cfg := config.Default()
 	cfg.Alerts.PostgresDSN = config.Secret(dsn)
-	cfg.Alerts.Notify.PagerDuty = config.PagerDuty{URL: pd.url(), RoutingKey: "R0UTINGKEY0123456789"}
-	cfg.Alerts.Notify.Webhook = config.Webhook{URL: config.Secret(hook.url() + "/hook"), Token: config.Secret(hookToken)}
+	cfg.Alerts.Notify.PagerDuty = config.PagerDuty{URL: pd.URL(), RoutingKey: "R0UTINGKEY0123456789"}
+	cfg.Alerts.Notify.Webhook = config.Webhook{URL: config.Secret(hook.URL() + "/hook"), Token: config.Secret(hookToken)}
 	// The daemon's wiring: one redactor over the config's secrets, given to Sentry.
 	sn, err := telemetry.NewSentry(telemetry.SentryOptions{Node: "node-1"}, telemetry.NewRedactor(cfg.Secrets()...))
 	if err != nil {
@@ -68,8 +62,8 @@ func TestNotificationsAreRedacted(t *testing.T) {
 	cut.set(false, "recovered after "+errText)
 	ev.EvaluateOnce(ctx, now.Add(time.Minute))
 	d.Deliver(ctx)
-	if len(pd.got()) != 4 || len(hook.got()) != 4 {
-		t.Fatalf("pagerduty accepted %d, webhook %d, want 4 each", len(pd.got()), len(hook.got()))
+	if len(pd.Events()) != 4 || len(hook.Events()) != 4 {
+		t.Fatalf("pagerduty accepted %d, webhook %d, want 4 each", len(pd.Events()), len(hook.Events()))
 	}
 	for name, srv := range map[string]*outageServer{"pagerduty": pd, "webhook": hook} {
 		srv.mu.Lock()
@@ -86,7 +80,7 @@ func TestNotificationsAreRedacted(t *testing.T) {
 			t.Errorf("%s: the redacted DSN is not in what it received: %v", name, raw)
 		}
 	}
-	sum := pd.got()[1]["payload"].(map[string]any)["summary"].(string)
+	sum := pd.Events()[1]["payload"].(map[string]any)["summary"].(string)
 	if !strings.HasPrefix(sum, prefix+pad+"password [redacted] ") || len(sum) > 1024 {
 		t.Fatalf("summary ends %q", sum[len(sum)-60:])
 	}

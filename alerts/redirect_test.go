@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -61,11 +60,7 @@ func TestRedirectedNotificationIsNotCountedSent(t *testing.T) {
 	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			ctx := context.Background()
-			st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openState(t)
 			m := metrics.New(prometheus.NewRegistry(), "test")
 			wh, pd := newRedirecting(t, status), newRedirecting(t, status)
 			d := NewDispatcher([]Notifier{Webhook{URL: wh.URL + "/hook"}, PagerDuty{URL: pd.URL + "/hook", RoutingKey: "rk"}}, st, m, zerolog.Nop())

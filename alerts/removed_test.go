@@ -41,7 +41,7 @@ func TestRemovedRuleResolvesItsIncident(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}, Webhook{URL: hook.url()}}, st,
+				d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}, Webhook{URL: hook.URL()}}, st,
 					metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
 				ev := NewEvaluator(st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop(), d, node, time.Minute)
 				ev.SetRules(specs)
@@ -55,10 +55,10 @@ func TestRemovedRuleResolvesItsIncident(t *testing.T) {
 			keep.set(true, "nightly failed 3 times")
 			ev.EvaluateOnce(ctx, now)
 			d.Deliver(ctx)
-			if open := pdIncidents(pd.got()); len(open) != 3 || open["wopr-platform:disk:node-1"] == "" || open["wopr-platform:gateway-error-rate"] == "" {
+			if open := pdIncidents(pd.Events()); len(open) != 3 || open["wopr-platform:disk:node-1"] == "" || open["wopr-platform:gateway-error-rate"] == "" {
 				t.Fatalf("before the removal: open incidents %v", open)
 			}
-			sent := len(pd.got())
+			sent := len(pd.Events())
 
 			// The rules are removed from the config while they fire (or are pending).
 			node := "node-1"
@@ -87,13 +87,13 @@ func TestRemovedRuleResolvesItsIncident(t *testing.T) {
 			defer func() { st.Close() }()
 			ev.EvaluateOnce(ctx, now.Add(time.Minute))
 			d.Deliver(ctx)
-			open := pdIncidents(pd.got())
+			open := pdIncidents(pd.Events())
 			if len(open) != 1 || open["wopr-platform:job_failing:"+node] == "" {
-				t.Fatalf("after the removal: open incidents %v, want only job_failing:%s (events %v)", open, node, pd.got()[sent:])
+				t.Fatalf("after the removal: open incidents %v, want only job_failing:%s (events %v)", open, node, pd.Events()[sent:])
 			}
 			// Each removed firing alert was resolved once, under the key it was opened with.
 			resolved := map[string]int{}
-			for _, e := range pd.got()[sent:] {
+			for _, e := range pd.Events()[sent:] {
 				key := e["dedup_key"].(string)
 				if strings.HasPrefix(key, "wopr-platform:job_failing:") {
 					continue // the kept rule (its node_id change, on the restart, is another test's)
@@ -108,7 +108,7 @@ func TestRemovedRuleResolvesItsIncident(t *testing.T) {
 			}
 			// The webhook is told why, with the node each incident fired under.
 			var hookResolves int
-			for _, e := range hook.got() {
+			for _, e := range hook.Events() {
 				if e["firing"] == true || e["alert"] == "job_failing" {
 					continue
 				}
@@ -125,7 +125,7 @@ func TestRemovedRuleResolvesItsIncident(t *testing.T) {
 				}
 			}
 			if hookResolves != 2 {
-				t.Fatalf("webhook resolutions: %d, want 2: %v", hookResolves, hook.got())
+				t.Fatalf("webhook resolutions: %d, want 2: %v", hookResolves, hook.Events())
 			}
 			// The removed rules' state rows are gone; the kept rule's remains.
 			rows, err := st.Alerts(ctx)
@@ -136,21 +136,21 @@ func TestRemovedRuleResolvesItsIncident(t *testing.T) {
 				t.Fatalf("alert state rows after the removal: %v", rows)
 			}
 			// Nothing more: a later evaluation, and a restart, notify nothing again.
-			n, h := len(pd.got()), len(hook.got())
+			n, h := len(pd.Events()), len(hook.Events())
 			ev.EvaluateOnce(ctx, now.Add(2*time.Minute))
 			d.Deliver(ctx)
 			st.Close()
 			st, d, ev = start(node, left)
 			ev.EvaluateOnce(ctx, now.Add(3*time.Minute))
 			d.Deliver(ctx)
-			if len(pd.got()) != n || len(hook.got()) != h {
-				t.Fatalf("events after the removal was resolved: %v %v", pd.got()[n:], hook.got()[h:])
+			if len(pd.Events()) != n || len(hook.Events()) != h {
+				t.Fatalf("events after the removal was resolved: %v %v", pd.Events()[n:], hook.Events()[h:])
 			}
 			// The rule put back fires as a new incident.
 			ev.SetRules(all)
 			ev.EvaluateOnce(ctx, now.Add(4*time.Minute))
 			d.Deliver(ctx)
-			if open := pdIncidents(pd.got()); open["wopr-platform:gateway-error-rate"] == "" || open["wopr-platform:disk:"+node] == "" {
+			if open := pdIncidents(pd.Events()); open["wopr-platform:gateway-error-rate"] == "" || open["wopr-platform:disk:"+node] == "" {
 				t.Fatalf("the rules put back: open incidents %v", open)
 			}
 		})
@@ -171,7 +171,7 @@ func TestRemovedRuleOfUnknownScope(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
+		d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
 		ev := NewEvaluator(st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop(), d, "node-1", time.Minute)
 		ev.SetRules(specs)
 		return st, d, ev
@@ -198,11 +198,11 @@ func TestRemovedRuleOfUnknownScope(t *testing.T) {
 	defer st.Close()
 	ev.EvaluateOnce(ctx, now.Add(time.Minute))
 	d.Deliver(ctx)
-	if open := pdIncidents(pd.got()); len(open) != 0 {
+	if open := pdIncidents(pd.Events()); len(open) != 0 {
 		t.Fatalf("open incidents after the removal: %v", open)
 	}
 	var resolved []string
-	for _, e := range pd.got()[1:] {
+	for _, e := range pd.Events()[1:] {
 		if e["event_action"] != "resolve" {
 			t.Fatalf("after the removal PagerDuty got %v", e)
 		}

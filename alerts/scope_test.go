@@ -2,7 +2,6 @@ package alerts
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,7 +9,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wopr-network/opsd/internal/metrics"
-	"github.com/wopr-network/opsd/internal/state"
 )
 
 // TestRuleScopeChangeResolvesTheOldIncident: a reload changes a firing rule's kind under the
@@ -22,13 +20,9 @@ func TestRuleScopeChangeResolvesTheOldIncident(t *testing.T) {
 	for _, fromPerNode := range []bool{false, true} {
 		t.Run(scopeName(fromPerNode), func(t *testing.T) {
 			ctx := context.Background()
-			st, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openState(t)
 			pd := newOutageServer(t, pdInvalid)
-			d := NewDispatcher([]Notifier{PagerDuty{URL: pd.url(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
+			d := NewDispatcher([]Notifier{PagerDuty{URL: pd.URL(), RoutingKey: "rk"}}, st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop())
 			ev := NewEvaluator(st, metrics.New(prometheus.NewRegistry(), "test"), zerolog.Nop(), d, "node-1", time.Minute)
 			capacity := &flapRule{name: "capacity"}
 			capacity.set(true, "95% used")
@@ -37,22 +31,22 @@ func TestRuleScopeChangeResolvesTheOldIncident(t *testing.T) {
 			ev.SetRules([]Spec{{Rule: capacity, PerNode: fromPerNode}})
 			ev.EvaluateOnce(ctx, now)
 			d.Deliver(ctx)
-			if open := pdIncidents(pd.got()); len(open) != 1 || open[keys[fromPerNode]] == "" {
+			if open := pdIncidents(pd.Events()); len(open) != 1 || open[keys[fromPerNode]] == "" {
 				t.Fatalf("before the reload: open incidents %v", open)
 			}
 			// The reload: same name, the other scope, still firing.
 			ev.SetRules([]Spec{{Rule: capacity, PerNode: !fromPerNode}})
 			ev.EvaluateOnce(ctx, now.Add(time.Minute))
 			d.Deliver(ctx)
-			if open := pdIncidents(pd.got()); len(open) != 1 || open[keys[!fromPerNode]] == "" {
+			if open := pdIncidents(pd.Events()); len(open) != 1 || open[keys[!fromPerNode]] == "" {
 				t.Fatalf("after the reload: open incidents %v, want only %s", open, keys[!fromPerNode])
 			}
 			// It resolves: the incident it fires as now is closed.
 			capacity.set(false, "60% used")
 			ev.EvaluateOnce(ctx, now.Add(2*time.Minute))
 			d.Deliver(ctx)
-			if open := pdIncidents(pd.got()); len(open) != 0 {
-				t.Fatalf("after the resolution: open incidents %v (events %v)", open, pd.got())
+			if open := pdIncidents(pd.Events()); len(open) != 0 {
+				t.Fatalf("after the resolution: open incidents %v (events %v)", open, pd.Events())
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
-	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/storage"
 	s3store "github.com/wopr-network/opsd/internal/storage/s3"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
@@ -126,20 +124,8 @@ func TestEngineKilledMidMultipartThenRestarted(t *testing.T) {
 	cfg := w.config("opsd-enginekill")
 	direct := storagetest.NewS3(t, cfg)
 	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "auth.db")
-	if err := demo.ItemsDB(dbPath, 22000); err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(dir, "homes")
-	os.MkdirAll(filepath.Join(base, "inst-1"), 0o755)
-	randomFile := func(p string) {
-		b := make([]byte, 24<<20)
-		rand.Read(b)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	randomFile(filepath.Join(base, "inst-1", "big.bin"))
+	src := newKillSources(t, dir)
+	dbPath, base := src.dbPath, src.base
 	proxy := newKillProxy(t, cfg.Endpoint)
 	via := cfg
 	via.Endpoint, via.MaxRetries, via.CreateBucket = proxy.addr, 1, false
@@ -152,19 +138,10 @@ func TestEngineKilledMidMultipartThenRestarted(t *testing.T) {
 		{"sqlite_backup", func(s storage.Store) Job {
 			return NewSQLiteBackup("platform-db-backup", SQLiteBackupConfig{Databases: []SQLiteDatabase{{Name: "auth", Path: dbPath, Tables: []string{"items"}}},
 				Compression: "none", TempDir: filepath.Join(dir, "tmp"), Node: "n1", Now: func() time.Time { return day1 }}, s)
-		}, "platform/20261125/auth-20261125.db", func() {
-			db, err := demo.Open(dbPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := db.Exec(`DELETE FROM items WHERE id % 7 = 0`); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		}, "platform/20261125/auth-20261125.db", func() { src.changeDB(t) }},
 		{"dir_snapshot", func(s storage.Store) Job {
 			return NewDirSnapshot("wopr-home", DirSnapshotConfig{BaseDir: base, Node: "n1", Now: func() time.Time { return day1 }}, s)
-		}, "nightly/n1/inst-1/inst-1_20261125.tar.gz", func() { randomFile(filepath.Join(base, "inst-1", "big.bin")) }},
+		}, "nightly/n1/inst-1/inst-1_20261125.tar.gz", func() { src.changeDir(t) }},
 	}
 	ctx := context.Background()
 	for _, wr := range writers {

@@ -3,13 +3,11 @@ package jobs
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,8 +27,7 @@ import (
 type dockerProxy struct {
 	path   string
 	ln     net.Listener
-	mu     sync.Mutex
-	conns  []net.Conn
+	conns  connSet
 	armed  atomic.Bool
 	left   atomic.Int64
 	killed atomic.Bool
@@ -55,46 +52,17 @@ func newDockerProxy(t *testing.T) *dockerProxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.ln.Close(); p.kill() })
-	go func() {
-		for {
-			c, err := p.ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("unix", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close() }()
-			go p.down(c, u)
-		}
-	}()
+	go serveRelay(p.ln, "unix", upstream, &p.conns, copyClose, func(c, u net.Conn) { pump(c, u, p.stop) })
 	return p
 }
 
-// down copies the engine's answers to the client, counting once armed.
-func (p *dockerProxy) down(c, u net.Conn) {
-	defer c.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := u.Read(buf)
-		if n > 0 {
-			if p.armed.Load() && p.left.Add(-int64(n)) < 0 {
-				p.kill()
-				return
-			}
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
+// stop counts the engine's answers once armed and cuts every connection past the limit.
+func (p *dockerProxy) stop(chunk []byte) bool {
+	if p.armed.Load() && p.left.Add(-int64(len(chunk))) < 0 {
+		p.kill()
+		return true
 	}
+	return false
 }
 
 func (p *dockerProxy) arm(limit int64) { p.left.Store(limit); p.armed.Store(true) }
@@ -103,11 +71,7 @@ func (p *dockerProxy) arm(limit int64) { p.left.Store(limit); p.armed.Store(true
 func (p *dockerProxy) kill() {
 	p.killed.Store(true)
 	p.armed.Store(false)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
+	p.conns.closeAll()
 }
 
 // TestHotExportCutMidStreamKeepsLatest: the Docker connection drops mid-export of a hot backup
@@ -124,17 +88,7 @@ func TestHotExportCutMidStreamKeepsLatest(t *testing.T) {
 	defer pc.Close()
 	name := fmt.Sprintf("tenant_opsdcut_%08x", rand.Uint32())
 	dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; echo ok > /data/ready; sleep 3600")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		d, err := dc.Inspect(context.Background(), name, true)
-		if err == nil && d.SizeRw >= 24<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container never wrote its data: %+v %v", d, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitContainerData(t, dc, name, 24<<20)
 	t.Run("in-process-s3", func(t *testing.T) {
 		cutExport(t, pc, proxy, name, storagetest.NewS3(t, storagetest.NewFakeS3(t).Config))
 	})

@@ -3,7 +3,6 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -21,26 +20,15 @@ import (
 
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
-	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/storage"
+	s3store "github.com/wopr-network/opsd/internal/storage/s3"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
-
-// opsdBinary builds cmd/opsd into the test's temp dir (the build cache makes it a link step).
-func opsdBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "opsd")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/opsd")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // killProxy forwards TCP connections to the S3 engine and, once armed, calls trip with every
 // chunk a client sends before forwarding it; when trip returns true the chunk is dropped and
@@ -52,7 +40,7 @@ type killProxy struct {
 	trip  func(chunk []byte, sent int64) bool
 	sent  atomic.Int64
 	fired atomic.Bool
-	conns []net.Conn
+	conns connSet
 }
 
 func newKillProxy(t *testing.T, target string) *killProxy {
@@ -63,50 +51,23 @@ func newKillProxy(t *testing.T, target string) *killProxy {
 	}
 	p := &killProxy{addr: ln.Addr().String(), ln: ln}
 	t.Cleanup(func() { ln.Close(); p.cut() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { io.Copy(c, u); c.Close() }()
-			go p.up(c, u)
-		}
-	}()
+	go serveRelay(ln, "tcp", target, &p.conns, func(u, c net.Conn) { pump(u, c, p.stop) }, copyClose)
 	return p
 }
 
-func (p *killProxy) up(c, u net.Conn) {
-	defer u.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := c.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			trip := p.trip
-			p.mu.Unlock()
-			sent := p.sent.Add(int64(n))
-			if trip != nil && !p.fired.Load() && trip(buf[:n], sent) {
-				p.fired.Store(true)
-				p.cut()
-				return
-			}
-			if _, werr := u.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
+// stop counts a chunk the client sends and says whether the armed trip drops it (cutting every
+// connection).
+func (p *killProxy) stop(chunk []byte) bool {
+	p.mu.Lock()
+	trip := p.trip
+	p.mu.Unlock()
+	sent := p.sent.Add(int64(len(chunk)))
+	if trip != nil && !p.fired.Load() && trip(chunk, sent) {
+		p.fired.Store(true)
+		p.cut()
+		return true
 	}
+	return false
 }
 
 func (p *killProxy) arm(trip func(chunk []byte, sent int64) bool) {
@@ -119,14 +80,7 @@ func (p *killProxy) arm(trip func(chunk []byte, sent int64) bool) {
 
 func (p *killProxy) disarm() { p.arm(nil) }
 
-func (p *killProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
+func (p *killProxy) cut() { p.conns.closeAll() }
 
 // sigkillWriter is one writer the SIGKILL test drives through the real binary.
 type sigkillWriter struct {
@@ -148,57 +102,24 @@ type sigkillWriter struct {
 func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 	cfg := storagetest.RealS3(t)
 	direct := storagetest.NewS3(t, cfg) // creates the bucket
-	bin := opsdBinary(t)
+	bin := opsdtest.Binary(t)
 	today := layout.Date(time.Now())
 	dir := t.TempDir()
 
 	// Sources: a 24 MiB SQLite database, an instance directory with 24 MiB of random bytes
 	// (nothing for gzip to shrink), a container with as much in its filesystem.
-	dbPath := filepath.Join(dir, "auth.db")
-	if err := demo.ItemsDB(dbPath, 22000); err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(dir, "homes")
-	os.MkdirAll(filepath.Join(base, "inst-1"), 0o755)
-	randomFile := func(p string, n int) {
-		b := make([]byte, n)
-		rand.Read(b)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	randomFile(filepath.Join(base, "inst-1", "big.bin"), 24<<20)
+	src := newKillSources(t, dir)
+	dbPath, base := src.dbPath, src.base
 	writers := []sigkillWriter{
-		{job: "platform-db-backup", target: "auth", key: "platform/" + today + "/auth-" + today + ".db", change: func(t *testing.T) {
-			db, err := demo.Open(dbPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := db.Exec(`DELETE FROM items WHERE id % 7 = 0`); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{job: "wopr-home", key: "nightly/kill/inst-1/inst-1_" + today + ".tar.gz", change: func(t *testing.T) {
-			randomFile(filepath.Join(base, "inst-1", "big.bin"), 24<<20)
-		}},
+		{job: "platform-db-backup", target: "auth", key: "platform/" + today + "/auth-" + today + ".db", change: src.changeDB},
+		{job: "wopr-home", key: "nightly/kill/inst-1/inst-1_" + today + ".tar.gz", change: src.changeDir},
 	}
 	containerJob := ""
 	{
 		dc := dockertest.Client(t)
 		name := dockertest.Unique("tenant_opsdkill") + "a"
 		dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; sleep 3600")
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			d, err := dc.Inspect(context.Background(), name, true)
-			if err == nil && d.SizeRw >= 24<<20 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("container never wrote its data: %+v %v", d, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitContainerData(t, dc, name, 24<<20)
 		containerJob = fmt.Sprintf(`
   - name: tenant-export
     kind: container_export
@@ -246,30 +167,8 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 	}
 
 	proxy := newKillProxy(t, cfg.Endpoint)
-	addr := freeTCPAddr(t)
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: kill
-http:
-  listen: %s
-state:
-  path: %s/state/state.db
-storage:
-  backend: s3
-  s3:
-    endpoint: %s
-    region: us-east-1
-    bucket: %s
-    access_key: %s
-    secret_key: %s
-    tls: false
-    part_size: 5MiB
-    upload_memory: 16MiB
-alerts:
-  interval: 1h
-  rules: []
-scheduler:
-  shutdown_timeout: 2s
-jobs:
+	addr := opsdtest.FreeAddr(t)
+	cfgPath := writeKillConfig(t, dir, addr, proxy.addr, cfg, fmt.Sprintf(`
   - name: platform-db-backup
     kind: sqlite_backup
     schedule: "0 3 * * *"
@@ -281,7 +180,7 @@ jobs:
     kind: dir_snapshot
     schedule: "30 2 * * *"
     base_dir: %s
-%s%s`, addr, dir, proxy.addr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, dir, dbPath, base, containerJob, pgJob)), 0o600)
+%s%s`, dir, dbPath, base, containerJob, pgJob))
 
 	ctx := context.Background()
 	var stderr bytes.Buffer
@@ -433,44 +332,13 @@ jobs:
 	}
 }
 
-func freeTCPAddr(t *testing.T) string {
+// writeKillConfig writes dir/opsd.yaml for the real binary: /health on addr, the state database
+// under dir/state, the S3 store cfg reached through proxyAddr with 5 MiB parts, alerts quiet, and
+// jobs (the YAML list after "jobs:").
+func writeKillConfig(t *testing.T, dir, addr, proxyAddr string, cfg s3store.Config, jobs string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// TestSIGKILLMidPausedExportUnpausesAtStart: an export with `pause: true` freezes the tenant's
-// container; the real binary is SIGKILLed mid-upload (OOM, the host restarting opsd's
-// container). Before, the container stayed paused, the tenant's bot down, until someone noticed.
-// The daemon's next start unpauses it; nothing of the killed export is a backup.
-func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
-	cfg := storagetest.RealS3(t)
-	direct := storagetest.NewS3(t, cfg)
-	dc := dockertest.Client(t)
-	bin := opsdBinary(t)
-	dir := t.TempDir()
-	name := dockertest.Unique("tenant_opsdpause") + "a"
-	dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; sleep 3600")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		d, err := dc.Inspect(context.Background(), name, true)
-		if err == nil && d.SizeRw >= 24<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container never wrote its data: %+v %v", d, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Cleanup(func() { dc.Unpause(context.Background(), name) })
-	proxy := newKillProxy(t, cfg.Endpoint)
-	addr := freeTCPAddr(t)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: kill
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`node_id: kill
 http:
   listen: %s
 state:
@@ -491,13 +359,35 @@ alerts:
   rules: []
 scheduler:
   shutdown_timeout: 2s
-jobs:
+jobs:%s`, addr, dir, proxyAddr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, jobs)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath
+}
+
+// TestSIGKILLMidPausedExportUnpausesAtStart: an export with `pause: true` freezes the tenant's
+// container; the real binary is SIGKILLed mid-upload (OOM, the host restarting opsd's
+// container). Before, the container stayed paused, the tenant's bot down, until someone noticed.
+// The daemon's next start unpauses it; nothing of the killed export is a backup.
+func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
+	cfg := storagetest.RealS3(t)
+	direct := storagetest.NewS3(t, cfg)
+	dc := dockertest.Client(t)
+	bin := opsdtest.Binary(t)
+	dir := t.TempDir()
+	name := dockertest.Unique("tenant_opsdpause") + "a"
+	dockertest.Run(t, dc, name, nil, "dd if=/dev/urandom of=/data/big bs=1M count=24 2>/dev/null; sleep 3600")
+	waitContainerData(t, dc, name, 24<<20)
+	t.Cleanup(func() { dc.Unpause(context.Background(), name) })
+	proxy := newKillProxy(t, cfg.Endpoint)
+	addr := opsdtest.FreeAddr(t)
+	cfgPath := writeKillConfig(t, dir, addr, proxy.addr, cfg, fmt.Sprintf(`
   - name: tenant-export
     kind: container_export
     schedule: "0 2 * * *"
     name_prefix: %s
     pause: true
-`, addr, dir, proxy.addr, cfg.Bucket, cfg.AccessKey, cfg.SecretKey, name)), 0o600)
+`, name))
 
 	var out bytes.Buffer
 	cmd := exec.Command(bin, "jobs", "run", "-c", cfgPath, "tenant-export")
@@ -534,7 +424,7 @@ jobs:
 		daemon.Process.Signal(syscall.SIGTERM)
 		daemon.Wait()
 	}()
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/health")
 		if err == nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/alerts/alertstest"
 )
 
 // TestRemovedAlertRuleIsResolvedByTheDaemon: two per-node rules fire and reach a real local
@@ -17,9 +17,7 @@ import (
 // database. Each one's incident is resolved under the key it was opened with, and the state
 // rows of both are gone; the rule that stays is still open.
 func TestRemovedAlertRuleIsResolvedByTheDaemon(t *testing.T) {
-	pd := &pdReceiver{addr: "127.0.0.1:0"}
-	pd.start(t)
-	defer pd.stop()
+	pd := alertstest.New(t, nil)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	rule := func(name string) string {
@@ -42,25 +40,11 @@ func TestRemovedAlertRuleIsResolvedByTheDaemon(t *testing.T) {
     pagerduty:
       routing_key: rk-e2e-secret
       url: http://%s/v2/enqueue
-`, rules.String(), pd.addr))
-	}
-	start := func() (*Main, string) {
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := NewMain(context.Background(), cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Run(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return m, "http://" + m.Addr().String()
+`, rules.String(), pd.Addr()))
 	}
 	open := func() map[string]bool {
 		o := map[string]bool{}
-		for _, e := range pd.got() {
+		for _, e := range pd.Events() {
 			k, _ := e["dedup_key"].(string)
 			o[k] = e["event_action"] == "trigger"
 		}
@@ -84,7 +68,7 @@ func TestRemovedAlertRuleIsResolvedByTheDaemon(t *testing.T) {
 	}
 
 	write("disk-full", "disk-high", "disk-watch")
-	m, base := start()
+	m, base := runMain(t, cfgPath, Options{})
 	eventually(t, "three incidents open at PagerDuty", 20*time.Second, func() bool { return len(open()) == 3 })
 
 	// A live reload without disk-full.
@@ -100,7 +84,7 @@ func TestRemovedAlertRuleIsResolvedByTheDaemon(t *testing.T) {
 
 	// A restart without disk-high.
 	write("disk-watch")
-	m, _ = start()
+	m, _ = runMain(t, cfgPath, Options{})
 	defer m.Close(context.Background())
 	eventually(t, "disk-high resolved after the restart", 20*time.Second, func() bool { return !open()["wopr-platform:disk-high:e2e"] })
 	if o := open(); len(o) != 1 || !o["wopr-platform:disk-watch:e2e"] {
@@ -109,7 +93,7 @@ func TestRemovedAlertRuleIsResolvedByTheDaemon(t *testing.T) {
 	if rows := stateRows(m); len(rows) != 1 || rows[0] != "disk-watch" {
 		t.Fatalf("alert state rows after the restart: %v", rows)
 	}
-	for _, e := range pd.got() {
+	for _, e := range pd.Events() {
 		if e["event_action"] == "resolve" && e["dedup_key"] != "wopr-platform:disk-full:e2e" && e["dedup_key"] != "wopr-platform:disk-high:e2e" {
 			t.Fatalf("unexpected resolve: %v", e)
 		}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/config"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -126,25 +127,48 @@ func postBody(t *testing.T, url, bearer, body string) (int, string) {
 // startDaemon loads a config file, starts the daemon on a free port, and stops it at the end.
 func startDaemon(t *testing.T, cfgPath string) (*Main, string) {
 	t.Helper()
+	return startDaemonWith(t, cfgPath, Options{})
+}
+
+// startDaemonWith is startDaemon with opts (Stderr and Listen filled in when unset).
+func startDaemonWith(t *testing.T, cfgPath string, opts Options) (*Main, string) {
+	t.Helper()
+	m, base := runMain(t, cfgPath, opts)
+	t.Cleanup(func() { closeMain(m) })
+	return m, base
+}
+
+// runMain loads a config file and starts the daemon with opts (Stderr and Listen on a free port
+// filled in when unset); the caller closes it.
+func runMain(t *testing.T, cfgPath string, opts Options) (*Main, string) {
+	t.Helper()
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opts.Stderr == nil {
+		opts.Stderr = &syncBuffer{}
+	}
+	if opts.Listen == "" {
+		opts.Listen = "127.0.0.1:0"
+	}
 	ctx := context.Background()
-	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0"})
+	m, err := NewMain(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		// Bounded: a test that fails while a long run is in progress must not wait for it.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		m.Close(ctx)
-	})
 	return m, "http://" + m.Addr().String()
+}
+
+// closeMain stops the daemon, bounded: a test that fails while a long run is in progress must not
+// wait for it.
+func closeMain(m *Main) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.Close(ctx)
 }
 
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
@@ -275,20 +299,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 }
 
-// buildBinary compiles opsd once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "opsd")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func TestSIGKILLLosesNothingAndCatchesUpOnce(t *testing.T) {
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: e2e

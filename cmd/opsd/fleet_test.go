@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wopr-network/opsd/internal/coord"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -80,7 +81,7 @@ func TestSIGKILLFailover(t *testing.T) {
 	}
 	t.Parallel()
 	dsn := pgDSN(t)
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	schema := fmt.Sprintf("opsd_t%d", time.Now().UnixNano()%1e9)
 	job := `  - {name: slow, kind: noop, schedule: "@every 30s", scope: platform, sleep: 8s}
@@ -184,7 +185,7 @@ func startCluster(t *testing.T) *pgCluster {
 		pgDSN(t) // skips (or fails under OPSD_TEST_REQUIRE_PG=1)
 	}
 	repo, _ := filepath.Abs("../..")
-	_, port, _ := net.SplitHostPort(freeAddr(t))
+	_, port, _ := net.SplitHostPort(opsdtest.FreeAddr(t))
 	cmd := exec.Command("bash", filepath.Join(repo, ".ci/start-postgres.sh"))
 	cmd.Env = append(os.Environ(), "OPSD_PG_PORT="+port, "OPSD_PG_DIR=")
 	var errb bytes.Buffer

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wopr-network/opsd/internal/opsdtest"
 )
 
 // aliasBomb is an 800-byte YAML "billion laughs": its aliases expand to 10^9 values.
@@ -85,7 +87,7 @@ func TestRunValidatesBeforeCreatingAnything(t *testing.T) {
 // daemon keeps running its jobs and stays small, and SIGHUP then SIGTERM with the FIFO in place
 // still stop it within the shutdown timeout.
 func TestHostileReloadsRefused(t *testing.T) {
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "opsd.yaml")
 	fifo := filepath.Join(dir, "token.fifo")

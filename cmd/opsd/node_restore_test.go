@@ -25,6 +25,7 @@ import (
 
 	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -151,7 +152,7 @@ jobs:
 
 	// First run, one import at a time, SIGKILLed once a container is restored (the next one may
 	// be imported or started already: starts and probes overlap the next import).
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	cmd := exec.Command(bin, "restore", "node", "-c", cfgB, "--from", "node-a", "--parallel", "1", "--probe", "500ms", "--allow-bind", bindDir)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = &errb

@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wopr-network/opsd/internal/coord"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/state"
 )
 
@@ -24,23 +22,13 @@ import (
 // see, however the tick is retried.
 func TestSIGKILLInterruptedPlatformRunIsOnHealth(t *testing.T) {
 	dsn := pgDSN(t)
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	dir := t.TempDir()
 	schema := fmt.Sprintf("opsd_k%d", time.Now().UnixNano()%1e9)
-	addr := freeAddr(t)
+	addr := opsdtest.FreeAddr(t)
 	os.WriteFile(filepath.Join(dir, "pg.dsn"), []byte(dsn), 0o600)
 	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: pkill
-http:
-  listen: %s
-  admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-reload:
+	writeConfig(t, cfgPath, binaryConfig("pkill", addr, dir, fmt.Sprintf(`reload:
   interval: 1h
 coordination:
   postgres:
@@ -48,46 +36,21 @@ coordination:
     schema: %s
   heartbeat_interval: 1s
   node_lost_after: 4s
-alerts:
-  interval: 1h
-  rules: []
-scheduler:
-  shutdown_timeout: 1s
-jobs:
-  - name: fleet-prune
+`, dir, schema), `  - name: fleet-prune
     kind: noop
     schedule: "@every 2s"
     scope: platform
     sleep: 10m
-`, addr, token, dir, dir, dir, schema))
+`))
 	base := "http://" + addr
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "-c", cfgPath)
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "opsd to answer", 20*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return cmd
-	}
-	cmd := start()
+	cmd := startBinary(t, bin, cfgPath, addr)
 	eventually(t, "a claimed tick of the platform job to run", 20*time.Second, func() bool {
 		return strings.HasSuffix(metricLine(t, base, `opsd_job_running{`), " 1")
 	})
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	cmd = start()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	cmd = startBinary(t, bin, cfgPath, addr)
 	_, body := get(t, base+"/api/jobs/fleet-prune/runs")
 	if !strings.Contains(body, `"outcome":"interrupted"`) || !strings.Contains(body, state.InterruptedError) {
 		t.Fatalf("runs after the restart: want the killed run interrupted: %s", body)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/postgres"
 	"github.com/wopr-network/opsd/internal/postgres/pgtest"
 	"github.com/wopr-network/opsd/internal/state"
@@ -87,7 +88,7 @@ jobs:
 	if _, err := hold.Exec(ctx, "COMMENT ON DATABASE "+postgres.Quote(name)+" IS 'held by the test'"); err != nil {
 		t.Fatal(err)
 	}
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	cmd := exec.Command(bin, "restore", "postgres", "-c", cfgPath, "--yes")
 	var cout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &cout, &cout

@@ -22,6 +22,7 @@ import (
 	"github.com/wopr-network/opsd/internal/demo"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
 	"github.com/wopr-network/opsd/internal/layout"
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/restore"
 	"github.com/wopr-network/opsd/internal/state"
 	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
@@ -210,7 +211,7 @@ func TestInterruptedRestoreReportedAtNextStart(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer health.Close()
-	bin := buildBinary(t)
+	bin := opsdtest.Binary(t)
 	cmd := exec.Command(bin, "restore", "db", "-c", cfgPath, "--db", "billing", "--live", "--yes", "--health-url", health.URL)
 	var cout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &cout, &cout

@@ -12,30 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/opsdtest"
 	"github.com/wopr-network/opsd/internal/telemetry/sentrytest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// TestSIGKILLInterruptedRunIsAFailedRun: the real binary is SIGKILLed during a run of a
-// catch_up job and started again. The killed run is a failed run in /metrics
-// (opsd_job_last_run_success 0, present), /health (degraded, interrupted:<job>) and Sentry, and
-// the job runs again once at start; a temp file the killed process left is removed.
-func TestSIGKILLInterruptedRunIsAFailedRun(t *testing.T) {
-	bin := buildBinary(t)
-	dir := t.TempDir()
-	sentry := sentrytest.New(t)
-	addr := freeAddr(t)
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: kill
+// binaryConfig is the config of a real binary's daemon node: the API on addr with the admin
+// token, the state database and a local store in dir, extra (more top-level keys), alerts quiet,
+// a 1s shutdown, and jobs (the YAML list after "jobs:").
+func binaryConfig(node, addr, dir, extra, jobs string) string {
+	return fmt.Sprintf(`node_id: %s
 http:
   listen: %s
   admin_token: %s
@@ -45,37 +30,60 @@ storage:
   backend: local
   local:
     path: %s/store
-sentry:
-  dsn: %s
-alerts:
+%salerts:
   interval: 1h
   rules: []
 scheduler:
   shutdown_timeout: 1s
 jobs:
-  - name: nightly-export
+%s`, node, addr, token, dir, dir, extra, jobs)
+}
+
+// startBinary starts the real binary's daemon on cfgPath and waits until it answers on addr; a
+// daemon still running at the end of the test is stopped (SIGTERM).
+func startBinary(t *testing.T, bin, cfgPath, addr string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "-c", cfgPath)
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil { // not waited for yet (not killed by the test)
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	})
+	eventually(t, "opsd to answer", 20*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return cmd
+}
+
+// TestSIGKILLInterruptedRunIsAFailedRun: the real binary is SIGKILLed during a run of a
+// catch_up job and started again. The killed run is a failed run in /metrics
+// (opsd_job_last_run_success 0, present), /health (degraded, interrupted:<job>) and Sentry, and
+// the job runs again once at start; a temp file the killed process left is removed.
+func TestSIGKILLInterruptedRunIsAFailedRun(t *testing.T) {
+	bin := opsdtest.Binary(t)
+	dir := t.TempDir()
+	sentry := sentrytest.New(t)
+	addr := opsdtest.FreeAddr(t)
+	cfgPath := filepath.Join(dir, "opsd.yaml")
+	writeConfig(t, cfgPath, binaryConfig("kill", addr, dir, fmt.Sprintf(`sentry:
+  dsn: %s
+`, sentry.DSN()), `  - name: nightly-export
     kind: noop
     schedule: "0 3 * * *"
     catch_up: true
     sleep: 10m
-`, addr, token, dir, dir, sentry.DSN()))
+`))
 	base := "http://" + addr
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "-c", cfgPath)
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, "opsd to answer", 20*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return cmd
-	}
-	cmd := start()
+	cmd := startBinary(t, bin, cfgPath, addr)
 	if code, body := post(t, base+"/api/jobs/nightly-export/run", token); code != 202 {
 		t.Fatalf("trigger: %d %s", code, body)
 	}
@@ -89,11 +97,7 @@ jobs:
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
-	cmd = start()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	cmd = startBinary(t, bin, cfgPath, addr)
 	if l := metricLine(t, base, `opsd_job_last_run_success{`); !strings.Contains(l, "nightly-export") || !strings.HasSuffix(l, " 0") {
 		t.Fatalf("opsd_job_last_run_success after the restart: %q", l)
 	}

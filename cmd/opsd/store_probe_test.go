@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wopr-network/opsd/config"
 	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/artifact/artifacttest"
 	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/storagetest"
 )
+
+// probeEverySecond probes the store at every evaluation (every second) here; every 5 minutes by
+// default.
+var probeEverySecond = Options{StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond}
 
 // TestIdleStoreOutageInHealth: the object store (a real S3 engine, behind a proxy that cuts
 // every connection) dies under a running daemon with nothing to run: /health turns degraded with
@@ -35,25 +38,8 @@ alerts:
 %sjobs:
   - {name: nightly, kind: noop, schedule: "0 3 * * *"}
 `, dir, s3StorageYAML(proxy.Addr, s3cfg.Bucket)))
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	// Probed at every evaluation (every second) here; every 5 minutes by default.
-	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		m.Close(ctx)
-	})
-	base := "http://" + m.Addr().String()
+	m, base := startDaemonWith(t, cfgPath, probeEverySecond)
 	health := func() string {
 		_, b := get(t, base+"/health")
 		return b
@@ -122,24 +108,9 @@ alerts:
 jobs:
   - {name: nightly, kind: noop, schedule: "0 3 * * *"}
 `, dir, root))
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	m, err := NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		m.Close(ctx)
-	})
-	base := "http://" + m.Addr().String()
+	m, base := runMain(t, cfgPath, probeEverySecond)
+	t.Cleanup(func() { closeMain(m) }) // m: the daemon running at the end
 	health := func() string {
 		_, b := get(t, base+"/health")
 		return b
@@ -186,14 +157,7 @@ jobs:
 	if err := os.Mkdir(root, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	m, err = NewMain(ctx, cfg, Options{Stderr: &syncBuffer{}, Listen: "127.0.0.1:0", StoreProbeInterval: time.Nanosecond, CheckInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	base = "http://" + m.Addr().String()
+	m, base = runMain(t, cfgPath, probeEverySecond)
 	if body = health(); !strings.Contains(body, `"name":"store"`) || !strings.Contains(body, "not mounted") {
 		t.Fatalf("/health after a restart onto the empty mount point: %s", body)
 	}

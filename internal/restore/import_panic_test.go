@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/wopr-network/opsd/internal/artifact"
+	"github.com/wopr-network/opsd/internal/docker"
 	"github.com/wopr-network/opsd/internal/docker/dockertest"
+	"github.com/wopr-network/opsd/internal/storage"
 	"github.com/wopr-network/opsd/internal/storage/local"
 )
 
@@ -16,13 +18,8 @@ import (
 // arrived) fails the import with an error wrapping artifact.ErrPanic and leaves no image behind.
 // It crashed the whole daemon: the Runner recovers panics only in a job's own goroutine.
 func TestImportVerifiedSurvivesAPanic(t *testing.T) {
-	dc := dockertest.Client(t)
+	dc, store, m, ref := lostImport(t, "panic")
 	ctx := context.Background()
-	store, _ := local.New(t.TempDir())
-	name := dockertest.Unique("tenant_node-perf_") + "panic"
-	m := lostTenant(t, store, name)
-	ref := ImageRef(name, m)
-	t.Cleanup(func() { dc.RemoveImage(context.Background(), ref) })
 	eng := &importRecorder{Client: dc}
 	img, err := ImportVerified(ctx, store, eng, m, nil, ref, nil, func(p string) {
 		if p == "verify" {
@@ -48,13 +45,8 @@ func TestImportVerifiedSurvivesAPanic(t *testing.T) {
 // bug), which the gzip decoder's read-ahead goroutine calls, fails the import with an error
 // wrapping artifact.ErrPanic and leaves no image behind, instead of crashing the daemon.
 func TestImportVerifiedSurvivesAPanicInProgress(t *testing.T) {
-	dc := dockertest.Client(t)
+	dc, store, m, ref := lostImport(t, "progress")
 	ctx := context.Background()
-	store, _ := local.New(t.TempDir())
-	name := dockertest.Unique("tenant_node-perf_") + "progress"
-	m := lostTenant(t, store, name)
-	ref := ImageRef(name, m)
-	t.Cleanup(func() { dc.RemoveImage(context.Background(), ref) })
 	calls := 0
 	img, err := ImportVerified(ctx, store, dc, m, nil, ref, func(done, total int64) {
 		// Past the first read (the gzip header, read by the caller): on the decoder's goroutine.
@@ -68,4 +60,20 @@ func TestImportVerifiedSurvivesAPanicInProgress(t *testing.T) {
 	if imageExists(t, ref) {
 		t.Fatalf("image %s exists after the import failed", ref)
 	}
+}
+
+// lostImport is a lost tenant's export (named with suffix) in a new local store and the image
+// reference it imports as on the real engine; the image is removed at the end of the test.
+func lostImport(t *testing.T, suffix string) (*docker.Client, storage.Store, artifact.Manifest, string) {
+	t.Helper()
+	dc := dockertest.Client(t)
+	store, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := dockertest.Unique("tenant_node-perf_") + suffix
+	m := lostTenant(t, store, name)
+	ref := ImageRef(name, m)
+	t.Cleanup(func() { dc.RemoveImage(context.Background(), ref) })
+	return dc, store, m, ref
 }
