@@ -52,7 +52,9 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 		if err != nil {
 			continue
 		}
-		if ok, err := r.State.LastSuccess(ctx, name); err == nil && !ok.StartedAt.Before(crashed.StartedAt) {
+		// Any successful run clears it, a dry run too, as in the running process (Runner's
+		// record): else a job left in dry_run raised it again at every restart, forever.
+		if ok, err := r.State.LastSucceeded(ctx, name); err == nil && !ok.StartedAt.Before(crashed.StartedAt) {
 			continue
 		}
 		at := crashed.StartedAt

@@ -189,11 +189,18 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 		stderr.Reset()
 		cmd := exec.Command(bin, "jobs", "run", "-c", cfgPath, job)
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		// The kill is recorded before it is sent (the proxy's own flag is set after the trip
+		// returns, which may be after Wait saw the process die), and cmd.Process is read only
+		// once Start has set it.
+		var sentKill atomic.Bool
+		started := make(chan struct{})
 		if trip != nil {
 			proxy.arm(func(chunk []byte, sent int64) bool {
 				if !trip(chunk, sent) {
 					return false
 				}
+				<-started
+				sentKill.Store(true)
 				cmd.Process.Signal(syscall.SIGKILL)
 				return true
 			})
@@ -202,8 +209,9 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		close(started)
 		err = cmd.Wait()
-		return proxy.fired.Load() && trip != nil, err
+		return sentKill.Load(), err
 	}
 	midUpload := func(_ []byte, sent int64) bool { return sent > 12<<20 }
 	check := func(t *testing.T) int {
@@ -256,7 +264,7 @@ func TestSIGKILLMidWriterLosesNothing(t *testing.T) {
 
 			// 4. The daemon started afterwards reports the killed run and finishes its upload.
 			daemon := exec.Command(bin, "run", "-c", cfgPath)
-			var dlog bytes.Buffer
+			var dlog lockedBuffer
 			daemon.Stderr = &dlog
 			if err := daemon.Start(); err != nil {
 				t.Fatal(err)
@@ -393,10 +401,12 @@ func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
 	cmd := exec.Command(bin, "jobs", "run", "-c", cfgPath, "tenant-export")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	var killed atomic.Bool
+	started := make(chan struct{})
 	proxy.arm(func(_ []byte, sent int64) bool {
 		if sent <= 12<<20 {
 			return false
 		}
+		<-started // cmd.Process is set by Start
 		killed.Store(true)
 		cmd.Process.Signal(syscall.SIGKILL)
 		return true
@@ -404,6 +414,7 @@ func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	close(started)
 	cmd.Wait()
 	proxy.disarm()
 	if !killed.Load() {
@@ -415,7 +426,7 @@ func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
 	}
 
 	daemon := exec.Command(bin, "run", "-c", cfgPath)
-	var dlog bytes.Buffer
+	var dlog lockedBuffer
 	daemon.Stderr = &dlog
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
@@ -439,8 +450,9 @@ func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
 	// The daemon answers once it started; the unpause comes before its first runs.
 	deadline = time.Now().Add(30 * time.Second)
 	for {
+		// The unpause is logged after it is done: wait for both.
 		d, err := dc.Inspect(ctx, name, false)
-		if err == nil && !d.Paused {
+		if err == nil && !d.Paused && strings.Contains(dlog.String(), "unpaused a container an export opsd did not survive left paused") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -452,4 +464,22 @@ func TestSIGKILLMidPausedExportUnpausesAtStart(t *testing.T) {
 		t.Fatalf("the unpause is not logged:\n%s", dlog.String())
 	}
 	artifacttest.Check(t, direct, "")
+}
+
+// lockedBuffer is a bytes.Buffer a child process's output is copied into while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -65,9 +65,9 @@ type Server struct {
 
 	// Connection bounds (tests shorten them): a client that never finishes its headers, trickles
 	// its body, or sits idle between requests is disconnected instead of holding a connection
-	// and its goroutine forever. There is no write timeout: nothing served here is slow to write
-	// (restores run in the background and answer 202), and one would cut a slow /metrics scrape
-	// of a large fleet for no gain.
+	// and its goroutine forever. A response must be written within the write timeout of its
+	// request; a request's context ends a tenth of it earlier (see bounded), so a handler
+	// waiting on something slow still answers with its error.
 	readHeaderTimeout time.Duration
 	readTimeout       time.Duration
 	idleTimeout       time.Duration
@@ -76,8 +76,9 @@ type Server struct {
 
 // Default connection bounds of the HTTP server. The request bodies served here are small JSON
 // objects (at most 64 KiB), so a minute to send headers and body is generous. Go clears the read
-// deadline once the body is read, so a slow handler's context is not cancelled by it. Every
-// handler answers at once (runs and restores are started, not waited for), so two minutes from
+// deadline once the body is read, so a slow handler's context is not cancelled by it. Handlers
+// answer at once (runs and restores are started, not waited for) or within their context, which
+// ends before the write timeout (a store listing that hangs answers 502), so two minutes from
 // the request to the end of its response only cut a client that stops reading a large response
 // (a /metrics of many targets), which would otherwise hold its connection and goroutine forever.
 const (
@@ -118,7 +119,7 @@ func (s *Server) Listen(addr string) (net.Addr, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: s.readHeaderTimeout, ReadTimeout: s.readTimeout, IdleTimeout: s.idleTimeout,
+	s.srv = &http.Server{Handler: s.bounded(s.mux), ReadHeaderTimeout: s.readHeaderTimeout, ReadTimeout: s.readTimeout, IdleTimeout: s.idleTimeout,
 		WriteTimeout: s.writeTimeout}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -126,6 +127,22 @@ func (s *Server) Listen(addr string) (net.Addr, error) {
 		}
 	}()
 	return ln.Addr(), nil
+}
+
+// bounded ends each request's context a tenth of the write timeout before it: a handler
+// waiting on something slow (a store listing, bounded only by S3's 5-minute request timeout)
+// then answers with its error while the response can still be written, instead of the client
+// getting no answer at all.
+func (s *Server) bounded(h http.Handler) http.Handler {
+	if s.writeTimeout <= 0 {
+		return h
+	}
+	limit := s.writeTimeout - s.writeTimeout/10
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), limit)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // Shutdown stops accepting requests and waits (bounded by ctx) for those in flight.

@@ -147,7 +147,9 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 	})
 
 	close(release)
-	if err := <-ctxErr; err != nil {
+	// Its context ends only at the write bound (deadline exceeded), never with the read timeout
+	// (the connection's context cancelled).
+	if err := <-ctxErr; err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("the long handler's context ended with the read timeout: %v", err)
 	}
 }

@@ -93,6 +93,13 @@ func (s *Store) LastSuccess(ctx context.Context, job string) (Run, error) {
 	return s.lastRun(ctx, `job=? AND outcome='success' AND substr(coalesce(summary, ''), 1, ?) <> ?`, job, len(DryRunPrefix), DryRunPrefix)
 }
 
+// LastSucceeded returns the newest successful run of a job, a dry run included (it is a
+// successful run of the job as configured, though not its last success), ErrNotFound when there
+// is none.
+func (s *Store) LastSucceeded(ctx context.Context, job string) (Run, error) {
+	return s.lastRun(ctx, `job=? AND outcome='success'`, job)
+}
+
 // LastCrashed returns the newest run of a job that a dead process left running (marked
 // interrupted with InterruptedError at a later start), ErrNotFound when there is none.
 func (s *Store) LastCrashed(ctx context.Context, job string) (Run, error) {
