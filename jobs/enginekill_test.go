@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -28,7 +29,19 @@ import (
 // must not be killed under other packages' tests): its binary is the one .ci/seaweedfs.sh cached.
 type privateWeed struct {
 	bin, dir, port string
+	mu             sync.Mutex // cmd: kill9 runs on the proxy's goroutine
 	cmd            *exec.Cmd
+}
+
+// stop ends the engine with sig, if it runs, and reaps it.
+func (w *privateWeed) stop(sig os.Signal) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cmd != nil {
+		w.cmd.Process.Signal(sig)
+		w.cmd.Wait()
+		w.cmd = nil
+	}
 }
 
 func startPrivateWeed(t *testing.T) *privateWeed {
@@ -58,10 +71,7 @@ func startPrivateWeed(t *testing.T) *privateWeed {
 	os.MkdirAll(filepath.Join(w.dir, "data"), 0o755)
 	w.start(t)
 	t.Cleanup(func() {
-		if w.cmd != nil {
-			w.cmd.Process.Kill()
-			w.cmd.Wait()
-		}
+		w.stop(syscall.SIGKILL)
 	})
 	return w
 }
@@ -78,7 +88,9 @@ func (w *privateWeed) start(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	w.mu.Lock()
 	w.cmd = cmd
+	w.mu.Unlock()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get("http://127.0.0.1:" + w.port + "/")
@@ -97,16 +109,13 @@ func (w *privateWeed) start(t *testing.T) {
 // restart stops the engine gracefully (SIGTERM) and starts it again on its data.
 func (w *privateWeed) restart(t *testing.T) {
 	t.Helper()
-	w.cmd.Process.Signal(syscall.SIGTERM)
-	w.cmd.Wait()
+	w.stop(syscall.SIGTERM)
 	w.start(t)
 }
 
 // kill9 kills the engine with SIGKILL and reaps it.
 func (w *privateWeed) kill9() {
-	w.cmd.Process.Signal(syscall.SIGKILL)
-	w.cmd.Wait()
-	w.cmd = nil
+	w.stop(syscall.SIGKILL)
 }
 
 func (w *privateWeed) config(bucket string) s3store.Config {
