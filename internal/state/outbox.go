@@ -281,8 +281,11 @@ func capOutbox(ctx context.Context, tx *sql.Tx, notifier string, max int) (int, 
 	if max <= 0 {
 		return 0, nil
 	}
+	// Resolutions are kept first (a dropped one leaves its incident open at the receiver for
+	// ever; a dropped trigger only misses a page the resolve that follows would have closed),
+	// then the newest triggers: the oldest triggers go first.
 	res, err := tx.ExecContext(ctx, `DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox WHERE status = ? AND notifier = ?
-		ORDER BY id DESC LIMIT -1 OFFSET ?)`, OutboxPending, notifier, max)
+		ORDER BY (action IS ?) DESC, id DESC LIMIT -1 OFFSET ?)`, OutboxPending, notifier, ActionResolve, max)
 	if err != nil {
 		return 0, fmt.Errorf("cap pending notifications of %s: %w", notifier, err)
 	}

@@ -93,7 +93,8 @@ func TestOutboxFilledByAnOlderOpsdIsCompacted(t *testing.T) {
 		t.Fatalf("the trigger kept is not the first: %s", p)
 	}
 
-	// A cap below that drops the oldest.
+	// A cap below that drops the oldest, resolutions last (the webhook keeps its resolve over
+	// the newer trigger; the unreadable row, newest, is given up at delivery).
 	dropped, err = s.CompactOutbox(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +107,42 @@ func TestOutboxFilledByAnOlderOpsdIsCompacted(t *testing.T) {
 	for _, it := range pending {
 		got = append(got, fmt.Sprintf("%s %s %s", it.Notifier, it.Alert, it.Action))
 	}
-	if want := "[pagerduty disk:node-1 resolve pagerduty gateway-error-rate trigger webhook gateway-error-rate trigger webhook x ]"; fmt.Sprint(got) != want {
+	if want := "[pagerduty disk:node-1 resolve webhook disk:node-1 resolve pagerduty gateway-error-rate trigger webhook x ]"; fmt.Sprint(got) != want {
 		t.Fatalf("after the cap: %v", got)
+	}
+}
+
+// TestOutboxCapKeepsResolutions: over the cap, the oldest triggers are dropped before any
+// resolution: a resolution queued before a flood of new incidents (the receiver down) still
+// reaches the receiver, which would otherwise keep that incident open for ever.
+func TestOutboxCapKeepsResolutions(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	at := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	enqueue := func(alert, action string) {
+		t.Helper()
+		firing := action == ActionTrigger
+		payload := fmt.Sprintf(`{"alert":%q,"firing":%v}`, alert, firing)
+		if _, err := s.SaveAlertAndEnqueue(ctx, AlertState{Name: alert, Firing: firing, UpdatedAt: at},
+			[]OutboxItem{{Notifier: "pagerduty", Alert: alert, Action: action, Payload: payload, CreatedAt: at}}, 3); err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(time.Minute)
+	}
+	enqueue("backup-stale", ActionResolve) // its trigger was delivered before the outage
+	for i := range 5 {
+		enqueue(fmt.Sprintf("incident-%d", i), ActionTrigger)
+	}
+	items, err := s.PendingOutbox(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range items {
+		got = append(got, it.Alert+"/"+it.Action)
+	}
+	want := []string{"backup-stale/resolve", "incident-3/trigger", "incident-4/trigger"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pending after the cap: %v, want %v", got, want)
 	}
 }
