@@ -586,13 +586,13 @@ func notify(ctx context.Context, n Notifier, e Event) (err error) {
 var urlPassword = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@`)
 
 // redactEvent returns the event with its free text (the message an evaluation or a data
-// source's error produced, and the names) passed through the redactor Sentry's events use, and
-// any URL password masked, so a secret never reaches PagerDuty or a webhook.
+// source's error produced) passed through the redactor Sentry's events use, and any URL password
+// masked, so a secret never reaches PagerDuty or a webhook. The alert's name and node are names
+// from the job file, not secrets, and they make the incident's dedup key: redacting them would
+// give a trigger and its resolve different keys whenever the config's secrets changed between
+// the two (a rotated password that happens to occur in a node id), leaving the incident open.
 func redactEvent(e Event, r *telemetry.Redactor) Event {
-	clean := func(s string) string {
-		return urlPassword.ReplaceAllString(r.Redact(s), "${1}"+telemetry.Redacted+"@")
-	}
-	e.Message, e.Alert, e.Node = clean(e.Message), clean(e.Alert), clean(e.Node)
+	e.Message = urlPassword.ReplaceAllString(r.Redact(e.Message), "${1}"+telemetry.Redacted+"@")
 	return e
 }
 

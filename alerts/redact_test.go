@@ -85,3 +85,15 @@ func TestNotificationsAreRedacted(t *testing.T) {
 		t.Fatalf("summary ends %q", sum[len(sum)-60:])
 	}
 }
+
+// TestRedactionKeepsTheIncidentKey: the alert's name and node, which make the incident's key at
+// the receivers, are not rewritten by the redactor, so a trigger and its resolve share a key
+// even when the config's secrets change between them (here a secret that occurs in the node id
+// exists only at the resolve).
+func TestRedactionKeepsTheIncidentKey(t *testing.T) {
+	trigger := redactEvent(Event{Alert: "disk-space", Node: "prod-7", PerNode: true, Firing: true, Message: "full"}, telemetry.NewRedactor())
+	resolve := redactEvent(Event{Alert: "disk-space", Node: "prod-7", PerNode: true, Message: "ok"}, telemetry.NewRedactor("prod"))
+	if trigger.key() != resolve.key() {
+		t.Fatalf("trigger key %q, resolve key %q", trigger.key(), resolve.key())
+	}
+}
