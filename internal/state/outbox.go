@@ -83,6 +83,9 @@ func (s *Store) ensureOutbox(ctx context.Context) error {
 	return nil
 }
 
+// testHookBeforeAddColumn, when set (tests), runs between ensureColumn's look and its ALTER.
+var testHookBeforeAddColumn func(table, column string)
+
 // ensureColumn adds a column to a table unless it has it (outside the numbered migrations, like
 // the outbox itself), reporting whether it was added.
 func (s *Store) ensureColumn(ctx context.Context, table, column, decl string) (bool, error) {
@@ -93,7 +96,13 @@ func (s *Store) ensureColumn(ctx context.Context, table, column, decl string) (b
 	if n > 0 {
 		return false, nil
 	}
+	if testHookBeforeAddColumn != nil {
+		testHookBeforeAddColumn(table, column)
+	}
 	if _, err := s.db.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN `+column+` `+decl); err != nil {
+		if strings.Contains(err.Error(), "duplicate column name") {
+			return false, nil // another opsd (the daemon, a CLI command) added it meanwhile
+		}
 		return false, fmt.Errorf("add %s.%s: %w", table, column, err)
 	}
 	return true, nil

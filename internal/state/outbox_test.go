@@ -146,3 +146,34 @@ func TestOutboxCapKeepsResolutions(t *testing.T) {
 		t.Fatalf("pending after the cap: %v, want %v", got, want)
 	}
 }
+
+// TestColumnAddedByAnotherOpsdMeanwhile: the daemon and a CLI command opening a state database of
+// an older opsd at once both add the new columns; the one that loses the race opens it anyway
+// (it failed with "duplicate column name").
+func TestColumnAddedByAnotherOpsdMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	s.Close()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`ALTER TABLE alerts DROP COLUMN node`); err != nil {
+		t.Fatal(err)
+	}
+	testHookBeforeAddColumn = func(table, column string) {
+		if column == "node" {
+			if _, err := db.Exec(`ALTER TABLE alerts ADD COLUMN node TEXT`); err != nil {
+				t.Errorf("the other opsd's ALTER: %v", err)
+			}
+		}
+	}
+	t.Cleanup(func() { testHookBeforeAddColumn = nil })
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open while another opsd added the column: %v", err)
+	}
+	s2.Close()
+}
