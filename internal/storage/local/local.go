@@ -66,6 +66,11 @@ func Open(dir, memo string) (*Store, error) {
 			abs, ErrRootGone, MarkerName, remembered, memo)
 	default:
 		if id, err = createMarker(abs); err != nil {
+			if st, serr := os.Stat(abs); serr == nil && st.IsDir() {
+				// A store this opsd never used that cannot take a marker (an older opsd's disk
+				// mounted read-only to restore from): opened unmarked, checked as a directory.
+				return &Store{root: abs}, nil
+			}
 			return nil, fmt.Errorf("local store %s: %w", dir, err)
 		}
 	}
@@ -91,8 +96,17 @@ func readMarker(root string) (string, error) {
 	return id, nil
 }
 
+// testHookCreateMarker, when set (tests), runs first in createMarker; an error fails it (a
+// read-only file system).
+var testHookCreateMarker func(root string) error
+
 // createMarker creates the root (when missing) and its marker with a new id.
 func createMarker(root string) (string, error) {
+	if testHookCreateMarker != nil {
+		if err := testHookCreateMarker(root); err != nil {
+			return "", err
+		}
+	}
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return "", err
 	}
@@ -155,6 +169,12 @@ func (s *Store) String() string { return "file://" + s.root }
 // rootErr is nil while the root is this store's directory (its marker there), else an error
 // wrapping ErrRootGone.
 func (s *Store) rootErr() error {
+	if s.id == "" { // unmarked (read-only): the directory must still be there
+		if st, err := os.Stat(s.root); err != nil || !st.IsDir() {
+			return fmt.Errorf("%s: %w: %v", s.root, ErrRootGone, err)
+		}
+		return nil
+	}
 	id, err := readMarker(s.root)
 	if err == nil && id != s.id {
 		err = fmt.Errorf("%s names another store", MarkerName)
