@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wopr-network/opsd/internal/artifact"
 	"github.com/wopr-network/opsd/internal/health"
 	"github.com/wopr-network/opsd/internal/metrics"
 	"github.com/wopr-network/opsd/internal/state"
@@ -76,6 +77,11 @@ func (r *Runner) RecoverInterrupted(ctx context.Context, specs []Spec) error {
 		}
 		recovering[run.Job] = true
 		go func(job string) {
+			defer func() {
+				if p := recover(); p != nil { // a bug here must not take the starting daemon down
+					r.Log.Error().Err(artifact.PanicError(p)).Str("job", job).Msg("cannot finish the uploads opsd did not survive (prune finishes them)")
+				}
+			}()
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 			defer cancel()
 			done, err := ur.RecoverUploads(rctx)
