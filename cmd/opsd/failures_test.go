@@ -50,25 +50,9 @@ func metricLine(t *testing.T, base, prefix string) string {
 // message naming the lock file and the first daemon's PID, before it touches anything: the
 // first daemon's running job stays "running".
 func TestSecondDaemonRefusedByStateLock(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: lock
-http:
-  admin_token: %s
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-scheduler:
-  shutdown_timeout: 1s
-jobs:
-  - {name: slow, kind: noop, schedule: "0 4 * * *", sleep: 10m}
-`, token, dir, dir))
+	dir, cfgPath := writeLocalConfig(t, "lock", "http:\n  admin_token: "+token+"\nscheduler:\n  shutdown_timeout: 1s\n",
+		`  - {name: slow, kind: noop, schedule: "0 4 * * *", sleep: 10m}
+`)
 	m, base := startDaemon(t, cfgPath)
 	t.Cleanup(func() { // the run sleeps 10m: cancel it rather than wait
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -283,25 +267,13 @@ func TestInterruptedRunMarksTheJobsOwnTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "opsd.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`node_id: intr
-state:
-  path: %s/state.db
-storage:
-  backend: local
-  local:
-    path: %s/store
-alerts:
-  interval: 1h
-  rules: []
-jobs:
-  - name: platform-db-backup
+	dir, cfgPath := writeLocalConfig(t, "intr", "", fmt.Sprintf(`  - name: platform-db-backup
     kind: sqlite_backup
     schedule: "0 3 * * *"
     catch_up: true
     databases:
       - {name: auth, path: %q}
-`, dir, dir, paths["auth"]))
+`, paths["auth"]))
 
 	ctx := context.Background()
 	st, err := state.Open(ctx, filepath.Join(dir, "state.db"))
